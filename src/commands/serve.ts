@@ -1,0 +1,51 @@
+import { ConfigError, type LoadedConfig, loadConfig } from '../config.ts'
+import { startServer } from '../server.ts'
+
+export interface ServeOptions {
+  config?: string
+  port?: number
+  host?: string
+}
+
+/** Runs the server until SIGTERM/SIGINT; SIGHUP reloads the config. Resolves when stopped. */
+export async function serve(options: ServeOptions): Promise<void> {
+  const places = { explicitPath: options.config }
+  const loaded = loadConfig(places)
+  report(loaded)
+  const server = startServer({ loaded, port: options.port, host: options.host })
+  if (server.live.generatedToken) {
+    console.log(`[mls] no tokens configured: generated this one for this run (set "tokens" in mls.json to choose your own):`)
+    console.log(`[mls]   ${server.live.generatedToken}`)
+  }
+  const { ws, html } = server.live.config
+  console.log(`[mls] listening on ${server.url}${ws.enabled ? ` (WebSocket ${ws.path})` : ''}`)
+  if (html.enabled) console.log(`[mls] docs ${server.url}${html.index_path}  dashboard ${server.url}${html.dashboard_path}`)
+
+  process.on('SIGHUP', () => {
+    try {
+      const next = loadConfig(places)
+      report(next)
+      server.reload(next)
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error
+      console.error(`[mls] reload rejected, the previous config stays in force:\n${error.message}`)
+    }
+  })
+
+  await new Promise<void>((resolve) => {
+    const shutdown = (signal: string) => {
+      console.log(`[mls] ${signal}: finishing in-flight tasks, then stopping`)
+      void server.stop().then(() => {
+        console.log('[mls] stopped')
+        resolve()
+      })
+    }
+    process.once('SIGTERM', () => shutdown('SIGTERM'))
+    process.once('SIGINT', () => shutdown('SIGINT'))
+  })
+}
+
+function report(loaded: LoadedConfig): void {
+  console.log(`[mls] config: ${loaded.source}`)
+  for (const key of loaded.unknownKeys) console.warn(`[mls] warning: unknown config key "${key}" is ignored`)
+}

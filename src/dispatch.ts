@@ -1,0 +1,214 @@
+import { MoonlightError } from './errors.ts'
+import type { Client, Protocol, Registry } from './registry.ts'
+import type { TaskRecord } from './task-stats.ts'
+import { type Answer, AttemptError, type Transport } from './transports/types.ts'
+import type { WsTransport } from './transports/ws.ts'
+
+export interface DispatchSettings {
+  retryCount: number
+  taskTimeoutMs: number
+}
+
+/** One attempt that did not produce the caller's answer. */
+export interface FailedAttempt {
+  node_id: string
+  reason: string
+  status?: number
+}
+
+export interface Delivered {
+  answer: Answer
+  client: Client
+  failedAttempts: FailedAttempt[]
+}
+
+export interface BroadcastResult {
+  node_id: string
+  protocol: Protocol
+  status: number
+  response?: unknown
+  error?: string
+}
+
+export interface DispatcherDeps {
+  registry: Registry
+  http: Transport
+  ws: WsTransport
+  settings: () => DispatchSettings
+  /** Sends one message to every subscriber of a region topic (Bun's server.publish). */
+  publish: (region: string, message: string) => void
+  onFinished: (record: TaskRecord) => void
+  now?: () => number
+}
+
+/**
+ * Runs tasks: picks a client, sends, and on a retryable failure (unreachable, connection lost,
+ * 5xx) tries a different client, up to retry_count more times, all within task_timeout.
+ * A timeout is not retried: the client may still be running the task, and running it twice
+ * is worse for most work than answering 504.
+ */
+export class Dispatcher {
+  inFlight = 0
+  private sequence = 0
+  private readonly bootPrefix = Math.random().toString(36).slice(2, 8)
+  private readonly now: () => number
+
+  constructor(private readonly deps: DispatcherDeps) {
+    this.now = deps.now ?? Date.now
+  }
+
+  newTaskId(): string {
+    return `${this.bootPrefix}-${(++this.sequence).toString(36)}`
+  }
+
+  async dispatch(region: string, payloadJson: string, taskId: string): Promise<Delivered> {
+    const { registry } = this.deps
+    const { retryCount, taskTimeoutMs } = this.deps.settings()
+    const started = this.now()
+    const failedAttempts: FailedAttempt[] = []
+    const tried = new Set<string>()
+    const deadline = withDeadline(taskTimeoutMs)
+    let last: Client | undefined
+    this.inFlight++
+    try {
+      for (let attempt = 0; attempt <= retryCount; attempt++) {
+        const client = this.pickAnother(region, tried, last)
+        if (!client) {
+          if (attempt === 0) throw new MoonlightError(503, 'no_client', `no healthy client in region "${region}" or above it`, { region })
+          break
+        }
+        tried.add(client.nodeId)
+        last = client
+        const attemptStarted = this.now()
+        client.inFlight++
+        try {
+          const answer = await this.transportFor(client).send(client, taskId, payloadJson, deadline.signal)
+          const latencyMs = this.now() - attemptStarted
+          if (answer.status >= 500) {
+            registry.recordFailure(client, this.now())
+            failedAttempts.push({ node_id: client.nodeId, reason: `answered ${answer.status}`, status: answer.status })
+            continue
+          }
+          // A 4xx is the client's honest answer to this payload, not a sign the client is unwell.
+          registry.recordSuccess(client, latencyMs, this.now())
+          this.finish(taskId, region, client.nodeId, answer.status, 'ok', failedAttempts.length + 1, started)
+          return { answer, client, failedAttempts }
+        } catch (error) {
+          if (!(error instanceof AttemptError)) throw error
+          registry.recordFailure(client, this.now())
+          failedAttempts.push({ node_id: client.nodeId, reason: error.message })
+          if (error.kind === 'timeout') {
+            throw new MoonlightError(504, 'timeout', `no answer within task_timeout (${taskTimeoutMs / 1000} s)`, {
+              region,
+              attempts: failedAttempts,
+            })
+          }
+        } finally {
+          client.inFlight--
+        }
+      }
+      throw new MoonlightError(502, 'all_attempts_failed', `every attempt failed (${failedAttempts.length})`, {
+        region,
+        attempts: failedAttempts,
+      })
+    } catch (error) {
+      if (error instanceof MoonlightError) {
+        const outcome = error.status === 503 ? 'no_client' : error.status === 504 ? 'timeout' : 'failed'
+        this.finish(taskId, region, last?.nodeId ?? null, error.status, outcome, failedAttempts.length, started)
+      }
+      throw error
+    } finally {
+      deadline.clear()
+      this.inFlight--
+    }
+  }
+
+  /**
+   * Sends the task to every eligible client at or under `region` (no fallback up the tree):
+   * WebSocket clients through one publish on the region's topic, HTTP clients in parallel.
+   * Waits for all answers or task_timeout, whichever comes first.
+   */
+  async broadcast(region: string, payloadJson: string, taskId: string): Promise<BroadcastResult[]> {
+    const { registry, ws } = this.deps
+    const targets = registry.within(region)
+    if (targets.length === 0) throw new MoonlightError(503, 'no_client', `no healthy client in region "${region}"`, { region })
+    const started = this.now()
+    const { taskTimeoutMs } = this.deps.settings()
+    const deadline = withDeadline(taskTimeoutMs)
+    this.inFlight++
+    try {
+      const wsTargets = targets.filter((client) => client.protocol === 'ws').map((client) => client.nodeId)
+      const wsAnswers =
+        wsTargets.length > 0
+          ? ws.broadcast((message) => this.deps.publish(region, message), taskId, payloadJson, wsTargets, deadline.signal)
+          : new Map<string, Promise<Answer>>()
+      const results = await Promise.all(
+        targets.map(async (client): Promise<BroadcastResult> => {
+          const attemptStarted = this.now()
+          client.inFlight++
+          try {
+            const answer = await (wsAnswers.get(client.nodeId) ?? this.deps.http.send(client, taskId, payloadJson, deadline.signal))
+            if (answer.status >= 500) registry.recordFailure(client, this.now())
+            else registry.recordSuccess(client, this.now() - attemptStarted, this.now())
+            return { node_id: client.nodeId, protocol: client.protocol, status: answer.status, response: decodeBody(answer) }
+          } catch (error) {
+            if (!(error instanceof AttemptError)) throw error
+            registry.recordFailure(client, this.now())
+            return { node_id: client.nodeId, protocol: client.protocol, status: error.kind === 'timeout' ? 504 : 502, error: error.message }
+          } finally {
+            client.inFlight--
+          }
+        }),
+      )
+      const answered = results.filter((result) => result.error === undefined).length
+      this.finish(taskId, region, null, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, started, 'broadcast')
+      return results
+    } finally {
+      deadline.clear()
+      this.inFlight--
+    }
+  }
+
+  /** An untried client first; else one other than the last; the same client only if it is alone. */
+  private pickAnother(region: string, tried: ReadonlySet<string>, last: Client | undefined): Client | undefined {
+    const { registry } = this.deps
+    if (!last) return registry.pick(region)
+    return registry.pick(region, tried) ?? registry.pick(region, new Set([last.nodeId])) ?? registry.pick(region)
+  }
+
+  private transportFor(client: Client): Transport {
+    return client.protocol === 'ws' ? this.deps.ws : this.deps.http
+  }
+
+  private finish(
+    taskId: string,
+    region: string,
+    nodeId: string | null,
+    status: number,
+    outcome: TaskRecord['outcome'],
+    attempts: number,
+    startedMs: number,
+    mode: TaskRecord['mode'] = 'single',
+  ): void {
+    const now = this.now()
+    this.deps.onFinished({ task_id: taskId, region, mode, node_id: nodeId, status, outcome, attempts, latency_ms: now - startedMs, at: new Date(now).toISOString() })
+  }
+}
+
+/** One timer per task, cleared as soon as it ends (AbortSignal.timeout would linger for the full timeout). */
+function withDeadline(timeoutMs: number): { signal: AbortSignal; clear: () => void } {
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(), timeoutMs)
+  return { signal: controller.signal, clear: () => clearTimeout(timer) }
+}
+
+function decodeBody(answer: Answer): unknown {
+  const text = typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
+  if (!(answer.headers['content-type'] ?? '').includes('json')) return text
+  try {
+    return JSON.parse(text)
+  } catch {
+    // The client said JSON but sent something else: show it as it came.
+    return text
+  }
+}

@@ -1,0 +1,137 @@
+import type { Server } from 'bun'
+import { Hono, type MiddlewareHandler } from 'hono'
+import { getConnInfo } from 'hono/bun'
+import { bodyLimit } from 'hono/body-limit'
+import { createMiddleware } from 'hono/factory'
+import { HTTPException } from 'hono/http-exception'
+import type { ContentfulStatusCode } from 'hono/utils/http-status'
+import type { Dispatcher } from '../dispatch.ts'
+import { MoonlightError } from '../errors.ts'
+import type { Live } from '../live.ts'
+import { Regions } from '../regions.ts'
+import { type Client, clientView, type Registry } from '../registry.ts'
+import { heartbeatSchema, taskRequestSchema } from '../schemas.ts'
+import type { TaskStats } from '../task-stats.ts'
+import { jsonBody, requireJson } from './validate.ts'
+
+export type AppEnv = { Bindings: Server<unknown> }
+
+export interface AppDeps {
+  live: Live
+  registry: Registry
+  dispatcher: Dispatcher
+  stats: TaskStats
+  version: string
+  startedAtMs: number
+  wsConnections: () => number
+  isStopping: () => boolean
+  /** A node registered anew over another connection: the old one must go. */
+  onReplaced: (previous: Client) => void
+}
+
+/** The HTTP API: heartbeats, tasks, status. Every error leaves as JSON through `onError`. */
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const { live, registry, dispatcher } = deps
+  const app = new Hono<AppEnv>()
+
+  const requireToken = createMiddleware<AppEnv>(async (c, next) => {
+    const header = c.req.header('authorization') ?? ''
+    const token = header.startsWith('Bearer ') ? header.slice(7).trim() : ''
+    if (!live.tokens.has(token)) {
+      throw new MoonlightError(401, 'unauthorized', 'missing or invalid token: send "Authorization: Bearer <token>" with one of the configured tokens')
+    }
+    await next()
+  })
+  const requireTaskToken = createMiddleware<AppEnv>(async (c, next) => {
+    if (live.config.require_task_token) return requireToken(c, next)
+    await next()
+  })
+  // Rebuilt per request so a reloaded max_body_bytes applies at once; the middleware is a closure, not a parse.
+  const limitBody: MiddlewareHandler<AppEnv> = (c, next) =>
+    bodyLimit({
+      maxSize: live.config.max_body_bytes,
+      onError: () => {
+        throw new MoonlightError(413, 'body_too_large', `request body exceeds max_body_bytes (${live.config.max_body_bytes} bytes)`, {
+          max_body_bytes: live.config.max_body_bytes,
+        })
+      },
+    })(c, next)
+
+  app.post('/client/heartbeat', limitBody, requireJson, jsonBody(heartbeatSchema), (c) => {
+    const hello = c.req.valid('json')
+    if (!live.tokens.has(hello.token)) throw new MoonlightError(401, 'unauthorized', 'invalid token in heartbeat')
+    const ip = hello.ip ?? getConnInfo(c).remote.address ?? '127.0.0.1'
+    const { client, previous } = registry.announce(
+      { nodeId: hello.node_id, region: hello.region, protocol: 'http', ip, port: hello.port, weight: hello.weight ?? 1 },
+      Date.now(),
+    )
+    if (previous) deps.onReplaced(previous)
+    return c.json({
+      status: 'ok',
+      server_time: new Date().toISOString(),
+      node_id: client.nodeId,
+      region: client.region,
+      weight: client.weight,
+      client_ttl: live.config.client_ttl,
+    })
+  })
+
+  app.post('/task/request', requireTaskToken, limitBody, requireJson, jsonBody(taskRequestSchema), async (c) => {
+    if (deps.isStopping()) throw new MoonlightError(503, 'shutting_down', 'the server is shutting down')
+    const { region: requested, payload, mode } = c.req.valid('json')
+    const region = Regions.normalize(requested)
+    const payloadJson = JSON.stringify(payload)
+    const taskId = dispatcher.newTaskId()
+    // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
+    c.env?.timeout(c.req.raw, 0)
+    if (mode === 'broadcast') {
+      const results = await dispatcher.broadcast(region, payloadJson, taskId)
+      const answered = results.filter((result) => result.error === undefined).length
+      return c.json({ task_id: taskId, region, targets: results.length, answered, results }, answered ? 200 : 502, { 'x-task-id': taskId })
+    }
+    const { answer, client, failedAttempts } = await dispatcher.dispatch(region, payloadJson, taskId)
+    const headers = new Headers(answer.headers)
+    headers.set('x-task-id', taskId)
+    headers.set('x-moonlight-node', client.nodeId)
+    headers.set('x-moonlight-attempts', String(failedAttempts.length + 1))
+    return new Response(answer.body, { status: answer.status, headers })
+  })
+
+  app.get('/status', (c) => {
+    return c.json({
+      server: deps.isStopping() ? 'Stopping' : 'Online',
+      websocket: live.config.ws.enabled ? 'Connected' : 'Disabled',
+      clients: registry.size,
+      tasks: dispatcher.inFlight,
+      regions: Object.fromEntries(registry.regionCounts()),
+      version: deps.version,
+      uptime_s: Math.round((Date.now() - deps.startedAtMs) / 1000),
+      started_at: new Date(deps.startedAtMs).toISOString(),
+      tasks_total: deps.stats.total,
+      tasks_failed: deps.stats.failed,
+      websocket_connections: deps.wsConnections(),
+    })
+  })
+
+  app.get('/clients', requireToken, (c) => c.json({ clients: Array.from(registry.all(), clientView) }))
+
+  app.get('/regions', (c) => c.json(live.regions.tree(registry.regionCounts())))
+
+  app.get('/healthz', (c) => c.json({ ok: true }))
+
+  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404))
+
+  app.onError((error, c) => {
+    if (error instanceof MoonlightError) return c.json(error.toJSON(), error.status)
+    if (error instanceof HTTPException) {
+      // Hono's own 4xx (e.g. malformed JSON) keep their status but speak our JSON.
+      const status = error.status as ContentfulStatusCode
+      const message = error.message === 'Malformed JSON in request body' ? 'request body is not valid JSON' : error.message || 'bad request'
+      return c.json({ error: message, code: status === 400 ? 'invalid_json' : 'http_error' }, status)
+    }
+    console.error(`[mls] unhandled error on ${c.req.method} ${c.req.path}:`, error)
+    return c.json({ error: 'internal server error', code: 'internal' }, 500)
+  })
+
+  return app
+}

@@ -1,0 +1,33 @@
+import type { Config } from './config.ts'
+import { Regions } from './regions.ts'
+import type { HealthPolicy } from './registry.ts'
+
+/** The settings in force now; SIGHUP swaps the whole object's fields at once. */
+export interface Live {
+  config: Config
+  regions: Regions
+  tokens: ReadonlySet<string>
+  /** Set when the config has no tokens: the server made one up rather than run open. */
+  generatedToken?: string
+}
+
+/** Builds the live settings; a config without tokens keeps `generatedToken` (or gets a new one). */
+export function makeLive(config: Config, generatedToken?: string): Live {
+  if (config.tokens.length > 0) return { config, regions: new Regions(config.region_hierarchy), tokens: new Set(config.tokens) }
+  const token = generatedToken ?? randomToken()
+  return { config, regions: new Regions(config.region_hierarchy), tokens: new Set([token]), generatedToken: token }
+}
+
+export function healthPolicy(config: Config): HealthPolicy {
+  return {
+    failuresToEject: config.health.failures_to_eject,
+    ejectionMs: config.health.ejection_time * 1000,
+    maxEjectionMs: config.health.max_ejection_time * 1000,
+    maxEjectedPercent: config.health.max_ejected_percent,
+  }
+}
+
+function randomToken(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(24))
+  return `mls_${Buffer.from(bytes).toString('base64url')}`
+}

@@ -1,0 +1,98 @@
+export const ROOT_REGION = 'global'
+
+/** Region names a caller may use to mean "anywhere". */
+const ANYWHERE = new Set(['', 'global', 'default'])
+
+export interface RegionCounts {
+  /** Clients registered at the region. */
+  clients: number
+  /** Of those, how many can take tasks now. */
+  active: number
+}
+
+export interface RegionNode extends RegionCounts {
+  region: string
+  /** Clients at this region or anywhere under it. */
+  total: number
+  /** Of those, how many can take tasks now. */
+  total_active: number
+  children: RegionNode[]
+}
+
+/**
+ * The region hierarchy: child -> parent, rooted at "global". Regions the config does not name
+ * (the seed's own clients use "us-west") are children of global, so every region has a path up.
+ */
+export class Regions {
+  private readonly parents: ReadonlyMap<string, string>
+  private readonly chains = new Map<string, readonly string[]>()
+
+  constructor(hierarchy: Record<string, string>) {
+    this.parents = new Map(Object.entries(hierarchy))
+  }
+
+  /** Maps the caller's region to a region name; empty, "global" and "default" mean the root. */
+  static normalize(region: string | undefined): string {
+    return region === undefined || ANYWHERE.has(region) ? ROOT_REGION : region
+  }
+
+  parentOf(region: string): string | undefined {
+    if (region === ROOT_REGION) return undefined
+    return this.parents.get(region) ?? ROOT_REGION
+  }
+
+  /** The region and all its ancestors, nearest first, ending at global. Cached: it is on every task's path. */
+  chain(region: string): readonly string[] {
+    let chain = this.chains.get(region)
+    if (!chain) {
+      const regions: string[] = []
+      for (let r: string | undefined = region; r !== undefined; r = this.parentOf(r)) regions.push(r)
+      chain = regions
+      this.chains.set(region, chain)
+    }
+    return chain
+  }
+
+  /** True if `region` is `ancestor` or lies under it. */
+  isWithin(region: string, ancestor: string): boolean {
+    return this.chain(region).includes(ancestor)
+  }
+
+  /** Every region the config names, plus the extra ones given (e.g. where clients registered). */
+  known(extra: Iterable<string> = []): Set<string> {
+    const all = new Set<string>([ROOT_REGION])
+    for (const [child, parent] of this.parents) all.add(child).add(parent)
+    for (const region of extra) for (const r of this.chain(region)) all.add(r)
+    return all
+  }
+
+  /** The hierarchy as a tree, with client counts per region (`counts`: clients registered at each region). */
+  tree(counts: ReadonlyMap<string, RegionCounts> = new Map()): RegionNode {
+    const children = new Map<string, string[]>()
+    for (const region of this.known(counts.keys())) {
+      const parent = this.parentOf(region)
+      if (parent === undefined) continue
+      const siblings = children.get(parent) ?? []
+      siblings.push(region)
+      children.set(parent, siblings)
+    }
+    const build = (region: string): RegionNode => {
+      const kids = (children.get(region) ?? []).sort().map(build)
+      const { clients, active } = counts.get(region) ?? { clients: 0, active: 0 }
+      return {
+        region,
+        clients,
+        active,
+        total: kids.reduce((sum, kid) => sum + kid.total, clients),
+        total_active: kids.reduce((sum, kid) => sum + kid.total_active, active),
+        children: kids,
+      }
+    }
+    return build(ROOT_REGION)
+  }
+}
+
+/** The pub/sub topic a WebSocket client subscribes to for a region. */
+export function regionTopic(region: string): string {
+  return `region:${region}`
+}

@@ -1,0 +1,49 @@
+import { z } from 'zod'
+
+/** Node ids and regions end up in logs, topics and the dashboard: keep them printable and short. */
+const name = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\w.:@-]+$/, 'only letters, digits and . _ : @ - are allowed')
+
+export const weightSchema = z.number().int().min(0).max(1000)
+
+/** What an agent says about itself: the HTTP heartbeat body and the WebSocket register payload. */
+export const clientHelloSchema = z.object({
+  ip: z.string().min(1).max(255).optional(),
+  node_id: name,
+  token: z.string().min(1),
+  region: name,
+  port: z.number().int().min(1).max(65535).optional(),
+  weight: weightSchema.optional(),
+})
+export type ClientHello = z.infer<typeof clientHelloSchema>
+
+/** An HTTP client must say which port its /work listens on. */
+export const heartbeatSchema = clientHelloSchema.extend({ port: z.number().int().min(1).max(65535) })
+export type Heartbeat = z.infer<typeof heartbeatSchema>
+
+export const taskRequestSchema = z.object({
+  region: z.union([name, z.literal('')]).optional(),
+  payload: z.unknown().refine((value) => value !== undefined, 'payload is required'),
+  mode: z.enum(['single', 'broadcast']).default('single'),
+})
+export type TaskRequest = z.infer<typeof taskRequestSchema>
+
+export const taskResponseSchema = z.object({
+  task_id: z.string().min(1),
+  response: z.unknown(),
+  status: z.number().int().min(100).max(599).default(200),
+  headers: z.record(z.string(), z.string()).default({}),
+})
+export type TaskResponse = z.infer<typeof taskResponseSchema>
+
+/** Messages a WebSocket peer may send. `monitor` is the dashboard joining the live feed. */
+export const wsInboundSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('register'), payload: clientHelloSchema }),
+  z.object({ type: z.literal('heartbeat'), payload: z.object({ weight: weightSchema.optional() }).optional() }),
+  z.object({ type: z.literal('task_response'), payload: taskResponseSchema }),
+  z.object({ type: z.literal('monitor'), payload: z.object({ token: z.string().min(1) }) }),
+])
+export type WsInbound = z.infer<typeof wsInboundSchema>

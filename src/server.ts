@@ -1,0 +1,164 @@
+import type { Server } from 'bun'
+import type { LoadedConfig } from './config.ts'
+import { Dispatcher } from './dispatch.ts'
+import { createApp } from './http/app.ts'
+import { healthPolicy, type Live, makeLive } from './live.ts'
+import { MONITOR_TOPIC, Monitor } from './monitor.ts'
+import { regionTopic } from './regions.ts'
+import { clientView, Registry } from './registry.ts'
+import { TaskStats } from './task-stats.ts'
+import { HttpTransport } from './transports/http.ts'
+import { type SocketData, WsTransport } from './transports/ws.ts'
+import { VERSION } from './version.ts'
+import { WsGateway } from './ws/handler.ts'
+
+export interface ServerOptions {
+  loaded: LoadedConfig
+  /** Overrides the config's port (0 picks a free one). */
+  port?: number
+  host?: string
+  log?: (line: string) => void
+}
+
+export interface MoonlightServer {
+  readonly url: string
+  readonly port: number
+  readonly live: Live
+  readonly registry: Registry
+  /** Applies a new config: tokens, hierarchy, retries, timeouts and health; clients stay connected. */
+  reload(loaded: LoadedConfig): void
+  /** Stops accepting, lets in-flight tasks finish (up to `graceMs`), closes WebSockets with 1001. */
+  stop(graceMs?: number): Promise<void>
+}
+
+const MONITOR_FLUSH_MS = 500
+const HOUSEKEEPING_MS = 1000
+
+/** Starts Moonlight: the Hono app and the WebSocket gateway on one Bun.serve. */
+export function startServer(options: ServerOptions): MoonlightServer {
+  const log = options.log ?? ((line: string) => console.log(line))
+  const live = makeLive(options.loaded.config)
+  const startedAtMs = Date.now()
+  const stats = new TaskStats()
+  const monitor = new Monitor()
+  let stopping = false
+  let bunServer: Server<SocketData> | undefined
+
+  const registry = new Registry(live.regions, healthPolicy(live.config), (event) => {
+    if (event.client.protocol === 'ws' && event.type !== 'left') gateway.syncTopics(event.client.nodeId)
+    monitor.onRegistryEvent(event)
+  })
+  const wsTransport = new WsTransport(() => live.config.ws.write_timeout * 1000)
+  const dispatcher = new Dispatcher({
+    registry,
+    http: new HttpTransport(),
+    ws: wsTransport,
+    settings: () => ({ retryCount: live.config.retry_count, taskTimeoutMs: live.config.task_timeout * 1000 }),
+    publish: (region, message) => bunServer?.publish(regionTopic(region), message),
+    onFinished: (record) => {
+      stats.record(record, Date.now())
+      const client = record.node_id === null ? undefined : registry.get(record.node_id)
+      monitor.onTask(record, client ? [client] : [])
+    },
+  })
+  const gateway: WsGateway = new WsGateway({
+    live,
+    registry,
+    transport: wsTransport,
+    monitorSnapshot: () => ({
+      clients: Array.from(registry.all(), clientView),
+      regions: live.regions.tree(registry.regionCounts()),
+      series: stats.series(Date.now()),
+      recent: stats.recent(),
+      status: statusLine(),
+    }),
+    onMonitorCountChange: (watchers) => {
+      monitor.watching = watchers > 0
+    },
+  })
+  const app = createApp({
+    live,
+    registry,
+    dispatcher,
+    stats,
+    version: VERSION,
+    startedAtMs,
+    wsConnections: () => gateway.sockets.size,
+    isStopping: () => stopping,
+    onReplaced: (previous) => {
+      if (previous.protocol === 'ws') wsTransport.socketOf(previous.nodeId)?.close(4000, 'replaced by an HTTP registration')
+    },
+  })
+
+  function statusLine() {
+    return { clients: registry.size, in_flight: dispatcher.inFlight, tasks_total: stats.total, tasks_failed: stats.failed }
+  }
+
+  const wsPath = live.config.ws.path
+  bunServer = Bun.serve<SocketData>({
+    port: options.port ?? live.config.port,
+    hostname: options.host ?? live.config.host,
+    routes: live.config.ws.enabled ? { [wsPath]: (request: Request, server: Server<SocketData>) => gateway.upgrade(request, server) } : {},
+    fetch: (request, server) => app.fetch(request, server),
+    websocket: gateway.handler,
+  })
+  const server = bunServer
+
+  let timers: Array<ReturnType<typeof setInterval>> = []
+  function startTimers(): void {
+    const { ws } = live.config
+    timers = [
+      setInterval(() => {
+        const now = Date.now()
+        registry.endBackoffs(now)
+        for (const client of registry.silent('http', live.config.client_ttl * 1000, now)) {
+          registry.remove(client.nodeId, `no heartbeat for ${live.config.client_ttl} s`)
+        }
+      }, HOUSEKEEPING_MS),
+      setInterval(() => {
+        if (!monitor.watching) return
+        const batch = monitor.takeBatch()
+        const [point] = stats.series(Date.now(), 1)
+        server.publish(MONITOR_TOPIC, JSON.stringify({ type: 'update', payload: { ...batch, point, status: statusLine() } }))
+      }, MONITOR_FLUSH_MS),
+    ]
+    if (ws.enabled) {
+      timers.push(setInterval(() => gateway.pingAll(), ws.heartbeat_interval * 1000))
+      timers.push(setInterval(() => gateway.closeSilent(Date.now()), ws.connection_check_interval * 1000))
+    }
+  }
+  function stopTimers(): void {
+    for (const timer of timers) clearInterval(timer)
+  }
+  startTimers()
+
+  const url = `http://${server.hostname === '0.0.0.0' ? 'localhost' : server.hostname}:${server.port}`
+  return {
+    url,
+    port: server.port ?? 0,
+    live,
+    registry,
+    reload(loaded) {
+      const next = makeLive(loaded.config, live.generatedToken)
+      if (next.config.port !== live.config.port || next.config.host !== live.config.host || next.config.ws.path !== live.config.ws.path || next.config.ws.enabled !== live.config.ws.enabled) {
+        log('[mls] reload: port, host, ws.path and ws.enabled take effect at the next start')
+      }
+      Object.assign(live, next)
+      registry.reconfigure(live.regions, healthPolicy(live.config))
+      for (const client of registry.all()) if (client.protocol === 'ws') gateway.syncTopics(client.nodeId)
+      stopTimers()
+      startTimers()
+      log(`[mls] config reloaded from ${loaded.source}`)
+    },
+    async stop(graceMs = Math.min(live.config.task_timeout * 1000, 10_000)) {
+      if (stopping) return
+      stopping = true
+      void server.stop(false)
+      const deadline = Date.now() + graceMs
+      while (dispatcher.inFlight > 0 && Date.now() < deadline) await Bun.sleep(20)
+      stopTimers()
+      gateway.closeAll(1001, 'server shutting down')
+      await server.stop(true)
+    },
+  }
+}

@@ -1,0 +1,33 @@
+import type { Client } from '../registry.ts'
+import { type Answer, AttemptError, type Transport } from './types.ts'
+
+/** POSTs the payload to the client's `/work` and hands back its status, content type and body. */
+export class HttpTransport implements Transport {
+  async send(client: Client, taskId: string, payloadJson: string, signal: AbortSignal): Promise<Answer> {
+    let response: Response
+    try {
+      response = await fetch(workUrl(client), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-task-id': taskId },
+        body: payloadJson,
+        signal,
+      })
+    } catch (error) {
+      if (signal.aborted) throw new AttemptError('timeout', 'timed out waiting for the client')
+      throw new AttemptError('unreachable', `cannot reach ${client.ip}:${client.port}: ${(error as Error).message}`)
+    }
+    try {
+      const body = await response.arrayBuffer()
+      const contentType = response.headers.get('content-type')
+      return { status: response.status, headers: contentType ? { 'content-type': contentType } : {}, body }
+    } catch (error) {
+      if (signal.aborted) throw new AttemptError('timeout', 'timed out reading the client\'s answer')
+      throw new AttemptError('disconnected', `connection lost before the answer: ${(error as Error).message}`)
+    }
+  }
+}
+
+function workUrl(client: Client): string {
+  const host = client.ip.includes(':') && !client.ip.startsWith('[') ? `[${client.ip}]` : client.ip
+  return `http://${host}:${client.port}/work`
+}

@@ -1,0 +1,26 @@
+import type { Client } from '../registry.ts'
+
+/** A client's answer to one task, passed back to the caller as-is. */
+export interface Answer {
+  status: number
+  headers: Record<string, string>
+  body: string | ArrayBuffer
+}
+
+/** Why an attempt got no answer. Every kind but `timeout` is safe to retry on another client. */
+export type FailureKind = 'unreachable' | 'disconnected' | 'dropped' | 'timeout'
+
+export class AttemptError extends Error {
+  override name = 'AttemptError'
+  constructor(
+    readonly kind: FailureKind,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/** How a task reaches one client. `payloadJson` is the caller's payload, serialized once. */
+export interface Transport {
+  send(client: Client, taskId: string, payloadJson: string, signal: AbortSignal): Promise<Answer>
+}

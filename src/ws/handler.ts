@@ -1,0 +1,180 @@
+import type { Server, WebSocketHandler } from 'bun'
+import type { Live } from '../live.ts'
+import { MONITOR_TOPIC } from '../monitor.ts'
+import { regionTopic } from '../regions.ts'
+import type { Registry } from '../registry.ts'
+import { type WsInbound, wsInboundSchema } from '../schemas.ts'
+import type { AgentSocket, SocketData, WsTransport } from '../transports/ws.ts'
+import { summarizeIssues } from '../http/validate.ts'
+
+export interface WsDeps {
+  live: Live
+  registry: Registry
+  transport: WsTransport
+  /** What a dashboard gets when it joins the live feed. */
+  monitorSnapshot: () => unknown
+  onMonitorCountChange: (watchers: number) => void
+}
+
+/**
+ * Agents and dashboards over one WebSocket path. Every message is validated; a bad one gets
+ * `{"type":"error"}` and the connection stays open, except a bad token, which closes it.
+ */
+export class WsGateway {
+  readonly sockets = new Set<AgentSocket>()
+  private monitors = 0
+
+  constructor(private readonly deps: WsDeps) {}
+
+  /** Upgrades a request on the WebSocket path, or answers why not. */
+  upgrade(request: Request, server: Server<SocketData>): Response | undefined {
+    if (this.sockets.size >= this.deps.live.config.ws.max_connections) {
+      return Response.json({ error: `too many WebSocket connections (ws.max_connections = ${this.deps.live.config.ws.max_connections})`, code: 'too_many_connections' }, { status: 503 })
+    }
+    const data: SocketData = {
+      remoteAddress: server.requestIP(request)?.address ?? '127.0.0.1',
+      monitor: false,
+      lastSeenMs: Date.now(),
+      pending: new Set(),
+      topics: [],
+    }
+    if (server.upgrade(request, { data })) return undefined
+    return Response.json({ error: 'expected a WebSocket upgrade request', code: 'upgrade_required' }, { status: 426 })
+  }
+
+  readonly handler: WebSocketHandler<SocketData> = {
+    // We ping and time out silent peers ourselves (heartbeat_interval, read_timeout), per config.
+    idleTimeout: 0,
+    sendPings: false,
+    open: (socket) => {
+      this.sockets.add(socket)
+    },
+    message: (socket, raw) => this.onMessage(socket, raw),
+    pong: (socket) => this.markAlive(socket),
+    drain: (socket) => this.deps.transport.drained(socket),
+    close: (socket, code) => {
+      this.sockets.delete(socket)
+      if (socket.data.monitor) this.deps.onMonitorCountChange(--this.monitors)
+      const { nodeId, connectionId } = socket.data
+      this.deps.transport.detach(socket)
+      if (nodeId !== undefined) this.deps.registry.remove(nodeId, `disconnected (code ${code})`, connectionId)
+    },
+  }
+
+  /** Pings every socket; the pong (or any message) counts as a sign of life. */
+  pingAll(): void {
+    for (const socket of this.sockets) socket.ping()
+  }
+
+  /** Closes sockets silent for longer than read_timeout; their tasks fail over at once. */
+  closeSilent(now: number): void {
+    const limitMs = this.deps.live.config.ws.read_timeout * 1000
+    for (const socket of this.sockets) {
+      if (now - socket.data.lastSeenMs > limitMs) socket.close(4001, 'read timeout: no message or pong')
+    }
+  }
+
+  closeAll(code: number, reason: string): void {
+    for (const socket of this.sockets) socket.close(code, reason)
+  }
+
+  /** Keeps a client's region topics in step with whether it may take tasks. */
+  syncTopics(nodeId: string): void {
+    const client = this.deps.registry.get(nodeId)
+    if (!client || client.protocol !== 'ws') return
+    const topics = this.deps.registry.canTakeTasks(client) ? this.deps.live.regions.chain(client.region).map(regionTopic) : []
+    this.deps.transport.subscribe(nodeId, topics)
+  }
+
+  private markAlive(socket: AgentSocket): void {
+    const now = Date.now()
+    socket.data.lastSeenMs = now
+    if (socket.data.nodeId !== undefined) this.deps.registry.touch(socket.data.nodeId, now)
+  }
+
+  private onMessage(socket: AgentSocket, raw: string | Buffer): void {
+    this.markAlive(socket)
+    if (typeof raw !== 'string') return sendError(socket, 'binary messages are not supported; send JSON text')
+    let parsed: unknown
+    try {
+      parsed = JSON.parse(raw)
+    } catch {
+      return sendError(socket, 'message is not valid JSON')
+    }
+    const result = wsInboundSchema.safeParse(parsed)
+    if (!result.success) return sendError(socket, `invalid message: ${summarizeIssues(result.error)}`)
+    this.dispatch(socket, result.data)
+  }
+
+  private dispatch(socket: AgentSocket, message: WsInbound): void {
+    const { registry, transport, live } = this.deps
+    switch (message.type) {
+      case 'register': {
+        const hello = message.payload
+        if (!live.tokens.has(hello.token)) {
+          sendError(socket, 'invalid token')
+          socket.close(1008, 'invalid token')
+          return
+        }
+        if (socket.data.nodeId !== undefined && socket.data.nodeId !== hello.node_id) {
+          return sendError(socket, `this connection is already registered as "${socket.data.nodeId}"`)
+        }
+        const { client } = registry.announce(
+          { nodeId: hello.node_id, region: hello.region, protocol: 'ws', ip: hello.ip ?? socket.data.remoteAddress, port: hello.port ?? 0, weight: hello.weight ?? 1 },
+          Date.now(),
+          socket.data.connectionId,
+        )
+        socket.data.nodeId = client.nodeId
+        socket.data.connectionId = client.connectionId
+        transport.attach(client.nodeId, socket)?.close(4000, 'replaced by a newer connection for this node_id')
+        this.syncTopics(client.nodeId)
+        send(socket, {
+          type: 'registered',
+          payload: {
+            node_id: client.nodeId,
+            region: client.region,
+            weight: client.weight,
+            heartbeat_interval: live.config.ws.heartbeat_interval,
+            server_time: new Date().toISOString(),
+          },
+        })
+        return
+      }
+      case 'heartbeat': {
+        if (socket.data.nodeId === undefined) return sendError(socket, 'register before sending heartbeats')
+        if (message.payload?.weight !== undefined) registry.setWeight(socket.data.nodeId, message.payload.weight)
+        send(socket, { type: 'heartbeat_ack', payload: { server_time: new Date().toISOString() } })
+        return
+      }
+      case 'task_response': {
+        if (socket.data.nodeId === undefined) return sendError(socket, 'register before answering tasks')
+        if (!transport.resolve(socket, message.payload)) {
+          sendError(socket, `no task "${message.payload.task_id}" is waiting for this client (answered late, or never sent)`)
+        }
+        return
+      }
+      case 'monitor': {
+        if (!live.tokens.has(message.payload.token)) {
+          sendError(socket, 'invalid token')
+          socket.close(1008, 'invalid token')
+          return
+        }
+        if (!socket.data.monitor) {
+          socket.data.monitor = true
+          socket.subscribe(MONITOR_TOPIC)
+          this.deps.onMonitorCountChange(++this.monitors)
+        }
+        send(socket, { type: 'monitor_ok', payload: this.deps.monitorSnapshot() })
+        return
+      }
+    }
+  }
+}
+
+function send(socket: AgentSocket, message: unknown): void {
+  socket.send(JSON.stringify(message))
+}
+
+function sendError(socket: AgentSocket, message: string): void {
+  send(socket, { type: 'error', payload: { message } })
+}
