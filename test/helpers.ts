@@ -1,0 +1,267 @@
+/** Shared test helpers: a real server on port 0, real HTTP and WebSocket agents, real sockets. */
+import type { Subprocess } from 'bun'
+import { join } from 'node:path'
+import { type Config, parseConfig } from '../src/config.ts'
+import { type MoonlightServer, startServer } from '../src/server.ts'
+
+export const TOKEN = 'supersecrettokenox0'
+export const ROOT = join(import.meta.dir, '..')
+
+/** The user's example config, exactly as the seed prints it. */
+export const SEED_CONFIG = {
+  note: 'This is an example config. Copy it to /etc/moonlight/mls.json',
+  tokens: ['supersecrettokenox0', 'supersecrettokenox1'],
+  retry_count: 3,
+  port: 8080,
+  ws: { enabled: true, path: '/ws', max_connections: 1000, read_timeout: 300, write_timeout: 30, heartbeat_interval: 30, connection_check_interval: 60 },
+  html: { enabled: true, static_path: '/static', index_path: '/', dashboard_path: '/dashboard' },
+  region_hierarchy: {
+    'us-east-1': 'usa',
+    'us-west-1': 'usa',
+    'eu-west-1': 'europe',
+    'ap-southeast-1': 'singapore',
+    usa: 'northamerica',
+    europe: 'emea',
+    singapore: 'asia',
+    northamerica: 'global',
+    emea: 'global',
+    asia: 'global',
+  },
+}
+
+type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] }
+
+export interface TestServer {
+  server: MoonlightServer
+  url: string
+  wsUrl: string
+  stop: () => Promise<void>
+}
+
+/** Starts the real server in this process on a free port, with the seed config plus `overrides`. */
+export function startTestServer(overrides: DeepPartial<Config> = {}): TestServer {
+  const raw = {
+    ...SEED_CONFIG,
+    ...overrides,
+    ws: { ...SEED_CONFIG.ws, ...overrides.ws },
+    html: { ...SEED_CONFIG.html, ...overrides.html },
+  }
+  const server = startServer({ loaded: parseConfig(raw, 'test'), port: 0, host: '127.0.0.1', log: () => {} })
+  return {
+    server,
+    url: server.url,
+    wsUrl: `${server.url.replace(/^http/, 'ws')}${raw.ws.path}`,
+    stop: () => server.stop(0),
+  }
+}
+
+export interface TaskResult {
+  status: number
+  headers: Headers
+  text: string
+  json: () => any
+}
+
+/** POSTs /task/request the way curl would. */
+export async function postTask(url: string, body: unknown, token: string | null = TOKEN): Promise<TaskResult> {
+  const headers: Record<string, string> = { 'content-type': 'application/json' }
+  if (token !== null) headers.authorization = `Bearer ${token}`
+  const response = await fetch(`${url}/task/request`, { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) })
+  const text = await response.text()
+  return { status: response.status, headers: response.headers, text, json: () => JSON.parse(text) }
+}
+
+export async function postJson(url: string, body: unknown, headers: Record<string, string> = {}): Promise<TaskResult> {
+  const response = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  })
+  const text = await response.text()
+  return { status: response.status, headers: response.headers, text, json: () => JSON.parse(text) }
+}
+
+export interface HttpAgent {
+  nodeId: string
+  port: number
+  /** Payloads this agent received, in order. */
+  received: unknown[]
+  heartbeat: (extra?: Record<string, unknown>) => Promise<TaskResult>
+  stop: () => void
+}
+
+/** A real HTTP agent: a Bun server with POST /work, registered by heartbeat. */
+export async function startHttpAgent(
+  serverUrl: string,
+  options: { nodeId: string; region: string; weight?: number; token?: string; work?: (payload: unknown, request: Request) => Response | Promise<Response> },
+): Promise<HttpAgent> {
+  const received: unknown[] = []
+  const work = options.work ?? ((payload) => Response.json({ node: options.nodeId, echo: payload }))
+  const agent = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    fetch: async (request) => {
+      if (new URL(request.url).pathname !== '/work') return new Response('not found', { status: 404 })
+      const payload = await request.json()
+      received.push(payload)
+      return work(payload, request)
+    },
+  })
+  const heartbeat = (extra: Record<string, unknown> = {}) =>
+    postJson(`${serverUrl}/client/heartbeat`, {
+      ip: '127.0.0.1',
+      node_id: options.nodeId,
+      token: options.token ?? TOKEN,
+      region: options.region,
+      port: agent.port,
+      ...(options.weight === undefined ? {} : { weight: options.weight }),
+      ...extra,
+    })
+  const first = await heartbeat()
+  if (first.status !== 200) throw new Error(`heartbeat failed: ${first.status} ${first.text}`)
+  return { nodeId: options.nodeId, port: agent.port ?? 0, received, heartbeat, stop: () => agent.stop(true) }
+}
+
+export interface WsPeer {
+  socket: WebSocket
+  /** Every message received, parsed. */
+  messages: any[]
+  next: (type?: string, timeoutMs?: number) => Promise<any>
+  send: (message: unknown) => void
+  closed: Promise<{ code: number; reason: string }>
+  close: () => void
+}
+
+/** A raw WebSocket peer with a queue of parsed messages. */
+export async function openWs(wsUrl: string): Promise<WsPeer> {
+  const socket = new WebSocket(wsUrl)
+  const messages: any[] = []
+  const waiters: Array<{ type?: string; resolve: (message: any) => void }> = []
+  let consumed = 0
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => {
+    socket.addEventListener('close', (event) => resolve({ code: event.code, reason: event.reason }))
+  })
+  socket.addEventListener('message', (event) => {
+    const message = JSON.parse(String(event.data))
+    messages.push(message)
+    drain()
+  })
+  function drain() {
+    for (let i = 0; i < waiters.length; i++) {
+      const waiter = waiters[i]!
+      const index = messages.findIndex((message, at) => at >= consumed && (waiter.type === undefined || message.type === waiter.type))
+      if (index === -1) continue
+      consumed = index + 1
+      waiters.splice(i, 1)
+      waiter.resolve(messages[index])
+      i--
+    }
+  }
+  await new Promise<void>((resolve, reject) => {
+    socket.addEventListener('open', () => resolve(), { once: true })
+    socket.addEventListener('error', () => reject(new Error(`cannot connect to ${wsUrl}`)), { once: true })
+  })
+  return {
+    socket,
+    messages,
+    next: (type, timeoutMs = 5000) =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no ${type ?? 'message'} within ${timeoutMs} ms`)), timeoutMs)
+        waiters.push({
+          type,
+          resolve: (message) => {
+            clearTimeout(timer)
+            resolve(message)
+          },
+        })
+        drain()
+      }),
+    send: (message) => socket.send(typeof message === 'string' ? message : JSON.stringify(message)),
+    closed,
+    close: () => socket.close(),
+  }
+}
+
+export interface WsAgent extends WsPeer {
+  nodeId: string
+  received: unknown[]
+}
+
+/** A real WebSocket agent: registers, then answers each task with `answer(payload)`. */
+export async function startWsAgent(
+  wsUrl: string,
+  options: {
+    nodeId: string
+    region: string
+    weight?: number
+    token?: string
+    answer?: (payload: unknown, taskId: string) => { response: unknown; status?: number; headers?: Record<string, string> } | null
+  },
+): Promise<WsAgent> {
+  const peer = await openWs(wsUrl)
+  const received: unknown[] = []
+  const answer = options.answer ?? ((payload) => ({ response: { node: options.nodeId, echo: payload } }))
+  peer.socket.addEventListener('message', (event) => {
+    const message = JSON.parse(String(event.data))
+    if (message.type !== 'task') return
+    received.push(message.payload)
+    const reply = answer(message.payload, message.task_id)
+    if (reply) peer.send({ type: 'task_response', payload: { task_id: message.task_id, ...reply } })
+  })
+  peer.send({
+    type: 'register',
+    payload: { ip: '127.0.0.1', node_id: options.nodeId, token: options.token ?? TOKEN, region: options.region, port: 3000, ...(options.weight === undefined ? {} : { weight: options.weight }) },
+  })
+  const registered = await peer.next()
+  if (registered.type !== 'registered') throw new Error(`register failed: ${JSON.stringify(registered)}`)
+  return { ...peer, nodeId: options.nodeId, received }
+}
+
+/** Polls `condition` until it is true or `timeoutMs` passes (then throws with `what`). */
+export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await Bun.sleep(10)
+  }
+}
+
+export interface SpawnedServer {
+  process: Subprocess<'ignore', 'pipe', 'pipe'>
+  url: string
+  /** Everything printed so far (stdout and stderr). */
+  output: () => string
+  waitForOutput: (text: string | RegExp, timeoutMs?: number) => Promise<void>
+  exited: Promise<number>
+}
+
+/** Runs the CLI as a separate process (for signals and start-up behaviour); `command` defaults to the sources. */
+export async function spawnServer(args: string[], options: { cwd?: string; env?: Record<string, string>; command?: string[] } = {}): Promise<SpawnedServer> {
+  const command = options.command ?? [process.execPath, join(ROOT, 'src/cli.ts')]
+  const child = Bun.spawn([...command, 'serve', ...args], {
+    cwd: options.cwd ?? ROOT,
+    env: { ...process.env, MLS_CONFIG: '', ...options.env },
+    stdin: 'ignore',
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
+  let output = ''
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    const decoder = new TextDecoder()
+    for await (const chunk of stream) output += decoder.decode(chunk)
+  }
+  void pump(child.stdout)
+  void pump(child.stderr)
+  const waitForOutput = async (text: string | RegExp, timeoutMs = 10_000) => {
+    await waitFor(() => (typeof text === 'string' ? output.includes(text) : text.test(output)) || child.exitCode !== null, `output ${text}`, timeoutMs)
+    if (!(typeof text === 'string' ? output.includes(text) : text.test(output))) throw new Error(`exited before printing ${text}:\n${output}`)
+  }
+  const spawned: SpawnedServer = { process: child, url: '', output: () => output, waitForOutput, exited: child.exited }
+  try {
+    await waitForOutput(/listening on (http:\/\/\S+)/)
+    spawned.url = /listening on (http:\/\/\S+)/.exec(output)![1]!
+  } catch {
+    // Start-up failed (e.g. a bad config): the caller inspects output() and exited.
+  }
+  return spawned
+}
