@@ -202,7 +202,8 @@ export class Registry {
     const failedTrial = client.state === 'probation'
     if (!failedTrial && client.consecutiveFailures < this.health.failuresToEject) return
     if (!failedTrial && !this.mayEject(client)) return
-    if (now - client.recoveredAt > this.health.maxEjectionMs) client.ejections = 0
+    // A client healthy for longer than the longest back-off starts over; a failed trial never does.
+    if (!failedTrial && now - client.recoveredAt > this.health.maxEjectionMs) client.ejections = 0
     client.ejections++
     const backoffMs = Math.min(this.health.maxEjectionMs, this.health.ejectionMs * 2 ** (client.ejections - 1))
     client.state = 'ejected'

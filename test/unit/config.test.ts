@@ -1,0 +1,97 @@
+import { describe, expect, test } from 'bun:test'
+import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { ConfigError, configCandidates, loadConfig, parseConfig, SEED_HIERARCHY } from '../../src/config.ts'
+import { SEED_CONFIG } from '../helpers.ts'
+
+function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'mls-config-'))
+}
+
+describe('config', () => {
+  test("the seed's example loads verbatim, note included, with nothing unknown", () => {
+    const { config, unknownKeys } = parseConfig(SEED_CONFIG, 'seed')
+    expect(unknownKeys).toEqual([])
+    expect(config.note).toBe('This is an example config. Copy it to /etc/moonlight/mls.json')
+    expect(config.tokens).toEqual(['supersecrettokenox0', 'supersecrettokenox1'])
+    expect(config.ws).toEqual(SEED_CONFIG.ws)
+    expect(config.region_hierarchy).toEqual(SEED_HIERARCHY)
+  })
+
+  test('mls.json.example at the top level is the seed example and loads', async () => {
+    const example = await Bun.file(join(import.meta.dir, '../../mls.json.example')).json()
+    expect(example).toEqual(SEED_CONFIG)
+    expect(parseConfig(example, 'mls.json.example').config.port).toBe(8080)
+  })
+
+  test('keys beyond the seed have documented defaults', () => {
+    const { config } = parseConfig({}, 'empty')
+    expect(config).toMatchObject({
+      host: '0.0.0.0',
+      port: 8080,
+      retry_count: 3,
+      task_timeout: 30,
+      max_body_bytes: 1024 * 1024,
+      require_task_token: true,
+      client_ttl: 90,
+      tokens: [],
+      health: { failures_to_eject: 3, ejection_time: 30, max_ejection_time: 300, max_ejected_percent: 50 },
+      ws: { enabled: true, path: '/ws', max_connections: 1000, read_timeout: 300, write_timeout: 30, heartbeat_interval: 30, connection_check_interval: 60 },
+      html: { enabled: true, static_path: '/static', index_path: '/', dashboard_path: '/dashboard' },
+    })
+  })
+
+  test('a bad value names the key and the problem', () => {
+    expect(() => parseConfig({ port: 'eighty', ws: { read_timeout: -1 } }, 'bad.json')).toThrow(ConfigError)
+    try {
+      parseConfig({ port: 'eighty', ws: { read_timeout: -1 } }, 'bad.json')
+    } catch (error) {
+      const message = (error as Error).message
+      expect(message).toContain('bad.json')
+      expect(message).toMatch(/port: .*number/i)
+      expect(message).toMatch(/ws\.read_timeout: /)
+    }
+  })
+
+  test('a cycle in the hierarchy is rejected', () => {
+    expect(() => parseConfig({ region_hierarchy: { a: 'b', b: 'a' } }, 'cycle.json')).toThrow(/cycle in the hierarchy/)
+    expect(() => parseConfig({ region_hierarchy: { global: 'x' } }, 'root.json')).toThrow(/root/)
+  })
+
+  test('unknown keys are reported as warnings, not errors', () => {
+    const { unknownKeys } = parseConfig({ ...SEED_CONFIG, colour: 'blue', ws: { ...SEED_CONFIG.ws, speed: 3 } }, 'extra')
+    expect(unknownKeys.sort()).toEqual(['colour', 'ws.speed'])
+  })
+
+  test('search order: --config, MLS_CONFIG, ./mls.json, ~/.config/moonlight, /etc/moonlight', () => {
+    expect(configCandidates({ explicitPath: '/x.json', env: { MLS_CONFIG: '/y.json' }, cwd: '/cwd', home: '/home/u' })).toEqual([
+      '/x.json',
+      '/y.json',
+      '/cwd/mls.json',
+      '/home/u/.config/moonlight/mls.json',
+      '/etc/moonlight/mls.json',
+    ])
+  })
+
+  test('./mls.json wins over the home config, and without any file the embedded default is used', () => {
+    const cwd = tempDir()
+    const home = tempDir()
+    mkdirSync(join(home, '.config/moonlight'), { recursive: true })
+    writeFileSync(join(home, '.config/moonlight/mls.json'), JSON.stringify({ port: 9001 }))
+    expect(loadConfig({ env: {}, cwd, home })).toMatchObject({ source: join(home, '.config/moonlight/mls.json'), config: { port: 9001 } })
+    writeFileSync(join(cwd, 'mls.json'), JSON.stringify({ port: 9002 }))
+    expect(loadConfig({ env: {}, cwd, home })).toMatchObject({ source: join(cwd, 'mls.json'), config: { port: 9002 } })
+    const empty = loadConfig({ env: {}, cwd: tempDir(), home: tempDir() })
+    // /etc/moonlight/mls.json may exist on a developer's machine; CI's has none.
+    if (empty.source === 'embedded default') expect(empty.config.region_hierarchy).toEqual(SEED_HIERARCHY)
+    else expect(empty.source).toBe('/etc/moonlight/mls.json')
+  })
+
+  test('a named file that is missing or not JSON is an error, not a silent fallback', () => {
+    expect(() => loadConfig({ explicitPath: '/nonexistent/mls.json', env: {} })).toThrow(/cannot read config/)
+    const dir = tempDir()
+    writeFileSync(join(dir, 'broken.json'), '{ "port": ')
+    expect(() => loadConfig({ env: { MLS_CONFIG: join(dir, 'broken.json') } })).toThrow(/not valid JSON/)
+  })
+})

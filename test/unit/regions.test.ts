@@ -1,0 +1,46 @@
+import { describe, expect, test } from 'bun:test'
+import { SEED_HIERARCHY } from '../../src/config.ts'
+import { Regions, regionTopic } from '../../src/regions.ts'
+
+const regions = new Regions(SEED_HIERARCHY)
+
+describe('regions', () => {
+  test('a region climbs to global through its ancestors', () => {
+    expect(regions.chain('us-east-1')).toEqual(['us-east-1', 'usa', 'northamerica', 'global'])
+    expect(regions.chain('global')).toEqual(['global'])
+  })
+
+  test('regions the hierarchy does not name are children of global', () => {
+    expect(regions.parentOf('us-west')).toBe('global')
+    expect(regions.chain('us-west')).toEqual(['us-west', 'global'])
+  })
+
+  test('empty, "global" and "default" all mean anywhere', () => {
+    expect(Regions.normalize(undefined)).toBe('global')
+    expect(Regions.normalize('')).toBe('global')
+    expect(Regions.normalize('default')).toBe('global')
+    expect(Regions.normalize('usa')).toBe('usa')
+  })
+
+  test('isWithin follows the hierarchy, not name prefixes', () => {
+    expect(regions.isWithin('us-east-1', 'usa')).toBe(true)
+    expect(regions.isWithin('us-east-1', 'global')).toBe(true)
+    expect(regions.isWithin('eu-west-1', 'usa')).toBe(false)
+    expect(regions.isWithin('usa', 'us-east-1')).toBe(false)
+  })
+
+  test('the tree counts clients at each region and under it', () => {
+    const tree = regions.tree(new Map([['us-east-1', { clients: 2, active: 1 }], ['us-west', { clients: 1, active: 1 }]]))
+    expect(tree.region).toBe('global')
+    expect(tree.total).toBe(3)
+    expect(tree.total_active).toBe(2)
+    expect(tree.children.map((child) => child.region)).toEqual(['asia', 'emea', 'northamerica', 'us-west'])
+    const usa = tree.children.find((child) => child.region === 'northamerica')!.children[0]!
+    expect(usa).toMatchObject({ region: 'usa', clients: 0, total: 2, total_active: 1 })
+    expect(usa.children.map((child) => [child.region, child.clients])).toEqual([['us-east-1', 2], ['us-west-1', 0]])
+  })
+
+  test('topics are namespaced by region', () => {
+    expect(regionTopic('usa')).toBe('region:usa')
+  })
+})

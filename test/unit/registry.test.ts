@@ -1,0 +1,163 @@
+import { describe, expect, test } from 'bun:test'
+import { SEED_HIERARCHY } from '../../src/config.ts'
+import { Regions } from '../../src/regions.ts'
+import { type ClientAnnouncement, type HealthPolicy, Registry, type RegistryEvent } from '../../src/registry.ts'
+
+const POLICY: HealthPolicy = { failuresToEject: 3, ejectionMs: 1000, maxEjectionMs: 8000, maxEjectedPercent: 50 }
+
+function client(nodeId: string, region: string, extra: Partial<ClientAnnouncement> = {}): ClientAnnouncement {
+  return { nodeId, region, protocol: 'http', ip: '127.0.0.1', port: 4000, weight: 1, ...extra }
+}
+
+function setup(policy = POLICY) {
+  const events: RegistryEvent[] = []
+  /** Each state change as "node:state", captured when it happened (the client object lives on). */
+  const states: string[] = []
+  const registry = new Registry(new Regions(SEED_HIERARCHY), policy, (event) => {
+    events.push(event)
+    if (event.type === 'state') states.push(`${event.client.nodeId}:${event.client.state}`)
+  })
+  return { registry, events, states }
+}
+
+function failTimes(registry: Registry, nodeId: string, times: number, now: number) {
+  for (let i = 0; i < times; i++) registry.recordFailure(registry.get(nodeId)!, now)
+}
+
+describe('registry', () => {
+  test('picks from the region, then climbs the hierarchy when it has no client', () => {
+    const { registry } = setup()
+    registry.announce(client('east', 'us-east-1'), 0)
+    registry.announce(client('eu', 'eu-west-1'), 0)
+    expect(registry.pick('us-east-1')?.nodeId).toBe('east')
+    expect(registry.pick('usa')?.nodeId).toBe('east')
+    // us-west-1 has no client: usa has one.
+    expect(registry.pick('us-west-1')?.nodeId).toBe('east')
+    // singapore has none, asia has none, global has both.
+    expect(new Set([registry.pick('singapore')?.nodeId, registry.pick('singapore')?.nodeId])).toEqual(new Set(['east', 'eu']))
+  })
+
+  test('a heartbeat from the same address refreshes; a changed region moves the client', () => {
+    const { registry, events } = setup()
+    registry.announce(client('a', 'us-east-1'), 0)
+    registry.announce(client('a', 'us-east-1'), 50)
+    expect(registry.get('a')!.lastSeen).toBe(50)
+    expect(events.map((event) => event.type)).toEqual(['joined'])
+    registry.announce(client('a', 'eu-west-1'), 60)
+    expect(registry.pick('us-east-1')?.nodeId).toBe('a') // only via global fallback now
+    expect(registry.within('usa')).toEqual([])
+    expect(registry.within('europe').map((c) => c.nodeId)).toEqual(['a'])
+    expect(events.map((event) => event.type)).toEqual(['joined', 'updated'])
+  })
+
+  test('a WebSocket node on a new connection replaces the record; the old connection cannot remove it', () => {
+    const { registry } = setup()
+    const first = registry.announce(client('w', 'usa', { protocol: 'ws' }), 0).client
+    const second = registry.announce(client('w', 'usa', { protocol: 'ws' }), 10)
+    expect(second.previous?.connectionId).toBe(first.connectionId)
+    expect(second.client.connectionId).not.toBe(first.connectionId)
+    expect(registry.remove('w', 'old socket closed', first.connectionId)).toBeUndefined()
+    expect(registry.get('w')).toBeDefined()
+    // Refreshing over the current connection keeps it.
+    expect(registry.announce(client('w', 'usa', { protocol: 'ws' }), 20, second.client.connectionId).previous).toBeUndefined()
+  })
+
+  test('weight 0 drains: the client stays registered but gets no tasks', () => {
+    const { registry } = setup()
+    registry.announce(client('a', 'usa'), 0)
+    registry.announce(client('b', 'usa', { port: 4001 }), 0)
+    registry.setWeight('a', 0)
+    expect([registry.pick('usa')?.nodeId, registry.pick('usa')?.nodeId]).toEqual(['b', 'b'])
+    expect(registry.regionCounts().get('usa')).toEqual({ clients: 2, active: 1 })
+  })
+
+  test('consecutive failures eject; a success in between resets the count; 4xx-style successes do not count', () => {
+    const { registry } = setup()
+    for (const id of ['a', 'b', 'c', 'd']) registry.announce(client(id, 'usa', { port: 4000 + id.charCodeAt(0) }), 0)
+    failTimes(registry, 'a', 2, 0)
+    registry.recordSuccess(registry.get('a')!, 5, 0)
+    failTimes(registry, 'a', 2, 0)
+    expect(registry.get('a')!.state).toBe('healthy')
+    failTimes(registry, 'a', 1, 0)
+    expect(registry.get('a')!.state).toBe('ejected')
+    for (let i = 0; i < 6; i++) expect(registry.pick('usa')?.nodeId).not.toBe('a')
+  })
+
+  test('never ejects more than half of a region', () => {
+    const { registry } = setup()
+    for (const id of ['a', 'b', 'c']) registry.announce(client(id, 'usa', { port: 4000 + id.charCodeAt(0) }), 0)
+    failTimes(registry, 'a', 3, 0)
+    failTimes(registry, 'b', 3, 0)
+    failTimes(registry, 'c', 3, 0)
+    // floor(3 * 50%) = 1 may be ejected at once.
+    expect(['a', 'b', 'c'].map((id) => registry.get(id)!.state)).toEqual(['ejected', 'healthy', 'healthy'])
+  })
+
+  test('a lone client is never ejected: one bad payload cannot take a region down', () => {
+    const { registry } = setup()
+    registry.announce(client('solo', 'eu-west-1'), 0)
+    failTimes(registry, 'solo', 10, 0)
+    expect(registry.get('solo')!.state).toBe('healthy')
+    expect(registry.pick('eu-west-1')?.nodeId).toBe('solo')
+  })
+
+  test('after the back-off one trial task decides; each ejection doubles the back-off up to the maximum', () => {
+    const { registry, states } = setup()
+    registry.announce(client('a', 'usa'), 0)
+    registry.announce(client('b', 'usa', { port: 4001 }), 0)
+    failTimes(registry, 'a', 3, 0)
+    expect(registry.get('a')!.ejectedUntil).toBe(1000)
+    expect(registry.endBackoffs(999)).toEqual([])
+    expect(registry.endBackoffs(1000).map((c) => c.nodeId)).toEqual(['a'])
+    expect(registry.get('a')!.state).toBe('probation')
+    // The trial: a is picked once, then withheld until its result is in.
+    const picked = [registry.pick('usa')?.nodeId, registry.pick('usa')?.nodeId, registry.pick('usa')?.nodeId]
+    expect(picked.filter((id) => id === 'a')).toHaveLength(1)
+    registry.recordFailure(registry.get('a')!, 1100)
+    expect(registry.get('a')!.state).toBe('ejected')
+    expect(registry.get('a')!.ejectedUntil).toBe(1100 + 2000)
+    registry.endBackoffs(3100)
+    registry.recordFailure(registry.get('a')!, 3200)
+    expect(registry.get('a')!.ejectedUntil).toBe(3200 + 4000)
+    registry.endBackoffs(7200)
+    registry.recordFailure(registry.get('a')!, 7300)
+    expect(registry.get('a')!.ejectedUntil).toBe(7300 + 8000)
+    registry.endBackoffs(15_300)
+    registry.recordFailure(registry.get('a')!, 15_400)
+    expect(registry.get('a')!.ejectedUntil).toBe(15_400 + 8000)
+    // A successful trial restores it.
+    registry.endBackoffs(23_400)
+    registry.recordSuccess(registry.get('a')!, 3, 23_500)
+    expect(registry.get('a')!.state).toBe('healthy')
+    expect(states.slice(0, 3)).toEqual(['a:ejected', 'a:probation', 'a:ejected'])
+    expect(states.slice(-2)).toEqual(['a:probation', 'a:healthy'])
+  })
+
+  test('silent clients of one protocol are found by their last heartbeat', () => {
+    const { registry } = setup()
+    registry.announce(client('h', 'usa'), 0)
+    registry.announce(client('w', 'usa', { protocol: 'ws' }), 0)
+    registry.touch('h', 500)
+    expect(registry.silent('http', 1000, 1400)).toEqual([])
+    expect(registry.silent('http', 1000, 1600).map((c) => c.nodeId)).toEqual(['h'])
+    expect(registry.silent('ws', 1000, 1600).map((c) => c.nodeId)).toEqual(['w'])
+  })
+
+  test('reconfiguring the hierarchy keeps the clients and routes by the new tree', () => {
+    const { registry } = setup()
+    registry.announce(client('a', 'us-east-1'), 0)
+    expect(registry.within('usa').map((c) => c.nodeId)).toEqual(['a'])
+    registry.reconfigure(new Regions({ 'us-east-1': 'atlantic' }), POLICY)
+    expect(registry.within('usa')).toEqual([])
+    expect(registry.within('atlantic').map((c) => c.nodeId)).toEqual(['a'])
+    expect(registry.pick('atlantic')?.nodeId).toBe('a')
+  })
+
+  test('remove emits left with the reason and the client is no longer picked', () => {
+    const { registry, events } = setup()
+    registry.announce(client('a', 'usa'), 0)
+    registry.remove('a', 'no heartbeat')
+    expect(registry.pick('usa')).toBeUndefined()
+    expect(events.at(-1)).toMatchObject({ type: 'left', reason: 'no heartbeat' })
+  })
+})
