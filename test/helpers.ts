@@ -248,7 +248,12 @@ export async function spawnServer(args: string[], options: { cwd?: string; env?:
   let output = ''
   const pump = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder()
-    for await (const chunk of stream) output += decoder.decode(chunk)
+    const reader = stream.getReader()
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      output += decoder.decode(value, { stream: true })
+    }
   }
   void pump(child.stdout)
   void pump(child.stderr)
