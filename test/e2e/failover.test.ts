@@ -1,0 +1,155 @@
+import { afterEach, describe, expect, test } from 'bun:test'
+import { postJson, postTask, startHttpAgent, startTestServer, startWsAgent, TOKEN, waitFor, type TestServer } from '../helpers.ts'
+
+/** A port nothing listens on: a real "connection refused". */
+function deadPort(): number {
+  const listener = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  const port = listener.port
+  listener.stop(true)
+  return port
+}
+
+async function registerDead(url: string, nodeId: string, region: string): Promise<void> {
+  const result = await postJson(`${url}/client/heartbeat`, { ip: '127.0.0.1', node_id: nodeId, token: TOKEN, region, port: deadPort() })
+  expect(result.status).toBe(200)
+}
+
+const cleanups: Array<() => unknown> = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+function server(overrides: Parameters<typeof startTestServer>[0] = {}): TestServer {
+  const mls = startTestServer(overrides)
+  cleanups.push(() => mls.stop())
+  return mls
+}
+
+describe('failover', () => {
+  test('a dead client (connection refused) is retried on a different client', async () => {
+    const mls = server()
+    await registerDead(mls.url, 'dead', 'usa')
+    const alive = await startHttpAgent(mls.url, { nodeId: 'alive', region: 'usa' })
+    cleanups.push(alive.stop)
+    for (let i = 0; i < 4; i++) {
+      const result = await postTask(mls.url, { region: 'usa', payload: i })
+      expect(result.status).toBe(200)
+      expect(result.headers.get('x-moonlight-node')).toBe('alive')
+    }
+    expect(alive.received).toEqual([0, 1, 2, 3])
+  })
+
+  test('a 500-ing client is retried elsewhere, and after repeated failures ejected', async () => {
+    const mls = server()
+    const broken = await startHttpAgent(mls.url, { nodeId: 'broken', region: 'europe', work: () => Response.json({ oops: true }, { status: 500 }) })
+    const good = await startHttpAgent(mls.url, { nodeId: 'good', region: 'europe' })
+    const good2 = await startHttpAgent(mls.url, { nodeId: 'good2', region: 'europe' })
+    cleanups.push(broken.stop, good.stop, good2.stop)
+    for (let i = 0; i < 9; i++) {
+      const result = await postTask(mls.url, { region: 'europe', payload: i })
+      expect(result.status).toBe(200)
+      expect(result.headers.get('x-moonlight-node')).not.toBe('broken')
+    }
+    // failures_to_eject is 3: after three 500s it is ejected and gets nothing more.
+    expect(broken.received).toHaveLength(3)
+    const clients = (await (await fetch(`${mls.url}/clients`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()).clients
+    expect(clients.find((client: { node_id: string }) => client.node_id === 'broken')).toMatchObject({ state: 'ejected', failures: 3 })
+    expect((await (await fetch(`${mls.url}/status`)).json()).regions.europe).toEqual({ clients: 3, active: 2 })
+  })
+
+  test("a client's 4xx is its answer: returned as-is, not retried, not counted against it", async () => {
+    const mls = server()
+    const picky = await startHttpAgent(mls.url, { nodeId: 'picky', region: 'asia', work: () => Response.json({ error: 'bad payload' }, { status: 422 }) })
+    const other = await startHttpAgent(mls.url, { nodeId: 'other', region: 'asia' })
+    cleanups.push(picky.stop, other.stop)
+    const result = await postTask(mls.url, { region: 'asia', payload: 'x' })
+    expect(result.status).toBe(422)
+    expect(result.json()).toEqual({ error: 'bad payload' })
+    expect(other.received).toHaveLength(0)
+    expect(mls.server.registry.get('picky')).toMatchObject({ state: 'healthy', failures: 0, successes: 1 })
+  })
+
+  test('every attempt failing gives 502 listing each attempt; retry_count bounds the attempts', async () => {
+    const mls = server({ retry_count: 2 })
+    const agents = []
+    for (const nodeId of ['f1', 'f2', 'f3', 'f4']) {
+      const agent = await startHttpAgent(mls.url, { nodeId, region: 'emea', work: () => new Response('down', { status: 503 }) })
+      cleanups.push(agent.stop)
+      agents.push(agent)
+    }
+    const result = await postTask(mls.url, { region: 'emea', payload: 1 })
+    expect(result.status).toBe(502)
+    const body = result.json()
+    expect(body.code).toBe('all_attempts_failed')
+    expect(body.attempts).toHaveLength(3)
+    // Three different clients, each named with its reason.
+    expect(new Set(body.attempts.map((attempt: { node_id: string }) => attempt.node_id)).size).toBe(3)
+    expect(body.attempts[0]).toMatchObject({ reason: 'answered 503', status: 503 })
+    expect(agents.reduce((sum, agent) => sum + agent.received.length, 0)).toBe(3)
+  })
+
+  test('the same client is tried again only when it is the only one', async () => {
+    const mls = server({ retry_count: 2 })
+    const solo = await startHttpAgent(mls.url, { nodeId: 'solo', region: 'asia', work: () => new Response('no', { status: 500 }) })
+    cleanups.push(solo.stop)
+    const result = await postTask(mls.url, { region: 'asia', payload: 1 })
+    expect(result.status).toBe(502)
+    expect(result.json().attempts.map((attempt: { node_id: string }) => attempt.node_id)).toEqual(['solo', 'solo', 'solo'])
+  })
+
+  test('no client anywhere gives 503 naming the region', async () => {
+    const mls = server()
+    const result = await postTask(mls.url, { region: 'eu-west-1', payload: 1 })
+    expect(result.status).toBe(503)
+    expect(result.json()).toMatchObject({ code: 'no_client', region: 'eu-west-1' })
+    expect(result.json().error).toContain('eu-west-1')
+  })
+
+  test('a timeout answers 504 and is not retried (the task may still be running)', async () => {
+    const mls = server({ task_timeout: 0.3 })
+    const slow = await startHttpAgent(mls.url, { nodeId: 'slow', region: 'usa', work: async () => (await Bun.sleep(2000), Response.json({ late: true })) })
+    const fast = await startHttpAgent(mls.url, { nodeId: 'fast', region: 'usa', weight: 0 })
+    cleanups.push(slow.stop, fast.stop)
+    const result = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(result.status).toBe(504)
+    expect(result.json()).toMatchObject({ code: 'timeout', attempts: [{ node_id: 'slow' }] })
+    expect(fast.received).toHaveLength(0)
+  })
+
+  test('a WebSocket client that disconnects mid-task has the task retried elsewhere at once', async () => {
+    const mls = server({ task_timeout: 20 })
+    const quitter = await startWsAgent(mls.wsUrl, { nodeId: 'quitter', region: 'usa', weight: 5, answer: () => null })
+    const steady = await startWsAgent(mls.wsUrl, { nodeId: 'steady', region: 'usa' })
+    cleanups.push(quitter.close, steady.close)
+    quitter.socket.addEventListener('message', (event) => {
+      if (JSON.parse(String(event.data)).type === 'task') quitter.socket.close()
+    })
+    const result = await postTask(mls.url, { region: 'usa', payload: 'important' })
+    expect(result.status).toBe(200)
+    expect(result.headers.get('x-moonlight-node')).toBe('steady')
+    expect(result.headers.get('x-moonlight-attempts')).toBe('2')
+    // Had it waited for the 20 s task_timeout, the answer would be a 504: timeouts are not retried.
+    expect(quitter.received).toEqual(['important'])
+  })
+
+  test('an ejected client gets one trial task after its back-off, and a success restores it', async () => {
+    const mls = server({ health: { failures_to_eject: 1, ejection_time: 0.3, max_ejection_time: 5, max_ejected_percent: 50 } })
+    let failing = true
+    const flaky = await startHttpAgent(mls.url, {
+      nodeId: 'flaky',
+      region: 'asia',
+      work: () => (failing ? new Response('fail', { status: 500 }) : Response.json({ ok: 'flaky' })),
+    })
+    const steady = await startHttpAgent(mls.url, { nodeId: 'steady', region: 'asia' })
+    cleanups.push(flaky.stop, steady.stop)
+    // Round-robin reaches flaky within two tasks; its one 500 ejects it.
+    for (let i = 0; i < 2; i++) expect((await postTask(mls.url, { region: 'asia', payload: i })).status).toBe(200)
+    expect(mls.server.registry.get('flaky')!.state).toBe('ejected')
+    failing = false
+    await waitFor(() => mls.server.registry.get('flaky')!.state === 'probation', 'the back-off to end')
+    const nodes = []
+    for (let i = 0; i < 4; i++) nodes.push((await postTask(mls.url, { region: 'asia', payload: i })).headers.get('x-moonlight-node'))
+    expect(nodes).toContain('flaky')
+    expect(mls.server.registry.get('flaky')!.state).toBe('healthy')
+  })
+})
