@@ -173,7 +173,8 @@ export class WsTransport implements Transport {
   /** A client that does not read its queue within write_timeout is cut off; its tasks fail over. */
   private watchBackpressure(socket: AgentSocket): void {
     if (socket.data.writeTimer) return
-    socket.data.writeTimer = setTimeout(() => socket.close(4008, 'write timeout: the client is not reading'), this.writeTimeoutMs())
+    // terminate, not close: a peer that does not read would never read a close frame either.
+    socket.data.writeTimer = setTimeout(() => socket.terminate(), this.writeTimeoutMs())
   }
 }
 

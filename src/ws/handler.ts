@@ -70,7 +70,8 @@ export class WsGateway {
   closeSilent(now: number): void {
     const limitMs = this.deps.live.config.ws.read_timeout * 1000
     for (const socket of this.sockets) {
-      if (now - socket.data.lastSeenMs > limitMs) socket.close(4001, 'read timeout: no message or pong')
+      // A silent peer would not answer a close handshake: cut it.
+      if (now - socket.data.lastSeenMs > limitMs) socket.terminate()
     }
   }
 

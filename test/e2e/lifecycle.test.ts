@@ -1,0 +1,143 @@
+import { afterEach, describe, expect, test } from 'bun:test'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { postTask, SEED_CONFIG, spawnServer, startHttpAgent, startWsAgent, type SpawnedServer } from '../helpers.ts'
+
+const spawned: SpawnedServer[] = []
+const cleanups: Array<() => unknown> = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+  for (const child of spawned.splice(0)) {
+    child.process.kill('SIGKILL')
+    await child.exited
+  }
+})
+
+function tempDir(): string {
+  return mkdtempSync(join(tmpdir(), 'mls-life-'))
+}
+
+function writeConfig(dir: string, config: unknown, name = 'mls.json'): string {
+  const path = join(dir, name)
+  writeFileSync(path, typeof config === 'string' ? config : JSON.stringify(config, null, 2))
+  return path
+}
+
+async function spawn(args: string[], options: Parameters<typeof spawnServer>[1] = {}): Promise<SpawnedServer> {
+  const child = await spawnServer(args, options)
+  spawned.push(child)
+  return child
+}
+
+describe('start-up', () => {
+  test('with no config file at all it runs on the embedded default and prints a generated token once', async () => {
+    const empty = tempDir()
+    const child = await spawn(['--port', '0', '--host', '127.0.0.1'], { cwd: empty, env: { HOME: empty } })
+    expect(child.url).toStartWith('http://127.0.0.1:')
+    const output = child.output()
+    expect(output).toContain('config: embedded default')
+    const token = /\b(mls_[\w-]+)/.exec(output)?.[1]
+    expect(token).toBeTruthy()
+    expect(output.split(token!).length - 1).toBe(1)
+    // Never open: the generated token is required.
+    expect((await fetch(`${child.url}/clients`)).status).toBe(401)
+    expect((await fetch(`${child.url}/clients`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200)
+    const status = await (await fetch(`${child.url}/status`)).json()
+    expect(status).toMatchObject({ server: 'Online', websocket: 'Connected' })
+    // The seed hierarchy is in the default.
+    const tree = await (await fetch(`${child.url}/regions`)).json()
+    expect(tree.children.map((child: { region: string }) => child.region)).toEqual(['asia', 'emea', 'northamerica'])
+  })
+
+  test("the seed's example config loads verbatim from --config, and the source is printed", async () => {
+    const dir = tempDir()
+    const path = writeConfig(dir, SEED_CONFIG)
+    const child = await spawn(['--config', path, '--port', '0', '--host', '127.0.0.1'])
+    expect(child.output()).toContain(`config: ${path}`)
+    expect(child.output()).not.toContain('warning')
+    expect((await fetch(`${child.url}/clients`, { headers: { authorization: 'Bearer supersecrettokenox1' } })).status).toBe(200)
+  })
+
+  test('./mls.json in the working directory is found; unknown keys are warned about', async () => {
+    const dir = tempDir()
+    writeConfig(dir, { ...SEED_CONFIG, colour: 'blue' })
+    const child = await spawn(['--port', '0', '--host', '127.0.0.1'], { cwd: dir, env: { HOME: dir } })
+    expect(child.output()).toContain(`config: ${join(dir, 'mls.json')}`)
+    expect(child.output()).toContain('unknown config key "colour"')
+  })
+
+  test('a bad config stops start-up with a message naming the key and the problem', async () => {
+    const dir = tempDir()
+    const path = writeConfig(dir, { ...SEED_CONFIG, retry_count: -1, ws: { ...SEED_CONFIG.ws, path: 'ws' } })
+    const child = await spawn(['--config', path, '--port', '0'])
+    expect(await child.exited).toBe(1)
+    expect(child.output()).toContain('retry_count')
+    expect(child.output()).toContain('ws.path: must start with "/"')
+    expect(child.output()).not.toContain('    at ')
+  })
+})
+
+describe('SIGHUP reload', () => {
+  test('new tokens and settings apply without dropping clients; an invalid file is rejected and the old one stays', async () => {
+    const dir = tempDir()
+    const path = writeConfig(dir, { ...SEED_CONFIG, tokens: ['first-token-aaaa'] })
+    const child = await spawn(['--config', path, '--port', '0', '--host', '127.0.0.1'])
+    const wsUrl = `${child.url.replace('http', 'ws')}/ws`
+    const agent = await startWsAgent(wsUrl, { nodeId: 'stays', region: 'us-east-1', token: 'first-token-aaaa' })
+    cleanups.push(agent.close)
+    expect((await postTask(child.url, { region: 'usa', payload: 1 }, 'first-token-aaaa')).status).toBe(200)
+
+    // New tokens and a new hierarchy: us-east-1 now sits under "atlantic".
+    writeConfig(dir, { ...SEED_CONFIG, tokens: ['second-token-bbbb'], region_hierarchy: { 'us-east-1': 'atlantic' } })
+    child.process.kill('SIGHUP')
+    await child.waitForOutput('config reloaded')
+    expect((await postTask(child.url, { region: 'usa', payload: 2 }, 'first-token-aaaa')).status).toBe(401)
+    const routed = await postTask(child.url, { region: 'atlantic', payload: 3 }, 'second-token-bbbb')
+    expect(routed.status).toBe(200)
+    expect(routed.headers.get('x-moonlight-node')).toBe('stays')
+    expect(agent.received).toEqual([1, 3])
+
+    writeConfig(dir, '{ "tokens": 5 }')
+    child.process.kill('SIGHUP')
+    await child.waitForOutput('reload rejected')
+    expect(child.output()).toMatch(/tokens: /)
+    expect((await postTask(child.url, { region: 'atlantic', payload: 4 }, 'second-token-bbbb')).status).toBe(200)
+  })
+})
+
+describe('graceful stop', () => {
+  test('SIGTERM lets the in-flight task finish, closes WebSockets with 1001, refuses new work and exits 0', async () => {
+    const dir = tempDir()
+    const path = writeConfig(dir, SEED_CONFIG)
+    const child = await spawn(['--config', path, '--port', '0', '--host', '127.0.0.1'])
+    let release!: () => void
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let started!: () => void
+    const taskStarted = new Promise<void>((resolve) => (started = resolve))
+    const slow = await startHttpAgent(child.url, {
+      nodeId: 'slow',
+      region: 'asia',
+      work: async () => {
+        started()
+        await released
+        return Response.json({ finished: true })
+      },
+    })
+    cleanups.push(slow.stop)
+    const watcher = await startWsAgent(`${child.url.replace('http', 'ws')}/ws`, { nodeId: 'watcher', region: 'emea' })
+
+    const inFlight = postTask(child.url, { region: 'asia', payload: 'long job' })
+    await taskStarted
+    child.process.kill('SIGTERM')
+    await child.waitForOutput('finishing in-flight tasks')
+    // New connections are refused while the old task is still running.
+    await expect(fetch(`${child.url}/healthz`)).rejects.toThrow()
+    release()
+    const result = await inFlight
+    expect(result.status).toBe(200)
+    expect(result.json()).toEqual({ finished: true })
+    expect((await watcher.closed).code).toBe(1001)
+    expect(await child.exited).toBe(0)
+  })
+})
