@@ -172,3 +172,31 @@ describe('open task endpoint', () => {
     }
   })
 })
+
+describe('WebSocket disabled', () => {
+  test('ws.enabled false: no WebSocket path, and /status says Disabled', async () => {
+    const mls = startTestServer({ ws: { enabled: false } })
+    try {
+      const status = await (await fetch(`${mls.url}/status`)).json()
+      expect(status.websocket).toBe('Disabled')
+      const response = await fetch(`${mls.url}/ws`, { headers: { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
+      expect(response.status).toBe(404)
+      expect(await response.json()).toMatchObject({ code: 'not_found' })
+    } finally {
+      await mls.stop()
+    }
+  })
+
+  test('ws.path moves the endpoint', async () => {
+    const mls = startTestServer({ ws: { path: '/agents' } })
+    try {
+      expect(mls.wsUrl).toEndWith('/agents')
+      const agent = await startWsAgent(mls.wsUrl, { nodeId: 'moved', region: 'usa' })
+      expect((await postTask(mls.url, { payload: 1 })).headers.get('x-moonlight-node')).toBe('moved')
+      agent.close()
+      expect((await fetch(`${mls.url}/ws`)).status).toBe(404)
+    } finally {
+      await mls.stop()
+    }
+  })
+})
