@@ -5,7 +5,7 @@ import { createApp } from './http/app.ts'
 import { healthPolicy, type Live, makeLive } from './live.ts'
 import { MONITOR_TOPIC, Monitor } from './monitor.ts'
 import { regionTopic } from './regions.ts'
-import { clientView, Registry } from './registry.ts'
+import { clientView, Registry, type RegistryEvent } from './registry.ts'
 import { TaskStats } from './task-stats.ts'
 import { HttpTransport } from './transports/http.ts'
 import { type SocketData, WsTransport } from './transports/ws.ts'
@@ -47,6 +47,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const registry = new Registry(live.regions, healthPolicy(live.config), (event) => {
     if (event.client.protocol === 'ws' && event.type !== 'left') gateway.syncTopics(event.client.nodeId)
     monitor.onRegistryEvent(event)
+    log(describeEvent(event))
   })
   const wsTransport = new WsTransport(() => live.config.ws.write_timeout * 1000)
   const dispatcher = new Dispatcher({
@@ -160,5 +161,23 @@ export function startServer(options: ServerOptions): MoonlightServer {
       gateway.closeAll(1001, 'server shutting down')
       await server.stop(true)
     },
+  }
+}
+
+/** One log line per membership or health change: what an operator greps for when a region misbehaves. */
+function describeEvent(event: RegistryEvent): string {
+  const { client } = event
+  const who = `${client.protocol} client ${client.nodeId} (${client.region})`
+  switch (event.type) {
+    case 'joined':
+      return `[mls] ${who} joined at ${client.ip}:${client.port}, weight ${client.weight}`
+    case 'updated':
+      return `[mls] ${who} now has weight ${client.weight}${client.weight === 0 ? ' (draining)' : ''}`
+    case 'left':
+      return `[mls] ${who} left: ${event.reason}`
+    case 'state':
+      return client.state === 'ejected'
+        ? `[mls] ${who} ejected after ${client.consecutiveFailures} consecutive failures, until ${new Date(client.ejectedUntil).toISOString()}`
+        : `[mls] ${who} is ${client.state === 'probation' ? 'on probation: the next task decides' : 'healthy again'}`
   }
 }
