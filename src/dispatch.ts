@@ -131,8 +131,11 @@ export class Dispatcher {
   async broadcast(region: string, payloadJson: string, taskId: string): Promise<BroadcastResult[]> {
     const { registry, ws } = this.deps
     const targets = registry.within(region)
-    if (targets.length === 0) throw new MoonlightError(503, 'no_client', `no healthy client in region "${region}"`, { region })
     const started = this.now()
+    if (targets.length === 0) {
+      this.finish(taskId, region, null, 503, 'no_client', 0, started, 'broadcast')
+      throw new MoonlightError(503, 'no_client', `no healthy client in region "${region}"`, { region })
+    }
     const { taskTimeoutMs } = this.deps.settings()
     const deadline = withDeadline(taskTimeoutMs)
     this.inFlight++

@@ -31,12 +31,15 @@ const RECENT_KEPT = 50
 export class TaskStats {
   total = 0
   failed = 0
+  /** Finished tasks per outcome, for /metrics. */
+  readonly byOutcome: Record<TaskRecord['outcome'], number> = { ok: 0, failed: 0, timeout: 0, no_client: 0 }
   private readonly seconds: SecondBucket[] = Array.from({ length: SECONDS_KEPT }, () => ({ second: 0, tasks: 0, errors: 0, latencySumMs: 0 }))
   private readonly recentRing: TaskRecord[] = []
   private recentNext = 0
 
   record(task: TaskRecord, nowMs: number): void {
     this.total++
+    this.byOutcome[task.outcome]++
     const error = task.outcome !== 'ok'
     if (error) this.failed++
     const second = Math.floor(nowMs / 1000)

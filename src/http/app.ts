@@ -12,6 +12,7 @@ import { Regions } from '../regions.ts'
 import { type Client, clientView, type Registry } from '../registry.ts'
 import { heartbeatSchema, taskRequestSchema } from '../schemas.ts'
 import type { TaskStats } from '../task-stats.ts'
+import { renderMetrics } from './metrics.ts'
 import { jsonBody, requireJson } from './validate.ts'
 
 export type AppEnv = { Bindings: Server<unknown> }
@@ -118,6 +119,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.get('/regions', (c) => c.json(live.regions.tree(registry.regionCounts())))
 
   app.get('/healthz', (c) => c.json({ ok: true }))
+
+  app.get('/metrics', (c) =>
+    c.text(
+      renderMetrics({ registry, stats: deps.stats, inFlight: () => dispatcher.inFlight, wsConnections: deps.wsConnections, startedAtMs: deps.startedAtMs }),
+      200,
+      { 'content-type': 'text/plain; version=0.0.4' },
+    ),
+  )
 
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404))
 

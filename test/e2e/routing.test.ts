@@ -200,3 +200,26 @@ describe('WebSocket disabled', () => {
     }
   })
 })
+
+describe('metrics', () => {
+  test('/metrics speaks the Prometheus text format with clients and task outcomes', async () => {
+    const mls = startTestServer()
+    const agent = await startHttpAgent(mls.url, { nodeId: 'm1', region: 'usa' })
+    try {
+      await postTask(mls.url, { region: 'usa', payload: 1 })
+      await postTask(mls.url, { region: 'emea', mode: 'broadcast', payload: 1 })
+      const response = await fetch(`${mls.url}/metrics`)
+      expect(response.headers.get('content-type')).toContain('text/plain')
+      const text = await response.text()
+      expect(text).toContain('# TYPE moonlight_clients gauge')
+      expect(text).toContain('moonlight_clients{region="usa",protocol="http",state="healthy"} 1')
+      expect(text).toContain('moonlight_tasks_total{outcome="ok"} 1')
+      expect(text).toContain('moonlight_tasks_total{outcome="no_client"} 1')
+      expect(text).toContain('moonlight_tasks_in_flight 0')
+      expect(text).not.toContain('127.0.0.1')
+    } finally {
+      agent.stop()
+      await mls.stop()
+    }
+  })
+})

@@ -1,0 +1,38 @@
+import type { Registry } from '../registry.ts'
+import type { TaskStats } from '../task-stats.ts'
+
+export interface MetricsSource {
+  registry: Registry
+  stats: TaskStats
+  inFlight: () => number
+  wsConnections: () => number
+  startedAtMs: number
+}
+
+/**
+ * The Prometheus text format, so a fleet's Moonlight servers can be scraped like everything else an
+ * operator runs. Public like /status: counts per region and state, no addresses.
+ */
+export function renderMetrics(source: MetricsSource): string {
+  const lines: string[] = []
+  const metric = (name: string, type: 'gauge' | 'counter', help: string, samples: Array<[string, number]>) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
+    for (const [labels, value] of samples) lines.push(`${name}${labels} ${value}`)
+  }
+  const clients = new Map<string, number>()
+  for (const client of source.registry.all()) {
+    const key = `{region="${client.region}",protocol="${client.protocol}",state="${client.weight === 0 ? 'draining' : client.state}"}`
+    clients.set(key, (clients.get(key) ?? 0) + 1)
+  }
+  metric('moonlight_clients', 'gauge', 'Registered clients by region, protocol and health state.', [...clients])
+  metric(
+    'moonlight_tasks_total',
+    'counter',
+    'Finished tasks by outcome.',
+    Object.entries(source.stats.byOutcome).map(([outcome, count]) => [`{outcome="${outcome}"}`, count]),
+  )
+  metric('moonlight_tasks_in_flight', 'gauge', 'Tasks waiting for an answer now.', [['', source.inFlight()]])
+  metric('moonlight_websocket_connections', 'gauge', 'Open WebSocket connections (agents and dashboards).', [['', source.wsConnections()]])
+  metric('moonlight_uptime_seconds', 'gauge', 'Seconds since the server started.', [['', Math.round((Date.now() - source.startedAtMs) / 1000)]])
+  return `${lines.join('\n')}\n`
+}
