@@ -102,6 +102,12 @@ export function startServer(options: ServerOptions): MoonlightServer {
     routes: live.config.ws.enabled ? { [wsPath]: (request: Request, server: Server<SocketData>) => gateway.upgrade(request, server) } : {},
     fetch: (request, server) => app.fetch(request, server),
     websocket: gateway.handler,
+    // Never Bun's HTML error page: whatever escapes the app still answers in JSON.
+    development: false,
+    error: (error) => {
+      log(`[mls] unhandled error: ${error.stack ?? error.message}`)
+      return Response.json({ error: 'internal server error', code: 'internal' }, { status: 500 })
+    },
   })
   const server = bunServer
 
