@@ -1,32 +1,22 @@
 #!/usr/bin/env bun
-import { parseArgs } from 'node:util'
-import { ConfigError } from './config.ts'
-import { serve } from './commands/serve.ts'
+import { agentCommand } from './commands/agent.ts'
+import { clientsCommand } from './commands/clients.ts'
+import { type Command, type Env, oneLine, UsageError } from './commands/_command.ts'
+import { configCommand } from './commands/config.ts'
+import { serveCommand } from './commands/serve.ts'
+import { statusCommand } from './commands/status.ts'
+import { taskCommand } from './commands/task.ts'
 import { VERSION } from './version.ts'
 
-/** A mistake in how the command was called: exit code 2 and a one-line message. */
-export class UsageError extends Error {
-  override name = 'UsageError'
-}
-
-interface Command {
-  summary: string
-  usage: string
-  run: (args: string[]) => Promise<number | void>
-}
+export { UsageError } from './commands/_command.ts'
 
 const commands: Record<string, Command> = {
-  serve: {
-    summary: 'run the server',
-    usage: `moonlight serve [--config PATH] [--port N] [--host H]
-
-Starts Moonlight Server. Config: --config, $MLS_CONFIG, ./mls.json, ~/.config/moonlight/mls.json,
-/etc/moonlight/mls.json, else the embedded default. SIGHUP reloads it; SIGTERM stops gracefully.`,
-    run: async (args) => {
-      const { values } = parse(args, { config: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' } })
-      await serve({ config: values.config, port: optionalInt(values.port, '--port'), host: values.host })
-    },
-  },
+  serve: serveCommand,
+  agent: agentCommand,
+  task: taskCommand,
+  status: statusCommand,
+  clients: clientsCommand,
+  config: configCommand,
 }
 
 const HELP = `moonlight ${VERSION}: a regional task proxy for fleets of agents
@@ -38,32 +28,26 @@ ${Object.entries(commands)
   .map(([name, command]) => `  ${name.padEnd(14)}${command.summary}`)
   .join('\n')}
 
-Run "moonlight <command> --help" for a command's options. --version prints the version.`
+Run "moonlight <command> --help" for a command's options; --version prints the version.
+Defaults from the environment: MLS_SERVER (the server's URL, default http://localhost:8080),
+MLS_TOKEN (the token), MLS_CONFIG (serve's config file).
+Exit codes: 0 ok, 1 the server or the task failed, 2 bad usage.`
 
-/** Parses options strictly; --help is always accepted. */
-export function parse<T extends Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>>(args: string[], options: T) {
-  try {
-    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
-  } catch (error) {
-    throw new UsageError((error as Error).message)
-  }
-}
-
-export function optionalInt(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined
-  const number = Number(value)
-  if (!Number.isInteger(number) || number < 0) throw new UsageError(`${flag} must be a whole number, got "${value}"`)
-  return number
-}
-
-/** Runs the CLI; returns the exit code. The only place that decides how the process ends. */
-export async function main(argv: string[]): Promise<number> {
+/**
+ * Runs the CLI and returns the exit code: 0 ok, 1 the server or task failed, 2 bad usage.
+ * Every failure is one line on stderr, never a stack trace. The only place that decides how the process ends.
+ */
+export async function main(argv: string[], env: Env = process.env): Promise<number> {
   const [name, ...args] = argv
   if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+    if (name === undefined) {
+      console.error(HELP)
+      return 2
+    }
     console.log(HELP)
-    return name === undefined ? 2 : 0
+    return 0
   }
-  if (name === '--version' || name === '-v') {
+  if (name === '--version' || name === '-v' || name === '-V') {
     console.log(VERSION)
     return 0
   }
@@ -77,22 +61,29 @@ export async function main(argv: string[]): Promise<number> {
     return 0
   }
   try {
-    return (await command.run(args)) ?? 0
+    return (await command.run(args, env)) ?? 0
   } catch (error) {
     if (error instanceof UsageError) {
-      console.error(`moonlight ${name}: ${error.message}`)
+      console.error(`moonlight ${name}: ${oneLine(error.message)} (see moonlight ${name} --help)`)
       return 2
     }
-    if (error instanceof ConfigError) {
-      console.error(error.message)
-      return 1
-    }
-    console.error(`moonlight ${name}: ${(error as Error).message ?? String(error)}`)
+    console.error(`moonlight ${name}: ${describeError(error)}`)
     return 1
   }
 }
 
+function describeError(error: unknown): string {
+  return oneLine(error instanceof Error ? error.message : String(error)) || 'failed'
+}
+
 if (import.meta.main) {
+  // A failure outside a command's own flow (a stray rejection in a timer) still ends in one line.
+  const crash = (error: unknown) => {
+    console.error(`moonlight: ${describeError(error)}`)
+    process.exit(1)
+  }
+  process.on('uncaughtException', crash)
+  process.on('unhandledRejection', crash)
   process.exitCode = await main(process.argv.slice(2))
   // Servers and agents keep the event loop alive; once main returns, the process is done.
   process.exit()

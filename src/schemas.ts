@@ -47,3 +47,23 @@ export const wsInboundSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('monitor'), payload: z.object({ token: z.string().min(1) }) }),
 ])
 export type WsInbound = z.infer<typeof wsInboundSchema>
+
+/** Messages the server sends a WebSocket agent; the agent validates each one before acting on it. */
+export const wsAgentInboundSchema = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('registered'),
+    payload: z.object({ node_id: z.string(), region: z.string(), weight: z.number(), heartbeat_interval: z.number().positive(), server_time: z.string() }),
+  }),
+  z.object({ type: z.literal('heartbeat_ack'), payload: z.object({ server_time: z.string() }).optional() }),
+  z.object({ type: z.literal('task'), task_id: z.string().min(1), payload: z.unknown() }),
+  z.object({ type: z.literal('error'), payload: z.object({ message: z.string() }) }),
+])
+export type WsAgentInbound = z.infer<typeof wsAgentInboundSchema>
+
+/** The server's answer to `POST /client/heartbeat`, as an HTTP agent reads it. */
+export const heartbeatReplySchema = z.object({
+  status: z.literal('ok'),
+  server_time: z.string(),
+  client_ttl: z.number().positive().optional(),
+})
+export type HeartbeatReply = z.infer<typeof heartbeatReplySchema>

@@ -1,5 +1,19 @@
 import { ConfigError, type LoadedConfig, loadConfig } from '../config.ts'
 import { startServer } from '../server.ts'
+import { type Command, noPositionals, optionalInt, parse } from './_command.ts'
+
+export const serveCommand: Command = {
+  summary: 'run the server',
+  usage: `moonlight serve [--config PATH] [--port N] [--host H]
+
+Starts Moonlight Server. Config: --config, $MLS_CONFIG, ./mls.json, ~/.config/moonlight/mls.json,
+/etc/moonlight/mls.json, else the embedded default. SIGHUP reloads it; SIGTERM stops gracefully.`,
+  run: async (args) => {
+    const { values, positionals } = parse(args, { config: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' } })
+    noPositionals(positionals)
+    await serve({ config: values.config, port: optionalInt(values.port, '--port'), host: values.host })
+  },
+}
 
 export interface ServeOptions {
   config?: string

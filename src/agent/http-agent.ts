@@ -1,0 +1,135 @@
+import type { Server } from 'bun'
+import { heartbeatReplySchema } from '../schemas.ts'
+import { type Agent, AgentFatalError, type AgentOptions, Pause } from './agent.ts'
+import { Backoff } from './backoff.ts'
+import { answerTask, describeFailure } from './handler.ts'
+import { Limiter } from './limiter.ts'
+
+export interface HttpAgentOptions extends AgentOptions {
+  /** The port `/work` listens on (0 picks a free one). */
+  port: number
+  /** Overrides the heartbeat period; by default a third of the server's client_ttl. */
+  heartbeatIntervalMs?: number
+}
+
+/** The server's default client_ttl, used until a heartbeat reply tells us the real one. */
+const DEFAULT_CLIENT_TTL_S = 90
+const HEARTBEAT_TIMEOUT_MS = 10_000
+
+/**
+ * An HTTP agent: serves `POST /work` and registers by heartbeat. A failed heartbeat is retried
+ * with backoff, so an agent re-registers by itself once a restarted server is back.
+ */
+export class HttpAgent implements Agent {
+  private readonly limiter: Limiter
+  private readonly backoff = new Backoff()
+  private readonly pause = new Pause()
+  private server: Server<undefined> | undefined
+  private registered = false
+  private stopping = false
+
+  constructor(private readonly options: HttpAgentOptions) {
+    this.limiter = new Limiter(options.concurrency)
+  }
+
+  get held(): number {
+    return this.limiter.held
+  }
+
+  /** The port /work listens on, once running. */
+  get port(): number | undefined {
+    return this.server?.port
+  }
+
+  async run(): Promise<void> {
+    const server = Bun.serve({ port: this.options.port, fetch: (request, bunServer) => this.onRequest(request, bunServer) })
+    this.server = server
+    this.options.log(`[agent] serving POST /work on port ${server.port}`)
+    try {
+      while (!this.stopping) await this.pause.sleep(await this.heartbeat(this.options.weight))
+      await this.limiter.idle()
+    } finally {
+      // Not forced: the last answers are still being written when their jobs end.
+      await server.stop()
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return
+    this.stopping = true
+    this.pause.wake()
+    // Weight 0 tells the server to send no new tasks while the held ones finish; best effort.
+    if (this.registered) await this.heartbeat(0).catch(() => undefined)
+    await this.limiter.idle()
+  }
+
+  /** Sends one heartbeat; returns how long to wait before the next. Throws when the server refuses us. */
+  private async heartbeat(weight: number | undefined): Promise<number> {
+    const { serverUrl, nodeId, token, region, ip, heartbeatIntervalMs } = this.options
+    const body = { node_id: nodeId, token, region, port: this.server?.port, ...(weight === undefined ? {} : { weight }), ...(ip ? { ip } : {}) }
+    let response: Response
+    try {
+      response = await fetch(`${serverUrl}/client/heartbeat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(HEARTBEAT_TIMEOUT_MS),
+      })
+    } catch (error) {
+      return this.retryLater(`cannot reach ${serverUrl}: ${(error as Error).message}`)
+    }
+    const text = await response.text().catch(() => '')
+    // 400 and 401 are about what we send: repeating it would be refused the same way.
+    if (response.status === 400 || response.status === 401) throw new AgentFatalError(`registration refused (HTTP ${response.status}): ${errorOf(text)}`)
+    if (!response.ok) return this.retryLater(`heartbeat answered HTTP ${response.status}: ${errorOf(text)}`)
+    const reply = heartbeatReplySchema.safeParse(parseJson(text))
+    if (!reply.success) return this.retryLater(`unexpected heartbeat reply from ${serverUrl}: is this a Moonlight server?`)
+    const ttlS = reply.data.client_ttl ?? DEFAULT_CLIENT_TTL_S
+    if (!this.registered) this.options.log(`[agent] registered as ${nodeId} in ${region} at ${serverUrl} (HTTP, heartbeat every ${Math.round((heartbeatIntervalMs ?? (ttlS * 1000) / 3) / 100) / 10} s)`)
+    this.registered = true
+    this.backoff.reset()
+    // Three heartbeats per TTL: one lost heartbeat never expires the agent.
+    return heartbeatIntervalMs ?? (ttlS * 1000) / 3
+  }
+
+  private retryLater(reason: string): number {
+    this.registered = false
+    const delayMs = this.backoff.next()
+    if (!this.stopping) this.options.warn(`[agent] ${reason}; retrying in ${(delayMs / 1000).toFixed(1)} s`)
+    return delayMs
+  }
+
+  private async onRequest(request: Request, server: Server<undefined>): Promise<Response> {
+    const { pathname } = new URL(request.url)
+    if (pathname !== '/work') return Response.json({ error: `no route for ${request.method} ${pathname}` }, { status: 404 })
+    if (request.method !== 'POST') return Response.json({ error: 'POST a JSON payload to /work' }, { status: 405 })
+    // Sent before the server saw our weight 0: a 503 makes it retry on another agent.
+    if (this.stopping) return Response.json({ error: 'the agent is shutting down' }, { status: 503 })
+    let payload: unknown
+    try {
+      payload = await request.json()
+    } catch {
+      return Response.json({ error: 'the body is not JSON' }, { status: 400 })
+    }
+    // Bun's idleTimeout would cut a long task; the server's task_timeout bounds it instead.
+    server.timeout(request, 0)
+    const taskId = request.headers.get('x-task-id') ?? `local-${crypto.randomUUID()}`
+    const answer = await this.limiter.run(() => answerTask(this.options.handler, payload, taskId))
+    if (answer.status >= 500) this.options.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
+    return new Response(answer.json, { status: answer.status, headers: { 'content-type': 'application/json' } })
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
+}
+
+function errorOf(text: string): string {
+  const parsed = parseJson(text)
+  const error = parsed && typeof parsed === 'object' && 'error' in parsed ? parsed.error : undefined
+  return (typeof error === 'string' ? error : text.slice(0, 200)).replace(/\s+/g, ' ').trim() || 'no details'
+}

@@ -1,0 +1,46 @@
+/** Writing results: JSON pretty on a terminal and exact when piped; aligned tables for people. */
+
+/** Whether stdout is a terminal (a person reading) rather than a pipe or file (a program reading). */
+export function stdoutIsTerminal(): boolean {
+  return process.stdout.isTTY === true
+}
+
+/**
+ * Prints a JSON body: pretty-printed on a terminal, byte-for-byte when piped so `| jq` and
+ * `$(...)` see exactly what the server sent. A body that is not JSON is printed as-is.
+ */
+export function printBody(body: string, terminal = stdoutIsTerminal()): void {
+  if (!terminal) {
+    process.stdout.write(body)
+    return
+  }
+  let value: unknown
+  try {
+    value = JSON.parse(body)
+  } catch {
+    process.stdout.write(body.endsWith('\n') ? body : `${body}\n`)
+    return
+  }
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`)
+}
+
+/** Prints a value as JSON, pretty on a terminal, one line when piped. */
+export function printJson(value: unknown, terminal = stdoutIsTerminal()): void {
+  process.stdout.write(`${terminal ? JSON.stringify(value, null, 2) : JSON.stringify(value)}\n`)
+}
+
+/** Left-aligned columns separated by two spaces; the header is the first row. */
+export function table(rows: string[][]): string {
+  const widths: number[] = []
+  for (const row of rows) row.forEach((cell, column) => (widths[column] = Math.max(widths[column] ?? 0, cell.length)))
+  return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ')).join('\n')
+}
+
+/** "3s", "4m 5s", "2h 3m", "5d 1h": how long ago or how long for. */
+export function duration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds))
+  if (s < 60) return `${s}s`
+  if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`
+  if (s < 86_400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`
+  return `${Math.floor(s / 86_400)}d ${Math.floor((s % 86_400) / 3600)}h`
+}

@@ -1,0 +1,122 @@
+import { hostname } from 'node:os'
+import type { Agent, AgentOptions } from '../agent/agent.ts'
+import { execHandler, HandlerSetupError, moduleHandler, type TaskHandler } from '../agent/handler.ts'
+import { HttpAgent } from '../agent/http-agent.ts'
+import { WsAgent } from '../agent/ws-agent.ts'
+import { type Command, type Env, noPositionals, optionalInt, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
+
+const DEFAULT_CONCURRENCY = 16
+
+export const agentCommand: Command = {
+  summary: 'run an agent that answers tasks',
+  usage: `moonlight agent --server URL --token T --region R (--exec "COMMAND" | --handler FILE)
+                [--node-id ID] [--weight W] [--concurrency N] [--http PORT] [--ip IP]
+
+A ready-made agent. It connects to the server over WebSocket, registers, and answers each task:
+
+  --exec "COMMAND"    run "sh -c COMMAND" per task with the payload JSON on stdin ($MLS_TASK_ID is set);
+                      its stdout is the answer (JSON, or text sent as a JSON string); exit 0 → status 200,
+                      any other exit → 500 with stderr as the error
+  --handler FILE      import FILE (.ts or .js); its default export "async (payload) => result" answers;
+                      a throw → 500 with the message
+
+  --server URL        the server's base URL (default $MLS_SERVER, else http://localhost:8080);
+                      the WebSocket URL is derived from it (http → ws, https → wss) plus --ws-path
+  --token T           a token the server accepts (default $MLS_TOKEN)
+  --region R          the region this agent serves
+  --node-id ID        a unique name (default <hostname>-<pid>)
+  --weight W          its share of tasks, 0-1000 (default 1; 0 = none)
+  --concurrency N     tasks run at once; more wait their turn (default ${DEFAULT_CONCURRENCY})
+  --ws-path PATH      the server's WebSocket path (default /ws)
+  --http PORT         be an HTTP agent instead: serve POST /work on PORT and register by heartbeat
+  --ip IP             (--http) the address the server should call (default: the one it sees)
+  --heartbeat S       (--http) seconds between heartbeats (default: a third of the server's client_ttl)
+
+It reconnects with backoff when the server goes away and registers again. On SIGTERM or SIGINT it
+takes no new tasks, finishes the ones it holds, then exits; a second signal exits at once.`,
+  run: runAgent,
+}
+
+async function runAgent(args: string[], env: Env): Promise<number> {
+  const { values, positionals } = parse(args, {
+    server: { type: 'string' },
+    token: { type: 'string' },
+    region: { type: 'string' },
+    'node-id': { type: 'string' },
+    weight: { type: 'string' },
+    concurrency: { type: 'string' },
+    exec: { type: 'string' },
+    handler: { type: 'string' },
+    'ws-path': { type: 'string' },
+    http: { type: 'string' },
+    ip: { type: 'string' },
+    heartbeat: { type: 'string' },
+  })
+  noPositionals(positionals)
+  const server = serverUrl(values.server, env)
+  const token = tokenOf(values.token, env)
+  if (!token) throw new UsageError('an agent needs a token: pass --token or set MLS_TOKEN')
+  if (!values.region) throw new UsageError('pass --region R: the region this agent serves')
+  const weight = optionalInt(values.weight, '--weight')
+  const concurrency = optionalInt(values.concurrency, '--concurrency') ?? DEFAULT_CONCURRENCY
+  if (concurrency < 1) throw new UsageError('--concurrency must be at least 1')
+  const httpPort = optionalInt(values.http, '--http')
+  if (httpPort === undefined && (values.ip !== undefined || values.heartbeat !== undefined)) throw new UsageError('--ip and --heartbeat apply to HTTP agents (--http PORT)')
+  const heartbeatS = optionalSeconds(values.heartbeat, '--heartbeat')
+  const wsPath = values['ws-path'] ?? '/ws'
+  if (!wsPath.startsWith('/')) throw new UsageError(`--ws-path must start with "/", got "${wsPath}"`)
+
+  const options: AgentOptions = {
+    serverUrl: server,
+    token,
+    region: values.region,
+    nodeId: values['node-id'] ?? `${hostname()}-${process.pid}`,
+    weight,
+    ip: values.ip,
+    handler: await chooseHandler(values.exec, values.handler),
+    concurrency,
+    log: (line) => console.log(line),
+    warn: (line) => console.error(line),
+  }
+  const agent: Agent =
+    httpPort === undefined
+      ? new WsAgent({ ...options, wsUrl: `${server.replace(/^http/, 'ws')}${wsPath}` })
+      : new HttpAgent({ ...options, port: httpPort, heartbeatIntervalMs: heartbeatS === undefined ? undefined : heartbeatS * 1000 })
+  return serveUntilStopped(agent)
+}
+
+async function chooseHandler(command: string | undefined, file: string | undefined): Promise<TaskHandler> {
+  if ((command === undefined) === (file === undefined)) throw new UsageError('pass exactly one of --exec "COMMAND" or --handler FILE')
+  if (command !== undefined) return execHandler(command)
+  try {
+    return await moduleHandler(file!)
+  } catch (error) {
+    // A handler that cannot load is a mistake in the command line, not a server failure.
+    if (error instanceof HandlerSetupError) throw new UsageError(error.message)
+    throw error
+  }
+}
+
+/** Runs the agent; the first SIGTERM/SIGINT drains it, a second one gives up on the held tasks. */
+async function serveUntilStopped(agent: Agent): Promise<number> {
+  let forced: (code: number) => void = () => {}
+  const forcedExit = new Promise<number>((resolve) => (forced = resolve))
+  let signals = 0
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals > 1) {
+      console.error(`[agent] ${signal} again: exiting without ${agent.held} held task(s)`)
+      forced(1)
+      return
+    }
+    console.log(`[agent] ${signal}: taking no new tasks, finishing ${agent.held} held task(s), then exiting`)
+    void agent.stop()
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+  try {
+    return await Promise.race([agent.run().then(() => 0), forcedExit])
+  } finally {
+    process.off('SIGTERM', onSignal)
+    process.off('SIGINT', onSignal)
+  }
+}

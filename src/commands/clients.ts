@@ -1,0 +1,44 @@
+import { type ClientList, fetchClients } from '../client.ts'
+import { type Command, type Env, noPositionals, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
+import { duration, printJson, table } from './_output.ts'
+
+export const clientsCommand: Command = {
+  summary: 'list the connected clients (agents)',
+  usage: `moonlight clients [--server URL] [--token T] [--json]
+
+Lists every client the server knows (GET /clients): region, protocol, address, weight, health,
+tasks in flight, successes, failures, latency and when it was last heard from.
+
+  --server URL   the server's base URL (default $MLS_SERVER, else http://localhost:8080)
+  --token T      a token (default $MLS_TOKEN); required
+  --json         print the list as JSON instead`,
+  run: async (args: string[], env: Env) => {
+    const { values, positionals } = parse(args, { server: { type: 'string' }, token: { type: 'string' }, json: { type: 'boolean' } })
+    noPositionals(positionals)
+    const token = tokenOf(values.token, env)
+    if (!token) throw new UsageError('GET /clients needs a token: pass --token or set MLS_TOKEN')
+    const list = await fetchClients({ server: serverUrl(values.server, env), token })
+    if (values.json) printJson(list)
+    else console.log(describeClients(list, Date.now()))
+  },
+}
+
+function describeClients(list: ClientList, nowMs: number): string {
+  if (list.clients.length === 0) return 'no clients connected'
+  const rows = [...list.clients]
+    .sort((a, b) => a.region.localeCompare(b.region) || a.node_id.localeCompare(b.node_id))
+    .map((client) => [
+      client.node_id,
+      client.region,
+      client.protocol,
+      client.protocol === 'http' ? `${client.ip}:${client.port}` : client.ip,
+      String(client.weight),
+      client.weight === 0 ? `${client.state} (draining)` : client.state,
+      String(client.in_flight),
+      String(client.successes),
+      String(client.failures),
+      `${client.latency_ms} ms`,
+      `${duration((nowMs - Date.parse(client.last_seen)) / 1000)} ago`,
+    ])
+  return table([['NODE', 'REGION', 'PROTOCOL', 'ADDRESS', 'WEIGHT', 'STATE', 'IN-FLIGHT', 'OK', 'FAILED', 'LATENCY', 'LAST SEEN'], ...rows])
+}

@@ -1,0 +1,44 @@
+import { type Config, ConfigError, loadConfig } from '../config.ts'
+import { type Command, type Env, parse, UsageError } from './_command.ts'
+
+export const configCommand: Command = {
+  summary: 'check a config file',
+  usage: `moonlight config check [PATH]
+
+Validates a config file and prints what is wrong (exit 1), or the effective config with every
+default filled in (exit 0). Without PATH it checks the file "moonlight serve" would use:
+$MLS_CONFIG, ./mls.json, ~/.config/moonlight/mls.json, /etc/moonlight/mls.json, else the embedded default.`,
+  run: async (args: string[], env: Env) => {
+    const { positionals } = parse(args, {})
+    const [action, path, extra] = positionals
+    if (action !== 'check') throw new UsageError(action === undefined ? 'missing action: moonlight config check [PATH]' : `unknown action "${action}" (only "check")`)
+    if (extra !== undefined) throw new UsageError(`unexpected argument "${extra}"`)
+    return check(path, env)
+  },
+}
+
+function check(path: string | undefined, env: Env): number {
+  let loaded
+  try {
+    loaded = loadConfig({ explicitPath: path, env })
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    const [headline = '', ...problems] = error.message.split('\n')
+    // Unreadable or not JSON: one line says it all.
+    if (problems.length === 0) throw error
+    // The problems are this command's output; stderr gets the one-line verdict.
+    console.log(error.message)
+    console.error(`moonlight config check: ${headline.replace(/:$/, '')} (${problems.length} problem${problems.length === 1 ? '' : 's'})`)
+    return 1
+  }
+  console.log(`${loaded.source}: OK`)
+  for (const key of loaded.unknownKeys) console.log(`warning: unknown config key "${key}" is ignored`)
+  console.log('effective config:')
+  console.log(JSON.stringify(redactTokens(loaded.config), null, 2))
+  return 0
+}
+
+/** Tokens are secrets: show enough to recognise each one, not enough to use it. */
+function redactTokens(config: Config): Config {
+  return { ...config, tokens: config.tokens.map((token) => `${token.slice(0, 4)}… (${token.length} characters)`) }
+}

@@ -1,0 +1,43 @@
+import { fetchStatus, type Status } from '../client.ts'
+import { type Command, type Env, noPositionals, parse, serverUrl } from './_command.ts'
+import { duration, printJson, table } from './_output.ts'
+
+export const statusCommand: Command = {
+  summary: "show the server's status and clients per region",
+  usage: `moonlight status [--server URL] [--json]
+
+Shows GET /status as a table: the server, WebSocket, tasks, and clients per region with their health.
+
+  --server URL   the server's base URL (default $MLS_SERVER, else http://localhost:8080)
+  --json         print the status as JSON instead`,
+  run: async (args: string[], env: Env) => {
+    const { values, positionals } = parse(args, { server: { type: 'string' }, json: { type: 'boolean' } })
+    noPositionals(positionals)
+    const server = serverUrl(values.server, env)
+    const status = await fetchStatus({ server })
+    if (values.json) printJson(status)
+    else console.log(describeStatus(server, status))
+  },
+}
+
+function describeStatus(server: string, status: Status): string {
+  const uptime = status.uptime_s === undefined ? '' : ` (up ${duration(status.uptime_s)})`
+  const connections = status.websocket_connections === undefined ? '' : ` (${status.websocket_connections} connection${status.websocket_connections === 1 ? '' : 's'})`
+  const totals = status.tasks_total === undefined ? '' : `, ${status.tasks_total} done, ${status.tasks_failed ?? 0} failed`
+  const summary = table([
+    ['server', `${status.server}${uptime} at ${server}${status.version ? `, version ${status.version}` : ''}`],
+    ['websocket', `${status.websocket}${connections}`],
+    ['clients', String(status.clients)],
+    ['tasks', `${status.tasks} in flight${totals}`],
+  ])
+  const regions = Object.entries(status.regions).sort(([a], [b]) => a.localeCompare(b))
+  if (regions.length === 0) return `${summary}\n\nno clients connected`
+  const rows = regions.map(([region, counts]) => [region, String(counts.clients), String(counts.active), health(counts.clients, counts.active)])
+  return `${summary}\n\n${table([['REGION', 'CLIENTS', 'ACTIVE', 'HEALTH'], ...rows])}`
+}
+
+/** Active clients are those that may take a task now: not ejected, not draining. */
+function health(clients: number, active: number): string {
+  if (active === 0) return 'down'
+  return active < clients ? 'degraded' : 'ok'
+}

@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs'
+import { errorMessage, RequestFailed, submitTask } from '../client.ts'
+import { type Command, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
+import { printBody } from './_output.ts'
+
+export const taskCommand: Command = {
+  summary: 'submit a task and print the answer',
+  usage: `moonlight task [--server URL] [--token T] [--region R] (--payload JSON | --payload-file F | stdin)
+               [--broadcast] [--timeout S]
+
+Submits a task to POST /task/request and prints the agent's answer: pretty JSON on a terminal,
+exactly as sent when piped. Exits 1 with the server's error message on any error status.
+
+  --server URL         the server's base URL (default $MLS_SERVER, else http://localhost:8080)
+  --token T            a task token (default $MLS_TOKEN)
+  --region R           the region to run in (default: any agent)
+  --payload JSON       the payload, a JSON value
+  --payload-file F     read the payload from file F ("-" for stdin)
+  --broadcast          send to every agent under the region; exits 1 if any of them failed
+  --timeout S          give up after S seconds
+
+With neither --payload nor --payload-file, the payload is read from stdin.`,
+  run: runTask,
+}
+
+async function runTask(args: string[], env: Env): Promise<number> {
+  const { values, positionals } = parse(args, {
+    server: { type: 'string' },
+    token: { type: 'string' },
+    region: { type: 'string' },
+    payload: { type: 'string' },
+    'payload-file': { type: 'string' },
+    broadcast: { type: 'boolean' },
+    timeout: { type: 'string' },
+  })
+  noPositionals(positionals)
+  const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env) }
+  const timeoutS = optionalSeconds(values.timeout, '--timeout')
+  const payload = await readPayload(values.payload, values['payload-file'])
+  const body = { payload, ...(values.region === undefined ? {} : { region: values.region }), ...(values.broadcast ? { mode: 'broadcast' } : {}) }
+
+  const answer = await submitTask(target, body, timeoutS === undefined ? undefined : timeoutS * 1000)
+  if (values.broadcast) return reportBroadcast(answer)
+  if (answer.status >= 400) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
+  printBody(answer.body)
+  return 0
+}
+
+/** The payload from exactly one source; it must be JSON, since the agent receives it parsed. */
+async function readPayload(inline: string | undefined, file: string | undefined): Promise<unknown> {
+  if (inline !== undefined && file !== undefined) throw new UsageError('give the payload with --payload or --payload-file, not both')
+  if (inline !== undefined) return parsePayload(inline, '--payload')
+  if (file !== undefined && file !== '-') {
+    let text: string
+    try {
+      text = readFileSync(file, 'utf8')
+    } catch (error) {
+      throw new UsageError(`cannot read --payload-file ${file}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
+    }
+    return parsePayload(text, file)
+  }
+  if (file === undefined && process.stdin.isTTY) {
+    throw new UsageError('no payload: pass --payload JSON, --payload-file F, or pipe JSON on stdin')
+  }
+  return parsePayload(await Bun.stdin.text(), 'stdin')
+}
+
+function parsePayload(text: string, source: string): unknown {
+  if (text.trim() === '') throw new UsageError(`the payload from ${source} is empty`)
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    throw new UsageError(`the payload from ${source} is not valid JSON (${(error as Error).message}); quote a string as '"text"'`)
+  }
+}
+
+/** A broadcast's results are data even when some failed: print them, then fail if any did. */
+function reportBroadcast(answer: Awaited<ReturnType<typeof submitTask>>): number {
+  let results: Array<{ status?: unknown; error?: unknown }> | undefined
+  try {
+    const parsed = JSON.parse(answer.body) as { results?: unknown }
+    if (Array.isArray(parsed.results)) results = parsed.results
+  } catch {
+    // Not a broadcast result (e.g. a proxy's error page): reported below as an error status.
+  }
+  if (!results) {
+    if (answer.status >= 400) throw new RequestFailed(errorMessage(answer), answer.status)
+    throw new RequestFailed(`unexpected answer to a broadcast (HTTP ${answer.status})`, answer.status)
+  }
+  printBody(answer.body)
+  const failed = results.filter((result) => result.error !== undefined || typeof result.status !== 'number' || result.status >= 400).length
+  if (failed === 0) return 0
+  throw new RequestFailed(`${failed} of ${results.length} agents failed the broadcast`, answer.status)
+}
+
+/** The server's 401 speaks HTTP headers; a shell user needs the flag. */
+function withHint(message: string, status: number, token: string | undefined): string {
+  if (status !== 401) return message
+  return token ? `${message}; the token given by --token or $MLS_TOKEN was refused` : `${message}; pass --token or set MLS_TOKEN`
+}

@@ -1,0 +1,266 @@
+/** `moonlight task`, `status`, `clients`, `config check` and the CLI's conventions, run as real processes against a real server. */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import pkg from '../../package.json' with { type: 'json' }
+import { startTestServer, startWsAgent, TOKEN, type TestServer, type WsAgent } from '../helpers.ts'
+import { expectOneLine, FIXTURES, runCli, runCliInTerminal } from './cli-helpers.ts'
+
+let mls: TestServer
+let east: WsAgent
+let europe: WsAgent
+let failing: WsAgent
+let silent: WsAgent
+const tmp = mkdtempSync(join(tmpdir(), 'mls-cli-'))
+
+beforeAll(async () => {
+  // retry_count 0: a failing agent's 5xx is not retried on the others, so each test sees one agent's answer.
+  mls = startTestServer({ retry_count: 0, task_timeout: 2 })
+  east = await startWsAgent(mls.wsUrl, { nodeId: 'east-1', region: 'us-east-1' })
+  europe = await startWsAgent(mls.wsUrl, { nodeId: 'eu-1', region: 'eu-west-1' })
+  failing = await startWsAgent(mls.wsUrl, { nodeId: 'broken-1', region: 'ap-southeast-1', answer: () => ({ status: 500, response: { error: 'disk full' } }) })
+  silent = await startWsAgent(mls.wsUrl, { nodeId: 'mute-1', region: 'mars', answer: () => null })
+})
+
+afterAll(async () => {
+  for (const agent of [east, europe, failing, silent]) agent?.close()
+  await mls?.stop()
+})
+
+const server = () => ['--server', mls.url]
+const auth = () => [...server(), '--token', TOKEN]
+
+describe('moonlight task', () => {
+  test('prints the agent answer exactly as sent when piped, exit 0', async () => {
+    const result = await runCli(['task', ...auth(), '--region', 'us-east-1', '--payload', '{"hello": [1, 2]}'])
+    expect(result).toMatchObject({ code: 0, stderr: '' })
+    expect(result.stdout).toBe(JSON.stringify({ node: 'east-1', echo: { hello: [1, 2] } }))
+  })
+
+  test('pretty-prints JSON on a terminal', async () => {
+    const { code, screen } = await runCliInTerminal(['task', ...auth(), '--region', 'us-east-1', '--payload', '{"n":1}'])
+    expect(code).toBe(0)
+    expect(screen).toContain(`${JSON.stringify({ node: 'east-1', echo: { n: 1 } }, null, 2)}\n`)
+  })
+
+  test('reads the payload from --payload-file, from stdin, and from --payload-file -', async () => {
+    const file = join(tmp, 'payload.json')
+    writeFileSync(file, '{"from":"file"}')
+    const fromFile = await runCli(['task', ...auth(), '--region', 'eu-west-1', '--payload-file', file])
+    expect(JSON.parse(fromFile.stdout)).toEqual({ node: 'eu-1', echo: { from: 'file' } })
+    const fromStdin = await runCli(['task', ...auth(), '--region', 'eu-west-1'], { stdin: '{"from":"stdin"}\n' })
+    expect(JSON.parse(fromStdin.stdout)).toEqual({ node: 'eu-1', echo: { from: 'stdin' } })
+    const fromDash = await runCli(['task', ...auth(), '--region', 'eu-west-1', '--payload-file', '-'], { stdin: '"dash"' })
+    expect(JSON.parse(fromDash.stdout)).toEqual({ node: 'eu-1', echo: 'dash' })
+  })
+
+  test('takes the server and token from MLS_SERVER and MLS_TOKEN', async () => {
+    const result = await runCli(['task', '--region', 'europe', '--payload', '7'], { env: { MLS_SERVER: mls.url, MLS_TOKEN: TOKEN } })
+    expect(result.code).toBe(0)
+    expect(JSON.parse(result.stdout)).toEqual({ node: 'eu-1', echo: 7 })
+  })
+
+  test("an agent's error status exits 1 with the server's message on one stderr line", async () => {
+    const result = await runCli(['task', ...auth(), '--region', 'ap-southeast-1', '--payload', '{}'])
+    expect(result.code).toBe(1)
+    expect(result.stdout).toBe('')
+    const line = expectOneLine(result.stderr)
+    expect(line).toStartWith('moonlight task: every attempt failed')
+    expect(line).toContain('broken-1 answered 500')
+    expect(line).toContain('(HTTP 502)')
+  })
+
+  test('a region with no agent exits 1 naming the region', async () => {
+    // Broadcast does not climb the hierarchy, so an empty leaf region has nobody to ask.
+    const result = await runCli(['task', ...auth(), '--region', 'us-west-1', '--broadcast', '--payload', '{}'])
+    expect(result.code).toBe(1)
+    expect(expectOneLine(result.stderr)).toMatch(/no healthy client in region "us-west-1".*\(HTTP 503\)/)
+  })
+
+  test('a refused or missing token exits 1 and says how to pass one', async () => {
+    const refused = await runCli(['task', ...server(), '--token', 'not-a-real-token', '--payload', '{}'])
+    expect(refused.code).toBe(1)
+    expect(expectOneLine(refused.stderr)).toContain('(HTTP 401); the token given by --token or $MLS_TOKEN was refused')
+    const missing = await runCli(['task', ...server(), '--payload', '{}'])
+    expect(missing.code).toBe(1)
+    expect(expectOneLine(missing.stderr)).toContain('pass --token or set MLS_TOKEN')
+  })
+
+  test('--timeout gives up on an agent that never answers, exit 1', async () => {
+    const result = await runCli(['task', ...auth(), '--region', 'mars', '--payload', '{}', '--timeout', '0.5'])
+    expect(result.code).toBe(1)
+    expect(expectOneLine(result.stderr)).toBe(`moonlight task: no answer from ${mls.url} within 0.5 s`)
+  })
+
+  test('an unreachable server exits 1', async () => {
+    const result = await runCli(['task', '--server', 'http://127.0.0.1:9', '--token', TOKEN, '--payload', '{}'])
+    expect(result.code).toBe(1)
+    expect(expectOneLine(result.stderr)).toStartWith('moonlight task: cannot reach http://127.0.0.1:9')
+  })
+
+  test('--broadcast prints every result; exit 0 when all answered', async () => {
+    const result = await runCli(['task', ...auth(), '--region', 'usa', '--broadcast', '--payload', '"all"'])
+    expect(result.code).toBe(0)
+    const body = JSON.parse(result.stdout)
+    expect(body.results).toEqual([{ node_id: 'east-1', protocol: 'ws', status: 200, response: { node: 'east-1', echo: 'all' } }])
+  })
+
+  test('--broadcast exits 1 when any agent failed, still printing the results', async () => {
+    // Everything under global: three agents answer, broken-1 answers 500, mute-1 never answers (the server reports its timeout).
+    const result = await runCli(['task', ...auth(), '--broadcast', '--payload', '{}'])
+    expect(result.code).toBe(1)
+    const body = JSON.parse(result.stdout)
+    expect(body.results.map((r: { node_id: string }) => r.node_id).sort()).toEqual(['broken-1', 'east-1', 'eu-1', 'mute-1'])
+    expect(expectOneLine(result.stderr)).toBe('moonlight task: 2 of 4 agents failed the broadcast')
+  })
+
+  test('bad usage exits 2 with one line', async () => {
+    const cases: Array<[string[], string]> = [
+      [['--payload', '{nope'], 'the payload from --payload is not valid JSON'],
+      [['--payload', '1', '--payload-file', 'x.json'], 'not both'],
+      [['--payload-file', join(tmp, 'missing.json')], 'cannot read --payload-file'],
+      [['--payload', '1', '--timeout', 'soon'], '--timeout must be a positive number of seconds'],
+      [['--payload', '1', '--server', 'ftp://example.com'], '--server must be an http(s) URL'],
+      [['--payload', '1', '--frobnicate'], "Unknown option '--frobnicate'"],
+      [['--payload', '1', 'extra'], 'unexpected argument "extra"'],
+      [[], 'the payload from stdin is empty'],
+    ]
+    for (const [args, message] of cases) {
+      const result = await runCli(['task', ...auth(), ...args])
+      expect({ args, code: result.code }).toEqual({ args, code: 2 })
+      expect(expectOneLine(result.stderr)).toContain(message)
+    }
+  })
+})
+
+describe('moonlight status', () => {
+  test('shows the server and each region with its clients as a table', async () => {
+    const result = await runCli(['status', ...server()])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toMatch(/^server\s+Online \(up \d+s\) at http:\/\/127\.0\.0\.1:\d+, version /m)
+    expect(result.stdout).toMatch(/^clients\s+4$/m)
+    expect(result.stdout).toMatch(/^REGION\s+CLIENTS\s+ACTIVE\s+HEALTH$/m)
+    expect(result.stdout).toMatch(/^us-east-1\s+1\s+1\s+ok$/m)
+    expect(result.stdout).toMatch(/^eu-west-1\s+1\s+1\s+ok$/m)
+  })
+
+  test('--json prints the server status', async () => {
+    const result = await runCli(['status', ...server(), '--json'])
+    expect(result.code).toBe(0)
+    const status = JSON.parse(result.stdout)
+    expect(status).toMatchObject({ server: 'Online', clients: 4, regions: { 'us-east-1': { clients: 1, active: 1 } } })
+  })
+
+  test('an unreachable server exits 1', async () => {
+    const result = await runCli(['status', '--server', 'http://127.0.0.1:9'])
+    expect(result.code).toBe(1)
+    expect(expectOneLine(result.stderr)).toStartWith('moonlight status: cannot reach')
+  })
+})
+
+describe('moonlight clients', () => {
+  test('lists every client in a table', async () => {
+    const result = await runCli(['clients', ...auth()])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toMatch(/^NODE\s+REGION\s+PROTOCOL\s+ADDRESS\s+WEIGHT\s+STATE\s+IN-FLIGHT\s+OK\s+FAILED\s+LATENCY\s+LAST SEEN$/m)
+    expect(result.stdout).toMatch(/^east-1\s+us-east-1\s+ws\s+127\.0\.0\.1\s+1\s+healthy\s/m)
+    expect(result.stdout).toMatch(/^eu-1\s+eu-west-1\s+ws\s/m)
+  })
+
+  test('--json prints the list', async () => {
+    const result = await runCli(['clients', ...auth(), '--json'])
+    const { clients } = JSON.parse(result.stdout)
+    expect(clients.map((client: { node_id: string }) => client.node_id).sort()).toEqual(['broken-1', 'east-1', 'eu-1', 'mute-1'])
+  })
+
+  test('needs a token (exit 2 without, exit 1 when refused)', async () => {
+    const missing = await runCli(['clients', ...server()])
+    expect(missing.code).toBe(2)
+    expect(expectOneLine(missing.stderr)).toContain('pass --token or set MLS_TOKEN')
+    const refused = await runCli(['clients', ...server(), '--token', 'wrong-token'])
+    expect(refused.code).toBe(1)
+    expect(expectOneLine(refused.stderr)).toContain('(HTTP 401)')
+  })
+})
+
+describe('moonlight config check', () => {
+  test('a good file prints OK and the effective config with defaults filled in, tokens hidden', async () => {
+    const path = join(FIXTURES, 'mls.good.json')
+    const result = await runCli(['config', 'check', path])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toStartWith(`${path}: OK\n`)
+    const effective = JSON.parse(result.stdout.slice(result.stdout.indexOf('{')))
+    expect(effective).toMatchObject({ retry_count: 3, task_timeout: 30, ws: { path: '/ws', heartbeat_interval: 30 }, region_hierarchy: { usa: 'northamerica' } })
+    expect(result.stdout).not.toContain('supersecrettokenox0')
+  })
+
+  test('warns about unknown keys', async () => {
+    const path = join(tmp, 'colour.json')
+    writeFileSync(path, JSON.stringify({ colour: 'blue', ws: { shade: 1 } }))
+    const result = await runCli(['config', 'check', path])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain('warning: unknown config key "colour" is ignored')
+    expect(result.stdout).toContain('warning: unknown config key "ws.shade" is ignored')
+  })
+
+  test('a bad file prints each problem by key and exits 1 with one stderr line', async () => {
+    const path = join(FIXTURES, 'mls.bad.json')
+    const result = await runCli(['config', 'check', path])
+    expect(result.code).toBe(1)
+    expect(result.stdout).toContain('tokens.0: tokens must be at least 8 characters')
+    expect(result.stdout).toContain('retry_count: ')
+    expect(result.stdout).toContain('ws.path: must start with "/"')
+    expect(expectOneLine(result.stderr)).toBe(`moonlight config check: invalid config ${path} (3 problems)`)
+  })
+
+  test('without PATH it checks the file serve would use ($MLS_CONFIG)', async () => {
+    const result = await runCli(['config', 'check'], { env: { MLS_CONFIG: join(FIXTURES, 'mls.bad.json') } })
+    expect(result.code).toBe(1)
+    expect(result.stdout).toContain('ws.path')
+  })
+
+  test('a missing or non-JSON file exits 1 with one line', async () => {
+    const missing = await runCli(['config', 'check', join(tmp, 'nowhere.json')])
+    expect(missing.code).toBe(1)
+    expect(expectOneLine(missing.stderr)).toContain('cannot read config')
+    const notJson = join(tmp, 'not.json')
+    writeFileSync(notJson, 'port = 8080')
+    const broken = await runCli(['config', 'check', notJson])
+    expect(broken.code).toBe(1)
+    expect(expectOneLine(broken.stderr)).toContain('is not valid JSON')
+  })
+
+  test('an unknown action exits 2', async () => {
+    const result = await runCli(['config', 'validate'])
+    expect(result.code).toBe(2)
+    expect(expectOneLine(result.stderr)).toContain('unknown action "validate"')
+  })
+})
+
+describe('help, version and exit codes', () => {
+  test('--version prints the package version', async () => {
+    const result = await runCli(['--version'])
+    expect(result).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: '' })
+  })
+
+  test('--help lists every command; each command has its own --help', async () => {
+    const help = await runCli(['--help'])
+    expect(help.code).toBe(0)
+    for (const name of ['serve', 'agent', 'task', 'status', 'clients', 'config']) expect(help.stdout).toMatch(new RegExp(`^  ${name}\\s`, 'm'))
+    for (const name of ['serve', 'agent', 'task', 'status', 'clients', 'config']) {
+      const own = await runCli([name, '--help'])
+      expect(own.code).toBe(0)
+      expect(own.stdout).toStartWith(`moonlight ${name}`)
+    }
+  })
+
+  test('no command or an unknown one exits 2', async () => {
+    const none = await runCli([])
+    expect(none.code).toBe(2)
+    expect(none.stderr).toContain('Usage: moonlight <command>')
+    const unknown = await runCli(['frobnicate'])
+    expect(unknown.code).toBe(2)
+    expect(expectOneLine(unknown.stderr)).toBe('moonlight: unknown command "frobnicate" (see moonlight --help)')
+  })
+})
