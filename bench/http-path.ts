@@ -1,0 +1,232 @@
+/**
+ * Measurements 1 and 2: the same POST load through each path to the same trivial agent.
+ * direct (the agent's own /work: the limit), nginx, HAProxy, Moonlight to an HTTP agent and
+ * Moonlight to a WebSocket agent. Rounds interleave the targets so drift hits all of them alike.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { BENCH_TOKEN, startMoonlight, waitForHttp } from './lib/moonlight.ts'
+import { type Child, childPids, cpuTimeUs, freePort, loadAverage, spawnChild } from './lib/proc.ts'
+import { median, round } from './lib/stats.ts'
+import { BODY, type WrkTarget, wrk } from './lib/wrk.ts'
+
+export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws'] as const
+export type Target = (typeof TARGETS)[number]
+
+export interface HttpPathOptions {
+  rounds: number
+  durationS: number
+  connections: number
+  warmupS: number
+  workDir: string
+  log: (line: string) => void
+  /** Extra environment for the Moonlight process (e.g. to compare a setting). */
+  moonlightEnv?: Record<string, string | undefined>
+}
+
+export interface WrkRun {
+  target: Target
+  round: number
+  rps: number
+  p50_us: number
+  p90_us: number
+  p99_us: number
+  max_us: number
+  requests: number
+  errors: number
+  /** CPU time (user + system, all threads) of the proxy per request; for direct, of the agent. */
+  proxy_cpu_us_per_req: number
+  agent_cpu_us_per_req: number
+  load1: number
+}
+
+export interface TargetSummary {
+  rps: number
+  p50_us: number
+  p99_us: number
+  proxy_cpu_us_per_req: number
+  agent_cpu_us_per_req: number
+  errors: number
+}
+
+export interface HttpPathResult {
+  settings: { rounds: number; duration_s: number; connections: number; wrk_threads: number; body: string }
+  runs: WrkRun[]
+  /** Medians over rounds. */
+  summary: Record<Target, TargetSummary>
+  /** Medians over rounds of the per-round ratios (each round's targets ran back to back). */
+  ratios: { http_rps_vs_nginx: number; http_p99_vs_nginx: number; ws_rps_vs_nginx: number; http_rps_vs_direct: number; http_rps_vs_haproxy: number }
+}
+
+export const HTTP_REGION = 'us-east-1'
+export const WS_REGION = 'eu-west-1'
+
+interface Endpoint extends WrkTarget {
+  /** Processes whose CPU counts as the proxy's. */
+  proxyPids: () => number[]
+}
+
+export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathResult> {
+  const { log, workDir } = options
+  const children: Child[] = []
+  try {
+    const moonlight = await startMoonlight(workDir, { name: 'moonlight-http-path', env: options.moonlightEnv })
+    children.push(moonlight)
+    const agent = spawnChild('http-agent', [process.execPath, join(import.meta.dir, 'agents', 'http-agent.ts'), '--server', moonlight.url, '--token', BENCH_TOKEN, '--region', HTTP_REGION])
+    children.push(agent)
+    const agentPort = Number((await agent.waitFor(/agent listening on (\d+)/))[1])
+    const wsAgent = spawnChild('ws-agent', [process.execPath, join(import.meta.dir, 'agents', 'ws-agents.ts'), '--url', moonlight.wsUrl, '--token', BENCH_TOKEN, '--count', '1', '--region', WS_REGION])
+    children.push(wsAgent)
+    await wsAgent.waitFor(/registered 1 in/)
+
+    const nginx = startNginx(workDir, agentPort)
+    children.push(nginx.child)
+    const haproxy = startHaproxy(workDir, agentPort)
+    children.push(haproxy.child)
+    await Promise.all([waitForHttp(nginx.url), waitForHttp(haproxy.url)])
+
+    const endpoints: Record<Target, Endpoint> = {
+      direct: { url: `http://127.0.0.1:${agentPort}/work`, body: BODY(HTTP_REGION), proxyPids: () => [agent.pid] },
+      nginx: { url: `${nginx.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [nginx.child.pid, ...childPids(nginx.child.pid)] },
+      haproxy: { url: `${haproxy.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [haproxy.child.pid] },
+      'moonlight-http': { url: `${moonlight.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [moonlight.pid] },
+      'moonlight-ws': { url: `${moonlight.url}/task/request`, body: BODY(WS_REGION), proxyPids: () => [moonlight.pid] },
+    }
+    await checkAnswers(endpoints)
+
+    const agentPids: Record<Target, number[]> = {
+      direct: [agent.pid],
+      nginx: [agent.pid],
+      haproxy: [agent.pid],
+      'moonlight-http': [agent.pid],
+      'moonlight-ws': [wsAgent.pid],
+    }
+    for (const target of TARGETS) {
+      log(`  warm-up ${target}`)
+      await wrk(endpoints[target], options.connections, options.warmupS)
+    }
+    const runs: WrkRun[] = []
+    for (let roundNo = 1; roundNo <= options.rounds; roundNo++) {
+      // Rotate the order each round: whoever runs first or last does not always get the same box.
+      const order = TARGETS.map((_, i) => TARGETS[(i + roundNo - 1) % TARGETS.length]!)
+      for (const target of order) {
+        const endpoint = endpoints[target]
+        const proxyPids = endpoint.proxyPids()
+        const load1 = loadAverage()
+        const proxyCpuBefore = sumCpu(proxyPids)
+        const agentCpuBefore = sumCpu(agentPids[target])
+        const result = await wrk(endpoint, options.connections, options.durationS)
+        const proxyCpu = sumCpu(proxyPids) - proxyCpuBefore
+        const agentCpu = sumCpu(agentPids[target]) - agentCpuBefore
+        const run: WrkRun = {
+          target,
+          round: roundNo,
+          rps: round1(result.requests / (result.duration_us / 1e6)),
+          p50_us: result.p50_us,
+          p90_us: result.p90_us,
+          p99_us: result.p99_us,
+          max_us: result.max_us,
+          requests: result.requests,
+          errors: result.connect_errors + result.read_errors + result.write_errors + result.non_2xx + result.timeouts,
+          proxy_cpu_us_per_req: round(proxyCpu / result.requests),
+          agent_cpu_us_per_req: round(agentCpu / result.requests),
+          load1,
+        }
+        runs.push(run)
+        log(`  round ${roundNo} ${target.padEnd(15)} ${run.rps.toFixed(0).padStart(7)} req/s  p50 ${ms(run.p50_us)}  p99 ${ms(run.p99_us)}  proxy CPU ${run.proxy_cpu_us_per_req} µs/req  errors ${run.errors}  load ${load1}`)
+      }
+    }
+    return {
+      settings: { rounds: options.rounds, duration_s: options.durationS, connections: options.connections, wrk_threads: 1, body: BODY(HTTP_REGION) },
+      runs,
+      summary: summarize(runs),
+      ratios: ratios(runs, options.rounds),
+    }
+  } finally {
+    await Promise.all(children.reverse().map((child) => child.stop()))
+  }
+}
+
+/** Every path must answer 200 before it is timed: a fast stream of 401s or 503s measures nothing. */
+async function checkAnswers(endpoints: Record<Target, Endpoint>): Promise<void> {
+  for (const [target, endpoint] of Object.entries(endpoints)) {
+    const response = await fetch(endpoint.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_TOKEN}` },
+      body: endpoint.body,
+    })
+    const text = await response.text()
+    if (response.status !== 200 || !text.includes('"ok":true')) throw new Error(`${target} answered ${response.status}: ${text}`)
+  }
+}
+
+function startNginx(workDir: string, agentPort: number): { child: Child; url: string } {
+  const dir = join(workDir, 'nginx')
+  mkdirSync(dir, { recursive: true })
+  const port = freePort()
+  const config = fill(readFileSync(join(import.meta.dir, 'proxies', 'nginx.conf'), 'utf8'), { DIR: dir, PORT: port, AGENT_PORT: agentPort })
+  const configPath = join(dir, 'nginx.conf')
+  writeFileSync(configPath, config)
+  const child = spawnChild('nginx', ['nginx', '-p', dir, '-e', join(dir, 'nginx-error.log'), '-c', configPath])
+  return { child, url: `http://127.0.0.1:${port}` }
+}
+
+function startHaproxy(workDir: string, agentPort: number): { child: Child; url: string } {
+  const port = freePort()
+  const configPath = join(workDir, 'haproxy.cfg')
+  writeFileSync(configPath, fill(readFileSync(join(import.meta.dir, 'proxies', 'haproxy.cfg'), 'utf8'), { PORT: port, AGENT_PORT: agentPort }))
+  // -db: stay in the foreground so the runner owns the process and can stop it.
+  const child = spawnChild('haproxy', ['haproxy', '-db', '-f', configPath])
+  return { child, url: `http://127.0.0.1:${port}` }
+}
+
+function fill(template: string, values: Record<string, string | number>): string {
+  return template.replace(/\{\{(\w+)\}\}/g, (_, key: string) => {
+    if (!(key in values)) throw new Error(`no value for {{${key}}}`)
+    return String(values[key])
+  })
+}
+
+function sumCpu(pids: readonly number[]): number {
+  let total = 0
+  for (const pid of pids) total += cpuTimeUs(pid)
+  return total
+}
+
+function summarize(runs: readonly WrkRun[]): Record<Target, TargetSummary> {
+  const summary = {} as Record<Target, TargetSummary>
+  for (const target of TARGETS) {
+    const mine = runs.filter((run) => run.target === target)
+    summary[target] = {
+      rps: round1(median(mine.map((run) => run.rps))),
+      p50_us: median(mine.map((run) => run.p50_us)),
+      p99_us: median(mine.map((run) => run.p99_us)),
+      proxy_cpu_us_per_req: round(median(mine.map((run) => run.proxy_cpu_us_per_req))),
+      agent_cpu_us_per_req: round(median(mine.map((run) => run.agent_cpu_us_per_req))),
+      errors: mine.reduce((sum, run) => sum + run.errors, 0),
+    }
+  }
+  return summary
+}
+
+function ratios(runs: readonly WrkRun[], rounds: number): HttpPathResult['ratios'] {
+  const perRound = (f: (get: (target: Target) => WrkRun) => number) => {
+    const values: number[] = []
+    for (let roundNo = 1; roundNo <= rounds; roundNo++) {
+      const get = (target: Target) => runs.find((run) => run.round === roundNo && run.target === target)!
+      values.push(f(get))
+    }
+    return round3(median(values))
+  }
+  return {
+    http_rps_vs_nginx: perRound((get) => get('moonlight-http').rps / get('nginx').rps),
+    http_p99_vs_nginx: perRound((get) => get('moonlight-http').p99_us / get('nginx').p99_us),
+    ws_rps_vs_nginx: perRound((get) => get('moonlight-ws').rps / get('nginx').rps),
+    http_rps_vs_direct: perRound((get) => get('moonlight-http').rps / get('direct').rps),
+    http_rps_vs_haproxy: perRound((get) => get('moonlight-http').rps / get('haproxy').rps),
+  }
+}
+
+const round1 = (value: number) => round(value, 1)
+const round3 = (value: number) => round(value, 3)
+const ms = (us: number) => `${(us / 1000).toFixed(2)} ms`

@@ -1,0 +1,128 @@
+/** The Markdown table of one run: the five measurements and whether each target was met. */
+import type { BalancerPoint } from '../balancer.ts'
+import type { BroadcastResult } from '../broadcast.ts'
+import type { ConnectionsResult } from '../connections.ts'
+import type { HttpPathResult, Target } from '../http-path.ts'
+import type { Machine } from './machine.ts'
+
+export interface BenchResults {
+  started_at: string
+  duration_s: number
+  machine: Machine
+  http?: HttpPathResult
+  balancer?: BalancerPoint[]
+  connections?: ConnectionsResult
+  broadcast?: BroadcastResult
+  targets: TargetCheck[]
+}
+
+export interface TargetCheck {
+  name: string
+  goal: string
+  measured: string
+  met: boolean
+}
+
+/** Checks each target the issue sets against what this run measured. */
+export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetCheck[] {
+  const checks: TargetCheck[] = []
+  const { http, balancer, connections } = results
+  if (http) {
+    const { ratios } = http
+    checks.push({ name: 'HTTP path throughput', goal: '≥ 0.8 × nginx req/s', measured: `${ratios.http_rps_vs_nginx.toFixed(2)} ×`, met: ratios.http_rps_vs_nginx >= 0.8 })
+    checks.push({ name: 'HTTP path p99', goal: '≤ 1.5 × nginx p99', measured: `${ratios.http_p99_vs_nginx.toFixed(2)} ×`, met: ratios.http_p99_vs_nginx <= 1.5 })
+    checks.push({ name: 'WebSocket path throughput', goal: '≥ 1.0 × nginx HTTP req/s', measured: `${ratios.ws_rps_vs_nginx.toFixed(2)} ×`, met: ratios.ws_rps_vs_nginx >= 1.0 })
+  }
+  const atScale = balancer?.find((point) => point.clients === 100_000)
+  if (atScale) {
+    checks.push({ name: 'Balancer at 100 000 clients', goal: '≤ 1 µs per pick', measured: `${(atScale.ns_per_pick / 1000).toFixed(3)} µs`, met: atScale.ns_per_pick <= 1000 })
+  }
+  const tenThousand = connections?.steps.find((step) => step.agents === 10_000)
+  if (tenThousand) {
+    checks.push({ name: 'Idle WebSocket agents at 10 000', goal: '≤ 4 KB RSS each', measured: `${(tenThousand.rss_per_agent_bytes / 1024).toFixed(2)} KB`, met: tenThousand.rss_per_agent_bytes <= 4096 })
+  }
+  return checks
+}
+
+const LABELS: Record<Target, string> = {
+  direct: 'direct to the agent (the limit)',
+  nginx: 'nginx (1 worker, keepalive pool)',
+  haproxy: 'HAProxy (nbthread 1, http-reuse)',
+  'moonlight-http': 'Moonlight → HTTP agent',
+  'moonlight-ws': 'Moonlight → WebSocket agent',
+}
+
+export function toMarkdown(results: BenchResults): string {
+  const lines: string[] = []
+  const { machine } = results
+  lines.push(`# Moonlight benchmark, ${results.started_at}`, '')
+  lines.push(
+    `Machine: ${machine.cpu}, ${machine.cores} cores, ${machine.memory_gib} GiB, Linux ${machine.kernel}; Bun ${machine.bun}, nginx ${machine.nginx}, HAProxy ${machine.haproxy}, wrk ${machine.wrk}. Suite took ${results.duration_s} s.`,
+    '',
+  )
+  if (results.targets.length > 0) {
+    lines.push('## Targets', '', '| target | goal | measured | met |', '|---|---|---|---|')
+    for (const check of results.targets) lines.push(`| ${check.name} | ${check.goal} | ${check.measured} | ${check.met ? 'yes' : '**no**'} |`)
+    lines.push('')
+  }
+  const { http } = results
+  if (http) {
+    const { settings } = http
+    lines.push(
+      '## 1–2. Task path: POST /task/request through each proxy to one trivial agent',
+      '',
+      `wrk, ${settings.wrk_threads} thread, ${settings.connections} connections, ${settings.duration_s} s per run, ${settings.rounds} rounds (targets interleaved); medians over rounds. Body: \`${settings.body}\`.`,
+      '',
+      '| path | req/s | p50 | p99 | proxy CPU / req | agent CPU / req | errors |',
+      '|---|---:|---:|---:|---:|---:|---:|',
+    )
+    for (const [target, row] of Object.entries(http.summary) as Array<[Target, (typeof http.summary)[Target]]>) {
+      lines.push(
+        `| ${LABELS[target]} | ${Math.round(row.rps)} | ${ms(row.p50_us)} | ${ms(row.p99_us)} | ${row.proxy_cpu_us_per_req} µs | ${row.agent_cpu_us_per_req} µs | ${row.errors} |`,
+      )
+    }
+    const { ratios } = http
+    lines.push(
+      '',
+      `Ratios (median of per-round ratios): Moonlight HTTP / nginx req/s **${ratios.http_rps_vs_nginx}**, p99 **${ratios.http_p99_vs_nginx}**; ` +
+        `Moonlight WebSocket / nginx req/s **${ratios.ws_rps_vs_nginx}**; Moonlight HTTP / HAProxy req/s ${ratios.http_rps_vs_haproxy}; Moonlight HTTP / direct ${ratios.http_rps_vs_direct}.`,
+      '',
+      '"proxy CPU / req" is user + system time of the proxy process (all its threads; nginx master + worker) over the run, per request; for "direct" it is the agent itself.',
+      '',
+    )
+  }
+  if (results.balancer) {
+    lines.push('## 3. Weighted balancing at scale (the balancer alone)', '', '| clients | distinct weights | ns / pick | ns / pick, one excluded | nginx-style scan, ns / pick |', '|---:|---:|---:|---:|---:|')
+    for (const point of results.balancer) {
+      lines.push(`| ${point.clients} | ${point.distinct_weights} | ${point.ns_per_pick} | ${point.ns_per_pick_excluding_one} | ${point.reference_scan_ns_per_pick} |`)
+    }
+    lines.push('')
+  }
+  if (results.connections) {
+    const { connections } = results
+    lines.push(
+      '## 4. Idle WebSocket agents',
+      '',
+      `Server RSS before any agent: ${connections.baseline_rss_mb} MB. Largest step bounded by: ${connections.limit}.`,
+      '',
+      '| agents | time to register all | registrations / s | server RSS | RSS per agent |',
+      '|---:|---:|---:|---:|---:|',
+    )
+    for (const step of connections.steps) {
+      lines.push(`| ${step.agents} | ${step.register_ms} ms | ${step.registrations_per_s} | ${step.server_rss_mb} MB | ${(step.rss_per_agent_bytes / 1024).toFixed(2)} KB |`)
+    }
+    lines.push('')
+  }
+  if (results.broadcast) {
+    const { broadcast } = results
+    lines.push(
+      '## 5. Broadcast',
+      '',
+      `One task to ${broadcast.agents} WebSocket agents in one region, until all ${broadcast.agents} answers are in: median **${broadcast.median_ms} ms** (min ${broadcast.min_ms}, max ${broadcast.max_ms}) over ${broadcast.repeats} broadcasts.`,
+      '',
+    )
+  }
+  return lines.join('\n')
+}
+
+const ms = (us: number) => `${(us / 1000).toFixed(2)} ms`

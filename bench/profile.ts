@@ -1,0 +1,74 @@
+/**
+ * Profiles Moonlight under the benchmark's load: starts it with `bun --cpu-prof`, drives one path
+ * with wrk, stops it gracefully (the profile is written at exit) and prints where the time went.
+ *
+ *   bun bench/profile.ts [http|ws] [seconds]
+ */
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { HTTP_REGION, WS_REGION } from './http-path.ts'
+import { BENCH_TOKEN, startMoonlight } from './lib/moonlight.ts'
+import { type Child, spawnChild } from './lib/proc.ts'
+import { BODY, wrk } from './lib/wrk.ts'
+
+const path = process.argv[2] === 'ws' ? 'ws' : 'http'
+const seconds = Number(process.argv[3] ?? 8)
+const dir = mkdtempSync(join(tmpdir(), 'mls-profile-'))
+const children: Child[] = []
+try {
+  const moonlight = await startMoonlight(dir, { bunArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'] })
+  children.push(moonlight)
+  const agent =
+    path === 'http'
+      ? spawnChild('http-agent', [process.execPath, join(import.meta.dir, 'agents', 'http-agent.ts'), '--server', moonlight.url, '--token', BENCH_TOKEN, '--region', HTTP_REGION])
+      : spawnChild('ws-agent', [process.execPath, join(import.meta.dir, 'agents', 'ws-agents.ts'), '--url', moonlight.wsUrl, '--token', BENCH_TOKEN, '--count', '1', '--region', WS_REGION])
+  children.push(agent)
+  await agent.waitFor(path === 'http' ? /agent listening/ : /registered 1 in/)
+  const result = await wrk({ url: `${moonlight.url}/task/request`, body: BODY(path === 'http' ? HTTP_REGION : WS_REGION) }, 64, seconds)
+  console.log(`${path}: ${(result.requests / (result.duration_us / 1e6)).toFixed(0)} req/s under the profiler (slower than without it)`)
+  await moonlight.stop()
+  const file = readdirSync(dir).find((name) => name.endsWith('.cpuprofile'))
+  if (!file) throw new Error(`no .cpuprofile in ${dir}`)
+  console.log(`profile: ${join(dir, file)}\n`)
+  printTop(JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile)
+} finally {
+  await Promise.all(children.map((child) => child.stop()))
+}
+
+interface CpuProfile {
+  nodes: Array<{ id: number; callFrame: { functionName: string; url: string; lineNumber: number }; children?: number[] }>
+  samples: number[]
+}
+
+/** Self and inclusive sample shares per function, the top 40 by self time. */
+function printTop(profile: CpuProfile): void {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]))
+  const parent = new Map<number, number>()
+  for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id)
+  const label = (id: number) => {
+    const { functionName, url, lineNumber } = byId.get(id)!.callFrame
+    const file = url.replace(/^.*\/(node_modules\/|src\/)/, '$1')
+    return `${functionName || '(anonymous)'} ${file}:${lineNumber + 1}`
+  }
+  const self = new Map<string, number>()
+  const inclusive = new Map<string, number>()
+  for (const sample of profile.samples) {
+    self.set(label(sample), (self.get(label(sample)) ?? 0) + 1)
+    const seen = new Set<string>()
+    for (let id: number | undefined = sample; id !== undefined; id = parent.get(id)) {
+      const name = label(id)
+      if (seen.has(name)) continue
+      seen.add(name)
+      inclusive.set(name, (inclusive.get(name) ?? 0) + 1)
+    }
+  }
+  const total = profile.samples.length
+  const pct = (n: number) => `${((100 * n) / total).toFixed(1).padStart(5)}%`
+  console.log('self    incl    function')
+  for (const [name, count] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 40)) {
+    console.log(`${pct(count)}  ${pct(inclusive.get(name) ?? 0)}  ${name}`)
+  }
+  console.log('\ninclusive, top 40')
+  for (const [name, count] of [...inclusive.entries()].sort((a, b) => b[1] - a[1]).slice(0, 40)) console.log(`${pct(count)}  ${name}`)
+}

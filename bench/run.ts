@@ -1,0 +1,109 @@
+/**
+ * Runs the whole benchmark suite and writes bench/results/<name>.json and .md (and latest.*).
+ * Every phase is bounded; the whole run gives up (killing what it started) past --budget-s.
+ *
+ *   bun bench/run.ts [--quick] [--rounds 3] [--duration 8] [--connections 64]
+ *                    [--only http,balancer,connections,broadcast] [--label NAME]
+ * Needs wrk, nginx and haproxy on PATH: bench/run.sh installs them (apt-get) first.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { parseArgs } from 'node:util'
+import type { BalancerPoint } from './balancer.ts'
+import { runBroadcast } from './broadcast.ts'
+import { runConnections } from './connections.ts'
+import { runHttpPath } from './http-path.ts'
+import { describeMachine } from './lib/machine.ts'
+import { killAll, spawnChild } from './lib/proc.ts'
+import { type BenchResults, checkTargets, toMarkdown } from './lib/report.ts'
+
+const { values } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rounds: { type: 'string' },
+    duration: { type: 'string' },
+    connections: { type: 'string', default: '64' },
+    only: { type: 'string', default: 'http,balancer,connections,broadcast' },
+    'idle-agents': { type: 'string', default: '10000' },
+    'idle-ceiling': { type: 'string', default: '60000' },
+    'broadcast-agents': { type: 'string', default: '1000' },
+    label: { type: 'string' },
+    'budget-s': { type: 'string', default: '570' },
+  },
+})
+
+const phases = new Set(values.only.split(','))
+const rounds = Number(values.rounds ?? (values.quick ? 1 : 5))
+const durationS = Number(values.duration ?? (values.quick ? 3 : 8))
+const resultsDir = join(import.meta.dir, 'results')
+const workDir = mkdtempSync(join(tmpdir(), 'moonlight-bench-'))
+const log = (line: string) => console.log(line)
+
+function giveUp(reason: string): never {
+  console.error(`bench: ${reason}; stopping everything it started`)
+  killAll()
+  process.exit(1)
+}
+const watchdog = setTimeout(() => giveUp(`over the time budget of ${values['budget-s']} s`), Number(values['budget-s']) * 1000)
+process.on('SIGINT', () => giveUp('interrupted'))
+process.on('SIGTERM', () => giveUp('terminated'))
+
+for (const tool of ['wrk', 'nginx', 'haproxy']) {
+  if (phases.has('http') && !Bun.which(tool, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` })) giveUp(`${tool} is not installed: run bench/run.sh, which installs it`)
+}
+process.env.PATH = `${process.env.PATH}:/usr/sbin:/sbin`
+
+const startedAt = new Date()
+const started = performance.now()
+const results: Omit<BenchResults, 'targets'> = { started_at: startedAt.toISOString(), duration_s: 0, machine: describeMachine() }
+log(`bench: ${results.machine.cpu}, ${results.machine.cores} cores; Bun ${results.machine.bun}; work dir ${workDir}`)
+
+try {
+  if (phases.has('http')) {
+    log(`\n[1-2] task path: ${rounds} rounds × 5 paths × ${durationS} s, ${values.connections} connections`)
+    results.http = await runHttpPath({ rounds, durationS, connections: Number(values.connections), warmupS: values.quick ? 1 : 2, workDir, log })
+  }
+  if (phases.has('balancer')) {
+    log('\n[3] balancer')
+    results.balancer = await runBalancer(values.quick ? 300 : 1500)
+    for (const point of results.balancer) log(`  ${point.clients} clients, ${point.distinct_weights} weights: ${point.ns_per_pick} ns/pick (scan: ${point.reference_scan_ns_per_pick} ns)`)
+  }
+  if (phases.has('connections')) {
+    log('\n[4] idle WebSocket agents')
+    results.connections = await runConnections({
+      first: Number(values['idle-agents']),
+      ceiling: values.quick ? Number(values['idle-agents']) : Number(values['idle-ceiling']),
+      perProcess: 5000,
+      workDir,
+      log,
+    })
+  }
+  if (phases.has('broadcast')) {
+    log('\n[5] broadcast')
+    results.broadcast = await runBroadcast({ agents: Number(values['broadcast-agents']), repeats: values.quick ? 3 : 10, workDir, log })
+  }
+} catch (error) {
+  console.error(error)
+  giveUp('a phase failed')
+}
+clearTimeout(watchdog)
+results.duration_s = Math.round((performance.now() - started) / 1000)
+const final: BenchResults = { ...results, targets: checkTargets(results) }
+const name = values.label ?? startedAt.toISOString().replace(/[:.]/g, '-').slice(0, 19)
+mkdirSync(resultsDir, { recursive: true })
+const markdown = toMarkdown(final)
+for (const base of [name, 'latest']) {
+  writeFileSync(join(resultsDir, `${base}.json`), `${JSON.stringify(final, null, 2)}\n`)
+  writeFileSync(join(resultsDir, `${base}.md`), `${markdown}\n`)
+}
+rmSync(workDir, { recursive: true, force: true })
+log(`\n${markdown}`)
+log(`bench: wrote bench/results/${name}.json and .md (and latest.*) in ${final.duration_s} s`)
+
+async function runBalancer(budgetMs: number): Promise<BalancerPoint[]> {
+  const child = spawnChild('balancer', [process.execPath, join(import.meta.dir, 'balancer.ts'), '--budget-ms', String(budgetMs)])
+  const [, json] = await child.waitFor(/BALANCER_JSON (.+)\n/, 120_000)
+  await child.process.exited
+  return JSON.parse(json!) as BalancerPoint[]
+}
