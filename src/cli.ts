@@ -8,8 +8,6 @@ import { statusCommand } from './commands/status.ts'
 import { taskCommand } from './commands/task.ts'
 import { VERSION } from './version.ts'
 
-export { UsageError } from './commands/_command.ts'
-
 const commands: Record<string, Command> = {
   serve: serveCommand,
   agent: agentCommand,

@@ -36,11 +36,6 @@ export class HttpAgent implements Agent {
     return this.limiter.held
   }
 
-  /** The port /work listens on, once running. */
-  get port(): number | undefined {
-    return this.server?.port
-  }
-
   async run(): Promise<void> {
     const server = Bun.serve({ port: this.options.port, fetch: (request, bunServer) => this.onRequest(request, bunServer) })
     this.server = server

@@ -90,8 +90,8 @@ export class WsAgent implements Agent {
       }
 
       socket.addEventListener('open', () => {
-        const { nodeId, token, region, weight, ip } = options
-        this.send(socket, { type: 'register', payload: { node_id: nodeId, token, region, ...(weight === undefined ? {} : { weight }), ...(ip ? { ip } : {}) } })
+        const { nodeId, token, region, weight } = options
+        this.send(socket, { type: 'register', payload: { node_id: nodeId, token, region, ...(weight === undefined ? {} : { weight }) } })
       })
       socket.addEventListener('message', (event) => {
         lastHeardMs = Date.now()

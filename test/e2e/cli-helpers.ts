@@ -44,15 +44,21 @@ export async function runCli(args: string[], options: CliOptions = {}): Promise<
 export async function runCliInTerminal(args: string[], options: CliOptions = {}): Promise<{ code: number; screen: string }> {
   let screen = ''
   const decoder = new TextDecoder()
+  let sawEnd: () => void = () => {}
+  const ended = new Promise<void>((resolve) => (sawEnd = resolve))
   const child = Bun.spawn([...(options.command ?? SOURCE_CLI), ...args], {
     cwd: options.cwd ?? ROOT,
     env: cleanEnv(options.env),
-    terminal: { cols: 200, rows: 50, data: (_terminal, data) => (screen += decoder.decode(data, { stream: true })) },
+    terminal: {
+      cols: 200,
+      rows: 50,
+      data: (_terminal, data) => (screen += decoder.decode(data, { stream: true })),
+      // End of the terminal's stream: everything the program wrote has been read.
+      exit: () => sawEnd(),
+    },
   })
   const code = await child.exited
-  // The terminal's reader may deliver the last bytes just after the exit.
-  await waitFor(() => child.terminal?.closed !== false || screen.length > 0, 'terminal output', 2000)
-  await Bun.sleep(50)
+  await ended
   child.terminal?.close()
   return { code, screen: screen.replace(/\r\n/g, '\n') }
 }

@@ -55,6 +55,12 @@ describe('moonlight task', () => {
     expect(JSON.parse(fromDash.stdout)).toEqual({ node: 'eu-1', echo: 'dash' })
   })
 
+  test('with no payload flag and stdin a terminal, exits 2 saying how to give one', async () => {
+    const { code, screen } = await runCliInTerminal(['task', ...auth()])
+    expect(code).toBe(2)
+    expect(screen).toContain('moonlight task: no payload: pass --payload JSON, --payload-file F, or pipe JSON on stdin')
+  })
+
   test('takes the server and token from MLS_SERVER and MLS_TOKEN', async () => {
     const result = await runCli(['task', '--region', 'europe', '--payload', '7'], { env: { MLS_SERVER: mls.url, MLS_TOKEN: TOKEN } })
     expect(result.code).toBe(0)
