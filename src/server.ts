@@ -126,7 +126,9 @@ export function startServer(options: ServerOptions): MoonlightServer {
         if (!monitor.watching) return
         const batch = monitor.takeBatch()
         const [point] = stats.series(Date.now(), 1)
-        server.publish(MONITOR_TOPIC, JSON.stringify({ type: 'update', payload: { ...batch, point, status: statusLine() } }))
+        // Joins, leaves and health changes move the tree's counts: send it along so the dashboard's tree stays live.
+        const regions = batch && (batch.clients.length > 0 || batch.removed.length > 0) ? live.regions.tree(registry.regionCounts()) : undefined
+        server.publish(MONITOR_TOPIC, JSON.stringify({ type: 'update', payload: { ...batch, regions, point, status: statusLine() } }))
       }, MONITOR_FLUSH_MS),
     ]
     if (ws.enabled) {

@@ -13,6 +13,7 @@ import { type Client, clientView, type Registry } from '../registry.ts'
 import { heartbeatSchema, taskRequestSchema } from '../schemas.ts'
 import type { TaskStats } from '../task-stats.ts'
 import { renderMetrics } from './metrics.ts'
+import { mountPages } from './pages.ts'
 import { jsonBody, requireJson } from './validate.ts'
 
 export type AppEnv = { Bindings: Server<unknown> }
@@ -127,6 +128,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       { 'content-type': 'text/plain; version=0.0.4' },
     ),
   )
+
+  mountPages(app, live.config)
 
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404))
 

@@ -1,0 +1,128 @@
+// The clients table: one row per node, updated in place so a busy fleet does not rebuild the table twice a second.
+import { clockTime, formatCount, formatMs, h, timeAgo } from './ui.js'
+
+// A client that left stays on screen, struck through with the reason, long enough to be noticed.
+const GONE_KEPT_MS = 60_000
+const FIELDS = ['node', 'region', 'protocol', 'weight', 'state', 'in_flight', 'successes', 'failures', 'latency', 'last_seen']
+const NUMERIC = new Set(['weight', 'in_flight', 'successes', 'failures', 'latency'])
+
+export class ClientsTable {
+  constructor(table, emptyNote, countNote) {
+    this.body = table.tBodies[0]
+    this.emptyNote = emptyNote
+    this.countNote = countNote
+    /** node id → { view, row, cells, goneAt?, reason? } */
+    this.entries = new Map()
+  }
+
+  /** A snapshot: exactly these clients, no "left" rows (the server is the truth after a reconnect). */
+  replaceAll(views) {
+    const keep = new Set(views.map((view) => view.node_id))
+    for (const [nodeId, entry] of this.entries) {
+      if (!keep.has(nodeId)) {
+        entry.row.remove()
+        this.entries.delete(nodeId)
+      }
+    }
+    for (const view of views) this.upsert(view, false)
+    this.arrange()
+  }
+
+  /** Clients that joined or changed. */
+  update(views) {
+    for (const view of views) this.upsert(view, true)
+    this.arrange()
+  }
+
+  markGone(removed, nowMs = Date.now()) {
+    for (const { node_id: nodeId, reason } of removed) {
+      const entry = this.entries.get(nodeId)
+      if (!entry) continue
+      entry.goneAt = nowMs
+      entry.reason = reason
+      this.fill(entry, nowMs)
+    }
+    this.arrange()
+  }
+
+  /** Ages the "last seen" column and drops clients that left long enough ago. */
+  tick(nowMs = Date.now()) {
+    for (const [nodeId, entry] of this.entries) {
+      if (entry.goneAt !== undefined && nowMs - entry.goneAt > GONE_KEPT_MS) {
+        entry.row.remove()
+        this.entries.delete(nodeId)
+      } else {
+        entry.cells.last_seen.textContent = entry.goneAt === undefined ? timeAgo(entry.view.last_seen, nowMs) : `left ${timeAgo(new Date(entry.goneAt).toISOString(), nowMs)}`
+      }
+    }
+    this.summarize()
+  }
+
+  /** Clients present now (not the ones shown as left). */
+  present() {
+    return [...this.entries.values()].filter((entry) => entry.goneAt === undefined).map((entry) => entry.view)
+  }
+
+  upsert(view, highlightNew) {
+    let entry = this.entries.get(view.node_id)
+    if (!entry) {
+      const cells = Object.fromEntries(FIELDS.map((field) => [field, h('td', { class: NUMERIC.has(field) ? 'num' : undefined, 'data-field': field })]))
+      const row = h('tr', { 'data-node': view.node_id, class: highlightNew ? 'fresh' : undefined }, ...Object.values(cells))
+      entry = { view, row, cells }
+      this.entries.set(view.node_id, entry)
+    }
+    entry.view = view
+    entry.goneAt = undefined
+    entry.reason = undefined
+    this.fill(entry, Date.now())
+  }
+
+  fill(entry, nowMs) {
+    const { view, cells, row } = entry
+    const gone = entry.goneAt !== undefined
+    row.classList.toggle('gone', gone)
+    cells.node.replaceChildren(h('span', { class: 'node-id' }, view.node_id), h('span', { class: 'address' }, `${view.ip}:${view.port}`))
+    cells.region.textContent = view.region
+    cells.protocol.replaceChildren(h('span', { class: 'badge accent' }, view.protocol.toUpperCase()))
+    cells.weight.textContent = String(view.weight)
+    cells.state.replaceChildren(...stateBadges(view, gone ? entry.reason : undefined))
+    cells.in_flight.textContent = formatCount(view.in_flight)
+    cells.successes.textContent = formatCount(view.successes)
+    cells.failures.textContent = formatCount(view.failures)
+    cells.latency.textContent = view.latency_ms > 0 ? formatMs(view.latency_ms) : '–'
+    cells.last_seen.textContent = gone ? `left ${timeAgo(new Date(entry.goneAt).toISOString(), nowMs)}` : timeAgo(view.last_seen, nowMs)
+    cells.last_seen.title = view.last_seen
+  }
+
+  /** Region, then node id; rows move only when the order changed, so a fresh row's highlight is not restarted. */
+  arrange() {
+    const sorted = [...this.entries.values()].sort(
+      (a, b) => a.view.region.localeCompare(b.view.region) || a.view.node_id.localeCompare(b.view.node_id),
+    )
+    const current = [...this.body.rows]
+    if (sorted.length !== current.length || sorted.some((entry, index) => entry.row !== current[index])) {
+      this.body.append(...sorted.map((entry) => entry.row))
+    }
+    this.summarize()
+  }
+
+  summarize() {
+    const present = this.present()
+    this.emptyNote.hidden = this.entries.size > 0
+    const protocols = { http: 0, ws: 0 }
+    for (const view of present) protocols[view.protocol]++
+    this.countNote.textContent = present.length ? `${present.length} connected · ${protocols.http} HTTP, ${protocols.ws} WebSocket` : ''
+  }
+}
+
+function stateBadges(view, goneReason) {
+  if (goneReason !== undefined) return [h('span', { class: 'badge bad', title: goneReason }, 'left'), ' ', h('span', { class: 'muted small' }, goneReason)]
+  const badges = []
+  if (view.state === 'healthy') badges.push(h('span', { class: 'badge ok' }, 'healthy'))
+  else if (view.state === 'ejected') {
+    badges.push(h('span', { class: 'badge bad', title: `after ${view.consecutive_failures} failures in a row` }, 'ejected'))
+    if (view.ejected_until) badges.push(' ', h('span', { class: 'muted small' }, `until ${clockTime(view.ejected_until)}`))
+  } else badges.push(h('span', { class: 'badge warn', title: 'the next task decides whether it is healthy again' }, 'probation'))
+  if (view.draining) badges.push(' ', h('span', { class: 'badge warn', title: 'weight 0: finishes its tasks, gets no new ones' }, 'draining'))
+  return badges
+}

@@ -1,0 +1,160 @@
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import type { Browser } from 'playwright-core'
+import { z } from 'zod'
+import { configSchema } from '../../src/config.ts'
+import { type HttpAgent, startHttpAgent, startTestServer, startWsAgent, type TestServer, type WsAgent } from '../helpers.ts'
+import { horizontalOverflow, launchBrowser, openPage, screenshot } from './browser.ts'
+
+/** The topics the page must have, each its own top-level section, in this order (others may follow). */
+const TOPICS = ['Overview', 'Key Features', 'Configuration', 'API Reference', 'WebSocket protocol', 'Client Implementation']
+/** The user's complaint about version 0: consecutive sections at most this far apart at 1280 px. */
+const MAX_SECTION_GAP_PX = 24
+
+interface SectionBox {
+  heading: string
+  top: number
+  bottom: number
+}
+
+describe('docs page', () => {
+  let browser: Browser
+  let server: TestServer
+  let httpAgent: HttpAgent
+  let wsAgent: WsAgent
+
+  beforeAll(async () => {
+    browser = await launchBrowser()
+    server = startTestServer()
+    httpAgent = await startHttpAgent(server.url, { nodeId: 'docs-http-1', region: 'us-east-1' })
+    wsAgent = await startWsAgent(server.wsUrl, { nodeId: 'docs-ws-1', region: 'eu-west-1' })
+  })
+
+  afterAll(async () => {
+    wsAgent?.close()
+    httpAgent?.stop()
+    await server?.stop()
+    await browser?.close()
+  })
+
+  test('has one top-level section per topic, in order, at most 24 px apart at 1280 px wide', async () => {
+    const { page, errors, close } = await openPage(browser, { width: 1280 })
+    await page.goto(`${server.url}/`)
+    const sections: SectionBox[] = await page.evaluate(() =>
+      Array.from(document.querySelectorAll('section'))
+        .filter((section) => !section.parentElement?.closest('section'))
+        .map((section) => {
+          const box = section.getBoundingClientRect()
+          return { heading: section.querySelector('h2')?.textContent?.trim() ?? '', top: box.top, bottom: box.bottom }
+        }),
+    )
+    const headings = sections.map((section) => section.heading)
+    expect(headings.slice(0, TOPICS.length)).toEqual(TOPICS)
+    const gaps = sections.slice(1).map((section, i) => ({ between: `${headings[i]} → ${section.heading}`, px: section.top - sections[i]!.bottom }))
+    expect(gaps.length).toBeGreaterThanOrEqual(TOPICS.length - 1)
+    expect(gaps.filter((gap) => gap.px > MAX_SECTION_GAP_PX || gap.px < 0)).toEqual([])
+    await screenshot(page, 'docs-1280-light')
+    expect(errors).toEqual([])
+    await close()
+  })
+
+  test('shows the live figures from /status at the top, and follows them', async () => {
+    const { page, errors, close } = await openPage(browser)
+    await page.goto(`${server.url}/`)
+    await page.waitForFunction(() => document.getElementById('fig-clients')?.textContent === '2', undefined, { timeout: 10_000 })
+    const status = await (await fetch(`${server.url}/status`)).json()
+    expect(status.clients).toBe(2)
+    expect(await page.textContent('#fig-regions')).toBe(String(Object.keys(status.regions).length))
+    expect(await page.textContent('#server-state')).toBe('Server online')
+
+    // A third client registers while the page is open: the figure follows without a reload.
+    const third = await startHttpAgent(server.url, { nodeId: 'docs-http-2', region: 'us-west-1' })
+    try {
+      await page.waitForFunction(() => document.getElementById('fig-clients')?.textContent === '3', undefined, { timeout: 15_000 })
+      expect(await page.textContent('#fig-regions')).toBe('3')
+    } finally {
+      third.stop()
+    }
+    expect(errors).toEqual([])
+    await close()
+  })
+
+  test('reads at 390 px wide with nothing overflowing sideways, light and dark', async () => {
+    for (const colorScheme of ['light', 'dark'] as const) {
+      const { page, errors, close } = await openPage(browser, { width: 390, height: 844, colorScheme })
+      await page.goto(`${server.url}/`)
+      await page.waitForFunction(() => document.getElementById('fig-clients')?.textContent !== '–')
+      expect(await horizontalOverflow(page)).toBe(0)
+      await screenshot(page, `docs-390-${colorScheme}`)
+      expect(errors).toEqual([])
+      await close()
+    }
+  })
+
+  test('follows the system colour scheme', async () => {
+    const backgrounds: string[] = []
+    for (const colorScheme of ['light', 'dark'] as const) {
+      const { page, errors, close } = await openPage(browser, { width: 1280, colorScheme })
+      await page.goto(`${server.url}/`)
+      backgrounds.push(await page.evaluate(() => getComputedStyle(document.body).backgroundColor))
+      if (colorScheme === 'dark') await screenshot(page, 'docs-1280-dark')
+      expect(errors).toEqual([])
+      await close()
+    }
+    expect(backgrounds[0]).not.toBe(backgrounds[1])
+  })
+
+  test('every code block has a copy button that copies it, pointed at this server', async () => {
+    const { page, context, errors, close } = await openPage(browser)
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: server.url })
+    await page.goto(`${server.url}/`)
+    const blocks = await page.locator('.code pre').count()
+    expect(blocks).toBeGreaterThan(10)
+    expect(await page.locator('.code button.copy').count()).toBe(blocks)
+
+    const block = page.locator('#api-task .code').first()
+    const text = await block.locator('pre').textContent()
+    expect(text).toContain(`${server.url}/task/request`)
+    await block.locator('button.copy').click()
+    await page.waitForFunction(() => document.querySelector('#api-task .code button.copy')?.textContent === 'Copied')
+    expect(await page.evaluate(() => navigator.clipboard.readText())).toBe(text!)
+    expect(errors).toEqual([])
+    await close()
+  })
+
+  test('documents every config key, endpoint and WebSocket message the server has', async () => {
+    const { page, errors, close } = await openPage(browser)
+    await page.goto(`${server.url}/`)
+    const configuration = (await page.textContent('#configuration')) ?? ''
+    for (const key of configKeys()) expect({ key, documented: configuration.includes(key) }).toEqual({ key, documented: true })
+
+    const api = (await page.textContent('#api')) ?? ''
+    for (const path of ['/task/request', '/client/heartbeat', '/status', '/clients', '/regions', '/metrics', '/healthz', '/ws']) {
+      expect({ path, documented: api.includes(path) }).toEqual({ path, documented: true })
+    }
+    for (const status of ['400', '401', '404', '413', '415', '502', '503', '504']) expect(api).toContain(status)
+    expect(api).toContain('"mode": "broadcast"')
+
+    const protocol = (await page.textContent('#websocket')) ?? ''
+    for (const type of ['register', 'registered', 'heartbeat', 'heartbeat_ack', 'task', 'task_response', 'error', 'monitor']) {
+      expect({ type, documented: protocol.includes(`"type": "${type}"`) }).toEqual({ type, documented: true })
+    }
+    for (const part of ['monitor_ok', 'update', 'removed', 'series', 'recent']) expect(protocol).toContain(part)
+    const clients = (await page.textContent('#clients')) ?? ''
+    expect(clients).toContain('/work')
+    expect(clients).toContain('task_response')
+    expect(errors).toEqual([])
+    await close()
+  })
+})
+
+/** Every key of the config schema as written in mls.json: top-level names and the keys inside ws, html and health. */
+function configKeys(): string[] {
+  const keys: string[] = []
+  for (const [name, schema] of Object.entries(configSchema.shape)) {
+    keys.push(name)
+    let inner: z.ZodType = schema
+    while (inner instanceof z.ZodDefault || inner instanceof z.ZodPrefault || inner instanceof z.ZodOptional) inner = inner.unwrap() as z.ZodType
+    if (inner instanceof z.ZodObject) keys.push(...Object.keys(inner.shape))
+  }
+  return keys
+}
