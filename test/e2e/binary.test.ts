@@ -100,6 +100,15 @@ describe('the binary serving, with its own agents', () => {
     server = await serve()
   })
 
+  test('serves the docs page, the dashboard and their assets from inside itself, run from another directory', async () => {
+    for (const [path, type] of [['/', 'text/html'], ['/dashboard', 'text/html'], ['/static/base.css', 'text/css']] as const) {
+      const response = await fetch(`${server.url}${path}`)
+      expect({ path, status: response.status }).toEqual({ path, status: 200 })
+      expect(response.headers.get('content-type')).toStartWith(type)
+      if (type === 'text/html') expect(await response.text()).toMatch(/^<!doctype html>/i)
+    }
+  })
+
   test('serve + agent --exec cat + task returns the payload', async () => {
     await agent(server, 'bin-cat', ['--region', 'us-east-1', '--exec', 'cat'])
     const payload = { action: 'process_data', data: { message: 'Hello' } }
