@@ -1,7 +1,7 @@
 import type { Server } from 'bun'
 import type { LoadedConfig } from './config.ts'
 import { Dispatcher } from './dispatch.ts'
-import { createApp } from './http/app.ts'
+import { type AppDeps, createApp, createTaskFastPath } from './http/app.ts'
 import { healthPolicy, type Live, makeLive } from './live.ts'
 import { MONITOR_TOPIC, Monitor } from './monitor.ts'
 import { regionTopic } from './regions.ts'
@@ -77,7 +77,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       monitor.watching = watchers > 0
     },
   })
-  const app = createApp({
+  const appDeps: AppDeps = {
     live,
     registry,
     dispatcher,
@@ -89,7 +89,9 @@ export function startServer(options: ServerOptions): MoonlightServer {
     onReplaced: (previous) => {
       if (previous.protocol === 'ws') wsTransport.socketOf(previous.nodeId)?.close(4000, 'replaced by an HTTP registration')
     },
-  })
+  }
+  const app = createApp(appDeps)
+  const taskFastPath = createTaskFastPath(app, appDeps)
 
   function statusLine() {
     return { clients: registry.size, in_flight: dispatcher.inFlight, tasks_total: stats.total, tasks_failed: stats.failed }
@@ -99,7 +101,10 @@ export function startServer(options: ServerOptions): MoonlightServer {
   bunServer = Bun.serve<SocketData>({
     port: options.port ?? live.config.port,
     hostname: options.host ?? live.config.host,
-    routes: live.config.ws.enabled ? { [wsPath]: (request: Request, server: Server<SocketData>) => gateway.upgrade(request, server) } : {},
+    routes: {
+      '/task/request': { POST: taskFastPath },
+      ...(live.config.ws.enabled ? { [wsPath]: (request: Request, server: Server<SocketData>) => gateway.upgrade(request, server) } : {}),
+    },
     fetch: (request, server) => app.fetch(request, server),
     websocket: gateway.handler,
     // Never Bun's HTML error page: whatever escapes the app still answers in JSON.

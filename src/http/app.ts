@@ -10,7 +10,7 @@ import { MoonlightError } from '../errors.ts'
 import type { Live } from '../live.ts'
 import { Regions } from '../regions.ts'
 import { type Client, clientView, type Registry } from '../registry.ts'
-import { heartbeatSchema, taskRequestSchema } from '../schemas.ts'
+import { heartbeatSchema, type TaskRequest, taskRequestSchema } from '../schemas.ts'
 import type { TaskStats } from '../task-stats.ts'
 import { renderMetrics } from './metrics.ts'
 import { mountPages } from './pages.ts'
@@ -37,9 +37,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>()
 
   const requireToken = createMiddleware<AppEnv>(async (c, next) => {
-    const header = c.req.header('authorization') ?? ''
-    const token = header.startsWith('Bearer ') ? header.slice(7).trim() : ''
-    if (!live.tokens.has(token)) {
+    if (!live.tokens.has(bearerToken(c.req.header('authorization')))) {
       throw new MoonlightError(401, 'unauthorized', 'missing or invalid token: send "Authorization: Bearer <token>" with one of the configured tokens')
     }
     await next()
@@ -78,26 +76,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     })
   })
 
-  app.post('/task/request', requireTaskToken, limitBody, requireJson, jsonBody(taskRequestSchema), async (c) => {
-    if (deps.isStopping()) throw new MoonlightError(503, 'shutting_down', 'the server is shutting down')
-    const { region: requested, payload, mode } = c.req.valid('json')
-    const region = Regions.normalize(requested)
-    const payloadJson = JSON.stringify(payload)
-    const taskId = dispatcher.newTaskId()
-    // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
-    c.env?.timeout(c.req.raw, 0)
-    if (mode === 'broadcast') {
-      const results = await dispatcher.broadcast(region, payloadJson, taskId)
-      const answered = results.filter((result) => result.error === undefined).length
-      return c.json({ task_id: taskId, region, targets: results.length, answered, results }, answered ? 200 : 502, { 'x-task-id': taskId })
-    }
-    const { answer, client, failedAttempts } = await dispatcher.dispatch(region, payloadJson, taskId)
-    const headers = new Headers(answer.headers)
-    headers.set('x-task-id', taskId)
-    headers.set('x-moonlight-node', client.nodeId)
-    headers.set('x-moonlight-attempts', String(failedAttempts.length + 1))
-    return new Response(answer.body, { status: answer.status, headers })
-  })
+  // Bun.serve routes well-formed tasks to createTaskFastPath first; this route answers everything else.
+  app.post('/task/request', requireTaskToken, limitBody, requireJson, jsonBody(taskRequestSchema), (c) => runTask(deps, c.req.valid('json'), c.req.raw, c.env))
 
   app.get('/status', (c) => {
     return c.json({
@@ -133,17 +113,107 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404))
 
-  app.onError((error, c) => {
-    if (error instanceof MoonlightError) return c.json(error.toJSON(), error.status)
-    if (error instanceof HTTPException) {
-      // Hono's own 4xx (e.g. malformed JSON) keep their status but speak our JSON.
-      const status = error.status as ContentfulStatusCode
-      const message = error.message === 'Malformed JSON in request body' ? 'request body is not valid JSON' : error.message || 'bad request'
-      return c.json({ error: message, code: status === 400 ? 'invalid_json' : 'http_error' }, status)
-    }
-    console.error(`[mls] unhandled error on ${c.req.method} ${c.req.path}:`, error)
-    return c.json({ error: 'internal server error', code: 'internal' }, 500)
-  })
+  app.onError((error, c) => errorResponse(error, c.req.method, c.req.path))
 
   return app
+}
+
+/**
+ * The hot path of POST /task/request, for Bun.serve's own router: a well-formed single task (valid
+ * token, declared length within max_body_bytes, `application/json`, a body that parses and
+ * validates) skips Hono's per-request context and middleware chain, which cost more than the rest
+ * of the proxying. Anything else goes to `app`, so every failure keeps the one answer its Hono route defines.
+ */
+export function createTaskFastPath(app: Hono<AppEnv>, deps: AppDeps): (request: Request, server: Server<unknown>) => Promise<Response> {
+  const { live } = deps
+  return async (request, server) => {
+    const { headers } = request
+    const declaredLength = headers.get('content-length')
+    const plain =
+      pathOf(request.url) === '/task/request' &&
+      (!live.config.require_task_token || live.tokens.has(bearerToken(headers.get('authorization')))) &&
+      declaredLength !== null &&
+      !headers.has('transfer-encoding') &&
+      Number.parseInt(declaredLength, 10) <= live.config.max_body_bytes &&
+      mediaType(headers.get('content-type')) === 'application/json' &&
+      !deps.isStopping()
+    if (!plain) return app.fetch(request, server)
+    const text = await request.text()
+    const task = parseTask(text)
+    // Broadcasts are not hot; a body that fails here is re-checked by the Hono route, which says why.
+    if (task?.mode !== 'single') return app.fetch(new Request(request.url, { method: 'POST', headers, body: text }), server)
+    try {
+      return await runTask(deps, task, request, server)
+    } catch (error) {
+      return errorResponse(error, 'POST', '/task/request')
+    }
+  }
+}
+
+/** Runs one validated task request and answers with the client's reply (or the broadcast's results). */
+async function runTask(deps: AppDeps, task: TaskRequest, request: Request, server: Server<unknown> | undefined): Promise<Response> {
+  const { dispatcher } = deps
+  if (deps.isStopping()) throw new MoonlightError(503, 'shutting_down', 'the server is shutting down')
+  const { region: requested, payload, mode } = task
+  const region = Regions.normalize(requested)
+  const payloadJson = JSON.stringify(payload)
+  const taskId = dispatcher.newTaskId()
+  // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
+  server?.timeout(request, 0)
+  if (mode === 'broadcast') {
+    const results = await dispatcher.broadcast(region, payloadJson, taskId)
+    const answered = results.filter((result) => result.error === undefined).length
+    return jsonResponse({ task_id: taskId, region, targets: results.length, answered, results }, answered ? 200 : 502, { 'x-task-id': taskId })
+  }
+  const { answer, client, failedAttempts } = await dispatcher.dispatch(region, payloadJson, taskId)
+  const headers = new Headers(answer.headers)
+  headers.set('x-task-id', taskId)
+  headers.set('x-moonlight-node', client.nodeId)
+  headers.set('x-moonlight-attempts', String(failedAttempts.length + 1))
+  return new Response(answer.body, { status: answer.status, headers })
+}
+
+/** Turns any error into the JSON answer the API promises: `{ error, code, ...details }`. */
+function errorResponse(error: unknown, method: string, path: string): Response {
+  if (error instanceof MoonlightError) return jsonResponse(error.toJSON(), error.status)
+  if (error instanceof HTTPException) {
+    // Hono's own 4xx (e.g. malformed JSON) keep their status but speak our JSON.
+    const status = error.status as ContentfulStatusCode
+    const message = error.message === 'Malformed JSON in request body' ? 'request body is not valid JSON' : error.message || 'bad request'
+    return jsonResponse({ error: message, code: status === 400 ? 'invalid_json' : 'http_error' }, status)
+  }
+  console.error(`[mls] unhandled error on ${method} ${path}:`, error)
+  return jsonResponse({ error: 'internal server error', code: 'internal' }, 500)
+}
+
+/** What Hono's `c.json` builds, for code that answers without a Hono context. */
+function jsonResponse(body: unknown, status: number, headers: Record<string, string> = {}): Response {
+  return new Response(JSON.stringify(body), { status, headers: { ...headers, 'content-type': 'application/json' } })
+}
+
+function bearerToken(header: string | null | undefined): string {
+  return header?.startsWith('Bearer ') ? header.slice(7).trim() : ''
+}
+
+/** The path of an absolute request URL, without the query (what Hono routes on, before decoding). */
+function pathOf(url: string): string {
+  const start = url.indexOf('/', url.indexOf('://') + 3)
+  const query = url.indexOf('?', start)
+  return query === -1 ? url.slice(start) : url.slice(start, query)
+}
+
+function mediaType(contentType: string | null): string {
+  return contentType === null ? '' : contentType.split(';')[0]!.trim().toLowerCase()
+}
+
+/** The task if the body is valid JSON of the right shape; otherwise undefined, and the Hono route explains. */
+function parseTask(text: string): TaskRequest | undefined {
+  let body: unknown
+  try {
+    body = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  const result = taskRequestSchema.safeParse(body)
+  return result.success ? result.data : undefined
 }
