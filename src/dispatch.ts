@@ -14,7 +14,11 @@ export interface FailedAttempt {
   node_id: string
   reason: string
   status?: number
+  /** The start of a 5xx answer's body: usually the client's own account of what went wrong. */
+  body?: string
 }
+
+const BODY_EXCERPT_CHARS = 1024
 
 export interface Delivered {
   answer: Answer
@@ -79,14 +83,14 @@ export class Dispatcher {
         }
         tried.add(client.nodeId)
         last = client
-        const attemptStarted = this.now()
+        const attemptStarted = performance.now()
         client.inFlight++
         try {
           const answer = await this.transportFor(client).send(client, taskId, payloadJson, deadline.signal)
-          const latencyMs = this.now() - attemptStarted
+          const latencyMs = performance.now() - attemptStarted
           if (answer.status >= 500) {
             registry.recordFailure(client, this.now())
-            failedAttempts.push({ node_id: client.nodeId, reason: `answered ${answer.status}`, status: answer.status })
+            failedAttempts.push({ node_id: client.nodeId, reason: `answered ${answer.status}`, status: answer.status, body: bodyExcerpt(answer) })
             continue
           }
           // A 4xx is the client's honest answer to this payload, not a sign the client is unwell.
@@ -147,12 +151,12 @@ export class Dispatcher {
           : new Map<string, Promise<Answer>>()
       const results = await Promise.all(
         targets.map(async (client): Promise<BroadcastResult> => {
-          const attemptStarted = this.now()
+          const attemptStarted = performance.now()
           client.inFlight++
           try {
             const answer = await (wsAnswers.get(client.nodeId) ?? this.deps.http.send(client, taskId, payloadJson, deadline.signal))
             if (answer.status >= 500) registry.recordFailure(client, this.now())
-            else registry.recordSuccess(client, this.now() - attemptStarted, this.now())
+            else registry.recordSuccess(client, performance.now() - attemptStarted, this.now())
             return { node_id: client.nodeId, protocol: client.protocol, status: answer.status, response: decodeBody(answer) }
           } catch (error) {
             if (!(error instanceof AttemptError)) throw error
@@ -205,8 +209,17 @@ function withDeadline(timeoutMs: number): { signal: AbortSignal; clear: () => vo
   return { signal: controller.signal, clear: () => clearTimeout(timer) }
 }
 
+function bodyText(answer: Answer): string {
+  return typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
+}
+
+function bodyExcerpt(answer: Answer): string {
+  const text = bodyText(answer)
+  return text.length > BODY_EXCERPT_CHARS ? `${text.slice(0, BODY_EXCERPT_CHARS)}…` : text
+}
+
 function decodeBody(answer: Answer): unknown {
-  const text = typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
+  const text = bodyText(answer)
   if (!(answer.headers['content-type'] ?? '').includes('json')) return text
   try {
     return JSON.parse(text)

@@ -84,7 +84,7 @@ describe('failover', () => {
     expect(body.attempts).toHaveLength(3)
     // Three different clients, each named with its reason.
     expect(new Set(body.attempts.map((attempt: { node_id: string }) => attempt.node_id)).size).toBe(3)
-    expect(body.attempts[0]).toMatchObject({ reason: 'answered 503', status: 503 })
+    expect(body.attempts[0]).toMatchObject({ reason: 'answered 503', status: 503, body: 'down' })
     expect(agents.reduce((sum, agent) => sum + agent.received.length, 0)).toBe(3)
   })
 
