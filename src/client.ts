@@ -60,7 +60,7 @@ export type ClientList = z.infer<typeof clientListSchema>
 /** The server's error body; `attempts` comes with 502 and 504. */
 const errorBodySchema = z.object({
   error: z.string(),
-  attempts: z.array(z.object({ node_id: z.string(), reason: z.string() })).optional(),
+  attempts: z.array(z.object({ node_id: z.string(), reason: z.string(), body: z.string().optional() })).optional(),
 })
 
 /** A raw answer: the status and body exactly as the server sent them. */
@@ -90,8 +90,10 @@ export function errorMessage(answer: RawAnswer): string {
     const parsed = errorBodySchema.safeParse(JSON.parse(answer.body))
     if (parsed.success) {
       const { error, attempts } = parsed.data
-      // A 502 lists each failed attempt: which agent, and why.
-      reason = attempts?.length ? `${error}: ${attempts.map((attempt) => `${attempt.node_id} ${attempt.reason}`).join(', ')}` : error
+      // A 502 lists each failed attempt: which agent, and why (with the start of what a 5xx said).
+      const describe = (attempt: NonNullable<typeof attempts>[number]) =>
+        `${attempt.node_id} ${attempt.reason}${attempt.body ? ` (${attempt.body.slice(0, 120)})` : ''}`
+      reason = attempts?.length ? `${error}: ${attempts.map(describe).join(', ')}` : error
     }
   } catch {
     // Not JSON (an agent may answer plain text): fall back to the body itself.

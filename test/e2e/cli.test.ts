@@ -73,7 +73,7 @@ describe('moonlight task', () => {
     expect(result.stdout).toBe('')
     const line = expectOneLine(result.stderr)
     expect(line).toStartWith('moonlight task: every attempt failed')
-    expect(line).toContain('broken-1 answered 500')
+    expect(line).toContain('broken-1 answered 500 ({"error":"disk full"})')
     expect(line).toContain('(HTTP 502)')
   })
 
