@@ -56,7 +56,7 @@ export class TaskChart {
       const lineY = PAD.top + plotHeight * (1 - fraction)
       parts.push(svg('line', { class: 'grid', x1: PAD.left, x2: width - PAD.right, y1: lineY, y2: lineY }))
       parts.push(svg('text', { class: 'axis', x: PAD.left - 6, y: lineY + 4, 'text-anchor': 'end' }, shortNumber(maxTasks * fraction)))
-      parts.push(svg('text', { class: 'axis', x: width - PAD.right + 6, y: lineY + 4 }, formatMs(maxLatency * fraction)))
+      parts.push(svg('text', { class: 'axis', x: width - PAD.right + 6, y: lineY + 4 }, latencyLabel(maxLatency * fraction)))
     }
     parts.push(svg('text', { class: 'axis', x: PAD.left, y: height - 4 }, '−60 s'))
     parts.push(svg('text', { class: 'axis', x: width - PAD.right, y: height - 4, 'text-anchor': 'end' }, 'now'))
@@ -97,6 +97,11 @@ function niceCeiling(value) {
   const magnitude = 10 ** Math.floor(Math.log10(value))
   for (const step of [1, 2, 5, 10]) if (step * magnitude >= value) return step * magnitude
   return 10 * magnitude
+}
+
+/** Axis labels: sub-millisecond steps as decimals ("0.5 ms"), larger ones as formatMs does. */
+function latencyLabel(ms) {
+  return ms > 0 && ms < 10 ? `${Number(ms.toFixed(1))} ms` : formatMs(ms)
 }
 
 function shortNumber(value) {

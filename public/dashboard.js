@@ -81,6 +81,7 @@ function onState(state, detail) {
     view.login.hidden = true
     view.loginMessage.hidden = true
     view.board.hidden = false
+    view.board.classList.remove('stale')
     view.banner.hidden = true
     view.signOut.hidden = false
     setPill(view.connection, 'ok', 'live')
@@ -94,6 +95,7 @@ function onState(state, detail) {
     if (detail.wasLive) {
       view.banner.textContent = `${why} Reconnecting by itself (next try in ${seconds} s)… the figures below are from before.`
       view.banner.hidden = false
+      view.board.classList.add('stale')
     } else {
       showLoginMessage('warn', `Cannot reach the server. Trying again in ${seconds} s…`)
     }

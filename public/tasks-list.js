@@ -1,7 +1,7 @@
 // The most recent tasks, newest first, with their outcome.
 import { clockTime, formatMs, h } from './ui.js'
 
-const SHOWN = 20
+const SHOWN = 12
 const OUTCOME_TONE = { ok: 'ok', failed: 'bad', timeout: 'bad', no_client: 'warn' }
 const OUTCOME_TEXT = { ok: 'ok', failed: 'failed', timeout: 'timed out', no_client: 'no client' }
 
