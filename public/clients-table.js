@@ -15,17 +15,15 @@ export class ClientsTable {
     this.entries = new Map()
   }
 
-  /** A snapshot: exactly these clients, no "left" rows (the server is the truth after a reconnect). */
-  replaceAll(views) {
-    const keep = new Set(views.map((view) => view.node_id))
-    for (const [nodeId, entry] of this.entries) {
-      if (!keep.has(nodeId)) {
-        entry.row.remove()
-        this.entries.delete(nodeId)
-      }
-    }
+  /**
+   * A snapshot: these are the clients now. One shown as present but missing from it left while we were
+   * not told (the feed was down, or the server restarted): it is shown as left, like any other.
+   */
+  replaceAll(views, nowMs = Date.now()) {
+    const present = new Set(views.map((view) => view.node_id))
+    const missing = [...this.entries].filter(([nodeId, entry]) => !present.has(nodeId) && entry.goneAt === undefined)
     for (const view of views) this.upsert(view, false)
-    this.arrange()
+    this.markGone(missing.map(([nodeId]) => ({ node_id: nodeId, reason: 'no longer registered' })), nowMs)
   }
 
   /** Clients that joined or changed. */

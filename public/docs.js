@@ -6,6 +6,7 @@ const EXAMPLE_ORIGIN = 'http://localhost:8080'
 
 addCopyButtons()
 pointExamplesHere()
+followReading()
 refreshFigures()
 
 function addCopyButtons() {
@@ -60,8 +61,30 @@ function pointExamplesHere() {
   }
 }
 
+/** Marks the contents entry of the section being read. */
+function followReading() {
+  const links = new Map([...document.querySelectorAll('.toc a')].map((link) => [link.hash.slice(1), link]))
+  const observer = new IntersectionObserver(
+    (entries) => {
+      for (const entry of entries) {
+        if (!entry.isIntersecting) continue
+        for (const link of links.values()) link.classList.remove('current')
+        links.get(entry.target.id)?.classList.add('current')
+      }
+    },
+    // A section counts as being read when it crosses a line a third of the way down the window.
+    { rootMargin: '-33% 0px -66% 0px' },
+  )
+  for (const section of document.querySelectorAll('.content > section')) observer.observe(section)
+}
+
 async function refreshFigures() {
   const state = document.getElementById('server-state')
+  // A hidden tab does not need fresh figures; it catches up when it is shown again.
+  if (document.hidden) {
+    document.addEventListener('visibilitychange', refreshFigures, { once: true })
+    return
+  }
   try {
     const response = await fetch('/status', { cache: 'no-store' })
     if (!response.ok) throw new Error(`status ${response.status}`)

@@ -221,8 +221,9 @@ describe('dashboard', () => {
       await page.waitForSelector('#banner', { state: 'hidden', timeout: 30_000 })
       await page.locator('tr[data-node="after-restart"]').waitFor({ timeout: LIVE_MS })
       expect(await page.textContent('#connection')).toBe('live')
-      // The snapshot after reconnecting is the truth: the client from before the restart is not there.
-      expect(await page.locator('tr[data-node="before-restart"]').count()).toBe(0)
+      // The snapshot after reconnecting is the truth: the client from before the restart is shown as gone.
+      expect(await page.getAttribute('tr[data-node="before-restart"]', 'class')).toContain('gone')
+      expect(await page.textContent('tr[data-node="before-restart"] [data-field="state"]')).toBe('left no longer registered')
       after.close()
     } finally {
       await own.stop(0)
