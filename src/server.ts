@@ -154,8 +154,9 @@ export function startServer(options: ServerOptions): MoonlightServer {
     registry,
     reload(loaded) {
       const next = makeLive(loaded.config, live.generatedToken)
-      if (next.config.port !== live.config.port || next.config.host !== live.config.host || next.config.ws.path !== live.config.ws.path || next.config.ws.enabled !== live.config.ws.enabled) {
-        log('[mls] reload: port, host, ws.path and ws.enabled take effect at the next start')
+      const atNextStart = (config: typeof live.config) => JSON.stringify([config.port, config.host, config.ws.enabled, config.ws.path, config.html])
+      if (atNextStart(next.config) !== atNextStart(live.config)) {
+        log('[mls] reload: port, host, ws.enabled, ws.path and html.* take effect at the next start')
       }
       Object.assign(live, next)
       registry.reconfigure(live.regions, healthPolicy(live.config))
