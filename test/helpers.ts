@@ -1,4 +1,5 @@
 /** Shared test helpers: a real server on port 0, real HTTP and WebSocket agents, real sockets. */
+import { afterEach } from 'bun:test'
 import type { Subprocess } from 'bun'
 import { join } from 'node:path'
 import { type Config, parseConfig } from '../src/config.ts'
@@ -226,21 +227,38 @@ export async function waitFor(condition: () => boolean | Promise<boolean>, what:
   }
 }
 
-export interface SpawnedServer {
+/** The CLI from the sources; binary tests pass their own `command` instead. */
+export const SOURCE_CLI = [process.execPath, join(ROOT, 'src/cli.ts')]
+
+/** Environment with none of the caller's own Moonlight settings leaking in. */
+export function cleanEnv(extra: Record<string, string> = {}): Record<string, string | undefined> {
+  return { ...process.env, MLS_SERVER: '', MLS_TOKEN: '', MLS_CONFIG: '', ...extra }
+}
+
+export interface CliOptions {
+  command?: string[]
+  env?: Record<string, string>
+  cwd?: string
+  /** Text piped to stdin; without it stdin is empty (not a terminal). */
+  stdin?: string
+}
+
+export interface CliProcess {
   process: Subprocess<'ignore', 'pipe', 'pipe'>
-  url: string
   /** Everything printed so far (stdout and stderr). */
   output: () => string
   waitForOutput: (text: string | RegExp, timeoutMs?: number) => Promise<void>
+  /** How many times `text` appears in the output so far. */
+  count: (text: string) => number
   exited: Promise<number>
+  kill: (signal?: NodeJS.Signals) => void
 }
 
-/** Runs the CLI as a separate process (for signals and start-up behaviour); `command` defaults to the sources. */
-export async function spawnServer(args: string[], options: { cwd?: string; env?: Record<string, string>; command?: string[] } = {}): Promise<SpawnedServer> {
-  const command = options.command ?? [process.execPath, join(ROOT, 'src/cli.ts')]
-  const child = Bun.spawn([...command, 'serve', ...args], {
+/** Starts a long-running `moonlight ...args` (a server, an agent) and collects its stdout and stderr. */
+export function startCli(args: string[], options: CliOptions = {}): CliProcess {
+  const child = Bun.spawn([...(options.command ?? SOURCE_CLI), ...args], {
     cwd: options.cwd ?? ROOT,
-    env: { ...process.env, MLS_CONFIG: '', ...options.env },
+    env: cleanEnv(options.env),
     stdin: 'ignore',
     stdout: 'pipe',
     stderr: 'pipe',
@@ -249,24 +267,56 @@ export async function spawnServer(args: string[], options: { cwd?: string; env?:
   const pump = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder()
     const reader = stream.getReader()
-    for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
-      output += decoder.decode(value, { stream: true })
-    }
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) output += decoder.decode(chunk.value, { stream: true })
   }
   void pump(child.stdout)
   void pump(child.stderr)
-  const waitForOutput = async (text: string | RegExp, timeoutMs = 10_000) => {
-    await waitFor(() => (typeof text === 'string' ? output.includes(text) : text.test(output)) || child.exitCode !== null, `output ${text}`, timeoutMs)
-    if (!(typeof text === 'string' ? output.includes(text) : text.test(output))) throw new Error(`exited before printing ${text}:\n${output}`)
+  const matches = (text: string | RegExp) => (typeof text === 'string' ? output.includes(text) : text.test(output))
+  return {
+    process: child,
+    output: () => output,
+    waitForOutput: async (text, timeoutMs = 10_000) => {
+      await waitFor(() => matches(text) || child.exitCode !== null, `output ${text}`, timeoutMs)
+      if (!matches(text)) throw new Error(`exited (${child.exitCode}) before printing ${text}:\n${output}`)
+    },
+    count: (text) => output.split(text).length - 1,
+    exited: child.exited,
+    kill: (signal = 'SIGTERM') => child.kill(signal),
   }
-  const spawned: SpawnedServer = { process: child, url: '', output: () => output, waitForOutput, exited: child.exited }
+}
+
+export interface SpawnedServer extends CliProcess {
+  /** The URL it printed, or "" if start-up failed (the caller inspects output() and exited). */
+  url: string
+}
+
+/** Runs `moonlight serve ...args` as its own process (for signals and start-up behaviour). */
+export async function spawnServer(args: string[], options: CliOptions = {}): Promise<SpawnedServer> {
+  const child = startCli(['serve', ...args], options)
+  const listening = /listening on (http:\/\/\S+)/
   try {
-    await waitForOutput(/listening on (http:\/\/\S+)/)
-    spawned.url = /listening on (http:\/\/\S+)/.exec(output)![1]!
+    await child.waitForOutput(listening)
   } catch {
-    // Start-up failed (e.g. a bad config): the caller inspects output() and exited.
+    // Start-up failed (e.g. a bad config): nothing to wait for.
   }
-  return spawned
+  return { ...child, url: listening.exec(child.output())?.[1] ?? '' }
+}
+
+/**
+ * Per-test clean-up for a test file: `defer` registers what to undo, `server` starts a test server
+ * that is stopped after the test, newest first.
+ */
+export function testScope() {
+  const cleanups: Array<() => unknown> = []
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+  })
+  return {
+    defer: (cleanup: () => unknown) => void cleanups.push(cleanup),
+    server: (overrides: Parameters<typeof startTestServer>[0] = {}): TestServer => {
+      const mls = startTestServer(overrides)
+      cleanups.push(() => mls.stop())
+      return mls
+    },
+  }
 }

@@ -1,16 +1,7 @@
-import { afterEach, describe, expect, test } from 'bun:test'
-import { postTask, startHttpAgent, startTestServer, startWsAgent, TOKEN, waitFor, type TestServer } from '../helpers.ts'
+import { describe, expect, test } from 'bun:test'
+import { postTask, startHttpAgent, startWsAgent, TOKEN, waitFor, testScope } from '../helpers.ts'
 
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-})
-
-function server(overrides: Parameters<typeof startTestServer>[0] = {}): TestServer {
-  const mls = startTestServer(overrides)
-  cleanups.push(() => mls.stop())
-  return mls
-}
+const { defer, server } = testScope()
 
 describe('broadcast', () => {
   test('reaches every healthy client under the region, WebSocket and HTTP, and nobody outside it', async () => {
@@ -19,7 +10,10 @@ describe('broadcast', () => {
     const wsUsa = await startWsAgent(mls.wsUrl, { nodeId: 'ws-usa', region: 'usa' })
     const wsEu = await startWsAgent(mls.wsUrl, { nodeId: 'ws-eu', region: 'eu-west-1' })
     const httpWest = await startHttpAgent(mls.url, { nodeId: 'http-west', region: 'us-west-1' })
-    cleanups.push(wsEast.close, wsUsa.close, wsEu.close, httpWest.stop)
+    defer(wsEast.close)
+    defer(wsUsa.close)
+    defer(wsEu.close)
+    defer(httpWest.stop)
 
     const result = await postTask(mls.url, { region: 'usa', mode: 'broadcast', payload: { ping: 1 } })
     expect(result.status).toBe(200)
@@ -37,7 +31,9 @@ describe('broadcast', () => {
     const answers = await startWsAgent(mls.wsUrl, { nodeId: 'answers', region: 'asia' })
     const silent = await startWsAgent(mls.wsUrl, { nodeId: 'silent', region: 'asia', answer: () => null })
     const drained = await startWsAgent(mls.wsUrl, { nodeId: 'drained', region: 'asia', weight: 0 })
-    cleanups.push(answers.close, silent.close, drained.close)
+    defer(answers.close)
+    defer(silent.close)
+    defer(drained.close)
     const result = await postTask(mls.url, { region: 'asia', mode: 'broadcast', payload: 'hello' })
     expect(result.status).toBe(200)
     const body = result.json()
@@ -60,7 +56,7 @@ describe('WebSocket clients', () => {
     const mls = server()
     const old = await startWsAgent(mls.wsUrl, { nodeId: 'same', region: 'usa' })
     const fresh = await startWsAgent(mls.wsUrl, { nodeId: 'same', region: 'usa' })
-    cleanups.push(fresh.close)
+    defer(fresh.close)
     expect((await old.closed).code).toBe(4000)
     const result = await postTask(mls.url, { region: 'usa', payload: 'x' })
     expect(result.status).toBe(200)

@@ -1,5 +1,5 @@
-import { afterEach, describe, expect, test } from 'bun:test'
-import { postJson, postTask, startHttpAgent, startTestServer, startWsAgent, TOKEN, waitFor, type TestServer } from '../helpers.ts'
+import { describe, expect, test } from 'bun:test'
+import { postJson, postTask, startHttpAgent, startWsAgent, TOKEN, waitFor, testScope } from '../helpers.ts'
 
 /** A port nothing listens on: a real "connection refused". */
 function deadPort(): number {
@@ -14,23 +14,14 @@ async function registerDead(url: string, nodeId: string, region: string): Promis
   expect(result.status).toBe(200)
 }
 
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-})
-
-function server(overrides: Parameters<typeof startTestServer>[0] = {}): TestServer {
-  const mls = startTestServer(overrides)
-  cleanups.push(() => mls.stop())
-  return mls
-}
+const { defer, server } = testScope()
 
 describe('failover', () => {
   test('a dead client (connection refused) is retried on a different client', async () => {
     const mls = server()
     await registerDead(mls.url, 'dead', 'usa')
     const alive = await startHttpAgent(mls.url, { nodeId: 'alive', region: 'usa' })
-    cleanups.push(alive.stop)
+    defer(alive.stop)
     for (let i = 0; i < 4; i++) {
       const result = await postTask(mls.url, { region: 'usa', payload: i })
       expect(result.status).toBe(200)
@@ -44,7 +35,9 @@ describe('failover', () => {
     const broken = await startHttpAgent(mls.url, { nodeId: 'broken', region: 'europe', work: () => Response.json({ oops: true }, { status: 500 }) })
     const good = await startHttpAgent(mls.url, { nodeId: 'good', region: 'europe' })
     const good2 = await startHttpAgent(mls.url, { nodeId: 'good2', region: 'europe' })
-    cleanups.push(broken.stop, good.stop, good2.stop)
+    defer(broken.stop)
+    defer(good.stop)
+    defer(good2.stop)
     for (let i = 0; i < 9; i++) {
       const result = await postTask(mls.url, { region: 'europe', payload: i })
       expect(result.status).toBe(200)
@@ -61,7 +54,8 @@ describe('failover', () => {
     const mls = server()
     const picky = await startHttpAgent(mls.url, { nodeId: 'picky', region: 'asia', work: () => Response.json({ error: 'bad payload' }, { status: 422 }) })
     const other = await startHttpAgent(mls.url, { nodeId: 'other', region: 'asia' })
-    cleanups.push(picky.stop, other.stop)
+    defer(picky.stop)
+    defer(other.stop)
     const result = await postTask(mls.url, { region: 'asia', payload: 'x' })
     expect(result.status).toBe(422)
     expect(result.json()).toEqual({ error: 'bad payload' })
@@ -74,7 +68,7 @@ describe('failover', () => {
     const agents = []
     for (const nodeId of ['f1', 'f2', 'f3', 'f4']) {
       const agent = await startHttpAgent(mls.url, { nodeId, region: 'emea', work: () => new Response('down', { status: 503 }) })
-      cleanups.push(agent.stop)
+      defer(agent.stop)
       agents.push(agent)
     }
     const result = await postTask(mls.url, { region: 'emea', payload: 1 })
@@ -91,7 +85,7 @@ describe('failover', () => {
   test('the same client is tried again only when it is the only one', async () => {
     const mls = server({ retry_count: 2 })
     const solo = await startHttpAgent(mls.url, { nodeId: 'solo', region: 'asia', work: () => new Response('no', { status: 500 }) })
-    cleanups.push(solo.stop)
+    defer(solo.stop)
     const result = await postTask(mls.url, { region: 'asia', payload: 1 })
     expect(result.status).toBe(502)
     expect(result.json().attempts.map((attempt: { node_id: string }) => attempt.node_id)).toEqual(['solo', 'solo', 'solo'])
@@ -109,7 +103,8 @@ describe('failover', () => {
     const mls = server({ task_timeout: 0.3 })
     const slow = await startHttpAgent(mls.url, { nodeId: 'slow', region: 'usa', work: async () => (await Bun.sleep(2000), Response.json({ late: true })) })
     const fast = await startHttpAgent(mls.url, { nodeId: 'fast', region: 'usa', weight: 0 })
-    cleanups.push(slow.stop, fast.stop)
+    defer(slow.stop)
+    defer(fast.stop)
     const result = await postTask(mls.url, { region: 'usa', payload: 1 })
     expect(result.status).toBe(504)
     expect(result.json()).toMatchObject({ code: 'timeout', attempts: [{ node_id: 'slow' }] })
@@ -120,7 +115,8 @@ describe('failover', () => {
     const mls = server({ task_timeout: 20 })
     const quitter = await startWsAgent(mls.wsUrl, { nodeId: 'quitter', region: 'usa', weight: 5, answer: () => null })
     const steady = await startWsAgent(mls.wsUrl, { nodeId: 'steady', region: 'usa' })
-    cleanups.push(quitter.close, steady.close)
+    defer(quitter.close)
+    defer(steady.close)
     quitter.socket.addEventListener('message', (event) => {
       if (JSON.parse(String(event.data)).type === 'task') quitter.socket.close()
     })
@@ -141,7 +137,8 @@ describe('failover', () => {
       work: () => (failing ? new Response('fail', { status: 500 }) : Response.json({ ok: 'flaky' })),
     })
     const steady = await startHttpAgent(mls.url, { nodeId: 'steady', region: 'asia' })
-    cleanups.push(flaky.stop, steady.stop)
+    defer(flaky.stop)
+    defer(steady.stop)
     // Round-robin reaches flaky within two tasks; its one 500 ejects it.
     for (let i = 0; i < 2; i++) expect((await postTask(mls.url, { region: 'asia', payload: i })).status).toBe(200)
     expect(mls.server.registry.get('flaky')!.state).toBe('ejected')

@@ -1,17 +1,8 @@
-import { afterEach, describe, expect, test } from 'bun:test'
+import { describe, expect, test } from 'bun:test'
 import { connect, type Socket } from 'node:net'
-import { postTask, startHttpAgent, startTestServer, startWsAgent, TOKEN, waitFor, type TestServer } from '../helpers.ts'
+import { postTask, startHttpAgent, startWsAgent, TOKEN, waitFor, testScope, type TestServer } from '../helpers.ts'
 
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-})
-
-function server(overrides: Parameters<typeof startTestServer>[0] = {}): TestServer {
-  const mls = startTestServer(overrides)
-  cleanups.push(() => mls.stop())
-  return mls
-}
+const { defer, server } = testScope()
 
 /** A masked client text frame, written by hand: this peer must be able to go silent, which WebSocket clients never do. */
 function textFrame(text: string): Buffer {
@@ -37,7 +28,7 @@ async function silentPeer(mls: TestServer, nodeId: string, weight = 1): Promise<
   await waitFor(() => mls.server.registry.get(nodeId) !== undefined, `${nodeId} to register`)
   // From here on it reads nothing: the kernel buffers fill and pings go unanswered.
   socket.pause()
-  cleanups.push(() => socket.destroy())
+  defer(() => socket.destroy())
   return socket
 }
 
@@ -45,7 +36,7 @@ describe('health checks', () => {
   test('an HTTP client with no heartbeat for client_ttl is removed', async () => {
     const mls = server({ client_ttl: 0.5 })
     const agent = await startHttpAgent(mls.url, { nodeId: 'quiet', region: 'usa' })
-    cleanups.push(agent.stop)
+    defer(agent.stop)
     expect(mls.server.registry.get('quiet')).toBeDefined()
     await waitFor(() => mls.server.registry.get('quiet') === undefined, 'the TTL to expire', 5000)
     expect((await postTask(mls.url, { region: 'usa', payload: 1 })).status).toBe(503)
@@ -57,7 +48,7 @@ describe('health checks', () => {
   test('a WebSocket client silent past read_timeout is dropped; one that answers pings stays', async () => {
     const mls = server({ ws: { heartbeat_interval: 0.1, read_timeout: 0.5, connection_check_interval: 0.1 } })
     const lively = await startWsAgent(mls.wsUrl, { nodeId: 'lively', region: 'usa' })
-    cleanups.push(lively.close)
+    defer(lively.close)
     await silentPeer(mls, 'mute')
     await waitFor(() => mls.server.registry.get('mute') === undefined, 'the silent peer to be dropped', 5000)
     // The live one answered every ping in the meantime, so it is still there and serving.
@@ -68,7 +59,7 @@ describe('health checks', () => {
   test('a WebSocket client that stops reading is cut after write_timeout and its tasks fail over', async () => {
     const mls = server({ max_body_bytes: 8 * 1024 * 1024, task_timeout: 30, retry_count: 3, ws: { write_timeout: 0.5, read_timeout: 300 } })
     const good = await startHttpAgent(mls.url, { nodeId: 'good', region: 'usa', weight: 1, work: () => Response.json({ by: 'good' }) })
-    cleanups.push(good.stop)
+    defer(good.stop)
     await silentPeer(mls, 'stalled', 1000)
     const big = 'z'.repeat(2 * 1024 * 1024)
     // Enough data to fill the socket buffers: the sends queue up and the write timer starts.
