@@ -166,10 +166,13 @@ async function runTask(deps: AppDeps, task: TaskRequest, request: Request, serve
     return jsonResponse({ task_id: taskId, region, targets: results.length, answered, results }, answered ? 200 : 502, { 'x-task-id': taskId })
   }
   const { answer, client, failedAttempts } = await dispatcher.dispatch(region, payloadJson, taskId)
-  const headers = new Headers(answer.headers)
-  headers.set('x-task-id', taskId)
-  headers.set('x-moonlight-node', client.nodeId)
-  headers.set('x-moonlight-attempts', String(failedAttempts.length + 1))
+  // A plain object, not a Headers: the answer's names are already lower-case, and ours come last so they win.
+  const headers = {
+    ...answer.headers,
+    'x-task-id': taskId,
+    'x-moonlight-node': client.nodeId,
+    'x-moonlight-attempts': String(failedAttempts.length + 1),
+  }
   return new Response(answer.body, { status: answer.status, headers })
 }
 
