@@ -6,7 +6,8 @@
  * equal weight keep their relative order between picks. Members are grouped by weight into max-heaps
  * on `key`; a pick compares only the top of each weight class and re-heaps one member. Cost per pick:
  * O(distinct weights + log n) instead of O(n), with the exact nginx sequence (ties go to the member
- * added first): weights 5:1:1 give a a b a c a a.
+ * added first): weights 5:1:1 give a a b a c a a. The tops' keys sit in a flat array beside the
+ * weights, so the per-class scan is a tight loop over numbers (a few ns per distinct weight).
  *
  * Pure: no clock, no I/O.
  */
@@ -14,6 +15,9 @@ export class Balancer<Id> {
   private readonly entries = new Map<Id, Entry<Id>>()
   /** One heap per distinct weight; an array, not a map, because pick walks it every time. */
   private classes: WeightClass<Id>[] = []
+  /** `classes[i].heap[0].key` and `classes[i].weight`, kept in step, for pick's scan. */
+  private readonly topKeys: number[] = []
+  private readonly classWeights: number[] = []
   private totalWeight = 0
   private step = 0
   private nextOrder = 0
@@ -64,14 +68,40 @@ export class Balancer<Id> {
     if (this.entries.size === 0) return undefined
     this.step++
     if (this.step > REBASE_AT_STEP) this.rebase()
+    const richestAt = this.richestClass()
+    const richest = this.classes[richestAt]!.heap[0]!
+    // Every other member is poorer than the richest top, or as rich and added later: if the richest
+    // is not excluded it wins, whatever else is excluded. Only a retry that excludes it looks further.
+    if (!exclude?.has(richest.id)) return this.charge(richestAt, richest)
+    return this.pickExcluding(exclude)
+  }
+
+  /** The class whose top member has the most credit now; ties go to the member added first. */
+  private richestClass(): number {
+    const { topKeys, classWeights, step } = this
+    let bestAt = 0
+    let bestCurrent = topKeys[0]! + classWeights[0]! * step
+    for (let at = 1; at < topKeys.length; at++) {
+      const current = topKeys[at]! + classWeights[at]! * step
+      if (current > bestCurrent || (current === bestCurrent && this.classes[at]!.heap[0]!.order < this.classes[bestAt]!.heap[0]!.order)) {
+        bestAt = at
+        bestCurrent = current
+      }
+    }
+    return bestAt
+  }
+
+  /** pick() when the richest member is excluded: pops excluded tops aside in each class. */
+  private pickExcluding(exclude: ReadonlySet<Id>): Id | undefined {
     const skipped: Array<[WeightClass<Id>, Entry<Id>]> = []
     let best: Entry<Id> | undefined
-    let bestClass: WeightClass<Id> | undefined
+    let bestAt = -1
     let bestCurrent = 0
-    for (const weightClass of this.classes) {
+    for (let at = 0; at < this.classes.length; at++) {
+      const weightClass = this.classes[at]!
       let top = weightClass.heap[0]
       // Excluded members are few (the attempts of one task), so popping them aside is cheap.
-      while (top && exclude?.has(top.id)) {
+      while (top && exclude.has(top.id)) {
         skipped.push([weightClass, top])
         heapRemove(weightClass.heap, 0)
         top = weightClass.heap[0]
@@ -80,28 +110,38 @@ export class Balancer<Id> {
       const current = top.key + top.weight * this.step
       if (!best || current > bestCurrent || (current === bestCurrent && top.order < best.order)) {
         best = top
-        bestClass = weightClass
+        bestAt = at
         bestCurrent = current
       }
     }
     for (const [weightClass, entry] of skipped) heapPush(weightClass.heap, entry)
-    if (!best || !bestClass) {
+    if (!best) {
       // Nothing eligible: undo the step so an all-excluded call does not shift the rotation.
       this.step--
       return undefined
     }
-    best.key -= this.totalWeight
-    siftDown(bestClass.heap, best.index)
-    return best.id
+    return this.charge(bestAt, best)
+  }
+
+  /** The chosen member (of the class at `at`) pays the total weight back. */
+  private charge(at: number, chosen: Entry<Id>): Id {
+    const { heap } = this.classes[at]!
+    chosen.key -= this.totalWeight
+    siftDown(heap, chosen.index)
+    this.topKeys[at] = heap[0]!.key
+    return chosen.id
   }
 
   private attach(entry: Entry<Id>): void {
-    let weightClass = this.classes.find((c) => c.weight === entry.weight)
-    if (!weightClass) {
-      weightClass = { weight: entry.weight, heap: [] }
-      this.classes.push(weightClass)
+    let at = this.classes.findIndex((c) => c.weight === entry.weight)
+    if (at === -1) {
+      at = this.classes.push({ weight: entry.weight, heap: [] }) - 1
+      this.classWeights.push(entry.weight)
+      this.topKeys.push(0)
     }
-    heapPush(weightClass.heap, entry)
+    const { heap } = this.classes[at]!
+    heapPush(heap, entry)
+    this.topKeys[at] = heap[0]!.key
     this.totalWeight += entry.weight
   }
 
@@ -110,7 +150,11 @@ export class Balancer<Id> {
     const weightClass = this.classes[at]
     if (!weightClass) return
     heapRemove(weightClass.heap, entry.index)
-    if (weightClass.heap.length === 0) this.classes.splice(at, 1)
+    if (weightClass.heap.length === 0) {
+      this.classes.splice(at, 1)
+      this.classWeights.splice(at, 1)
+      this.topKeys.splice(at, 1)
+    } else this.topKeys[at] = weightClass.heap[0]!.key
     this.totalWeight -= entry.weight
   }
 
@@ -118,6 +162,9 @@ export class Balancer<Id> {
   private rebase(): void {
     for (const entry of this.entries.values()) entry.key += entry.weight * this.step
     this.step = 0
+    this.classes.forEach((weightClass, at) => {
+      this.topKeys[at] = weightClass.heap[0]!.key
+    })
   }
 }
 
