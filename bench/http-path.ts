@@ -11,7 +11,9 @@ import { median, round } from './lib/stats.ts'
 import { BODY, type WrkTarget, wrk } from './lib/wrk.ts'
 
 export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws'] as const
-export type Target = (typeof TARGETS)[number]
+/** With `--before REF`: the same two Moonlight paths, from an older commit, in the same rounds. */
+export const BEFORE_TARGETS = ['before-http', 'before-ws'] as const
+export type Target = (typeof TARGETS)[number] | (typeof BEFORE_TARGETS)[number]
 
 export interface HttpPathOptions {
   rounds: number
@@ -22,6 +24,8 @@ export interface HttpPathOptions {
   log: (line: string) => void
   /** Extra environment for the Moonlight process (e.g. to compare a setting). */
   moonlightEnv?: Record<string, string | undefined>
+  /** A checkout of an older Moonlight to measure beside this one (before/after a fix). */
+  beforeRoot?: string
 }
 
 export interface WrkRun {
@@ -53,9 +57,20 @@ export interface HttpPathResult {
   settings: { rounds: number; duration_s: number; connections: number; wrk_threads: number; body: string }
   runs: WrkRun[]
   /** Medians over rounds. */
-  summary: Record<Target, TargetSummary>
+  summary: Partial<Record<Target, TargetSummary>>
   /** Medians over rounds of the per-round ratios (each round's targets ran back to back). */
-  ratios: { http_rps_vs_nginx: number; http_p99_vs_nginx: number; ws_rps_vs_nginx: number; http_rps_vs_direct: number; http_rps_vs_haproxy: number }
+  ratios: {
+    http_rps_vs_nginx: number
+    http_p99_vs_nginx: number
+    ws_rps_vs_nginx: number
+    http_rps_vs_direct: number
+    http_rps_vs_haproxy: number
+    before_http_rps_vs_nginx?: number
+    before_http_p99_vs_nginx?: number
+    before_ws_rps_vs_nginx?: number
+  }
+  /** The commit measured as "before", if any. */
+  before?: string
 }
 
 export const HTTP_REGION = 'us-east-1'
@@ -72,12 +87,21 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
   try {
     const moonlight = await startMoonlight(workDir, { name: 'moonlight-http-path', env: options.moonlightEnv })
     children.push(moonlight)
-    const agent = spawnChild('http-agent', [process.execPath, join(import.meta.dir, 'agents', 'http-agent.ts'), '--server', moonlight.url, '--token', BENCH_TOKEN, '--region', HTTP_REGION])
+    const before = options.beforeRoot ? await startMoonlight(workDir, { name: 'moonlight-before', env: options.moonlightEnv, root: options.beforeRoot }) : undefined
+    if (before) children.push(before)
+    // One agent process serves every HTTP path, registered with each Moonlight.
+    const servers = [moonlight, ...(before ? [before] : [])].flatMap((server) => ['--server', server.url])
+    const agent = spawnChild('http-agent', [process.execPath, join(import.meta.dir, 'agents', 'http-agent.ts'), ...servers, '--token', BENCH_TOKEN, '--region', HTTP_REGION])
     children.push(agent)
     const agentPort = Number((await agent.waitFor(/agent listening on (\d+)/))[1])
-    const wsAgent = spawnChild('ws-agent', [process.execPath, join(import.meta.dir, 'agents', 'ws-agents.ts'), '--url', moonlight.wsUrl, '--token', BENCH_TOKEN, '--count', '1', '--region', WS_REGION])
+    const wsAgent = startWsAgent(moonlight.wsUrl)
     children.push(wsAgent)
     await wsAgent.waitFor(/registered 1 in/)
+    const beforeWsAgent = before ? startWsAgent(before.wsUrl) : undefined
+    if (beforeWsAgent) {
+      children.push(beforeWsAgent)
+      await beforeWsAgent.waitFor(/registered 1 in/)
+    }
 
     const nginx = startNginx(workDir, agentPort)
     children.push(nginx.child)
@@ -85,39 +109,46 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
     children.push(haproxy.child)
     await Promise.all([waitForHttp(nginx.url), waitForHttp(haproxy.url)])
 
-    const endpoints: Record<Target, Endpoint> = {
+    const endpoints: Partial<Record<Target, Endpoint>> = {
       direct: { url: `http://127.0.0.1:${agentPort}/work`, body: BODY(HTTP_REGION), proxyPids: () => [agent.pid] },
       nginx: { url: `${nginx.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [nginx.child.pid, ...childPids(nginx.child.pid)] },
       haproxy: { url: `${haproxy.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [haproxy.child.pid] },
       'moonlight-http': { url: `${moonlight.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [moonlight.pid] },
       'moonlight-ws': { url: `${moonlight.url}/task/request`, body: BODY(WS_REGION), proxyPids: () => [moonlight.pid] },
     }
-    await checkAnswers(endpoints)
-
-    const agentPids: Record<Target, number[]> = {
+    const agentPids: Partial<Record<Target, number[]>> = {
       direct: [agent.pid],
       nginx: [agent.pid],
       haproxy: [agent.pid],
       'moonlight-http': [agent.pid],
       'moonlight-ws': [wsAgent.pid],
     }
-    for (const target of TARGETS) {
+    if (before && beforeWsAgent) {
+      endpoints['before-http'] = { url: `${before.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [before.pid] }
+      endpoints['before-ws'] = { url: `${before.url}/task/request`, body: BODY(WS_REGION), proxyPids: () => [before.pid] }
+      agentPids['before-http'] = [agent.pid]
+      agentPids['before-ws'] = [beforeWsAgent.pid]
+    }
+    const targets = Object.keys(endpoints) as Target[]
+    await checkAnswers(endpoints)
+
+    for (const target of targets) {
       log(`  warm-up ${target}`)
-      await wrk(endpoints[target], options.connections, options.warmupS)
+      await wrk(endpoints[target]!, options.connections, options.warmupS)
     }
     const runs: WrkRun[] = []
     for (let roundNo = 1; roundNo <= options.rounds; roundNo++) {
       // Rotate the order each round: whoever runs first or last does not always get the same box.
-      const order = TARGETS.map((_, i) => TARGETS[(i + roundNo - 1) % TARGETS.length]!)
+      const order = targets.map((_, i) => targets[(i + roundNo - 1) % targets.length]!)
       for (const target of order) {
-        const endpoint = endpoints[target]
+        const endpoint = endpoints[target]!
         const proxyPids = endpoint.proxyPids()
         const load1 = loadAverage()
         const proxyCpuBefore = sumCpu(proxyPids)
-        const agentCpuBefore = sumCpu(agentPids[target])
+        const agentCpuBefore = sumCpu(agentPids[target]!)
         const result = await wrk(endpoint, options.connections, options.durationS)
         const proxyCpu = sumCpu(proxyPids) - proxyCpuBefore
-        const agentCpu = sumCpu(agentPids[target]) - agentCpuBefore
+        const agentCpu = sumCpu(agentPids[target]!) - agentCpuBefore
         const run: WrkRun = {
           target,
           round: roundNo,
@@ -139,8 +170,8 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
     return {
       settings: { rounds: options.rounds, duration_s: options.durationS, connections: options.connections, wrk_threads: 1, body: BODY(HTTP_REGION) },
       runs,
-      summary: summarize(runs),
-      ratios: ratios(runs, options.rounds),
+      summary: summarize(runs, targets),
+      ratios: ratios(runs, options.rounds, before !== undefined),
     }
   } finally {
     await Promise.all(children.reverse().map((child) => child.stop()))
@@ -148,8 +179,8 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
 }
 
 /** Every path must answer 200 before it is timed: a fast stream of 401s or 503s measures nothing. */
-async function checkAnswers(endpoints: Record<Target, Endpoint>): Promise<void> {
-  for (const [target, endpoint] of Object.entries(endpoints)) {
+async function checkAnswers(endpoints: Partial<Record<Target, Endpoint>>): Promise<void> {
+  for (const [target, endpoint] of Object.entries(endpoints) as Array<[Target, Endpoint]>) {
     const response = await fetch(endpoint.url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_TOKEN}` },
@@ -193,9 +224,13 @@ function sumCpu(pids: readonly number[]): number {
   return total
 }
 
-function summarize(runs: readonly WrkRun[]): Record<Target, TargetSummary> {
-  const summary = {} as Record<Target, TargetSummary>
-  for (const target of TARGETS) {
+function startWsAgent(wsUrl: string): Child {
+  return spawnChild('ws-agent', [process.execPath, join(import.meta.dir, 'agents', 'ws-agents.ts'), '--url', wsUrl, '--token', BENCH_TOKEN, '--count', '1', '--region', WS_REGION])
+}
+
+function summarize(runs: readonly WrkRun[], targets: readonly Target[]): Partial<Record<Target, TargetSummary>> {
+  const summary: Partial<Record<Target, TargetSummary>> = {}
+  for (const target of targets) {
     const mine = runs.filter((run) => run.target === target)
     summary[target] = {
       rps: round1(median(mine.map((run) => run.rps))),
@@ -209,7 +244,7 @@ function summarize(runs: readonly WrkRun[]): Record<Target, TargetSummary> {
   return summary
 }
 
-function ratios(runs: readonly WrkRun[], rounds: number): HttpPathResult['ratios'] {
+function ratios(runs: readonly WrkRun[], rounds: number, withBefore: boolean): HttpPathResult['ratios'] {
   const perRound = (f: (get: (target: Target) => WrkRun) => number) => {
     const values: number[] = []
     for (let roundNo = 1; roundNo <= rounds; roundNo++) {
@@ -224,6 +259,13 @@ function ratios(runs: readonly WrkRun[], rounds: number): HttpPathResult['ratios
     ws_rps_vs_nginx: perRound((get) => get('moonlight-ws').rps / get('nginx').rps),
     http_rps_vs_direct: perRound((get) => get('moonlight-http').rps / get('direct').rps),
     http_rps_vs_haproxy: perRound((get) => get('moonlight-http').rps / get('haproxy').rps),
+    ...(withBefore
+      ? {
+          before_http_rps_vs_nginx: perRound((get) => get('before-http').rps / get('nginx').rps),
+          before_http_p99_vs_nginx: perRound((get) => get('before-http').p99_us / get('nginx').p99_us),
+          before_ws_rps_vs_nginx: perRound((get) => get('before-ws').rps / get('nginx').rps),
+        }
+      : {}),
   }
 }
 

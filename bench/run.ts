@@ -3,14 +3,16 @@
  * Every phase is bounded; the whole run gives up (killing what it started) past --budget-s.
  *
  *   bun bench/run.ts [--quick] [--rounds 3] [--duration 8] [--connections 64]
- *                    [--only http,balancer,connections,broadcast] [--label NAME]
+ *                    [--only http,balancer,connections,broadcast,fetch-cap] [--label NAME]
+ *                    [--before GIT_REF]   (also measure Moonlight at that commit, for before/after)
  * Needs wrk, nginx and haproxy on PATH: bench/run.sh installs them (apt-get) first.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { BalancerPoint } from './balancer.ts'
+import type { FetchCapPoint } from './fetch-cap.ts'
 import { runBroadcast } from './broadcast.ts'
 import { runConnections } from './connections.ts'
 import { runHttpPath } from './http-path.ts'
@@ -24,11 +26,12 @@ const { values } = parseArgs({
     rounds: { type: 'string' },
     duration: { type: 'string' },
     connections: { type: 'string', default: '64' },
-    only: { type: 'string', default: 'http,balancer,connections,broadcast' },
+    only: { type: 'string', default: 'http,balancer,connections,broadcast,fetch-cap' },
     'idle-agents': { type: 'string', default: '10000' },
     'idle-ceiling': { type: 'string', default: '60000' },
     'broadcast-agents': { type: 'string', default: '1000' },
     label: { type: 'string' },
+    before: { type: 'string' },
     'budget-s': { type: 'string', default: '570' },
   },
 })
@@ -62,7 +65,9 @@ log(`bench: ${results.machine.cpu}, ${results.machine.cores} cores; Bun ${result
 try {
   if (phases.has('http')) {
     log(`\n[1-2] task path: ${rounds} rounds × 5 paths × ${durationS} s, ${values.connections} connections`)
-    results.http = await runHttpPath({ rounds, durationS, connections: Number(values.connections), warmupS: values.quick ? 1 : 2, workDir, log })
+    const beforeRoot = values.before ? checkoutAt(values.before) : undefined
+    results.http = await runHttpPath({ rounds, durationS, connections: Number(values.connections), warmupS: values.quick ? 1 : 2, workDir, log, beforeRoot })
+    if (values.before) results.http.before = values.before
   }
   if (phases.has('balancer')) {
     log('\n[3] balancer')
@@ -83,6 +88,11 @@ try {
     log('\n[5] broadcast')
     results.broadcast = await runBroadcast({ agents: Number(values['broadcast-agents']), repeats: values.quick ? 3 : 10, workDir, log })
   }
+  if (phases.has('fetch-cap')) {
+    log('\n[6] fetch cap: one task to a fast agent while 300 wait on a slow one')
+    results.fetch_cap = await runFetchCap()
+    for (const point of results.fetch_cap) log(`  BUN_CONFIG_MAX_HTTP_REQUESTS ${point.bun_config_max_http_requests}: ${point.fast_task_ms} ms`)
+  }
 } catch (error) {
   console.error(error)
   giveUp('a phase failed')
@@ -100,6 +110,27 @@ for (const base of [name, 'latest']) {
 rmSync(workDir, { recursive: true, force: true })
 log(`\n${markdown}`)
 log(`bench: wrote bench/results/${name}.json and .md (and latest.*) in ${final.duration_s} s`)
+
+/** The sources at `ref`, unpacked beside the work dir, sharing this checkout's node_modules. */
+function checkoutAt(ref: string): string {
+  const root = join(workDir, 'before')
+  mkdirSync(root, { recursive: true })
+  const repo = join(import.meta.dir, '..')
+  const archive = Bun.spawnSync(['git', '-C', repo, 'archive', '--format=tar', ref, 'src', 'public', 'package.json', 'tsconfig.json'], { stdout: 'pipe', stderr: 'pipe' })
+  if (archive.exitCode !== 0) giveUp(`cannot read ${ref} from git: ${archive.stderr.toString().trim()}`)
+  const untar = Bun.spawnSync(['tar', '-x', '-C', root], { stdin: archive.stdout, stderr: 'pipe' })
+  if (untar.exitCode !== 0) giveUp(`cannot unpack ${ref}: ${untar.stderr.toString().trim()}`)
+  symlinkSync(join(repo, 'node_modules'), join(root, 'node_modules'))
+  return root
+}
+
+async function runFetchCap(): Promise<FetchCapPoint[]> {
+  // The measuring process sends 301 requests at once itself: its own limit must not be the one measured.
+  const child = spawnChild('fetch-cap', [process.execPath, join(import.meta.dir, 'fetch-cap.ts')], { BUN_CONFIG_MAX_HTTP_REQUESTS: '4096' })
+  const [, json] = await child.waitFor(/FETCH_CAP_JSON (.+)\n/, 60_000)
+  await child.process.exited
+  return JSON.parse(json!) as FetchCapPoint[]
+}
 
 async function runBalancer(budgetMs: number): Promise<BalancerPoint[]> {
   const child = spawnChild('balancer', [process.execPath, join(import.meta.dir, 'balancer.ts'), '--budget-ms', String(budgetMs)])

@@ -2,13 +2,14 @@
  * The trivial HTTP agent every HTTP-path measurement shares: answers any POST with a small JSON
  * body. With --server it also registers with Moonlight by heartbeat and keeps the registration fresh.
  *
- *   bun bench/agents/http-agent.ts [--server URL --token T --region R --node-id ID]
+ *   bun bench/agents/http-agent.ts [--server URL ... --token T --region R --node-id ID]
  */
 import { parseArgs } from 'node:util'
 
 const { values } = parseArgs({
   options: {
-    server: { type: 'string' },
+    /** Moonlight to register with; may be given more than once. */
+    server: { type: 'string', multiple: true, default: [] },
     token: { type: 'string', default: '' },
     region: { type: 'string', default: 'us-east-1' },
     'node-id': { type: 'string', default: 'bench-http-1' },
@@ -37,8 +38,7 @@ async function heartbeat(server: string): Promise<void> {
   if (response.status !== 200) throw new Error(`heartbeat refused: ${response.status} ${await response.text()}`)
 }
 
-if (values.server) {
-  const server = values.server
+for (const server of values.server) {
   await heartbeat(server)
   setInterval(() => void heartbeat(server).catch((error) => console.error(String(error))), HEARTBEAT_EVERY_MS)
 }

@@ -2,6 +2,7 @@
 import type { BalancerPoint } from '../balancer.ts'
 import type { BroadcastResult } from '../broadcast.ts'
 import type { ConnectionsResult } from '../connections.ts'
+import type { FetchCapPoint } from '../fetch-cap.ts'
 import type { HttpPathResult, Target } from '../http-path.ts'
 import type { Machine } from './machine.ts'
 
@@ -13,6 +14,7 @@ export interface BenchResults {
   balancer?: BalancerPoint[]
   connections?: ConnectionsResult
   broadcast?: BroadcastResult
+  fetch_cap?: FetchCapPoint[]
   targets: TargetCheck[]
 }
 
@@ -50,6 +52,8 @@ const LABELS: Record<Target, string> = {
   haproxy: 'HAProxy (nbthread 1, http-reuse)',
   'moonlight-http': 'Moonlight → HTTP agent',
   'moonlight-ws': 'Moonlight → WebSocket agent',
+  'before-http': 'Moonlight before the fixes → HTTP agent',
+  'before-ws': 'Moonlight before the fixes → WebSocket agent',
 }
 
 export function toMarkdown(results: BenchResults): string {
@@ -76,7 +80,7 @@ export function toMarkdown(results: BenchResults): string {
       '| path | req/s | p50 | p99 | proxy CPU / req | agent CPU / req | errors |',
       '|---|---:|---:|---:|---:|---:|---:|',
     )
-    for (const [target, row] of Object.entries(http.summary) as Array<[Target, (typeof http.summary)[Target]]>) {
+    for (const [target, row] of Object.entries(http.summary) as Array<[Target, NonNullable<(typeof http.summary)[Target]>]>) {
       lines.push(
         `| ${LABELS[target]} | ${Math.round(row.rps)} | ${ms(row.p50_us)} | ${ms(row.p99_us)} | ${row.proxy_cpu_us_per_req} µs | ${row.agent_cpu_us_per_req} µs | ${row.errors} |`,
       )
@@ -87,6 +91,12 @@ export function toMarkdown(results: BenchResults): string {
       `Ratios (median of per-round ratios): Moonlight HTTP / nginx req/s **${ratios.http_rps_vs_nginx}**, p99 **${ratios.http_p99_vs_nginx}**; ` +
         `Moonlight WebSocket / nginx req/s **${ratios.ws_rps_vs_nginx}**; Moonlight HTTP / HAProxy req/s ${ratios.http_rps_vs_haproxy}; Moonlight HTTP / direct ${ratios.http_rps_vs_direct}.`,
       '',
+      ...(http.before
+        ? [
+            `Before the fixes (${http.before}), in the same rounds: HTTP / nginx req/s ${ratios.before_http_rps_vs_nginx}, p99 ${ratios.before_http_p99_vs_nginx}; WebSocket / nginx req/s ${ratios.before_ws_rps_vs_nginx}.`,
+            '',
+          ]
+        : []),
       '"proxy CPU / req" is user + system time of the proxy process (all its threads; nginx master + worker) over the run, per request; for "direct" it is the agent itself.',
       '',
     )
@@ -119,6 +129,18 @@ export function toMarkdown(results: BenchResults): string {
       '## 5. Broadcast',
       '',
       `One task to ${broadcast.agents} WebSocket agents in one region, until all ${broadcast.agents} answers are in: median **${broadcast.median_ms} ms** (min ${broadcast.min_ms}, max ${broadcast.max_ms}) over ${broadcast.repeats} broadcasts.`,
+      '',
+    )
+  }
+  if (results.fetch_cap) {
+    lines.push(
+      '## 6. Bun\'s fetch cap (not a target: a finding)',
+      '',
+      'One task to a fast agent while 300 tasks wait on an agent that takes 2 s, by the limit the Moonlight process started with:',
+      '',
+      '| BUN_CONFIG_MAX_HTTP_REQUESTS | fast task took |',
+      '|---|---:|',
+      ...results.fetch_cap.map((point) => `| ${point.bun_config_max_http_requests} | ${point.fast_task_ms} ms |`),
       '',
     )
   }
