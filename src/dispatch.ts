@@ -53,6 +53,9 @@ export interface DispatcherDeps {
  */
 export class Dispatcher {
   inFlight = 0
+  /** Aborts the deadline of every task under way: see abortAll. */
+  private readonly active = new Set<() => void>()
+  private closing = false
   private sequence = 0
   private readonly bootPrefix = Math.random().toString(36).slice(2, 8)
   private readonly now: () => number
@@ -74,8 +77,10 @@ export class Dispatcher {
     const deadline = withDeadline(taskTimeoutMs)
     let last: Client | undefined
     this.inFlight++
+    this.active.add(deadline.abort)
     try {
       for (let attempt = 0; attempt <= retryCount; attempt++) {
+        if (this.closing) throw shuttingDown(region, failedAttempts)
         const client = this.pickAnother(region, tried, last)
         if (!client) {
           if (attempt === 0) throw new MoonlightError(503, 'no_client', `no healthy client in region "${region}" or above it`, { region })
@@ -99,6 +104,7 @@ export class Dispatcher {
           return { answer, client, failedAttempts }
         } catch (error) {
           if (!(error instanceof AttemptError)) throw error
+          if (this.closing) throw shuttingDown(region, failedAttempts)
           registry.recordFailure(client, this.now())
           failedAttempts.push({ node_id: client.nodeId, reason: error.message })
           if (error.kind === 'timeout') {
@@ -117,14 +123,24 @@ export class Dispatcher {
       })
     } catch (error) {
       if (error instanceof MoonlightError) {
-        const outcome = error.status === 503 ? 'no_client' : error.status === 504 ? 'timeout' : 'failed'
+        const outcome = error.code === 'no_client' ? 'no_client' : error.code === 'timeout' ? 'timeout' : 'failed'
         this.finish(taskId, region, last?.nodeId ?? null, error.status, outcome, failedAttempts.length, started)
       }
       throw error
     } finally {
       deadline.clear()
+      this.active.delete(deadline.abort)
       this.inFlight--
     }
+  }
+
+  /**
+   * Ends every task still waiting: each answers 503 "shutting_down" at once instead of being cut off
+   * with the connection. For a graceful stop whose grace period has run out.
+   */
+  abortAll(): void {
+    this.closing = true
+    for (const abort of this.active) abort()
   }
 
   /**
@@ -143,6 +159,7 @@ export class Dispatcher {
     const { taskTimeoutMs } = this.deps.settings()
     const deadline = withDeadline(taskTimeoutMs)
     this.inFlight++
+    this.active.add(deadline.abort)
     try {
       const wsTargets = targets.filter((client) => client.protocol === 'ws').map((client) => client.nodeId)
       const wsAnswers =
@@ -172,6 +189,7 @@ export class Dispatcher {
       return results
     } finally {
       deadline.clear()
+      this.active.delete(deadline.abort)
       this.inFlight--
     }
   }
@@ -203,10 +221,14 @@ export class Dispatcher {
 }
 
 /** One timer per task, cleared as soon as it ends (AbortSignal.timeout would linger for the full timeout). */
-function withDeadline(timeoutMs: number): { signal: AbortSignal; clear: () => void } {
+function withDeadline(timeoutMs: number): { signal: AbortSignal; clear: () => void; abort: () => void } {
   const controller = new AbortController()
   const timer = setTimeout(() => controller.abort(), timeoutMs)
-  return { signal: controller.signal, clear: () => clearTimeout(timer) }
+  return { signal: controller.signal, clear: () => clearTimeout(timer), abort: () => controller.abort() }
+}
+
+function shuttingDown(region: string, attempts: FailedAttempt[]): MoonlightError {
+  return new MoonlightError(503, 'shutting_down', 'the server shut down before a client answered', { region, attempts })
 }
 
 function bodyText(answer: Answer): string {

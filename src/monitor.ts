@@ -25,6 +25,12 @@ export class Monitor {
   /** Nobody watching: nothing is collected. */
   watching = false
 
+  /** When the last dashboard leaves, what it did not get is dropped: the next one starts from a fresh snapshot. */
+  setWatching(watching: boolean): void {
+    this.watching = watching
+    if (!watching) this.takeBatch()
+  }
+
   onRegistryEvent(event: RegistryEvent): void {
     if (!this.watching) return
     if (event.type === 'left') {

@@ -41,8 +41,13 @@ export class Regions {
     return this.parents.get(region) ?? ROOT_REGION
   }
 
-  /** The region and all its ancestors, nearest first, ending at global. Cached: it is on every task's path. */
+  /**
+   * The region and all its ancestors, nearest first, ending at global. Cached for the regions the
+   * hierarchy names (it is on every task's path); any other name is just [name, global], built
+   * afresh, so callers inventing region names cannot grow the cache.
+   */
   chain(region: string): readonly string[] {
+    if (region !== ROOT_REGION && !this.parents.has(region)) return [region, ROOT_REGION]
     let chain = this.chains.get(region)
     if (!chain) {
       const regions: string[] = []

@@ -166,6 +166,8 @@ export class Registry {
         // One trial task at a time decides whether it is healthy again.
         client.trialInFlight = true
         this.leaveBalancers(client)
+        // Out of the broadcast topics too, until the trial's result is in.
+        this.onEvent({ type: 'state', client })
       }
       return client
     }
@@ -185,6 +187,7 @@ export class Registry {
     client.successes++
     client.consecutiveFailures = 0
     client.latencyMs = client.latencyMs === 0 ? latencyMs : client.latencyMs + LATENCY_SMOOTHING * (latencyMs - client.latencyMs)
+    if (!this.isCurrent(client)) return
     if (client.state !== 'healthy') {
       client.state = 'healthy'
       client.trialInFlight = false
@@ -198,7 +201,8 @@ export class Registry {
   recordFailure(client: Client, now: number): void {
     client.failures++
     client.consecutiveFailures++
-    if (!this.clients.has(client.nodeId) || client.state === 'ejected') return
+    // A replaced or removed record keeps its counts but must not move the node's current record out of the balancers.
+    if (!this.isCurrent(client) || client.state === 'ejected') return
     const failedTrial = client.state === 'probation'
     if (!failedTrial && client.consecutiveFailures < this.health.failuresToEject) return
     if (!failedTrial && !this.mayEject(client)) return
@@ -253,6 +257,10 @@ export class Registry {
       counts.set(client.region, entry)
     }
     return counts
+  }
+
+  private isCurrent(client: Client): boolean {
+    return this.clients.get(client.nodeId) === client
   }
 
   /** Whether the client may be given a new task now (healthy or awaiting its trial, and not draining). */

@@ -11,7 +11,12 @@ export const weightSchema = z.number().int().min(0).max(1000)
 
 /** What an agent says about itself: the HTTP heartbeat body and the WebSocket register payload. */
 export const clientHelloSchema = z.object({
-  ip: z.string().min(1).max(255).optional(),
+  // It becomes http://ip:port/work: an IPv4 or IPv6 address or a host name, nothing that could reshape the URL.
+  ip: z
+    .string()
+    .max(255)
+    .regex(/^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*|[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*)$/, 'must be an IP address or a host name')
+    .optional(),
   node_id: name,
   token: z.string().min(1),
   region: name,
@@ -31,11 +36,16 @@ export const taskRequestSchema = z.object({
 })
 export type TaskRequest = z.infer<typeof taskRequestSchema>
 
+/** What an HTTP response can carry: a token name (RFC 9110) and a value with no line breaks or NUL. */
+const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'not a valid header name')
+const headerValue = z.string().regex(/^[^\r\n\0]*$/, 'header values cannot contain line breaks')
+
 export const taskResponseSchema = z.object({
   task_id: z.string().min(1),
   response: z.unknown(),
-  status: z.number().int().min(100).max(599).default(200),
-  headers: z.record(z.string(), z.string()).default({}),
+  // 1xx are interim responses, not answers.
+  status: z.number().int().min(200).max(599).default(200),
+  headers: z.record(headerName, headerValue).default({}),
 })
 export type TaskResponse = z.infer<typeof taskResponseSchema>
 

@@ -74,7 +74,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       status: statusLine(),
     }),
     onMonitorCountChange: (watchers) => {
-      monitor.watching = watchers > 0
+      monitor.setWatching(watchers > 0)
     },
   })
   const appDeps: AppDeps = {
@@ -153,12 +153,14 @@ export function startServer(options: ServerOptions): MoonlightServer {
     live,
     registry,
     reload(loaded) {
-      const next = makeLive(loaded.config, live.generatedToken)
+      const { port, host, ws, html } = live.config
       const atNextStart = (config: typeof live.config) => JSON.stringify([config.port, config.host, config.ws.enabled, config.ws.path, config.html])
-      if (atNextStart(next.config) !== atNextStart(live.config)) {
+      if (atNextStart(loaded.config) !== atNextStart(live.config)) {
         log('[mls] reload: port, host, ws.enabled, ws.path and html.* take effect at the next start')
       }
-      Object.assign(live, next)
+      // What the running sockets and routes were built on stays as it is, so /status and the timers tell the truth.
+      const config = { ...loaded.config, port, host, html, ws: { ...loaded.config.ws, enabled: ws.enabled, path: ws.path } }
+      Object.assign(live, makeLive(config, live.generatedToken))
       registry.reconfigure(live.regions, healthPolicy(live.config))
       for (const client of registry.all()) if (client.protocol === 'ws') gateway.syncTopics(client.nodeId)
       stopTimers()
@@ -171,6 +173,10 @@ export function startServer(options: ServerOptions): MoonlightServer {
       void server.stop(false)
       const deadline = Date.now() + graceMs
       while (dispatcher.inFlight > 0 && Date.now() < deadline) await Bun.sleep(20)
+      // Grace is over: whatever still waits answers 503 now, rather than losing its connection unanswered.
+      dispatcher.abortAll()
+      const flushDeadline = Date.now() + 2000
+      while (server.pendingRequests > 0 && Date.now() < flushDeadline) await Bun.sleep(10)
       stopTimers()
       gateway.closeAll(1001, 'server shutting down')
       await server.stop(true)

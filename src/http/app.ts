@@ -16,7 +16,7 @@ import { renderMetrics } from './metrics.ts'
 import { mountPages } from './pages.ts'
 import { jsonBody, requireJson } from './validate.ts'
 
-export type AppEnv = { Bindings: Server<unknown> }
+export type AppEnv = { Bindings: Server<unknown>; Variables: { sourceIp?: string } }
 
 export interface AppDeps {
   live: Live
@@ -57,10 +57,16 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       },
     })(c, next)
 
-  app.post('/client/heartbeat', limitBody, requireJson, jsonBody(heartbeatSchema), (c) => {
+  // The source address is read before bodyLimit, which swaps in a new Request for a chunked body (and Bun knows no address for that one).
+  const rememberSourceIp = createMiddleware<AppEnv>(async (c, next) => {
+    c.set('sourceIp', getConnInfo(c).remote.address)
+    await next()
+  })
+
+  app.post('/client/heartbeat', rememberSourceIp, limitBody, requireJson, jsonBody(heartbeatSchema), (c) => {
     const hello = c.req.valid('json')
     if (!live.tokens.has(hello.token)) throw new MoonlightError(401, 'unauthorized', 'invalid token in heartbeat')
-    const ip = hello.ip ?? getConnInfo(c).remote.address ?? '127.0.0.1'
+    const ip = hello.ip ?? c.get('sourceIp') ?? '127.0.0.1'
     const { client, previous } = registry.announce(
       { nodeId: hello.node_id, region: hello.region, protocol: 'http', ip, port: hello.port, weight: hello.weight ?? 1 },
       Date.now(),
@@ -194,8 +200,9 @@ function jsonResponse(body: unknown, status: number, headers: Record<string, str
   return new Response(JSON.stringify(body), { status, headers: { ...headers, 'content-type': 'application/json' } })
 }
 
+/** The token of an `Authorization: Bearer <token>` header; the scheme name is case-insensitive (RFC 9110). */
 function bearerToken(header: string | null | undefined): string {
-  return header?.startsWith('Bearer ') ? header.slice(7).trim() : ''
+  return header && header.length > 7 && header.slice(0, 7).toLowerCase() === 'bearer ' ? header.slice(7).trim() : ''
 }
 
 /** The path of an absolute request URL, without the query (what Hono routes on, before decoding). */

@@ -8,7 +8,7 @@ export interface Answer {
 }
 
 /** Why an attempt got no answer. Every kind but `timeout` is safe to retry on another client. */
-export type FailureKind = 'unreachable' | 'disconnected' | 'dropped' | 'timeout'
+export type FailureKind = 'unreachable' | 'disconnected' | 'dropped' | 'invalid_answer' | 'timeout'
 
 export class AttemptError extends Error {
   override name = 'AttemptError'

@@ -140,6 +140,15 @@ export class WsTransport implements Transport {
     return true
   }
 
+  /** Fails the attempt `taskId` this socket owes (it answered with something unusable); false if none is waiting. */
+  reject(socket: AgentSocket, taskId: string, message: string): boolean {
+    const nodeId = socket.data.nodeId
+    const waiter = nodeId === undefined ? undefined : this.waiting.get(taskId)?.get(nodeId)
+    if (!waiter || waiter.socket !== socket) return false
+    this.fail(taskId, nodeId!, new AttemptError('invalid_answer', message))
+    return true
+  }
+
   /** The socket drained its send queue in time. */
   drained(socket: AgentSocket): void {
     clearTimeout(socket.data.writeTimer)

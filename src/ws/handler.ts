@@ -103,8 +103,12 @@ export class WsGateway {
       return sendError(socket, 'message is not valid JSON')
     }
     const result = wsInboundSchema.safeParse(parsed)
-    if (!result.success) return sendError(socket, `invalid message: ${summarizeIssues(result.error)}`)
-    this.dispatch(socket, result.data)
+    if (result.success) return this.dispatch(socket, result.data)
+    const problem = `invalid message: ${summarizeIssues(result.error)}`
+    sendError(socket, problem)
+    // A malformed answer to a task we sent fails that attempt now (and is retried), rather than at the timeout.
+    const taskId = malformedAnswerTaskId(parsed)
+    if (taskId !== undefined) this.deps.transport.reject(socket, taskId, `the client's task_response was invalid: ${summarizeIssues(result.error)}`)
   }
 
   private dispatch(socket: AgentSocket, message: WsInbound): void {
@@ -170,6 +174,12 @@ export class WsGateway {
       }
     }
   }
+}
+
+function malformedAnswerTaskId(message: unknown): string | undefined {
+  if (typeof message !== 'object' || message === null || (message as { type?: unknown }).type !== 'task_response') return undefined
+  const taskId = (message as { payload?: { task_id?: unknown } }).payload?.task_id
+  return typeof taskId === 'string' ? taskId : undefined
 }
 
 function send(socket: AgentSocket, message: unknown): void {

@@ -1,6 +1,6 @@
 /** `moonlight agent`: the ready-made agent as a real process, against a real server, over real sockets. */
 import { afterEach, beforeEach, describe, expect, test } from 'bun:test'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseConfig } from '../../src/config.ts'
@@ -174,7 +174,7 @@ describe('SIGTERM', () => {
       const child = await agent(nodeId, ['--region', 'us-east-1', '--handler', HANDLER, ...extra])
       const release = join(tmp, `${nodeId}.release`)
       const task = postTask(mls.url, { region: 'us-east-1', payload: { holdUntil: release } })
-      await waitFor(async () => (await clients()).some((client) => client.node_id === nodeId && client.in_flight === 1), 'the agent to hold the task')
+      await waitFor(() => existsSync(`${release}.started`), 'the agent to hold the task')
       child.kill('SIGTERM')
       await child.waitForOutput('SIGTERM: taking no new tasks, finishing 1 held task(s)')
       // Draining: the server sees weight 0 and sends it nothing new.

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { connect } from 'node:net'
 import { openWs, postJson, postTask, startTestServer, TOKEN, type TestServer } from '../helpers.ts'
 
 describe('bad input gets a clear JSON answer over HTTP', () => {
@@ -156,5 +157,45 @@ describe('connection limit', () => {
     } finally {
       await mls.stop()
     }
+  })
+})
+
+describe('heartbeat addresses and tokens', () => {
+  let mls: TestServer
+  beforeAll(() => {
+    mls = startTestServer()
+  })
+  afterAll(() => mls.stop())
+
+  /** A raw HTTP/1.1 heartbeat sent from 127.0.0.2, chunked (no Content-Length) or not. */
+  async function heartbeatFrom127002(nodeId: string, chunked: boolean): Promise<string> {
+    const body = JSON.stringify({ node_id: nodeId, token: TOKEN, region: 'usa', port: 3000 })
+    const url = new URL(mls.url)
+    const socket = connect({ host: '127.0.0.1', port: Number(url.port), localAddress: '127.0.0.2' })
+    const framing = chunked ? `Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n` : `Content-Length: ${body.length}\r\n\r\n${body}`
+    socket.write(`POST /client/heartbeat HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nConnection: close\r\n${framing}`)
+    let reply = ''
+    for await (const chunk of socket) reply += chunk
+    return reply
+  }
+
+  test('without ip, the source address is used, whether or not the body is chunked', async () => {
+    expect(await heartbeatFrom127002('plain', false)).toStartWith('HTTP/1.1 200')
+    expect(await heartbeatFrom127002('chunked', true)).toStartWith('HTTP/1.1 200')
+    expect(mls.server.registry.get('plain')!.ip).toBe('127.0.0.2')
+    expect(mls.server.registry.get('chunked')!.ip).toBe('127.0.0.2')
+  })
+
+  test('an ip that is not an address or a host name is refused', async () => {
+    for (const ip of ['evil.example/x?', 'a b', 'user@host']) {
+      const result = await postJson(`${mls.url}/client/heartbeat`, { ip, node_id: 'x', token: TOKEN, region: 'usa', port: 80 })
+      expect(result.status).toBe(400)
+      expect(result.json().issues[0]).toEqual({ path: 'ip', message: 'must be an IP address or a host name' })
+    }
+  })
+
+  test('the Bearer scheme name is case-insensitive', async () => {
+    const response = await fetch(`${mls.url}/clients`, { headers: { authorization: `bearer ${TOKEN}` } })
+    expect(response.status).toBe(200)
   })
 })

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { postJson, postTask, startHttpAgent, startWsAgent, TOKEN, waitFor, testScope } from '../helpers.ts'
+import { postJson, postTask, startHttpAgent, startTestServer, startWsAgent, TOKEN, waitFor, testScope } from '../helpers.ts'
 
 /** A port nothing listens on: a real "connection refused". */
 function deadPort(): number {
@@ -148,5 +148,41 @@ describe('failover', () => {
     for (let i = 0; i < 4; i++) nodes.push((await postTask(mls.url, { region: 'asia', payload: i })).headers.get('x-moonlight-node'))
     expect(nodes).toContain('flaky')
     expect(mls.server.registry.get('flaky')!.state).toBe('healthy')
+  })
+})
+
+describe('answers the server cannot pass on', () => {
+  test('an invalid task_response fails that attempt at once and the task is retried elsewhere', async () => {
+    const mls = server({ task_timeout: 20 })
+    const garbled = await startWsAgent(mls.wsUrl, { nodeId: 'garbled', region: 'usa', weight: 5, answer: () => ({ response: 'x', status: 150 }) })
+    const fine = await startWsAgent(mls.wsUrl, { nodeId: 'fine', region: 'usa' })
+    defer(garbled.close)
+    defer(fine.close)
+    const result = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(result.status).toBe(200)
+    expect(result.headers.get('x-moonlight-node')).toBe('fine')
+    expect(result.headers.get('x-moonlight-attempts')).toBe('2')
+    expect((await garbled.next('error')).payload.message).toMatch(/status/)
+    // With no retry left: a 502 that says why, not a 500 and not a wait for the timeout.
+    const strict = server({ task_timeout: 20, retry_count: 0 })
+    const badHeader = await startWsAgent(strict.wsUrl, { nodeId: 'bad-header', region: 'emea', answer: () => ({ response: 'x', headers: { 'a b': 'c' } }) })
+    defer(badHeader.close)
+    const alone = await postTask(strict.url, { region: 'emea', payload: 1 })
+    expect(alone.status).toBe(502)
+    expect(alone.json().attempts[0].reason).toMatch(/task_response was invalid: payload\.headers/)
+  })
+})
+
+describe('stopping while tasks are still running', () => {
+  test('a task longer than the grace period answers 503 shutting_down instead of losing its connection', async () => {
+    const mls = startTestServer()
+    const slow = await startHttpAgent(mls.url, { nodeId: 'slow', region: 'usa', work: async () => (await Bun.sleep(3000), Response.json({ late: true })) })
+    defer(slow.stop)
+    const pending = postTask(mls.url, { region: 'usa', payload: 1 })
+    await waitFor(() => mls.server.registry.get('slow')!.inFlight === 1, 'the task to reach the agent')
+    await mls.server.stop(200)
+    const result = await pending
+    expect(result.status).toBe(503)
+    expect(result.json()).toMatchObject({ code: 'shutting_down', region: 'usa' })
   })
 })

@@ -89,9 +89,12 @@ describe('SIGHUP reload', () => {
     expect((await postTask(child.url, { region: 'usa', payload: 1 }, 'first-token-aaaa')).status).toBe(200)
 
     // New tokens and a new hierarchy: us-east-1 now sits under "atlantic".
-    writeConfig(dir, { ...SEED_CONFIG, tokens: ['second-token-bbbb'], region_hierarchy: { 'us-east-1': 'atlantic' } })
+    // ws.enabled only applies at the next start: the running sockets keep their pings and /status says so.
+    writeConfig(dir, { ...SEED_CONFIG, tokens: ['second-token-bbbb'], region_hierarchy: { 'us-east-1': 'atlantic' }, ws: { ...SEED_CONFIG.ws, enabled: false } })
     child.process.kill('SIGHUP')
     await child.waitForOutput('config reloaded')
+    expect(child.output()).toContain('take effect at the next start')
+    expect((await (await fetch(`${child.url}/status`)).json()).websocket).toBe('Connected')
     expect((await postTask(child.url, { region: 'usa', payload: 2 }, 'first-token-aaaa')).status).toBe(401)
     const routed = await postTask(child.url, { region: 'atlantic', payload: 3 }, 'second-token-bbbb')
     expect(routed.status).toBe(200)

@@ -129,7 +129,8 @@ describe('registry', () => {
     registry.endBackoffs(23_400)
     registry.recordSuccess(registry.get('a')!, 3, 23_500)
     expect(registry.get('a')!.state).toBe('healthy')
-    expect(states.slice(0, 3)).toEqual(['a:ejected', 'a:probation', 'a:ejected'])
+    // ejected, back-off over, picked for its trial (still probation, now busy), trial failed.
+    expect(states.slice(0, 4)).toEqual(['a:ejected', 'a:probation', 'a:probation', 'a:ejected'])
     expect(states.slice(-2)).toEqual(['a:probation', 'a:healthy'])
   })
 
@@ -159,5 +160,39 @@ describe('registry', () => {
     registry.remove('a', 'no heartbeat')
     expect(registry.pick('usa')).toBeUndefined()
     expect(events.at(-1)).toMatchObject({ type: 'left', reason: 'no heartbeat' })
+  })
+})
+
+describe('registry with replaced records', () => {
+  test("failures of a replaced record never eject the node's new record", () => {
+    const { registry } = setup()
+    const old = registry.announce(client('a', 'usa', { protocol: 'ws' }), 0).client
+    for (const id of ['b', 'c', 'd']) registry.announce(client(id, 'usa', { port: 4000 + id.charCodeAt(0) }), 0)
+    registry.announce(client('a', 'usa', { protocol: 'ws' }), 10)
+    // The old socket's tasks fail as it is closed.
+    for (let i = 0; i < 5; i++) registry.recordFailure(old, 20)
+    expect(registry.get('a')!.state).toBe('healthy')
+    const picked = new Set(Array.from({ length: 8 }, () => registry.pick('usa')?.nodeId))
+    expect(picked).toEqual(new Set(['a', 'b', 'c', 'd']))
+  })
+
+  test('a client on its trial task announces it, so it can leave its broadcast topics', () => {
+    const { registry, events } = setup()
+    registry.announce(client('a', 'usa'), 0)
+    registry.announce(client('b', 'usa', { port: 4001 }), 0)
+    failTimes(registry, 'a', 3, 0)
+    registry.endBackoffs(1000)
+    const before = events.length
+    while (registry.pick('usa')?.nodeId !== 'a');
+    expect(events.slice(before).map((event) => event.type)).toEqual(['state'])
+    expect(registry.canTakeTasks(registry.get('a')!)).toBe(false)
+  })
+})
+
+describe('regions cache', () => {
+  test('names outside the hierarchy still climb to global', () => {
+    const regions = new Regions(SEED_HIERARCHY)
+    expect(regions.chain('made-up')).toEqual(['made-up', 'global'])
+    expect(regions.chain('us-east-1')).toBe(regions.chain('us-east-1'))
   })
 })
