@@ -13,7 +13,9 @@ import { BODY, type WrkTarget, wrk } from './lib/wrk.ts'
 export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws'] as const
 /** With `--before REF`: the same two Moonlight paths, from an older commit, in the same rounds. */
 export const BEFORE_TARGETS = ['before-http', 'before-ws'] as const
-export type Target = (typeof TARGETS)[number] | (typeof BEFORE_TARGETS)[number]
+/** With `--floor`: a bare Bun relay (agents/bun-relay.ts), the least any proxy on Bun costs. */
+export const FLOOR_TARGETS = ['floor-http', 'floor-ws'] as const
+export type Target = (typeof TARGETS)[number] | (typeof BEFORE_TARGETS)[number] | (typeof FLOOR_TARGETS)[number]
 
 export interface HttpPathOptions {
   rounds: number
@@ -26,6 +28,8 @@ export interface HttpPathOptions {
   moonlightEnv?: Record<string, string | undefined>
   /** A checkout of an older Moonlight to measure beside this one (before/after a fix). */
   beforeRoot?: string
+  /** Also measure the bare Bun relay. */
+  floor?: boolean
 }
 
 export interface WrkRun {
@@ -65,9 +69,14 @@ export interface HttpPathResult {
     ws_rps_vs_nginx: number
     http_rps_vs_direct: number
     http_rps_vs_haproxy: number
+    /** Proxy CPU per task over nginx's: steadier than req/s when other work shares the box. */
+    http_cpu_vs_nginx: number
+    ws_cpu_vs_nginx: number
     before_http_rps_vs_nginx?: number
     before_http_p99_vs_nginx?: number
     before_ws_rps_vs_nginx?: number
+    floor_http_rps_vs_nginx?: number
+    floor_ws_rps_vs_nginx?: number
   }
   /** The commit measured as "before", if any. */
   before?: string
@@ -129,6 +138,18 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       agentPids['before-http'] = [agent.pid]
       agentPids['before-ws'] = [beforeWsAgent.pid]
     }
+    if (options.floor) {
+      const relay = spawnChild('bun-relay', [process.execPath, join(import.meta.dir, 'agents', 'bun-relay.ts'), '--agent-port', String(agentPort), '--ws-region', WS_REGION])
+      children.push(relay)
+      const [, relayUrl] = await relay.waitFor(/listening on (http:\/\/\S+)/)
+      const relayWsAgent = startWsAgent(`${relayUrl!.replace(/^http/, 'ws')}/ws`)
+      children.push(relayWsAgent)
+      await relayWsAgent.waitFor(/registered 1 in/)
+      endpoints['floor-http'] = { url: `${relayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [relay.pid] }
+      endpoints['floor-ws'] = { url: `${relayUrl}/task/request`, body: BODY(WS_REGION), proxyPids: () => [relay.pid] }
+      agentPids['floor-http'] = [agent.pid]
+      agentPids['floor-ws'] = [relayWsAgent.pid]
+    }
     const targets = Object.keys(endpoints) as Target[]
     await checkAnswers(endpoints)
 
@@ -171,7 +192,7 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       settings: { rounds: options.rounds, duration_s: options.durationS, connections: options.connections, wrk_threads: 1, body: BODY(HTTP_REGION) },
       runs,
       summary: summarize(runs, targets),
-      ratios: ratios(runs, options.rounds, before !== undefined),
+      ratios: ratios(runs, options.rounds, targets),
     }
   } finally {
     await Promise.all(children.reverse().map((child) => child.stop()))
@@ -244,7 +265,7 @@ function summarize(runs: readonly WrkRun[], targets: readonly Target[]): Partial
   return summary
 }
 
-function ratios(runs: readonly WrkRun[], rounds: number, withBefore: boolean): HttpPathResult['ratios'] {
+function ratios(runs: readonly WrkRun[], rounds: number, targets: readonly Target[]): HttpPathResult['ratios'] {
   const perRound = (f: (get: (target: Target) => WrkRun) => number) => {
     const values: number[] = []
     for (let roundNo = 1; roundNo <= rounds; roundNo++) {
@@ -259,11 +280,19 @@ function ratios(runs: readonly WrkRun[], rounds: number, withBefore: boolean): H
     ws_rps_vs_nginx: perRound((get) => get('moonlight-ws').rps / get('nginx').rps),
     http_rps_vs_direct: perRound((get) => get('moonlight-http').rps / get('direct').rps),
     http_rps_vs_haproxy: perRound((get) => get('moonlight-http').rps / get('haproxy').rps),
-    ...(withBefore
+    http_cpu_vs_nginx: perRound((get) => get('moonlight-http').proxy_cpu_us_per_req / get('nginx').proxy_cpu_us_per_req),
+    ws_cpu_vs_nginx: perRound((get) => get('moonlight-ws').proxy_cpu_us_per_req / get('nginx').proxy_cpu_us_per_req),
+    ...(targets.includes('before-http')
       ? {
           before_http_rps_vs_nginx: perRound((get) => get('before-http').rps / get('nginx').rps),
           before_http_p99_vs_nginx: perRound((get) => get('before-http').p99_us / get('nginx').p99_us),
           before_ws_rps_vs_nginx: perRound((get) => get('before-ws').rps / get('nginx').rps),
+        }
+      : {}),
+    ...(targets.includes('floor-http')
+      ? {
+          floor_http_rps_vs_nginx: perRound((get) => get('floor-http').rps / get('nginx').rps),
+          floor_ws_rps_vs_nginx: perRound((get) => get('floor-ws').rps / get('nginx').rps),
         }
       : {}),
   }

@@ -5,6 +5,7 @@
  *   bun bench/run.ts [--quick] [--rounds 3] [--duration 8] [--connections 64]
  *                    [--only http,balancer,connections,broadcast,fetch-cap] [--label NAME]
  *                    [--before GIT_REF]   (also measure Moonlight at that commit, for before/after)
+ *                    [--floor]            (also measure a bare Bun relay: the platform's floor)
  * Needs wrk, nginx and haproxy on PATH: bench/run.sh installs them (apt-get) first.
  */
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
@@ -32,13 +33,14 @@ const { values } = parseArgs({
     'broadcast-agents': { type: 'string', default: '1000' },
     label: { type: 'string' },
     before: { type: 'string' },
+    floor: { type: 'boolean', default: false },
     'budget-s': { type: 'string', default: '570' },
   },
 })
 
 const phases = new Set(values.only.split(','))
-const rounds = Number(values.rounds ?? (values.quick ? 1 : 5))
-const durationS = Number(values.duration ?? (values.quick ? 3 : 8))
+const rounds = Number(values.rounds ?? (values.quick ? 1 : 6))
+const durationS = Number(values.duration ?? (values.quick ? 3 : 5))
 const resultsDir = join(import.meta.dir, 'results')
 const workDir = mkdtempSync(join(tmpdir(), 'moonlight-bench-'))
 const log = (line: string) => console.log(line)
@@ -66,7 +68,7 @@ try {
   if (phases.has('http')) {
     log(`\n[1-2] task path: ${rounds} rounds × 5 paths × ${durationS} s, ${values.connections} connections`)
     const beforeRoot = values.before ? checkoutAt(values.before) : undefined
-    results.http = await runHttpPath({ rounds, durationS, connections: Number(values.connections), warmupS: values.quick ? 1 : 2, workDir, log, beforeRoot })
+    results.http = await runHttpPath({ rounds, durationS, connections: Number(values.connections), warmupS: values.quick ? 1 : 2, workDir, log, beforeRoot, floor: values.floor })
     if (values.before) results.http.before = values.before
   }
   if (phases.has('balancer')) {

@@ -54,6 +54,8 @@ const LABELS: Record<Target, string> = {
   'moonlight-ws': 'Moonlight → WebSocket agent',
   'before-http': 'Moonlight before the fixes → HTTP agent',
   'before-ws': 'Moonlight before the fixes → WebSocket agent',
+  'floor-http': 'bare Bun relay → HTTP agent (the floor)',
+  'floor-ws': 'bare Bun relay → WebSocket agent (the floor)',
 }
 
 export function toMarkdown(results: BenchResults): string {
@@ -89,8 +91,15 @@ export function toMarkdown(results: BenchResults): string {
     lines.push(
       '',
       `Ratios (median of per-round ratios): Moonlight HTTP / nginx req/s **${ratios.http_rps_vs_nginx}**, p99 **${ratios.http_p99_vs_nginx}**; ` +
-        `Moonlight WebSocket / nginx req/s **${ratios.ws_rps_vs_nginx}**; Moonlight HTTP / HAProxy req/s ${ratios.http_rps_vs_haproxy}; Moonlight HTTP / direct ${ratios.http_rps_vs_direct}.`,
+        `Moonlight WebSocket / nginx req/s **${ratios.ws_rps_vs_nginx}**; Moonlight HTTP / HAProxy req/s ${ratios.http_rps_vs_haproxy}; Moonlight HTTP / direct ${ratios.http_rps_vs_direct}. ` +
+        `Proxy CPU per task over nginx's: HTTP path ${ratios.http_cpu_vs_nginx}, WebSocket path ${ratios.ws_cpu_vs_nginx}.`,
       '',
+      ...(ratios.floor_http_rps_vs_nginx !== undefined
+        ? [
+            `A bare Bun relay (bench/agents/bun-relay.ts: no auth, validation, balancing, retries or stats), in the same rounds: HTTP / nginx req/s ${ratios.floor_http_rps_vs_nginx}; WebSocket / nginx req/s ${ratios.floor_ws_rps_vs_nginx}. No proxy built on Bun's server and fetch gets above these.`,
+            '',
+          ]
+        : []),
       ...(http.before
         ? [
             `Before the fixes (${http.before}), in the same rounds: HTTP / nginx req/s ${ratios.before_http_rps_vs_nginx}, p99 ${ratios.before_http_p99_vs_nginx}; WebSocket / nginx req/s ${ratios.before_ws_rps_vs_nginx}.`,
