@@ -51,3 +51,5 @@ const server = Bun.serve({
   },
 })
 console.log(`listening on http://127.0.0.1:${server.port}`)
+// Exit normally on SIGTERM, so a profile (bun --cpu-prof) is written.
+process.on('SIGTERM', () => process.exit(0))
