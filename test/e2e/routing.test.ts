@@ -223,3 +223,29 @@ describe('metrics', () => {
     }
   })
 })
+
+describe('task requests off the beaten path', () => {
+  test('a charset in the content type, a chunked body and a lower-case bearer all run the task', async () => {
+    const mls = startTestServer()
+    const agent = await startHttpAgent(mls.url, { nodeId: 'path', region: 'usa' })
+    try {
+      const withCharset = await fetch(`${mls.url}/task/request`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json; charset=utf-8', authorization: `bearer ${TOKEN}` },
+        body: JSON.stringify({ payload: 'charset' }),
+      })
+      expect(withCharset.status).toBe(200)
+      const body = new TextEncoder().encode(JSON.stringify({ payload: 'chunked' }))
+      const chunked = await fetch(`${mls.url}/task/request`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+        body: new ReadableStream({ start: (controller) => (controller.enqueue(body), controller.close()) }),
+      })
+      expect(chunked.status).toBe(200)
+      expect(agent.received).toEqual(['charset', 'chunked'])
+    } finally {
+      agent.stop()
+      await mls.stop()
+    }
+  })
+})
