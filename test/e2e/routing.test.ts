@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { postTask, startHttpAgent, startTestServer, startWsAgent, TOKEN, type HttpAgent, type TestServer, type WsAgent } from '../helpers.ts'
+import { postTask, startHttpAgent, startTestServer, startWsAgent, testScope, TOKEN, type HttpAgent, type TestServer, type WsAgent } from '../helpers.ts'
+
+const { defer, server } = testScope()
 
 describe('routing with the seed config, an HTTP agent and a WebSocket agent', () => {
   let mls: TestServer
@@ -203,49 +205,41 @@ describe('WebSocket disabled', () => {
 
 describe('metrics', () => {
   test('/metrics speaks the Prometheus text format with clients and task outcomes', async () => {
-    const mls = startTestServer()
+    const mls = server()
     const agent = await startHttpAgent(mls.url, { nodeId: 'm1', region: 'usa' })
-    try {
-      await postTask(mls.url, { region: 'usa', payload: 1 })
-      await postTask(mls.url, { region: 'emea', mode: 'broadcast', payload: 1 })
-      const response = await fetch(`${mls.url}/metrics`)
-      expect(response.headers.get('content-type')).toContain('text/plain')
-      const text = await response.text()
-      expect(text).toContain('# TYPE moonlight_clients gauge')
-      expect(text).toContain('moonlight_clients{region="usa",protocol="http",state="healthy"} 1')
-      expect(text).toContain('moonlight_tasks_total{outcome="ok"} 1')
-      expect(text).toContain('moonlight_tasks_total{outcome="no_client"} 1')
-      expect(text).toContain('moonlight_tasks_in_flight 0')
-      expect(text).not.toContain('127.0.0.1')
-    } finally {
-      agent.stop()
-      await mls.stop()
-    }
+    defer(agent.stop)
+    await postTask(mls.url, { region: 'usa', payload: 1 })
+    await postTask(mls.url, { region: 'emea', mode: 'broadcast', payload: 1 })
+    const response = await fetch(`${mls.url}/metrics`)
+    expect(response.headers.get('content-type')).toContain('text/plain')
+    const text = await response.text()
+    expect(text).toContain('# TYPE moonlight_clients gauge')
+    expect(text).toContain('moonlight_clients{region="usa",protocol="http",state="healthy"} 1')
+    expect(text).toContain('moonlight_tasks_total{outcome="ok"} 1')
+    expect(text).toContain('moonlight_tasks_total{outcome="no_client"} 1')
+    expect(text).toContain('moonlight_tasks_in_flight 0')
+    expect(text).not.toContain('127.0.0.1')
   })
 })
 
 describe('task requests off the beaten path', () => {
   test('a charset in the content type, a chunked body and a lower-case bearer all run the task', async () => {
-    const mls = startTestServer()
+    const mls = server()
     const agent = await startHttpAgent(mls.url, { nodeId: 'path', region: 'usa' })
-    try {
-      const withCharset = await fetch(`${mls.url}/task/request`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json; charset=utf-8', authorization: `bearer ${TOKEN}` },
-        body: JSON.stringify({ payload: 'charset' }),
-      })
-      expect(withCharset.status).toBe(200)
-      const body = new TextEncoder().encode(JSON.stringify({ payload: 'chunked' }))
-      const chunked = await fetch(`${mls.url}/task/request`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
-        body: new ReadableStream({ start: (controller) => (controller.enqueue(body), controller.close()) }),
-      })
-      expect(chunked.status).toBe(200)
-      expect(agent.received).toEqual(['charset', 'chunked'])
-    } finally {
-      agent.stop()
-      await mls.stop()
-    }
+    defer(agent.stop)
+    const withCharset = await fetch(`${mls.url}/task/request`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json; charset=utf-8', authorization: `bearer ${TOKEN}` },
+      body: JSON.stringify({ payload: 'charset' }),
+    })
+    expect(withCharset.status).toBe(200)
+    const body = new TextEncoder().encode(JSON.stringify({ payload: 'chunked' }))
+    const chunked = await fetch(`${mls.url}/task/request`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+      body: new ReadableStream({ start: (controller) => (controller.enqueue(body), controller.close()) }),
+    })
+    expect(chunked.status).toBe(200)
+    expect(agent.received).toEqual(['charset', 'chunked'])
   })
 })
