@@ -1,3 +1,4 @@
+import { type Deadline, DeadlineQueue } from './deadlines.ts'
 import { MoonlightError } from './errors.ts'
 import type { Client, Protocol, Registry } from './registry.ts'
 import type { TaskRecord } from './task-stats.ts'
@@ -53,8 +54,10 @@ export interface DispatcherDeps {
  */
 export class Dispatcher {
   inFlight = 0
-  /** Aborts the deadline of every task under way: see abortAll. */
-  private readonly active = new Set<() => void>()
+  private readonly deadlines = new DeadlineQueue()
+  /** One timer for the earliest deadline, not one per task. */
+  private timer: ReturnType<typeof setTimeout> | undefined
+  private timerAtMs = Number.POSITIVE_INFINITY
   private closing = false
   private sequence = 0
   private readonly bootPrefix = Math.random().toString(36).slice(2, 8)
@@ -73,25 +76,25 @@ export class Dispatcher {
     const { retryCount, taskTimeoutMs } = this.deps.settings()
     const started = this.now()
     const failedAttempts: FailedAttempt[] = []
-    const tried = new Set<string>()
-    const deadline = withDeadline(taskTimeoutMs)
+    // Made on the first retry: most tasks never need it.
+    let tried: Set<string> | undefined
+    const deadline = this.startDeadline(taskTimeoutMs, started)
     let last: Client | undefined
     this.inFlight++
-    this.active.add(deadline.abort)
     try {
       for (let attempt = 0; attempt <= retryCount; attempt++) {
         if (this.closing) throw shuttingDown(region, failedAttempts)
+        if (last !== undefined) (tried ??= new Set()).add(last.nodeId)
         const client = this.pickAnother(region, tried, last)
         if (!client) {
           if (attempt === 0) throw new MoonlightError(503, 'no_client', `no healthy client in region "${region}" or above it`, { region })
           break
         }
-        tried.add(client.nodeId)
         last = client
         const attemptStarted = performance.now()
         client.inFlight++
         try {
-          const answer = await this.transportFor(client).send(client, taskId, payloadJson, deadline.signal)
+          const answer = await this.transportFor(client).send(client, taskId, payloadJson, deadline)
           const latencyMs = performance.now() - attemptStarted
           if (answer.status >= 500) {
             registry.recordFailure(client, this.now())
@@ -128,8 +131,7 @@ export class Dispatcher {
       }
       throw error
     } finally {
-      deadline.clear()
-      this.active.delete(deadline.abort)
+      this.deadlines.remove(deadline)
       this.inFlight--
     }
   }
@@ -140,7 +142,7 @@ export class Dispatcher {
    */
   abortAll(): void {
     this.closing = true
-    for (const abort of this.active) abort()
+    this.deadlines.expireAll()
   }
 
   /**
@@ -157,21 +159,20 @@ export class Dispatcher {
       throw new MoonlightError(503, 'no_client', `no healthy client in region "${region}"`, { region })
     }
     const { taskTimeoutMs } = this.deps.settings()
-    const deadline = withDeadline(taskTimeoutMs)
+    const deadline = this.startDeadline(taskTimeoutMs, started)
     this.inFlight++
-    this.active.add(deadline.abort)
     try {
       const wsTargets = targets.filter((client) => client.protocol === 'ws').map((client) => client.nodeId)
       const wsAnswers =
         wsTargets.length > 0
-          ? ws.broadcast((message) => this.deps.publish(region, message), taskId, payloadJson, wsTargets, deadline.signal)
+          ? ws.broadcast((message) => this.deps.publish(region, message), taskId, payloadJson, wsTargets, deadline)
           : new Map<string, Promise<Answer>>()
       const results = await Promise.all(
         targets.map(async (client): Promise<BroadcastResult> => {
           const attemptStarted = performance.now()
           client.inFlight++
           try {
-            const answer = await (wsAnswers.get(client.nodeId) ?? this.deps.http.send(client, taskId, payloadJson, deadline.signal))
+            const answer = await (wsAnswers.get(client.nodeId) ?? this.deps.http.send(client, taskId, payloadJson, deadline))
             if (answer.status >= 500) registry.recordFailure(client, this.now())
             else registry.recordSuccess(client, performance.now() - attemptStarted, this.now())
             return { node_id: client.nodeId, protocol: client.protocol, status: answer.status, response: decodeBody(answer) }
@@ -188,16 +189,39 @@ export class Dispatcher {
       this.finish(taskId, region, null, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, started, 'broadcast')
       return results
     } finally {
-      deadline.clear()
-      this.active.delete(deadline.abort)
+      this.deadlines.remove(deadline)
       this.inFlight--
     }
   }
 
+  private startDeadline(timeoutMs: number, nowMs: number): Deadline {
+    const deadline = this.deadlines.add(timeoutMs, nowMs)
+    if (deadline.atMs < this.timerAtMs) this.armTimer(deadline.atMs)
+    return deadline
+  }
+
+  private armTimer(atMs: number): void {
+    clearTimeout(this.timer)
+    this.timerAtMs = atMs
+    this.timer = setTimeout(this.onTimer, Math.max(0, atMs - this.now()))
+  }
+
+  /**
+   * Fires what is due and waits for the next deadline. Tasks that end early leave the timer armed
+   * for a deadline no longer queued; it then finds nothing due, which is cheaper than re-arming per task.
+   */
+  private readonly onTimer = (): void => {
+    this.timer = undefined
+    this.timerAtMs = Number.POSITIVE_INFINITY
+    this.deadlines.expireDue(this.now())
+    const next = this.deadlines.earliestMs
+    if (next !== undefined) this.armTimer(next)
+  }
+
   /** An untried client first; else one other than the last; the same client only if it is alone. */
-  private pickAnother(region: string, tried: ReadonlySet<string>, last: Client | undefined): Client | undefined {
+  private pickAnother(region: string, tried: ReadonlySet<string> | undefined, last: Client | undefined): Client | undefined {
     const { registry } = this.deps
-    if (!last) return registry.pick(region)
+    if (!last || !tried) return registry.pick(region)
     return registry.pick(region, tried) ?? registry.pick(region, new Set([last.nodeId])) ?? registry.pick(region)
   }
 
@@ -218,13 +242,6 @@ export class Dispatcher {
     const now = this.now()
     this.deps.onFinished({ task_id: taskId, region, mode, node_id: nodeId, status, outcome, attempts, latency_ms: now - startedMs, at: new Date(now).toISOString() })
   }
-}
-
-/** One timer per task, cleared as soon as it ends (AbortSignal.timeout would linger for the full timeout). */
-function withDeadline(timeoutMs: number): { signal: AbortSignal; clear: () => void; abort: () => void } {
-  const controller = new AbortController()
-  const timer = setTimeout(() => controller.abort(), timeoutMs)
-  return { signal: controller.signal, clear: () => clearTimeout(timer), abort: () => controller.abort() }
 }
 
 function shuttingDown(region: string, attempts: FailedAttempt[]): MoonlightError {

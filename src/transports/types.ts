@@ -1,3 +1,4 @@
+import type { Deadline } from '../deadlines.ts'
 import type { Client } from '../registry.ts'
 
 /** A client's answer to one task, passed back to the caller as-is. */
@@ -20,7 +21,12 @@ export class AttemptError extends Error {
   }
 }
 
-/** How a task reaches one client. `payloadJson` is the caller's payload, serialized once. */
+/**
+ * How a task reaches one client. `payloadJson` is the caller's payload, serialized once. The
+ * attempt watches `deadline` and fails with kind `timeout` when it expires.
+ */
 export interface Transport {
-  send(client: Client, taskId: string, payloadJson: string, signal: AbortSignal): Promise<Answer>
+  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer>
 }
+
+export const timedOut = (): AttemptError => new AttemptError('timeout', 'timed out waiting for the client')

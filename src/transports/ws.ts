@@ -1,7 +1,8 @@
 import type { ServerWebSocket } from 'bun'
+import type { Deadline, Expirable } from '../deadlines.ts'
 import type { Client } from '../registry.ts'
 import type { TaskResponse } from '../schemas.ts'
-import { type Answer, AttemptError, type Transport } from './types.ts'
+import { type Answer, AttemptError, timedOut, type Transport } from './types.ts'
 
 /** What the server keeps on each WebSocket connection. */
 export interface SocketData {
@@ -12,18 +13,47 @@ export interface SocketData {
   /** The dashboard's live feed instead of an agent. */
   monitor: boolean
   lastSeenMs: number
-  /** Tasks sent over this socket and not yet answered: failed over at once if it closes. */
-  pending: Set<string>
+  /** Tasks sent over this socket and not yet answered, by task id: failed over at once if it closes. */
+  pending: Map<string, Waiter>
   topics: readonly string[]
   writeTimer?: ReturnType<typeof setTimeout>
 }
 
 export type AgentSocket = ServerWebSocket<SocketData>
 
-interface Waiter {
-  socket: AgentSocket
-  resolve: (answer: Answer) => void
-  reject: (error: AttemptError) => void
+/** One task's attempt on one socket, waiting for its task_response. */
+export class Waiter implements Expirable {
+  constructor(
+    private readonly socket: AgentSocket,
+    private readonly taskId: string,
+    private readonly deadline: Deadline,
+    private readonly onAnswer: (answer: Answer) => void,
+    private readonly onFailure: (error: AttemptError) => void,
+  ) {
+    deadline.watch(this)
+    socket.data.pending.set(taskId, this)
+  }
+
+  resolve(answer: Answer): void {
+    if (this.settle()) this.onAnswer(answer)
+  }
+
+  reject(error: AttemptError): void {
+    if (this.settle()) this.onFailure(error)
+  }
+
+  expire(): void {
+    this.reject(timedOut())
+  }
+
+  /** False if it was already settled: an answer and a failure can race, only the first counts. */
+  private settle(): boolean {
+    const { pending } = this.socket.data
+    if (pending.get(this.taskId) !== this) return false
+    pending.delete(this.taskId)
+    this.deadline.unwatch(this)
+    return true
+  }
 }
 
 /** Headers that describe one hop's connection, not the answer; never copied from an agent. */
@@ -35,10 +65,8 @@ const HOP_BY_HOP = new Set(['connection', 'content-length', 'keep-alive', 'trans
  */
 export class WsTransport implements Transport {
   private readonly sockets = new Map<string, AgentSocket>()
-  /** task id -> node id -> waiter (one node for a task, many for a broadcast). */
-  private readonly waiting = new Map<string, Map<string, Waiter>>()
   /** Tasks waiting for the end of this event-loop turn to go out, per socket. */
-  private outbox = new Map<AgentSocket, Array<{ taskId: string; nodeId: string; message: string }>>()
+  private outbox = new Map<AgentSocket, Array<{ taskId: string; message: string }>>()
   private flushScheduled = false
 
   constructor(private readonly writeTimeoutMs: () => number) {}
@@ -55,30 +83,25 @@ export class WsTransport implements Transport {
     const { nodeId } = socket.data
     if (nodeId !== undefined && this.sockets.get(nodeId) === socket) this.sockets.delete(nodeId)
     clearTimeout(socket.data.writeTimer)
-    for (const taskId of socket.data.pending) {
-      const waiter = nodeId === undefined ? undefined : this.waiting.get(taskId)?.get(nodeId)
-      if (waiter?.socket === socket) {
-        this.settle(taskId, nodeId!)
-        waiter.reject(new AttemptError('disconnected', 'the client disconnected before answering'))
-      }
+    for (const waiter of [...socket.data.pending.values()]) {
+      waiter.reject(new AttemptError('disconnected', 'the client disconnected before answering'))
     }
-    socket.data.pending.clear()
   }
 
   socketOf(nodeId: string): AgentSocket | undefined {
     return this.sockets.get(nodeId)
   }
 
-  send(client: Client, taskId: string, payloadJson: string, signal: AbortSignal): Promise<Answer> {
+  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer> {
     const socket = this.sockets.get(client.nodeId)
     if (!socket) return Promise.reject(new AttemptError('disconnected', 'the client has no open connection'))
-    const answer = this.expect(taskId, client.nodeId, socket, signal)
+    const answer = this.expect(taskId, socket, deadline)
     let queue = this.outbox.get(socket)
     if (!queue) {
       queue = []
       this.outbox.set(socket, queue)
     }
-    queue.push({ taskId, nodeId: client.nodeId, message: taskMessage(taskId, payloadJson) })
+    queue.push({ taskId, message: taskMessage(taskId, payloadJson) })
     if (!this.flushScheduled) {
       this.flushScheduled = true
       setImmediate(this.flush)
@@ -96,9 +119,9 @@ export class WsTransport implements Transport {
     this.outbox = new Map()
     for (const [socket, queue] of outbox) {
       socket.cork(() => {
-        for (const { taskId, nodeId, message } of queue) {
+        for (const { taskId, message } of queue) {
           const sent = socket.send(message)
-          if (sent === 0) this.fail(taskId, nodeId, new AttemptError('dropped', 'the client\'s send buffer is full'))
+          if (sent === 0) socket.data.pending.get(taskId)?.reject(new AttemptError('dropped', 'the client\'s send buffer is full'))
           else if (sent === -1) this.watchBackpressure(socket)
         }
       })
@@ -114,16 +137,14 @@ export class WsTransport implements Transport {
     taskId: string,
     payloadJson: string,
     nodeIds: readonly string[],
-    signal: AbortSignal,
+    deadline: Deadline,
   ): Map<string, Promise<Answer>> {
     const answers = new Map<string, Promise<Answer>>()
     for (const nodeId of nodeIds) {
       const socket = this.sockets.get(nodeId)
       answers.set(
         nodeId,
-        socket
-          ? this.expect(taskId, nodeId, socket, signal)
-          : Promise.reject(new AttemptError('disconnected', 'the client has no open connection')),
+        socket ? this.expect(taskId, socket, deadline) : Promise.reject(new AttemptError('disconnected', 'the client has no open connection')),
       )
     }
     publish(taskMessage(taskId, payloadJson))
@@ -132,20 +153,17 @@ export class WsTransport implements Transport {
 
   /** Delivers a client's task_response; false if no task with that id is waiting on this socket. */
   resolve(socket: AgentSocket, response: TaskResponse): boolean {
-    const nodeId = socket.data.nodeId
-    const waiter = nodeId === undefined ? undefined : this.waiting.get(response.task_id)?.get(nodeId)
-    if (!waiter || waiter.socket !== socket) return false
-    this.settle(response.task_id, nodeId!)
+    const waiter = socket.data.pending.get(response.task_id)
+    if (!waiter) return false
     waiter.resolve(toAnswer(response))
     return true
   }
 
   /** Fails the attempt `taskId` this socket owes (it answered with something unusable); false if none is waiting. */
   reject(socket: AgentSocket, taskId: string, message: string): boolean {
-    const nodeId = socket.data.nodeId
-    const waiter = nodeId === undefined ? undefined : this.waiting.get(taskId)?.get(nodeId)
-    if (!waiter || waiter.socket !== socket) return false
-    this.fail(taskId, nodeId!, new AttemptError('invalid_answer', message))
+    const waiter = socket.data.pending.get(taskId)
+    if (!waiter) return false
+    waiter.reject(new AttemptError('invalid_answer', message))
     return true
   }
 
@@ -164,48 +182,11 @@ export class WsTransport implements Transport {
     socket.data.topics = topics
   }
 
-  private expect(taskId: string, nodeId: string, socket: AgentSocket, signal: AbortSignal): Promise<Answer> {
+  private expect(taskId: string, socket: AgentSocket, deadline: Deadline): Promise<Answer> {
+    if (deadline.expired) return Promise.reject(timedOut())
     return new Promise<Answer>((resolve, reject) => {
-      if (signal.aborted) {
-        reject(new AttemptError('timeout', 'timed out waiting for the client'))
-        return
-      }
-      let forNode = this.waiting.get(taskId)
-      if (!forNode) {
-        forNode = new Map()
-        this.waiting.set(taskId, forNode)
-      }
-      const onAbort = () => this.fail(taskId, nodeId, new AttemptError('timeout', 'timed out waiting for the client'))
-      signal.addEventListener('abort', onAbort, { once: true })
-      forNode.set(nodeId, {
-        socket,
-        resolve: (answer) => {
-          signal.removeEventListener('abort', onAbort)
-          resolve(answer)
-        },
-        reject: (error) => {
-          signal.removeEventListener('abort', onAbort)
-          reject(error)
-        },
-      })
-      socket.data.pending.add(taskId)
+      new Waiter(socket, taskId, deadline, resolve, reject)
     })
-  }
-
-  private fail(taskId: string, nodeId: string, error: AttemptError): void {
-    const waiter = this.waiting.get(taskId)?.get(nodeId)
-    if (!waiter) return
-    this.settle(taskId, nodeId)
-    waiter.reject(error)
-  }
-
-  private settle(taskId: string, nodeId: string): void {
-    const forNode = this.waiting.get(taskId)
-    const waiter = forNode?.get(nodeId)
-    if (!forNode || !waiter) return
-    forNode.delete(nodeId)
-    if (forNode.size === 0) this.waiting.delete(taskId)
-    waiter.socket.data.pending.delete(taskId)
   }
 
   /** A client that does not read its queue within write_timeout is cut off; its tasks fail over. */

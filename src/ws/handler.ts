@@ -35,7 +35,7 @@ export class WsGateway {
       remoteAddress: server.requestIP(request)?.address ?? '127.0.0.1',
       monitor: false,
       lastSeenMs: Date.now(),
-      pending: new Set(),
+      pending: new Map(),
       topics: [],
     }
     if (server.upgrade(request, { data })) return undefined

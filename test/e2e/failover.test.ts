@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
-import { postJson, postTask, startHttpAgent, startTestServer, startWsAgent, TOKEN, waitFor, testScope } from '../helpers.ts'
+import { parseConfig } from '../../src/config.ts'
+import { postJson, postTask, SEED_CONFIG, startHttpAgent, startTestServer, startWsAgent, TOKEN, waitFor, testScope } from '../helpers.ts'
 
 /** A port nothing listens on: a real "connection refused". */
 function deadPort(): number {
@@ -109,6 +110,26 @@ describe('failover', () => {
     expect(result.status).toBe(504)
     expect(result.json()).toMatchObject({ code: 'timeout', attempts: [{ node_id: 'slow' }] })
     expect(fast.received).toHaveLength(0)
+  })
+
+  test('a silent WebSocket client times out with 504; a reload to a shorter task_timeout applies to the next task', async () => {
+    const mls = server({ task_timeout: 2 })
+    const silent = await startWsAgent(mls.wsUrl, { nodeId: 'silent', region: 'usa', answer: () => null })
+    defer(silent.close)
+    const startedLong = performance.now()
+    const long = postTask(mls.url, { region: 'usa', payload: 'long' })
+    await waitFor(() => silent.received.length === 1, 'the first task to reach the agent')
+    mls.server.reload(parseConfig({ ...SEED_CONFIG, task_timeout: 0.2 }, 'test'))
+    const short = postTask(mls.url, { region: 'usa', payload: 'short' })
+    // The later, shorter deadline fires first; the earlier task still waits out its own 2 s.
+    expect(await Promise.race([long.then(() => 'long'), short.then(() => 'short')])).toBe('short')
+    const shortResult = await short
+    expect(shortResult.status).toBe(504)
+    expect(shortResult.json()).toMatchObject({ code: 'timeout', attempts: [{ node_id: 'silent', reason: 'timed out waiting for the client' }] })
+    const longResult = await long
+    expect(longResult.status).toBe(504)
+    expect(performance.now() - startedLong).toBeGreaterThanOrEqual(1900)
+    expect(silent.received).toEqual(['long', 'short'])
   })
 
   test('a WebSocket client that disconnects mid-task has the task retried elsewhere at once', async () => {
