@@ -240,7 +240,7 @@ export class Dispatcher {
     mode: TaskRecord['mode'] = 'single',
   ): void {
     const now = this.now()
-    this.deps.onFinished({ task_id: taskId, region, mode, node_id: nodeId, status, outcome, attempts, latency_ms: now - startedMs, at: new Date(now).toISOString() })
+    this.deps.onFinished({ task_id: taskId, region, mode, node_id: nodeId, status, outcome, attempts, latency_ms: now - startedMs, finishedAtMs: now })
   }
 }
 

@@ -7,15 +7,23 @@ export interface Live {
   config: Config
   regions: Regions
   tokens: ReadonlySet<string>
+  /** `Bearer <token>` for each token, as most callers send it: checked with one lookup, no parsing. */
+  bearerHeaders: ReadonlySet<string>
   /** Set when the config has no tokens: the server made one up rather than run open. */
   generatedToken?: string
 }
 
 /** Builds the live settings; a config without tokens keeps `generatedToken` (or gets a new one). */
 export function makeLive(config: Config, generatedToken?: string): Live {
-  if (config.tokens.length > 0) return { config, regions: new Regions(config.region_hierarchy), tokens: new Set(config.tokens) }
-  const token = generatedToken ?? randomToken()
-  return { config, regions: new Regions(config.region_hierarchy), tokens: new Set([token]), generatedToken: token }
+  const token = config.tokens.length > 0 ? undefined : (generatedToken ?? randomToken())
+  const tokens = token === undefined ? config.tokens : [token]
+  return {
+    config,
+    regions: new Regions(config.region_hierarchy),
+    tokens: new Set(tokens),
+    bearerHeaders: new Set(tokens.map((each) => `Bearer ${each}`)),
+    ...(token === undefined ? {} : { generatedToken: token }),
+  }
 }
 
 export function healthPolicy(config: Config): HealthPolicy {

@@ -1,5 +1,5 @@
 import { type Client, clientView, type RegistryEvent } from './registry.ts'
-import type { TaskRecord } from './task-stats.ts'
+import { type TaskRecord, type TaskView, taskView } from './task-stats.ts'
 
 export const MONITOR_TOPIC = 'monitor'
 
@@ -7,7 +7,7 @@ export interface MonitorBatch {
   /** Clients that joined or changed since the last batch (state, counters, latency). */
   clients: ReturnType<typeof clientView>[]
   removed: Array<{ node_id: string; reason: string }>
-  tasks: TaskRecord[]
+  tasks: TaskView[]
 }
 
 /** Tasks per batch beyond which the dashboard gets a sample, not every task: the counts stay exact in the series. */
@@ -41,16 +41,16 @@ export class Monitor {
     }
   }
 
-  onTask(record: TaskRecord, touched: readonly Client[]): void {
+  onTask(record: TaskRecord, touched: Client | undefined): void {
     if (!this.watching) return
     if (this.tasks.length < MAX_TASKS_PER_BATCH) this.tasks.push(record)
-    for (const client of touched) this.dirty.set(client.nodeId, client)
+    if (touched) this.dirty.set(touched.nodeId, touched)
   }
 
   /** The changes since the last call, or undefined if there were none. */
   takeBatch(): MonitorBatch | undefined {
     if (this.dirty.size === 0 && this.removed.length === 0 && this.tasks.length === 0) return undefined
-    const batch = { clients: [...this.dirty.values()].map(clientView), removed: this.removed, tasks: this.tasks }
+    const batch = { clients: [...this.dirty.values()].map(clientView), removed: this.removed, tasks: this.tasks.map(taskView) }
     this.dirty.clear()
     this.removed = []
     this.tasks = []

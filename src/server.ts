@@ -57,9 +57,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
     settings: () => ({ retryCount: live.config.retry_count, taskTimeoutMs: live.config.task_timeout * 1000 }),
     publish: (region, message) => bunServer?.publish(regionTopic(region), message),
     onFinished: (record) => {
-      stats.record(record, Date.now())
-      const client = record.node_id === null ? undefined : registry.get(record.node_id)
-      monitor.onTask(record, client ? [client] : [])
+      stats.record(record, record.finishedAtMs)
+      if (monitor.watching) monitor.onTask(record, record.node_id === null ? undefined : registry.get(record.node_id))
     },
   })
   const gateway: WsGateway = new WsGateway({

@@ -10,7 +10,15 @@ export interface TaskRecord {
   outcome: 'ok' | 'failed' | 'timeout' | 'no_client'
   attempts: number
   latency_ms: number
-  at: string
+  /** When it finished (ms since the epoch); formatted only when shown, as a date string per task was a measurable cost. */
+  finishedAtMs: number
+}
+
+/** A finished task as the dashboard gets it. */
+export type TaskView = Omit<TaskRecord, 'finishedAtMs'> & { at: string }
+
+export function taskView({ finishedAtMs, ...record }: TaskRecord): TaskView {
+  return { ...record, at: new Date(finishedAtMs).toISOString() }
 }
 
 export interface SecondBucket {
@@ -73,8 +81,8 @@ export class TaskStats {
   }
 
   /** The most recent tasks, newest first. */
-  recent(): TaskRecord[] {
+  recent(): TaskView[] {
     const ordered = [...this.recentRing.slice(this.recentNext), ...this.recentRing.slice(0, this.recentNext)]
-    return ordered.reverse()
+    return ordered.reverse().map(taskView)
   }
 }
