@@ -108,8 +108,12 @@ export class Dispatcher {
         } catch (error) {
           if (!(error instanceof AttemptError)) throw error
           if (this.closing) throw shuttingDown(region, failedAttempts)
-          registry.recordFailure(client, this.now())
           failedAttempts.push({ node_id: client.nodeId, reason: error.message })
+          if (error.kind === 'too_large') {
+            // The client did the work and answered, only too much: not a sign it is unwell, and not worth doing twice.
+            throw new MoonlightError(502, 'answer_too_large', error.message, { region, attempts: failedAttempts })
+          }
+          registry.recordFailure(client, this.now())
           if (error.kind === 'timeout') {
             throw new MoonlightError(504, 'timeout', `no answer within task_timeout (${taskTimeoutMs / 1000} s)`, {
               region,

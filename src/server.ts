@@ -52,7 +52,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const wsTransport = new WsTransport(() => live.config.ws.write_timeout * 1000)
   const dispatcher = new Dispatcher({
     registry,
-    http: new HttpTransport(),
+    http: new HttpTransport(() => live.config.max_answer_bytes),
     ws: wsTransport,
     settings: () => ({ retryCount: live.config.retry_count, taskTimeoutMs: live.config.task_timeout * 1000 }),
     publish: (region, message) => bunServer?.publish(regionTopic(region), message),
@@ -156,6 +156,9 @@ export function startServer(options: ServerOptions): MoonlightServer {
       const atNextStart = (config: typeof live.config) => JSON.stringify([config.port, config.host, config.ws.enabled, config.ws.path, config.html])
       if (atNextStart(loaded.config) !== atNextStart(live.config)) {
         log('[mls] reload: port, host, ws.enabled, ws.path and html.* take effect at the next start')
+      }
+      if (loaded.config.max_answer_bytes !== gateway.maxMessageBytes) {
+        log('[mls] reload: max_answer_bytes applies to HTTP answers now, to WebSocket messages at the next start')
       }
       // What the running sockets and routes were built on stays as it is, so /status and the timers tell the truth.
       const config = { ...loaded.config, port, host, html, ws: { ...loaded.config.ws, enabled: ws.enabled, path: ws.path } }

@@ -11,6 +11,8 @@ class RequestAbort extends AbortController implements Expirable {
 
 /** POSTs the payload to the client's `/work` and hands back its status, content type and body. */
 export class HttpTransport implements Transport {
+  constructor(private readonly maxAnswerBytes: () => number) {}
+
   async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer> {
     if (deadline.expired) throw timedOut()
     const abort = new RequestAbort()
@@ -28,11 +30,20 @@ export class HttpTransport implements Transport {
         if (deadline.expired) throw timedOut()
         throw new AttemptError('unreachable', `cannot reach ${client.ip}:${client.port}: ${(error as Error).message}`)
       }
+      const limit = this.maxAnswerBytes()
+      const declaredLength = response.headers.get('content-length')
       try {
-        const body = await response.arrayBuffer()
+        if (declaredLength !== null && Number(declaredLength) > limit) throw tooLarge(limit)
+        // A declared length is enforced by fetch itself; only an open-ended (chunked) answer is counted as it comes.
+        const body = declaredLength !== null ? await response.arrayBuffer() : await readAtMost(response, limit)
         const contentType = response.headers.get('content-type')
         return { status: response.status, headers: contentType ? { 'content-type': contentType } : {}, body }
       } catch (error) {
+        if (error instanceof AttemptError) {
+          // Stop the transfer rather than drain what we will not use.
+          abort.abort()
+          throw error
+        }
         if (deadline.expired) throw new AttemptError('timeout', 'timed out reading the client\'s answer')
         throw new AttemptError('disconnected', `connection lost before the answer: ${(error as Error).message}`)
       }
@@ -45,4 +56,25 @@ export class HttpTransport implements Transport {
 function workUrl(client: Client): string {
   const host = client.ip.includes(':') && !client.ip.startsWith('[') ? `[${client.ip}]` : client.ip
   return `http://${host}:${client.port}/work`
+}
+
+export function tooLarge(limit: number): AttemptError {
+  return new AttemptError('too_large', `the client's answer exceeds max_answer_bytes (${limit} bytes)`)
+}
+
+/** The body, read chunk by chunk; fails with `too_large` as soon as it passes `limit` bytes. */
+async function readAtMost(response: Response, limit: number): Promise<ArrayBuffer> {
+  if (!response.body) return new ArrayBuffer(0)
+  const reader = response.body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for (let read = await reader.read(); !read.done; read = await reader.read()) {
+    size += read.value.byteLength
+    if (size > limit) {
+      void reader.cancel()
+      throw tooLarge(limit)
+    }
+    chunks.push(read.value)
+  }
+  return Bun.concatArrayBuffers(chunks)
 }

@@ -8,8 +8,12 @@ export interface Answer {
   body: string | ArrayBuffer
 }
 
-/** Why an attempt got no answer. Every kind but `timeout` is safe to retry on another client. */
-export type FailureKind = 'unreachable' | 'disconnected' | 'dropped' | 'invalid_answer' | 'timeout'
+/**
+ * Why an attempt got no answer. Every kind but `timeout` and `too_large` is safe to retry on another
+ * client: after those two the work may have been done (or still be running), and doing it again is
+ * worse for most work than saying so.
+ */
+export type FailureKind = 'unreachable' | 'disconnected' | 'dropped' | 'invalid_answer' | 'timeout' | 'too_large'
 
 export class AttemptError extends Error {
   override name = 'AttemptError'

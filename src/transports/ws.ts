@@ -78,14 +78,12 @@ export class WsTransport implements Transport {
     return previous === socket ? undefined : previous
   }
 
-  /** Forgets a closed socket and fails everything it still owed. */
-  detach(socket: AgentSocket): void {
+  /** Forgets a closed socket and fails everything it still owed (retried elsewhere), saying `why` if known. */
+  detach(socket: AgentSocket, why = 'the client disconnected before answering'): void {
     const { nodeId } = socket.data
     if (nodeId !== undefined && this.sockets.get(nodeId) === socket) this.sockets.delete(nodeId)
     clearTimeout(socket.data.writeTimer)
-    for (const waiter of [...socket.data.pending.values()]) {
-      waiter.reject(new AttemptError('disconnected', 'the client disconnected before answering'))
-    }
+    for (const waiter of [...socket.data.pending.values()]) waiter.reject(new AttemptError('disconnected', why))
   }
 
   socketOf(nodeId: string): AgentSocket | undefined {

@@ -24,7 +24,14 @@ export class WsGateway {
   readonly sockets = new Set<AgentSocket>()
   private monitors = 0
 
-  constructor(private readonly deps: WsDeps) {}
+  /** Bun's limit on one incoming message, fixed when the server starts. */
+  readonly maxMessageBytes: number
+  readonly handler: WebSocketHandler<SocketData>
+
+  constructor(private readonly deps: WsDeps) {
+    this.maxMessageBytes = deps.live.config.max_answer_bytes
+    this.handler = this.makeHandler()
+  }
 
   /** Upgrades a request on the WebSocket path, or answers why not. */
   upgrade(request: Request, server: Server<SocketData>): Response | undefined {
@@ -42,23 +49,28 @@ export class WsGateway {
     return Response.json({ error: 'expected a WebSocket upgrade request', code: 'upgrade_required' }, { status: 426 })
   }
 
-  readonly handler: WebSocketHandler<SocketData> = {
-    // We ping and time out silent peers ourselves (heartbeat_interval, read_timeout), per config.
-    idleTimeout: 0,
-    sendPings: false,
-    open: (socket) => {
-      this.sockets.add(socket)
-    },
-    message: (socket, raw) => this.onMessage(socket, raw),
-    pong: (socket) => this.markAlive(socket),
-    drain: (socket) => this.deps.transport.drained(socket),
-    close: (socket, code) => {
-      this.sockets.delete(socket)
-      if (socket.data.monitor) this.deps.onMonitorCountChange(--this.monitors)
-      const { nodeId, connectionId } = socket.data
-      this.deps.transport.detach(socket)
-      if (nodeId !== undefined) this.deps.registry.remove(nodeId, `disconnected (code ${code})`, connectionId)
-    },
+  private makeHandler(): WebSocketHandler<SocketData> {
+    return {
+      // We ping and time out silent peers ourselves (heartbeat_interval, read_timeout), per config.
+      idleTimeout: 0,
+      sendPings: false,
+      maxPayloadLength: this.maxMessageBytes,
+      open: (socket) => {
+        this.sockets.add(socket)
+      },
+      message: (socket, raw) => this.onMessage(socket, raw),
+      pong: (socket) => this.markAlive(socket),
+      drain: (socket) => this.deps.transport.drained(socket),
+      close: (socket, code, reason) => {
+        this.sockets.delete(socket)
+        if (socket.data.monitor) this.deps.onMonitorCountChange(--this.monitors)
+        const { nodeId, connectionId } = socket.data
+        // Bun cuts a socket whose message passes maxPayloadLength (max_answer_bytes at start-up) with this reason.
+        const why = reason === TOO_BIG_REASON ? `sent a message larger than max_answer_bytes (${this.maxMessageBytes} bytes)` : undefined
+        this.deps.transport.detach(socket, why && `the client ${why} and was disconnected`)
+        if (nodeId !== undefined) this.deps.registry.remove(nodeId, why ? `disconnected: ${why}` : `disconnected (code ${code})`, connectionId)
+      },
+    }
   }
 
   /** Pings every socket; the pong (or any message) counts as a sign of life. */
@@ -175,6 +187,8 @@ export class WsGateway {
     }
   }
 }
+
+const TOO_BIG_REASON = 'Received too big message'
 
 function malformedAnswerTaskId(message: unknown): string | undefined {
   if (typeof message !== 'object' || message === null || (message as { type?: unknown }).type !== 'task_response') return undefined
