@@ -182,7 +182,7 @@ export class Dispatcher {
             return { node_id: client.nodeId, protocol: client.protocol, status: answer.status, response: decodeBody(answer) }
           } catch (error) {
             if (!(error instanceof AttemptError)) throw error
-            registry.recordFailure(client, this.now())
+            if (error.kind !== 'too_large') registry.recordFailure(client, this.now())
             return { node_id: client.nodeId, protocol: client.protocol, status: error.kind === 'timeout' ? 504 : 502, error: error.message }
           } finally {
             client.inFlight--

@@ -51,6 +51,20 @@ describe('max_answer_bytes', () => {
     })
   }
 
+  test('in a broadcast, the client whose answer is too large is reported as such, the others answer', async () => {
+    const mls = server({ max_answer_bytes: LIMIT })
+    const big = await startHttpAgent(mls.url, { nodeId: 'big', region: 'usa', work: () => answerOf(LIMIT + 1, false) })
+    const fine = await startHttpAgent(mls.url, { nodeId: 'fine', region: 'usa' })
+    defer(big.stop)
+    defer(fine.stop)
+    const result = await postTask(mls.url, { region: 'usa', mode: 'broadcast', payload: 'all' })
+    expect(result.status).toBe(200)
+    const byNode = Object.fromEntries(result.json().results.map((entry: { node_id: string }) => [entry.node_id, entry]))
+    expect(byNode.big).toMatchObject({ status: 502, error: `the client's answer exceeds max_answer_bytes (${LIMIT} bytes)` })
+    expect(byNode.fine).toMatchObject({ status: 200, response: { node: 'fine', echo: 'all' } })
+    expect(mls.server.registry.get('big')).toMatchObject({ state: 'healthy', consecutiveFailures: 0 })
+  })
+
   test('a reload changes the limit for HTTP answers at once', async () => {
     const mls = server({ max_answer_bytes: LIMIT })
     const agent = await startHttpAgent(mls.url, { nodeId: 'grows', region: 'usa', work: () => answerOf(2 * LIMIT, false) })
