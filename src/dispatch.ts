@@ -20,6 +20,7 @@ export interface FailedAttempt {
 }
 
 const BODY_EXCERPT_CHARS = 1024
+const MAX_TIMER_DELAY_MS = 2 ** 31 - 1
 
 export interface Delivered {
   answer: Answer
@@ -55,7 +56,7 @@ export interface DispatcherDeps {
 export class Dispatcher {
   inFlight = 0
   private readonly deadlines = new DeadlineQueue()
-  /** One timer for the earliest deadline, not one per task. */
+  /** One timer for the earliest deadline, not one per task. Deadlines are on the monotonic clock: a wall clock stepped by NTP must not move them. */
   private timer: ReturnType<typeof setTimeout> | undefined
   private timerAtMs = Number.POSITIVE_INFINITY
   private closing = false
@@ -78,7 +79,7 @@ export class Dispatcher {
     const failedAttempts: FailedAttempt[] = []
     // Made on the first retry: most tasks never need it.
     let tried: Set<string> | undefined
-    const deadline = this.startDeadline(taskTimeoutMs, started)
+    const deadline = this.startDeadline(taskTimeoutMs)
     let last: Client | undefined
     this.inFlight++
     try {
@@ -147,6 +148,9 @@ export class Dispatcher {
   abortAll(): void {
     this.closing = true
     this.deadlines.expireAll()
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.timerAtMs = Number.POSITIVE_INFINITY
   }
 
   /**
@@ -163,7 +167,7 @@ export class Dispatcher {
       throw new MoonlightError(503, 'no_client', `no healthy client in region "${region}"`, { region })
     }
     const { taskTimeoutMs } = this.deps.settings()
-    const deadline = this.startDeadline(taskTimeoutMs, started)
+    const deadline = this.startDeadline(taskTimeoutMs)
     this.inFlight++
     try {
       const wsTargets = targets.filter((client) => client.protocol === 'ws').map((client) => client.nodeId)
@@ -182,6 +186,7 @@ export class Dispatcher {
             return { node_id: client.nodeId, protocol: client.protocol, status: answer.status, response: decodeBody(answer) }
           } catch (error) {
             if (!(error instanceof AttemptError)) throw error
+            if (this.closing) return { node_id: client.nodeId, protocol: client.protocol, status: 503, error: 'the server shut down before the client answered' }
             if (error.kind !== 'too_large') registry.recordFailure(client, this.now())
             return { node_id: client.nodeId, protocol: client.protocol, status: error.kind === 'timeout' ? 504 : 502, error: error.message }
           } finally {
@@ -198,8 +203,8 @@ export class Dispatcher {
     }
   }
 
-  private startDeadline(timeoutMs: number, nowMs: number): Deadline {
-    const deadline = this.deadlines.add(timeoutMs, nowMs)
+  private startDeadline(timeoutMs: number): Deadline {
+    const deadline = this.deadlines.add(timeoutMs, performance.now())
     if (deadline.atMs < this.timerAtMs) this.armTimer(deadline.atMs)
     return deadline
   }
@@ -207,7 +212,10 @@ export class Dispatcher {
   private armTimer(atMs: number): void {
     clearTimeout(this.timer)
     this.timerAtMs = atMs
-    this.timer = setTimeout(this.onTimer, Math.max(0, atMs - this.now()))
+    // Past 2^31-1 ms setTimeout fires at once; from the longest delay it allows, onTimer just waits again.
+    this.timer = setTimeout(this.onTimer, Math.min(MAX_TIMER_DELAY_MS, Math.max(0, atMs - performance.now())))
+    // Tasks keep the server alive, not their deadlines: a stopped server must be free to exit.
+    this.timer.unref()
   }
 
   /**
@@ -217,7 +225,7 @@ export class Dispatcher {
   private readonly onTimer = (): void => {
     this.timer = undefined
     this.timerAtMs = Number.POSITIVE_INFINITY
-    this.deadlines.expireDue(this.now())
+    this.deadlines.expireDue(performance.now())
     const next = this.deadlines.earliestMs
     if (next !== undefined) this.armTimer(next)
   }

@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'bun:test'
+import { join } from 'node:path'
 import { parseConfig } from '../../src/config.ts'
 import { postJson, postTask, SEED_CONFIG, startHttpAgent, startTestServer, startWsAgent, TOKEN, waitFor, testScope } from '../helpers.ts'
 
@@ -205,5 +206,47 @@ describe('stopping while tasks are still running', () => {
     const result = await pending
     expect(result.status).toBe(503)
     expect(result.json()).toMatchObject({ code: 'shutting_down', region: 'usa' })
+  })
+
+  test('a broadcast cut short by the stop says so for each client still owing an answer', async () => {
+    const mls = startTestServer()
+    const answers = await startWsAgent(mls.wsUrl, { nodeId: 'answers', region: 'asia' })
+    const silent = await startWsAgent(mls.wsUrl, { nodeId: 'silent', region: 'asia', answer: () => null })
+    defer(answers.close)
+    defer(silent.close)
+    const pending = postTask(mls.url, { region: 'asia', mode: 'broadcast', payload: 'all' })
+    await waitFor(() => silent.received.length === 1, 'the broadcast to reach the silent agent')
+    await mls.server.stop(200)
+    const result = await pending
+    expect(result.status).toBe(200)
+    const byNode = Object.fromEntries(result.json().results.map((entry: { node_id: string }) => [entry.node_id, entry]))
+    expect(byNode.answers).toMatchObject({ status: 200 })
+    expect(byNode.silent).toMatchObject({ status: 503, error: 'the server shut down before the client answered' })
+  })
+})
+
+describe('the deadline timer', () => {
+  /** Runs the fixture; resolves with its output, or with "still running" if it has not exited after `ms`. */
+  async function runFixture(taskTimeout: number, ms: number): Promise<{ stdout: string; stderr: string } | 'still running'> {
+    const child = Bun.spawn([process.execPath, join(import.meta.dir, '..', 'fixtures', 'stop-and-exit.ts'), String(taskTimeout)], { stdout: 'pipe', stderr: 'pipe' })
+    const outcome = await Promise.race([child.exited.then(() => 'exited' as const), Bun.sleep(ms).then(() => 'still running' as const)])
+    if (outcome === 'still running') {
+      child.kill()
+      return outcome
+    }
+    return { stdout: await new Response(child.stdout).text(), stderr: await new Response(child.stderr).text() }
+  }
+
+  test('a stopped server leaves no timer behind: the process exits long before task_timeout', async () => {
+    const result = await runFixture(600, 4_000)
+    expect(result).not.toBe('still running')
+    expect(result).toMatchObject({ stdout: 'status 200\nstatus 503\n' })
+  })
+
+  test('a task_timeout past what setTimeout can hold (about 24.8 days) neither fires at once nor spins', async () => {
+    const result = await runFixture(60 * 60 * 24 * 30, 4_000)
+    expect(result).toMatchObject({ stdout: 'status 200\nstatus 503\n' })
+    if (result === 'still running') return
+    expect(result.stderr).not.toContain('TimeoutOverflowWarning')
   })
 })
