@@ -112,7 +112,7 @@ export class Dispatcher {
           failedAttempts.push({ node_id: client.nodeId, reason: error.message })
           if (error.kind === 'too_large') {
             // The client did the work and answered, only too much: not a sign it is unwell, and not worth doing twice.
-            throw new MoonlightError(502, 'answer_too_large', error.message, { region, attempts: failedAttempts })
+            throw new MoonlightError(502, 'answer_too_large', 'the client\'s answer was too large', { region, attempts: failedAttempts })
           }
           registry.recordFailure(client, this.now())
           if (error.kind === 'timeout') {

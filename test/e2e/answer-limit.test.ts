@@ -41,8 +41,8 @@ describe('max_answer_bytes', () => {
       expect(result.status).toBe(502)
       expect(result.json()).toMatchObject({
         code: 'answer_too_large',
-        error: `the client's answer exceeds max_answer_bytes (${LIMIT} bytes)`,
-        attempts: [{ node_id: 'big' }],
+        error: "the client's answer was too large",
+        attempts: [{ node_id: 'big', reason: `answered more than max_answer_bytes (${LIMIT} bytes)` }],
       })
       // The work was done once; doing it again elsewhere would not make the answer smaller.
       expect(other.received).toEqual([])
@@ -50,6 +50,48 @@ describe('max_answer_bytes', () => {
       expect(clients.clients.find((client: { node_id: string }) => client.node_id === 'big')).toMatchObject({ state: 'healthy', consecutive_failures: 0 })
     })
   }
+
+  test('a compressed answer is held to the limit by its unpacked size, not its declared length', async () => {
+    const mls = server({ max_answer_bytes: LIMIT })
+    const packed = Bun.gzipSync('x'.repeat(50 * LIMIT))
+    expect(packed.byteLength).toBeLessThan(LIMIT)
+    const agent = await startHttpAgent(mls.url, {
+      nodeId: 'zipped',
+      region: 'usa',
+      work: () => new Response(packed, { headers: { 'content-type': 'text/plain', 'content-encoding': 'gzip', 'content-length': String(packed.byteLength) } }),
+    })
+    defer(agent.stop)
+    const result = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(result.status).toBe(502)
+    expect(result.json()).toMatchObject({ code: 'answer_too_large' })
+  })
+
+  test('a declared length beside a chunked body does not let the body past the limit', async () => {
+    const mls = server({ max_answer_bytes: LIMIT })
+    // Bun.serve would not send both headers: a raw socket plays the misbehaving agent.
+    const chunk = 'x'.repeat(16 * 1024)
+    const listener = Bun.listen({
+      hostname: '127.0.0.1',
+      port: 0,
+      socket: {
+        data(socket) {
+          let reply = 'HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 10\r\ntransfer-encoding: chunked\r\n\r\n'
+          for (let i = 0; i < 8; i++) reply += `${chunk.length.toString(16)}\r\n${chunk}\r\n`
+          socket.write(`${reply}0\r\n\r\n`)
+        },
+      },
+    })
+    defer(() => listener.stop(true))
+    const heartbeat = await fetch(`${mls.url}/client/heartbeat`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ip: '127.0.0.1', node_id: 'liar', token: TOKEN, region: 'usa', port: listener.port }),
+    })
+    expect(heartbeat.status).toBe(200)
+    const result = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(result.status).toBe(502)
+    expect(result.json()).toMatchObject({ code: 'answer_too_large' })
+  })
 
   test('in a broadcast, the client whose answer is too large is reported as such, the others answer', async () => {
     const mls = server({ max_answer_bytes: LIMIT })
@@ -60,7 +102,7 @@ describe('max_answer_bytes', () => {
     const result = await postTask(mls.url, { region: 'usa', mode: 'broadcast', payload: 'all' })
     expect(result.status).toBe(200)
     const byNode = Object.fromEntries(result.json().results.map((entry: { node_id: string }) => [entry.node_id, entry]))
-    expect(byNode.big).toMatchObject({ status: 502, error: `the client's answer exceeds max_answer_bytes (${LIMIT} bytes)` })
+    expect(byNode.big).toMatchObject({ status: 502, error: `answered more than max_answer_bytes (${LIMIT} bytes)` })
     expect(byNode.fine).toMatchObject({ status: 200, response: { node: 'fine', echo: 'all' } })
     expect(mls.server.registry.get('big')).toMatchObject({ state: 'healthy', consecutiveFailures: 0 })
   })
