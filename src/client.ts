@@ -80,7 +80,8 @@ export async function fetchClients(target: ServerTarget): Promise<ClientList> {
 
 /** POSTs /task/request and returns the answer whatever its status: the caller decides what failed. */
 export async function submitTask(target: ServerTarget, body: unknown, timeoutMs?: number): Promise<RawAnswer> {
-  return send(target, 'POST', '/task/request', JSON.stringify(body), timeoutMs)
+  // The server answers within its task_timeout, which may be longer than Bun's 5-minute idle limit on fetch.
+  return send(target, 'POST', '/task/request', JSON.stringify(body), timeoutMs, false)
 }
 
 /** The one-line reason an error answer gives: the server's `error` field, else the start of the body. */
@@ -109,13 +110,13 @@ async function call(target: ServerTarget, method: string, path: string): Promise
   return answer
 }
 
-async function send(target: ServerTarget, method: string, path: string, body?: string, timeoutMs?: number): Promise<RawAnswer> {
+async function send(target: ServerTarget, method: string, path: string, body?: string, timeoutMs?: number, idleLimit = true): Promise<RawAnswer> {
   const headers: Record<string, string> = {}
   if (body !== undefined) headers['content-type'] = 'application/json'
   if (target.token) headers.authorization = `Bearer ${target.token}`
   const signal = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs)
   try {
-    const response = await fetch(`${target.server}${path}`, { method, headers, body, signal })
+    const response = await fetch(`${target.server}${path}`, { method, headers, body, signal, timeout: idleLimit })
     return { status: response.status, contentType: response.headers.get('content-type'), body: await response.text() }
   } catch (error) {
     if (signal?.aborted) throw new RequestFailed(`no answer from ${target.server} within ${timeoutMs! / 1000} s`)

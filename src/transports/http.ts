@@ -25,6 +25,9 @@ export class HttpTransport implements Transport {
           headers: { 'content-type': 'application/json', 'x-task-id': taskId },
           body: payloadJson,
           signal: abort.signal,
+          // Bun's own idle limit (5 minutes) would cut an agent still working on a long task, and the
+          // failure would look like an unreachable agent and be retried; task_timeout is the only limit.
+          timeout: false,
         })
       } catch (error) {
         if (deadline.expired) throw timedOut()

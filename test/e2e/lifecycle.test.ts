@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from 'bun:test'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { postTask, SEED_CONFIG, spawnServer, startHttpAgent, startWsAgent, type SpawnedServer } from '../helpers.ts'
+import { postTask, SEED_CONFIG, spawnServer, startCli, startHttpAgent, startWsAgent, TOKEN, type SpawnedServer } from '../helpers.ts'
 
 const spawned: SpawnedServer[] = []
 const cleanups: Array<() => unknown> = []
@@ -143,4 +143,26 @@ describe('graceful stop', () => {
     expect((await watcher.closed).code).toBe(1001)
     expect(await child.exited).toBe(0)
   })
+})
+
+describe('long tasks over HTTP', () => {
+  test("Bun's fetch idle limit does not cut an agent still working within task_timeout", async () => {
+    const dir = tempDir()
+    const config = writeConfig(dir, { ...SEED_CONFIG, task_timeout: 30 })
+    // Bun's idle limit (5 minutes by default) set to 1 s, which it enforces within about 8 s.
+    const server = await spawn(['--config', config, '--port', '0', '--host', '127.0.0.1'], { env: { BUN_CONFIG_HTTP_IDLE_TIMEOUT: '1' } })
+    const slow = await startHttpAgent(server.url, { nodeId: 'slow', region: 'usa', weight: 5, work: async () => (await Bun.sleep(9500), Response.json({ done: true })) })
+    const spare = await startHttpAgent(server.url, { nodeId: 'spare', region: 'usa', weight: 1 })
+    cleanups.push(slow.stop, spare.stop)
+    // The same wait from `moonlight task`, itself a Bun process with the same 1 s idle limit.
+    const cli = startCli(['task', '--server', server.url, '--token', TOKEN, '--region', 'usa', '--payload', '"cli job"'], { env: { BUN_CONFIG_HTTP_IDLE_TIMEOUT: '1' } })
+    const result = await postTask(server.url, { region: 'usa', payload: 'long job' })
+    expect(result.status).toBe(200)
+    expect(result.json()).toEqual({ done: true })
+    expect(await cli.exited).toBe(0)
+    expect(cli.output()).toContain('{"done":true}')
+    // Cut off, the task would have been retried here while the first agent was still running it.
+    expect(spare.received).toEqual([])
+    expect(slow.received).toEqual(expect.arrayContaining(['long job', 'cli job']))
+  }, 30_000)
 })
