@@ -33,6 +33,9 @@ export interface MoonlightServer {
 
 const MONITOR_FLUSH_MS = 500
 const HOUSEKEEPING_MS = 1000
+/** Bun's own default when BUN_CONFIG_MAX_HTTP_REQUESTS is unset. */
+const BUN_DEFAULT_FETCH_LIMIT = 256
+const FETCH_LIMIT_WARNING_EVERY_MS = 60_000
 
 /** Starts Moonlight: the Hono app and the WebSocket gateway on one Bun.serve. */
 export function startServer(options: ServerOptions): MoonlightServer {
@@ -50,9 +53,13 @@ export function startServer(options: ServerOptions): MoonlightServer {
     log(describeEvent(event))
   })
   const wsTransport = new WsTransport(() => live.config.ws.write_timeout * 1000)
+  const httpTransport = new HttpTransport(() => live.config.max_answer_bytes)
+  // Bun read it when the process started; reading it again here only tells us what Bun did.
+  const fetchLimit = Number(process.env.BUN_CONFIG_MAX_HTTP_REQUESTS) || BUN_DEFAULT_FETCH_LIMIT
+  let fetchLimitWarnedAtMs = Number.NEGATIVE_INFINITY
   const dispatcher = new Dispatcher({
     registry,
-    http: new HttpTransport(() => live.config.max_answer_bytes),
+    http: httpTransport,
     ws: wsTransport,
     settings: () => ({ retryCount: live.config.retry_count, taskTimeoutMs: live.config.task_timeout * 1000 }),
     publish: (region, message) => bunServer?.publish(regionTopic(region), message),
@@ -84,6 +91,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     version: VERSION,
     startedAtMs,
     wsConnections: () => gateway.sockets.size,
+    httpCalls: () => ({ inFlight: httpTransport.inFlight, limit: fetchLimit }),
     isStopping: () => stopping,
     onReplaced: (previous) => {
       if (previous.protocol === 'ws') wsTransport.socketOf(previous.nodeId)?.close(4000, 'replaced by an HTTP registration')
@@ -122,6 +130,15 @@ export function startServer(options: ServerOptions): MoonlightServer {
       setInterval(() => {
         const now = Date.now()
         registry.endBackoffs(now)
+        // Past Bun's fetch limit, calls to HTTP agents queue inside Bun where nothing else would show it.
+        const peak = httpTransport.takePeak()
+        if (peak > fetchLimit && now - fetchLimitWarnedAtMs >= FETCH_LIMIT_WARNING_EVERY_MS) {
+          fetchLimitWarnedAtMs = now
+          log(
+            `[mls] warning: ${peak} calls to HTTP agents at once, over Bun's limit of ${fetchLimit}: the rest waited in Bun's queue. ` +
+              'Start the server with BUN_CONFIG_MAX_HTTP_REQUESTS=4096 (in its environment, or in a .env file in its working directory)',
+          )
+        }
         for (const client of registry.silent('http', live.config.client_ttl * 1000, now)) {
           registry.remove(client.nodeId, `no heartbeat for ${live.config.client_ttl} s`)
         }

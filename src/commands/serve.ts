@@ -35,7 +35,9 @@ export async function serve(options: ServeOptions): Promise<void> {
   console.log(`[mls] listening on ${server.url}${ws.enabled ? ` (WebSocket ${ws.path})` : ''}`)
   // Bun reads this once, at process start, so it cannot be raised from in here: only pointed out.
   if (!process.env.BUN_CONFIG_MAX_HTTP_REQUESTS) {
-    console.log('[mls] note: Bun allows 256 simultaneous calls to HTTP agents; start with BUN_CONFIG_MAX_HTTP_REQUESTS=4096 for more (WebSocket agents are not limited)')
+    console.log(
+      '[mls] note: Bun allows 256 simultaneous calls to HTTP agents; start with BUN_CONFIG_MAX_HTTP_REQUESTS=4096 (in the environment or a .env file here) for more (WebSocket agents are not limited)',
+    )
   }
   if (html.enabled) console.log(`[mls] docs ${server.url}${html.index_path}  dashboard ${server.url}${html.dashboard_path}`)
 

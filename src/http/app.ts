@@ -26,6 +26,8 @@ export interface AppDeps {
   version: string
   startedAtMs: number
   wsConnections: () => number
+  /** Calls to HTTP agents under way, and how many Bun's fetch runs at once. */
+  httpCalls: () => { inFlight: number; limit: number }
   isStopping: () => boolean
   /** A node registered anew over another connection: the old one must go. */
   onReplaced: (previous: Client) => void
@@ -109,7 +111,14 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
   app.get('/metrics', (c) =>
     c.text(
-      renderMetrics({ registry, stats: deps.stats, inFlight: () => dispatcher.inFlight, wsConnections: deps.wsConnections, startedAtMs: deps.startedAtMs }),
+      renderMetrics({
+        registry,
+        stats: deps.stats,
+        inFlight: () => dispatcher.inFlight,
+        httpCalls: deps.httpCalls,
+        wsConnections: deps.wsConnections,
+        startedAtMs: deps.startedAtMs,
+      }),
       200,
       { 'content-type': 'text/plain; version=0.0.4' },
     ),

@@ -5,6 +5,7 @@ export interface MetricsSource {
   registry: Registry
   stats: TaskStats
   inFlight: () => number
+  httpCalls: () => { inFlight: number; limit: number }
   wsConnections: () => number
   startedAtMs: number
 }
@@ -32,6 +33,9 @@ export function renderMetrics(source: MetricsSource): string {
     Object.entries(source.stats.byOutcome).map(([outcome, count]) => [`{outcome="${outcome}"}`, count]),
   )
   metric('moonlight_tasks_in_flight', 'gauge', 'Tasks waiting for an answer now.', [['', source.inFlight()]])
+  const httpCalls = source.httpCalls()
+  metric('moonlight_http_agent_calls_in_flight', 'gauge', 'Calls to HTTP agents under way (Bun queues those past its fetch limit).', [['', httpCalls.inFlight]])
+  metric('moonlight_http_agent_call_limit', 'gauge', "Bun's limit on simultaneous fetches (BUN_CONFIG_MAX_HTTP_REQUESTS when the process started).", [['', httpCalls.limit]])
   metric('moonlight_websocket_connections', 'gauge', 'Open WebSocket connections (agents and dashboards).', [['', source.wsConnections()]])
   metric('moonlight_uptime_seconds', 'gauge', 'Seconds since the server started.', [['', Math.round((Date.now() - source.startedAtMs) / 1000)]])
   return `${lines.join('\n')}\n`

@@ -11,12 +11,24 @@ class RequestAbort extends AbortController implements Expirable {
 
 /** POSTs the payload to the client's `/work` and hands back its status, content type and body. */
 export class HttpTransport implements Transport {
+  /** Calls to agents under way: Bun runs only so many fetches at once and queues the rest unseen. */
+  inFlight = 0
+  private peak = 0
+
   constructor(private readonly maxAnswerBytes: () => number) {}
+
+  /** The most calls under way at once since the last call of this. */
+  takePeak(): number {
+    const peak = this.peak
+    this.peak = this.inFlight
+    return peak
+  }
 
   async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer> {
     if (deadline.expired) throw timedOut()
     const abort = new RequestAbort()
     deadline.watch(abort)
+    if (++this.inFlight > this.peak) this.peak = this.inFlight
     try {
       let response: Response
       try {
@@ -53,6 +65,7 @@ export class HttpTransport implements Transport {
         throw new AttemptError('disconnected', `connection lost before the answer: ${(error as Error).message}`)
       }
     } finally {
+      this.inFlight--
       deadline.unwatch(abort)
     }
   }

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from 'bun:test'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { postTask, SEED_CONFIG, spawnServer, startCli, startHttpAgent, startWsAgent, TOKEN, type SpawnedServer } from '../helpers.ts'
+import { postTask, SEED_CONFIG, spawnServer, startCli, startHttpAgent, startWsAgent, TOKEN, waitFor, type SpawnedServer } from '../helpers.ts'
 
 const spawned: SpawnedServer[] = []
 const cleanups: Array<() => unknown> = []
@@ -164,5 +164,21 @@ describe('long tasks over HTTP', () => {
     // Cut off, the task would have been retried here while the first agent was still running it.
     expect(spare.received).toEqual([])
     expect(slow.received).toEqual(expect.arrayContaining(['long job', 'cli job']))
+  }, 30_000)
+
+  test("calls to HTTP agents past Bun's fetch limit are shown in /metrics and logged, not left to queue unseen", async () => {
+    const dir = tempDir()
+    const config = writeConfig(dir, { ...SEED_CONFIG, task_timeout: 30 })
+    const server = await spawn(['--config', config, '--port', '0', '--host', '127.0.0.1'], { env: { BUN_CONFIG_MAX_HTTP_REQUESTS: '8' } })
+    const slow = await startHttpAgent(server.url, { nodeId: 'slow', region: 'usa', work: async () => (await Bun.sleep(1000), Response.json({ done: true })) })
+    cleanups.push(slow.stop)
+    const tasks = Array.from({ length: 20 }, (_, i) => postTask(server.url, { region: 'usa', payload: i }))
+    await waitFor(async () => /moonlight_http_agent_calls_in_flight 2\d/.test(await (await fetch(`${server.url}/metrics`)).text()), 'the calls to show in /metrics')
+    const metrics = await (await fetch(`${server.url}/metrics`)).text()
+    expect(metrics).toContain('moonlight_http_agent_call_limit 8')
+    await server.waitForOutput("over Bun's limit of 8")
+    expect(server.output()).toMatch(/\[mls\] warning: 20 calls to HTTP agents at once, over Bun's limit of 8: the rest waited in Bun's queue/)
+    // Slowed down by the queue, but every task still gets its answer.
+    for (const result of await Promise.all(tasks)) expect(result.status).toBe(200)
   }, 30_000)
 })
