@@ -65,8 +65,8 @@ const HOP_BY_HOP = new Set(['connection', 'content-length', 'keep-alive', 'trans
  */
 export class WsTransport implements Transport {
   private readonly sockets = new Map<string, AgentSocket>()
-  /** Tasks waiting for the end of this event-loop turn to go out, per socket. */
-  private outbox = new Map<AgentSocket, Array<{ taskId: string; message: string }>>()
+  /** Tasks waiting for the end of this event-loop turn to go out, per socket: task id, message, task id, message… */
+  private outbox = new Map<AgentSocket, string[]>()
   private flushScheduled = false
 
   constructor(private readonly writeTimeoutMs: () => number) {}
@@ -99,7 +99,7 @@ export class WsTransport implements Transport {
       queue = []
       this.outbox.set(socket, queue)
     }
-    queue.push({ taskId, message: taskMessage(taskId, payloadJson) })
+    queue.push(taskId, taskMessage(taskId, payloadJson))
     if (!this.flushScheduled) {
       this.flushScheduled = true
       setImmediate(this.flush)
@@ -117,9 +117,9 @@ export class WsTransport implements Transport {
     this.outbox = new Map()
     for (const [socket, queue] of outbox) {
       socket.cork(() => {
-        for (const { taskId, message } of queue) {
-          const sent = socket.send(message)
-          if (sent === 0) socket.data.pending.get(taskId)?.reject(new AttemptError('dropped', 'the client\'s send buffer is full'))
+        for (let i = 0; i < queue.length; i += 2) {
+          const sent = socket.send(queue[i + 1]!)
+          if (sent === 0) socket.data.pending.get(queue[i]!)?.reject(new AttemptError('dropped', 'the client\'s send buffer is full'))
           else if (sent === -1) this.watchBackpressure(socket)
         }
       })
@@ -202,9 +202,9 @@ function taskMessage(taskId: string, payloadJson: string): string {
 
 function toAnswer(response: TaskResponse): Answer {
   const headers: Record<string, string> = {}
-  for (const [name, value] of Object.entries(response.headers)) {
+  for (const name in response.headers) {
     const lower = name.toLowerCase()
-    if (!HOP_BY_HOP.has(lower)) headers[lower] = value
+    if (!HOP_BY_HOP.has(lower)) headers[lower] = response.headers[name]!
   }
   // A string with its own content type is a body as-is; anything else is a JSON value.
   if (typeof response.response === 'string' && headers['content-type']) {
