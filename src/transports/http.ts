@@ -76,7 +76,7 @@ function workUrl(client: Client): string {
   return `http://${host}:${client.port}/work`
 }
 
-export function tooLarge(limit: number): AttemptError {
+function tooLarge(limit: number): AttemptError {
   return new AttemptError('too_large', `answered more than max_answer_bytes (${limit} bytes)`)
 }
 
