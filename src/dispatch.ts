@@ -110,11 +110,11 @@ export class Dispatcher {
           if (!(error instanceof AttemptError)) throw error
           if (this.closing) throw shuttingDown(region, failedAttempts)
           failedAttempts.push({ node_id: client.nodeId, reason: error.message })
+          if (error.countsAgainstClient) registry.recordFailure(client, this.now())
           if (error.kind === 'too_large') {
-            // The client did the work and answered, only too much: not a sign it is unwell, and not worth doing twice.
+            // Doing the work again elsewhere would not make the answer smaller.
             throw new MoonlightError(502, 'answer_too_large', 'the client\'s answer was too large', { region, attempts: failedAttempts })
           }
-          registry.recordFailure(client, this.now())
           if (error.kind === 'timeout') {
             throw new MoonlightError(504, 'timeout', `no answer within task_timeout (${taskTimeoutMs / 1000} s)`, {
               region,
@@ -187,7 +187,7 @@ export class Dispatcher {
           } catch (error) {
             if (!(error instanceof AttemptError)) throw error
             if (this.closing) return { node_id: client.nodeId, protocol: client.protocol, status: 503, error: 'the server shut down before the client answered' }
-            if (error.kind !== 'too_large') registry.recordFailure(client, this.now())
+            if (error.countsAgainstClient) registry.recordFailure(client, this.now())
             return { node_id: client.nodeId, protocol: client.protocol, status: error.kind === 'timeout' ? 504 : 502, error: error.message }
           } finally {
             client.inFlight--

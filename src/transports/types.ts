@@ -23,6 +23,11 @@ export class AttemptError extends Error {
   ) {
     super(message)
   }
+
+  /** Whether it speaks of the client's health: a too-large answer means the client did the work, only for this payload too much of it. */
+  get countsAgainstClient(): boolean {
+    return this.kind !== 'too_large'
+  }
 }
 
 /**
