@@ -75,6 +75,8 @@ export const configSchema = z.object({
   max_answer_bytes: z.number().int().positive().default(16 * 1024 * 1024),
   require_task_token: z.boolean().default(true),
   client_ttl: seconds.default(90),
+  /** Registered clients at most; past it a new node id is refused (503 too_many_clients), so a flood of ids cannot grow the server without bound. */
+  max_clients: z.number().int().positive().default(100_000),
   health: healthSchema.prefault({}),
   ws: wsSchema.prefault({}),
   html: htmlSchema.prefault({}),

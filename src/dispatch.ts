@@ -1,5 +1,6 @@
 import { type Deadline, DeadlineQueue } from './deadlines.ts'
 import { MoonlightError } from './errors.ts'
+import { MAX_JSON_DEPTH, nestingDepth } from './json-text.ts'
 import type { Client, Protocol, Registry } from './registry.ts'
 import type { TaskRecord } from './task-stats.ts'
 import { type Answer, AttemptError, type Transport } from './transports/types.ts'
@@ -32,7 +33,10 @@ export interface BroadcastResult {
   node_id: string
   protocol: Protocol
   status: number
-  response?: unknown
+  /** An answer that is not JSON, as text. */
+  response?: string
+  /** A JSON answer's own text, spliced into the reply as it came (see broadcastJson). */
+  responseJson?: string
   error?: string
 }
 
@@ -86,19 +90,23 @@ export class Dispatcher {
       for (let attempt = 0; attempt <= retryCount; attempt++) {
         if (this.closing) throw shuttingDown(region, failedAttempts)
         if (last !== undefined) (tried ??= new Set()).add(last.nodeId)
-        const client = this.pickAnother(region, tried, last)
-        if (!client) {
+        const picked = this.pickAnother(region, tried, last)
+        if (!picked) {
           if (attempt === 0) throw new MoonlightError(503, 'no_client', `no healthy client in region "${region}" or above it`, { region })
           break
         }
+        const { client, pool } = picked
         last = client
         const attemptStarted = performance.now()
+        // Every way an attempt ends gives a verdict on the client, or says there is none (which ends a trial).
+        let judged = false
         client.inFlight++
         try {
           const answer = await this.transportFor(client).send(client, taskId, payloadJson, deadline)
           const latencyMs = performance.now() - attemptStarted
+          judged = true
           if (answer.status >= 500) {
-            registry.recordFailure(client, this.now())
+            registry.recordFailure(client, this.now(), pool)
             failedAttempts.push({ node_id: client.nodeId, reason: `answered ${answer.status}`, status: answer.status, body: bodyExcerpt(answer) })
             continue
           }
@@ -110,7 +118,10 @@ export class Dispatcher {
           if (!(error instanceof AttemptError)) throw error
           if (this.closing) throw shuttingDown(region, failedAttempts)
           failedAttempts.push({ node_id: client.nodeId, reason: error.message })
-          if (error.countsAgainstClient) registry.recordFailure(client, this.now())
+          if (error.countsAgainstClient) {
+            registry.recordFailure(client, this.now(), pool)
+            judged = true
+          }
           if (error.kind === 'too_large') {
             // Doing the work again elsewhere would not make the answer smaller.
             throw new MoonlightError(502, 'answer_too_large', 'the client\'s answer was too large', { region, attempts: failedAttempts })
@@ -123,6 +134,7 @@ export class Dispatcher {
           }
         } finally {
           client.inFlight--
+          if (!judged) registry.recordNoVerdict(client)
         }
       }
       throw new MoonlightError(502, 'all_attempts_failed', `every attempt failed (${failedAttempts.length})`, {
@@ -181,13 +193,13 @@ export class Dispatcher {
           client.inFlight++
           try {
             const answer = await (wsAnswers.get(client.nodeId) ?? this.deps.http.send(client, taskId, payloadJson, deadline))
-            if (answer.status >= 500) registry.recordFailure(client, this.now())
+            if (answer.status >= 500) registry.recordFailure(client, this.now(), region)
             else registry.recordSuccess(client, performance.now() - attemptStarted, this.now())
-            return { node_id: client.nodeId, protocol: client.protocol, status: answer.status, response: decodeBody(answer) }
+            return { node_id: client.nodeId, protocol: client.protocol, status: answer.status, ...decodeBody(answer) }
           } catch (error) {
             if (!(error instanceof AttemptError)) throw error
             if (this.closing) return { node_id: client.nodeId, protocol: client.protocol, status: 503, error: 'the server shut down before the client answered' }
-            if (error.countsAgainstClient) registry.recordFailure(client, this.now())
+            if (error.countsAgainstClient) registry.recordFailure(client, this.now(), region)
             return { node_id: client.nodeId, protocol: client.protocol, status: error.kind === 'timeout' ? 504 : 502, error: error.message }
           } finally {
             client.inFlight--
@@ -231,10 +243,10 @@ export class Dispatcher {
   }
 
   /** An untried client first; else one other than the last; the same client only if it is alone. */
-  private pickAnother(region: string, tried: ReadonlySet<string> | undefined, last: Client | undefined): Client | undefined {
+  private pickAnother(region: string, tried: ReadonlySet<string> | undefined, last: Client | undefined) {
     const { registry } = this.deps
-    if (!last || !tried) return registry.pick(region)
-    return registry.pick(region, tried) ?? registry.pick(region, new Set([last.nodeId])) ?? registry.pick(region)
+    if (!last || !tried) return registry.pickFrom(region)
+    return registry.pickFrom(region, tried) ?? registry.pickFrom(region, new Set([last.nodeId])) ?? registry.pickFrom(region)
   }
 
   private transportFor(client: Client): Transport {
@@ -269,13 +281,24 @@ function bodyExcerpt(answer: Answer): string {
   return text.length > BODY_EXCERPT_CHARS ? `${text.slice(0, BODY_EXCERPT_CHARS)}…` : text
 }
 
-function decodeBody(answer: Answer): unknown {
+/** A JSON answer stays its own text; anything else (or JSON too deep to pass on) is shown as a string. */
+function decodeBody(answer: Answer): Pick<BroadcastResult, 'response' | 'responseJson'> {
   const text = bodyText(answer)
-  if (!(answer.headers['content-type'] ?? '').includes('json')) return text
+  if (!(answer.headers['content-type'] ?? '').includes('json') || nestingDepth(text) > MAX_JSON_DEPTH) return { response: text }
   try {
-    return JSON.parse(text)
+    JSON.parse(text)
+    return { responseJson: text.trim() }
   } catch {
     // The client said JSON but sent something else: show it as it came.
-    return text
+    return { response: text }
   }
+}
+
+/** The reply to a broadcast, with each JSON answer spliced in as its own text rather than parsed and serialized again. */
+export function broadcastJson(summary: Record<string, unknown>, results: readonly BroadcastResult[]): string {
+  const items = results.map(({ responseJson, ...rest }) => {
+    const head = JSON.stringify(rest)
+    return responseJson === undefined ? head : `${head.slice(0, -1)},"response":${responseJson}}`
+  })
+  return `${JSON.stringify(summary).slice(0, -1)},"results":[${items.join(',')}]}`
 }

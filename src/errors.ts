@@ -20,3 +20,10 @@ export class MoonlightError extends Error {
     return { error: this.message, code: this.code, ...this.details }
   }
 }
+
+/** A new node id past `max_clients`: the same refusal for an HTTP heartbeat and a WebSocket register. */
+export function tooManyClients(maxClients: number): MoonlightError {
+  return new MoonlightError(503, 'too_many_clients', `the server holds as many clients as it may (max_clients = ${maxClients}); try again later`, {
+    max_clients: maxClients,
+  })
+}

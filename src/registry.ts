@@ -59,7 +59,10 @@ const LATENCY_SMOOTHING = 0.2
  * Pure: time comes in as `now` (ms); events go out through `onEvent`.
  */
 export class Registry {
+  /** New node ids past this many clients are refused (`hasRoomFor`): a flood of ids must not grow the server without bound. */
+  maxClients = Number.POSITIVE_INFINITY
   private readonly clients = new Map<string, Client>()
+  /** Only regions with a client that can take tasks have one; a region's last client leaving forgets it. */
   private balancers = new Map<string, Balancer<string>>()
   private nextConnectionId = 1
 
@@ -75,6 +78,16 @@ export class Registry {
 
   get(nodeId: string): Client | undefined {
     return this.clients.get(nodeId)
+  }
+
+  /** Whether `nodeId` may register: it is known already, or there is room under maxClients. */
+  hasRoomFor(nodeId: string): boolean {
+    return this.clients.size < this.maxClients || this.clients.has(nodeId)
+  }
+
+  /** How many regions have balancer state now: bounded by where clients are, not by every name ever seen. */
+  get trackedRegions(): number {
+    return this.balancers.size
   }
 
   all(): IterableIterator<Client> {
@@ -158,8 +171,13 @@ export class Registry {
    * everything under it has no eligible client, climbs to the parent, up to global.
    */
   pick(region: string, exclude?: ReadonlySet<string>): Client | undefined {
-    for (const r of this.regions.chain(region)) {
-      const nodeId = this.balancers.get(r)?.pick(exclude)
+    return this.pickFrom(region, exclude)?.client
+  }
+
+  /** pick(), also saying which region's pool the client was drawn from (the task's region, or the ancestor it climbed to). */
+  pickFrom(region: string, exclude?: ReadonlySet<string>): { client: Client; pool: string } | undefined {
+    for (const pool of this.regions.chain(region)) {
+      const nodeId = this.balancers.get(pool)?.pick(exclude)
       if (nodeId === undefined) continue
       const client = this.clients.get(nodeId)!
       if (client.state === 'probation') {
@@ -169,7 +187,7 @@ export class Registry {
         // Out of the broadcast topics too, until the trial's result is in.
         this.onEvent({ type: 'state', client })
       }
-      return client
+      return { client, pool }
     }
     return undefined
   }
@@ -197,15 +215,20 @@ export class Registry {
     }
   }
 
-  /** Counts a failure the client is to blame for (refused, reset, 5xx, timeout); may eject it. */
-  recordFailure(client: Client, now: number): void {
+  /**
+   * Counts a failure the client is to blame for (refused, reset, 5xx, timeout); may eject it.
+   * `pool` is the region whose clients the task was drawn from: at most max_ejected_percent of
+   * those may be ejected at once, so a client is kept only while it is really one of the last its
+   * tasks can reach.
+   */
+  recordFailure(client: Client, now: number, pool = client.region): void {
     client.failures++
     client.consecutiveFailures++
     // A replaced or removed record keeps its counts but must not move the node's current record out of the balancers.
     if (!this.isCurrent(client) || client.state === 'ejected') return
     const failedTrial = client.state === 'probation'
     if (!failedTrial && client.consecutiveFailures < this.health.failuresToEject) return
-    if (!failedTrial && !this.mayEject(client)) return
+    if (!failedTrial && !this.mayEject(pool)) return
     // A client healthy for longer than the longest back-off starts over; a failed trial never does.
     if (!failedTrial && now - client.recoveredAt > this.health.maxEjectionMs) client.ejections = 0
     client.ejections++
@@ -214,6 +237,18 @@ export class Registry {
     client.trialInFlight = false
     client.ejectedUntil = now + backoffMs
     this.leaveBalancers(client)
+    this.onEvent({ type: 'state', client })
+  }
+
+  /**
+   * An attempt that says nothing of the client's health (its answer was too large, the server is
+   * stopping) still ends a trial: without a verdict, so the client waits for the next task's trial
+   * rather than on probation with no trial in flight, which nothing would ever end.
+   */
+  recordNoVerdict(client: Client): void {
+    if (!this.isCurrent(client) || client.state !== 'probation' || !client.trialInFlight) return
+    client.trialInFlight = false
+    this.syncBalancers(client)
     this.onEvent({ type: 'state', client })
   }
 
@@ -268,15 +303,16 @@ export class Registry {
     return client.weight > 0 && (client.state === 'healthy' || (client.state === 'probation' && !client.trialInFlight))
   }
 
-  private mayEject(client: Client): boolean {
-    let inRegion = 0
+  /** Whether one more client of `pool` (a region and everything under it) may be ejected. A scan, but only when a client reaches the failure threshold. */
+  private mayEject(pool: string): boolean {
+    let inPool = 0
     let ejected = 0
     for (const other of this.clients.values()) {
-      if (other.region !== client.region) continue
-      inRegion++
+      if (!this.regions.isWithin(other.region, pool)) continue
+      inPool++
       if (other.state === 'ejected') ejected++
     }
-    return ejected + 1 <= Math.floor((inRegion * this.health.maxEjectedPercent) / 100)
+    return ejected + 1 <= Math.floor((inPool * this.health.maxEjectedPercent) / 100)
   }
 
   private syncBalancers(client: Client): void {
@@ -295,7 +331,13 @@ export class Registry {
   }
 
   private leaveBalancers(client: Client): void {
-    for (const region of this.regions.chain(client.region)) this.balancers.get(region)?.remove(client.nodeId)
+    for (const region of this.regions.chain(client.region)) {
+      const balancer = this.balancers.get(region)
+      if (!balancer) continue
+      balancer.remove(client.nodeId)
+      // Callers may invent region names by the thousand: an empty balancer is forgotten.
+      if (balancer.size === 0) this.balancers.delete(region)
+    }
   }
 }
 

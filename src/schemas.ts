@@ -36,9 +36,13 @@ export const taskRequestSchema = z.object({
 })
 export type TaskRequest = z.infer<typeof taskRequestSchema>
 
-/** What an HTTP response can carry: a token name (RFC 9110) and a value with no line breaks or NUL. */
+/**
+ * What an HTTP response can carry (RFC 9110 §5.5): a token for the name; for the value visible
+ * characters, spaces and tabs, and obs-text (0x80-0xFF), nothing else. A control character would
+ * break the caller's response, and a character beyond Latin-1 cannot be written as a header at all.
+ */
 const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'not a valid header name')
-const headerValue = z.string().regex(/^[^\r\n\0]*$/, 'header values cannot contain line breaks')
+const headerValue = z.string().regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'header values may hold only visible characters, spaces, tabs and Latin-1 (no control characters)')
 
 export const taskResponseSchema = z.object({
   task_id: z.string().min(1),

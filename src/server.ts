@@ -52,6 +52,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     monitor.onRegistryEvent(event)
     log(describeEvent(event))
   })
+  registry.maxClients = live.config.max_clients
   const wsTransport = new WsTransport(() => live.config.ws.write_timeout * 1000)
   const httpTransport = new HttpTransport(() => live.config.max_answer_bytes)
   // Bun read it when the process started; reading it again here only tells us what Bun did.
@@ -82,6 +83,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     onMonitorCountChange: (watchers) => {
       monitor.setWatching(watchers > 0)
     },
+    log,
   })
   const appDeps: AppDeps = {
     live,
@@ -181,6 +183,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       const config = { ...loaded.config, port, host, html, ws: { ...loaded.config.ws, enabled: ws.enabled, path: ws.path } }
       Object.assign(live, makeLive(config, live.generatedToken))
       registry.reconfigure(live.regions, healthPolicy(live.config))
+      registry.maxClients = live.config.max_clients
       for (const client of registry.all()) if (client.protocol === 'ws') gateway.syncTopics(client.nodeId)
       stopTimers()
       startTimers()

@@ -5,15 +5,16 @@ import { bodyLimit } from 'hono/body-limit'
 import { createMiddleware } from 'hono/factory'
 import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import type { Dispatcher } from '../dispatch.ts'
-import { MoonlightError } from '../errors.ts'
+import { broadcastJson, type Dispatcher } from '../dispatch.ts'
+import { MoonlightError, tooManyClients } from '../errors.ts'
 import type { Live } from '../live.ts'
 import { Regions } from '../regions.ts'
 import { type Client, clientView, type Registry } from '../registry.ts'
-import { heartbeatSchema, type TaskRequest, taskRequestSchema } from '../schemas.ts'
+import { heartbeatSchema } from '../schemas.ts'
 import type { TaskStats } from '../task-stats.ts'
 import { renderMetrics } from './metrics.ts'
 import { mountPages } from './pages.ts'
+import { type TaskInput, readTaskRequest } from './task-body.ts'
 import { jsonBody, requireJson } from './validate.ts'
 
 export type AppEnv = { Bindings: Server<unknown>; Variables: { sourceIp?: string } }
@@ -69,6 +70,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     const hello = c.req.valid('json')
     if (!live.tokens.has(hello.token)) throw new MoonlightError(401, 'unauthorized', 'invalid token in heartbeat')
     const ip = hello.ip ?? c.get('sourceIp') ?? '127.0.0.1'
+    if (!registry.hasRoomFor(hello.node_id)) throw tooManyClients(live.config.max_clients)
     const { client, previous } = registry.announce(
       { nodeId: hello.node_id, region: hello.region, protocol: 'http', ip, port: hello.port, weight: hello.weight ?? 1 },
       Date.now(),
@@ -85,7 +87,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
 
   // Bun.serve routes well-formed tasks to createTaskFastPath first; this route answers everything else.
-  app.post('/task/request', requireTaskToken, limitBody, requireJson, jsonBody(taskRequestSchema), (c) => runTask(deps, c.req.valid('json'), c.req.raw, c.env))
+  app.post('/task/request', requireTaskToken, limitBody, requireJson, async (c) => runTask(deps, readTaskRequest(await c.req.text()), c.req.raw, c.env))
 
   app.get('/status', (c) => {
     return c.json({
@@ -134,10 +136,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 }
 
 /**
- * The hot path of POST /task/request, for Bun.serve's own router: a well-formed single task (valid
- * token, declared length within max_body_bytes, `application/json`, a body that parses and
- * validates) skips Hono's per-request context and middleware chain, which cost more than the rest
- * of the proxying. Anything else goes to `app`, so every failure keeps the one answer its Hono route defines.
+ * The hot path of POST /task/request, for Bun.serve's own router: a request whose headers are in
+ * order (valid token, declared length within max_body_bytes, `application/json`) skips Hono's
+ * per-request context and middleware chain, which cost more than the rest of the proxying; its body
+ * goes through the same `readTaskRequest` as the Hono route's. Any other request goes to `app`.
  * Bun's router matches the path exactly (no trailing slash, no percent-decoding), so it is not checked again.
  */
 export function createTaskFastPath(app: Hono<AppEnv>, deps: AppDeps): (request: Request, server: Server<unknown>) => Promise<Response> {
@@ -153,12 +155,8 @@ export function createTaskFastPath(app: Hono<AppEnv>, deps: AppDeps): (request: 
       mediaType(headers.get('content-type')) === 'application/json' &&
       !deps.isStopping()
     if (!plain) return app.fetch(request, server)
-    const text = await request.text()
-    const task = parseTask(text)
-    // Broadcasts are not hot; a body that fails here is re-checked by the Hono route, which says why.
-    if (task?.mode !== 'single') return app.fetch(new Request(request.url, { method: 'POST', headers, body: text }), server)
     try {
-      return await runTask(deps, task, request, server)
+      return await runTask(deps, readTaskRequest(await request.text()), request, server)
     } catch (error) {
       return errorResponse(error, 'POST', '/task/request')
     }
@@ -166,19 +164,21 @@ export function createTaskFastPath(app: Hono<AppEnv>, deps: AppDeps): (request: 
 }
 
 /** Runs one validated task request and answers with the client's reply (or the broadcast's results). */
-async function runTask(deps: AppDeps, task: TaskRequest, request: Request, server: Server<unknown> | undefined): Promise<Response> {
+async function runTask(deps: AppDeps, { task, payloadJson }: TaskInput, request: Request, server: Server<unknown> | undefined): Promise<Response> {
   const { dispatcher } = deps
   if (deps.isStopping()) throw new MoonlightError(503, 'shutting_down', 'the server is shutting down')
-  const { region: requested, payload, mode } = task
-  const region = Regions.normalize(requested)
-  const payloadJson = JSON.stringify(payload)
+  const region = Regions.normalize(task.region)
+  const { mode } = task
   const taskId = dispatcher.newTaskId()
   // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
   server?.timeout(request, 0)
   if (mode === 'broadcast') {
     const results = await dispatcher.broadcast(region, payloadJson, taskId)
     const answered = results.filter((result) => result.error === undefined).length
-    return jsonResponse({ task_id: taskId, region, targets: results.length, answered, results }, answered ? 200 : 502, { 'x-task-id': taskId })
+    return new Response(broadcastJson({ task_id: taskId, region, targets: results.length, answered }, results), {
+      status: answered ? 200 : 502,
+      headers: { 'content-type': 'application/json', 'x-task-id': taskId },
+    })
   }
   const { answer, client, failedAttempts } = await dispatcher.dispatch(region, payloadJson, taskId)
   // A plain object, not a Headers: the answer's names are already lower-case, and ours come last so they win.
@@ -224,16 +224,4 @@ function mediaType(contentType: string | null): string {
   if (contentType === null) return ''
   // Nearly every caller sends exactly this: no split, trim or case change for them.
   return contentType === 'application/json' ? contentType : contentType.split(';')[0]!.trim().toLowerCase()
-}
-
-/** The task if the body is valid JSON of the right shape; otherwise undefined, and the Hono route explains. */
-function parseTask(text: string): TaskRequest | undefined {
-  let body: unknown
-  try {
-    body = JSON.parse(text)
-  } catch {
-    return undefined
-  }
-  const result = taskRequestSchema.safeParse(body)
-  return result.success ? result.data : undefined
 }

@@ -56,8 +56,24 @@ export class Waiter implements Expirable {
   }
 }
 
-/** Headers that describe one hop's connection, not the answer; never copied from an agent. */
-const HOP_BY_HOP = new Set(['connection', 'content-length', 'keep-alive', 'transfer-encoding', 'upgrade'])
+/**
+ * Headers never copied from an agent's answer: those that describe one hop's connection (RFC 9110
+ * §7.6.1) and those that frame the body, which the server writes itself. `content-encoding` is here
+ * because the body the server sends is the text of `response`, never an encoded one.
+ */
+const NOT_RELAYED = new Set([
+  'connection',
+  'content-encoding',
+  'content-length',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+])
 
 /**
  * Tasks over WebSocket: sends `{"type":"task",...}` to the client's socket and waits for its
@@ -149,11 +165,14 @@ export class WsTransport implements Transport {
     return answers
   }
 
-  /** Delivers a client's task_response; false if no task with that id is waiting on this socket. */
-  resolve(socket: AgentSocket, response: TaskResponse): boolean {
+  /**
+   * Delivers a client's task_response; false if no task with that id is waiting on this socket.
+   * `responseJson` is the `response` value's own text in the message, passed on as it came.
+   */
+  resolve(socket: AgentSocket, response: TaskResponse, responseJson: string | undefined): boolean {
     const waiter = socket.data.pending.get(response.task_id)
     if (!waiter) return false
-    waiter.resolve(toAnswer(response))
+    waiter.resolve(toAnswer(response, responseJson))
     return true
   }
 
@@ -200,16 +219,16 @@ function taskMessage(taskId: string, payloadJson: string): string {
   return `{"type":"task","task_id":${JSON.stringify(taskId)},"payload":${payloadJson}}`
 }
 
-function toAnswer(response: TaskResponse): Answer {
+function toAnswer(response: TaskResponse, responseJson: string | undefined): Answer {
   const headers: Record<string, string> = {}
   for (const name in response.headers) {
     const lower = name.toLowerCase()
-    if (!HOP_BY_HOP.has(lower)) headers[lower] = response.headers[name]!
+    if (!NOT_RELAYED.has(lower)) headers[lower] = response.headers[name]!
   }
   // A string with its own content type is a body as-is; anything else is a JSON value.
   if (typeof response.response === 'string' && headers['content-type']) {
     return { status: response.status, headers, body: response.response }
   }
   headers['content-type'] ??= 'application/json'
-  return { status: response.status, headers, body: JSON.stringify(response.response ?? null) }
+  return { status: response.status, headers, body: responseJson ?? 'null' }
 }

@@ -1,11 +1,13 @@
 import type { Server, WebSocketHandler } from 'bun'
 import type { Live } from '../live.ts'
 import { MONITOR_TOPIC } from '../monitor.ts'
+import { tooManyClients } from '../errors.ts'
 import { regionTopic } from '../regions.ts'
 import type { Registry } from '../registry.ts'
 import { type WsInbound, wsInboundSchema } from '../schemas.ts'
 import type { AgentSocket, SocketData, WsTransport } from '../transports/ws.ts'
 import { summarizeIssues } from '../http/validate.ts'
+import { MAX_JSON_DEPTH, type ObjectScan, scanObject } from '../json-text.ts'
 
 export interface WsDeps {
   live: Live
@@ -14,6 +16,7 @@ export interface WsDeps {
   /** What a dashboard gets when it joins the live feed. */
   monitorSnapshot: () => unknown
   onMonitorCountChange: (watchers: number) => void
+  log?: (line: string) => void
 }
 
 /**
@@ -108,6 +111,27 @@ export class WsGateway {
   private onMessage(socket: AgentSocket, raw: string | Buffer): void {
     this.markAlive(socket)
     if (typeof raw !== 'string') return sendError(socket, 'binary messages are not supported; send JSON text')
+    // Whatever a peer sends, it ends as an error frame at worst: never as an exception that takes the process down.
+    try {
+      this.readMessage(socket, raw)
+    } catch (error) {
+      this.deps.log?.(`[mls] could not handle a message from ${socket.data.nodeId ?? socket.data.remoteAddress}: ${(error as Error).stack ?? error}`)
+      sendError(socket, 'the server could not handle this message')
+      const taskId = answeredTaskId(raw)
+      if (taskId !== undefined) this.deps.transport.reject(socket, taskId, 'the server could not handle the client\'s task_response')
+    }
+  }
+
+  private readMessage(socket: AgentSocket, raw: string): void {
+    // Measured before parsing: a value nested 100 000 deep would overflow the stack of whatever walks it next.
+    const scan = scanObject(raw)
+    if (scan && scan.depth > MAX_JSON_DEPTH) {
+      const problem = `message is nested deeper than ${MAX_JSON_DEPTH} levels`
+      sendError(socket, problem, 'too_deep')
+      const taskId = answeredTaskId(raw)
+      if (taskId !== undefined) this.deps.transport.reject(socket, taskId, `the client's task_response was refused: ${problem}`)
+      return
+    }
     let parsed: unknown
     try {
       parsed = JSON.parse(raw)
@@ -115,7 +139,7 @@ export class WsGateway {
       return sendError(socket, 'message is not valid JSON')
     }
     const result = wsInboundSchema.safeParse(parsed)
-    if (result.success) return this.dispatch(socket, result.data)
+    if (result.success) return this.dispatch(socket, result.data, raw, scan)
     const problem = `invalid message: ${summarizeIssues(result.error)}`
     sendError(socket, problem)
     // A malformed answer to a task we sent fails that attempt now (and is retried), rather than at the timeout.
@@ -123,7 +147,7 @@ export class WsGateway {
     if (taskId !== undefined) this.deps.transport.reject(socket, taskId, `the client's task_response was invalid: ${summarizeIssues(result.error)}`)
   }
 
-  private dispatch(socket: AgentSocket, message: WsInbound): void {
+  private dispatch(socket: AgentSocket, message: WsInbound, raw: string, scan: ObjectScan | undefined): void {
     const { registry, transport, live } = this.deps
     switch (message.type) {
       case 'register': {
@@ -135,6 +159,12 @@ export class WsGateway {
         }
         if (socket.data.nodeId !== undefined && socket.data.nodeId !== hello.node_id) {
           return sendError(socket, `this connection is already registered as "${socket.data.nodeId}"`)
+        }
+        if (!registry.hasRoomFor(hello.node_id)) {
+          sendError(socket, tooManyClients(live.config.max_clients).message, 'too_many_clients')
+          // 1013 "try again later": an agent reconnects with back-off, and may find room then.
+          socket.close(1013, 'too many clients')
+          return
         }
         const { client } = registry.announce(
           { nodeId: hello.node_id, region: hello.region, protocol: 'ws', ip: hello.ip ?? socket.data.remoteAddress, port: hello.port ?? 0, weight: hello.weight ?? 1 },
@@ -165,7 +195,7 @@ export class WsGateway {
       }
       case 'task_response': {
         if (socket.data.nodeId === undefined) return sendError(socket, 'register before answering tasks')
-        if (!transport.resolve(socket, message.payload)) {
+        if (!transport.resolve(socket, message.payload, responseText(raw, scan))) {
           sendError(socket, `no task "${message.payload.task_id}" is waiting for this client (answered late, or never sent)`)
         }
         return
@@ -190,6 +220,29 @@ export class WsGateway {
 
 const TOO_BIG_REASON = 'Received too big message'
 
+/** The text of a task_response's `response` as the client wrote it, to pass on without re-serializing. */
+function responseText(raw: string, scan: ObjectScan | undefined): string | undefined {
+  const payload = scan?.members.get('payload')
+  const response = payload && scanObject(raw, payload[0], payload[1])?.members.get('response')
+  return response && raw.slice(response[0], response[1])
+}
+
+/** The task a message that claims to be a task_response answers, read from its text alone (it may not parse). */
+function answeredTaskId(raw: string): string | undefined {
+  const top = scanObject(raw)
+  const type = top?.members.get('type')
+  const payload = top?.members.get('payload')
+  if (!type || !payload || raw.slice(type[0], type[1]) !== '"task_response"') return undefined
+  const taskId = scanObject(raw, payload[0], payload[1])?.members.get('task_id')
+  if (!taskId) return undefined
+  try {
+    const value: unknown = JSON.parse(raw.slice(taskId[0], taskId[1]))
+    return typeof value === 'string' ? value : undefined
+  } catch {
+    return undefined
+  }
+}
+
 function malformedAnswerTaskId(message: unknown): string | undefined {
   if (typeof message !== 'object' || message === null || (message as { type?: unknown }).type !== 'task_response') return undefined
   const taskId = (message as { payload?: { task_id?: unknown } }).payload?.task_id
@@ -200,6 +253,6 @@ function send(socket: AgentSocket, message: unknown): void {
   socket.send(JSON.stringify(message))
 }
 
-function sendError(socket: AgentSocket, message: string): void {
-  send(socket, { type: 'error', payload: { message } })
+function sendError(socket: AgentSocket, message: string, code?: string): void {
+  send(socket, { type: 'error', payload: code === undefined ? { message } : { message, code } })
 }

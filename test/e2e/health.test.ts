@@ -71,4 +71,54 @@ describe('health checks', () => {
     expect(results.some((result) => result.headers.get('x-moonlight-attempts') === '2')).toBe(true)
     expect(mls.server.registry.get('stalled')).toBeUndefined()
   })
+
+  test('a trial task whose answer is too large ends the trial: the client is tried again, not stuck on probation', async () => {
+    const mls = server({ max_answer_bytes: 1024, health: { failures_to_eject: 3, ejection_time: 0.2, max_ejection_time: 1 } })
+    let mode: 'fail' | 'huge' | 'ok' = 'fail'
+    const flaky = await startHttpAgent(mls.url, {
+      nodeId: 'flaky',
+      region: 'usa',
+      weight: 1000,
+      work: () => (mode === 'fail' ? new Response('down', { status: 500 }) : mode === 'huge' ? new Response('x'.repeat(4096)) : Response.json({ by: 'flaky' })),
+    })
+    const good = await startHttpAgent(mls.url, { nodeId: 'good', region: 'usa', work: () => Response.json({ by: 'good' }) })
+    defer(flaky.stop)
+    defer(good.stop)
+    for (let i = 0; i < 3; i++) expect((await postTask(mls.url, { region: 'usa', payload: i })).json()).toEqual({ by: 'good' })
+    expect(mls.server.registry.get('flaky')!.state).toBe('ejected')
+    await waitFor(() => mls.server.registry.get('flaky')!.state === 'probation', 'the back-off to end')
+    mode = 'huge'
+    const trial = await postTask(mls.url, { region: 'usa', payload: 'trial' })
+    expect(trial.status).toBe(502)
+    expect(trial.json().code).toBe('answer_too_large')
+    // No verdict: still on probation, and the next task is its next trial.
+    expect(mls.server.registry.get('flaky')).toMatchObject({ state: 'probation', trialInFlight: false })
+    mode = 'ok'
+    const next = await postTask(mls.url, { region: 'usa', payload: 'next' })
+    expect(next.headers.get('x-moonlight-node')).toBe('flaky')
+    expect(mls.server.registry.get('flaky')!.state).toBe('healthy')
+  })
+
+  test('a black hole alone in its leaf region is ejected when the task\'s region has other clients', async () => {
+    const mls = server({ task_timeout: 0.3 })
+    // Registers, then never answers a task.
+    const hole = await startWsAgent(mls.wsUrl, { nodeId: 'hole', region: 'us-east-1', answer: () => null })
+    const good = await startHttpAgent(mls.url, { nodeId: 'good', region: 'us-west-1' })
+    defer(hole.close)
+    defer(good.stop)
+    const statuses: number[] = []
+    for (let i = 0; i < 30; i++) statuses.push((await postTask(mls.url, { region: 'usa', payload: i })).status)
+    // failures_to_eject (3) timeouts, then only the good agent: usa's pool has two clients, so one may be ejected.
+    expect(statuses.filter((status) => status === 504)).toHaveLength(3)
+    expect(statuses.filter((status) => status === 200)).toHaveLength(27)
+    expect(mls.server.registry.get('hole')!.state).toBe('ejected')
+  })
+
+  test('a lone client is still kept when it is the last one its tasks can reach', async () => {
+    const mls = server({ task_timeout: 0.2 })
+    const hole = await startWsAgent(mls.wsUrl, { nodeId: 'hole', region: 'eu-west-1', answer: () => null })
+    defer(hole.close)
+    for (let i = 0; i < 5; i++) expect((await postTask(mls.url, { region: 'eu-west-1', payload: i })).status).toBe(504)
+    expect(mls.server.registry.get('hole')!.state).toBe('healthy')
+  })
 })

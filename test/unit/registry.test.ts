@@ -195,4 +195,65 @@ describe('regions cache', () => {
     expect(regions.chain('made-up')).toEqual(['made-up', 'global'])
     expect(regions.chain('us-east-1')).toBe(regions.chain('us-east-1'))
   })
+
+  test('the ejection cap counts the pool a task drew from, not the client\'s own region', () => {
+    const { registry } = setup()
+    registry.announce(client('east', 'us-east-1'), 0)
+    registry.announce(client('west', 'us-west-1'), 0)
+    // Tasks for us-east-1 draw from us-east-1 alone: its one client is kept.
+    for (let i = 0; i < 5; i++) registry.recordFailure(registry.get('east')!, 0, registry.pickFrom('us-east-1')!.pool)
+    expect(registry.get('east')!.state).toBe('healthy')
+    // Tasks for usa draw from both: one of two may go.
+    expect(registry.pickFrom('us-east-1')!.pool).toBe('us-east-1')
+    expect(registry.pickFrom('us-west-1')!.pool).toBe('us-west-1')
+    registry.recordFailure(registry.get('east')!, 0, 'usa')
+    expect(registry.get('east')!.state).toBe('ejected')
+    // A task for us-east-1 now climbs to usa.
+    expect(registry.pickFrom('us-east-1')).toMatchObject({ client: { nodeId: 'west' }, pool: 'usa' })
+    // And the last one in usa's pool is kept.
+    failTimes(registry, 'west', 5, 0)
+    expect(registry.get('west')!.state).toBe('healthy')
+  })
+
+  test('an attempt with no verdict ends a trial, so the client gets the next trial', () => {
+    const { registry } = setup()
+    registry.announce(client('a', 'usa'), 0)
+    registry.announce(client('b', 'usa', { port: 4001 }), 0)
+    failTimes(registry, 'a', 3, 0)
+    registry.endBackoffs(1000)
+    const picks = new Set([registry.pick('usa')?.nodeId, registry.pick('usa')?.nodeId])
+    expect(picks.has('a')).toBe(true)
+    expect(registry.get('a')!.trialInFlight).toBe(true)
+    registry.recordNoVerdict(registry.get('a')!)
+    expect(registry.get('a')).toMatchObject({ state: 'probation', trialInFlight: false })
+    expect([registry.pick('usa')?.nodeId, registry.pick('usa')?.nodeId]).toContain('a')
+    // It means nothing for a healthy client.
+    registry.recordNoVerdict(registry.get('b')!)
+    expect(registry.get('b')!.state).toBe('healthy')
+  })
+
+  test("a region's balancer is forgotten when its last client leaves; the hierarchy's stay usable", () => {
+    const { registry } = setup()
+    for (let i = 0; i < 30_000; i++) registry.announce(client(`c${i}`, `invented-${i}`), 0)
+    // Each invented region, plus global.
+    expect(registry.trackedRegions).toBe(30_001)
+    for (let i = 0; i < 30_000; i++) registry.remove(`c${i}`, 'gone')
+    expect(registry.trackedRegions).toBe(0)
+    registry.announce(client('back', 'us-east-1'), 0)
+    expect(registry.pick('usa')?.nodeId).toBe('back')
+    registry.setWeight('back', 0)
+    expect(registry.trackedRegions).toBe(0)
+  })
+
+  test('max_clients: new node ids are refused past it, known ones keep refreshing', () => {
+    const { registry } = setup()
+    registry.maxClients = 2
+    registry.announce(client('a', 'usa'), 0)
+    expect(registry.hasRoomFor('b')).toBe(true)
+    registry.announce(client('b', 'usa', { port: 4001 }), 0)
+    expect(registry.hasRoomFor('c')).toBe(false)
+    expect(registry.hasRoomFor('a')).toBe(true)
+    registry.remove('a', 'gone')
+    expect(registry.hasRoomFor('c')).toBe(true)
+  })
 })
