@@ -107,9 +107,12 @@ export function startServer(options: ServerOptions): MoonlightServer {
   }
 
   const wsPath = live.config.ws.path
-  bunServer = Bun.serve<SocketData>({
-    port: options.port ?? live.config.port,
+  const port = options.port ?? live.config.port
+  bunServer = listen(port, () => Bun.serve<SocketData>({
+    port,
     hostname: options.host ?? live.config.host,
+    // Bun would otherwise let a second server bind the same port, and the kernel split connections between the two.
+    reusePort: false,
     routes: {
       '/task/request': { POST: taskFastPath },
       ...(live.config.ws.enabled ? { [wsPath]: (request: Request, server: Server<SocketData>) => gateway.upgrade(request, server) } : {}),
@@ -122,7 +125,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       log(`[mls] unhandled error: ${error.stack ?? error.message}`)
       return Response.json({ error: 'internal server error', code: 'internal' }, { status: 500 })
     },
-  })
+  }))
   const server = bunServer
 
   let timers: Array<ReturnType<typeof setInterval>> = []
@@ -203,6 +206,16 @@ export function startServer(options: ServerOptions): MoonlightServer {
       gateway.closeAll(1001, 'server shutting down')
       await server.stop(true)
     },
+  }
+}
+
+/** Starts listening; a port taken by another process is a one-line start-up failure, not a stack trace. */
+function listen<T>(port: number, start: () => T): T {
+  try {
+    return start()
+  } catch (error) {
+    if ((error as { code?: unknown }).code === 'EADDRINUSE') throw new Error(`port ${port} is already in use`)
+    throw error
   }
 }
 

@@ -33,6 +33,8 @@ export async function serve(options: ServeOptions): Promise<void> {
   }
   const { ws, html } = server.live.config
   console.log(`[mls] listening on ${server.url}${ws.enabled ? ` (WebSocket ${ws.path})` : ''}`)
+  // `npm start` puts npm in front of this process, and npm does not pass SIGHUP on: say where signals go.
+  console.log(`[mls] pid ${process.pid}: kill -HUP ${process.pid} reloads the config, kill -TERM ${process.pid} stops`)
   // Bun reads this once, at process start, so it cannot be raised from in here: only pointed out.
   if (!process.env.BUN_CONFIG_MAX_HTTP_REQUESTS) {
     console.log(
