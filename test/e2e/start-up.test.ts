@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from 'bun:test'
-import { ROOT, type SpawnedServer, spawnServer } from '../helpers.ts'
+import { ROOT, type SpawnedServer, spawnServer, startCli, waitFor } from '../helpers.ts'
 
 const spawned: SpawnedServer[] = []
 afterEach(async () => {
@@ -33,6 +33,29 @@ describe('start-up', () => {
     expect(child.output()).toContain(`pid ${child.process.pid}`)
   })
 })
+
+describe('npm start', () => {
+  test('SIGTERM sent to npm reaches the server, which stops instead of living on as an orphan', async () => {
+    const npm = startCli(['start', '--', '--port', '0', '--host', '127.0.0.1'], { command: ['npm'] })
+    await npm.waitForOutput(/pid (\d+):/)
+    const serverPid = Number(/pid (\d+):/.exec(npm.output())![1])
+    // npm runs the server itself, no shell in between: the pid it prints is npm's own child.
+    expect(serverPid).not.toBe(npm.process.pid)
+    npm.kill('SIGTERM')
+    await npm.waitForOutput('[mls] stopped')
+    await npm.exited
+    await waitFor(() => !isAlive(serverPid), 'the server process to end')
+  })
+})
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch {
+    return false
+  }
+}
 
 describe('a fresh clone stays clean after npm install', () => {
   test("package-lock.json already holds what npm install writes into it (the root package's bin)", async () => {
