@@ -149,6 +149,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       setInterval(() => {
         const now = Date.now()
         registry.endBackoffs(now)
+        gateway.closeUnregistered(now)
         // Past Bun's fetch limit, calls to HTTP agents queue inside Bun where nothing else would show it.
         const peak = httpTransport.takePeak()
         if (peak > fetchLimit && now - fetchLimitWarnedAtMs >= FETCH_LIMIT_WARNING_EVERY_MS) {
