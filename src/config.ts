@@ -19,15 +19,42 @@ export const SEED_HIERARCHY: Record<string, string> = {
   asia: 'global',
 }
 
-const wsSchema = z.object({
-  enabled: z.boolean().default(true),
-  path: z.string().startsWith('/', 'must start with "/"').default('/ws'),
-  max_connections: z.number().int().positive().default(1000),
-  read_timeout: seconds.default(300),
-  write_timeout: seconds.default(30),
-  heartbeat_interval: seconds.default(30),
-  connection_check_interval: seconds.default(60),
-})
+const wsSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    path: z.string().startsWith('/', 'must start with "/"').default('/ws'),
+    max_connections: z.number().int().positive().default(1000),
+    read_timeout: seconds.default(300),
+    write_timeout: seconds.default(30),
+    heartbeat_interval: seconds.default(30),
+    connection_check_interval: seconds.default(60),
+    /** A socket that has neither registered nor joined the monitor feed by then is closed: pongs alone keep a squatter alive. */
+    register_timeout: seconds.default(10),
+    /** Sockets not yet registered, at most; the rest of max_connections is kept for registered agents. Default: maxUnregisteredFor(max_connections). */
+    max_unregistered: z.number().int().positive().optional(),
+  })
+  .superRefine((ws, ctx) => {
+    if (ws.max_unregistered === undefined || ws.max_unregistered <= unregisteredCeiling(ws.max_connections)) return
+    const message =
+      ws.max_connections === 1
+        ? 'must be 1 when ws.max_connections is 1'
+        : `must be below ws.max_connections (${ws.max_connections}), so that registered agents always find room`
+    ctx.addIssue({ code: 'custom', path: ['max_unregistered'], message })
+  })
+  .transform((ws) => ({ ...ws, max_unregistered: ws.max_unregistered ?? maxUnregisteredFor(ws.max_connections) }))
+
+/**
+ * Below max_connections, so a socket flood cannot take every slot; but with a single connection that one
+ * must be allowed, since every agent is unregistered until its `register` arrives.
+ */
+function unregisteredCeiling(maxConnections: number): number {
+  return Math.max(1, maxConnections - 1)
+}
+
+/** The default ws.max_unregistered: a tenth of max_connections, at least 1, within the ceiling. */
+function maxUnregisteredFor(maxConnections: number): number {
+  return Math.min(Math.max(1, Math.floor(maxConnections / 10)), unregisteredCeiling(maxConnections))
+}
 
 const htmlSchema = z.object({
   enabled: z.boolean().default(true),
@@ -172,9 +199,11 @@ function unknownKeys(schema: z.ZodType, raw: unknown, prefix = ''): string[] {
   return found
 }
 
-/** The object shape behind defaults/prefaults/optionals, or undefined for a non-object schema. */
+/** The object shape behind defaults/prefaults/optionals/transforms, or undefined for a non-object schema. */
 function objectShape(schema: z.ZodType): Record<string, z.ZodType> | undefined {
   if (schema instanceof z.ZodObject) return schema.shape as Record<string, z.ZodType>
+  // A transform (ws fills in its derived default) is a pipe from the object schema it reads.
+  if (schema instanceof z.ZodPipe) return objectShape(schema.in as z.ZodType)
   if (schema instanceof z.ZodDefault || schema instanceof z.ZodPrefault || schema instanceof z.ZodOptional) {
     return objectShape(schema.unwrap() as z.ZodType)
   }

@@ -2,6 +2,7 @@ import type { Server } from 'bun'
 import type { LoadedConfig } from './config.ts'
 import { Dispatcher } from './dispatch.ts'
 import { type AppDeps, createApp, createTaskFastPath } from './http/app.ts'
+import { MoonlightError } from './errors.ts'
 import { healthPolicy, type Live, makeLive } from './live.ts'
 import { MONITOR_TOPIC, Monitor } from './monitor.ts'
 import { regionTopic } from './regions.ts'
@@ -27,7 +28,7 @@ export interface MoonlightServer {
   readonly registry: Registry
   /** Applies a new config: tokens, hierarchy, retries, timeouts and health; clients stay connected. */
   reload(loaded: LoadedConfig): void
-  /** Stops accepting, lets in-flight tasks finish (up to `graceMs`), closes WebSockets with 1001. */
+  /** Answers new requests 503 while in-flight tasks finish (up to `graceMs`), then stops listening and closes WebSockets with 1001. */
   stop(graceMs?: number): Promise<void>
 }
 
@@ -102,6 +103,22 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const app = createApp(appDeps)
   const taskFastPath = createTaskFastPath(app, appDeps)
 
+  /**
+   * A request that arrives during the grace period: 503 shutting_down, except /status, which says
+   * "Stopping". Either way with `Connection: close`, which Bun honours by closing the connection after
+   * the answer, so the client opens no further request on it.
+   */
+  async function refuseWhileStopping(request: Request, server: Server<SocketData>): Promise<Response> {
+    if (request.method === 'GET' && new URL(request.url).pathname === '/status') {
+      const response = await app.fetch(request, server)
+      const headers = new Headers(response.headers)
+      headers.set('connection', 'close')
+      return new Response(response.body, { status: response.status, headers })
+    }
+    const refusal = new MoonlightError(503, 'shutting_down', 'the server is shutting down')
+    return Response.json(refusal.toJSON(), { status: refusal.status, headers: { connection: 'close' } })
+  }
+
   function statusLine() {
     return { clients: registry.size, in_flight: dispatcher.inFlight, tasks_total: stats.total, tasks_failed: stats.failed }
   }
@@ -114,10 +131,12 @@ export function startServer(options: ServerOptions): MoonlightServer {
     // Bun would otherwise let a second server bind the same port, and the kernel split connections between the two.
     reusePort: false,
     routes: {
-      '/task/request': { POST: taskFastPath },
-      ...(live.config.ws.enabled ? { [wsPath]: (request: Request, server: Server<SocketData>) => gateway.upgrade(request, server) } : {}),
+      '/task/request': { POST: (request: Request, server: Server<SocketData>) => (stopping ? refuseWhileStopping(request, server) : taskFastPath(request, server)) },
+      ...(live.config.ws.enabled
+        ? { [wsPath]: (request: Request, server: Server<SocketData>) => (stopping ? refuseWhileStopping(request, server) : gateway.upgrade(request, server)) }
+        : {}),
     },
-    fetch: (request, server) => app.fetch(request, server),
+    fetch: (request, server) => (stopping ? refuseWhileStopping(request, server) : app.fetch(request, server)),
     websocket: gateway.handler,
     // Never Bun's HTML error page: whatever escapes the app still answers in JSON.
     development: false,
@@ -135,6 +154,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       setInterval(() => {
         const now = Date.now()
         registry.endBackoffs(now)
+        gateway.closeUnregistered(now)
         // Past Bun's fetch limit, calls to HTTP agents queue inside Bun where nothing else would show it.
         const peak = httpTransport.takePeak()
         if (peak > fetchLimit && now - fetchLimitWarnedAtMs >= FETCH_LIMIT_WARNING_EVERY_MS) {
@@ -194,12 +214,16 @@ export function startServer(options: ServerOptions): MoonlightServer {
     },
     async stop(graceMs = Math.min(live.config.task_timeout * 1000, 10_000)) {
       if (stopping) return
+      // The listener stays open through the grace period: Bun's stop(false) closes idle keep-alive
+      // connections at once, and a request already on its way over one would be lost (a reset).
+      // Until then every new request gets refuseWhileStopping's answer instead.
       stopping = true
-      void server.stop(false)
       const deadline = Date.now() + graceMs
       while (dispatcher.inFlight > 0 && Date.now() < deadline) await Bun.sleep(20)
       // Grace is over: whatever still waits answers 503 now, rather than losing its connection unanswered.
       dispatcher.abortAll()
+      // Stops listening and closes idle connections; busy ones close once their answer is sent.
+      void server.stop(false)
       const flushDeadline = Date.now() + 2000
       while (server.pendingRequests > 0 && Date.now() < flushDeadline) await Bun.sleep(10)
       stopTimers()

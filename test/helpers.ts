@@ -183,6 +183,13 @@ export async function openWs(wsUrl: string): Promise<WsPeer> {
   }
 }
 
+/** A WebSocket upgrade by plain fetch: for reading the server's answer when it refuses one. */
+export function upgradeRequest(wsUrl: string): Promise<Response> {
+  return fetch(wsUrl.replace(/^ws/, 'http'), {
+    headers: { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' },
+  })
+}
+
 export interface WsAgent extends WsPeer {
   nodeId: string
   received: unknown[]

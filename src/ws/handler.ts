@@ -8,6 +8,7 @@ import { type WsInbound, wsInboundSchema } from '../schemas.ts'
 import type { AgentSocket, SocketData, WsTransport } from '../transports/ws.ts'
 import { summarizeIssues } from '../http/validate.ts'
 import { MAX_JSON_DEPTH, type ObjectScan, scanObject } from '../json-text.ts'
+import { Unregistered } from './unregistered.ts'
 
 export interface WsDeps {
   live: Live
@@ -25,6 +26,8 @@ export interface WsDeps {
  */
 export class WsGateway {
   readonly sockets = new Set<AgentSocket>()
+  /** Sockets that have neither registered nor joined the monitor feed yet. */
+  private readonly unregistered = new Unregistered<AgentSocket>()
   private monitors = 0
 
   /** Bun's limit on one incoming message, fixed when the server starts. */
@@ -40,6 +43,14 @@ export class WsGateway {
   upgrade(request: Request, server: Server<SocketData>): Response | undefined {
     if (this.sockets.size >= this.deps.live.config.ws.max_connections) {
       return Response.json({ error: `too many WebSocket connections (ws.max_connections = ${this.deps.live.config.ws.max_connections})`, code: 'too_many_connections' }, { status: 503 })
+    }
+    // A cap of their own, below max_connections: sockets that never register cannot take the registered agents' room.
+    const { max_unregistered } = this.deps.live.config.ws
+    if (this.unregistered.size >= max_unregistered) {
+      return Response.json(
+        { error: `too many WebSocket connections waiting to register (ws.max_unregistered = ${max_unregistered})`, code: 'too_many_unregistered' },
+        { status: 503 },
+      )
     }
     const data: SocketData = {
       remoteAddress: server.requestIP(request)?.address ?? '127.0.0.1',
@@ -60,12 +71,14 @@ export class WsGateway {
       maxPayloadLength: this.maxMessageBytes,
       open: (socket) => {
         this.sockets.add(socket)
+        this.unregistered.add(socket, Date.now())
       },
       message: (socket, raw) => this.onMessage(socket, raw),
       pong: (socket) => this.markAlive(socket),
       drain: (socket) => this.deps.transport.drained(socket),
       close: (socket, code, reason) => {
         this.sockets.delete(socket)
+        this.unregistered.delete(socket)
         if (socket.data.monitor) this.deps.onMonitorCountChange(--this.monitors)
         const { nodeId, connectionId } = socket.data
         // Bun cuts a socket whose message passes maxPayloadLength (max_answer_bytes at start-up) with this reason.
@@ -87,6 +100,19 @@ export class WsGateway {
     for (const socket of this.sockets) {
       // A silent peer would not answer a close handshake: cut it.
       if (now - socket.data.lastSeenMs > limitMs) socket.terminate()
+    }
+  }
+
+  /**
+   * Closes sockets that have not registered (nor joined the monitor feed) within register_timeout.
+   * Pongs do not count: a client's WebSocket answers pings by itself, so they prove nothing.
+   */
+  closeUnregistered(now: number): void {
+    const { register_timeout } = this.deps.live.config.ws
+    const message = `register within ws.register_timeout (${register_timeout} s)`
+    for (const socket of this.unregistered.takeOverdue(now, register_timeout * 1000)) {
+      send(socket, { type: 'error', payload: { message, code: 'register_timeout' } })
+      socket.close(1008, message)
     }
   }
 
@@ -173,6 +199,7 @@ export class WsGateway {
         )
         socket.data.nodeId = client.nodeId
         socket.data.connectionId = client.connectionId
+        this.unregistered.delete(socket)
         transport.attach(client.nodeId, socket)?.close(4000, 'replaced by a newer connection for this node_id')
         this.syncTopics(client.nodeId)
         send(socket, {
@@ -208,6 +235,7 @@ export class WsGateway {
         }
         if (!socket.data.monitor) {
           socket.data.monitor = true
+          this.unregistered.delete(socket)
           socket.subscribe(MONITOR_TOPIC)
           this.deps.onMonitorCountChange(++this.monitors)
         }

@@ -153,7 +153,10 @@ function configKeys(): string[] {
   for (const [name, schema] of Object.entries(configSchema.shape)) {
     keys.push(name)
     let inner: z.ZodType = schema
-    while (inner instanceof z.ZodDefault || inner instanceof z.ZodPrefault || inner instanceof z.ZodOptional) inner = inner.unwrap() as z.ZodType
+    while (inner instanceof z.ZodDefault || inner instanceof z.ZodPrefault || inner instanceof z.ZodOptional || inner instanceof z.ZodPipe) {
+      // A transform (ws fills in a derived default) is a pipe from the object it reads.
+      inner = (inner instanceof z.ZodPipe ? inner.in : inner.unwrap()) as z.ZodType
+    }
     if (inner instanceof z.ZodObject) keys.push(...Object.keys(inner.shape))
   }
   return keys

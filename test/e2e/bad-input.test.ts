@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { connect } from 'node:net'
-import { openWs, postJson, postTask, startTestServer, TOKEN, type TestServer } from '../helpers.ts'
+import { openWs, postJson, postTask, startTestServer, startWsAgent, TOKEN, type TestServer, upgradeRequest } from '../helpers.ts'
 
 describe('bad input gets a clear JSON answer over HTTP', () => {
   let mls: TestServer
@@ -143,10 +143,11 @@ describe('connection limit', () => {
   test('beyond ws.max_connections new upgrades are refused with 503', async () => {
     const mls = startTestServer({ ws: { max_connections: 2 } })
     try {
-      const first = await openWs(mls.wsUrl)
-      const second = await openWs(mls.wsUrl)
+      // Registered, so that only max_connections applies (ws.max_unregistered is 1 here).
+      const first = await startWsAgent(mls.wsUrl, { nodeId: 'first', region: 'usa' })
+      const second = await startWsAgent(mls.wsUrl, { nodeId: 'second', region: 'usa' })
       await expect(openWs(mls.wsUrl)).rejects.toThrow(/cannot connect/)
-      const refused = await fetch(`${mls.url}/ws`, { headers: { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
+      const refused = await upgradeRequest(mls.wsUrl)
       expect(refused.status).toBe(503)
       expect(await refused.json()).toMatchObject({ code: 'too_many_connections' })
       first.close()

@@ -30,6 +30,74 @@ async function spawn(args: string[], options: Parameters<typeof spawnServer>[1] 
   return child
 }
 
+interface RawResponse {
+  /** 0 if the connection closed before a status line arrived. */
+  status: number
+  headers: Map<string, string>
+  body: string
+  /** False if the connection closed before the whole response (by its Content-Length) arrived. */
+  complete: boolean
+}
+
+interface KeptAliveConnection {
+  /** Writes one HTTP/1.1 request and resolves with its response, or with what arrived before the connection closed. */
+  request: (head: string, body?: string) => Promise<RawResponse>
+  /** Resolves when the server has closed the connection. */
+  closed: Promise<void>
+  close: () => void
+}
+
+/** One raw HTTP/1.1 connection: unlike fetch's pool, the test decides exactly which request reuses it. */
+async function keptAliveConnection(url: string): Promise<KeptAliveConnection> {
+  const { hostname, port } = new URL(url)
+  let received = ''
+  let onChange = () => {}
+  let isClosed = false
+  let markClosed!: () => void
+  const closed = new Promise<void>((resolve) => (markClosed = resolve))
+  const socket = await Bun.connect({
+    hostname,
+    port: Number(port),
+    socket: {
+      data: (_socket, chunk) => {
+        received += chunk.toString('latin1')
+        onChange()
+      },
+      close: () => {
+        isClosed = true
+        markClosed()
+        onChange()
+      },
+      error: () => {},
+    },
+  })
+  const parse = (): RawResponse | undefined => {
+    const headEnd = received.indexOf('\r\n\r\n')
+    if (headEnd === -1) return isClosed ? { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(received)?.[1] ?? 0), headers: new Map(), body: '', complete: false } : undefined
+    const [statusLine = '', ...lines] = received.slice(0, headEnd).split('\r\n')
+    const headers = new Map(lines.map((line) => [line.slice(0, line.indexOf(':')).toLowerCase(), line.slice(line.indexOf(':') + 1).trim()]))
+    const length = Number(headers.get('content-length') ?? Number.NaN)
+    const body = received.slice(headEnd + 4)
+    const complete = body.length >= length
+    if (!complete && !isClosed) return undefined
+    received = complete ? body.slice(length) : ''
+    return { status: Number(statusLine.split(' ')[1]), headers, body: complete ? body.slice(0, length) : body, complete }
+  }
+  return {
+    request: (head, body = '') =>
+      new Promise((resolve) => {
+        onChange = () => {
+          const response = parse()
+          if (response) resolve(response)
+        }
+        if (isClosed) return onChange()
+        socket.write(`${head}\r\n${body ? `content-length: ${Buffer.byteLength(body)}\r\n` : ''}\r\n${body}`)
+      }),
+    closed,
+    close: () => socket.end(),
+  }
+}
+
 describe('start-up', () => {
   test('with no config file at all it runs on the embedded default and prints a generated token once', async () => {
     const empty = tempDir()
@@ -134,13 +202,73 @@ describe('graceful stop', () => {
     await taskStarted
     child.process.kill('SIGTERM')
     await child.waitForOutput('finishing in-flight tasks')
-    // New connections are refused while the old task is still running.
-    await expect(fetch(`${child.url}/healthz`)).rejects.toThrow()
+    // New work is refused while the old task is still running: the listener stays open (Bun cannot close
+    // it without also closing idle keep-alive connections), so a new connection gets 503, not a refusal.
+    const refused = await fetch(`${child.url}/healthz`)
+    expect([refused.status, (await refused.json()).code, refused.headers.get('connection')]).toEqual([503, 'shutting_down', 'close'])
     release()
     const result = await inFlight
     expect(result.status).toBe(200)
     expect(result.json()).toEqual({ finished: true })
     expect((await watcher.closed).code).toBe(1001)
+    expect(await child.exited).toBe(0)
+  })
+
+  test('a request on a kept-alive connection during the grace period gets a whole 503 shutting_down, never a reset', async () => {
+    const dir = tempDir()
+    const path = writeConfig(dir, SEED_CONFIG)
+    const child = await spawn(['--config', path, '--port', '0', '--host', '127.0.0.1'])
+    let release!: () => void
+    const released = new Promise<void>((resolve) => (release = resolve))
+    let started!: () => void
+    const taskStarted = new Promise<void>((resolve) => (started = resolve))
+    const slow = await startHttpAgent(child.url, {
+      nodeId: 'slow',
+      region: 'asia',
+      work: async () => {
+        started()
+        await released
+        return Response.json({ finished: true })
+      },
+    })
+    cleanups.push(slow.stop)
+    // Each connection has answered one request and sits idle, kept alive, when the stop begins.
+    const connections = await Promise.all(Array.from({ length: 64 }, () => keptAliveConnection(child.url)))
+    for (const connection of connections) cleanups.push(connection.close)
+    const host = `Host: ${new URL(child.url).host}`
+    for (const response of await Promise.all(connections.map((connection) => connection.request(`GET /healthz HTTP/1.1\r\n${host}`)))) {
+      expect(response.status).toBe(200)
+    }
+    const statusConnection = await keptAliveConnection(child.url)
+    cleanups.push(statusConnection.close)
+    expect((await statusConnection.request(`GET /status HTTP/1.1\r\n${host}`)).status).toBe(200)
+
+    const inFlight = postTask(child.url, { region: 'asia', payload: 'long job' })
+    await taskStarted
+    child.process.kill('SIGTERM')
+    await child.waitForOutput('finishing in-flight tasks')
+    // Tasks on most connections, a health check on every fourth: every route refuses new work alike.
+    const task = JSON.stringify({ region: 'asia', payload: 'too late' })
+    const answers = await Promise.all(
+      connections.map((connection, i) =>
+        i % 4 === 3
+          ? connection.request(`GET /healthz HTTP/1.1\r\n${host}`)
+          : connection.request(`POST /task/request HTTP/1.1\r\n${host}\r\nauthorization: Bearer ${TOKEN}\r\ncontent-type: application/json`, task),
+      ),
+    )
+    const outcomes = answers.map((answer) => `${answer.status} ${answer.complete ? 'complete' : 'cut'} ${answer.complete ? JSON.parse(answer.body).code : ''} ${answer.headers.get('connection')}`)
+    expect(outcomes).toEqual(connections.map(() => '503 complete shutting_down close'))
+    expect(JSON.parse(answers[0]!.body)).toEqual({ error: 'the server is shutting down', code: 'shutting_down' })
+    // Connection: close is kept: the server closes each connection after its answer, so no client reuses it.
+    await Promise.all(connections.map((connection) => connection.closed))
+    // /status still answers, and says so.
+    const status = await statusConnection.request(`GET /status HTTP/1.1\r\n${host}`)
+    expect([status.status, JSON.parse(status.body).server, status.headers.get('connection')]).toEqual([200, 'Stopping', 'close'])
+
+    release()
+    const result = await inFlight
+    expect(result.status).toBe(200)
+    expect(result.json()).toEqual({ finished: true })
     expect(await child.exited).toBe(0)
   })
 })

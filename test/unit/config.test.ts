@@ -15,7 +15,7 @@ describe('config', () => {
     expect(unknownKeys).toEqual([])
     expect(config.note).toBe('This is an example config. Copy it to /etc/moonlight/mls.json')
     expect(config.tokens).toEqual(['supersecrettokenox0', 'supersecrettokenox1'])
-    expect(config.ws).toEqual(SEED_CONFIG.ws)
+    expect(config.ws).toEqual({ ...SEED_CONFIG.ws, register_timeout: 10, max_unregistered: 100 })
     expect(config.region_hierarchy).toEqual(SEED_HIERARCHY)
   })
 
@@ -38,7 +38,17 @@ describe('config', () => {
       client_ttl: 90,
       tokens: [],
       health: { failures_to_eject: 3, ejection_time: 30, max_ejection_time: 300, max_ejected_percent: 50 },
-      ws: { enabled: true, path: '/ws', max_connections: 1000, read_timeout: 300, write_timeout: 30, heartbeat_interval: 30, connection_check_interval: 60 },
+      ws: {
+        enabled: true,
+        path: '/ws',
+        max_connections: 1000,
+        read_timeout: 300,
+        write_timeout: 30,
+        heartbeat_interval: 30,
+        connection_check_interval: 60,
+        register_timeout: 10,
+        max_unregistered: 100,
+      },
       html: { enabled: true, static_path: '/static', index_path: '/', dashboard_path: '/dashboard' },
     })
   })
@@ -53,6 +63,25 @@ describe('config', () => {
       expect(message).toMatch(/port: .*number/i)
       expect(message).toMatch(/ws\.read_timeout: /)
     }
+  })
+
+  test('ws.max_unregistered defaults to a tenth of max_connections, at least 1, and below it when it can be', () => {
+    const defaultFor = (max_connections: number) => parseConfig({ ws: { max_connections } }, 'ws').config.ws.max_unregistered
+    expect([1000, 25, 19, 10, 2, 1].map(defaultFor)).toEqual([100, 2, 1, 1, 1, 1])
+    expect(parseConfig({ ws: { max_connections: 10, max_unregistered: 9 } }, 'ws').config.ws.max_unregistered).toBe(9)
+    // One connection in all: the agent that takes it is unregistered until it registers, so it must be allowed.
+    expect(parseConfig({ ws: { max_connections: 1, max_unregistered: 1 } }, 'ws').config.ws.max_unregistered).toBe(1)
+  })
+
+  test('ws.max_unregistered must leave room for registered agents; both new ws keys must be positive', () => {
+    expect(() => parseConfig({ ws: { max_connections: 10, max_unregistered: 10 } }, 'full.json')).toThrow(
+      /ws\.max_unregistered: must be below ws\.max_connections \(10\), so that registered agents always find room/,
+    )
+    expect(() => parseConfig({ ws: { max_unregistered: 2000 } }, 'over.json')).toThrow(/ws\.max_unregistered: must be below ws\.max_connections \(1000\)/)
+    expect(() => parseConfig({ ws: { max_connections: 1, max_unregistered: 2 } }, 'one.json')).toThrow(/ws\.max_unregistered: must be 1 when ws\.max_connections is 1/)
+    for (const max_unregistered of [0, -1, 1.5, '3']) expect(() => parseConfig({ ws: { max_unregistered } }, 'bad.json')).toThrow(/ws\.max_unregistered: /)
+    for (const register_timeout of [0, -1, 'soon']) expect(() => parseConfig({ ws: { register_timeout } }, 'bad.json')).toThrow(/ws\.register_timeout: /)
+    expect(parseConfig({ ws: { register_timeout: 0.3 } }, 'fraction.json').config.ws.register_timeout).toBe(0.3)
   })
 
   test('a cycle in the hierarchy is rejected', () => {
