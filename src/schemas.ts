@@ -70,7 +70,7 @@ export const wsAgentInboundSchema = z.discriminatedUnion('type', [
   }),
   z.object({ type: z.literal('heartbeat_ack'), payload: z.object({ server_time: z.string() }).optional() }),
   z.object({ type: z.literal('task'), task_id: z.string().min(1), payload: z.unknown() }),
-  z.object({ type: z.literal('error'), payload: z.object({ message: z.string() }) }),
+  z.object({ type: z.literal('error'), payload: z.object({ message: z.string(), code: z.string().optional() }) }),
 ])
 export type WsAgentInbound = z.infer<typeof wsAgentInboundSchema>
 

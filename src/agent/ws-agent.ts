@@ -18,6 +18,8 @@ interface SessionEnd {
 
 type TaskMessage = Extract<WsAgentInbound, { type: 'task' }>
 
+/** Refusals that say "not now" rather than "never": the agent reconnects with back-off instead of giving up. */
+const PASSING_REFUSALS = new Set(['register_timeout', 'too_many_clients'])
 /** A server this many heartbeat intervals silent is presumed gone (a dead link sends no close). */
 const SILENT_INTERVALS = 3
 /** Close codes after which reconnecting would only repeat the refusal. */
@@ -77,6 +79,7 @@ export class WsAgent implements Agent {
       this.socket = socket
       let registered = false
       let fatal: string | undefined
+      let passing = false
       let lastError: string | undefined
       let lastHeardMs = Date.now()
       let heartbeat: ReturnType<typeof setInterval> | undefined
@@ -120,10 +123,15 @@ export class WsAgent implements Agent {
             return this.onTask(socket, message)
           case 'error':
             // Before registration the only message we sent is `register`: an error means it was refused.
-            if (!registered) {
+            if (registered) options.warn(`[agent] the server reported: ${message.payload.message}`)
+            else if (PASSING_REFUSALS.has(message.payload.code ?? '')) {
+              passing = true
+              options.warn(`[agent] not registered yet: ${message.payload.message} (${message.payload.code})`)
+            }
+            else {
               fatal = `registration refused: ${message.payload.message}`
               socket.close(1000, 'registration refused')
-            } else options.warn(`[agent] the server reported: ${message.payload.message}`)
+            }
             return
         }
       })
@@ -132,7 +140,7 @@ export class WsAgent implements Agent {
       })
       socket.addEventListener('close', (event) => {
         const refusal = FATAL_CLOSE_CODES.get(event.code)
-        if (refusal && !this.stopping) fatal ??= refusal
+        if (refusal && !this.stopping && !passing) fatal ??= refusal
         end(event.code === 1006 ? (lastError ?? 'connection lost') : `closed with code ${event.code}${event.reason ? ` (${event.reason})` : ''}`)
       })
     })

@@ -124,6 +124,18 @@ describe('refusals and bad usage', () => {
     }
   })
 
+  test('a "not now" refusal (too many clients) is retried with back-off, and the agent registers once there is room', async () => {
+    mls.registry.maxClients = 1
+    await postJson(`${mls.url}/client/heartbeat`, { ip: '127.0.0.1', node_id: 'squatter', token: TOKEN, region: 'usa', port: 4000 })
+    const child = startCli(['agent', '--server', mls.url, '--token', TOKEN, '--node-id', 'patient', '--region', 'usa', '--exec', 'cat'])
+    running.push(child)
+    await child.waitForOutput('too_many_clients')
+    expect(child.process.exitCode).toBeNull()
+    mls.registry.remove('squatter', 'test')
+    await child.waitForOutput('registered as patient')
+    expect((await postTask(mls.url, { region: 'usa', payload: 'finally' })).json()).toBe('finally')
+  })
+
   test('missing or contradictory options exit 2', async () => {
     const base = ['agent', '--server', mls.url, '--token', TOKEN]
     const cases: Array<[string[], string]> = [
