@@ -1,3 +1,5 @@
+import type { Clock } from './clock.ts'
+
 /** What waits on a task and must end when its deadline passes: an attempt's waiter, an HTTP request. */
 export interface Expirable {
   expire(): void
@@ -99,5 +101,59 @@ export class DeadlineQueue {
   /** When the next deadline falls, or undefined if none is waiting. */
   get earliestMs(): number | undefined {
     return this.head?.atMs
+  }
+}
+
+/**
+ * The queue with its one timer, armed for the earliest deadline. Tasks that end early leave the timer
+ * armed for a deadline no longer queued; it then finds nothing due, which is cheaper than re-arming per task.
+ */
+export class DeadlineTimer {
+  private readonly queue = new DeadlineQueue()
+  private cancelTimer: (() => void) | undefined
+  private timerAtMs = Number.POSITIVE_INFINITY
+
+  constructor(private readonly clock: Clock) {}
+
+  get size(): number {
+    return this.queue.size
+  }
+
+  /** A deadline `timeoutMs` from now, on the monotonic clock. */
+  start(timeoutMs: number): Deadline {
+    const deadline = this.queue.add(timeoutMs, this.clock.monotonic())
+    if (deadline.atMs < this.timerAtMs) this.arm(deadline.atMs)
+    return deadline
+  }
+
+  /** The task ended: its deadline will not fire. */
+  end(deadline: Deadline): void {
+    this.queue.remove(deadline)
+  }
+
+  /** Fires every deadline now and disarms the timer: for a stop whose grace period is over. */
+  expireAll(): void {
+    this.queue.expireAll()
+    this.disarm()
+  }
+
+  private arm(atMs: number): void {
+    this.cancelTimer?.()
+    this.timerAtMs = atMs
+    this.cancelTimer = this.clock.after(atMs - this.clock.monotonic(), this.onTimer)
+  }
+
+  private disarm(): void {
+    this.cancelTimer?.()
+    this.cancelTimer = undefined
+    this.timerAtMs = Number.POSITIVE_INFINITY
+  }
+
+  private readonly onTimer = (): void => {
+    this.cancelTimer = undefined
+    this.timerAtMs = Number.POSITIVE_INFINITY
+    this.queue.expireDue(this.clock.monotonic())
+    const next = this.queue.earliestMs
+    if (next !== undefined) this.arm(next)
   }
 }

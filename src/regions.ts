@@ -1,23 +1,11 @@
+import type { RegionCounts, RegionNode } from './wire/views.ts'
+
+export type { RegionCounts, RegionNode } from './wire/views.ts'
+
 export const ROOT_REGION = 'global'
 
 /** Region names a caller may use to mean "anywhere". */
 const ANYWHERE = new Set(['', 'global', 'default'])
-
-export interface RegionCounts {
-  /** Clients registered at the region. */
-  clients: number
-  /** Of those, how many can take tasks now. */
-  active: number
-}
-
-export interface RegionNode extends RegionCounts {
-  region: string
-  /** Clients at this region or anywhere under it. */
-  total: number
-  /** Of those, how many can take tasks now. */
-  total_active: number
-  children: RegionNode[]
-}
 
 /**
  * The region hierarchy: child -> parent, rooted at "global". Regions the config does not name

@@ -1,11 +1,14 @@
 import { Balancer } from './balancer.ts'
-import type { RegionCounts, Regions } from './regions.ts'
+import * as health from './health.ts'
+import type { HealthPolicy, HealthRecord } from './health.ts'
+import type { Regions } from './regions.ts'
+import type { Protocol } from './wire/names.ts'
+import type { ClientView, RegionCounts } from './wire/views.ts'
 
-export type Protocol = 'http' | 'ws'
-/** healthy: takes tasks; ejected: skipped until its back-off ends; probation: one trial task decides. */
-export type HealthState = 'healthy' | 'ejected' | 'probation'
+export type { HealthPolicy } from './health.ts'
+export type { Protocol } from './wire/names.ts'
 
-export interface Client {
+export interface Client extends HealthRecord {
   nodeId: string
   region: string
   protocol: Protocol
@@ -15,18 +18,11 @@ export interface Client {
   weight: number
   /** Changes each time the node registers again, so a stale connection cannot remove the new one. */
   connectionId: number
-  state: HealthState
   registeredAt: number
   lastSeen: number
   inFlight: number
   successes: number
   failures: number
-  consecutiveFailures: number
-  ejections: number
-  ejectedUntil: number
-  /** When it last came back from an ejection; a long healthy run forgives old ejections. */
-  recoveredAt: number
-  trialInFlight: boolean
   /** Exponentially weighted mean of answered attempts, in ms; 0 until the first answer. */
   latencyMs: number
 }
@@ -40,13 +36,6 @@ export interface ClientAnnouncement {
   weight: number
 }
 
-export interface HealthPolicy {
-  failuresToEject: number
-  ejectionMs: number
-  maxEjectionMs: number
-  maxEjectedPercent: number
-}
-
 export type RegistryEvent =
   | { type: 'joined' | 'updated' | 'state'; client: Client }
   | { type: 'left'; client: Client; reason: string }
@@ -54,8 +43,9 @@ export type RegistryEvent =
 const LATENCY_SMOOTHING = 0.2
 
 /**
- * Every known client, its health, and one balancer per region. A client sits in the balancer of its
- * own region and of every ancestor, so picking for any region costs one balancer pick, not a scan.
+ * Every known client and one balancer per region. A client sits in the balancer of its own region
+ * and of every ancestor, so picking for any region costs one balancer pick, not a scan. Health
+ * decisions are src/health.ts's; the registry keeps the balancers in step with them.
  * Pure: time comes in as `now` (ms); events go out through `onEvent`.
  */
 export class Registry {
@@ -68,7 +58,7 @@ export class Registry {
 
   constructor(
     private regions: Regions,
-    private health: HealthPolicy,
+    private policy: HealthPolicy,
     private readonly onEvent: (event: RegistryEvent) => void = () => {},
   ) {}
 
@@ -122,18 +112,13 @@ export class Registry {
     if (existing) this.leaveBalancers(existing)
     const client: Client = {
       ...announcement,
+      ...health.freshHealth(now),
       connectionId: this.nextConnectionId++,
-      state: 'healthy',
       registeredAt: now,
       lastSeen: now,
       inFlight: 0,
       successes: existing?.successes ?? 0,
       failures: existing?.failures ?? 0,
-      consecutiveFailures: 0,
-      ejections: 0,
-      ejectedUntil: 0,
-      recoveredAt: now,
-      trialInFlight: false,
       latencyMs: existing?.latencyMs ?? 0,
     }
     this.clients.set(client.nodeId, client)
@@ -179,17 +164,17 @@ export class Registry {
     for (const pool of this.regions.chain(region)) {
       const nodeId = this.balancers.get(pool)?.pick(exclude)
       if (nodeId === undefined) continue
-      const client = this.clients.get(nodeId)!
-      if (client.state === 'probation') {
-        // One trial task at a time decides whether it is healthy again.
-        client.trialInFlight = true
-        this.leaveBalancers(client)
-        // Out of the broadcast topics too, until the trial's result is in.
-        this.onEvent({ type: 'state', client })
-      }
-      return { client, pool }
+      return { client: this.clients.get(nodeId)!, pool }
     }
     return undefined
+  }
+
+  /** An attempt on `client` begins: on probation, this is its one trial, and it gets nothing else meanwhile. */
+  beginAttempt(client: Client): void {
+    if (!this.isCurrent(client) || !health.beginAttempt(client)) return
+    this.leaveBalancers(client)
+    // Out of the broadcast topics too, until the trial's result is in.
+    this.onEvent({ type: 'state', client })
   }
 
   /** Healthy, non-draining clients at or under `region` (no fallback): the targets of a broadcast. */
@@ -203,16 +188,12 @@ export class Registry {
 
   recordSuccess(client: Client, latencyMs: number, now: number): void {
     client.successes++
-    client.consecutiveFailures = 0
     client.latencyMs = client.latencyMs === 0 ? latencyMs : client.latencyMs + LATENCY_SMOOTHING * (latencyMs - client.latencyMs)
-    if (!this.isCurrent(client)) return
-    if (client.state !== 'healthy') {
-      client.state = 'healthy'
-      client.trialInFlight = false
-      client.recoveredAt = now
-      this.syncBalancers(client)
-      this.onEvent({ type: 'state', client })
+    if (!this.isCurrent(client)) {
+      client.consecutiveFailures = 0
+      return
     }
+    if (health.succeed(client, now)) this.changed(client)
   }
 
   /**
@@ -223,21 +204,12 @@ export class Registry {
    */
   recordFailure(client: Client, now: number, pool = client.region): void {
     client.failures++
-    client.consecutiveFailures++
     // A replaced or removed record keeps its counts but must not move the node's current record out of the balancers.
-    if (!this.isCurrent(client) || client.state === 'ejected') return
-    const failedTrial = client.state === 'probation'
-    if (!failedTrial && client.consecutiveFailures < this.health.failuresToEject) return
-    if (!failedTrial && !this.mayEject(pool)) return
-    // A client healthy for longer than the longest back-off starts over; a failed trial never does.
-    if (!failedTrial && now - client.recoveredAt > this.health.maxEjectionMs) client.ejections = 0
-    client.ejections++
-    const backoffMs = Math.min(this.health.maxEjectionMs, this.health.ejectionMs * 2 ** (client.ejections - 1))
-    client.state = 'ejected'
-    client.trialInFlight = false
-    client.ejectedUntil = now + backoffMs
-    this.leaveBalancers(client)
-    this.onEvent({ type: 'state', client })
+    if (!this.isCurrent(client)) {
+      client.consecutiveFailures++
+      return
+    }
+    if (health.fail(client, now, this.policy, () => this.mayEject(pool))) this.changed(client)
   }
 
   /**
@@ -246,20 +218,15 @@ export class Registry {
    * rather than on probation with no trial in flight, which nothing would ever end.
    */
   recordNoVerdict(client: Client): void {
-    if (!this.isCurrent(client) || client.state !== 'probation' || !client.trialInFlight) return
-    client.trialInFlight = false
-    this.syncBalancers(client)
-    this.onEvent({ type: 'state', client })
+    if (this.isCurrent(client) && health.noVerdict(client)) this.changed(client)
   }
 
   /** Ejected clients whose back-off has ended go on probation; returns them. */
   endBackoffs(now: number): Client[] {
     const recovered: Client[] = []
     for (const client of this.clients.values()) {
-      if (client.state !== 'ejected' || client.ejectedUntil > now) continue
-      client.state = 'probation'
-      this.syncBalancers(client)
-      this.onEvent({ type: 'state', client })
+      if (!health.endBackoff(client, now)) continue
+      this.changed(client)
       recovered.push(client)
     }
     return recovered
@@ -275,9 +242,9 @@ export class Registry {
   }
 
   /** Applies a reloaded hierarchy and health policy, rebuilding the balancers around the same clients. */
-  reconfigure(regions: Regions, health: HealthPolicy): void {
+  reconfigure(regions: Regions, policy: HealthPolicy): void {
     this.regions = regions
-    this.health = health
+    this.policy = policy
     this.balancers = new Map()
     for (const client of this.clients.values()) this.syncBalancers(client)
   }
@@ -298,9 +265,15 @@ export class Registry {
     return this.clients.get(client.nodeId) === client
   }
 
+  /** A health state changed: the balancers and the listeners follow. */
+  private changed(client: Client): void {
+    this.syncBalancers(client)
+    this.onEvent({ type: 'state', client })
+  }
+
   /** Whether the client may be given a new task now (healthy or awaiting its trial, and not draining). */
   canTakeTasks(client: Client): boolean {
-    return client.weight > 0 && (client.state === 'healthy' || (client.state === 'probation' && !client.trialInFlight))
+    return client.weight > 0 && health.isEligible(client)
   }
 
   /** Whether one more client of `pool` (a region and everything under it) may be ejected. A scan, but only when a client reaches the failure threshold. */
@@ -312,7 +285,7 @@ export class Registry {
       inPool++
       if (other.state === 'ejected') ejected++
     }
-    return ejected + 1 <= Math.floor((inPool * this.health.maxEjectedPercent) / 100)
+    return health.mayEjectAnother(inPool, ejected, this.policy)
   }
 
   private syncBalancers(client: Client): void {
@@ -342,7 +315,7 @@ export class Registry {
 }
 
 /** The public JSON view of a client, as /clients and the dashboard show it. */
-export function clientView(client: Client) {
+export function clientView(client: Client): ClientView {
   return {
     node_id: client.nodeId,
     region: client.region,
@@ -362,4 +335,3 @@ export function clientView(client: Client) {
     ejected_until: client.state === 'ejected' ? new Date(client.ejectedUntil).toISOString() : null,
   }
 }
-export type ClientView = ReturnType<typeof clientView>

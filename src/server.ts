@@ -1,17 +1,26 @@
 import type { Server } from 'bun'
+import { hostname } from 'node:os'
+import { Broadcaster } from './broadcast.ts'
+import { type Clock, systemClock } from './clock.ts'
 import type { LoadedConfig } from './config.ts'
-import { Dispatcher } from './dispatch.ts'
-import { type AppDeps, createApp, createTaskFastPath } from './http/app.ts'
-import { MoonlightError } from './errors.ts'
-import { healthPolicy, type Live, makeLive } from './live.ts'
-import { MONITOR_TOPIC, Monitor } from './monitor.ts'
-import { regionTopic } from './regions.ts'
-import { clientView, Registry, type RegistryEvent } from './registry.ts'
+import { planReload } from './config-reload.ts'
+import { DeadlineTimer } from './deadlines.ts'
+import { Dispatcher, TaskLoad } from './dispatcher.ts'
+import { errorResponse, shuttingDown } from './errors.ts'
+import { Housekeeping, housekeepingJobs } from './housekeeping.ts'
+import { createApp } from './http/app.ts'
+import { createTaskRoute } from './http/task-route.ts'
+import { LocalMembership } from './membership.ts'
+import { MonitorFeed } from './monitor-feed.ts'
+import type { RegistrationDeps } from './registration.ts'
+import { Registry, type RegistryEvent } from './registry.ts'
+import { healthPolicy, makeSettings, type Settings } from './settings.ts'
+import { TaskIds } from './task-ids.ts'
 import { TaskStats } from './task-stats.ts'
 import { HttpTransport } from './transports/http.ts'
 import { type SocketData, WsTransport } from './transports/ws.ts'
 import { VERSION } from './version.ts'
-import { WsGateway } from './ws/handler.ts'
+import { WsGateway } from './ws/gateway.ts'
 
 export interface ServerOptions {
   loaded: LoadedConfig
@@ -19,12 +28,16 @@ export interface ServerOptions {
   port?: number
   host?: string
   log?: (line: string) => void
+  /** Time for everything but Bun's own sockets; tests pass a fake one. */
+  clock?: Clock
+  /** This instance's name among others (a cluster's instance_id); the host name and port by default. */
+  instanceId?: string
 }
 
 export interface MoonlightServer {
   readonly url: string
   readonly port: number
-  readonly live: Live
+  readonly settings: Settings
   readonly registry: Registry
   /** Applies a new config: tokens, hierarchy, retries, timeouts and health; clients stay connected. */
   reload(loaded: LoadedConfig): void
@@ -32,76 +45,95 @@ export interface MoonlightServer {
   stop(graceMs?: number): Promise<void>
 }
 
-const MONITOR_FLUSH_MS = 500
-const HOUSEKEEPING_MS = 1000
 /** Bun's own default when BUN_CONFIG_MAX_HTTP_REQUESTS is unset. */
 const BUN_DEFAULT_FETCH_LIMIT = 256
 const FETCH_LIMIT_WARNING_EVERY_MS = 60_000
 
-/** Starts Moonlight: the Hono app and the WebSocket gateway on one Bun.serve. */
+/** Starts Moonlight: the task route, the Hono app and the WebSocket gateway on one Bun.serve. Wiring only. */
 export function startServer(options: ServerOptions): MoonlightServer {
   const log = options.log ?? ((line: string) => console.log(line))
-  const live = makeLive(options.loaded.config)
-  const startedAtMs = Date.now()
+  const clock = options.clock ?? systemClock
+  const started = options.loaded.config
+  const settings = makeSettings(started)
+  const startedAtMs = clock.now()
   const stats = new TaskStats()
-  const monitor = new Monitor()
+  const load = new TaskLoad()
   let stopping = false
   let bunServer: Server<SocketData> | undefined
+  const publish = (topic: string, message: string) => void bunServer?.publish(topic, message)
+  const report = (error: unknown) => log(`[mls] unhandled error: ${(error as Error)?.stack ?? error}`)
 
-  const registry = new Registry(live.regions, healthPolicy(live.config), (event) => {
+  const registry = new Registry(settings.regions, healthPolicy(started), (event) => {
     if (event.client.protocol === 'ws' && event.type !== 'left') gateway.syncTopics(event.client.nodeId)
-    monitor.onRegistryEvent(event)
+    feed.onRegistryEvent(event)
     log(describeEvent(event))
   })
-  registry.maxClients = live.config.max_clients
-  const wsTransport = new WsTransport(() => live.config.ws.write_timeout * 1000)
-  const httpTransport = new HttpTransport(() => live.config.max_answer_bytes)
+  registry.maxClients = started.max_clients
+  const membership = new LocalMembership(registry, options.instanceId ?? `${hostname()}:${options.port ?? started.port}`)
+  const wsTransport = new WsTransport(() => settings.config.ws.write_timeout * 1000, publish)
+  const httpTransport = new HttpTransport(() => settings.config.max_answer_bytes)
+  const transports = { http: httpTransport, ws: wsTransport }
+  const deadlines = new DeadlineTimer(clock)
+  const feed = new MonitorFeed({ membership, regions: () => settings.regions, stats, statusLine, clock, publish })
+  const onFinished = (record: Parameters<TaskStats['record']>[0]) => {
+    stats.record(record, record.finishedAtMs)
+    feed.onTask(record)
+  }
+  const taskDeps = {
+    registry,
+    transports,
+    settings: () => ({ retryCount: settings.config.retry_count, taskTimeoutMs: settings.config.task_timeout * 1000 }),
+    deadlines,
+    load,
+    clock,
+    onFinished,
+  }
+  const dispatcher = new Dispatcher(taskDeps)
+  const broadcaster = new Broadcaster(taskDeps)
+  const registration: RegistrationDeps = {
+    settings,
+    registry,
+    clock,
+    onReplaced: (previous, replacement) => {
+      // A WebSocket node replaced by another socket is closed by the gateway when it attaches the new one.
+      if (previous.protocol === 'ws' && replacement.protocol === 'http') wsTransport.socketOf(previous.nodeId)?.close(4000, 'replaced by an HTTP registration')
+    },
+  }
+  const gateway: WsGateway = new WsGateway({ settings, registry, registration, transport: wsTransport, feed, clock, log })
+
   // Bun read it when the process started; reading it again here only tells us what Bun did.
   const fetchLimit = Number(process.env.BUN_CONFIG_MAX_HTTP_REQUESTS) || BUN_DEFAULT_FETCH_LIMIT
   let fetchLimitWarnedAtMs = Number.NEGATIVE_INFINITY
-  const dispatcher = new Dispatcher({
-    registry,
-    http: httpTransport,
-    ws: wsTransport,
-    settings: () => ({ retryCount: live.config.retry_count, taskTimeoutMs: live.config.task_timeout * 1000 }),
-    publish: (region, message) => bunServer?.publish(regionTopic(region), message),
-    onFinished: (record) => {
-      stats.record(record, record.finishedAtMs)
-      if (monitor.watching) monitor.onTask(record, record.node_id === null ? undefined : registry.get(record.node_id))
-    },
-  })
-  const gateway: WsGateway = new WsGateway({
-    live,
-    registry,
-    transport: wsTransport,
-    monitorSnapshot: () => ({
-      clients: Array.from(registry.all(), clientView),
-      regions: live.regions.tree(registry.regionCounts()),
-      series: stats.series(Date.now()),
-      recent: stats.recent(),
-      status: statusLine(),
-    }),
-    onMonitorCountChange: (watchers) => {
-      monitor.setWatching(watchers > 0)
-    },
-    log,
-  })
-  const appDeps: AppDeps = {
-    live,
-    registry,
-    dispatcher,
+  const warnFetchLimit = (nowMs: number) => {
+    // Past Bun's fetch limit, calls to HTTP agents queue inside Bun where nothing else would show it.
+    const peak = httpTransport.takePeak()
+    if (peak <= fetchLimit || nowMs - fetchLimitWarnedAtMs < FETCH_LIMIT_WARNING_EVERY_MS) return
+    fetchLimitWarnedAtMs = nowMs
+    log(
+      `[mls] warning: ${peak} calls to HTTP agents at once, over Bun's limit of ${fetchLimit}: the rest waited in Bun's queue. ` +
+        'Start the server with BUN_CONFIG_MAX_HTTP_REQUESTS=4096 (in its environment, or in a .env file in its working directory)',
+    )
+  }
+
+  const app = createApp({
+    settings,
+    membership,
+    registration,
     stats,
+    clock,
     version: VERSION,
     startedAtMs,
+    inFlight: () => load.inFlight,
     wsConnections: () => gateway.sockets.size,
-    httpCalls: () => ({ inFlight: httpTransport.inFlight, limit: fetchLimit }),
+    metrics: { httpCalls: () => ({ inFlight: httpTransport.inFlight, limit: fetchLimit }) },
     isStopping: () => stopping,
-    onReplaced: (previous) => {
-      if (previous.protocol === 'ws') wsTransport.socketOf(previous.nodeId)?.close(4000, 'replaced by an HTTP registration')
-    },
+    report,
+  })
+  const taskRoute = createTaskRoute({ settings, dispatcher, broadcaster, taskIds: new TaskIds(), isStopping: () => stopping, report })
+
+  function statusLine() {
+    return { clients: membership.size, in_flight: load.inFlight, tasks_total: stats.total, tasks_failed: stats.failed }
   }
-  const app = createApp(appDeps)
-  const taskFastPath = createTaskFastPath(app, appDeps)
 
   /**
    * A request that arrives during the grace period: 503 shutting_down, except /status, which says
@@ -115,118 +147,69 @@ export function startServer(options: ServerOptions): MoonlightServer {
       headers.set('connection', 'close')
       return new Response(response.body, { status: response.status, headers })
     }
-    const refusal = new MoonlightError(503, 'shutting_down', 'the server is shutting down')
-    return Response.json(refusal.toJSON(), { status: refusal.status, headers: { connection: 'close' } })
+    return errorResponse(shuttingDown(), report, { connection: 'close' })
   }
 
-  function statusLine() {
-    return { clients: registry.size, in_flight: dispatcher.inFlight, tasks_total: stats.total, tasks_failed: stats.failed }
-  }
-
-  const wsPath = live.config.ws.path
-  const port = options.port ?? live.config.port
-  bunServer = listen(port, () => Bun.serve<SocketData>({
-    port,
-    hostname: options.host ?? live.config.host,
-    // Bun would otherwise let a second server bind the same port, and the kernel split connections between the two.
-    reusePort: false,
-    routes: {
-      '/task/request': { POST: (request: Request, server: Server<SocketData>) => (stopping ? refuseWhileStopping(request, server) : taskFastPath(request, server)) },
-      ...(live.config.ws.enabled
-        ? { [wsPath]: (request: Request, server: Server<SocketData>) => (stopping ? refuseWhileStopping(request, server) : gateway.upgrade(request, server)) }
-        : {}),
-    },
-    fetch: (request, server) => (stopping ? refuseWhileStopping(request, server) : app.fetch(request, server)),
-    websocket: gateway.handler,
-    // Never Bun's HTML error page: whatever escapes the app still answers in JSON.
-    development: false,
-    error: (error) => {
-      log(`[mls] unhandled error: ${error.stack ?? error.message}`)
-      return Response.json({ error: 'internal server error', code: 'internal' }, { status: 500 })
-    },
-  }))
+  const { ws } = started
+  const port = options.port ?? started.port
+  bunServer = listen(port, () =>
+    Bun.serve<SocketData>({
+      port,
+      hostname: options.host ?? started.host,
+      // Bun would otherwise let a second server bind the same port, and the kernel split connections between the two.
+      reusePort: false,
+      routes: {
+        '/task/request': { POST: (request: Request, server: Server<SocketData>) => (stopping ? refuseWhileStopping(request, server) : taskRoute(request, server)) },
+        ...(ws.enabled
+          ? { [ws.path]: (request: Request, server: Server<SocketData>) => (stopping ? refuseWhileStopping(request, server) : gateway.upgrade(request, server)) }
+          : {}),
+      },
+      fetch: (request, server) => (stopping ? refuseWhileStopping(request, server) : app.fetch(request, server)),
+      websocket: gateway.handler,
+      // Never Bun's HTML error page: whatever escapes the app still answers in JSON.
+      development: false,
+      error: (error) => errorResponse(error, report),
+    }),
+  )
   const server = bunServer
 
-  let timers: Array<ReturnType<typeof setInterval>> = []
-  function startTimers(): void {
-    const { ws } = live.config
-    timers = [
-      setInterval(() => {
-        const now = Date.now()
-        registry.endBackoffs(now)
-        gateway.closeUnregistered(now)
-        // Past Bun's fetch limit, calls to HTTP agents queue inside Bun where nothing else would show it.
-        const peak = httpTransport.takePeak()
-        if (peak > fetchLimit && now - fetchLimitWarnedAtMs >= FETCH_LIMIT_WARNING_EVERY_MS) {
-          fetchLimitWarnedAtMs = now
-          log(
-            `[mls] warning: ${peak} calls to HTTP agents at once, over Bun's limit of ${fetchLimit}: the rest waited in Bun's queue. ` +
-              'Start the server with BUN_CONFIG_MAX_HTTP_REQUESTS=4096 (in its environment, or in a .env file in its working directory)',
-          )
-        }
-        for (const client of registry.silent('http', live.config.client_ttl * 1000, now)) {
-          registry.remove(client.nodeId, `no heartbeat for ${live.config.client_ttl} s`)
-        }
-      }, HOUSEKEEPING_MS),
-      setInterval(() => {
-        if (!monitor.watching) return
-        const batch = monitor.takeBatch()
-        const [point] = stats.series(Date.now(), 1)
-        // Joins, leaves and health changes move the tree's counts: send it along so the dashboard's tree stays live.
-        const regions = batch && (batch.clients.length > 0 || batch.removed.length > 0) ? live.regions.tree(registry.regionCounts()) : undefined
-        server.publish(MONITOR_TOPIC, JSON.stringify({ type: 'update', payload: { ...batch, regions, point, status: statusLine() } }))
-      }, MONITOR_FLUSH_MS),
-    ]
-    if (ws.enabled) {
-      timers.push(setInterval(() => gateway.pingAll(), ws.heartbeat_interval * 1000))
-      timers.push(setInterval(() => gateway.closeSilent(Date.now()), ws.connection_check_interval * 1000))
-    }
-  }
-  function stopTimers(): void {
-    for (const timer of timers) clearInterval(timer)
-  }
-  startTimers()
+  const housekeeping = new Housekeeping(clock, () =>
+    housekeepingJobs({ config: () => settings.config, registry, sockets: gateway, flushFeed: () => feed.flush(), everySecond: warnFetchLimit }),
+  )
+  housekeeping.start()
 
   const url = `http://${server.hostname === '0.0.0.0' ? 'localhost' : server.hostname}:${server.port}`
   return {
     url,
     port: server.port ?? 0,
-    live,
+    settings,
     registry,
     reload(loaded) {
-      const { port, host, ws, html } = live.config
-      const atNextStart = (config: typeof live.config) => JSON.stringify([config.port, config.host, config.ws.enabled, config.ws.path, config.html])
-      if (atNextStart(loaded.config) !== atNextStart(live.config)) {
-        log('[mls] reload: port, host, ws.enabled, ws.path and html.* take effect at the next start')
-      }
-      if (loaded.config.max_answer_bytes !== gateway.maxMessageBytes) {
-        log('[mls] reload: max_answer_bytes applies to HTTP answers now, to WebSocket messages at the next start')
-      }
-      // What the running sockets and routes were built on stays as it is, so /status and the timers tell the truth.
-      const config = { ...loaded.config, port, host, html, ws: { ...loaded.config.ws, enabled: ws.enabled, path: ws.path } }
-      Object.assign(live, makeLive(config, live.generatedToken))
-      registry.reconfigure(live.regions, healthPolicy(live.config))
-      registry.maxClients = live.config.max_clients
+      const plan = planReload(started, loaded.config)
+      if (plan.atNextStart.length > 0) log(`[mls] reload: ${plan.atNextStart.join(', ')} take effect at the next start`)
+      Object.assign(settings, makeSettings(plan.config, settings.generatedToken))
+      registry.reconfigure(settings.regions, healthPolicy(settings.config))
+      registry.maxClients = settings.config.max_clients
       for (const client of registry.all()) if (client.protocol === 'ws') gateway.syncTopics(client.nodeId)
-      stopTimers()
-      startTimers()
+      housekeeping.start()
       log(`[mls] config reloaded from ${loaded.source}`)
     },
-    async stop(graceMs = Math.min(live.config.task_timeout * 1000, 10_000)) {
+    async stop(graceMs = Math.min(settings.config.task_timeout * 1000, 10_000)) {
       if (stopping) return
       // The listener stays open through the grace period: Bun's stop(false) closes idle keep-alive
       // connections at once, and a request already on its way over one would be lost (a reset).
       // Until then every new request gets refuseWhileStopping's answer instead.
       stopping = true
       const deadline = Date.now() + graceMs
-      while (dispatcher.inFlight > 0 && Date.now() < deadline) await Bun.sleep(20)
+      while (load.inFlight > 0 && Date.now() < deadline) await Bun.sleep(20)
       // Grace is over: whatever still waits answers 503 now, rather than losing its connection unanswered.
-      dispatcher.abortAll()
+      load.closing = true
+      deadlines.expireAll()
       // Stops listening and closes idle connections; busy ones close once their answer is sent.
       void server.stop(false)
       const flushDeadline = Date.now() + 2000
       while (server.pendingRequests > 0 && Date.now() < flushDeadline) await Bun.sleep(10)
-      stopTimers()
+      housekeeping.stop()
       gateway.closeAll(1001, 'server shutting down')
       await server.stop(true)
     },

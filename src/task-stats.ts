@@ -1,3 +1,6 @@
+import type { SeriesPoint } from './wire/monitor.ts'
+import type { TaskView } from './wire/views.ts'
+
 /** What the dashboard and /status show of one finished task. */
 export interface TaskRecord {
   task_id: string
@@ -13,9 +16,6 @@ export interface TaskRecord {
   /** When it finished (ms since the epoch); formatted only when shown, as a date string per task was a measurable cost. */
   finishedAtMs: number
 }
-
-/** A finished task as the dashboard gets it. */
-export type TaskView = Omit<TaskRecord, 'finishedAtMs'> & { at: string }
 
 export function taskView({ finishedAtMs, ...record }: TaskRecord): TaskView {
   return { ...record, at: new Date(finishedAtMs).toISOString() }
@@ -64,7 +64,7 @@ export class TaskStats {
   }
 
   /** The last `count` whole seconds before `nowMs`, oldest first, with zeros where nothing ran. */
-  series(nowMs: number, count = SECONDS_KEPT - 1): Array<{ second: number; tasks: number; errors: number; avg_latency_ms: number }> {
+  series(nowMs: number, count = SECONDS_KEPT - 1): SeriesPoint[] {
     const current = Math.floor(nowMs / 1000)
     const points = []
     for (let second = current - count; second < current; second++) {

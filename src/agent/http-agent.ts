@@ -1,5 +1,5 @@
 import type { Server } from 'bun'
-import { heartbeatReplySchema } from '../schemas.ts'
+import { heartbeatReplySchema } from '../wire/agent-hello.ts'
 import { type Agent, AgentFatalError, type AgentOptions, Pause } from './agent.ts'
 import { Backoff } from './backoff.ts'
 import { answerTask, describeFailure } from './handler.ts'

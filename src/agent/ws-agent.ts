@@ -1,5 +1,5 @@
-import { summarizeIssues } from '../http/validate.ts'
-import { type WsAgentInbound, wsAgentInboundSchema } from '../schemas.ts'
+import { summarizeIssues } from '../wire/issues.ts'
+import { type WsAgentInbound, wsAgentInboundSchema } from '../wire/ws.ts'
 import { type Agent, AgentFatalError, type AgentOptions, Pause } from './agent.ts'
 import { Backoff } from './backoff.ts'
 import { answerTask, describeFailure } from './handler.ts'

@@ -1,4 +1,4 @@
-import { type ClientList, fetchClients } from '../client.ts'
+import { type ClientList, fetchClients } from '../api-client.ts'
 import { type Command, type Env, noPositionals, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
 import { duration, printJson, table } from './_output.ts'
 

@@ -27,11 +27,11 @@ export async function serve(options: ServeOptions): Promise<void> {
   const loaded = loadConfig(places)
   report(loaded)
   const server = startServer({ loaded, port: options.port, host: options.host })
-  if (server.live.generatedToken) {
+  if (server.settings.generatedToken) {
     console.log(`[mls] no tokens configured: generated this one for this run (set "tokens" in mls.json to choose your own):`)
-    console.log(`[mls]   ${server.live.generatedToken}`)
+    console.log(`[mls]   ${server.settings.generatedToken}`)
   }
-  const { ws, html } = server.live.config
+  const { ws, html } = server.settings.config
   console.log(`[mls] listening on ${server.url}${ws.enabled ? ` (WebSocket ${ws.path})` : ''}`)
   // `npm start` puts npm in front of this process, and npm does not pass SIGHUP on: say where signals go.
   console.log(`[mls] pid ${process.pid}: kill -HUP ${process.pid} reloads the config, kill -TERM ${process.pid} stops`)

@@ -1,4 +1,4 @@
-import { fetchStatus, type Status } from '../client.ts'
+import { fetchStatus, type Status } from '../api-client.ts'
 import { type Command, type Env, noPositionals, parse, serverUrl } from './_command.ts'
 import { duration, printJson, table } from './_output.ts'
 

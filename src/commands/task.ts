@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs'
-import { errorMessage, RequestFailed, submitTask } from '../client.ts'
+import { errorMessage, RequestFailed, submitTask } from '../api-client.ts'
 import { type Command, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
 import { printBody } from './_output.ts'
 

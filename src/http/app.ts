@@ -1,227 +1,115 @@
 import type { Server } from 'bun'
-import { Hono, type MiddlewareHandler } from 'hono'
-import { getConnInfo } from 'hono/bun'
-import { bodyLimit } from 'hono/body-limit'
-import { createMiddleware } from 'hono/factory'
-import { HTTPException } from 'hono/http-exception'
-import type { ContentfulStatusCode } from 'hono/utils/http-status'
-import { broadcastJson, type Dispatcher } from '../dispatch.ts'
-import { MoonlightError, tooManyClients } from '../errors.ts'
-import type { Live } from '../live.ts'
-import { Regions } from '../regions.ts'
-import { type Client, clientView, type Registry } from '../registry.ts'
-import { heartbeatSchema } from '../schemas.ts'
+import { Hono } from 'hono'
+import type { z } from 'zod'
+import type { Clock } from '../clock.ts'
+import { errorResponse, MoonlightError } from '../errors.ts'
+import { nestingDepth } from '../json-text.ts'
+import type { Membership } from '../membership.ts'
+import type { RegistrationDeps } from '../registration.ts'
+import { register } from '../registration.ts'
+import type { Settings } from '../settings.ts'
 import type { TaskStats } from '../task-stats.ts'
-import { renderMetrics } from './metrics.ts'
+import { type HeartbeatReply, heartbeatSchema } from '../wire/agent-hello.ts'
+import type { ClientList, Status } from '../wire/views.ts'
+import { type MetricsSource, renderMetrics } from './metrics.ts'
 import { mountPages } from './pages.ts'
-import { type TaskInput, readTaskRequest } from './task-body.ts'
-import { jsonBody, requireJson } from './validate.ts'
+import { authorize, limitDepth, parseJson, readBodyText, requireJsonType, validate } from './request-checks.ts'
 
-export type AppEnv = { Bindings: Server<unknown>; Variables: { sourceIp?: string } }
+export type AppEnv = { Bindings: Server<unknown> }
 
 export interface AppDeps {
-  live: Live
-  registry: Registry
-  dispatcher: Dispatcher
+  settings: Settings
+  membership: Membership
+  registration: RegistrationDeps
   stats: TaskStats
+  clock: Clock
   version: string
   startedAtMs: number
+  inFlight: () => number
   wsConnections: () => number
-  /** Calls to HTTP agents under way, and how many Bun's fetch runs at once. */
-  httpCalls: () => { inFlight: number; limit: number }
+  metrics: Omit<MetricsSource, 'membership' | 'stats' | 'inFlight' | 'wsConnections' | 'startedAtMs' | 'nowMs'>
   isStopping: () => boolean
-  /** A node registered anew over another connection: the old one must go. */
-  onReplaced: (previous: Client) => void
+  report: (error: unknown) => void
 }
 
-/** The HTTP API: heartbeats, tasks, status. Every error leaves as JSON through `onError`. */
+/** The HTTP API but the task route (src/http/task-route.ts): heartbeats, status, clients. Every error leaves as JSON. */
 export function createApp(deps: AppDeps): Hono<AppEnv> {
-  const { live, registry, dispatcher } = deps
+  const { settings, membership } = deps
   const app = new Hono<AppEnv>()
+  const requireToken = (header: string | undefined) => authorize(settings, header)
 
-  const requireToken = createMiddleware<AppEnv>(async (c, next) => {
-    if (!isAuthorized(live, c.req.header('authorization'))) {
-      throw new MoonlightError(401, 'unauthorized', 'missing or invalid token: send "Authorization: Bearer <token>" with one of the configured tokens')
-    }
-    await next()
-  })
-  const requireTaskToken = createMiddleware<AppEnv>(async (c, next) => {
-    if (live.config.require_task_token) return requireToken(c, next)
-    await next()
-  })
-  // Rebuilt per request so a reloaded max_body_bytes applies at once; the middleware is a closure, not a parse.
-  const limitBody: MiddlewareHandler<AppEnv> = (c, next) =>
-    bodyLimit({
-      maxSize: live.config.max_body_bytes,
-      onError: () => {
-        throw new MoonlightError(413, 'body_too_large', `request body exceeds max_body_bytes (${live.config.max_body_bytes} bytes)`, {
-          max_body_bytes: live.config.max_body_bytes,
-        })
-      },
-    })(c, next)
-
-  // The source address is read before bodyLimit, which swaps in a new Request for a chunked body (and Bun knows no address for that one).
-  const rememberSourceIp = createMiddleware<AppEnv>(async (c, next) => {
-    c.set('sourceIp', getConnInfo(c).remote.address)
-    await next()
-  })
-
-  app.post('/client/heartbeat', rememberSourceIp, limitBody, requireJson, jsonBody(heartbeatSchema), (c) => {
-    const hello = c.req.valid('json')
-    if (!live.tokens.has(hello.token)) throw new MoonlightError(401, 'unauthorized', 'invalid token in heartbeat')
-    const ip = hello.ip ?? c.get('sourceIp') ?? '127.0.0.1'
-    if (!registry.hasRoomFor(hello.node_id)) throw tooManyClients(live.config.max_clients)
-    const { client, previous } = registry.announce(
-      { nodeId: hello.node_id, region: hello.region, protocol: 'http', ip, port: hello.port, weight: hello.weight ?? 1 },
-      Date.now(),
-    )
-    if (previous) deps.onReplaced(previous)
-    return c.json({
+  app.post('/client/heartbeat', async (c) => {
+    const hello = await readJsonBody(c.req.raw, settings.config.max_body_bytes, heartbeatSchema)
+    const sourceIp = c.env.requestIP(c.req.raw)?.address ?? '127.0.0.1'
+    const client = register(deps.registration, hello, { protocol: 'http', sourceIp })
+    const reply: HeartbeatReply = {
       status: 'ok',
-      server_time: new Date().toISOString(),
+      server_time: new Date(deps.clock.now()).toISOString(),
       node_id: client.nodeId,
       region: client.region,
       weight: client.weight,
-      client_ttl: live.config.client_ttl,
-    })
+      client_ttl: settings.config.client_ttl,
+    }
+    return c.json(reply)
   })
 
-  // Bun.serve routes well-formed tasks to createTaskFastPath first; this route answers everything else.
-  app.post('/task/request', requireTaskToken, limitBody, requireJson, async (c) => runTask(deps, readTaskRequest(await c.req.text()), c.req.raw, c.env))
-
   app.get('/status', (c) => {
-    return c.json({
+    const status: Status = {
       server: deps.isStopping() ? 'Stopping' : 'Online',
-      websocket: live.config.ws.enabled ? 'Connected' : 'Disabled',
-      clients: registry.size,
-      tasks: dispatcher.inFlight,
-      regions: Object.fromEntries(registry.regionCounts()),
+      websocket: settings.config.ws.enabled ? 'Connected' : 'Disabled',
+      clients: membership.size,
+      tasks: deps.inFlight(),
+      regions: Object.fromEntries(membership.regionCounts()),
       version: deps.version,
-      uptime_s: Math.round((Date.now() - deps.startedAtMs) / 1000),
+      uptime_s: Math.round((deps.clock.now() - deps.startedAtMs) / 1000),
       started_at: new Date(deps.startedAtMs).toISOString(),
       tasks_total: deps.stats.total,
       tasks_failed: deps.stats.failed,
       websocket_connections: deps.wsConnections(),
-    })
+    }
+    return c.json(status)
   })
 
-  app.get('/clients', requireToken, (c) => c.json({ clients: Array.from(registry.all(), clientView) }))
+  app.get('/clients', (c) => {
+    requireToken(c.req.header('authorization'))
+    const list: ClientList = { clients: membership.views() }
+    return c.json(list)
+  })
 
-  app.get('/regions', (c) => c.json(live.regions.tree(registry.regionCounts())))
+  app.get('/regions', (c) => c.json(settings.regions.tree(membership.regionCounts())))
 
   app.get('/healthz', (c) => c.json({ ok: true }))
 
   app.get('/metrics', (c) =>
     c.text(
       renderMetrics({
-        registry,
+        ...deps.metrics,
+        membership,
         stats: deps.stats,
-        inFlight: () => dispatcher.inFlight,
-        httpCalls: deps.httpCalls,
+        inFlight: deps.inFlight,
         wsConnections: deps.wsConnections,
         startedAtMs: deps.startedAtMs,
+        nowMs: deps.clock.now(),
       }),
       200,
       { 'content-type': 'text/plain; version=0.0.4' },
     ),
   )
 
-  mountPages(app, live.config)
+  mountPages(app, settings.config)
 
-  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${c.req.path}`, code: 'not_found' }, 404))
+  app.notFound((c) => errorResponse(new MoonlightError(404, 'not_found', `no route for ${c.req.method} ${c.req.path}`)))
 
-  app.onError((error, c) => errorResponse(error, c.req.method, c.req.path))
+  app.onError((error) => errorResponse(error, deps.report))
 
   return app
 }
 
-/**
- * The hot path of POST /task/request, for Bun.serve's own router: a request whose headers are in
- * order (valid token, declared length within max_body_bytes, `application/json`) skips Hono's
- * per-request context and middleware chain, which cost more than the rest of the proxying; its body
- * goes through the same `readTaskRequest` as the Hono route's. Any other request goes to `app`.
- * Bun's router matches the path exactly (no trailing slash, no percent-decoding), so it is not checked again.
- */
-export function createTaskFastPath(app: Hono<AppEnv>, deps: AppDeps): (request: Request, server: Server<unknown>) => Promise<Response> {
-  const { live } = deps
-  return async (request, server) => {
-    const { headers } = request
-    const declaredLength = headers.get('content-length')
-    const plain =
-      (!live.config.require_task_token || isAuthorized(live, headers.get('authorization'))) &&
-      // A declared length rules out a chunked body: Bun answers 400 to a request that has both.
-      declaredLength !== null &&
-      Number.parseInt(declaredLength, 10) <= live.config.max_body_bytes &&
-      mediaType(headers.get('content-type')) === 'application/json' &&
-      !deps.isStopping()
-    if (!plain) return app.fetch(request, server)
-    try {
-      return await runTask(deps, readTaskRequest(await request.text()), request, server)
-    } catch (error) {
-      return errorResponse(error, 'POST', '/task/request')
-    }
-  }
-}
-
-/** Runs one validated task request and answers with the client's reply (or the broadcast's results). */
-async function runTask(deps: AppDeps, { task, payloadJson }: TaskInput, request: Request, server: Server<unknown> | undefined): Promise<Response> {
-  const { dispatcher } = deps
-  if (deps.isStopping()) throw new MoonlightError(503, 'shutting_down', 'the server is shutting down')
-  const region = Regions.normalize(task.region)
-  const { mode } = task
-  const taskId = dispatcher.newTaskId()
-  // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
-  server?.timeout(request, 0)
-  if (mode === 'broadcast') {
-    const results = await dispatcher.broadcast(region, payloadJson, taskId)
-    const answered = results.filter((result) => result.error === undefined).length
-    return new Response(broadcastJson({ task_id: taskId, region, targets: results.length, answered }, results), {
-      status: answered ? 200 : 502,
-      headers: { 'content-type': 'application/json', 'x-task-id': taskId },
-    })
-  }
-  const { answer, client, failedAttempts } = await dispatcher.dispatch(region, payloadJson, taskId)
-  // A plain object, not a Headers: the answer's names are already lower-case, and ours come last so they win.
-  const headers = {
-    ...answer.headers,
-    'x-task-id': taskId,
-    'x-moonlight-node': client.nodeId,
-    'x-moonlight-attempts': String(failedAttempts.length + 1),
-  }
-  return new Response(answer.body, { status: answer.status, headers })
-}
-
-/** Turns any error into the JSON answer the API promises: `{ error, code, ...details }`. */
-function errorResponse(error: unknown, method: string, path: string): Response {
-  if (error instanceof MoonlightError) return jsonResponse(error.toJSON(), error.status)
-  if (error instanceof HTTPException) {
-    // Hono's own 4xx (e.g. malformed JSON) keep their status but speak our JSON.
-    const status = error.status as ContentfulStatusCode
-    const message = error.message === 'Malformed JSON in request body' ? 'request body is not valid JSON' : error.message || 'bad request'
-    return jsonResponse({ error: message, code: status === 400 ? 'invalid_json' : 'http_error' }, status)
-  }
-  console.error(`[mls] unhandled error on ${method} ${path}:`, error)
-  return jsonResponse({ error: 'internal server error', code: 'internal' }, 500)
-}
-
-/** What Hono's `c.json` builds, for code that answers without a Hono context. */
-function jsonResponse(body: unknown, status: number, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body), { status, headers: { ...headers, 'content-type': 'application/json' } })
-}
-
-/** Whether an Authorization header carries one of the tokens; the usual spelling costs one lookup. */
-function isAuthorized(live: Live, header: string | null | undefined): boolean {
-  if (!header) return false
-  return live.bearerHeaders.has(header) || live.tokens.has(bearerToken(header))
-}
-
-/** The token of an `Authorization: Bearer <token>` header; the scheme name is case-insensitive (RFC 9110). */
-function bearerToken(header: string): string {
-  return header.length > 7 && header.slice(0, 7).toLowerCase() === 'bearer ' ? header.slice(7).trim() : ''
-}
-
-function mediaType(contentType: string | null): string {
-  if (contentType === null) return ''
-  // Nearly every caller sends exactly this: no split, trim or case change for them.
-  return contentType === 'application/json' ? contentType : contentType.split(';')[0]!.trim().toLowerCase()
+/** A JSON body of `schema`'s shape, through the same checks as a task request's. */
+async function readJsonBody<Schema extends z.ZodType>(request: Request, maxBytes: number, schema: Schema): Promise<z.infer<Schema>> {
+  requireJsonType(request.headers.get('content-type'))
+  const text = await readBodyText(request, maxBytes)
+  const value = parseJson(text)
+  limitDepth(nestingDepth(text))
+  return validate(schema, value)
 }

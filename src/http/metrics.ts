@@ -1,13 +1,14 @@
-import type { Registry } from '../registry.ts'
+import type { Membership } from '../membership.ts'
 import type { TaskStats } from '../task-stats.ts'
 
 export interface MetricsSource {
-  registry: Registry
+  membership: Membership
   stats: TaskStats
   inFlight: () => number
   httpCalls: () => { inFlight: number; limit: number }
   wsConnections: () => number
   startedAtMs: number
+  nowMs: number
 }
 
 /**
@@ -21,7 +22,7 @@ export function renderMetrics(source: MetricsSource): string {
     for (const [labels, value] of samples) lines.push(`${name}${labels} ${value}`)
   }
   const clients = new Map<string, number>()
-  for (const client of source.registry.all()) {
+  for (const client of source.membership.all()) {
     const key = `{region="${client.region}",protocol="${client.protocol}",state="${client.weight === 0 ? 'draining' : client.state}"}`
     clients.set(key, (clients.get(key) ?? 0) + 1)
   }
@@ -37,6 +38,6 @@ export function renderMetrics(source: MetricsSource): string {
   metric('moonlight_http_agent_calls_in_flight', 'gauge', 'Calls to HTTP agents under way (Bun queues those past its fetch limit).', [['', httpCalls.inFlight]])
   metric('moonlight_http_agent_call_limit', 'gauge', "Bun's limit on simultaneous fetches (BUN_CONFIG_MAX_HTTP_REQUESTS when the process started).", [['', httpCalls.limit]])
   metric('moonlight_websocket_connections', 'gauge', 'Open WebSocket connections (agents and dashboards).', [['', source.wsConnections()]])
-  metric('moonlight_uptime_seconds', 'gauge', 'Seconds since the server started.', [['', Math.round((Date.now() - source.startedAtMs) / 1000)]])
+  metric('moonlight_uptime_seconds', 'gauge', 'Seconds since the server started.', [['', Math.round((source.nowMs - source.startedAtMs) / 1000)]])
   return `${lines.join('\n')}\n`
 }

@@ -1,5 +1,6 @@
 import type { Deadline } from '../deadlines.ts'
 import type { Client } from '../registry.ts'
+import type { Protocol } from '../wire/names.ts'
 
 /** A client's answer to one task, passed back to the caller as-is. */
 export interface Answer {
@@ -31,11 +32,19 @@ export class AttemptError extends Error {
 }
 
 /**
- * How a task reaches one client. `payloadJson` is the caller's payload, serialized once. The
+ * How a task reaches one client. `payloadJson` is the caller's payload as its own text. The
  * attempt watches `deadline` and fails with kind `timeout` when it expires.
  */
 export interface Transport {
   send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer>
+  /**
+   * Sends one task to many of its clients at once, if the transport can do better than a send each
+   * (WebSocket: one publish on the region's topic). Returns each client's answer by node id.
+   */
+  fanOut?(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline): Map<string, Promise<Answer>>
 }
+
+/** One transport per protocol: a new way to reach clients is one more entry, not a branch in the dispatcher. */
+export type Transports = Readonly<Record<Protocol, Transport>>
 
 export const timedOut = (): AttemptError => new AttemptError('timeout', 'timed out waiting for the client')

@@ -1,7 +1,8 @@
 import type { ServerWebSocket } from 'bun'
 import type { Deadline, Expirable } from '../deadlines.ts'
 import type { Client } from '../registry.ts'
-import type { TaskResponse } from '../schemas.ts'
+import { regionTopic } from '../regions.ts'
+import { type TaskResponse, taskFrame } from '../wire/ws.ts'
 import { type Answer, AttemptError, timedOut, type Transport } from './types.ts'
 
 /** What the server keeps on each WebSocket connection. */
@@ -85,7 +86,11 @@ export class WsTransport implements Transport {
   private outbox = new Map<AgentSocket, string[]>()
   private flushScheduled = false
 
-  constructor(private readonly writeTimeoutMs: () => number) {}
+  constructor(
+    private readonly writeTimeoutMs: () => number,
+    /** Sends one message to every subscriber of a topic (Bun's server.publish). */
+    private readonly publish: (topic: string, message: string) => void,
+  ) {}
 
   /** Binds a node to its socket; returns the socket it replaces, which the caller closes. */
   attach(nodeId: string, socket: AgentSocket): AgentSocket | undefined {
@@ -115,7 +120,7 @@ export class WsTransport implements Transport {
       queue = []
       this.outbox.set(socket, queue)
     }
-    queue.push(taskId, taskMessage(taskId, payloadJson))
+    queue.push(taskId, taskFrame(taskId, payloadJson))
     if (!this.flushScheduled) {
       this.flushScheduled = true
       setImmediate(this.flush)
@@ -144,24 +149,18 @@ export class WsTransport implements Transport {
 
   /**
    * Sends one task to many clients through a single `publish` on the region's topic; every
-   * subscriber is an eligible client of that region, so `nodeIds` is who will answer.
+   * subscriber is an eligible client of that region, so `clients` is who will answer.
    */
-  broadcast(
-    publish: (message: string) => void,
-    taskId: string,
-    payloadJson: string,
-    nodeIds: readonly string[],
-    deadline: Deadline,
-  ): Map<string, Promise<Answer>> {
+  fanOut(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline): Map<string, Promise<Answer>> {
     const answers = new Map<string, Promise<Answer>>()
-    for (const nodeId of nodeIds) {
+    for (const { nodeId } of clients) {
       const socket = this.sockets.get(nodeId)
       answers.set(
         nodeId,
         socket ? this.expect(taskId, socket, deadline) : Promise.reject(new AttemptError('disconnected', 'the client has no open connection')),
       )
     }
-    publish(taskMessage(taskId, payloadJson))
+    this.publish(regionTopic(region), taskFrame(taskId, payloadJson))
     return answers
   }
 
@@ -212,11 +211,6 @@ export class WsTransport implements Transport {
     // terminate, not close: a peer that does not read would never read a close frame either.
     socket.data.writeTimer = setTimeout(() => socket.terminate(), this.writeTimeoutMs())
   }
-}
-
-function taskMessage(taskId: string, payloadJson: string): string {
-  // The payload is spliced in as already-serialized JSON: it is never parsed or stringified again.
-  return `{"type":"task","task_id":${JSON.stringify(taskId)},"payload":${payloadJson}}`
 }
 
 function toAnswer(response: TaskResponse, responseJson: string | undefined): Answer {

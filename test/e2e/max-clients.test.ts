@@ -34,6 +34,6 @@ describe('max_clients', () => {
 
   test('the default is 100 000', async () => {
     const mls = server()
-    expect(mls.server.live.config.max_clients).toBe(100_000)
+    expect(mls.server.settings.config.max_clients).toBe(100_000)
   })
 })

@@ -20,6 +20,13 @@ function setup(policy = POLICY) {
   return { registry, events, states }
 }
 
+/** What the dispatcher does for each attempt: pick, then begin the attempt (the trial, for a client on probation). */
+function pickForTask(registry: Registry, region: string) {
+  const picked = registry.pickFrom(region)
+  if (picked) registry.beginAttempt(picked.client)
+  return picked?.client
+}
+
 function failTimes(registry: Registry, nodeId: string, times: number, now: number) {
   for (let i = 0; i < times; i++) registry.recordFailure(registry.get(nodeId)!, now)
 }
@@ -29,12 +36,12 @@ describe('registry', () => {
     const { registry } = setup()
     registry.announce(client('east', 'us-east-1'), 0)
     registry.announce(client('eu', 'eu-west-1'), 0)
-    expect(registry.pick('us-east-1')?.nodeId).toBe('east')
-    expect(registry.pick('usa')?.nodeId).toBe('east')
+    expect(pickForTask(registry, 'us-east-1')?.nodeId).toBe('east')
+    expect(pickForTask(registry, 'usa')?.nodeId).toBe('east')
     // us-west-1 has no client: usa has one.
-    expect(registry.pick('us-west-1')?.nodeId).toBe('east')
+    expect(pickForTask(registry, 'us-west-1')?.nodeId).toBe('east')
     // singapore has none, asia has none, global has both.
-    expect(new Set([registry.pick('singapore')?.nodeId, registry.pick('singapore')?.nodeId])).toEqual(new Set(['east', 'eu']))
+    expect(new Set([pickForTask(registry, 'singapore')?.nodeId, pickForTask(registry, 'singapore')?.nodeId])).toEqual(new Set(['east', 'eu']))
   })
 
   test('a heartbeat from the same address refreshes; a changed region moves the client', () => {
@@ -44,7 +51,7 @@ describe('registry', () => {
     expect(registry.get('a')!.lastSeen).toBe(50)
     expect(events.map((event) => event.type)).toEqual(['joined'])
     registry.announce(client('a', 'eu-west-1'), 60)
-    expect(registry.pick('us-east-1')?.nodeId).toBe('a') // only via global fallback now
+    expect(pickForTask(registry, 'us-east-1')?.nodeId).toBe('a') // only via global fallback now
     expect(registry.within('usa')).toEqual([])
     expect(registry.within('europe').map((c) => c.nodeId)).toEqual(['a'])
     expect(events.map((event) => event.type)).toEqual(['joined', 'updated'])
@@ -67,7 +74,7 @@ describe('registry', () => {
     registry.announce(client('a', 'usa'), 0)
     registry.announce(client('b', 'usa', { port: 4001 }), 0)
     registry.setWeight('a', 0)
-    expect([registry.pick('usa')?.nodeId, registry.pick('usa')?.nodeId]).toEqual(['b', 'b'])
+    expect([pickForTask(registry, 'usa')?.nodeId, pickForTask(registry, 'usa')?.nodeId]).toEqual(['b', 'b'])
     expect(registry.regionCounts().get('usa')).toEqual({ clients: 2, active: 1 })
   })
 
@@ -80,7 +87,7 @@ describe('registry', () => {
     expect(registry.get('a')!.state).toBe('healthy')
     failTimes(registry, 'a', 1, 0)
     expect(registry.get('a')!.state).toBe('ejected')
-    for (let i = 0; i < 6; i++) expect(registry.pick('usa')?.nodeId).not.toBe('a')
+    for (let i = 0; i < 6; i++) expect(pickForTask(registry, 'usa')?.nodeId).not.toBe('a')
   })
 
   test('never ejects more than half of a region', () => {
@@ -98,7 +105,7 @@ describe('registry', () => {
     registry.announce(client('solo', 'eu-west-1'), 0)
     failTimes(registry, 'solo', 10, 0)
     expect(registry.get('solo')!.state).toBe('healthy')
-    expect(registry.pick('eu-west-1')?.nodeId).toBe('solo')
+    expect(pickForTask(registry, 'eu-west-1')?.nodeId).toBe('solo')
   })
 
   test('after the back-off one trial task decides; each ejection doubles the back-off up to the maximum', () => {
@@ -111,7 +118,7 @@ describe('registry', () => {
     expect(registry.endBackoffs(1000).map((c) => c.nodeId)).toEqual(['a'])
     expect(registry.get('a')!.state).toBe('probation')
     // The trial: a is picked once, then withheld until its result is in.
-    const picked = [registry.pick('usa')?.nodeId, registry.pick('usa')?.nodeId, registry.pick('usa')?.nodeId]
+    const picked = [pickForTask(registry, 'usa')?.nodeId, pickForTask(registry, 'usa')?.nodeId, pickForTask(registry, 'usa')?.nodeId]
     expect(picked.filter((id) => id === 'a')).toHaveLength(1)
     registry.recordFailure(registry.get('a')!, 1100)
     expect(registry.get('a')!.state).toBe('ejected')
@@ -151,14 +158,14 @@ describe('registry', () => {
     registry.reconfigure(new Regions({ 'us-east-1': 'atlantic' }), POLICY)
     expect(registry.within('usa')).toEqual([])
     expect(registry.within('atlantic').map((c) => c.nodeId)).toEqual(['a'])
-    expect(registry.pick('atlantic')?.nodeId).toBe('a')
+    expect(pickForTask(registry, 'atlantic')?.nodeId).toBe('a')
   })
 
   test('remove emits left with the reason and the client is no longer picked', () => {
     const { registry, events } = setup()
     registry.announce(client('a', 'usa'), 0)
     registry.remove('a', 'no heartbeat')
-    expect(registry.pick('usa')).toBeUndefined()
+    expect(pickForTask(registry, 'usa')).toBeUndefined()
     expect(events.at(-1)).toMatchObject({ type: 'left', reason: 'no heartbeat' })
   })
 })
@@ -172,7 +179,7 @@ describe('registry with replaced records', () => {
     // The old socket's tasks fail as it is closed.
     for (let i = 0; i < 5; i++) registry.recordFailure(old, 20)
     expect(registry.get('a')!.state).toBe('healthy')
-    const picked = new Set(Array.from({ length: 8 }, () => registry.pick('usa')?.nodeId))
+    const picked = new Set(Array.from({ length: 8 }, () => pickForTask(registry, 'usa')?.nodeId))
     expect(picked).toEqual(new Set(['a', 'b', 'c', 'd']))
   })
 
@@ -183,7 +190,7 @@ describe('registry with replaced records', () => {
     failTimes(registry, 'a', 3, 0)
     registry.endBackoffs(1000)
     const before = events.length
-    while (registry.pick('usa')?.nodeId !== 'a');
+    while (pickForTask(registry, 'usa')?.nodeId !== 'a');
     expect(events.slice(before).map((event) => event.type)).toEqual(['state'])
     expect(registry.canTakeTasks(registry.get('a')!)).toBe(false)
   })
@@ -195,7 +202,9 @@ describe('regions cache', () => {
     expect(regions.chain('made-up')).toEqual(['made-up', 'global'])
     expect(regions.chain('us-east-1')).toBe(regions.chain('us-east-1'))
   })
+})
 
+describe('registry bounds and pools', () => {
   test('the ejection cap counts the pool a task drew from, not the client\'s own region', () => {
     const { registry } = setup()
     registry.announce(client('east', 'us-east-1'), 0)
@@ -221,12 +230,12 @@ describe('regions cache', () => {
     registry.announce(client('b', 'usa', { port: 4001 }), 0)
     failTimes(registry, 'a', 3, 0)
     registry.endBackoffs(1000)
-    const picks = new Set([registry.pick('usa')?.nodeId, registry.pick('usa')?.nodeId])
+    const picks = new Set([pickForTask(registry, 'usa')?.nodeId, pickForTask(registry, 'usa')?.nodeId])
     expect(picks.has('a')).toBe(true)
     expect(registry.get('a')!.trialInFlight).toBe(true)
     registry.recordNoVerdict(registry.get('a')!)
     expect(registry.get('a')).toMatchObject({ state: 'probation', trialInFlight: false })
-    expect([registry.pick('usa')?.nodeId, registry.pick('usa')?.nodeId]).toContain('a')
+    expect([pickForTask(registry, 'usa')?.nodeId, pickForTask(registry, 'usa')?.nodeId]).toContain('a')
     // It means nothing for a healthy client.
     registry.recordNoVerdict(registry.get('b')!)
     expect(registry.get('b')!.state).toBe('healthy')
@@ -240,7 +249,7 @@ describe('regions cache', () => {
     for (let i = 0; i < 30_000; i++) registry.remove(`c${i}`, 'gone')
     expect(registry.trackedRegions).toBe(0)
     registry.announce(client('back', 'us-east-1'), 0)
-    expect(registry.pick('usa')?.nodeId).toBe('back')
+    expect(pickForTask(registry, 'usa')?.nodeId).toBe('back')
     registry.setWeight('back', 0)
     expect(registry.trackedRegions).toBe(0)
   })

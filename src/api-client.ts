@@ -1,4 +1,8 @@
 import { z } from 'zod'
+import { errorBodySchema } from './wire/errors.ts'
+import { type ClientList, clientViewSchema, type Status, statusSchema } from './wire/views.ts'
+
+export type { ClientList, Status } from './wire/views.ts'
 
 /**
  * The small HTTP client behind `moonlight task`, `status` and `clients`. Every failure becomes a
@@ -24,44 +28,9 @@ export class RequestFailed extends Error {
   }
 }
 
-/** The parts of GET /status the CLI shows; other fields pass through for --json. */
-export const statusSchema = z.looseObject({
-  server: z.string(),
-  websocket: z.string(),
-  clients: z.number(),
-  tasks: z.number(),
-  regions: z.record(z.string(), z.object({ clients: z.number(), active: z.number() })),
-  version: z.string().optional(),
-  uptime_s: z.number().optional(),
-  tasks_total: z.number().optional(),
-  tasks_failed: z.number().optional(),
-  websocket_connections: z.number().optional(),
-})
-export type Status = z.infer<typeof statusSchema>
-
-/** One row of GET /clients, as far as the CLI's table needs it. */
-export const clientRowSchema = z.looseObject({
-  node_id: z.string(),
-  region: z.string(),
-  protocol: z.string(),
-  ip: z.string(),
-  port: z.number(),
-  weight: z.number(),
-  state: z.string(),
-  last_seen: z.string(),
-  in_flight: z.number(),
-  successes: z.number(),
-  failures: z.number(),
-  latency_ms: z.number(),
-})
-export const clientListSchema = z.looseObject({ clients: z.array(clientRowSchema) })
-export type ClientList = z.infer<typeof clientListSchema>
-
-/** The server's error body; `attempts` comes with 502 and 504. */
-const errorBodySchema = z.object({
-  error: z.string(),
-  attempts: z.array(z.object({ node_id: z.string(), reason: z.string(), body: z.string().optional() })).optional(),
-})
+/** What the CLI reads is parsed with the server's own wire schemas; fields it does not know pass through for --json. */
+const statusAnswerSchema = statusSchema.loose()
+const clientListAnswerSchema = z.object({ clients: z.array(clientViewSchema.loose()) }).loose()
 
 /** A raw answer: the status and body exactly as the server sent them. */
 export interface RawAnswer {
@@ -71,11 +40,11 @@ export interface RawAnswer {
 }
 
 export async function fetchStatus(target: ServerTarget): Promise<Status> {
-  return parseJson(await call(target, 'GET', '/status'), statusSchema, '/status')
+  return parseJson(await call(target, 'GET', '/status'), statusAnswerSchema, '/status')
 }
 
 export async function fetchClients(target: ServerTarget): Promise<ClientList> {
-  return parseJson(await call(target, 'GET', '/clients'), clientListSchema, '/clients')
+  return parseJson(await call(target, 'GET', '/clients'), clientListAnswerSchema, '/clients')
 }
 
 /** POSTs /task/request and returns the answer whatever its status: the caller decides what failed. */

@@ -1,9 +1,9 @@
 import type { Config } from './config.ts'
 import { Regions } from './regions.ts'
-import type { HealthPolicy } from './registry.ts'
+import type { HealthPolicy } from './health.ts'
 
 /** The settings in force now; SIGHUP swaps the whole object's fields at once. */
-export interface Live {
+export interface Settings {
   config: Config
   regions: Regions
   tokens: ReadonlySet<string>
@@ -13,8 +13,8 @@ export interface Live {
   generatedToken?: string
 }
 
-/** Builds the live settings; a config without tokens keeps `generatedToken` (or gets a new one). */
-export function makeLive(config: Config, generatedToken?: string): Live {
+/** Builds the settings; a config without tokens keeps `generatedToken` (or gets a new one). */
+export function makeSettings(config: Config, generatedToken?: string): Settings {
   const token = config.tokens.length > 0 ? undefined : (generatedToken ?? randomToken())
   const tokens = token === undefined ? config.tokens : [token]
   return {

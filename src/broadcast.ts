@@ -1,0 +1,118 @@
+import type { Clock } from './clock.ts'
+import type { Deadline, DeadlineTimer } from './deadlines.ts'
+import { bodyText, type DispatchSettings, type TaskLoad } from './dispatcher.ts'
+import { MAX_JSON_DEPTH, nestingDepth } from './json-text.ts'
+import type { Client, Registry } from './registry.ts'
+import type { TaskRecord } from './task-stats.ts'
+import { type Answer, AttemptError, type Transports } from './transports/types.ts'
+import type { BroadcastResult } from './wire/task.ts'
+
+export interface BroadcasterDeps {
+  registry: Registry
+  transports: Transports
+  settings: () => DispatchSettings
+  deadlines: DeadlineTimer
+  load: TaskLoad
+  clock: Clock
+  onFinished: (record: TaskRecord) => void
+}
+
+/** One client's part of a broadcast; a JSON answer is kept as its own text (see broadcastJson). */
+export type BroadcastPart = Omit<BroadcastResult, 'response'> & { response?: string; responseJson?: string }
+
+/** No client to broadcast to, or each client's part. */
+export type BroadcastOutcome = { kind: 'no_client'; region: string } | { kind: 'delivered'; results: BroadcastPart[] }
+
+/**
+ * Sends one task to every eligible client at or under `region` (no fallback up the tree), each
+ * protocol its best way (WebSocket: one publish on the region's topic), and waits for all answers or
+ * task_timeout, whichever comes first. Nothing is retried: each client's own answer is the result.
+ */
+export class Broadcaster {
+  constructor(private readonly deps: BroadcasterDeps) {}
+
+  async broadcast(region: string, payloadJson: string, taskId: string): Promise<BroadcastOutcome> {
+    const { registry, clock, load } = this.deps
+    const targets = registry.within(region)
+    const startedMs = clock.now()
+    if (targets.length === 0) {
+      this.finish(taskId, region, 503, 'no_client', 0, startedMs)
+      return { kind: 'no_client', region }
+    }
+    const deadline = this.deps.deadlines.start(this.deps.settings().taskTimeoutMs)
+    load.inFlight++
+    try {
+      const answers = this.send(region, taskId, payloadJson, targets, deadline)
+      const results = await Promise.all(targets.map((client) => this.settle(client, answers.get(client.nodeId)!, region)))
+      const answered = results.filter((result) => result.error === undefined).length
+      this.finish(taskId, region, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, startedMs)
+      return { kind: 'delivered', results }
+    } finally {
+      this.deps.deadlines.end(deadline)
+      load.inFlight--
+    }
+  }
+
+  /** Each protocol's clients through its fan-out when it has one, else a send each. */
+  private send(region: string, taskId: string, payloadJson: string, targets: Client[], deadline: Deadline) {
+    const answers = new Map<string, Promise<Answer>>()
+    const byProtocol = Map.groupBy(targets, (client) => client.protocol)
+    for (const [protocol, clients] of byProtocol) {
+      const transport = this.deps.transports[protocol]
+      if (transport.fanOut) {
+        for (const [nodeId, answer] of transport.fanOut(region, taskId, payloadJson, clients, deadline)) answers.set(nodeId, answer)
+      } else {
+        for (const client of clients) answers.set(client.nodeId, transport.send(client, taskId, payloadJson, deadline))
+      }
+    }
+    return answers
+  }
+
+  private async settle(client: Client, pending: Promise<Answer>, region: string): Promise<BroadcastPart> {
+    const { registry, clock, load } = this.deps
+    const startedMs = clock.monotonic()
+    const base = { node_id: client.nodeId, protocol: client.protocol }
+    client.inFlight++
+    try {
+      const answer = await pending
+      // The pool of a broadcast is its region: a client fails it like any task drawn from there.
+      if (answer.status >= 500) registry.recordFailure(client, clock.now(), region)
+      else registry.recordSuccess(client, clock.monotonic() - startedMs, clock.now())
+      return { ...base, status: answer.status, ...decodeBody(answer) }
+    } catch (error) {
+      if (!(error instanceof AttemptError)) throw error
+      if (load.closing) return { ...base, status: 503, error: 'the server shut down before the client answered' }
+      if (error.countsAgainstClient) registry.recordFailure(client, clock.now(), region)
+      return { ...base, status: error.kind === 'timeout' ? 504 : 502, error: error.message }
+    } finally {
+      client.inFlight--
+    }
+  }
+
+  private finish(taskId: string, region: string, status: number, outcome: TaskRecord['outcome'], attempts: number, startedMs: number): void {
+    const nowMs = this.deps.clock.now()
+    this.deps.onFinished({ task_id: taskId, region, mode: 'broadcast', node_id: null, status, outcome, attempts, latency_ms: nowMs - startedMs, finishedAtMs: nowMs })
+  }
+}
+
+/** A JSON answer stays its own text; anything else (or JSON too deep to pass on) is shown as a string. */
+function decodeBody(answer: Answer): Pick<BroadcastPart, 'response' | 'responseJson'> {
+  const text = bodyText(answer)
+  if (!(answer.headers['content-type'] ?? '').includes('json') || nestingDepth(text) > MAX_JSON_DEPTH) return { response: text }
+  try {
+    JSON.parse(text)
+    return { responseJson: text.trim() }
+  } catch {
+    // The client said JSON but sent something else: show it as it came.
+    return { response: text }
+  }
+}
+
+/** The reply to a broadcast, with each JSON answer spliced in as its own text rather than parsed and serialized again. */
+export function broadcastJson(summary: { task_id: string; region: string; targets: number; answered: number }, results: readonly BroadcastPart[]): string {
+  const items = results.map(({ responseJson, ...rest }) => {
+    const head = JSON.stringify(rest)
+    return responseJson === undefined ? head : `${head.slice(0, -1)},"response":${responseJson}}`
+  })
+  return `${JSON.stringify(summary).slice(0, -1)},"results":[${items.join(',')}]}`
+}

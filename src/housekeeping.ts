@@ -1,0 +1,68 @@
+import type { Clock } from './clock.ts'
+import type { Config } from './config.ts'
+import type { Registry } from './registry.ts'
+
+/** One periodic job: what it does with the time it is given, and how often. */
+export interface Job {
+  name: string
+  everyMs: number
+  run: (nowMs: number) => void
+}
+
+export interface HousekeepingDeps {
+  config: () => Config
+  registry: Registry
+  /** The WebSocket gateway's sweeps, when WebSocket is on. */
+  sockets?: { pingAll(): void; closeSilent(nowMs: number): void; closeUnregistered(nowMs: number): void }
+  /** The dashboards' feed: a batch every flush. */
+  flushFeed: () => void
+  /** Anything else to look at once a second (e.g. the fetch-limit warning). */
+  everySecond?: (nowMs: number) => void
+}
+
+const MONITOR_FLUSH_MS = 500
+const SECOND_MS = 1000
+
+/** Every periodic job of the server, from the config in force: one list, so each has one home. */
+export function housekeepingJobs(deps: HousekeepingDeps): Job[] {
+  const { ws, client_ttl } = deps.config()
+  const { registry, sockets } = deps
+  const jobs: Job[] = [
+    {
+      name: 'health and membership',
+      everyMs: SECOND_MS,
+      run: (nowMs) => {
+        registry.endBackoffs(nowMs)
+        for (const client of registry.silent('http', client_ttl * 1000, nowMs)) registry.remove(client.nodeId, `no heartbeat for ${client_ttl} s`)
+        sockets?.closeUnregistered(nowMs)
+        deps.everySecond?.(nowMs)
+      },
+    },
+    { name: 'monitor feed', everyMs: MONITOR_FLUSH_MS, run: () => deps.flushFeed() },
+  ]
+  if (sockets && ws.enabled) {
+    jobs.push({ name: 'pings', everyMs: ws.heartbeat_interval * 1000, run: () => sockets.pingAll() })
+    jobs.push({ name: 'silent sockets', everyMs: ws.connection_check_interval * 1000, run: (nowMs) => sockets.closeSilent(nowMs) })
+  }
+  return jobs
+}
+
+/** Runs the jobs on the injected clock; restarted on reload, since their periods come from the config. */
+export class Housekeeping {
+  private cancels: Array<() => void> = []
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly jobs: () => Job[],
+  ) {}
+
+  start(): void {
+    this.stop()
+    this.cancels = this.jobs().map((job) => this.clock.every(job.everyMs, () => job.run(this.clock.now())))
+  }
+
+  stop(): void {
+    for (const cancel of this.cancels) cancel()
+    this.cancels = []
+  }
+}

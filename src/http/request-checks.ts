@@ -1,0 +1,91 @@
+import type { z } from 'zod'
+import { MoonlightError } from '../errors.ts'
+import { MAX_JSON_DEPTH } from '../json-text.ts'
+import type { Settings } from '../settings.ts'
+import { describeIssues } from '../wire/issues.ts'
+
+/**
+ * The checks every request body and token goes through, each a small function that throws the one
+ * error type. The task route (served from Bun's router) and the Hono routes both call these: one copy
+ * of every rule, whichever router serves the path.
+ */
+
+/** Throws 401 unless the Authorization header carries one of the tokens; the usual spelling costs one lookup. */
+export function authorize(settings: Settings, header: string | null | undefined): void {
+  if (header && (settings.bearerHeaders.has(header) || settings.tokens.has(bearerToken(header)))) return
+  throw new MoonlightError(401, 'unauthorized', 'missing or invalid token: send "Authorization: Bearer <token>" with one of the configured tokens')
+}
+
+/** The token of an `Authorization: Bearer <token>` header; the scheme name is case-insensitive (RFC 9110). */
+function bearerToken(header: string): string {
+  return header.length > 7 && header.slice(0, 7).toLowerCase() === 'bearer ' ? header.slice(7).trim() : ''
+}
+
+/**
+ * Throws 415 unless the body is declared JSON. Without this, a form-encoded body (curl -d's default)
+ * would surface as a puzzling "payload is required".
+ */
+export function requireJsonType(contentType: string | null): void {
+  // Nearly every caller sends exactly this: no regular expression for them.
+  if (contentType === 'application/json' || (contentType !== null && /^application\/([\w.-]+\+)?json\b/i.test(contentType.trim()))) return
+  throw new MoonlightError(415, 'unsupported_media_type', 'send the body as JSON with "Content-Type: application/json"', { received: contentType || null })
+}
+
+/**
+ * The body as text, at most `maxBytes`: a declared length over it is refused before reading, and a
+ * chunked body is counted as it streams, so neither is ever held whole past the limit.
+ */
+export async function readBodyText(request: Request, maxBytes: number): Promise<string> {
+  const declared = request.headers.get('content-length')
+  if (declared !== null) {
+    if (Number(declared) > maxBytes) throw bodyTooLarge(maxBytes)
+    // Bun holds a declared-length body to its length.
+    return request.text()
+  }
+  if (request.body === null) return ''
+  const chunks: Uint8Array[] = []
+  let received = 0
+  const reader = request.body.getReader()
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    received += value.byteLength
+    if (received > maxBytes) {
+      void reader.cancel()
+      throw bodyTooLarge(maxBytes)
+    }
+    chunks.push(value)
+  }
+  return new TextDecoder().decode(Bun.concatArrayBuffers(chunks))
+}
+
+function bodyTooLarge(maxBytes: number): MoonlightError {
+  return new MoonlightError(413, 'body_too_large', `request body exceeds max_body_bytes (${maxBytes} bytes)`, { max_body_bytes: maxBytes })
+}
+
+/** Parses JSON text; throws 400 `invalid_json` (or `too_deep`, when the parser ran out of stack). */
+export function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch (error) {
+    // A parser that runs out of stack has met nesting, not a syntax error.
+    if (error instanceof RangeError) throw tooDeep()
+    throw new MoonlightError(400, 'invalid_json', 'request body is not valid JSON')
+  }
+}
+
+/** Throws 400 `too_deep` past MAX_JSON_DEPTH: agents' parsers and our own serializer would overflow their stacks. */
+export function limitDepth(depth: number): void {
+  if (depth > MAX_JSON_DEPTH) throw tooDeep()
+}
+
+/** Validates a parsed body against `schema`; throws 400 `invalid_body` listing each bad field. */
+export function validate<Schema extends z.ZodType>(schema: Schema, value: unknown): z.infer<Schema> {
+  const result = schema.safeParse(value)
+  if (!result.success) throw new MoonlightError(400, 'invalid_body', 'invalid request body', { issues: describeIssues(result.error) })
+  return result.data
+}
+
+function tooDeep(): MoonlightError {
+  return new MoonlightError(400, 'too_deep', `request body is nested deeper than ${MAX_JSON_DEPTH} levels`, { max_depth: MAX_JSON_DEPTH })
+}

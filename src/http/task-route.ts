@@ -1,0 +1,46 @@
+import type { Server } from 'bun'
+import type { Broadcaster } from '../broadcast.ts'
+import type { Dispatcher } from '../dispatcher.ts'
+import { errorResponse, shuttingDown } from '../errors.ts'
+import { Regions } from '../regions.ts'
+import type { Settings } from '../settings.ts'
+import type { TaskIds } from '../task-ids.ts'
+import { authorize, readBodyText, requireJsonType } from './request-checks.ts'
+import { readTaskRequest } from './task-body.ts'
+import { broadcastResponse, outcomeResponse } from './task-outcome.ts'
+
+export interface TaskRouteDeps {
+  settings: Settings
+  dispatcher: Dispatcher
+  broadcaster: Broadcaster
+  taskIds: TaskIds
+  isStopping: () => boolean
+  report: (error: unknown) => void
+}
+
+/**
+ * `POST /task/request`, the one route for it, served from Bun's own router: Hono's per-request
+ * context and middleware chain cost more than the rest of the proxying. Each rule is one named check
+ * from request-checks.ts, the same the Hono routes use. Bun's router matches the path exactly (no
+ * trailing slash, no percent-decoding), so it is not checked again.
+ */
+export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server: Server<unknown>) => Promise<Response> {
+  const { settings } = deps
+  return async (request, server) => {
+    try {
+      const { config } = settings
+      if (config.require_task_token) authorize(settings, request.headers.get('authorization'))
+      requireJsonType(request.headers.get('content-type'))
+      const { task, payloadJson } = readTaskRequest(await readBodyText(request, config.max_body_bytes))
+      if (deps.isStopping()) throw shuttingDown()
+      const region = Regions.normalize(task.region)
+      const taskId = deps.taskIds.next()
+      // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
+      server.timeout(request, 0)
+      if (task.mode === 'broadcast') return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId), taskId, region)
+      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId), taskId)
+    } catch (error) {
+      return errorResponse(error, deps.report)
+    }
+  }
+}

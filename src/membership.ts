@@ -1,0 +1,51 @@
+import { type Client, clientView, type Registry } from './registry.ts'
+import type { ClientView, RegionCounts } from './wire/views.ts'
+
+/**
+ * Which clients exist and which process holds each one's connection: what /clients, /status,
+ * /regions, /metrics and the dashboard read. Alone, every client is held here (LocalMembership);
+ * in a cluster an implementation backed by the shared store answers the same questions for the
+ * whole fleet, and the code above it does not change.
+ */
+export interface Membership {
+  readonly size: number
+  get(nodeId: string): Client | undefined
+  all(): Iterable<Client>
+  views(): ClientView[]
+  /** Per region where clients registered: how many, and how many can take tasks now. */
+  regionCounts(): Map<string, RegionCounts>
+  /** The instance that holds the client's connection (and calls it), or undefined if unknown. */
+  holderOf(nodeId: string): string | undefined
+}
+
+/** Membership of one process: the registry's clients, all held by this instance. */
+export class LocalMembership implements Membership {
+  constructor(
+    private readonly registry: Registry,
+    readonly instanceId: string,
+  ) {}
+
+  get size(): number {
+    return this.registry.size
+  }
+
+  get(nodeId: string): Client | undefined {
+    return this.registry.get(nodeId)
+  }
+
+  all(): Iterable<Client> {
+    return this.registry.all()
+  }
+
+  views(): ClientView[] {
+    return Array.from(this.registry.all(), clientView)
+  }
+
+  regionCounts(): Map<string, RegionCounts> {
+    return this.registry.regionCounts()
+  }
+
+  holderOf(nodeId: string): string | undefined {
+    return this.registry.get(nodeId) ? this.instanceId : undefined
+  }
+}

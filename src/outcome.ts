@@ -1,0 +1,23 @@
+import type { Client } from './registry.ts'
+import type { Answer } from './transports/types.ts'
+import type { FailedAttempt } from './wire/errors.ts'
+
+/**
+ * How one task ended, as the dispatcher reports it. The core never speaks HTTP: the HTTP layer maps
+ * each kind to a status (src/http/task-outcome.ts), and an async task or a cluster relay can map it
+ * to something else.
+ */
+export type Outcome =
+  | { kind: 'answered'; answer: Answer; client: Client; failedAttempts: FailedAttempt[] }
+  /** No healthy client at or above the region. */
+  | { kind: 'no_client'; region: string }
+  /** Every attempt failed (unreachable, disconnected, 5xx) and retries ran out. */
+  | { kind: 'all_failed'; region: string; failedAttempts: FailedAttempt[] }
+  /** A client did the work, but its answer passed max_answer_bytes: doing it again would not make it smaller. */
+  | { kind: 'too_large'; region: string; failedAttempts: FailedAttempt[] }
+  /** task_timeout passed; not retried, since the client may still be running it. */
+  | { kind: 'timed_out'; region: string; failedAttempts: FailedAttempt[]; timeoutMs: number }
+  /** The server stopped before a client answered. */
+  | { kind: 'shutting_down'; region: string; failedAttempts: FailedAttempt[] }
+
+export type OutcomeKind = Outcome['kind']

@@ -1,0 +1,60 @@
+import { z } from 'zod'
+
+/** Every machine code an HTTP error body or a WebSocket error frame carries (documented in the README). */
+export const errorCodeSchema = z.enum([
+  // HTTP
+  'invalid_json',
+  'invalid_body',
+  'too_deep',
+  'unauthorized',
+  'not_found',
+  'body_too_large',
+  'unsupported_media_type',
+  'upgrade_required',
+  'bad_request',
+  'no_client',
+  'all_attempts_failed',
+  'answer_too_large',
+  'timeout',
+  'shutting_down',
+  'too_many_clients',
+  'too_many_connections',
+  'too_many_unregistered',
+  'internal',
+  // WebSocket frames
+  'invalid_message',
+  'invalid_token',
+  'not_registered',
+  'already_registered',
+  'unknown_task',
+  'register_timeout',
+  'binary_not_supported',
+])
+export type ErrorCode = z.infer<typeof errorCodeSchema>
+
+/** One failed attempt of a task, as 502 and 504 bodies list them. */
+export const failedAttemptSchema = z.object({
+  node_id: z.string(),
+  reason: z.string(),
+  status: z.number().int().optional(),
+  /** The start of a 5xx answer's body: usually the client's own account of what went wrong. */
+  body: z.string().optional(),
+})
+export type FailedAttempt = z.infer<typeof failedAttemptSchema>
+
+/** Every HTTP error: `{ error, code, ...details }`. Details depend on the code (issues, region, attempts, limits). */
+export const errorBodySchema = z.looseObject({
+  error: z.string(),
+  code: z.string(),
+  issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  region: z.string().optional(),
+  attempts: z.array(failedAttemptSchema).optional(),
+})
+export type ErrorBody = z.infer<typeof errorBodySchema>
+
+/** A WebSocket `error` frame, to an agent or a dashboard. */
+export const errorFrameSchema = z.object({
+  type: z.literal('error'),
+  payload: z.object({ message: z.string(), code: z.string() }),
+})
+export type ErrorFrame = z.infer<typeof errorFrameSchema>

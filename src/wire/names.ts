@@ -1,0 +1,18 @@
+import { z } from 'zod'
+
+/** Node ids and regions end up in logs, topics and the dashboard: keep them printable and short. */
+export const nameSchema = z
+  .string()
+  .min(1)
+  .max(128)
+  .regex(/^[\w.:@-]+$/, 'only letters, digits and . _ : @ - are allowed')
+
+/** A client's share of tasks; 0 drains it. */
+export const weightSchema = z.number().int().min(0).max(1000)
+
+export const protocolSchema = z.enum(['http', 'ws'])
+export type Protocol = z.infer<typeof protocolSchema>
+
+export const healthStateSchema = z.enum(['healthy', 'ejected', 'probation'])
+/** healthy: takes tasks; ejected: skipped until its back-off ends; probation: one trial task decides. */
+export type HealthState = z.infer<typeof healthStateSchema>

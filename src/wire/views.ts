@@ -1,0 +1,85 @@
+import { z } from 'zod'
+import { healthStateSchema, protocolSchema } from './names.ts'
+
+/** One client as `GET /clients`, the monitor feed and `moonlight clients` show it. */
+export const clientViewSchema = z.object({
+  node_id: z.string(),
+  region: z.string(),
+  protocol: protocolSchema,
+  ip: z.string(),
+  port: z.number().int(),
+  weight: z.number(),
+  state: healthStateSchema,
+  draining: z.boolean(),
+  registered_at: z.string(),
+  last_seen: z.string(),
+  in_flight: z.number().int(),
+  successes: z.number().int(),
+  failures: z.number().int(),
+  consecutive_failures: z.number().int(),
+  latency_ms: z.number(),
+  ejected_until: z.string().nullable(),
+})
+export type ClientView = z.infer<typeof clientViewSchema>
+
+/** `GET /clients`. */
+export const clientListSchema = z.object({ clients: z.array(clientViewSchema) })
+export type ClientList = z.infer<typeof clientListSchema>
+
+/** Per region where clients registered: how many, and how many can take tasks now. */
+export const regionCountsSchema = z.object({ clients: z.number().int(), active: z.number().int() })
+export type RegionCounts = z.infer<typeof regionCountsSchema>
+
+/** `GET /status`: public, counts only, no addresses. */
+export const statusSchema = z.object({
+  server: z.enum(['Online', 'Stopping']),
+  websocket: z.enum(['Connected', 'Disabled']),
+  clients: z.number().int(),
+  /** Tasks in flight. */
+  tasks: z.number().int(),
+  regions: z.record(z.string(), regionCountsSchema),
+  version: z.string(),
+  uptime_s: z.number(),
+  started_at: z.string(),
+  tasks_total: z.number().int(),
+  tasks_failed: z.number().int(),
+  websocket_connections: z.number().int(),
+})
+export type Status = z.infer<typeof statusSchema>
+
+/** A region of `GET /regions`, with the clients at it and under it. */
+export interface RegionNode extends RegionCounts {
+  region: string
+  total: number
+  total_active: number
+  children: RegionNode[]
+}
+export const regionNodeSchema: z.ZodType<RegionNode> = z.object({
+  region: z.string(),
+  clients: z.number().int(),
+  active: z.number().int(),
+  total: z.number().int(),
+  total_active: z.number().int(),
+  get children() {
+    return z.array(regionNodeSchema)
+  },
+})
+
+/** A finished task as the dashboard's recent list and feed show it. */
+export const taskViewSchema = z.object({
+  task_id: z.string(),
+  region: z.string(),
+  mode: z.enum(['single', 'broadcast']),
+  /** The node that answered, or the last one tried. */
+  node_id: z.string().nullable(),
+  /** The HTTP status the caller got. */
+  status: z.number().int(),
+  outcome: z.enum(['ok', 'failed', 'timeout', 'no_client']),
+  attempts: z.number().int(),
+  latency_ms: z.number(),
+  at: z.string(),
+})
+export type TaskView = z.infer<typeof taskViewSchema>
+
+/** `GET /healthz`: the process is up. */
+export const healthzSchema = z.object({ ok: z.literal(true) })

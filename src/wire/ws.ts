@@ -1,0 +1,54 @@
+import { z } from 'zod'
+import { clientHelloSchema } from './agent-hello.ts'
+import { errorFrameSchema } from './errors.ts'
+import { weightSchema } from './names.ts'
+
+/**
+ * What an HTTP response can carry (RFC 9110 §5.5): a token for the name; for the value visible
+ * characters, spaces and tabs, and obs-text (0x80-0xFF), nothing else. A control character would
+ * break the caller's response, and a character beyond Latin-1 cannot be written as a header at all.
+ */
+const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'not a valid header name')
+const headerValue = z
+  .string()
+  .regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'header values may hold only visible characters, spaces, tabs and Latin-1 (no control characters)')
+
+/** A client's answer to one task. */
+export const taskResponseSchema = z.object({
+  task_id: z.string().min(1),
+  response: z.unknown(),
+  // 1xx are interim responses, not answers.
+  status: z.number().int().min(200).max(599).default(200),
+  headers: z.record(headerName, headerValue).default({}),
+})
+export type TaskResponse = z.infer<typeof taskResponseSchema>
+
+/** Messages a WebSocket peer may send the server. `monitor` is the dashboard joining the live feed. */
+export const wsInboundSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('register'), payload: clientHelloSchema }),
+  z.object({ type: z.literal('heartbeat'), payload: z.object({ weight: weightSchema.optional() }).optional() }),
+  z.object({ type: z.literal('task_response'), payload: taskResponseSchema }),
+  z.object({ type: z.literal('monitor'), payload: z.object({ token: z.string().min(1) }) }),
+])
+export type WsInbound = z.infer<typeof wsInboundSchema>
+
+export const registeredSchema = z.object({
+  type: z.literal('registered'),
+  payload: z.object({ node_id: z.string(), region: z.string(), weight: z.number(), heartbeat_interval: z.number().positive(), server_time: z.string() }),
+})
+export type Registered = z.infer<typeof registeredSchema>
+
+export const heartbeatAckSchema = z.object({ type: z.literal('heartbeat_ack'), payload: z.object({ server_time: z.string() }) })
+export type HeartbeatAck = z.infer<typeof heartbeatAckSchema>
+
+/** A task for an agent; the server writes it by hand around the payload's own text (see taskFrame). */
+export const taskFrameSchema = z.object({ type: z.literal('task'), task_id: z.string().min(1), payload: z.unknown() })
+
+/** Messages the server sends a WebSocket agent; the agent validates each one before acting on it. */
+export const wsAgentInboundSchema = z.discriminatedUnion('type', [registeredSchema, heartbeatAckSchema, taskFrameSchema, errorFrameSchema])
+export type WsAgentInbound = z.infer<typeof wsAgentInboundSchema>
+
+/** `{"type":"task",...}` around the payload's own text: it is never parsed or serialized again. */
+export function taskFrame(taskId: string, payloadJson: string): string {
+  return `{"type":"task","task_id":${JSON.stringify(taskId)},"payload":${payloadJson}}`
+}
