@@ -68,10 +68,15 @@ const MIXED = [1, 2, 3, 5, 10]
 const MANY_WEIGHTS = Array.from({ length: 100 }, (_, i) => i + 1)
 
 const points: BalancerPoint[] = []
-for (const [clients, choices] of [[10, MIXED], [1_000, MIXED], [100_000, MIXED], [100_000, MANY_WEIGHTS]] as const) {
+for (const [clients, choices] of [
+  [10, MIXED],
+  [1_000, MIXED],
+  [100_000, MIXED],
+  [100_000, MANY_WEIGHTS],
+] as const) {
   const memberWeights = weights(clients, choices)
   const balancer = new Balancer<string>()
-  memberWeights.forEach((weight, i) => balancer.set(`node-${i}`, weight))
+  for (const [i, weight] of memberWeights.entries()) balancer.set(`node-${i}`, weight)
   const reference = new ScanReference(memberWeights)
   points.push({
     clients,

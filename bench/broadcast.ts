@@ -36,11 +36,16 @@ export async function runBroadcast(options: BroadcastOptions): Promise<Broadcast
     agents = spawnChild('broadcast-agents', [
       process.execPath,
       join(import.meta.dir, 'agents', 'ws-agents.ts'),
-      '--url', moonlight.wsUrl,
-      '--token', BENCH_TOKEN,
-      '--count', String(options.agents),
-      '--region', REGION,
-      '--prefix', 'bcast',
+      '--url',
+      moonlight.wsUrl,
+      '--token',
+      BENCH_TOKEN,
+      '--count',
+      String(options.agents),
+      '--region',
+      REGION,
+      '--prefix',
+      'bcast',
     ])
     await agents.waitFor(/registered \d+ in/, 60_000)
     const body = JSON.stringify({ region: REGION, mode: 'broadcast', payload: { job: 'refresh-cache', key: 'config' } })

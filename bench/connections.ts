@@ -60,11 +60,16 @@ export async function runConnections(options: ConnectionsOptions): Promise<Conne
         const agent = spawnChild(`ws-agents-${connected + offset}`, [
           process.execPath,
           join(import.meta.dir, 'agents', 'ws-agents.ts'),
-          '--url', moonlight.wsUrl,
-          '--token', BENCH_TOKEN,
-          '--count', String(count),
-          '--region', 'idle-pool',
-          '--prefix', `idle-${connected + offset}`,
+          '--url',
+          moonlight.wsUrl,
+          '--token',
+          BENCH_TOKEN,
+          '--count',
+          String(count),
+          '--region',
+          'idle-pool',
+          '--prefix',
+          `idle-${connected + offset}`,
         ])
         batch.push(agent)
         agents.push(agent)
@@ -85,7 +90,9 @@ export async function runConnections(options: ConnectionsOptions): Promise<Conne
         load1: loadAverage(),
       }
       steps.push(step)
-      log(`  ${connected} agents: registered in ${step.register_ms} ms, server RSS ${step.server_rss_mb} MB, ${step.rss_per_agent_bytes} B per agent, load ${step.load1}`)
+      log(
+        `  ${connected} agents: registered in ${step.register_ms} ms, server RSS ${step.server_rss_mb} MB, ${step.rss_per_agent_bytes} B per agent, load ${step.load1}`,
+      )
     }
     return { baseline_rss_mb: Math.round(baseline / 1e5) / 10, limit, steps }
   } finally {

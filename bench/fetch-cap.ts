@@ -21,8 +21,23 @@ export interface FetchCapPoint {
   fast_task_ms: number
 }
 
-const slowAgent = Bun.serve({ hostname: '127.0.0.1', port: 0, fetch: async (request) => (await request.text(), await Bun.sleep(SLOW_MS), Response.json({ slow: true })) })
-const fastAgent = Bun.serve({ hostname: '127.0.0.1', port: 0, fetch: async (request) => (await request.text(), Response.json({ fast: true })) })
+const slowAgent = Bun.serve({
+  hostname: '127.0.0.1',
+  port: 0,
+  fetch: async (request) => {
+    await request.text()
+    await Bun.sleep(SLOW_MS)
+    return Response.json({ slow: true })
+  },
+})
+const fastAgent = Bun.serve({
+  hostname: '127.0.0.1',
+  port: 0,
+  fetch: async (request) => {
+    await request.text()
+    return Response.json({ fast: true })
+  },
+})
 const dir = mkdtempSync(join(tmpdir(), 'moonlight-fetch-cap-'))
 const points: FetchCapPoint[] = []
 try {

@@ -96,11 +96,21 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
   try {
     const moonlight = await startMoonlight(workDir, { name: 'moonlight-http-path', env: options.moonlightEnv })
     children.push(moonlight)
-    const before = options.beforeRoot ? await startMoonlight(workDir, { name: 'moonlight-before', env: options.moonlightEnv, root: options.beforeRoot }) : undefined
+    const before = options.beforeRoot
+      ? await startMoonlight(workDir, { name: 'moonlight-before', env: options.moonlightEnv, root: options.beforeRoot })
+      : undefined
     if (before) children.push(before)
     // One agent process serves every HTTP path, registered with each Moonlight.
     const servers = [moonlight, ...(before ? [before] : [])].flatMap((server) => ['--server', server.url])
-    const agent = spawnChild('http-agent', [process.execPath, join(import.meta.dir, 'agents', 'http-agent.ts'), ...servers, '--token', BENCH_TOKEN, '--region', HTTP_REGION])
+    const agent = spawnChild('http-agent', [
+      process.execPath,
+      join(import.meta.dir, 'agents', 'http-agent.ts'),
+      ...servers,
+      '--token',
+      BENCH_TOKEN,
+      '--region',
+      HTTP_REGION,
+    ])
     children.push(agent)
     const agentPort = Number((await agent.waitFor(/agent listening on (\d+)/))[1])
     const wsAgent = startWsAgent(moonlight.wsUrl)
@@ -139,7 +149,14 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       agentPids['before-ws'] = [beforeWsAgent.pid]
     }
     if (options.floor) {
-      const relay = spawnChild('bun-relay', [process.execPath, join(import.meta.dir, 'agents', 'bun-relay.ts'), '--agent-port', String(agentPort), '--ws-region', WS_REGION])
+      const relay = spawnChild('bun-relay', [
+        process.execPath,
+        join(import.meta.dir, 'agents', 'bun-relay.ts'),
+        '--agent-port',
+        String(agentPort),
+        '--ws-region',
+        WS_REGION,
+      ])
       children.push(relay)
       const [, relayUrl] = await relay.waitFor(/listening on (http:\/\/\S+)/)
       const relayWsAgent = startWsAgent(`${relayUrl!.replace(/^http/, 'ws')}/ws`)
@@ -185,7 +202,9 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
           load1,
         }
         runs.push(run)
-        log(`  round ${roundNo} ${target.padEnd(15)} ${run.rps.toFixed(0).padStart(7)} req/s  p50 ${ms(run.p50_us)}  p99 ${ms(run.p99_us)}  proxy CPU ${run.proxy_cpu_us_per_req} µs/req  errors ${run.errors}  load ${load1}`)
+        log(
+          `  round ${roundNo} ${target.padEnd(15)} ${run.rps.toFixed(0).padStart(7)} req/s  p50 ${ms(run.p50_us)}  p99 ${ms(run.p99_us)}  proxy CPU ${run.proxy_cpu_us_per_req} µs/req  errors ${run.errors}  load ${load1}`,
+        )
       }
     }
     return {
@@ -246,7 +265,18 @@ function sumCpu(pids: readonly number[]): number {
 }
 
 function startWsAgent(wsUrl: string): Child {
-  return spawnChild('ws-agent', [process.execPath, join(import.meta.dir, 'agents', 'ws-agents.ts'), '--url', wsUrl, '--token', BENCH_TOKEN, '--count', '1', '--region', WS_REGION])
+  return spawnChild('ws-agent', [
+    process.execPath,
+    join(import.meta.dir, 'agents', 'ws-agents.ts'),
+    '--url',
+    wsUrl,
+    '--token',
+    BENCH_TOKEN,
+    '--count',
+    '1',
+    '--region',
+    WS_REGION,
+  ])
 }
 
 function summarize(runs: readonly WrkRun[], targets: readonly Target[]): Partial<Record<Target, TargetSummary>> {

@@ -21,8 +21,28 @@ try {
   children.push(moonlight)
   const agent =
     path === 'http'
-      ? spawnChild('http-agent', [process.execPath, join(import.meta.dir, 'agents', 'http-agent.ts'), '--server', moonlight.url, '--token', BENCH_TOKEN, '--region', HTTP_REGION])
-      : spawnChild('ws-agent', [process.execPath, join(import.meta.dir, 'agents', 'ws-agents.ts'), '--url', moonlight.wsUrl, '--token', BENCH_TOKEN, '--count', '1', '--region', WS_REGION])
+      ? spawnChild('http-agent', [
+          process.execPath,
+          join(import.meta.dir, 'agents', 'http-agent.ts'),
+          '--server',
+          moonlight.url,
+          '--token',
+          BENCH_TOKEN,
+          '--region',
+          HTTP_REGION,
+        ])
+      : spawnChild('ws-agent', [
+          process.execPath,
+          join(import.meta.dir, 'agents', 'ws-agents.ts'),
+          '--url',
+          moonlight.wsUrl,
+          '--token',
+          BENCH_TOKEN,
+          '--count',
+          '1',
+          '--region',
+          WS_REGION,
+        ])
   children.push(agent)
   await agent.waitFor(path === 'http' ? /agent listening/ : /registered 1 in/)
   const result = await wrk({ url: `${moonlight.url}/task/request`, body: BODY(path === 'http' ? HTTP_REGION : WS_REGION) }, 64, seconds)

@@ -13,9 +13,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { BalancerPoint } from './balancer.ts'
-import type { FetchCapPoint } from './fetch-cap.ts'
 import { runBroadcast } from './broadcast.ts'
 import { runConnections } from './connections.ts'
+import type { FetchCapPoint } from './fetch-cap.ts'
 import { runHttpPath } from './http-path.ts'
 import { describeMachine } from './lib/machine.ts'
 import { killAll, spawnChild } from './lib/proc.ts'
@@ -55,7 +55,8 @@ process.on('SIGINT', () => giveUp('interrupted'))
 process.on('SIGTERM', () => giveUp('terminated'))
 
 for (const tool of ['wrk', 'nginx', 'haproxy']) {
-  if (phases.has('http') && !Bun.which(tool, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` })) giveUp(`${tool} is not installed: run bench/run.sh, which installs it`)
+  if (phases.has('http') && !Bun.which(tool, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }))
+    giveUp(`${tool} is not installed: run bench/run.sh, which installs it`)
 }
 process.env.PATH = `${process.env.PATH}:/usr/sbin:/sbin`
 
@@ -68,13 +69,23 @@ try {
   if (phases.has('http')) {
     log(`\n[1-2] task path: ${rounds} rounds × 5 paths × ${durationS} s, ${values.connections} connections`)
     const beforeRoot = values.before ? checkoutAt(values.before) : undefined
-    results.http = await runHttpPath({ rounds, durationS, connections: Number(values.connections), warmupS: values.quick ? 1 : 2, workDir, log, beforeRoot, floor: values.floor })
+    results.http = await runHttpPath({
+      rounds,
+      durationS,
+      connections: Number(values.connections),
+      warmupS: values.quick ? 1 : 2,
+      workDir,
+      log,
+      beforeRoot,
+      floor: values.floor,
+    })
     if (values.before) results.http.before = values.before
   }
   if (phases.has('balancer')) {
     log('\n[3] balancer')
     results.balancer = await runBalancer(values.quick ? 300 : 1500)
-    for (const point of results.balancer) log(`  ${point.clients} clients, ${point.distinct_weights} weights: ${point.ns_per_pick} ns/pick (scan: ${point.reference_scan_ns_per_pick} ns)`)
+    for (const point of results.balancer)
+      log(`  ${point.clients} clients, ${point.distinct_weights} weights: ${point.ns_per_pick} ns/pick (scan: ${point.reference_scan_ns_per_pick} ns)`)
   }
   if (phases.has('connections')) {
     log('\n[4] idle WebSocket agents')
@@ -118,7 +129,10 @@ function checkoutAt(ref: string): string {
   const root = join(workDir, 'before')
   mkdirSync(root, { recursive: true })
   const repo = join(import.meta.dir, '..')
-  const archive = Bun.spawnSync(['git', '-C', repo, 'archive', '--format=tar', ref, 'src', 'public', 'package.json', 'tsconfig.json'], { stdout: 'pipe', stderr: 'pipe' })
+  const archive = Bun.spawnSync(['git', '-C', repo, 'archive', '--format=tar', ref, 'src', 'public', 'package.json', 'tsconfig.json'], {
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
   if (archive.exitCode !== 0) giveUp(`cannot read ${ref} from git: ${archive.stderr.toString().trim()}`)
   const untar = Bun.spawnSync(['tar', '-x', '-C', root], { stdin: archive.stdout, stderr: 'pipe' })
   if (untar.exitCode !== 0) giveUp(`cannot unpack ${ref}: ${untar.stderr.toString().trim()}`)

@@ -23,7 +23,10 @@ export class ClientsTable {
     const present = new Set(views.map((view) => view.node_id))
     const missing = [...this.entries].filter(([nodeId, entry]) => !present.has(nodeId) && entry.goneAt === undefined)
     for (const view of views) this.upsert(view, false)
-    this.markGone(missing.map(([nodeId]) => ({ node_id: nodeId, reason: 'no longer registered' })), nowMs)
+    this.markGone(
+      missing.map(([nodeId]) => ({ node_id: nodeId, reason: 'no longer registered' })),
+      nowMs,
+    )
   }
 
   /** Clients that joined or changed. */
@@ -50,7 +53,8 @@ export class ClientsTable {
         entry.row.remove()
         this.entries.delete(nodeId)
       } else {
-        entry.cells.last_seen.textContent = entry.goneAt === undefined ? timeAgo(entry.view.last_seen, nowMs) : `left ${timeAgo(new Date(entry.goneAt).toISOString(), nowMs)}`
+        entry.cells.last_seen.textContent =
+          entry.goneAt === undefined ? timeAgo(entry.view.last_seen, nowMs) : `left ${timeAgo(new Date(entry.goneAt).toISOString(), nowMs)}`
       }
     }
     this.summarize()
@@ -94,9 +98,7 @@ export class ClientsTable {
 
   /** Region, then node id; rows move only when the order changed, so a fresh row's highlight is not restarted. */
   arrange() {
-    const sorted = [...this.entries.values()].sort(
-      (a, b) => a.view.region.localeCompare(b.view.region) || a.view.node_id.localeCompare(b.view.node_id),
-    )
+    const sorted = [...this.entries.values()].sort((a, b) => a.view.region.localeCompare(b.view.region) || a.view.node_id.localeCompare(b.view.node_id))
     const current = [...this.body.rows]
     if (sorted.length !== current.length || sorted.some((entry, index) => entry.row !== current[index])) {
       this.body.append(...sorted.map((entry) => entry.row))

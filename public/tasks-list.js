@@ -35,7 +35,15 @@ export class TasksList {
           h('td', { class: 'task-id' }, task.task_id, task.mode === 'broadcast' ? h('span', { class: 'muted small' }, ' broadcast') : null),
           h('td', {}, task.region),
           h('td', {}, task.node_id ?? '–'),
-          h('td', {}, h('span', { class: `badge ${OUTCOME_TONE[task.outcome] ?? ''}`, title: `HTTP ${task.status}, ${task.attempts} attempt(s)` }, `${OUTCOME_TEXT[task.outcome] ?? task.outcome} · ${task.status}`)),
+          h(
+            'td',
+            {},
+            h(
+              'span',
+              { class: `badge ${OUTCOME_TONE[task.outcome] ?? ''}`, title: `HTTP ${task.status}, ${task.attempts} attempt(s)` },
+              `${OUTCOME_TEXT[task.outcome] ?? task.outcome} · ${task.status}`,
+            ),
+          ),
           h('td', { class: 'num' }, formatMs(task.latency_ms)),
         ),
       ),

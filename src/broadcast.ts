@@ -91,7 +91,17 @@ export class Broadcaster {
 
   private finish(taskId: string, region: string, status: number, outcome: TaskRecord['outcome'], attempts: number, startedMs: number): void {
     const nowMs = this.deps.clock.now()
-    this.deps.onFinished({ task_id: taskId, region, mode: 'broadcast', node_id: null, status, outcome, attempts, latency_ms: nowMs - startedMs, finishedAtMs: nowMs })
+    this.deps.onFinished({
+      task_id: taskId,
+      region,
+      mode: 'broadcast',
+      node_id: null,
+      status,
+      outcome,
+      attempts,
+      latency_ms: nowMs - startedMs,
+      finishedAtMs: nowMs,
+    })
   }
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
+import { type Command, type Env, oneLine, UsageError } from './commands/_command.ts'
 import { agentCommand } from './commands/agent.ts'
 import { clientsCommand } from './commands/clients.ts'
-import { type Command, type Env, oneLine, UsageError } from './commands/_command.ts'
 import { configCommand } from './commands/config.ts'
 import { serveCommand } from './commands/serve.ts'
 import { statusCommand } from './commands/status.ts'

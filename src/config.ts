@@ -97,9 +97,17 @@ export const configSchema = z.object({
   port: z.number().int().min(0).max(65535).default(8080),
   host: z.string().min(1).default('0.0.0.0'),
   task_timeout: seconds.default(30),
-  max_body_bytes: z.number().int().positive().default(1024 * 1024),
+  max_body_bytes: z
+    .number()
+    .int()
+    .positive()
+    .default(1024 * 1024),
   /** The largest answer taken from a client (an HTTP body, a WebSocket message): a runaway agent must not exhaust the server's memory. */
-  max_answer_bytes: z.number().int().positive().default(16 * 1024 * 1024),
+  max_answer_bytes: z
+    .number()
+    .int()
+    .positive()
+    .default(16 * 1024 * 1024),
   require_task_token: z.boolean().default(true),
   client_ttl: seconds.default(90),
   /** Registered clients at most; past it a new node id is refused (503 too_many_clients), so a flood of ids cannot grow the server without bound. */

@@ -23,7 +23,10 @@ export class Deadline {
 
   watch(watcher: Expirable): void {
     if (this.watcher === undefined) this.watcher = watcher
-    else (this.others ??= new Set()).add(watcher)
+    else {
+      this.others ??= new Set()
+      this.others.add(watcher)
+    }
   }
 
   unwatch(watcher: Expirable): void {

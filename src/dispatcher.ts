@@ -55,7 +55,10 @@ export class Dispatcher {
           outcome = { kind: 'shutting_down', region, failedAttempts }
           break
         }
-        if (last !== undefined) (tried ??= new Set()).add(last.nodeId)
+        if (last !== undefined) {
+          tried ??= new Set()
+          tried.add(last.nodeId)
+        }
         const picked = this.pickAnother(region, tried, last)
         if (!picked) {
           if (attempt === 0) outcome = { kind: 'no_client', region }

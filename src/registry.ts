@@ -1,6 +1,6 @@
 import { Balancer } from './balancer.ts'
-import * as health from './health.ts'
 import type { HealthPolicy, HealthRecord } from './health.ts'
+import * as health from './health.ts'
 import type { Regions } from './regions.ts'
 import type { Protocol } from './wire/names.ts'
 import type { ClientView, RegionCounts } from './wire/views.ts'
@@ -36,9 +36,7 @@ export interface ClientAnnouncement {
   weight: number
 }
 
-export type RegistryEvent =
-  | { type: 'joined' | 'updated' | 'state'; client: Client }
-  | { type: 'left'; client: Client; reason: string }
+export type RegistryEvent = { type: 'joined' | 'updated' | 'state'; client: Client } | { type: 'left'; client: Client; reason: string }
 
 const LATENCY_SMOOTHING = 0.2
 
@@ -94,9 +92,7 @@ export class Registry {
     const sameClient =
       existing !== undefined &&
       existing.protocol === announcement.protocol &&
-      (announcement.protocol === 'ws'
-        ? existing.connectionId === connectionId
-        : existing.ip === announcement.ip && existing.port === announcement.port)
+      (announcement.protocol === 'ws' ? existing.connectionId === connectionId : existing.ip === announcement.ip && existing.port === announcement.port)
     if (existing && sameClient) {
       existing.lastSeen = now
       if (existing.region !== announcement.region || existing.weight !== announcement.weight) {

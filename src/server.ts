@@ -1,5 +1,5 @@
-import type { Server } from 'bun'
 import { hostname } from 'node:os'
+import type { Server } from 'bun'
 import { Broadcaster } from './broadcast.ts'
 import { type Clock, systemClock } from './clock.ts'
 import type { LoadedConfig } from './config.ts'
@@ -159,9 +159,13 @@ export function startServer(options: ServerOptions): MoonlightServer {
       // Bun would otherwise let a second server bind the same port, and the kernel split connections between the two.
       reusePort: false,
       routes: {
-        '/task/request': { POST: (request: Request, server: Server<SocketData>) => (stopping ? refuseWhileStopping(request, server) : taskRoute(request, server)) },
+        '/task/request': {
+          POST: (request: Request, server: Server<SocketData>) => (stopping ? refuseWhileStopping(request, server) : taskRoute(request, server)),
+        },
         ...(ws.enabled
-          ? { [ws.path]: (request: Request, server: Server<SocketData>) => (stopping ? refuseWhileStopping(request, server) : gateway.upgrade(request, server)) }
+          ? {
+              [ws.path]: (request: Request, server: Server<SocketData>) => (stopping ? refuseWhileStopping(request, server) : gateway.upgrade(request, server)),
+            }
           : {}),
       },
       fetch: (request, server) => (stopping ? refuseWhileStopping(request, server) : app.fetch(request, server)),

@@ -1,6 +1,6 @@
 import type { Config } from './config.ts'
-import { Regions } from './regions.ts'
 import type { HealthPolicy } from './health.ts'
+import { Regions } from './regions.ts'
 
 /** The settings in force now; SIGHUP swaps the whole object's fields at once. */
 export interface Settings {

@@ -1,7 +1,7 @@
 /** Shared test helpers: a real server on port 0, real HTTP and WebSocket agents, real sockets. */
 import { afterEach } from 'bun:test'
-import type { Subprocess } from 'bun'
 import { join } from 'node:path'
+import type { Subprocess } from 'bun'
 import { type Config, parseConfig } from '../src/config.ts'
 import { type MoonlightServer, startServer } from '../src/server.ts'
 
@@ -218,7 +218,14 @@ export async function startWsAgent(
   })
   peer.send({
     type: 'register',
-    payload: { ip: '127.0.0.1', node_id: options.nodeId, token: options.token ?? TOKEN, region: options.region, port: 3000, ...(options.weight === undefined ? {} : { weight: options.weight }) },
+    payload: {
+      ip: '127.0.0.1',
+      node_id: options.nodeId,
+      token: options.token ?? TOKEN,
+      region: options.region,
+      port: 3000,
+      ...(options.weight === undefined ? {} : { weight: options.weight }),
+    },
   })
   const registered = await peer.next()
   if (registered.type !== 'registered') throw new Error(`register failed: ${JSON.stringify(registered)}`)

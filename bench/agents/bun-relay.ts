@@ -7,8 +7,9 @@
  *
  *   bun bench/agents/bun-relay.ts --agent-port N --ws-region R
  */
-import type { ServerWebSocket } from 'bun'
+
 import { parseArgs } from 'node:util'
+import type { ServerWebSocket } from 'bun'
 
 const { values } = parseArgs({ options: { 'agent-port': { type: 'string' }, 'ws-region': { type: 'string', default: 'eu-west-1' } } })
 const workUrl = `http://127.0.0.1:${values['agent-port']}/work`
@@ -26,7 +27,10 @@ const server = Bun.serve({
         const { region, payload } = (await request.json()) as { region: string; payload: unknown }
         if (region !== values['ws-region']) {
           const answer = await fetch(workUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload) })
-          return new Response(await answer.arrayBuffer(), { status: answer.status, headers: { 'content-type': answer.headers.get('content-type') ?? 'application/json' } })
+          return new Response(await answer.arrayBuffer(), {
+            status: answer.status,
+            headers: { 'content-type': answer.headers.get('content-type') ?? 'application/json' },
+          })
         }
         const taskId = String(++sequence)
         const answer = new Promise<string>((resolve) => waiting.set(taskId, resolve))

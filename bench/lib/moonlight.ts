@@ -18,7 +18,12 @@ export interface MoonlightProcess extends Child {
  */
 export async function startMoonlight(
   dir: string,
-  options: { name?: string; env?: Record<string, string | undefined>; bunArgs?: string[]; /** Another checkout's root, to compare two versions. */ root?: string } = {},
+  options: {
+    name?: string
+    env?: Record<string, string | undefined>
+    bunArgs?: string[] /** Another checkout's root, to compare two versions. */
+    root?: string
+  } = {},
 ): Promise<MoonlightProcess> {
   const name = options.name ?? 'moonlight'
   const configPath = join(dir, `${name}.json`)
@@ -32,7 +37,18 @@ export async function startMoonlight(
     region_hierarchy: SEED_HIERARCHY,
   }
   writeFileSync(configPath, JSON.stringify(config, null, 2))
-  const command = [process.execPath, ...(options.bunArgs ?? []), join(options.root ?? ROOT, 'src/cli.ts'), 'serve', '--config', configPath, '--port', '0', '--host', '127.0.0.1']
+  const command = [
+    process.execPath,
+    ...(options.bunArgs ?? []),
+    join(options.root ?? ROOT, 'src/cli.ts'),
+    'serve',
+    '--config',
+    configPath,
+    '--port',
+    '0',
+    '--host',
+    '127.0.0.1',
+  ]
   const child = spawnChild(name, command, { MLS_CONFIG: '', ...options.env })
   const [, url] = await child.waitFor(/listening on (http:\/\/\S+)/)
   return { ...child, url: url!, wsUrl: `${url!.replace(/^http/, 'ws')}/ws` }

@@ -1,6 +1,7 @@
 /** Child processes for the benchmark: spawn, wait for a line, CPU time and RSS from /proc. */
+
+import { readdirSync, readFileSync } from 'node:fs'
 import type { Subprocess } from 'bun'
-import { readFileSync, readdirSync } from 'node:fs'
 
 const CLOCK_TICKS_PER_S = 100
 

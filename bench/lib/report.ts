@@ -31,17 +31,42 @@ export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetChec
   const { http, balancer, connections } = results
   if (http) {
     const { ratios } = http
-    checks.push({ name: 'HTTP path throughput', goal: '≥ 0.8 × nginx req/s', measured: `${ratios.http_rps_vs_nginx.toFixed(2)} ×`, met: ratios.http_rps_vs_nginx >= 0.8 })
-    checks.push({ name: 'HTTP path p99', goal: '≤ 1.5 × nginx p99', measured: `${ratios.http_p99_vs_nginx.toFixed(2)} ×`, met: ratios.http_p99_vs_nginx <= 1.5 })
-    checks.push({ name: 'WebSocket path throughput', goal: '≥ 1.0 × nginx HTTP req/s', measured: `${ratios.ws_rps_vs_nginx.toFixed(2)} ×`, met: ratios.ws_rps_vs_nginx >= 1.0 })
+    checks.push({
+      name: 'HTTP path throughput',
+      goal: '≥ 0.8 × nginx req/s',
+      measured: `${ratios.http_rps_vs_nginx.toFixed(2)} ×`,
+      met: ratios.http_rps_vs_nginx >= 0.8,
+    })
+    checks.push({
+      name: 'HTTP path p99',
+      goal: '≤ 1.5 × nginx p99',
+      measured: `${ratios.http_p99_vs_nginx.toFixed(2)} ×`,
+      met: ratios.http_p99_vs_nginx <= 1.5,
+    })
+    checks.push({
+      name: 'WebSocket path throughput',
+      goal: '≥ 1.0 × nginx HTTP req/s',
+      measured: `${ratios.ws_rps_vs_nginx.toFixed(2)} ×`,
+      met: ratios.ws_rps_vs_nginx >= 1.0,
+    })
   }
   const atScale = balancer?.find((point) => point.clients === 100_000)
   if (atScale) {
-    checks.push({ name: 'Balancer at 100 000 clients', goal: '≤ 1 µs per pick', measured: `${(atScale.ns_per_pick / 1000).toFixed(3)} µs`, met: atScale.ns_per_pick <= 1000 })
+    checks.push({
+      name: 'Balancer at 100 000 clients',
+      goal: '≤ 1 µs per pick',
+      measured: `${(atScale.ns_per_pick / 1000).toFixed(3)} µs`,
+      met: atScale.ns_per_pick <= 1000,
+    })
   }
   const tenThousand = connections?.steps.find((step) => step.agents === 10_000)
   if (tenThousand) {
-    checks.push({ name: 'Idle WebSocket agents at 10 000', goal: '≤ 4 KB RSS each', measured: `${(tenThousand.rss_per_agent_bytes / 1024).toFixed(2)} KB`, met: tenThousand.rss_per_agent_bytes <= 4096 })
+    checks.push({
+      name: 'Idle WebSocket agents at 10 000',
+      goal: '≤ 4 KB RSS each',
+      measured: `${(tenThousand.rss_per_agent_bytes / 1024).toFixed(2)} KB`,
+      met: tenThousand.rss_per_agent_bytes <= 4096,
+    })
   }
   return checks
 }
@@ -111,9 +136,16 @@ export function toMarkdown(results: BenchResults): string {
     )
   }
   if (results.balancer) {
-    lines.push('## 3. Weighted balancing at scale (the balancer alone)', '', '| clients | distinct weights | ns / pick | ns / pick + retry excluding it | nginx-style scan, ns / pick |', '|---:|---:|---:|---:|---:|')
+    lines.push(
+      '## 3. Weighted balancing at scale (the balancer alone)',
+      '',
+      '| clients | distinct weights | ns / pick | ns / pick + retry excluding it | nginx-style scan, ns / pick |',
+      '|---:|---:|---:|---:|---:|',
+    )
     for (const point of results.balancer) {
-      lines.push(`| ${point.clients} | ${point.distinct_weights} | ${point.ns_per_pick} | ${point.ns_per_pick_and_retry} | ${point.reference_scan_ns_per_pick} |`)
+      lines.push(
+        `| ${point.clients} | ${point.distinct_weights} | ${point.ns_per_pick} | ${point.ns_per_pick_and_retry} | ${point.reference_scan_ns_per_pick} |`,
+      )
     }
     lines.push('')
   }
@@ -128,7 +160,9 @@ export function toMarkdown(results: BenchResults): string {
       '|---:|---:|---:|---:|---:|',
     )
     for (const step of connections.steps) {
-      lines.push(`| ${step.agents} | ${step.register_ms} ms | ${step.registrations_per_s} | ${step.server_rss_mb} MB | ${(step.rss_per_agent_bytes / 1024).toFixed(2)} KB |`)
+      lines.push(
+        `| ${step.agents} | ${step.register_ms} ms | ${step.registrations_per_s} | ${step.server_rss_mb} MB | ${(step.rss_per_agent_bytes / 1024).toFixed(2)} KB |`,
+      )
     }
     lines.push('')
   }
@@ -143,7 +177,7 @@ export function toMarkdown(results: BenchResults): string {
   }
   if (results.fetch_cap) {
     lines.push(
-      '## 6. Bun\'s fetch cap (not a target: a finding)',
+      "## 6. Bun's fetch cap (not a target: a finding)",
       '',
       'One task to a fast agent while 300 tasks wait on an agent that takes 2 s, by the limit the Moonlight process started with:',
       '',

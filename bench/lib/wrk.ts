@@ -36,4 +36,3 @@ export async function wrk(endpoint: WrkTarget, connections: number, durationS: n
   if (!line) throw new Error(`wrk printed no result for ${endpoint.url} (exit ${child.exitCode}):\n${stdout}\n${stderr}`)
   return JSON.parse(line.slice('WRK_JSON '.length)) as WrkJson
 }
-

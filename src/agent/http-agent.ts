@@ -80,7 +80,10 @@ export class HttpAgent implements Agent {
     const reply = heartbeatReplySchema.safeParse(parseJson(text))
     if (!reply.success) return this.retryLater(`unexpected heartbeat reply from ${serverUrl}: is this a Moonlight server?`)
     const ttlS = reply.data.client_ttl ?? DEFAULT_CLIENT_TTL_S
-    if (!this.registered) this.options.log(`[agent] registered as ${nodeId} in ${region} at ${serverUrl} (HTTP, heartbeat every ${Math.round((heartbeatIntervalMs ?? (ttlS * 1000) / 3) / 100) / 10} s)`)
+    if (!this.registered)
+      this.options.log(
+        `[agent] registered as ${nodeId} in ${region} at ${serverUrl} (HTTP, heartbeat every ${Math.round((heartbeatIntervalMs ?? (ttlS * 1000) / 3) / 100) / 10} s)`,
+      )
     this.registered = true
     this.backoff.reset()
     // Three heartbeats per TTL: one lost heartbeat never expires the agent.

@@ -127,8 +127,7 @@ export class WsAgent implements Agent {
             else if (PASSING_REFUSALS.has(message.payload.code ?? '')) {
               passing = true
               options.warn(`[agent] not registered yet: ${message.payload.message} (${message.payload.code})`)
-            }
-            else {
+            } else {
               fatal = `registration refused: ${message.payload.message}`
               socket.close(1000, 'registration refused')
             }

@@ -7,6 +7,7 @@ export type Env = Record<string, string | undefined>
 export interface Command {
   summary: string
   usage: string
+  // biome-ignore lint/suspicious/noConfusingVoidType: a command with no exit code of its own returns nothing, which means 0.
   run: (args: string[], env: Env) => Promise<number | void>
 }
 
@@ -71,5 +72,8 @@ export function tokenOf(flag: string | undefined, env: Env): string | undefined 
 
 /** Collapses a possibly multi-line message to one line, for stderr. */
 export function oneLine(message: string): string {
-  return message.replace(/:\s*\n\s*/g, ': ').replace(/\s*\n\s*/g, '; ').trim()
+  return message
+    .replace(/:\s*\n\s*/g, ': ')
+    .replace(/\s*\n\s*/g, '; ')
+    .trim()
 }

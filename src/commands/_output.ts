@@ -32,7 +32,7 @@ export function printJson(value: unknown, terminal = stdoutIsTerminal()): void {
 /** Left-aligned columns separated by two spaces; the header is the first row. */
 export function table(rows: string[][]): string {
   const widths: number[] = []
-  for (const row of rows) row.forEach((cell, column) => (widths[column] = Math.max(widths[column] ?? 0, cell.length)))
+  for (const row of rows) for (const [column, cell] of row.entries()) widths[column] = Math.max(widths[column] ?? 0, cell.length)
   return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ')).join('\n')
 }
 

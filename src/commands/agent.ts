@@ -61,7 +61,8 @@ async function runAgent(args: string[], env: Env): Promise<number> {
   const concurrency = optionalInt(values.concurrency, '--concurrency') ?? DEFAULT_CONCURRENCY
   if (concurrency < 1) throw new UsageError('--concurrency must be at least 1')
   const httpPort = optionalInt(values.http, '--http')
-  if (httpPort === undefined && (values.ip !== undefined || values.heartbeat !== undefined)) throw new UsageError('--ip and --heartbeat apply to HTTP agents (--http PORT)')
+  if (httpPort === undefined && (values.ip !== undefined || values.heartbeat !== undefined))
+    throw new UsageError('--ip and --heartbeat apply to HTTP agents (--http PORT)')
   const heartbeatS = optionalSeconds(values.heartbeat, '--heartbeat')
   const wsPath = values['ws-path'] ?? '/ws'
   if (!wsPath.startsWith('/')) throw new UsageError(`--ws-path must start with "/", got "${wsPath}"`)

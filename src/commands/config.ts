@@ -1,4 +1,4 @@
-import { type Config, ConfigError, loadConfig } from '../config.ts'
+import { type Config, ConfigError, type LoadedConfig, loadConfig } from '../config.ts'
 import { type Command, type Env, parse, UsageError } from './_command.ts'
 
 export const configCommand: Command = {
@@ -11,14 +11,15 @@ $MLS_CONFIG, ./mls.json, ~/.config/moonlight/mls.json, /etc/moonlight/mls.json, 
   run: async (args: string[], env: Env) => {
     const { positionals } = parse(args, {})
     const [action, path, extra] = positionals
-    if (action !== 'check') throw new UsageError(action === undefined ? 'missing action: moonlight config check [PATH]' : `unknown action "${action}" (only "check")`)
+    if (action !== 'check')
+      throw new UsageError(action === undefined ? 'missing action: moonlight config check [PATH]' : `unknown action "${action}" (only "check")`)
     if (extra !== undefined) throw new UsageError(`unexpected argument "${extra}"`)
     return check(path, env)
   },
 }
 
 function check(path: string | undefined, env: Env): number {
-  let loaded
+  let loaded: LoadedConfig
   try {
     loaded = loadConfig({ explicitPath: path, env })
   } catch (error) {

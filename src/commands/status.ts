@@ -22,7 +22,8 @@ Shows GET /status as a table: the server, WebSocket, tasks, and clients per regi
 
 function describeStatus(server: string, status: Status): string {
   const uptime = status.uptime_s === undefined ? '' : ` (up ${duration(status.uptime_s)})`
-  const connections = status.websocket_connections === undefined ? '' : ` (${status.websocket_connections} connection${status.websocket_connections === 1 ? '' : 's'})`
+  const connections =
+    status.websocket_connections === undefined ? '' : ` (${status.websocket_connections} connection${status.websocket_connections === 1 ? '' : 's'})`
   const totals = status.tasks_total === undefined ? '' : `, ${status.tasks_total} done, ${status.tasks_failed ?? 0} failed`
   const summary = table([
     ['server', `${status.server}${uptime} at ${server}${status.version ? `, version ${status.version}` : ''}`],

@@ -36,7 +36,9 @@ export function renderMetrics(source: MetricsSource): string {
   metric('moonlight_tasks_in_flight', 'gauge', 'Tasks waiting for an answer now.', [['', source.inFlight()]])
   const httpCalls = source.httpCalls()
   metric('moonlight_http_agent_calls_in_flight', 'gauge', 'Calls to HTTP agents under way (Bun queues those past its fetch limit).', [['', httpCalls.inFlight]])
-  metric('moonlight_http_agent_call_limit', 'gauge', "Bun's limit on simultaneous fetches (BUN_CONFIG_MAX_HTTP_REQUESTS when the process started).", [['', httpCalls.limit]])
+  metric('moonlight_http_agent_call_limit', 'gauge', "Bun's limit on simultaneous fetches (BUN_CONFIG_MAX_HTTP_REQUESTS when the process started).", [
+    ['', httpCalls.limit],
+  ])
   metric('moonlight_websocket_connections', 'gauge', 'Open WebSocket connections (agents and dashboards).', [['', source.wsConnections()]])
   metric('moonlight_uptime_seconds', 'gauge', 'Seconds since the server started.', [['', Math.round((source.nowMs - source.startedAtMs) / 1000)]])
   return `${lines.join('\n')}\n`

@@ -1,22 +1,22 @@
 /// <reference path="../../public/embedded-files.d.ts" />
 import type { Context, Hono } from 'hono'
-import type { Config } from '../config.ts'
-// Imported as files so `bun build --compile` embeds them: each import is a path (in the binary, under /$bunfs).
-import indexHtml from '../../public/index.html' with { type: 'file' }
-import dashboardHtml from '../../public/dashboard.html' with { type: 'file' }
 import baseCss from '../../public/base.css' with { type: 'file' }
-import docsCss from '../../public/docs.css' with { type: 'file' }
-import dashboardCss from '../../public/dashboard.css' with { type: 'file' }
-import favicon from '../../public/favicon.svg' with { type: 'file' }
-import uiJs from '../../public/ui.js' with { type: 'file' }
-import docsJs from '../../public/docs.js' with { type: 'file' }
-import dashboardJs from '../../public/dashboard.js' with { type: 'file' }
-import monitorFeedJs from '../../public/monitor-feed.js' with { type: 'file' }
 import chartJs from '../../public/chart.js' with { type: 'file' }
 import clientsTableJs from '../../public/clients-table.js' with { type: 'file' }
+import dashboardCss from '../../public/dashboard.css' with { type: 'file' }
+import dashboardHtml from '../../public/dashboard.html' with { type: 'file' }
+import dashboardJs from '../../public/dashboard.js' with { type: 'file' }
+import docsCss from '../../public/docs.css' with { type: 'file' }
+import docsJs from '../../public/docs.js' with { type: 'file' }
+import favicon from '../../public/favicon.svg' with { type: 'file' }
+// Imported as files so `bun build --compile` embeds them: each import is a path (in the binary, under /$bunfs).
+import indexHtml from '../../public/index.html' with { type: 'file' }
+import monitorFeedJs from '../../public/monitor-feed.js' with { type: 'file' }
 import regionTreeJs from '../../public/region-tree.js' with { type: 'file' }
 import tasksListJs from '../../public/tasks-list.js' with { type: 'file' }
 import testTaskJs from '../../public/test-task.js' with { type: 'file' }
+import uiJs from '../../public/ui.js' with { type: 'file' }
+import type { Config } from '../config.ts'
 import type { AppEnv } from './app.ts'
 
 /** bun-types calls an `.html` import an HTML bundle; imported `with { type: 'file' }` it is a plain path. */
@@ -96,7 +96,9 @@ interface PageValues {
 function servePage(path: string, values: PageValues) {
   let rendered: Promise<string> | undefined
   return async (c: Context<AppEnv>) => {
-    rendered ??= Bun.file(path).text().then((template) => fillSlots(template, values))
+    rendered ??= Bun.file(path)
+      .text()
+      .then((template) => fillSlots(template, values))
     return c.body(await rendered, 200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': PAGE_CACHE, ...SECURITY_HEADERS })
   }
 }

@@ -1,6 +1,6 @@
 import type { Deadline, Expirable } from '../deadlines.ts'
 import type { Client } from '../registry.ts'
-import { type Answer, AttemptError, timedOut, type Transport } from './types.ts'
+import { type Answer, AttemptError, type Transport, timedOut } from './types.ts'
 
 /** fetch needs an AbortSignal; one object is both the controller and the deadline's watcher. */
 class RequestAbort extends AbortController implements Expirable {
@@ -61,7 +61,7 @@ export class HttpTransport implements Transport {
           abort.abort()
           throw error
         }
-        if (deadline.expired) throw new AttemptError('timeout', 'timed out reading the client\'s answer')
+        if (deadline.expired) throw new AttemptError('timeout', "timed out reading the client's answer")
         throw new AttemptError('disconnected', `connection lost before the answer: ${(error as Error).message}`)
       }
     } finally {

@@ -1,9 +1,9 @@
 import type { ServerWebSocket } from 'bun'
 import type { Deadline, Expirable } from '../deadlines.ts'
-import type { Client } from '../registry.ts'
 import { regionTopic } from '../regions.ts'
+import type { Client } from '../registry.ts'
 import { type TaskResponse, taskFrame } from '../wire/ws.ts'
-import { type Answer, AttemptError, timedOut, type Transport } from './types.ts'
+import { type Answer, AttemptError, type Transport, timedOut } from './types.ts'
 
 /** What the server keeps on each WebSocket connection. */
 export interface SocketData {
@@ -140,7 +140,7 @@ export class WsTransport implements Transport {
       socket.cork(() => {
         for (let i = 0; i < queue.length; i += 2) {
           const sent = socket.send(queue[i + 1]!)
-          if (sent === 0) socket.data.pending.get(queue[i]!)?.reject(new AttemptError('dropped', 'the client\'s send buffer is full'))
+          if (sent === 0) socket.data.pending.get(queue[i]!)?.reject(new AttemptError('dropped', "the client's send buffer is full"))
           else if (sent === -1) this.watchBackpressure(socket)
         }
       })

@@ -6,7 +6,12 @@ export const seriesPointSchema = z.object({ second: z.number().int(), tasks: z.n
 export type SeriesPoint = z.infer<typeof seriesPointSchema>
 
 /** The totals line every snapshot and update carries. */
-export const statusLineSchema = z.object({ clients: z.number().int(), in_flight: z.number().int(), tasks_total: z.number().int(), tasks_failed: z.number().int() })
+export const statusLineSchema = z.object({
+  clients: z.number().int(),
+  in_flight: z.number().int(),
+  tasks_total: z.number().int(),
+  tasks_failed: z.number().int(),
+})
 export type StatusLine = z.infer<typeof statusLineSchema>
 
 /** What a dashboard gets when it joins the feed (and whenever it sends `monitor` again). */

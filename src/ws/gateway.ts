@@ -109,7 +109,7 @@ export class WsGateway {
   syncTopics(nodeId: string): void {
     const { registry, settings } = this.deps
     const client = registry.get(nodeId)
-    if (!client || client.protocol !== 'ws') return
+    if (client?.protocol !== 'ws') return
     const topics = registry.canTakeTasks(client) ? settings.regions.chain(client.region).map(regionTopic) : []
     this.deps.transport.subscribe(nodeId, topics)
   }
@@ -138,7 +138,10 @@ export class WsGateway {
 
   private onMessage(socket: AgentSocket, raw: string | Buffer): void {
     this.markAlive(socket)
-    if (typeof raw !== 'string') return sendError(socket, 'binary messages are not supported; send JSON text', 'binary_not_supported')
+    if (typeof raw !== 'string') {
+      sendError(socket, 'binary messages are not supported; send JSON text', 'binary_not_supported')
+      return
+    }
     // Whatever a peer sends, it ends as an error frame at worst: never as an exception that takes the process down.
     try {
       this.readMessage(socket, raw)
@@ -164,10 +167,14 @@ export class WsGateway {
     try {
       parsed = JSON.parse(raw)
     } catch {
-      return sendError(socket, 'message is not valid JSON', 'invalid_json')
+      sendError(socket, 'message is not valid JSON', 'invalid_json')
+      return
     }
     const result = wsInboundSchema.safeParse(parsed)
-    if (result.success) return this.dispatch(socket, result.data, raw, scan)
+    if (result.success) {
+      this.dispatch(socket, result.data, raw, scan)
+      return
+    }
     sendError(socket, `invalid message: ${summarizeIssues(result.error)}`, 'invalid_message')
     // A malformed answer to a task we sent fails that attempt now (and is retried), rather than at the timeout.
     const taskId = malformedAnswerTaskId(parsed)
@@ -180,14 +187,16 @@ export class WsGateway {
       case 'register': {
         const hello = message.payload
         if (socket.data.nodeId !== undefined && socket.data.nodeId !== hello.node_id) {
-          return sendError(socket, `this connection is already registered as "${socket.data.nodeId}"`, 'already_registered')
+          sendError(socket, `this connection is already registered as "${socket.data.nodeId}"`, 'already_registered')
+          return
         }
         let client: ReturnType<typeof register>
         try {
           client = register(this.deps.registration, hello, { protocol: 'ws', sourceIp: socket.data.remoteAddress, connectionId: socket.data.connectionId })
         } catch (error) {
           if (!(error instanceof MoonlightError)) throw error
-          return this.refuse(socket, error)
+          this.refuse(socket, error)
+          return
         }
         socket.data.nodeId = client.nodeId
         socket.data.connectionId = client.connectionId
@@ -208,13 +217,19 @@ export class WsGateway {
         return
       }
       case 'heartbeat': {
-        if (socket.data.nodeId === undefined) return sendError(socket, 'register before sending heartbeats', 'not_registered')
+        if (socket.data.nodeId === undefined) {
+          sendError(socket, 'register before sending heartbeats', 'not_registered')
+          return
+        }
         if (message.payload?.weight !== undefined) registry.setWeight(socket.data.nodeId, message.payload.weight)
         socket.send(JSON.stringify({ type: 'heartbeat_ack', payload: { server_time: new Date(this.deps.clock.now()).toISOString() } }))
         return
       }
       case 'task_response': {
-        if (socket.data.nodeId === undefined) return sendError(socket, 'register before answering tasks', 'not_registered')
+        if (socket.data.nodeId === undefined) {
+          sendError(socket, 'register before answering tasks', 'not_registered')
+          return
+        }
         if (!transport.resolve(socket, message.payload, responseText(raw, scan))) {
           sendError(socket, `no task "${message.payload.task_id}" is waiting for this client (answered late, or never sent)`, 'unknown_task')
         }

@@ -143,12 +143,18 @@ describe('dashboard', () => {
       await page.waitForSelector('#test-result [data-field="status"]', { timeout: LIVE_MS })
       expect(await page.textContent('#test-result [data-field="status"]')).toBe('200 OK')
       expect(await page.textContent('#test-result [data-field="node"]')).toBe('answered by answer-1')
-      expect(JSON.parse((await page.textContent('#test-result [data-field="body"]')) ?? '')).toEqual({ node: 'answer-1', echo: { hello: 'from the dashboard' } })
+      expect(JSON.parse((await page.textContent('#test-result [data-field="body"]')) ?? '')).toEqual({
+        node: 'answer-1',
+        echo: { hello: 'from the dashboard' },
+      })
       expect(agent.received).toEqual([{ hello: 'from the dashboard' }])
 
       // The same task arrives in the recent tasks over the live feed.
       await page.waitForFunction(
-        () => Array.from(document.querySelectorAll('#tasks tbody tr')).some((row) => row.textContent?.includes('answer-1') && row.textContent.includes('us-west-1')),
+        () =>
+          Array.from(document.querySelectorAll('#tasks tbody tr')).some(
+            (row) => row.textContent?.includes('answer-1') && row.textContent.includes('us-west-1'),
+          ),
         undefined,
         { timeout: LIVE_MS },
       )

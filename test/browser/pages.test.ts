@@ -81,7 +81,14 @@ describe('pages as the html config says', () => {
     const server = startTestServer({ html: { index_path: '/docs', dashboard_path: '/live', static_path: '/assets' } })
     const { page, errors, close } = await openPage(browser)
     try {
-      for (const [path, status] of [['/', 404], ['/dashboard', 404], ['/static/base.css', 404], ['/docs', 200], ['/live', 200], ['/assets/base.css', 200]] as const) {
+      for (const [path, status] of [
+        ['/', 404],
+        ['/dashboard', 404],
+        ['/static/base.css', 404],
+        ['/docs', 200],
+        ['/live', 200],
+        ['/assets/base.css', 200],
+      ] as const) {
         expect({ path, status: (await fetch(`${server.url}${path}`)).status }).toEqual({ path, status })
       }
       await page.goto(`${server.url}/live`)

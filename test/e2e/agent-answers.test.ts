@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from 'bun:test'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { openWs, postTask, SEED_CONFIG, type SpawnedServer, spawnServer, startHttpAgent, startWsAgent, testScope, TOKEN, waitFor } from '../helpers.ts'
+import { openWs, postTask, SEED_CONFIG, type SpawnedServer, spawnServer, startHttpAgent, startWsAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
 
 const { defer, server } = testScope()
 const spawned: SpawnedServer[] = []
@@ -78,7 +78,11 @@ describe('an answer the server cannot pass on fails that attempt, and nothing el
 
   test('a broadcast answer too deep to serialize again is shown as text, and the other answers come through', async () => {
     const mls = server()
-    const deep = await startHttpAgent(mls.url, { nodeId: 'deep', region: 'usa', work: () => new Response(deepArray(DEEP), { headers: { 'content-type': 'application/json' } }) })
+    const deep = await startHttpAgent(mls.url, {
+      nodeId: 'deep',
+      region: 'usa',
+      work: () => new Response(deepArray(DEEP), { headers: { 'content-type': 'application/json' } }),
+    })
     const plain = await startHttpAgent(mls.url, { nodeId: 'plain', region: 'usa', work: () => Response.json({ ok: true }) })
     defer(deep.stop)
     defer(plain.stop)
@@ -90,7 +94,7 @@ describe('an answer the server cannot pass on fails that attempt, and nothing el
   })
 })
 
-describe('agent headers that would break the caller\'s answer', () => {
+describe("agent headers that would break the caller's answer", () => {
   /** A WebSocket agent answering with `headers`, next to a well-behaved HTTP agent to retry on. */
   async function answerWithHeaders(headers: Record<string, string>) {
     const mls = server({ retry_count: 1 })

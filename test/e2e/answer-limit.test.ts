@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { parseConfig } from '../../src/config.ts'
-import { postTask, SEED_CONFIG, startHttpAgent, startWsAgent, testScope, TOKEN, waitFor } from '../helpers.ts'
+import { postTask, SEED_CONFIG, startHttpAgent, startWsAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
 
 const { defer, server } = testScope()
 const LIMIT = 64 * 1024

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { connect } from 'node:net'
-import { openWs, postJson, postTask, startTestServer, startWsAgent, TOKEN, type TestServer, upgradeRequest } from '../helpers.ts'
+import { openWs, postJson, postTask, startTestServer, startWsAgent, type TestServer, TOKEN, upgradeRequest } from '../helpers.ts'
 
 describe('bad input gets a clear JSON answer over HTTP', () => {
   let mls: TestServer
@@ -31,7 +31,12 @@ describe('bad input gets a clear JSON answer over HTTP', () => {
     expect(missing.json()).toMatchObject({ code: 'invalid_body', issues: [{ path: 'payload' }] })
     const bad = await postTask(mls.url, { region: 42, payload: 1, mode: 'shout' })
     expect(bad.status).toBe(400)
-    expect(bad.json().issues.map((issue: { path: string }) => issue.path).sort()).toEqual(['mode', 'region'])
+    expect(
+      bad
+        .json()
+        .issues.map((issue: { path: string }) => issue.path)
+        .sort(),
+    ).toEqual(['mode', 'region'])
   })
 
   test('not JSON content type: 415 saying which to send', async () => {
@@ -173,7 +178,9 @@ describe('heartbeat addresses and tokens', () => {
     const body = JSON.stringify({ node_id: nodeId, token: TOKEN, region: 'usa', port: 3000 })
     const url = new URL(mls.url)
     const socket = connect({ host: '127.0.0.1', port: Number(url.port), localAddress: '127.0.0.2' })
-    const framing = chunked ? `Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n` : `Content-Length: ${body.length}\r\n\r\n${body}`
+    const framing = chunked
+      ? `Transfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`
+      : `Content-Length: ${body.length}\r\n\r\n${body}`
     socket.write(`POST /client/heartbeat HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nConnection: close\r\n${framing}`)
     let reply = ''
     for await (const chunk of socket) reply += chunk

@@ -7,7 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pkg from '../../package.json' with { type: 'json' }
-import { ROOT, spawnServer, TOKEN, waitFor, type SpawnedServer } from '../helpers.ts'
+import { ROOT, type SpawnedServer, spawnServer, TOKEN, waitFor } from '../helpers.ts'
 import { BINARY, type CliOptions, type CliProcess, ensureStopped, expectOneLine, FIXTURES, runCli, startCli } from './cli-helpers.ts'
 
 const elsewhere = mkdtempSync(join(tmpdir(), 'mls-binary-'))
@@ -101,7 +101,11 @@ describe('the binary serving, with its own agents', () => {
   })
 
   test('serves the docs page, the dashboard and their assets from inside itself, run from another directory', async () => {
-    for (const [path, type] of [['/', 'text/html'], ['/dashboard', 'text/html'], ['/static/base.css', 'text/css']] as const) {
+    for (const [path, type] of [
+      ['/', 'text/html'],
+      ['/dashboard', 'text/html'],
+      ['/static/base.css', 'text/css'],
+    ] as const) {
       const response = await fetch(`${server.url}${path}`)
       expect({ path, status: response.status }).toEqual({ path, status: 200 })
       expect(response.headers.get('content-type')).toStartWith(type)
@@ -158,7 +162,7 @@ describe('the binary serving, with its own agents', () => {
   })
 })
 
-describe('the binary and Bun\'s fetch limit', () => {
+describe("the binary and Bun's fetch limit", () => {
   test('reads BUN_CONFIG_MAX_HTTP_REQUESTS from a .env file in its working directory', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'mls-binary-env-'))
     writeFileSync(join(dir, '.env'), 'BUN_CONFIG_MAX_HTTP_REQUESTS=8\n')
@@ -177,7 +181,7 @@ describe('the binary and Bun\'s fetch limit', () => {
     expect(server.output()).not.toContain('Bun allows 256 simultaneous calls')
   })
 
-  test('without it, serve says so at start-up and /metrics shows Bun\'s default of 256', async () => {
+  test("without it, serve says so at start-up and /metrics shows Bun's default of 256", async () => {
     const saved = process.env.BUN_CONFIG_MAX_HTTP_REQUESTS
     delete process.env.BUN_CONFIG_MAX_HTTP_REQUESTS
     let server: SpawnedServer

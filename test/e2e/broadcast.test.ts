@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { postTask, startHttpAgent, startWsAgent, TOKEN, waitFor, testScope } from '../helpers.ts'
+import { postTask, startHttpAgent, startWsAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
 
 const { defer, server } = testScope()
 
@@ -38,7 +38,10 @@ describe('broadcast', () => {
     expect(result.status).toBe(200)
     const body = result.json()
     expect(body).toMatchObject({ targets: 2, answered: 1 })
-    expect(body.results.find((entry: { node_id: string }) => entry.node_id === 'silent')).toMatchObject({ status: 504, error: expect.stringContaining('timed out') })
+    expect(body.results.find((entry: { node_id: string }) => entry.node_id === 'silent')).toMatchObject({
+      status: 504,
+      error: expect.stringContaining('timed out'),
+    })
     expect(silent.received).toEqual(['hello'])
     expect(drained.received).toEqual([])
   })

@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pkg from '../../package.json' with { type: 'json' }
-import { startTestServer, startWsAgent, TOKEN, type TestServer, type WsAgent } from '../helpers.ts'
+import { startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../helpers.ts'
 import { expectOneLine, FIXTURES, runCli, runCliInTerminal } from './cli-helpers.ts'
 
 let mls: TestServer
@@ -197,7 +197,12 @@ describe('moonlight config check', () => {
     expect(result.code).toBe(0)
     expect(result.stdout).toStartWith(`${path}: OK\n`)
     const effective = JSON.parse(result.stdout.slice(result.stdout.indexOf('{')))
-    expect(effective).toMatchObject({ retry_count: 3, task_timeout: 30, ws: { path: '/ws', heartbeat_interval: 30 }, region_hierarchy: { usa: 'northamerica' } })
+    expect(effective).toMatchObject({
+      retry_count: 3,
+      task_timeout: 30,
+      ws: { path: '/ws', heartbeat_interval: 30 },
+      region_hierarchy: { usa: 'northamerica' },
+    })
     expect(result.stdout).not.toContain('supersecrettokenox0')
   })
 

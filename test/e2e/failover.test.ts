@@ -1,7 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { parseConfig } from '../../src/config.ts'
-import { postJson, postTask, SEED_CONFIG, startHttpAgent, startTestServer, startWsAgent, TOKEN, waitFor, testScope } from '../helpers.ts'
+import { postJson, postTask, SEED_CONFIG, startHttpAgent, startTestServer, startWsAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
 
 /** A port nothing listens on: a real "connection refused". */
 function deadPort(): number {
@@ -103,7 +103,7 @@ describe('failover', () => {
 
   test('a timeout answers 504 and is not retried (the task may still be running)', async () => {
     const mls = server({ task_timeout: 0.3 })
-    const slow = await startHttpAgent(mls.url, { nodeId: 'slow', region: 'usa', work: async () => (await Bun.sleep(2000), Response.json({ late: true })) })
+    const slow = await startHttpAgent(mls.url, { nodeId: 'slow', region: 'usa', work: () => Bun.sleep(2000).then(() => Response.json({ late: true })) })
     const fast = await startHttpAgent(mls.url, { nodeId: 'fast', region: 'usa', weight: 0 })
     defer(slow.stop)
     defer(fast.stop)
@@ -198,7 +198,7 @@ describe('answers the server cannot pass on', () => {
 describe('stopping while tasks are still running', () => {
   test('a task longer than the grace period answers 503 shutting_down instead of losing its connection', async () => {
     const mls = startTestServer()
-    const slow = await startHttpAgent(mls.url, { nodeId: 'slow', region: 'usa', work: async () => (await Bun.sleep(3000), Response.json({ late: true })) })
+    const slow = await startHttpAgent(mls.url, { nodeId: 'slow', region: 'usa', work: () => Bun.sleep(3000).then(() => Response.json({ late: true })) })
     defer(slow.stop)
     const pending = postTask(mls.url, { region: 'usa', payload: 1 })
     await waitFor(() => mls.server.registry.get('slow')!.inFlight === 1, 'the task to reach the agent')
@@ -228,7 +228,10 @@ describe('stopping while tasks are still running', () => {
 describe('the deadline timer', () => {
   /** Runs the fixture; resolves with its output, or with "still running" if it has not exited after `ms`. */
   async function runFixture(taskTimeout: number, ms: number): Promise<{ stdout: string; stderr: string } | 'still running'> {
-    const child = Bun.spawn([process.execPath, join(import.meta.dir, '..', 'fixtures', 'stop-and-exit.ts'), String(taskTimeout)], { stdout: 'pipe', stderr: 'pipe' })
+    const child = Bun.spawn([process.execPath, join(import.meta.dir, '..', 'fixtures', 'stop-and-exit.ts'), String(taskTimeout)], {
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
     const outcome = await Promise.race([child.exited.then(() => 'exited' as const), Bun.sleep(ms).then(() => 'still running' as const)])
     if (outcome === 'still running') {
       child.kill()

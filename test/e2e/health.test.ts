@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { connect, type Socket } from 'node:net'
-import { postTask, startHttpAgent, startWsAgent, TOKEN, waitFor, testScope, type TestServer } from '../helpers.ts'
+import { postTask, startHttpAgent, startWsAgent, type TestServer, TOKEN, testScope, waitFor } from '../helpers.ts'
 
 const { defer, server } = testScope()
 
@@ -99,7 +99,7 @@ describe('health checks', () => {
     expect(mls.server.registry.get('flaky')!.state).toBe('healthy')
   })
 
-  test('a black hole alone in its leaf region is ejected when the task\'s region has other clients', async () => {
+  test("a black hole alone in its leaf region is ejected when the task's region has other clients", async () => {
     const mls = server({ task_timeout: 0.3 })
     // Registers, then never answers a task.
     const hole = await startWsAgent(mls.wsUrl, { nodeId: 'hole', region: 'us-east-1', answer: () => null })

@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from 'bun:test'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { postTask, SEED_CONFIG, spawnServer, startCli, startHttpAgent, startWsAgent, TOKEN, waitFor, type SpawnedServer } from '../helpers.ts'
+import { postTask, SEED_CONFIG, type SpawnedServer, spawnServer, startCli, startHttpAgent, startWsAgent, TOKEN, waitFor } from '../helpers.ts'
 
 const spawned: SpawnedServer[] = []
 const cleanups: Array<() => unknown> = []
@@ -73,7 +73,8 @@ async function keptAliveConnection(url: string): Promise<KeptAliveConnection> {
   })
   const parse = (): RawResponse | undefined => {
     const headEnd = received.indexOf('\r\n\r\n')
-    if (headEnd === -1) return isClosed ? { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(received)?.[1] ?? 0), headers: new Map(), body: '', complete: false } : undefined
+    if (headEnd === -1)
+      return isClosed ? { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(received)?.[1] ?? 0), headers: new Map(), body: '', complete: false } : undefined
     const [statusLine = '', ...lines] = received.slice(0, headEnd).split('\r\n')
     const headers = new Map(lines.map((line) => [line.slice(0, line.indexOf(':')).toLowerCase(), line.slice(line.indexOf(':') + 1).trim()]))
     const length = Number(headers.get('content-length') ?? Number.NaN)
@@ -158,7 +159,12 @@ describe('SIGHUP reload', () => {
 
     // New tokens and a new hierarchy: us-east-1 now sits under "atlantic".
     // ws.enabled only applies at the next start: the running sockets keep their pings and /status says so.
-    writeConfig(dir, { ...SEED_CONFIG, tokens: ['second-token-bbbb'], region_hierarchy: { 'us-east-1': 'atlantic' }, ws: { ...SEED_CONFIG.ws, enabled: false } })
+    writeConfig(dir, {
+      ...SEED_CONFIG,
+      tokens: ['second-token-bbbb'],
+      region_hierarchy: { 'us-east-1': 'atlantic' },
+      ws: { ...SEED_CONFIG.ws, enabled: false },
+    })
     child.process.kill('SIGHUP')
     await child.waitForOutput('config reloaded')
     expect(child.output()).toContain('take effect at the next start')
@@ -256,7 +262,10 @@ describe('graceful stop', () => {
           : connection.request(`POST /task/request HTTP/1.1\r\n${host}\r\nauthorization: Bearer ${TOKEN}\r\ncontent-type: application/json`, task),
       ),
     )
-    const outcomes = answers.map((answer) => `${answer.status} ${answer.complete ? 'complete' : 'cut'} ${answer.complete ? JSON.parse(answer.body).code : ''} ${answer.headers.get('connection')}`)
+    const outcomes = answers.map(
+      (answer) =>
+        `${answer.status} ${answer.complete ? 'complete' : 'cut'} ${answer.complete ? JSON.parse(answer.body).code : ''} ${answer.headers.get('connection')}`,
+    )
     expect(outcomes).toEqual(connections.map(() => '503 complete shutting_down close'))
     expect(JSON.parse(answers[0]!.body)).toEqual({ error: 'the server is shutting down', code: 'shutting_down' })
     // Connection: close is kept: the server closes each connection after its answer, so no client reuses it.
@@ -279,11 +288,18 @@ describe('long tasks over HTTP', () => {
     const config = writeConfig(dir, { ...SEED_CONFIG, task_timeout: 30 })
     // Bun's idle limit (5 minutes by default) set to 1 s, which it enforces within about 8 s.
     const server = await spawn(['--config', config, '--port', '0', '--host', '127.0.0.1'], { env: { BUN_CONFIG_HTTP_IDLE_TIMEOUT: '1' } })
-    const slow = await startHttpAgent(server.url, { nodeId: 'slow', region: 'usa', weight: 5, work: async () => (await Bun.sleep(9500), Response.json({ done: true })) })
+    const slow = await startHttpAgent(server.url, {
+      nodeId: 'slow',
+      region: 'usa',
+      weight: 5,
+      work: () => Bun.sleep(9500).then(() => Response.json({ done: true })),
+    })
     const spare = await startHttpAgent(server.url, { nodeId: 'spare', region: 'usa', weight: 1 })
     cleanups.push(slow.stop, spare.stop)
     // The same wait from `moonlight task`, itself a Bun process with the same 1 s idle limit.
-    const cli = startCli(['task', '--server', server.url, '--token', TOKEN, '--region', 'usa', '--payload', '"cli job"'], { env: { BUN_CONFIG_HTTP_IDLE_TIMEOUT: '1' } })
+    const cli = startCli(['task', '--server', server.url, '--token', TOKEN, '--region', 'usa', '--payload', '"cli job"'], {
+      env: { BUN_CONFIG_HTTP_IDLE_TIMEOUT: '1' },
+    })
     const result = await postTask(server.url, { region: 'usa', payload: 'long job' })
     expect(result.status).toBe(200)
     expect(result.json()).toEqual({ done: true })
@@ -298,10 +314,13 @@ describe('long tasks over HTTP', () => {
     const dir = tempDir()
     const config = writeConfig(dir, { ...SEED_CONFIG, task_timeout: 30 })
     const server = await spawn(['--config', config, '--port', '0', '--host', '127.0.0.1'], { env: { BUN_CONFIG_MAX_HTTP_REQUESTS: '8' } })
-    const slow = await startHttpAgent(server.url, { nodeId: 'slow', region: 'usa', work: async () => (await Bun.sleep(1000), Response.json({ done: true })) })
+    const slow = await startHttpAgent(server.url, { nodeId: 'slow', region: 'usa', work: () => Bun.sleep(1000).then(() => Response.json({ done: true })) })
     cleanups.push(slow.stop)
     const tasks = Array.from({ length: 20 }, (_, i) => postTask(server.url, { region: 'usa', payload: i }))
-    await waitFor(async () => /moonlight_http_agent_calls_in_flight 2\d/.test(await (await fetch(`${server.url}/metrics`)).text()), 'the calls to show in /metrics')
+    await waitFor(
+      async () => /moonlight_http_agent_calls_in_flight 2\d/.test(await (await fetch(`${server.url}/metrics`)).text()),
+      'the calls to show in /metrics',
+    )
     const metrics = await (await fetch(`${server.url}/metrics`)).text()
     expect(metrics).toContain('moonlight_http_agent_call_limit 8')
     await server.waitForOutput("over Bun's limit of 8")

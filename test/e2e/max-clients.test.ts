@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { openWs, postJson, testScope, TOKEN } from '../helpers.ts'
+import { openWs, postJson, TOKEN, testScope } from '../helpers.ts'
 
 const { defer, server } = testScope()
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { openWs, postTask, testScope, TOKEN } from '../helpers.ts'
+import { openWs, postTask, TOKEN, testScope } from '../helpers.ts'
 
 const { defer, server } = testScope()
 

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { postTask, startHttpAgent, startTestServer, startWsAgent, testScope, TOKEN, type HttpAgent, type TestServer, type WsAgent } from '../helpers.ts'
+import { type HttpAgent, postTask, startHttpAgent, startTestServer, startWsAgent, type TestServer, TOKEN, testScope, type WsAgent } from '../helpers.ts'
 
 const { defer, server } = testScope()
 
@@ -181,7 +181,9 @@ describe('WebSocket disabled', () => {
     try {
       const status = await (await fetch(`${mls.url}/status`)).json()
       expect(status.websocket).toBe('Disabled')
-      const response = await fetch(`${mls.url}/ws`, { headers: { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' } })
+      const response = await fetch(`${mls.url}/ws`, {
+        headers: { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' },
+      })
       expect(response.status).toBe(404)
       expect(await response.json()).toMatchObject({ code: 'not_found' })
     } finally {
@@ -237,7 +239,12 @@ describe('task requests off the beaten path', () => {
     const chunked = await fetch(`${mls.url}/task/request`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
-      body: new ReadableStream({ start: (controller) => (controller.enqueue(body), controller.close()) }),
+      body: new ReadableStream({
+        start: (controller) => {
+          controller.enqueue(body)
+          controller.close()
+        },
+      }),
     })
     expect(chunked.status).toBe(200)
     expect(agent.received).toEqual(['charset', 'chunked'])

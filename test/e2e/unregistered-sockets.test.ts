@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import { parseConfig } from '../../src/config.ts'
-import { openWs, postTask, SEED_CONFIG, startWsAgent, testScope, TOKEN, upgradeRequest, type WsPeer } from '../helpers.ts'
+import { openWs, postTask, SEED_CONFIG, startWsAgent, TOKEN, testScope, upgradeRequest, type WsPeer } from '../helpers.ts'
 
 const { defer, server } = testScope()
 

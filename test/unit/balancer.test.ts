@@ -39,7 +39,15 @@ describe('balancer', () => {
   })
 
   test('matches the nginx reference exactly for mixed weights', () => {
-    const weights: Array<[string, number]> = [['a', 3], ['b', 7], ['c', 1], ['d', 7], ['e', 2], ['f', 3], ['g', 10]]
+    const weights: Array<[string, number]> = [
+      ['a', 3],
+      ['b', 7],
+      ['c', 1],
+      ['d', 7],
+      ['e', 2],
+      ['f', 3],
+      ['g', 10],
+    ]
     const balancer = new Balancer<string>()
     for (const [id, weight] of weights) balancer.set(id, weight)
     expect(picks(balancer, 500)).toEqual(reference(weights, 500))

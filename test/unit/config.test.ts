@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { ConfigError, configCandidates, loadConfig, parseConfig, SEED_HIERARCHY } from '../../src/config.ts'
@@ -78,7 +78,9 @@ describe('config', () => {
       /ws\.max_unregistered: must be below ws\.max_connections \(10\), so that registered agents always find room/,
     )
     expect(() => parseConfig({ ws: { max_unregistered: 2000 } }, 'over.json')).toThrow(/ws\.max_unregistered: must be below ws\.max_connections \(1000\)/)
-    expect(() => parseConfig({ ws: { max_connections: 1, max_unregistered: 2 } }, 'one.json')).toThrow(/ws\.max_unregistered: must be 1 when ws\.max_connections is 1/)
+    expect(() => parseConfig({ ws: { max_connections: 1, max_unregistered: 2 } }, 'one.json')).toThrow(
+      /ws\.max_unregistered: must be 1 when ws\.max_connections is 1/,
+    )
     for (const max_unregistered of [0, -1, 1.5, '3']) expect(() => parseConfig({ ws: { max_unregistered } }, 'bad.json')).toThrow(/ws\.max_unregistered: /)
     for (const register_timeout of [0, -1, 'soon']) expect(() => parseConfig({ ws: { register_timeout } }, 'bad.json')).toThrow(/ws\.register_timeout: /)
     expect(parseConfig({ ws: { register_timeout: 0.3 } }, 'fraction.json').config.ws.register_timeout).toBe(0.3)

@@ -30,14 +30,22 @@ describe('regions', () => {
   })
 
   test('the tree counts clients at each region and under it', () => {
-    const tree = regions.tree(new Map([['us-east-1', { clients: 2, active: 1 }], ['us-west', { clients: 1, active: 1 }]]))
+    const tree = regions.tree(
+      new Map([
+        ['us-east-1', { clients: 2, active: 1 }],
+        ['us-west', { clients: 1, active: 1 }],
+      ]),
+    )
     expect(tree.region).toBe('global')
     expect(tree.total).toBe(3)
     expect(tree.total_active).toBe(2)
     expect(tree.children.map((child) => child.region)).toEqual(['asia', 'emea', 'northamerica', 'us-west'])
     const usa = tree.children.find((child) => child.region === 'northamerica')!.children[0]!
     expect(usa).toMatchObject({ region: 'usa', clients: 0, total: 2, total_active: 1 })
-    expect(usa.children.map((child) => [child.region, child.clients])).toEqual([['us-east-1', 2], ['us-west-1', 0]])
+    expect(usa.children.map((child) => [child.region, child.clients])).toEqual([
+      ['us-east-1', 2],
+      ['us-west-1', 0],
+    ])
   })
 
   test('topics are namespaced by region', () => {

@@ -205,7 +205,7 @@ describe('regions cache', () => {
 })
 
 describe('registry bounds and pools', () => {
-  test('the ejection cap counts the pool a task drew from, not the client\'s own region', () => {
+  test("the ejection cap counts the pool a task drew from, not the client's own region", () => {
     const { registry } = setup()
     registry.announce(client('east', 'us-east-1'), 0)
     registry.announce(client('west', 'us-west-1'), 0)

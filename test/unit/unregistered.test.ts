@@ -26,7 +26,12 @@ describe('unregistered sockets', () => {
 
   test('a shorter limit (a reload) applies to the sockets already waiting, oldest first', () => {
     const sockets = new Unregistered<string>()
-    for (const [name, openedAtMs] of [['first', 0], ['second', 300], ['third', 600]] as const) sockets.add(name, openedAtMs)
+    for (const [name, openedAtMs] of [
+      ['first', 0],
+      ['second', 300],
+      ['third', 600],
+    ] as const)
+      sockets.add(name, openedAtMs)
     expect(sockets.takeOverdue(700, 10_000)).toEqual([])
     expect(sockets.takeOverdue(700, 400)).toEqual(['first', 'second'])
     expect(sockets.size).toBe(1)
