@@ -11,64 +11,60 @@
 /** Deeper than this is refused: far beyond real payloads, well within what JSON.stringify and agents' parsers survive. */
 export const MAX_JSON_DEPTH = 1000
 
-export interface ObjectScan {
+/** Where one member's value stands in an object's text, and how deeply that object nests. */
+export interface MemberSpan {
   /** How deeply arrays and objects nest, counting the object scanned as 1. */
   depth: number
-  /** Each member of the object: the raw text of its value, as [start, end) offsets into the text. */
-  members: Map<string, [number, number]>
+  /** The raw text of the member's value is [start, end); both -1 if the object has no such member. */
+  start: number
+  end: number
 }
 
 const QUOTE = 0x22
 const BACKSLASH = 0x5c
 
 /**
- * Scans the object that spans `text[from, to)`. A key seen twice keeps its last value, as JSON.parse
- * does. Returns undefined if the range is not an object. On text that does not parse it never throws,
- * but what it finds means something only for valid JSON.
+ * Finds member `key` of the object that spans `text[from, to)`, in one pass that also measures the
+ * nesting. A key seen twice keeps its last value, as JSON.parse does. On text that does not parse it
+ * never throws, but what it finds means something only for valid JSON. Written as one tight loop with
+ * no closure and no allocation per member: it runs on every task and every WebSocket answer.
  */
-export function scanObject(text: string, from = 0, to = text.length): ObjectScan | undefined {
-  let at = skipSpace(text, from, to)
-  if (text.charCodeAt(at) !== 0x7b /* { */) return undefined
-  const members = new Map<string, [number, number]>()
+export function memberSpan(text: string, key: string, from = 0, to = text.length): MemberSpan {
+  let at = from
+  while (at < to && isSpace(text.charCodeAt(at))) at++
+  if (text.charCodeAt(at) !== 0x7b /* { */) return { depth: 0, start: -1, end: -1 }
   let depth = 0
   let maxDepth = 0
-  let key: string | undefined
+  let matched = false
   let valueStart = -1
+  let start = -1
+  let end = -1
   for (; at < to; at++) {
     const char = text.charCodeAt(at)
     if (char === QUOTE) {
-      const end = stringEnd(text, at, to)
+      const close = stringEnd(text, at, to)
       // At depth 1 a string before the colon is a member's key.
-      if (depth === 1 && valueStart === -1) key = decodeKey(text, at, end)
-      at = end - 1
-      continue
-    }
-    switch (char) {
-      case 0x7b: // {
-      case 0x5b: // [
-        if (++depth > maxDepth) maxDepth = depth
-        break
-      case 0x7d: // }
-      case 0x5d: // ]
-        if (depth === 1) closeMember()
-        depth--
-        break
-      case 0x3a: // :
-        if (depth === 1) valueStart = at + 1
-        break
-      case 0x2c: // ,
-        if (depth === 1) closeMember()
-        break
-    }
-    if (depth === 0) break
+      if (depth === 1 && valueStart === -1) matched = isKey(text, at, close, key)
+      at = close - 1
+    } else if (char === 0x7b || char === 0x5b) {
+      if (++depth > maxDepth) maxDepth = depth
+    } else if (char === 0x7d || char === 0x5d || char === 0x2c) {
+      // A member ends at a comma or at the object's own closing brace, both at depth 1.
+      if (depth === 1 && valueStart !== -1) {
+        if (matched) {
+          start = valueStart
+          end = at
+        }
+        matched = false
+        valueStart = -1
+      }
+      if (char !== 0x2c && --depth === 0) break
+    } else if (char === 0x3a && depth === 1) valueStart = at + 1
   }
-  return { depth: maxDepth, members }
-
-  function closeMember(): void {
-    if (key !== undefined && valueStart !== -1) members.set(key, trim(text, valueStart, at))
-    key = undefined
-    valueStart = -1
-  }
+  if (start === -1) return { depth: maxDepth, start, end }
+  while (start < end && isSpace(text.charCodeAt(start))) start++
+  while (end > start && isSpace(text.charCodeAt(end - 1))) end--
+  return { depth: maxDepth, start, end }
 }
 
 /** How deeply arrays and objects nest in `text` (0 for a scalar); strings are skipped. Valid or not, it never throws. */
@@ -99,26 +95,17 @@ function stringEnd(text: string, at: number, to: number): number {
   }
 }
 
-function decodeKey(text: string, start: number, end: number): string {
-  const raw = text.slice(start + 1, end - 1)
-  if (!raw.includes('\\')) return raw
-  // Keys with escapes ("pay\u006coad") mean what JSON.parse makes of them; text that does not parse keeps them raw.
+/** Whether the string token text[start, end) is the key `key`. */
+function isKey(text: string, start: number, end: number, key: string): boolean {
+  const length = end - start - 2
+  if (length === key.length) return text.startsWith(key, start + 1)
+  // Only a key written with escapes ("pay\u006coad") is longer than what it means.
+  if (length < key.length || text.lastIndexOf('\\', end) < start) return false
   try {
-    return JSON.parse(text.slice(start, end)) as string
+    return JSON.parse(text.slice(start, end)) === key
   } catch {
-    return raw
+    return false
   }
-}
-
-function skipSpace(text: string, at: number, to: number): number {
-  while (at < to && isSpace(text.charCodeAt(at))) at++
-  return at
-}
-
-function trim(text: string, start: number, end: number): [number, number] {
-  start = skipSpace(text, start, end)
-  while (end > start && isSpace(text.charCodeAt(end - 1))) end--
-  return [start, end]
 }
 
 function isSpace(char: number): boolean {

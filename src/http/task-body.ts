@@ -1,4 +1,4 @@
-import { scanObject } from '../json-text.ts'
+import { memberSpan } from '../json-text.ts'
 import { type TaskRequest, taskRequestSchema } from '../wire/task.ts'
 import { limitDepth, parseJson, validate } from './request-checks.ts'
 
@@ -13,10 +13,9 @@ export interface TaskInput {
 export function readTaskRequest(text: string): TaskInput {
   const body = parseJson(text)
   // One scan gives both the depth and where the payload's text is.
-  const scan = scanObject(text)
-  if (scan) limitDepth(scan.depth)
+  const payload = memberSpan(text, 'payload')
+  limitDepth(payload.depth)
   const task = validate(taskRequestSchema, body)
   // The schema requires a payload, so a valid body is an object that has one.
-  const [start, end] = scan!.members.get('payload')!
-  return { task, payloadJson: text.slice(start, end) }
+  return { task, payloadJson: text.slice(payload.start, payload.end) }
 }

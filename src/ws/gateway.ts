@@ -1,7 +1,7 @@
 import type { Server, WebSocketHandler } from 'bun'
 import type { Clock } from '../clock.ts'
 import { errorFrame, errorResponse, MoonlightError } from '../errors.ts'
-import { MAX_JSON_DEPTH, type ObjectScan, scanObject } from '../json-text.ts'
+import { MAX_JSON_DEPTH, type MemberSpan, memberSpan } from '../json-text.ts'
 import type { MonitorFeed } from '../monitor-feed.ts'
 import { regionTopic } from '../regions.ts'
 import { type RegistrationDeps, register } from '../registration.ts'
@@ -155,8 +155,8 @@ export class WsGateway {
 
   private readMessage(socket: AgentSocket, raw: string): void {
     // Measured before parsing: a value nested 100 000 deep would overflow the stack of whatever walks it next.
-    const scan = scanObject(raw)
-    if (scan && scan.depth > MAX_JSON_DEPTH) {
+    const payload = memberSpan(raw, 'payload')
+    if (payload.depth > MAX_JSON_DEPTH) {
       const problem = `message is nested deeper than ${MAX_JSON_DEPTH} levels`
       sendError(socket, problem, 'too_deep')
       const taskId = answeredTaskId(raw)
@@ -172,7 +172,7 @@ export class WsGateway {
     }
     const result = wsInboundSchema.safeParse(parsed)
     if (result.success) {
-      this.dispatch(socket, result.data, raw, scan)
+      this.dispatch(socket, result.data, raw, payload)
       return
     }
     sendError(socket, `invalid message: ${summarizeIssues(result.error)}`, 'invalid_message')
@@ -181,7 +181,7 @@ export class WsGateway {
     if (taskId !== undefined) this.deps.transport.reject(socket, taskId, `the client's task_response was invalid: ${summarizeIssues(result.error)}`)
   }
 
-  private dispatch(socket: AgentSocket, message: WsInbound, raw: string, scan: ObjectScan | undefined): void {
+  private dispatch(socket: AgentSocket, message: WsInbound, raw: string, payload: MemberSpan): void {
     const { registry, transport, settings } = this.deps
     switch (message.type) {
       case 'register': {
@@ -230,7 +230,7 @@ export class WsGateway {
           sendError(socket, 'register before answering tasks', 'not_registered')
           return
         }
-        if (!transport.resolve(socket, message.payload, responseText(raw, scan))) {
+        if (!transport.resolve(socket, message.payload, responseText(raw, payload))) {
           sendError(socket, `no task "${message.payload.task_id}" is waiting for this client (answered late, or never sent)`, 'unknown_task')
         }
         return
@@ -269,22 +269,20 @@ function sendError(socket: AgentSocket, message: string, code: ErrorCode): void 
 }
 
 /** The text of a task_response's `response` as the client wrote it, to pass on without re-serializing. */
-function responseText(raw: string, scan: ObjectScan | undefined): string | undefined {
-  const payload = scan?.members.get('payload')
-  const response = payload && scanObject(raw, payload[0], payload[1])?.members.get('response')
-  return response && raw.slice(response[0], response[1])
+function responseText(raw: string, payload: MemberSpan): string | undefined {
+  const response = memberSpan(raw, 'response', payload.start, payload.end)
+  return response.start === -1 ? undefined : raw.slice(response.start, response.end)
 }
 
 /** The task a message that claims to be a task_response answers, read from its text alone (it may not parse). */
 function answeredTaskId(raw: string): string | undefined {
-  const top = scanObject(raw)
-  const type = top?.members.get('type')
-  const payload = top?.members.get('payload')
-  if (!type || !payload || raw.slice(type[0], type[1]) !== '"task_response"') return undefined
-  const taskId = scanObject(raw, payload[0], payload[1])?.members.get('task_id')
-  if (!taskId) return undefined
+  const type = memberSpan(raw, 'type')
+  const payload = memberSpan(raw, 'payload')
+  if (payload.start === -1 || raw.slice(type.start, type.end) !== '"task_response"') return undefined
+  const taskId = memberSpan(raw, 'task_id', payload.start, payload.end)
+  if (taskId.start === -1) return undefined
   try {
-    const value: unknown = JSON.parse(raw.slice(taskId[0], taskId[1]))
+    const value: unknown = JSON.parse(raw.slice(taskId.start, taskId.end))
     return typeof value === 'string' ? value : undefined
   } catch {
     return undefined
