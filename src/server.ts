@@ -113,6 +113,9 @@ export function startServer(options: ServerOptions): MoonlightServer {
       ...(live.config.ws.enabled ? { [wsPath]: (request: Request, server: Server<SocketData>) => gateway.upgrade(request, server) } : {}),
     },
     fetch: (request, server) => app.fetch(request, server),
+    // Bun answers a Content-Length over this with an empty 413 before our code runs: max_body_bytes,
+    // checked by declared length before reading and counted while a chunked body streams, answers in JSON instead.
+    maxRequestBodySize: Number.POSITIVE_INFINITY,
     websocket: gateway.handler,
     // Never Bun's HTML error page: whatever escapes the app still answers in JSON.
     development: false,

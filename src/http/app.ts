@@ -5,6 +5,7 @@ import { bodyLimit } from 'hono/body-limit'
 import { createMiddleware } from 'hono/factory'
 import { HTTPException } from 'hono/http-exception'
 import type { ContentfulStatusCode } from 'hono/utils/http-status'
+import { getPath } from 'hono/utils/url'
 import type { Dispatcher } from '../dispatch.ts'
 import { MoonlightError } from '../errors.ts'
 import type { Live } from '../live.ts'
@@ -36,7 +37,7 @@ export interface AppDeps {
 /** The HTTP API: heartbeats, tasks, status. Every error leaves as JSON through `onError`. */
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const { live, registry, dispatcher } = deps
-  const app = new Hono<AppEnv>()
+  const app = new Hono<AppEnv>({ getPath: routePath })
 
   const requireToken = createMiddleware<AppEnv>(async (c, next) => {
     if (!isAuthorized(live, c.req.header('authorization'))) {
@@ -49,8 +50,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     await next()
   })
   // Rebuilt per request so a reloaded max_body_bytes applies at once; the middleware is a closure, not a parse.
-  const limitBody: MiddlewareHandler<AppEnv> = (c, next) =>
-    bodyLimit({
+  const limitBody: MiddlewareHandler<AppEnv> = (c, next) => {
+    // bodyLimit copies a chunked request, and `new Request` refuses a path-only url. Nothing after this needs
+    // Bun's own request: the source ip is already read, and a task run from here came chunked or as the fast path's copy.
+    if (isPathOnly(c.req.raw.url)) c.req.raw = new Request(wholeUrl(c.req.raw.url), c.req.raw)
+    return bodyLimit({
       maxSize: live.config.max_body_bytes,
       onError: () => {
         throw new MoonlightError(413, 'body_too_large', `request body exceeds max_body_bytes (${live.config.max_body_bytes} bytes)`, {
@@ -58,6 +62,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
         })
       },
     })(c, next)
+  }
 
   // The source address is read before bodyLimit, which swaps in a new Request for a chunked body (and Bun knows no address for that one).
   const rememberSourceIp = createMiddleware<AppEnv>(async (c, next) => {
@@ -156,13 +161,42 @@ export function createTaskFastPath(app: Hono<AppEnv>, deps: AppDeps): (request: 
     const text = await request.text()
     const task = parseTask(text)
     // Broadcasts are not hot; a body that fails here is re-checked by the Hono route, which says why.
-    if (task?.mode !== 'single') return app.fetch(new Request(request.url, { method: 'POST', headers, body: text }), server)
+    if (task?.mode !== 'single') return app.fetch(new Request(wholeUrl(request.url), { method: 'POST', headers, body: text }), server)
     try {
       return await runTask(deps, task, request, server)
     } catch (error) {
       return errorResponse(error, 'POST', '/task/request')
     }
   }
+}
+
+const SLASH = 0x2f
+/** Stands in for the authority a path-only url lacks; only Hono's path parser and `new Request` see it. */
+const PLACEHOLDER_ORIGIN = 'http://localhost'
+
+/**
+ * Bun gives a request without a usable Host (none, as HTTP/1.0 allows; empty; or one it cannot parse)
+ * a path-only url: "/healthz?x=1". Any other url starts with its scheme.
+ */
+function isPathOnly(url: string): boolean {
+  return url.charCodeAt(0) === SLASH
+}
+
+/** The url made whole for `new Request`, which refuses a path-only one. */
+function wholeUrl(url: string): string {
+  // Concatenated, not resolved with new URL(path, base): "//evil.example/x" must stay a path.
+  return isPathOnly(url) ? PLACEHOLDER_ORIGIN + url : url
+}
+
+/**
+ * Hono's path parser skips a "scheme://host" that a path-only url lacks ("/healthz" became "z"), so
+ * this routes by the path whatever the Host; other requests pay one character check. The request
+ * itself stays Bun's, which a copy made whole would not be: Bun knows no client address (a
+ * heartbeat's source ip) and takes no timeout (a long task) for a copy.
+ */
+function routePath(request: Request): string {
+  // Hono's getPath reads nothing but the url.
+  return isPathOnly(request.url) ? getPath(new Request(wholeUrl(request.url))) : getPath(request)
 }
 
 /** Runs one validated task request and answers with the client's reply (or the broadcast's results). */
