@@ -1,7 +1,8 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { closeSync, existsSync, openSync, readSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
+import { ROOT_REGION } from './regions.ts'
 
 const seconds = z.number().positive()
 
@@ -73,22 +74,49 @@ const healthSchema = z.object({
   max_ejected_percent: z.number().min(0).max(100).default(50),
 })
 
+/** Objects built from a config assign keys, and assigning "__proto__" sets the prototype: zod's record drops such a key without a word. */
+const PROTO_KEY = '__proto__'
+const protoMessage = `"${PROTO_KEY}" cannot be a region name`
+const regionName = z
+  .string()
+  .min(1)
+  .refine((name) => name !== PROTO_KEY, protoMessage)
+
 const hierarchySchema = z
-  .record(z.string().min(1), z.string().min(1))
+  .unknown()
+  // Before the record, which skips a "__proto__" key (JSON.parse makes it an own property) instead of running the key schema on it.
+  .superRefine((raw, ctx) => {
+    if (typeof raw === 'object' && raw !== null && Object.hasOwn(raw, PROTO_KEY)) ctx.addIssue({ code: 'custom', path: [PROTO_KEY], message: protoMessage })
+  })
+  .pipe(z.record(regionName, regionName))
   .default({})
   .superRefine((hierarchy, ctx) => {
-    if ('global' in hierarchy) ctx.addIssue({ code: 'custom', path: ['global'], message: '"global" is the root and cannot have a parent' })
-    for (const start of Object.keys(hierarchy)) {
-      const seen = new Set<string>()
-      for (let region: string | undefined = start; region !== undefined; region = hierarchy[region]) {
-        if (seen.has(region)) {
-          ctx.addIssue({ code: 'custom', path: [start], message: `cycle in the hierarchy: ${[...seen, region].join(' -> ')}` })
-          return
-        }
-        seen.add(region)
-      }
-    }
+    if (Object.hasOwn(hierarchy, ROOT_REGION)) ctx.addIssue({ code: 'custom', path: [ROOT_REGION], message: '"global" is the root and cannot have a parent' })
+    const cycle = findCycle(hierarchy)
+    if (cycle) ctx.addIssue({ code: 'custom', path: [cycle[0]!], message: `cycle in the hierarchy: ${cycle.join(' -> ')}` })
   })
+
+/**
+ * The first cycle met walking up from each region in key order, as the walk that found it
+ * (`a -> b -> a`), or undefined. Linear: a walk stops at a region an earlier walk proved reaches the
+ * top, so each region is walked over once, even in a chain 50 000 deep (a SIGHUP reload must not stall the server).
+ */
+function findCycle(hierarchy: Readonly<Record<string, string>>): string[] | undefined {
+  // Own properties only: "toString" or "constructor" as a parent is a region name, not a member of Object.prototype.
+  const parentOf = (region: string) => (Object.hasOwn(hierarchy, region) ? hierarchy[region] : undefined)
+  const reachesTop = new Set<string>()
+  for (const start of Object.keys(hierarchy)) {
+    const path: string[] = []
+    const onPath = new Set<string>()
+    for (let region: string | undefined = start; region !== undefined && !reachesTop.has(region); region = parentOf(region)) {
+      if (onPath.has(region)) return [...path, region]
+      path.push(region)
+      onPath.add(region)
+    }
+    for (const region of path) reachesTop.add(region)
+  }
+  return undefined
+}
 
 export const configSchema = z.object({
   note: z.string().optional(),
@@ -145,14 +173,19 @@ export function parseConfig(raw: unknown, source: string): LoadedConfig {
   return { config: result.data, source, unknownKeys: unknownKeys(configSchema, raw) }
 }
 
+/** Far beyond any real config; an endless file (`--config /dev/zero`) must fail, not hang start-up or a reload. */
+export const MAX_CONFIG_BYTES = 16 * 1024 * 1024
+const READ_CHUNK_BYTES = 64 * 1024
+
 /** Reads and validates one config file. */
 export function readConfigFile(path: string): LoadedConfig {
-  let text: string
+  let text: string | undefined
   try {
-    text = readFileSync(path, 'utf8')
+    text = readAtMost(path, MAX_CONFIG_BYTES)
   } catch (error) {
     throw new ConfigError(`cannot read config ${path}: ${(error as Error).message}`)
   }
+  if (text === undefined) throw new ConfigError(`config ${path} is too large (more than ${MAX_CONFIG_BYTES / (1024 * 1024)} MiB)`)
   let raw: unknown
   try {
     raw = JSON.parse(text)
@@ -160,6 +193,25 @@ export function readConfigFile(path: string): LoadedConfig {
     throw new ConfigError(`config ${path} is not valid JSON: ${(error as Error).message}`)
   }
   return parseConfig(raw, path)
+}
+
+/** The file as UTF-8 text, or undefined if it holds more than `maxBytes`; reads one byte past the limit at most, whatever the file's size claims. */
+function readAtMost(path: string, maxBytes: number): string | undefined {
+  const fd = openSync(path, 'r')
+  try {
+    const chunks: Buffer[] = []
+    let total = 0
+    while (total <= maxBytes) {
+      const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, maxBytes + 1 - total))
+      const read = readSync(fd, chunk, 0, chunk.length, null)
+      if (read === 0) return Buffer.concat(chunks, total).toString('utf8')
+      chunks.push(chunk.subarray(0, read))
+      total += read
+    }
+    return undefined
+  } finally {
+    closeSync(fd)
+  }
 }
 
 export interface SearchPlaces {

@@ -13,6 +13,8 @@ export class MoonlightError extends Error {
     readonly code: ErrorCode,
     message: string,
     readonly details: Record<string, unknown> = {},
+    /** Headers the answer must carry (e.g. `connection: close` after a body we will not read). */
+    readonly headers: Record<string, string> = {},
   ) {
     super(message)
   }
@@ -37,7 +39,7 @@ const HONO_CODES: Partial<Record<number, ErrorCode>> = {
  * `internal`, reported through `report` — never a stack trace or an HTML page to the caller.
  */
 export function errorResponse(error: unknown, report: (error: unknown) => void = () => {}, headers: Record<string, string> = {}): Response {
-  if (error instanceof MoonlightError) return jsonResponse(error.toJSON(), error.status, headers)
+  if (error instanceof MoonlightError) return jsonResponse(error.toJSON(), error.status, { ...headers, ...error.headers })
   const status = (error as { status?: unknown } | null)?.status
   if (typeof status === 'number' && status >= 400 && status < 500) {
     const message = (error as Error).message || 'bad request'

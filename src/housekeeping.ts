@@ -54,11 +54,21 @@ export class Housekeeping {
   constructor(
     private readonly clock: Clock,
     private readonly jobs: () => Job[],
+    private readonly log: (line: string) => void,
   ) {}
 
   start(): void {
     this.stop()
-    this.cancels = this.jobs().map((job) => this.clock.every(job.everyMs, () => job.run(this.clock.now())))
+    this.cancels = this.jobs().map((job) => this.clock.every(job.everyMs, () => this.run(job)))
+  }
+
+  /** A job that throws is logged and runs again next time: an exception in a timer would end the process. */
+  private run(job: Job): void {
+    try {
+      job.run(this.clock.now())
+    } catch (error) {
+      this.log(`[mls] housekeeping job "${job.name}" failed: ${(error as Error)?.stack ?? error}`)
+    }
   }
 
   stop(): void {

@@ -69,19 +69,28 @@ export class Regions {
       siblings.push(region)
       children.set(parent, siblings)
     }
-    const build = (region: string): RegionNode => {
-      const kids = (children.get(region) ?? []).sort().map(build)
+    // Built without recursion, children before their parent: a hierarchy thousands of levels deep must not overflow the stack.
+    const order: string[] = [ROOT_REGION]
+    for (let at = 0; at < order.length; at++) {
+      // Sorted in place, so the second pass reads each region's children in the same order.
+      const kids = children.get(order[at]!)?.sort() ?? []
+      for (const kid of kids) order.push(kid)
+    }
+    const nodes = new Map<string, RegionNode>()
+    for (let at = order.length - 1; at >= 0; at--) {
+      const region = order[at]!
+      const kids = (children.get(region) ?? []).map((kid) => nodes.get(kid)!)
       const { clients, active } = counts.get(region) ?? { clients: 0, active: 0 }
-      return {
+      nodes.set(region, {
         region,
         clients,
         active,
         total: kids.reduce((sum, kid) => sum + kid.total, clients),
         total_active: kids.reduce((sum, kid) => sum + kid.total_active, active),
         children: kids,
-      }
+      })
     }
-    return build(ROOT_REGION)
+    return nodes.get(ROOT_REGION)!
   }
 }
 

@@ -9,6 +9,7 @@ import { Dispatcher, TaskLoad } from './dispatcher.ts'
 import { errorResponse, shuttingDown } from './errors.ts'
 import { Housekeeping, housekeepingJobs } from './housekeeping.ts'
 import { createApp } from './http/app.ts'
+import { requestPath } from './http/request-path.ts'
 import { createTaskRoute } from './http/task-route.ts'
 import { LocalMembership } from './membership.ts'
 import { MonitorFeed } from './monitor-feed.ts'
@@ -141,7 +142,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
    * the answer, so the client opens no further request on it.
    */
   async function refuseWhileStopping(request: Request, server: Server<SocketData>): Promise<Response> {
-    if (request.method === 'GET' && new URL(request.url).pathname === '/status') {
+    if (request.method === 'GET' && requestPath(request) === '/status') {
       const response = await app.fetch(request, server)
       const headers = new Headers(response.headers)
       headers.set('connection', 'close')
@@ -169,6 +170,9 @@ export function startServer(options: ServerOptions): MoonlightServer {
           : {}),
       },
       fetch: (request, server) => (stopping ? refuseWhileStopping(request, server) : app.fetch(request, server)),
+      // Bun answers a Content-Length over this with an empty 413 before our code runs: max_body_bytes,
+      // checked by declared length before reading and counted while a chunked body streams, answers in JSON instead.
+      maxRequestBodySize: Number.POSITIVE_INFINITY,
       websocket: gateway.handler,
       // Never Bun's HTML error page: whatever escapes the app still answers in JSON.
       development: false,
@@ -177,8 +181,10 @@ export function startServer(options: ServerOptions): MoonlightServer {
   )
   const server = bunServer
 
-  const housekeeping = new Housekeeping(clock, () =>
-    housekeepingJobs({ config: () => settings.config, registry, sockets: gateway, flushFeed: () => feed.flush(), everySecond: warnFetchLimit }),
+  const housekeeping = new Housekeeping(
+    clock,
+    () => housekeepingJobs({ config: () => settings.config, registry, sockets: gateway, flushFeed: () => feed.flush(), everySecond: warnFetchLimit }),
+    log,
   )
   housekeeping.start()
 

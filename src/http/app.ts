@@ -13,7 +13,8 @@ import { type HeartbeatReply, heartbeatSchema } from '../wire/agent-hello.ts'
 import type { ClientList, Status } from '../wire/views.ts'
 import { type MetricsSource, renderMetrics } from './metrics.ts'
 import { mountPages } from './pages.ts'
-import { authorize, limitDepth, parseJson, readBodyText, requireJsonType, validate } from './request-checks.ts'
+import { authorize, limitDepth, parseJson, readJsonText, validate } from './request-checks.ts'
+import { requestPath } from './request-path.ts'
 
 export type AppEnv = { Bindings: Server<unknown> }
 
@@ -35,7 +36,8 @@ export interface AppDeps {
 /** The HTTP API but the task route (src/http/task-route.ts): heartbeats, status, clients. Every error leaves as JSON. */
 export function createApp(deps: AppDeps): Hono<AppEnv> {
   const { settings, membership } = deps
-  const app = new Hono<AppEnv>()
+  // Routed by the path whatever the Host (see requestPath); the request stays Bun's own, whose client address and timeout a copy would lose.
+  const app = new Hono<AppEnv>({ getPath: requestPath })
   const requireToken = (header: string | undefined) => authorize(settings, header)
 
   app.post('/client/heartbeat', async (c) => {
@@ -107,8 +109,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 
 /** A JSON body of `schema`'s shape, through the same checks as a task request's. */
 async function readJsonBody<Schema extends z.ZodType>(request: Request, maxBytes: number, schema: Schema): Promise<z.infer<Schema>> {
-  requireJsonType(request.headers.get('content-type'))
-  const text = await readBodyText(request, maxBytes)
+  const text = await readJsonText(request, maxBytes)
   const value = parseJson(text)
   limitDepth(nestingDepth(text))
   return validate(schema, value)

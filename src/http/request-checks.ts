@@ -25,23 +25,23 @@ function bearerToken(header: string): string {
  * Throws 415 unless the body is declared JSON. Without this, a form-encoded body (curl -d's default)
  * would surface as a puzzling "payload is required".
  */
-export function requireJsonType(contentType: string | null): void {
+function requireJsonType(contentType: string | null): void {
   // Nearly every caller sends exactly this: no regular expression for them.
   if (contentType === 'application/json' || (contentType !== null && /^application\/([\w.-]+\+)?json\b/i.test(contentType.trim()))) return
   throw new MoonlightError(415, 'unsupported_media_type', 'send the body as JSON with "Content-Type: application/json"', { received: contentType || null })
 }
 
 /**
- * The body as text, at most `maxBytes`: a declared length over it is refused before reading, and a
- * chunked body is counted as it streams, so neither is ever held whole past the limit.
+ * A JSON body as text, at most `maxBytes`: a declared length over it is refused before anything is
+ * read (and before the content type is looked at), a body not declared JSON is refused unread, and a
+ * chunked body is counted as it streams, so no body is ever held whole past the limit.
  */
-export async function readBodyText(request: Request, maxBytes: number): Promise<string> {
+export async function readJsonText(request: Request, maxBytes: number): Promise<string> {
   const declared = request.headers.get('content-length')
-  if (declared !== null) {
-    if (Number(declared) > maxBytes) throw bodyTooLarge(maxBytes)
-    // Bun holds a declared-length body to its length.
-    return request.text()
-  }
+  if (declared !== null && Number(declared) > maxBytes) throw bodyTooLarge(maxBytes)
+  requireJsonType(request.headers.get('content-type'))
+  // Bun holds a declared-length body to its length.
+  if (declared !== null) return request.text()
   if (request.body === null) return ''
   const chunks: Uint8Array[] = []
   let received = 0
@@ -60,7 +60,14 @@ export async function readBodyText(request: Request, maxBytes: number): Promise<
 }
 
 function bodyTooLarge(maxBytes: number): MoonlightError {
-  return new MoonlightError(413, 'body_too_large', `request body exceeds max_body_bytes (${maxBytes} bytes)`, { max_body_bytes: maxBytes })
+  // Closed after the answer: otherwise Bun would read and discard the rest of the body to reuse the connection.
+  return new MoonlightError(
+    413,
+    'body_too_large',
+    `request body exceeds max_body_bytes (${maxBytes} bytes)`,
+    { max_body_bytes: maxBytes },
+    { connection: 'close' },
+  )
 }
 
 /** Parses JSON text; throws 400 `invalid_json` (or `too_deep`, when the parser ran out of stack). */

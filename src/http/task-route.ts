@@ -5,7 +5,7 @@ import { errorResponse, shuttingDown } from '../errors.ts'
 import { Regions } from '../regions.ts'
 import type { Settings } from '../settings.ts'
 import type { TaskIds } from '../task-ids.ts'
-import { authorize, readBodyText, requireJsonType } from './request-checks.ts'
+import { authorize, readJsonText } from './request-checks.ts'
 import { readTaskRequest } from './task-body.ts'
 import { broadcastResponse, outcomeResponse } from './task-outcome.ts'
 
@@ -30,8 +30,7 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
     try {
       const { config } = settings
       if (config.require_task_token) authorize(settings, request.headers.get('authorization'))
-      requireJsonType(request.headers.get('content-type'))
-      const { task, payloadJson } = readTaskRequest(await readBodyText(request, config.max_body_bytes))
+      const { task, payloadJson } = readTaskRequest(await readJsonText(request, config.max_body_bytes))
       if (deps.isStopping()) throw shuttingDown()
       const region = Regions.normalize(task.region)
       const taskId = deps.taskIds.next()

@@ -242,6 +242,12 @@ describe('moonlight config check', () => {
     expect(expectOneLine(broken.stderr)).toContain('is not valid JSON')
   })
 
+  test('an endless file (/dev/zero) exits 1 with one line saying it is too large', async () => {
+    const result = await runCli(['config', 'check', '/dev/zero'])
+    expect(result.code).toBe(1)
+    expect(expectOneLine(result.stderr)).toBe('moonlight config: config /dev/zero is too large (more than 16 MiB)')
+  })
+
   test('an unknown action exits 2', async () => {
     const result = await runCli(['config', 'validate'])
     expect(result.code).toBe(2)

@@ -145,6 +145,12 @@ describe('start-up', () => {
     expect(child.output()).toContain('ws.path: must start with "/"')
     expect(child.output()).not.toContain('    at ')
   })
+
+  test('--config /dev/zero stops start-up saying the file is too large, instead of reading it forever', async () => {
+    const child = await spawn(['--config', '/dev/zero', '--port', '0', '--host', '127.0.0.1'])
+    expect(await child.exited).toBe(1)
+    expect(child.output()).toBe('moonlight serve: config /dev/zero is too large (more than 16 MiB)\n')
+  })
 })
 
 describe('SIGHUP reload', () => {

@@ -1,13 +1,22 @@
 import { describe, expect, test } from 'bun:test'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, truncateSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ConfigError, configCandidates, loadConfig, parseConfig, SEED_HIERARCHY } from '../../src/config.ts'
+import { ConfigError, configCandidates, loadConfig, parseConfig, readConfigFile, SEED_HIERARCHY } from '../../src/config.ts'
 import { SEED_CONFIG } from '../helpers.ts'
 
 function tempDir(): string {
   return mkdtempSync(join(tmpdir(), 'mls-config-'))
 }
+
+/** `depth` regions in a line under global: r0's parent is global, r1's is r0, and so on. */
+function chain(depth: number): Record<string, string> {
+  const hierarchy: Record<string, string> = {}
+  for (let i = 0; i < depth; i++) hierarchy[`r${i}`] = i === 0 ? 'global' : `r${i - 1}`
+  return hierarchy
+}
+
+const SIXTEEN_MIB = 16 * 1024 * 1024
 
 describe('config', () => {
   test("the seed's example loads verbatim, note included, with nothing unknown", () => {
@@ -91,6 +100,44 @@ describe('config', () => {
     expect(() => parseConfig({ region_hierarchy: { global: 'x' } }, 'root.json')).toThrow(/root/)
   })
 
+  test('a 10 000-deep chain validates, and a cycle at the end of a 10 000-long chain is still reported in full', () => {
+    expect(parseConfig({ region_hierarchy: chain(10_000) }, 'deep.json').config.region_hierarchy.r9999).toBe('r9998')
+    // c0 -> c1 -> ... -> c9999 -> c9998: only the last two form the cycle; the message shows the whole walk, as before.
+    const looping: Record<string, string> = {}
+    for (let i = 0; i < 10_000; i++) looping[`c${i}`] = i === 9_999 ? 'c9998' : `c${i + 1}`
+    const walk = [...Array.from({ length: 10_000 }, (_, i) => `c${i}`), 'c9998'].join(' -> ')
+    expect(() => parseConfig({ region_hierarchy: { ...chain(10_000), ...looping } }, 'loop.json')).toThrow(
+      `  region_hierarchy.c0: cycle in the hierarchy: ${walk}`,
+    )
+  })
+
+  // The quadratic check took about 150 s on a 50 000-deep chain (20 s on 20 000) on the 2-core dev box; a linear one takes milliseconds.
+  test(
+    'a 50 000-deep chain validates well inside the per-test timeout',
+    () => {
+      expect(Object.keys(parseConfig({ region_hierarchy: chain(50_000) }, 'deeper.json').config.region_hierarchy)).toHaveLength(50_000)
+    },
+    { timeout: 15_000 },
+  )
+
+  test('region names that are members of Object.prototype are ordinary names', () => {
+    expect(parseConfig({ region_hierarchy: { a: 'toString', b: 'constructor' } }, 'names.json').config.region_hierarchy).toEqual({
+      a: 'toString',
+      b: 'constructor',
+    })
+    expect(() => parseConfig({ region_hierarchy: { toString: 'constructor', constructor: 'toString' } }, 'names.json')).toThrow(
+      'cycle in the hierarchy: toString -> constructor -> toString',
+    )
+  })
+
+  test('"__proto__" is refused as a region name, as a key and as a parent', () => {
+    // JSON.parse makes "__proto__" an own key, as a config file would; an object literal would set the prototype instead.
+    const asKey = JSON.parse('{ "region_hierarchy": { "__proto__": "global", "usa": "global" } }')
+    expect(() => parseConfig(asKey, 'proto.json')).toThrow('  region_hierarchy.__proto__: "__proto__" cannot be a region name')
+    const asParent = JSON.parse('{ "region_hierarchy": { "usa": "__proto__" } }')
+    expect(() => parseConfig(asParent, 'proto.json')).toThrow('  region_hierarchy.usa: "__proto__" cannot be a region name')
+  })
+
   test('unknown keys are reported as warnings, not errors', () => {
     const { unknownKeys } = parseConfig({ ...SEED_CONFIG, colour: 'blue', ws: { ...SEED_CONFIG.ws, speed: 3 } }, 'extra')
     expect(unknownKeys.sort()).toEqual(['colour', 'ws.speed'])
@@ -125,5 +172,22 @@ describe('config', () => {
     const dir = tempDir()
     writeFileSync(join(dir, 'broken.json'), '{ "port": ')
     expect(() => loadConfig({ env: { MLS_CONFIG: join(dir, 'broken.json') } })).toThrow(/not valid JSON/)
+  })
+
+  test('a file of 16 MiB loads; one byte more is refused as too large', () => {
+    const dir = tempDir()
+    const atLimit = join(dir, 'at-limit.json')
+    // Valid JSON of exactly the limit: "{}" padded with spaces.
+    writeFileSync(atLimit, `{}${' '.repeat(SIXTEEN_MIB - 2)}`)
+    expect(readConfigFile(atLimit).source).toBe(atLimit)
+    const sparse = join(dir, 'huge.json')
+    writeFileSync(sparse, '{}')
+    truncateSync(sparse, SIXTEEN_MIB + 1)
+    expect(() => readConfigFile(sparse)).toThrow(new ConfigError(`config ${sparse} is too large (more than 16 MiB)`))
+    expect(() => readConfigFile(atLimit + '.missing')).toThrow(/cannot read config/)
+  })
+
+  test('an endless file (/dev/zero) is refused, not read forever', () => {
+    expect(() => readConfigFile('/dev/zero')).toThrow(new ConfigError('config /dev/zero is too large (more than 16 MiB)'))
   })
 })

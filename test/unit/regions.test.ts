@@ -52,3 +52,20 @@ describe('regions', () => {
     expect(regionTopic('usa')).toBe('region:usa')
   })
 })
+
+describe('a deep hierarchy', () => {
+  test('its tree is built without recursion, 100 000 levels deep', () => {
+    const hierarchy: Record<string, string> = {}
+    for (let i = 1; i < 100_000; i++) hierarchy[`r${i}`] = `r${i - 1}`
+    const regions = new Regions(hierarchy)
+    let node = regions.tree(new Map([['r99999', { clients: 2, active: 1 }]]))
+    expect(node).toMatchObject({ region: 'global', total: 2, total_active: 1 })
+    let depth = 0
+    while (node.children.length > 0) {
+      node = node.children[0]!
+      depth++
+    }
+    expect(depth).toBe(100_000)
+    expect(node).toMatchObject({ region: 'r99999', clients: 2, active: 1 })
+  })
+})
