@@ -2,6 +2,7 @@ import { closeSync, existsSync, openSync, readSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { join } from 'node:path'
 import { z } from 'zod'
+import { PRIVATE_NETWORKS, parseCidr } from './networks.ts'
 import { ROOT_REGION } from './regions.ts'
 
 const seconds = z.number().positive()
@@ -30,6 +31,8 @@ const wsSchema = z
     heartbeat_interval: seconds.default(30),
     connection_check_interval: seconds.default(60),
     /** A socket that has neither registered nor joined the monitor feed by then is closed: pongs alone keep a squatter alive. */
+    /** Origins besides the server's own whose pages may open a WebSocket (a dashboard served elsewhere). */
+    allowed_origins: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'must be an origin such as https://ops.example.com')).default([]),
     register_timeout: seconds.default(10),
     /** Sockets not yet registered, at most; the rest of max_connections is kept for registered agents. Default: maxUnregisteredFor(max_connections). */
     max_unregistered: z.number().int().positive().optional(),
@@ -118,6 +121,13 @@ function findCycle(hierarchy: Readonly<Record<string, string>>): string[] | unde
   return undefined
 }
 
+const cidrSchema = z.string().refine((text) => parseCidr(text) !== undefined, 'must be an IP address or a CIDR such as 10.0.0.0/8')
+
+/** Where HTTP agents may be called (see src/agent-address.ts). */
+const agentsSchema = z.object({
+  allowed_networks: z.array(cidrSchema).default(PRIVATE_NETWORKS),
+})
+
 export const configSchema = z.object({
   note: z.string().optional(),
   tokens: z.array(z.string().min(8, 'tokens must be at least 8 characters')).default([]),
@@ -144,6 +154,15 @@ export const configSchema = z.object({
   ws: wsSchema.prefault({}),
   html: htmlSchema.prefault({}),
   region_hierarchy: hierarchySchema,
+  agents: agentsSchema.prefault({}),
+  answers: z
+    .object({
+      /** Agent answer headers passed to the caller besides the defaults (content type, language, cache control, ETag, Last-Modified, X-*). */
+      pass_headers: z.array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a header name')).default([]),
+    })
+    .prefault({}),
+  /** Proxies whose X-Forwarded-For is believed for the source address (heartbeats' own address, failed-login counts). */
+  trusted_proxies: z.array(cidrSchema).default([]),
 })
 
 export type Config = z.infer<typeof configSchema>

@@ -51,7 +51,7 @@ export function errorResponse(error: unknown, report: (error: unknown) => void =
 
 /** A JSON answer built without a Hono context, as `c.json` would build it. */
 export function jsonResponse(body: unknown, status: number, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body), { status, headers: { ...headers, 'content-type': 'application/json' } })
+  return new Response(JSON.stringify(body), { status, headers: { ...headers, 'content-type': 'application/json', 'x-content-type-options': 'nosniff' } })
 }
 
 /** The one place a WebSocket `error` frame is built: the message for people, the code for programs. */

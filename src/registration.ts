@@ -1,3 +1,4 @@
+import { agentAddress, type Resolve } from './agent-address.ts'
 import type { Clock } from './clock.ts'
 import { MoonlightError, tooManyClients } from './errors.ts'
 import type { Client, Registry } from './registry.ts'
@@ -11,6 +12,8 @@ export interface RegistrationDeps {
   clock: Clock
   /** The node registered anew over another connection or address: the old connection must go. */
   onReplaced: (previous: Client, replacement: Client) => void
+  /** How host names are resolved (node:dns unless a test says otherwise). */
+  resolve?: Resolve
 }
 
 /** Where a hello came from: the HTTP heartbeat, or a WebSocket `register` on one connection. */
@@ -26,16 +29,19 @@ export interface HelloSource {
  * Registers or refreshes a client, the one way for both transports: the token must be one of the
  * configured ones and a new node id needs room under max_clients. Throws the refusal as a MoonlightError.
  */
-export function register(deps: RegistrationDeps, hello: ClientHello, source: HelloSource): Client {
+export async function register(deps: RegistrationDeps, hello: ClientHello, source: HelloSource): Promise<Client> {
   const { settings, registry } = deps
   if (!settings.tokens.has(hello.token)) throw new MoonlightError(401, 'unauthorized', 'invalid token')
   if (!registry.hasRoomFor(hello.node_id)) throw tooManyClients(settings.config.max_clients)
+  // The server calls an HTTP agent at this address: it must be one the agent may be at. A WebSocket
+  // agent is never called at its `ip` (it is only shown), so it says what it likes.
+  const ip = source.protocol === 'http' ? await agentAddress(hello.ip, source.sourceIp, settings.allowedNetworks, deps.resolve) : (hello.ip ?? source.sourceIp)
   const { client, previous } = registry.announce(
     {
       nodeId: hello.node_id,
       region: hello.region,
       protocol: source.protocol,
-      ip: hello.ip ?? source.sourceIp,
+      ip,
       port: hello.port ?? 0,
       weight: hello.weight ?? 1,
     },

@@ -71,8 +71,15 @@ export function startServer(options: ServerOptions): MoonlightServer {
   })
   registry.maxClients = started.max_clients
   const membership = new LocalMembership(registry, options.instanceId ?? `${hostname()}:${options.port ?? started.port}`)
-  const wsTransport = new WsTransport(() => settings.config.ws.write_timeout * 1000, publish)
-  const httpTransport = new HttpTransport(() => settings.config.max_answer_bytes)
+  const wsTransport = new WsTransport(
+    () => settings.config.ws.write_timeout * 1000,
+    publish,
+    () => settings.headerPolicy,
+  )
+  const httpTransport = new HttpTransport(
+    () => settings.config.max_answer_bytes,
+    () => settings.headerPolicy,
+  )
   const transports = { http: httpTransport, ws: wsTransport }
   const deadlines = new DeadlineTimer(clock)
   const feed = new MonitorFeed({ membership, regions: () => settings.regions, stats, statusLine, clock, publish })

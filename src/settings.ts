@@ -1,5 +1,7 @@
+import { HeaderPolicy } from './answer-headers.ts'
 import type { Config } from './config.ts'
 import type { HealthPolicy } from './health.ts'
+import { Networks } from './networks.ts'
 import { Regions } from './regions.ts'
 
 /** The settings in force now; SIGHUP swaps the whole object's fields at once. */
@@ -9,6 +11,12 @@ export interface Settings {
   tokens: ReadonlySet<string>
   /** `Bearer <token>` for each token, as most callers send it: checked with one lookup, no parsing. */
   bearerHeaders: ReadonlySet<string>
+  /** Which of an agent's answer headers reach the caller (answers.pass_headers). */
+  headerPolicy: HeaderPolicy
+  /** Where HTTP agents may be called besides their own source address (agents.allowed_networks). */
+  allowedNetworks: Networks
+  /** Whose X-Forwarded-For gives the source address (trusted_proxies). */
+  trustedProxies: Networks
   /** Set when the config has no tokens: the server made one up rather than run open. */
   generatedToken?: string
 }
@@ -20,6 +28,9 @@ export function makeSettings(config: Config, generatedToken?: string): Settings 
   return {
     config,
     regions: new Regions(config.region_hierarchy),
+    headerPolicy: new HeaderPolicy(config.answers.pass_headers),
+    allowedNetworks: Networks.parse(config.agents.allowed_networks),
+    trustedProxies: Networks.parse(config.trusted_proxies),
     tokens: new Set(tokens),
     bearerHeaders: new Set(tokens.map((each) => `Bearer ${each}`)),
     ...(token === undefined ? {} : { generatedToken: token }),

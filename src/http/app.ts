@@ -8,6 +8,7 @@ import type { Membership } from '../membership.ts'
 import type { RegistrationDeps } from '../registration.ts'
 import { register } from '../registration.ts'
 import type { Settings } from '../settings.ts'
+import { sourceAddress } from '../source-address.ts'
 import type { TaskStats } from '../task-stats.ts'
 import { type HeartbeatReply, heartbeatSchema } from '../wire/agent-hello.ts'
 import type { ClientList, Status } from '../wire/views.ts'
@@ -38,12 +39,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const { settings, membership } = deps
   // Routed by the path whatever the Host (see requestPath); the request stays Bun's own, whose client address and timeout a copy would lose.
   const app = new Hono<AppEnv>({ getPath: requestPath })
+  // Every answer of the API: a browser must never read JSON (or an error) as something else.
+  app.use(async (c, next) => {
+    await next()
+    c.res.headers.set('x-content-type-options', 'nosniff')
+  })
   const requireToken = (header: string | undefined) => authorize(settings, header)
 
   app.post('/client/heartbeat', async (c) => {
     const hello = await readJsonBody(c.req.raw, settings.config.max_body_bytes, heartbeatSchema)
-    const sourceIp = c.env.requestIP(c.req.raw)?.address ?? '127.0.0.1'
-    const client = register(deps.registration, hello, { protocol: 'http', sourceIp })
+    const sourceIp = sourceAddress(c.env.requestIP(c.req.raw)?.address, c.req.header('x-forwarded-for') ?? null, settings.trustedProxies)
+    const client = await register(deps.registration, hello, { protocol: 'http', sourceIp })
     const reply: HeartbeatReply = {
       status: 'ok',
       server_time: new Date(deps.clock.now()).toISOString(),

@@ -1,3 +1,4 @@
+import { TASK_ANSWER_HEADERS } from '../answer-headers.ts'
 import { type BroadcastOutcome, broadcastJson } from '../broadcast.ts'
 import { OUTCOME_STATUS } from '../dispatcher.ts'
 import { errorResponse, MoonlightError } from '../errors.ts'
@@ -11,7 +12,13 @@ export function outcomeResponse(outcome: Outcome, taskId: string): Response {
   if (outcome.kind !== 'answered') return errorResponse(outcomeError(outcome), undefined, { 'x-task-id': taskId })
   const { answer, client, failedAttempts } = outcome
   // A plain object, not a Headers: the answer's names are already lower-case, and ours come last so they win.
-  const headers = { ...answer.headers, 'x-task-id': taskId, 'x-moonlight-node': client.nodeId, 'x-moonlight-attempts': String(failedAttempts.length + 1) }
+  const headers = {
+    ...answer.headers,
+    ...TASK_ANSWER_HEADERS,
+    'x-task-id': taskId,
+    'x-moonlight-node': client.nodeId,
+    'x-moonlight-attempts': String(failedAttempts.length + 1),
+  }
   return new Response(answer.body, { status: answer.status, headers })
 }
 
@@ -50,6 +57,6 @@ export function broadcastResponse(outcome: BroadcastOutcome, taskId: string, reg
   const answered = results.filter((result) => result.error === undefined).length
   return new Response(broadcastJson({ task_id: taskId, region, targets: results.length, answered }, results), {
     status: answered ? 200 : 502,
-    headers: { 'content-type': 'application/json', 'x-task-id': taskId },
+    headers: { 'content-type': 'application/json', 'x-content-type-options': 'nosniff', 'x-task-id': taskId },
   })
 }

@@ -1,3 +1,4 @@
+import type { HeaderPolicy } from '../answer-headers.ts'
 import type { Deadline, Expirable } from '../deadlines.ts'
 import type { Client } from '../registry.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from './types.ts'
@@ -15,7 +16,11 @@ export class HttpTransport implements Transport {
   inFlight = 0
   private peak = 0
 
-  constructor(private readonly maxAnswerBytes: () => number) {}
+  constructor(
+    private readonly maxAnswerBytes: () => number,
+    /** Which of an answer's headers reach the caller (answers.pass_headers, as reloaded). */
+    private readonly headerPolicy: () => HeaderPolicy,
+  ) {}
 
   /** The most calls under way at once since the last call of this. */
   takePeak(): number {
@@ -53,8 +58,7 @@ export class HttpTransport implements Transport {
       try {
         if (declaredLength !== null && Number(declaredLength) > limit) throw tooLarge(limit)
         const body = declaredLength !== null ? await response.arrayBuffer() : await readAtMost(response, limit)
-        const contentType = response.headers.get('content-type')
-        return { status: response.status, headers: contentType ? { 'content-type': contentType } : {}, body }
+        return { status: response.status, headers: this.headerPolicy().filterResponse(response.headers), body }
       } catch (error) {
         if (error instanceof AttemptError) {
           // Stop the transfer rather than drain what we will not use.

@@ -1,4 +1,5 @@
 import type { ServerWebSocket } from 'bun'
+import type { HeaderPolicy } from '../answer-headers.ts'
 import type { Deadline, Expirable } from '../deadlines.ts'
 import { regionTopic } from '../regions.ts'
 import type { Client } from '../registry.ts'
@@ -58,25 +59,6 @@ export class Waiter implements Expirable {
 }
 
 /**
- * Headers never copied from an agent's answer: those that describe one hop's connection (RFC 9110
- * §7.6.1) and those that frame the body, which the server writes itself. `content-encoding` is here
- * because the body the server sends is the text of `response`, never an encoded one.
- */
-const NOT_RELAYED = new Set([
-  'connection',
-  'content-encoding',
-  'content-length',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'proxy-connection',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-])
-
-/**
  * Tasks over WebSocket: sends `{"type":"task",...}` to the client's socket and waits for its
  * `task_response`. A socket that closes fails its tasks at once so they are retried elsewhere.
  */
@@ -90,6 +72,8 @@ export class WsTransport implements Transport {
     private readonly writeTimeoutMs: () => number,
     /** Sends one message to every subscriber of a topic (Bun's server.publish). */
     private readonly publish: (topic: string, message: string) => void,
+    /** Which of an answer's headers reach the caller (answers.pass_headers, as reloaded). */
+    private readonly headerPolicy: () => HeaderPolicy,
   ) {}
 
   /** Binds a node to its socket; returns the socket it replaces, which the caller closes. */
@@ -171,7 +155,7 @@ export class WsTransport implements Transport {
   resolve(socket: AgentSocket, response: TaskResponse, responseJson: string | undefined): boolean {
     const waiter = socket.data.pending.get(response.task_id)
     if (!waiter) return false
-    waiter.resolve(toAnswer(response, responseJson))
+    waiter.resolve(toAnswer(response, responseJson, this.headerPolicy()))
     return true
   }
 
@@ -213,12 +197,8 @@ export class WsTransport implements Transport {
   }
 }
 
-function toAnswer(response: TaskResponse, responseJson: string | undefined): Answer {
-  const headers: Record<string, string> = {}
-  for (const name in response.headers) {
-    const lower = name.toLowerCase()
-    if (!NOT_RELAYED.has(lower)) headers[lower] = response.headers[name]!
-  }
+function toAnswer(response: TaskResponse, responseJson: string | undefined, policy: HeaderPolicy): Answer {
+  const headers = policy.filter(response.headers)
   // A string with its own content type is a body as-is; anything else is a JSON value.
   if (typeof response.response === 'string' && headers['content-type']) {
     return { status: response.status, headers, body: response.response }

@@ -7,6 +7,8 @@ export const errorCodeSchema = z.enum([
   'invalid_body',
   'too_deep',
   'unauthorized',
+  'address_not_allowed',
+  'forbidden_origin',
   'not_found',
   'body_too_large',
   'unsupported_media_type',

@@ -5,9 +5,10 @@ import { MAX_JSON_DEPTH, type MemberSpan, memberSpan } from '../json-text.ts'
 import type { MonitorFeed } from '../monitor-feed.ts'
 import { regionTopic } from '../regions.ts'
 import { type RegistrationDeps, register } from '../registration.ts'
-import type { Registry } from '../registry.ts'
+import type { Client, Registry } from '../registry.ts'
 import type { Settings } from '../settings.ts'
 import type { AgentSocket, SocketData, WsTransport } from '../transports/ws.ts'
+import type { ClientHello } from '../wire/agent-hello.ts'
 import type { ErrorCode } from '../wire/errors.ts'
 import { summarizeIssues } from '../wire/issues.ts'
 import { type Registered, type WsInbound, wsInboundSchema } from '../wire/ws.ts'
@@ -54,6 +55,18 @@ export class WsGateway {
   /** Upgrades a request on the WebSocket path, or answers why not. */
   upgrade(request: Request, server: Server<SocketData>): Response | undefined {
     const { ws } = this.deps.settings.config
+    // A browser always says where the page that opens a socket came from; agents send no Origin.
+    // Another site's page must not use a visitor's network position to reach this endpoint.
+    const origin = request.headers.get('origin')
+    if (origin !== null && !this.originAllowed(origin, request)) {
+      return errorResponse(
+        new MoonlightError(
+          403,
+          'forbidden_origin',
+          `WebSocket connections from ${origin} are not allowed: only from this server's own origin or ws.allowed_origins`,
+        ),
+      )
+    }
     if (this.sockets.size >= ws.max_connections) {
       return errorResponse(new MoonlightError(503, 'too_many_connections', `too many WebSocket connections (ws.max_connections = ${ws.max_connections})`))
     }
@@ -72,6 +85,15 @@ export class WsGateway {
     }
     if (server.upgrade(request, { data })) return undefined
     return errorResponse(new MoonlightError(426, 'upgrade_required', 'expected a WebSocket upgrade request'))
+  }
+
+  /** The server's own origin (as the request's Host names it), or one listed in ws.allowed_origins. */
+  private originAllowed(origin: string, request: Request): boolean {
+    if (this.deps.settings.config.ws.allowed_origins.includes(origin)) return true
+    const host = request.headers.get('host')
+    if (host === null) return false
+    const scheme = request.url.startsWith('https:') ? 'https' : 'http'
+    return origin.toLowerCase() === `${scheme}://${host.toLowerCase()}`
   }
 
   /** Pings every socket; the pong (or any message) counts as a sign of life. */
@@ -190,30 +212,7 @@ export class WsGateway {
           sendError(socket, `this connection is already registered as "${socket.data.nodeId}"`, 'already_registered')
           return
         }
-        let client: ReturnType<typeof register>
-        try {
-          client = register(this.deps.registration, hello, { protocol: 'ws', sourceIp: socket.data.remoteAddress, connectionId: socket.data.connectionId })
-        } catch (error) {
-          if (!(error instanceof MoonlightError)) throw error
-          this.refuse(socket, error)
-          return
-        }
-        socket.data.nodeId = client.nodeId
-        socket.data.connectionId = client.connectionId
-        this.unregistered.delete(socket)
-        transport.attach(client.nodeId, socket)?.close(4000, 'replaced by a newer connection for this node_id')
-        this.syncTopics(client.nodeId)
-        const registered: Registered = {
-          type: 'registered',
-          payload: {
-            node_id: client.nodeId,
-            region: client.region,
-            weight: client.weight,
-            heartbeat_interval: settings.config.ws.heartbeat_interval,
-            server_time: new Date(this.deps.clock.now()).toISOString(),
-          },
-        }
-        socket.send(JSON.stringify(registered))
+        void this.register(socket, hello)
         return
       }
       case 'heartbeat': {
@@ -247,6 +246,36 @@ export class WsGateway {
         return
       }
     }
+  }
+
+  /** Registers the node speaking over `socket`, or says why not. */
+  private async register(socket: AgentSocket, hello: ClientHello): Promise<void> {
+    let client: Client
+    try {
+      client = await register(this.deps.registration, hello, { protocol: 'ws', sourceIp: socket.data.remoteAddress, connectionId: socket.data.connectionId })
+    } catch (error) {
+      if (!(error instanceof MoonlightError)) throw error
+      this.refuse(socket, error)
+      return
+    }
+    // The socket may have closed while a host name resolved or the server looked up the node.
+    if (!this.sockets.has(socket)) return
+    socket.data.nodeId = client.nodeId
+    socket.data.connectionId = client.connectionId
+    this.unregistered.delete(socket)
+    this.deps.transport.attach(client.nodeId, socket)?.close(4000, 'replaced by a newer connection for this node_id')
+    this.syncTopics(client.nodeId)
+    const registered: Registered = {
+      type: 'registered',
+      payload: {
+        node_id: client.nodeId,
+        region: client.region,
+        weight: client.weight,
+        heartbeat_interval: this.deps.settings.config.ws.heartbeat_interval,
+        server_time: new Date(this.deps.clock.now()).toISOString(),
+      },
+    }
+    socket.send(JSON.stringify(registered))
   }
 
   /** A registration refused: a bad token closes the socket (1008), no room closes it with "try again later" (1013). */
