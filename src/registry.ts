@@ -9,6 +9,8 @@ export type { HealthPolicy } from './health.ts'
 export type { Protocol } from './wire/names.ts'
 
 export interface Client extends HealthRecord {
+  /** A fingerprint of the token that registered it. */
+  holder: string
   nodeId: string
   region: string
   protocol: Protocol
@@ -28,6 +30,8 @@ export interface Client extends HealthRecord {
 }
 
 export interface ClientAnnouncement {
+  /** A fingerprint of the token that registered it: the node id belongs to that token (src/node-ownership.ts). */
+  holder: string
   nodeId: string
   region: string
   protocol: Protocol

@@ -13,7 +13,7 @@ import { requestPath } from './http/request-path.ts'
 import { createTaskRoute } from './http/task-route.ts'
 import { LocalMembership } from './membership.ts'
 import { MonitorFeed } from './monitor-feed.ts'
-import type { RegistrationDeps } from './registration.ts'
+import { NodeConflicts, type RegistrationDeps } from './registration.ts'
 import { Registry, type RegistryEvent } from './registry.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
 import { TaskIds } from './task-ids.ts'
@@ -102,6 +102,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
     settings,
     registry,
     clock,
+    isAlive: (client) => gateway.isAlive(client.nodeId),
+    conflicts: new NodeConflicts(log),
     onReplaced: (previous, replacement) => {
       // A WebSocket node replaced by another socket is closed by the gateway when it attaches the new one.
       if (previous.protocol === 'ws' && replacement.protocol === 'http') wsTransport.socketOf(previous.nodeId)?.close(4000, 'replaced by an HTTP registration')

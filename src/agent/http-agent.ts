@@ -74,8 +74,11 @@ export class HttpAgent implements Agent {
       return this.retryLater(`cannot reach ${serverUrl}: ${(error as Error).message}`)
     }
     const text = await response.text().catch(() => '')
-    // 400 and 401 are about what we send: repeating it would be refused the same way.
-    if (response.status === 400 || response.status === 401) throw new AgentFatalError(`registration refused (HTTP ${response.status}): ${errorOf(text)}`)
+    // 400, 401 and 403 are about what we send: repeating it would be refused the same way. A 409
+    // (our node id is held by a live agent) and a 503 may pass: those are retried with back-off.
+    if (response.status === 400 || response.status === 401 || response.status === 403) {
+      throw new AgentFatalError(`registration refused (HTTP ${response.status}): ${errorOf(text)}`)
+    }
     if (!response.ok) return this.retryLater(`heartbeat answered HTTP ${response.status}: ${errorOf(text)}`)
     const reply = heartbeatReplySchema.safeParse(parseJson(text))
     if (!reply.success) return this.retryLater(`unexpected heartbeat reply from ${serverUrl}: is this a Moonlight server?`)

@@ -19,14 +19,11 @@ interface SessionEnd {
 type TaskMessage = Extract<WsAgentInbound, { type: 'task' }>
 
 /** Refusals that say "not now" rather than "never": the agent reconnects with back-off instead of giving up. */
-const PASSING_REFUSALS = new Set(['register_timeout', 'too_many_clients'])
+const PASSING_REFUSALS = new Set(['register_timeout', 'too_many_clients', 'node_id_in_use'])
 /** A server this many heartbeat intervals silent is presumed gone (a dead link sends no close). */
 const SILENT_INTERVALS = 3
 /** Close codes after which reconnecting would only repeat the refusal. */
-const FATAL_CLOSE_CODES = new Map([
-  [1008, 'the server refused the token'],
-  [4000, 'another agent registered with the same node id (pass a unique --node-id)'],
-])
+const FATAL_CLOSE_CODES = new Map([[1008, 'the server refused the token']])
 
 /**
  * A WebSocket agent: registers, heartbeats, answers `task` messages with the handler (at most

@@ -15,6 +15,8 @@ export interface SocketData {
   /** The dashboard's live feed instead of an agent. */
   monitor: boolean
   lastSeenMs: number
+  /** Messages and pongs heard so far: whether a ping was answered, whatever the clock's resolution. */
+  heard: number
   /** Tasks sent over this socket and not yet answered, by task id: failed over at once if it closes. */
   pending: Map<string, Waiter>
   topics: readonly string[]

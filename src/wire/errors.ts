@@ -8,6 +8,7 @@ export const errorCodeSchema = z.enum([
   'too_deep',
   'unauthorized',
   'address_not_allowed',
+  'node_id_in_use',
   'forbidden_origin',
   'not_found',
   'body_too_large',

@@ -80,6 +80,7 @@ export class WsGateway {
       remoteAddress: server.requestIP(request)?.address ?? '127.0.0.1',
       monitor: false,
       lastSeenMs: this.deps.clock.now(),
+      heard: 0,
       pending: new Map(),
       topics: [],
     }
@@ -155,6 +156,7 @@ export class WsGateway {
   private markAlive(socket: AgentSocket): void {
     const now = this.deps.clock.now()
     socket.data.lastSeenMs = now
+    socket.data.heard++
     if (socket.data.nodeId !== undefined) this.deps.registry.touch(socket.data.nodeId, now)
   }
 
@@ -286,12 +288,31 @@ export class WsGateway {
       return
     }
     sendError(socket, error.message, error.code)
+    if (error.code === 'node_id_in_use') {
+      socket.close(4009, 'node_id in use')
+      return
+    }
     // 1013 "try again later": an agent reconnects with back-off, and may find room then.
     socket.close(1013, 'too many clients')
+  }
+
+  /**
+   * Whether the node's WebSocket still answers: a ping, and a short wait for the pong (or any
+   * message). A newcomer with the same node id takes over only a connection that no longer answers.
+   */
+  async isAlive(nodeId: string): Promise<boolean> {
+    const socket = this.deps.transport.socketOf(nodeId)
+    if (!socket) return false
+    const heard = socket.data.heard
+    socket.ping()
+    await new Promise<void>((resolve) => this.deps.clock.after(ALIVE_PROBE_MS, resolve))
+    return this.sockets.has(socket) && socket.data.heard > heard
   }
 }
 
 const TOO_BIG_REASON = 'Received too big message'
+/** How long a pong may take: generous for a link across continents, short for the agent waiting to register. */
+const ALIVE_PROBE_MS = 1500
 
 function sendError(socket: AgentSocket, message: string, code: ErrorCode): void {
   socket.send(errorFrame(message, code))

@@ -136,6 +136,21 @@ describe('refusals and bad usage', () => {
     expect((await postTask(mls.url, { region: 'usa', payload: 'finally' })).json()).toBe('finally')
   })
 
+  test('a node id held by a live agent: the newcomer says why and retries with back-off, over WebSocket and HTTP', async () => {
+    const holder = await agent('shared-id', ['--region', 'usa', '--exec', 'cat'])
+    for (const mode of [[], ['--http', '0']]) {
+      const child = startCli(['agent', '--server', mls.url, '--token', TOKEN, '--node-id', 'shared-id', '--region', 'usa', '--exec', 'cat', ...mode])
+      running.push(child)
+      await child.waitForOutput('node_id "shared-id" is in use')
+      expect(child.process.exitCode).toBeNull()
+      child.kill('SIGKILL')
+      await child.exited
+    }
+    // The holder was never knocked off.
+    expect((await postTask(mls.url, { region: 'usa', payload: 'mine' })).json()).toBe('mine')
+    expect(holder.process.exitCode).toBeNull()
+  })
+
   test('missing or contradictory options exit 2', async () => {
     const base = ['agent', '--server', mls.url, '--token', TOKEN]
     const cases: Array<[string[], string]> = [

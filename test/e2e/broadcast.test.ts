@@ -55,16 +55,16 @@ describe('broadcast', () => {
 })
 
 describe('WebSocket clients', () => {
-  test('a node_id registering again replaces its old connection', async () => {
+  // Since issue 11 a live connection keeps its node_id (it used to be replaced, which let anyone take an
+  // agent's tasks); a connection that no longer answers is still replaced (test/e2e/node-ownership.test.ts).
+  test('a node_id registering again while its old connection answers is refused; the old one keeps serving', async () => {
     const mls = server()
     const old = await startWsAgent(mls.wsUrl, { nodeId: 'same', region: 'usa' })
-    const fresh = await startWsAgent(mls.wsUrl, { nodeId: 'same', region: 'usa' })
-    defer(fresh.close)
-    expect((await old.closed).code).toBe(4000)
+    defer(old.close)
+    await expect(startWsAgent(mls.wsUrl, { nodeId: 'same', region: 'usa' })).rejects.toThrow('node_id_in_use')
     const result = await postTask(mls.url, { region: 'usa', payload: 'x' })
     expect(result.status).toBe(200)
-    expect(fresh.received).toEqual(['x'])
-    expect(old.received).toEqual([])
+    expect(old.received).toEqual(['x'])
     expect(mls.server.registry.get('same')).toBeDefined()
   })
 

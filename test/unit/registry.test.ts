@@ -6,7 +6,7 @@ import { type ClientAnnouncement, type HealthPolicy, Registry, type RegistryEven
 const POLICY: HealthPolicy = { failuresToEject: 3, ejectionMs: 1000, maxEjectionMs: 8000, maxEjectedPercent: 50 }
 
 function client(nodeId: string, region: string, extra: Partial<ClientAnnouncement> = {}): ClientAnnouncement {
-  return { nodeId, region, protocol: 'http', ip: '127.0.0.1', port: 4000, weight: 1, ...extra }
+  return { holder: 'token-1', nodeId, region, protocol: 'http', ip: '127.0.0.1', port: 4000, weight: 1, ...extra }
 }
 
 function setup(policy = POLICY) {
