@@ -136,14 +136,23 @@ export interface WsPeer {
   close: () => void
 }
 
-/** A raw WebSocket peer with a queue of parsed messages. */
+/**
+ * A raw WebSocket peer with a queue of parsed messages. `next` waits for the next message (of a
+ * type); once the socket has closed, a wait that no message already received can satisfy fails at
+ * once, naming the close code and reason, instead of running out its timeout.
+ */
 export async function openWs(wsUrl: string): Promise<WsPeer> {
   const socket = new WebSocket(wsUrl)
   const messages: any[] = []
-  const waiters: Array<{ type?: string; resolve: (message: any) => void }> = []
+  const waiters: Array<{ type?: string; resolve: (message: any) => void; reject: (error: Error) => void }> = []
   let consumed = 0
+  let closedWith: { code: number; reason: string } | undefined
   const closed = new Promise<{ code: number; reason: string }>((resolve) => {
-    socket.addEventListener('close', (event) => resolve({ code: event.code, reason: event.reason }))
+    socket.addEventListener('close', (event) => {
+      closedWith = { code: event.code, reason: event.reason }
+      resolve(closedWith)
+      drain()
+    })
   })
   socket.addEventListener('message', (event) => {
     const message = JSON.parse(String(event.data))
@@ -159,6 +168,11 @@ export async function openWs(wsUrl: string): Promise<WsPeer> {
       waiters.splice(i, 1)
       waiter.resolve(messages[index])
       i--
+    }
+    // Messages arrive before the close: whatever they did not satisfy by now never will be.
+    if (closedWith === undefined) return
+    for (const waiter of waiters.splice(0)) {
+      waiter.reject(new Error(`no ${waiter.type ?? 'message'}: the socket closed (code ${closedWith.code}${closedWith.reason ? `, reason "${closedWith.reason}"` : ''})`))
     }
   }
   await new Promise<void>((resolve, reject) => {
@@ -176,6 +190,10 @@ export async function openWs(wsUrl: string): Promise<WsPeer> {
           resolve: (message) => {
             clearTimeout(timer)
             resolve(message)
+          },
+          reject: (error) => {
+            clearTimeout(timer)
+            reject(error)
           },
         })
         drain()
