@@ -40,10 +40,11 @@ export function beginAttempt(health: HealthRecord): boolean {
   return true
 }
 
-/** An answer (a 4xx included: that is about the payload). True if it changed the state (a trial passed). */
+/** An answer (a 4xx included: that is about the payload). True if it changed the state: a client on probation passed its trial. */
 export function succeed(health: HealthRecord, now: number): boolean {
   health.consecutiveFailures = 0
-  if (health.state === 'healthy') return false
+  // An answer to an attempt begun before the ejection does not end the back-off: the trial decides.
+  if (health.state !== 'probation') return false
   health.state = 'healthy'
   health.trialInFlight = false
   health.recoveredAt = now

@@ -1,33 +1,36 @@
 /** Shared test helpers: a real server on port 0, real HTTP and WebSocket agents, real sockets. */
 import { afterEach } from 'bun:test'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Subprocess } from 'bun'
-import { type Config, parseConfig } from '../src/config.ts'
+import type { z } from 'zod'
+import { type Config, type configSchema, parseConfig } from '../src/config.ts'
 import { type MoonlightServer, startServer } from '../src/server.ts'
 
 export const TOKEN = 'supersecrettokenox0'
 export const ROOT = join(import.meta.dir, '..')
 
-/** The user's example config, exactly as the seed prints it. */
-export const SEED_CONFIG = {
-  note: 'This is an example config. Copy it to /etc/moonlight/mls.json',
-  tokens: ['supersecrettokenox0', 'supersecrettokenox1'],
-  retry_count: 3,
-  port: 8080,
-  ws: { enabled: true, path: '/ws', max_connections: 1000, read_timeout: 300, write_timeout: 30, heartbeat_interval: 30, connection_check_interval: 60 },
-  html: { enabled: true, static_path: '/static', index_path: '/', dashboard_path: '/dashboard' },
-  region_hierarchy: {
-    'us-east-1': 'usa',
-    'us-west-1': 'usa',
-    'eu-west-1': 'europe',
-    'ap-southeast-1': 'singapore',
-    usa: 'northamerica',
-    europe: 'emea',
-    singapore: 'asia',
-    northamerica: 'global',
-    emea: 'global',
-    asia: 'global',
-  },
+/** The keys mls.json.example sets, each as a config file writes it. */
+type ConfigInput = z.input<typeof configSchema>
+type WsInput = NonNullable<ConfigInput['ws']>
+export interface SeedConfig {
+  note: string
+  tokens: string[]
+  retry_count: number
+  port: number
+  ws: Required<Pick<WsInput, 'enabled' | 'path' | 'max_connections' | 'read_timeout' | 'write_timeout' | 'heartbeat_interval' | 'connection_check_interval'>>
+  html: Required<NonNullable<ConfigInput['html']>>
+  region_hierarchy: Record<string, string>
+}
+
+/** The user's example config, read from mls.json.example at the top of the repo (validated, never copied here). */
+export const SEED_CONFIG: SeedConfig = readSeedConfig(join(ROOT, 'mls.json.example'))
+
+function readSeedConfig(path: string): SeedConfig {
+  const raw: unknown = JSON.parse(readFileSync(path, 'utf8'))
+  // Throws naming the key if the example stops being a valid config.
+  parseConfig(raw, path)
+  return raw as SeedConfig
 }
 
 type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] }
@@ -51,7 +54,7 @@ export function startTestServer(overrides: DeepPartial<Config> = {}): TestServer
   return {
     server,
     url: server.url,
-    wsUrl: `${server.url.replace(/^http/, 'ws')}${raw.ws.path}`,
+    wsUrl: `${server.url.replace(/^http/, 'ws')}${server.settings.config.ws.path}`,
     stop: () => server.stop(0),
   }
 }
@@ -133,14 +136,23 @@ export interface WsPeer {
   close: () => void
 }
 
-/** A raw WebSocket peer with a queue of parsed messages. */
+/**
+ * A raw WebSocket peer with a queue of parsed messages. `next` waits for the next message (of a
+ * type); once the socket has closed, a wait that no message already received can satisfy fails at
+ * once, naming the close code and reason, instead of running out its timeout.
+ */
 export async function openWs(wsUrl: string): Promise<WsPeer> {
   const socket = new WebSocket(wsUrl)
   const messages: any[] = []
-  const waiters: Array<{ type?: string; resolve: (message: any) => void }> = []
+  const waiters: Array<{ type?: string; resolve: (message: any) => void; reject: (error: Error) => void }> = []
   let consumed = 0
+  let closedWith: { code: number; reason: string } | undefined
   const closed = new Promise<{ code: number; reason: string }>((resolve) => {
-    socket.addEventListener('close', (event) => resolve({ code: event.code, reason: event.reason }))
+    socket.addEventListener('close', (event) => {
+      closedWith = { code: event.code, reason: event.reason }
+      resolve(closedWith)
+      drain()
+    })
   })
   socket.addEventListener('message', (event) => {
     const message = JSON.parse(String(event.data))
@@ -156,6 +168,13 @@ export async function openWs(wsUrl: string): Promise<WsPeer> {
       waiters.splice(i, 1)
       waiter.resolve(messages[index])
       i--
+    }
+    // Messages arrive before the close: whatever they did not satisfy by now never will be.
+    if (closedWith === undefined) return
+    for (const waiter of waiters.splice(0)) {
+      waiter.reject(
+        new Error(`no ${waiter.type ?? 'message'}: the socket closed (code ${closedWith.code}${closedWith.reason ? `, reason "${closedWith.reason}"` : ''})`),
+      )
     }
   }
   await new Promise<void>((resolve, reject) => {
@@ -173,6 +192,10 @@ export async function openWs(wsUrl: string): Promise<WsPeer> {
           resolve: (message) => {
             clearTimeout(timer)
             resolve(message)
+          },
+          reject: (error) => {
+            clearTimeout(timer)
+            reject(error)
           },
         })
         drain()

@@ -1,5 +1,10 @@
-/** Helpers for driving the `moonlight` CLI as a real subprocess: one-shot commands and long-running agents. */
+/**
+ * Helpers for driving the `moonlight` CLI: in this process through `main(argv, env)`, or as a real
+ * subprocess where the process itself is the point (its exit, signals, stdin, a terminal, the binary).
+ */
 import { join } from 'node:path'
+import { format } from 'node:util'
+import { main } from '../../src/cli.ts'
 import { type CliOptions, type CliProcess, cleanEnv, ROOT, SOURCE_CLI } from '../helpers.ts'
 
 export { type CliOptions, type CliProcess, SOURCE_CLI, startCli } from '../helpers.ts'
@@ -24,6 +29,33 @@ export async function runCli(args: string[], options: CliOptions = {}): Promise<
   })
   const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
   return { code, stdout, stderr }
+}
+
+/**
+ * Runs `moonlight ...args` in this process: `main` with a clean environment plus `env`, capturing
+ * console.log/console.warn/console.error and process.stdout.write (how answers and --json are printed),
+ * all restored afterwards. Stdin is not given: a command that reads it needs runCli.
+ */
+export async function runMain(args: string[], options: { env?: Record<string, string> } = {}): Promise<CliResult> {
+  let stdout = ''
+  let stderr = ''
+  const saved = { log: console.log, warn: console.warn, error: console.error, write: process.stdout.write }
+  const decoder = new TextDecoder()
+  console.log = (...values: unknown[]) => void (stdout += `${format(...values)}\n`)
+  console.warn = console.error = (...values: unknown[]) => void (stderr += `${format(...values)}\n`)
+  process.stdout.write = ((chunk: string | Uint8Array) => {
+    stdout += typeof chunk === 'string' ? chunk : decoder.decode(chunk)
+    return true
+  }) as typeof process.stdout.write
+  try {
+    const code = await main(args, cleanEnv(options.env))
+    return { code, stdout, stderr }
+  } finally {
+    console.log = saved.log
+    console.warn = saved.warn
+    console.error = saved.error
+    process.stdout.write = saved.write
+  }
 }
 
 /** Runs `moonlight ...args` with a pseudo-terminal as stdin/stdout, the way a person would; returns what the terminal showed. */

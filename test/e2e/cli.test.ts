@@ -1,11 +1,15 @@
-/** `moonlight task`, `status`, `clients`, `config check` and the CLI's conventions, run as real processes against a real server. */
+/**
+ * `moonlight task`, `status`, `clients`, `config check` and the CLI's conventions against a real server.
+ * Most run `main(argv, env)` in this process (runMain); those about piping, stdin or a terminal run
+ * the CLI as a real process (runCli, runCliInTerminal).
+ */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pkg from '../../package.json' with { type: 'json' }
 import { startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../helpers.ts'
-import { expectOneLine, FIXTURES, runCli, runCliInTerminal } from './cli-helpers.ts'
+import { expectOneLine, FIXTURES, runCli, runCliInTerminal, runMain } from './cli-helpers.ts'
 
 let mls: TestServer
 let east: WsAgent
@@ -62,13 +66,13 @@ describe('moonlight task', () => {
   })
 
   test('takes the server and token from MLS_SERVER and MLS_TOKEN', async () => {
-    const result = await runCli(['task', '--region', 'europe', '--payload', '7'], { env: { MLS_SERVER: mls.url, MLS_TOKEN: TOKEN } })
+    const result = await runMain(['task', '--region', 'europe', '--payload', '7'], { env: { MLS_SERVER: mls.url, MLS_TOKEN: TOKEN } })
     expect(result.code).toBe(0)
     expect(JSON.parse(result.stdout)).toEqual({ node: 'eu-1', echo: 7 })
   })
 
   test("an agent's error status exits 1 with the server's message on one stderr line", async () => {
-    const result = await runCli(['task', ...auth(), '--region', 'ap-southeast-1', '--payload', '{}'])
+    const result = await runMain(['task', ...auth(), '--region', 'ap-southeast-1', '--payload', '{}'])
     expect(result.code).toBe(1)
     expect(result.stdout).toBe('')
     const line = expectOneLine(result.stderr)
@@ -79,34 +83,34 @@ describe('moonlight task', () => {
 
   test('a region with no agent exits 1 naming the region', async () => {
     // Broadcast does not climb the hierarchy, so an empty leaf region has nobody to ask.
-    const result = await runCli(['task', ...auth(), '--region', 'us-west-1', '--broadcast', '--payload', '{}'])
+    const result = await runMain(['task', ...auth(), '--region', 'us-west-1', '--broadcast', '--payload', '{}'])
     expect(result.code).toBe(1)
     expect(expectOneLine(result.stderr)).toMatch(/no healthy client in region "us-west-1".*\(HTTP 503\)/)
   })
 
   test('a refused or missing token exits 1 and says how to pass one', async () => {
-    const refused = await runCli(['task', ...server(), '--token', 'not-a-real-token', '--payload', '{}'])
+    const refused = await runMain(['task', ...server(), '--token', 'not-a-real-token', '--payload', '{}'])
     expect(refused.code).toBe(1)
     expect(expectOneLine(refused.stderr)).toContain('(HTTP 401); the token given by --token or $MLS_TOKEN was refused')
-    const missing = await runCli(['task', ...server(), '--payload', '{}'])
+    const missing = await runMain(['task', ...server(), '--payload', '{}'])
     expect(missing.code).toBe(1)
     expect(expectOneLine(missing.stderr)).toContain('pass --token or set MLS_TOKEN')
   })
 
   test('--timeout gives up on an agent that never answers, exit 1', async () => {
-    const result = await runCli(['task', ...auth(), '--region', 'mars', '--payload', '{}', '--timeout', '0.5'])
+    const result = await runMain(['task', ...auth(), '--region', 'mars', '--payload', '{}', '--timeout', '0.5'])
     expect(result.code).toBe(1)
     expect(expectOneLine(result.stderr)).toBe(`moonlight task: no answer from ${mls.url} within 0.5 s`)
   })
 
   test('an unreachable server exits 1', async () => {
-    const result = await runCli(['task', '--server', 'http://127.0.0.1:9', '--token', TOKEN, '--payload', '{}'])
+    const result = await runMain(['task', '--server', 'http://127.0.0.1:9', '--token', TOKEN, '--payload', '{}'])
     expect(result.code).toBe(1)
     expect(expectOneLine(result.stderr)).toStartWith('moonlight task: cannot reach http://127.0.0.1:9')
   })
 
   test('--broadcast prints every result; exit 0 when all answered', async () => {
-    const result = await runCli(['task', ...auth(), '--region', 'usa', '--broadcast', '--payload', '"all"'])
+    const result = await runMain(['task', ...auth(), '--region', 'usa', '--broadcast', '--payload', '"all"'])
     expect(result.code).toBe(0)
     const body = JSON.parse(result.stdout)
     expect(body.results).toEqual([{ node_id: 'east-1', protocol: 'ws', status: 200, response: { node: 'east-1', echo: 'all' } }])
@@ -114,7 +118,7 @@ describe('moonlight task', () => {
 
   test('--broadcast exits 1 when any agent failed, still printing the results', async () => {
     // Everything under global: three agents answer, broken-1 answers 500, mute-1 never answers (the server reports its timeout).
-    const result = await runCli(['task', ...auth(), '--broadcast', '--payload', '{}'])
+    const result = await runMain(['task', ...auth(), '--broadcast', '--payload', '{}'])
     expect(result.code).toBe(1)
     const body = JSON.parse(result.stdout)
     expect(body.results.map((r: { node_id: string }) => r.node_id).sort()).toEqual(['broken-1', 'east-1', 'eu-1', 'mute-1'])
@@ -130,19 +134,25 @@ describe('moonlight task', () => {
       [['--payload', '1', '--server', 'ftp://example.com'], '--server must be an http(s) URL'],
       [['--payload', '1', '--frobnicate'], "Unknown option '--frobnicate'"],
       [['--payload', '1', 'extra'], 'unexpected argument "extra"'],
-      [[], 'the payload from stdin is empty'],
     ]
     for (const [args, message] of cases) {
-      const result = await runCli(['task', ...auth(), ...args])
+      const result = await runMain(['task', ...auth(), ...args])
       expect({ args, code: result.code }).toEqual({ args, code: 2 })
       expect(expectOneLine(result.stderr)).toContain(message)
     }
+  })
+
+  test('an empty stdin is bad usage too, exit 2 with one line', async () => {
+    // A real process: with no payload flag the payload is read from its stdin, here piped empty.
+    const result = await runCli(['task', ...auth()])
+    expect(result.code).toBe(2)
+    expect(expectOneLine(result.stderr)).toContain('the payload from stdin is empty')
   })
 })
 
 describe('moonlight status', () => {
   test('shows the server and each region with its clients as a table', async () => {
-    const result = await runCli(['status', ...server()])
+    const result = await runMain(['status', ...server()])
     expect(result.code).toBe(0)
     expect(result.stdout).toMatch(/^server\s+Online \(up \d+s\) at http:\/\/127\.0\.0\.1:\d+, version /m)
     expect(result.stdout).toMatch(/^clients\s+4$/m)
@@ -152,14 +162,14 @@ describe('moonlight status', () => {
   })
 
   test('--json prints the server status', async () => {
-    const result = await runCli(['status', ...server(), '--json'])
+    const result = await runMain(['status', ...server(), '--json'])
     expect(result.code).toBe(0)
     const status = JSON.parse(result.stdout)
     expect(status).toMatchObject({ server: 'Online', clients: 4, regions: { 'us-east-1': { clients: 1, active: 1 } } })
   })
 
   test('an unreachable server exits 1', async () => {
-    const result = await runCli(['status', '--server', 'http://127.0.0.1:9'])
+    const result = await runMain(['status', '--server', 'http://127.0.0.1:9'])
     expect(result.code).toBe(1)
     expect(expectOneLine(result.stderr)).toStartWith('moonlight status: cannot reach')
   })
@@ -167,7 +177,7 @@ describe('moonlight status', () => {
 
 describe('moonlight clients', () => {
   test('lists every client in a table', async () => {
-    const result = await runCli(['clients', ...auth()])
+    const result = await runMain(['clients', ...auth()])
     expect(result.code).toBe(0)
     expect(result.stdout).toMatch(/^NODE\s+REGION\s+PROTOCOL\s+ADDRESS\s+WEIGHT\s+STATE\s+IN-FLIGHT\s+OK\s+FAILED\s+LATENCY\s+LAST SEEN$/m)
     expect(result.stdout).toMatch(/^east-1\s+us-east-1\s+ws\s+127\.0\.0\.1\s+1\s+healthy\s/m)
@@ -175,16 +185,16 @@ describe('moonlight clients', () => {
   })
 
   test('--json prints the list', async () => {
-    const result = await runCli(['clients', ...auth(), '--json'])
+    const result = await runMain(['clients', ...auth(), '--json'])
     const { clients } = JSON.parse(result.stdout)
     expect(clients.map((client: { node_id: string }) => client.node_id).sort()).toEqual(['broken-1', 'east-1', 'eu-1', 'mute-1'])
   })
 
   test('needs a token (exit 2 without, exit 1 when refused)', async () => {
-    const missing = await runCli(['clients', ...server()])
+    const missing = await runMain(['clients', ...server()])
     expect(missing.code).toBe(2)
     expect(expectOneLine(missing.stderr)).toContain('pass --token or set MLS_TOKEN')
-    const refused = await runCli(['clients', ...server(), '--token', 'wrong-token'])
+    const refused = await runMain(['clients', ...server(), '--token', 'wrong-token'])
     expect(refused.code).toBe(1)
     expect(expectOneLine(refused.stderr)).toContain('(HTTP 401)')
   })
@@ -193,7 +203,7 @@ describe('moonlight clients', () => {
 describe('moonlight config check', () => {
   test('a good file prints OK and the effective config with defaults filled in, tokens hidden', async () => {
     const path = join(FIXTURES, 'mls.good.json')
-    const result = await runCli(['config', 'check', path])
+    const result = await runMain(['config', 'check', path])
     expect(result.code).toBe(0)
     expect(result.stdout).toStartWith(`${path}: OK\n`)
     const effective = JSON.parse(result.stdout.slice(result.stdout.indexOf('{')))
@@ -209,7 +219,7 @@ describe('moonlight config check', () => {
   test('warns about unknown keys', async () => {
     const path = join(tmp, 'colour.json')
     writeFileSync(path, JSON.stringify({ colour: 'blue', ws: { shade: 1 } }))
-    const result = await runCli(['config', 'check', path])
+    const result = await runMain(['config', 'check', path])
     expect(result.code).toBe(0)
     expect(result.stdout).toContain('warning: unknown config key "colour" is ignored')
     expect(result.stdout).toContain('warning: unknown config key "ws.shade" is ignored')
@@ -217,7 +227,7 @@ describe('moonlight config check', () => {
 
   test('a bad file prints each problem by key and exits 1 with one stderr line', async () => {
     const path = join(FIXTURES, 'mls.bad.json')
-    const result = await runCli(['config', 'check', path])
+    const result = await runMain(['config', 'check', path])
     expect(result.code).toBe(1)
     expect(result.stdout).toContain('tokens.0: tokens must be at least 8 characters')
     expect(result.stdout).toContain('retry_count: ')
@@ -226,30 +236,30 @@ describe('moonlight config check', () => {
   })
 
   test('without PATH it checks the file serve would use ($MLS_CONFIG)', async () => {
-    const result = await runCli(['config', 'check'], { env: { MLS_CONFIG: join(FIXTURES, 'mls.bad.json') } })
+    const result = await runMain(['config', 'check'], { env: { MLS_CONFIG: join(FIXTURES, 'mls.bad.json') } })
     expect(result.code).toBe(1)
     expect(result.stdout).toContain('ws.path')
   })
 
   test('a missing or non-JSON file exits 1 with one line', async () => {
-    const missing = await runCli(['config', 'check', join(tmp, 'nowhere.json')])
+    const missing = await runMain(['config', 'check', join(tmp, 'nowhere.json')])
     expect(missing.code).toBe(1)
     expect(expectOneLine(missing.stderr)).toContain('cannot read config')
     const notJson = join(tmp, 'not.json')
     writeFileSync(notJson, 'port = 8080')
-    const broken = await runCli(['config', 'check', notJson])
+    const broken = await runMain(['config', 'check', notJson])
     expect(broken.code).toBe(1)
     expect(expectOneLine(broken.stderr)).toContain('is not valid JSON')
   })
 
   test('an endless file (/dev/zero) exits 1 with one line saying it is too large', async () => {
-    const result = await runCli(['config', 'check', '/dev/zero'])
+    const result = await runMain(['config', 'check', '/dev/zero'])
     expect(result.code).toBe(1)
     expect(expectOneLine(result.stderr)).toBe('moonlight config: config /dev/zero is too large (more than 16 MiB)')
   })
 
   test('an unknown action exits 2', async () => {
-    const result = await runCli(['config', 'validate'])
+    const result = await runMain(['config', 'validate'])
     expect(result.code).toBe(2)
     expect(expectOneLine(result.stderr)).toContain('unknown action "validate"')
   })
@@ -257,26 +267,26 @@ describe('moonlight config check', () => {
 
 describe('help, version and exit codes', () => {
   test('--version prints the package version', async () => {
-    const result = await runCli(['--version'])
+    const result = await runMain(['--version'])
     expect(result).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: '' })
   })
 
   test('--help lists every command; each command has its own --help', async () => {
-    const help = await runCli(['--help'])
+    const help = await runMain(['--help'])
     expect(help.code).toBe(0)
     for (const name of ['serve', 'agent', 'task', 'status', 'clients', 'config']) expect(help.stdout).toMatch(new RegExp(`^  ${name}\\s`, 'm'))
     for (const name of ['serve', 'agent', 'task', 'status', 'clients', 'config']) {
-      const own = await runCli([name, '--help'])
+      const own = await runMain([name, '--help'])
       expect(own.code).toBe(0)
       expect(own.stdout).toStartWith(`moonlight ${name}`)
     }
   })
 
   test('no command or an unknown one exits 2', async () => {
-    const none = await runCli([])
+    const none = await runMain([])
     expect(none.code).toBe(2)
     expect(none.stderr).toContain('Usage: moonlight <command>')
-    const unknown = await runCli(['frobnicate'])
+    const unknown = await runMain(['frobnicate'])
     expect(unknown.code).toBe(2)
     expect(expectOneLine(unknown.stderr)).toBe('moonlight: unknown command "frobnicate" (see moonlight --help)')
   })
