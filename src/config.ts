@@ -118,6 +118,21 @@ function findCycle(hierarchy: Readonly<Record<string, string>>): string[] | unde
   return undefined
 }
 
+// Security (README "Security"): TLS for the server, HTTPS agents, signed calls to agents.
+
+const pemPath = z.string({ error: (issue) => (issue.input === undefined ? 'required: "tls" needs both "cert" and "key"' : 'must be a file path') }).min(1)
+
+/** The server's certificate chain and key (PEM files): HTTPS and WSS on `port`. Re-read on SIGHUP, so a renewed certificate applies without a restart. */
+const tlsSchema = z.object({ cert: pemPath, key: pemPath })
+
+const agentsSchema = z.object({
+  /** A PEM bundle: the CA (a private one) that HTTPS agents' certificates are verified against. Re-read on SIGHUP. */
+  ca: z.string().min(1).optional(),
+})
+
+/** Signs every call to an HTTP agent (src/signing.ts); long enough that guessing it is not the easy way in. */
+const signingSecretSchema = z.string().min(16, 'must be at least 16 characters')
+
 export const configSchema = z.object({
   note: z.string().optional(),
   tokens: z.array(z.string().min(8, 'tokens must be at least 8 characters')).default([]),
@@ -144,6 +159,10 @@ export const configSchema = z.object({
   ws: wsSchema.prefault({}),
   html: htmlSchema.prefault({}),
   region_hierarchy: hierarchySchema,
+  // Security: TLS, HTTPS agents, signed calls to agents.
+  tls: tlsSchema.optional(),
+  agents: agentsSchema.prefault({}),
+  signing_secret: signingSecretSchema.optional(),
 })
 
 export type Config = z.infer<typeof configSchema>
@@ -196,7 +215,7 @@ export function readConfigFile(path: string): LoadedConfig {
 }
 
 /** The file as UTF-8 text, or undefined if it holds more than `maxBytes`; reads one byte past the limit at most, whatever the file's size claims. */
-function readAtMost(path: string, maxBytes: number): string | undefined {
+export function readAtMost(path: string, maxBytes: number): string | undefined {
   const fd = openSync(path, 'r')
   try {
     const chunks: Buffer[] = []
