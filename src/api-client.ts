@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { certificateFailure, SERVER_CA_HINT } from './tls-failures.ts'
 import { errorBodySchema } from './wire/errors.ts'
 import { type ClientList, clientViewSchema, type Status, statusSchema } from './wire/views.ts'
 
@@ -13,6 +14,8 @@ export interface ServerTarget {
   /** The http(s) base URL, without a trailing slash. */
   server: string
   token?: string
+  /** A PEM CA bundle the server's certificate is verified against (`--ca`); the system's CAs without it. */
+  ca?: string
 }
 
 /** The request did not produce a successful answer: unreachable, timed out, or an error status. */
@@ -85,10 +88,13 @@ async function send(target: ServerTarget, method: string, path: string, body?: s
   if (target.token) headers.authorization = `Bearer ${target.token}`
   const signal = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs)
   try {
-    const response = await fetch(`${target.server}${path}`, { method, headers, body, signal, timeout: idleLimit })
+    const tls = target.ca === undefined ? {} : { tls: { ca: target.ca } }
+    const response = await fetch(`${target.server}${path}`, { method, headers, body, signal, timeout: idleLimit, ...tls })
     return { status: response.status, contentType: response.headers.get('content-type'), body: await response.text() }
   } catch (error) {
     if (signal?.aborted) throw new RequestFailed(`no answer from ${target.server} within ${timeoutMs! / 1000} s`)
+    const certificate = certificateFailure(error)
+    if (certificate) throw new RequestFailed(`cannot reach ${target.server}: ${certificate}; ${SERVER_CA_HINT}`)
     throw new RequestFailed(`cannot reach ${target.server}: ${(error as Error).message}`)
   }
 }

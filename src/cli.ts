@@ -28,7 +28,8 @@ ${Object.entries(commands)
 
 Run "moonlight <command> --help" for a command's options; --version prints the version.
 Defaults from the environment: MLS_SERVER (the server's URL, default http://localhost:8080),
-MLS_TOKEN (the token), MLS_CONFIG (serve's config file).
+MLS_TOKEN (the token), MLS_CONFIG (serve's config file), MLS_CA (a PEM CA bundle for an https://
+server from a private CA), MLS_SIGNING_SECRET (agent --http: the secret calls must be signed with).
 Exit codes: 0 ok, 1 the server or the task failed, 2 bad usage.`
 
 /**

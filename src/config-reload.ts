@@ -10,7 +10,7 @@ export interface ReloadPlan {
 
 /**
  * A reload as a pure function of the config the server started with and the new one. The listening socket, the
- * WebSocket path, the pages' routes and Bun's WebSocket message limit were fixed when the server
+ * WebSocket path, the pages' routes, whether it speaks TLS and Bun's WebSocket message limit were fixed when the server
  * started: those keep their running values (so /status and the timers tell the truth), everything
  * else applies at once.
  */
@@ -26,6 +26,8 @@ export function planReload(started: Config, next: Config): ReloadPlan {
     host: keep('host', started.host, next.host),
     html: keep('html', started.html, next.html),
     ws: { ...next.ws, enabled: keep('ws.enabled', started.ws.enabled, next.ws.enabled), path: keep('ws.path', started.ws.path, next.ws.path) },
+    // HTTP or HTTPS is fixed at start; with TLS on, new files (or new paths) renew the certificate at once.
+    tls: started.tls && next.tls ? next.tls : keep('tls', started.tls, next.tls),
   }
   // HTTP answers follow max_answer_bytes at once; Bun's limit on WebSocket messages stays as it started.
   if (started.max_answer_bytes !== next.max_answer_bytes) atNextStart.push('max_answer_bytes (for WebSocket messages)')

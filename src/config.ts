@@ -126,7 +126,19 @@ const cidrSchema = z.string().refine((text) => parseCidr(text) !== undefined, 'm
 /** Where HTTP agents may be called (see src/agent-address.ts). */
 const agentsSchema = z.object({
   allowed_networks: z.array(cidrSchema).default(PRIVATE_NETWORKS),
+  /** A PEM bundle: the CA (a private one) that HTTPS agents' certificates are verified against. Re-read on SIGHUP. */
+  ca: z.string().min(1).optional(),
 })
+
+// Security (README "Security"): TLS for the server, HTTPS agents, signed calls to agents.
+
+const pemPath = z.string({ error: (issue) => (issue.input === undefined ? 'required: "tls" needs both "cert" and "key"' : 'must be a file path') }).min(1)
+
+/** The server's certificate chain and key (PEM files): HTTPS and WSS on `port`. Re-read on SIGHUP, so a renewed certificate applies without a restart. */
+const tlsSchema = z.object({ cert: pemPath, key: pemPath })
+
+/** Signs every call to an HTTP agent (src/signing.ts); long enough that guessing it is not the easy way in. */
+const signingSecretSchema = z.string().min(16, 'must be at least 16 characters')
 
 export const configSchema = z.object({
   note: z.string().optional(),
@@ -163,6 +175,9 @@ export const configSchema = z.object({
     .prefault({}),
   /** Proxies whose X-Forwarded-For is believed for the source address (heartbeats' own address, failed-login counts). */
   trusted_proxies: z.array(cidrSchema).default([]),
+  // Security: TLS, HTTPS agents, signed calls to agents.
+  tls: tlsSchema.optional(),
+  signing_secret: signingSecretSchema.optional(),
 })
 
 export type Config = z.infer<typeof configSchema>
@@ -215,7 +230,7 @@ export function readConfigFile(path: string): LoadedConfig {
 }
 
 /** The file as UTF-8 text, or undefined if it holds more than `maxBytes`; reads one byte past the limit at most, whatever the file's size claims. */
-function readAtMost(path: string, maxBytes: number): string | undefined {
+export function readAtMost(path: string, maxBytes: number): string | undefined {
   const fd = openSync(path, 'r')
   try {
     const chunks: Buffer[] = []

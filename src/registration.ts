@@ -4,7 +4,7 @@ import { MoonlightError, tooManyClients } from './errors.ts'
 import { type Claim, claimVerdict, tokenFingerprint } from './node-ownership.ts'
 import type { Client, Registry } from './registry.ts'
 import type { Settings } from './settings.ts'
-import type { ClientHello } from './wire/agent-hello.ts'
+import type { ClientHello, Heartbeat } from './wire/agent-hello.ts'
 import type { Protocol } from './wire/names.ts'
 
 export interface RegistrationDeps {
@@ -53,7 +53,7 @@ export interface HelloSource {
  * Registers or refreshes a client, the one way for both transports: the token must be one of the
  * configured ones and a new node id needs room under max_clients. Throws the refusal as a MoonlightError.
  */
-export async function register(deps: RegistrationDeps, hello: ClientHello, source: HelloSource): Promise<Client> {
+export async function register(deps: RegistrationDeps, hello: ClientHello & Partial<Pick<Heartbeat, 'scheme'>>, source: HelloSource): Promise<Client> {
   const { settings, registry } = deps
   if (!settings.tokens.has(hello.token)) throw new MoonlightError(401, 'unauthorized', 'invalid token')
   if (!registry.hasRoomFor(hello.node_id)) throw tooManyClients(settings.config.max_clients)
@@ -70,6 +70,7 @@ export async function register(deps: RegistrationDeps, hello: ClientHello, sourc
       protocol: source.protocol,
       ip,
       port: hello.port ?? 0,
+      scheme: hello.scheme,
       weight: hello.weight ?? 1,
     },
     deps.clock.now(),

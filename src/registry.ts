@@ -2,7 +2,7 @@ import { Balancer } from './balancer.ts'
 import type { HealthPolicy, HealthRecord } from './health.ts'
 import * as health from './health.ts'
 import type { Regions } from './regions.ts'
-import type { Protocol } from './wire/names.ts'
+import type { Protocol, Scheme } from './wire/names.ts'
 import type { ClientView, RegionCounts } from './wire/views.ts'
 
 export type { HealthPolicy } from './health.ts'
@@ -16,6 +16,8 @@ export interface Client extends HealthRecord {
   protocol: Protocol
   ip: string
   port: number
+  /** How an HTTP client's /work is called: `https` is verified against the system's CAs or `agents.ca`. */
+  scheme: Scheme
   /** 0 drains the client: it keeps its tasks but gets no new ones. */
   weight: number
   /** Changes each time the node registers again, so a stale connection cannot remove the new one. */
@@ -37,6 +39,8 @@ export interface ClientAnnouncement {
   protocol: Protocol
   ip: string
   port: number
+  /** `http` unless the client says otherwise. */
+  scheme?: Scheme
   weight: number
 }
 
@@ -96,7 +100,9 @@ export class Registry {
     const sameClient =
       existing !== undefined &&
       existing.protocol === announcement.protocol &&
-      (announcement.protocol === 'ws' ? existing.connectionId === connectionId : existing.ip === announcement.ip && existing.port === announcement.port)
+      (announcement.protocol === 'ws'
+        ? existing.connectionId === connectionId
+        : existing.ip === announcement.ip && existing.port === announcement.port && existing.scheme === (announcement.scheme ?? 'http'))
     if (existing && sameClient) {
       existing.lastSeen = now
       if (existing.region !== announcement.region || existing.weight !== announcement.weight) {
@@ -112,6 +118,7 @@ export class Registry {
     if (existing) this.leaveBalancers(existing)
     const client: Client = {
       ...announcement,
+      scheme: announcement.scheme ?? 'http',
       ...health.freshHealth(now),
       connectionId: this.nextConnectionId++,
       registeredAt: now,

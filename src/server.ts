@@ -2,7 +2,7 @@ import { hostname } from 'node:os'
 import type { Server } from 'bun'
 import { Broadcaster } from './broadcast.ts'
 import { type Clock, systemClock } from './clock.ts'
-import type { LoadedConfig } from './config.ts'
+import { ConfigError, type LoadedConfig } from './config.ts'
 import { planReload } from './config-reload.ts'
 import { DeadlineTimer } from './deadlines.ts'
 import { Dispatcher, TaskLoad } from './dispatcher.ts'
@@ -11,6 +11,7 @@ import { Housekeeping, housekeepingJobs } from './housekeeping.ts'
 import { createApp } from './http/app.ts'
 import { requestPath } from './http/request-path.ts'
 import { createTaskRoute } from './http/task-route.ts'
+import { Listeners } from './listeners.ts'
 import { LocalMembership } from './membership.ts'
 import { MonitorFeed } from './monitor-feed.ts'
 import { NodeConflicts, type RegistrationDeps } from './registration.ts'
@@ -18,6 +19,7 @@ import { Registry, type RegistryEvent } from './registry.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
 import { TaskIds } from './task-ids.ts'
 import { TaskStats } from './task-stats.ts'
+import { type CertificatePair, describeCertificate, readConfiguredTls } from './tls-files.ts'
 import { HttpTransport } from './transports/http.ts'
 import { type SocketData, WsTransport } from './transports/ws.ts'
 import { VERSION } from './version.ts'
@@ -60,8 +62,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const stats = new TaskStats()
   const load = new TaskLoad()
   let stopping = false
-  let bunServer: Server<SocketData> | undefined
-  const publish = (topic: string, message: string) => void bunServer?.publish(topic, message)
+  let listeners: Listeners<SocketData> | undefined
+  const publish = (topic: string, message: string) => listeners?.publish(topic, message)
   const report = (error: unknown) => log(`[mls] unhandled error: ${(error as Error)?.stack ?? error}`)
 
   const registry = new Registry(settings.regions, healthPolicy(started), (event) => {
@@ -76,9 +78,17 @@ export function startServer(options: ServerOptions): MoonlightServer {
     publish,
     () => settings.headerPolicy,
   )
+  // Security: the PEM files the config names (tls, agents.ca), read and checked before anything listens.
+  let tlsFiles = readConfiguredTls(started)
   const httpTransport = new HttpTransport(
-    () => settings.config.max_answer_bytes,
-    () => settings.headerPolicy,
+    () => ({
+      maxAnswerBytes: settings.config.max_answer_bytes,
+      agentCa: tlsFiles.agentCa,
+      signingSecret: settings.config.signing_secret,
+      headerPolicy: settings.headerPolicy,
+    }),
+    // The agent checks the signature's timestamp against its own clock: real time, whatever clock the server runs on.
+    Date.now,
   )
   const transports = { http: httpTransport, ws: wsTransport }
   const deadlines = new DeadlineTimer(clock)
@@ -141,6 +151,17 @@ export function startServer(options: ServerOptions): MoonlightServer {
   })
   const taskRoute = createTaskRoute({ settings, dispatcher, broadcaster, taskIds: new TaskIds(), isStopping: () => stopping, report })
 
+  /** New connections get `certificate` from now on (if it is a new one); connections already open keep theirs. */
+  function renewCertificate(certificate: CertificatePair): void {
+    let renewed: boolean
+    try {
+      renewed = served.renew(certificate)
+    } catch (error) {
+      throw new ConfigError(`cannot listen with the new certificate, the previous one stays: ${(error as Error).message}`)
+    }
+    if (renewed) log(`[mls] TLS: renewed, new connections get ${describeCertificate(certificate)}`)
+  }
+
   function statusLine() {
     return { clients: membership.size, in_flight: load.inFlight, tasks_total: stats.total, tasks_failed: stats.failed }
   }
@@ -162,9 +183,11 @@ export function startServer(options: ServerOptions): MoonlightServer {
 
   const { ws } = started
   const port = options.port ?? started.port
-  bunServer = listen(port, () =>
+  /** One instance on the port; with a certificate, HTTPS and WSS. A renewal starts another (src/listeners.ts). */
+  const serveOn = (listenPort: number, tls: CertificatePair | undefined) =>
     Bun.serve<SocketData>({
-      port,
+      port: listenPort,
+      ...(tls ? { tls } : {}),
       hostname: options.host ?? started.host,
       // Bun would otherwise let a second server bind the same port, and the kernel split connections between the two.
       reusePort: false,
@@ -186,9 +209,10 @@ export function startServer(options: ServerOptions): MoonlightServer {
       // Never Bun's HTML error page: whatever escapes the app still answers in JSON.
       development: false,
       error: (error) => errorResponse(error, report),
-    }),
-  )
-  const server = bunServer
+    })
+  listeners = listen(port, () => new Listeners<SocketData>(serveOn, port, tlsFiles.certificate))
+  const served = listeners
+  if (tlsFiles.certificate) log(`[mls] TLS: serving ${describeCertificate(tlsFiles.certificate)}`)
 
   const housekeeping = new Housekeeping(
     clock,
@@ -197,14 +221,19 @@ export function startServer(options: ServerOptions): MoonlightServer {
   )
   housekeeping.start()
 
-  const url = `http://${server.hostname === '0.0.0.0' ? 'localhost' : server.hostname}:${server.port}`
+  const { hostname: listeningHost, port: listeningPort } = served.server
+  const url = `${tlsFiles.certificate ? 'https' : 'http'}://${listeningHost === '0.0.0.0' ? 'localhost' : listeningHost}:${listeningPort}`
   return {
     url,
-    port: server.port ?? 0,
+    port: listeningPort ?? 0,
     settings,
     registry,
     reload(loaded) {
       const plan = planReload(started, loaded.config)
+      // Read before anything changes: a bad file rejects the whole reload, and the certificate served stays.
+      const nextTls = readConfiguredTls(plan.config)
+      if (nextTls.certificate) renewCertificate(nextTls.certificate)
+      tlsFiles = nextTls
       if (plan.atNextStart.length > 0) log(`[mls] reload: ${plan.atNextStart.join(', ')} take effect at the next start`)
       Object.assign(settings, makeSettings(plan.config, settings.generatedToken))
       registry.reconfigure(settings.regions, healthPolicy(settings.config))
@@ -225,12 +254,12 @@ export function startServer(options: ServerOptions): MoonlightServer {
       load.closing = true
       deadlines.expireAll()
       // Stops listening and closes idle connections; busy ones close once their answer is sent.
-      void server.stop(false)
+      served.stopListening()
       const flushDeadline = Date.now() + 2000
-      while (server.pendingRequests > 0 && Date.now() < flushDeadline) await Bun.sleep(10)
+      while (served.pendingRequests > 0 && Date.now() < flushDeadline) await Bun.sleep(10)
       housekeeping.stop()
       gateway.closeAll(1001, 'server shutting down')
-      await server.stop(true)
+      await served.close()
     },
   }
 }

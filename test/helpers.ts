@@ -330,7 +330,7 @@ export interface SpawnedServer extends CliProcess {
 /** Runs `moonlight serve ...args` as its own process (for signals and start-up behaviour). */
 export async function spawnServer(args: string[], options: CliOptions = {}): Promise<SpawnedServer> {
   const child = startCli(['serve', ...args], options)
-  const listening = /listening on (http:\/\/\S+)/
+  const listening = /listening on (https?:\/\/\S+)/
   try {
     await child.waitForOutput(listening)
   } catch {

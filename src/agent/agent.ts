@@ -10,6 +10,8 @@ export interface AgentIdentity {
   weight?: number
   /** The address the server should call (HTTP agents); by default the server uses the source address. */
   ip?: string
+  /** A PEM CA bundle an https:// server is verified against (`--ca`); the system's CAs without it. */
+  ca?: string
 }
 
 export interface AgentOptions extends AgentIdentity {

@@ -1,5 +1,10 @@
 import type { Server } from 'bun'
+import { jsonResponse } from '../errors.ts'
+import { verify } from '../signing.ts'
+import { certificateFailure, SERVER_CA_HINT } from '../tls-failures.ts'
+import type { CertificatePair } from '../tls-files.ts'
 import { heartbeatReplySchema } from '../wire/agent-hello.ts'
+import type { ErrorBody } from '../wire/errors.ts'
 import { type Agent, AgentFatalError, type AgentOptions, Pause } from './agent.ts'
 import { Backoff } from './backoff.ts'
 import { answerTask, describeFailure } from './handler.ts'
@@ -10,6 +15,10 @@ export interface HttpAgentOptions extends AgentOptions {
   port: number
   /** Overrides the heartbeat period; by default a third of the server's client_ttl. */
   heartbeatIntervalMs?: number
+  /** Serves /work over HTTPS with this certificate and tells the server so (`scheme: "https"`). */
+  tls?: CertificatePair
+  /** Runs only calls signed with this secret (the server's `signing_secret`); anything else gets 401. */
+  signingSecret?: string
 }
 
 /** The server's default client_ttl, used until a heartbeat reply tells us the real one. */
@@ -37,9 +46,11 @@ export class HttpAgent implements Agent {
   }
 
   async run(): Promise<void> {
-    const server = Bun.serve({ port: this.options.port, fetch: (request, bunServer) => this.onRequest(request, bunServer) })
+    const { port, tls, signingSecret } = this.options
+    const server = Bun.serve({ port, ...(tls ? { tls } : {}), fetch: (request, bunServer) => this.onRequest(request, bunServer) })
     this.server = server
-    this.options.log(`[agent] serving POST /work on port ${server.port}`)
+    const how = [tls ? 'over HTTPS' : '', signingSecret ? 'signed calls only' : ''].filter(Boolean).join(', ')
+    this.options.log(`[agent] serving POST /work on port ${server.port}${how ? ` (${how})` : ''}`)
     try {
       while (!this.stopping) await this.pause.sleep(await this.heartbeat(this.options.weight))
       await this.limiter.idle()
@@ -60,8 +71,16 @@ export class HttpAgent implements Agent {
 
   /** Sends one heartbeat; returns how long to wait before the next. Throws when the server refuses us. */
   private async heartbeat(weight: number | undefined): Promise<number> {
-    const { serverUrl, nodeId, token, region, ip, heartbeatIntervalMs } = this.options
-    const body = { node_id: nodeId, token, region, port: this.server?.port, ...(weight === undefined ? {} : { weight }), ...(ip ? { ip } : {}) }
+    const { serverUrl, nodeId, token, region, ip, heartbeatIntervalMs, tls, ca } = this.options
+    const body = {
+      node_id: nodeId,
+      token,
+      region,
+      port: this.server?.port,
+      ...(weight === undefined ? {} : { weight }),
+      ...(ip ? { ip } : {}),
+      ...(tls ? { scheme: 'https' } : {}),
+    }
     let response: Response
     try {
       response = await fetch(`${serverUrl}/client/heartbeat`, {
@@ -69,9 +88,11 @@ export class HttpAgent implements Agent {
         headers: { 'content-type': 'application/json' },
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(HEARTBEAT_TIMEOUT_MS),
+        ...(ca === undefined ? {} : { tls: { ca } }),
       })
     } catch (error) {
-      return this.retryLater(`cannot reach ${serverUrl}: ${(error as Error).message}`)
+      const certificate = certificateFailure(error)
+      return this.retryLater(`cannot reach ${serverUrl}: ${certificate ? `${certificate}; ${SERVER_CA_HINT}` : (error as Error).message}`)
     }
     const text = await response.text().catch(() => '')
     // 400, 401 and 403 are about what we send: repeating it would be refused the same way. A 409
@@ -106,9 +127,25 @@ export class HttpAgent implements Agent {
     if (request.method !== 'POST') return Response.json({ error: 'POST a JSON payload to /work' }, { status: 405 })
     // Sent before the server saw our weight 0: a 503 makes it retry on another agent.
     if (this.stopping) return Response.json({ error: 'the agent is shutting down' }, { status: 503 })
+    let body: Uint8Array
+    try {
+      body = await request.bytes()
+    } catch {
+      return Response.json({ error: 'the body could not be read' }, { status: 400 })
+    }
+    // Checked before anything else: an unsigned call must not learn whether its payload would parse, nor run.
+    const { signingSecret } = this.options
+    if (signingSecret !== undefined) {
+      const verdict = verify(signingSecret, request.headers, body, Date.now() / 1000)
+      if (!verdict.ok) {
+        this.options.warn(`[agent] refused a call to /work: ${verdict.reason}`)
+        const refusal: ErrorBody = { error: `refused: ${verdict.reason}`, code: 'invalid_signature' }
+        return jsonResponse(refusal, 401)
+      }
+    }
     let payload: unknown
     try {
-      payload = await request.json()
+      payload = JSON.parse(new TextDecoder().decode(body))
     } catch {
       return Response.json({ error: 'the body is not JSON' }, { status: 400 })
     }

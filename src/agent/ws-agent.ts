@@ -1,3 +1,4 @@
+import { certificateFailure, SERVER_CA_HINT } from '../tls-failures.ts'
 import { summarizeIssues } from '../wire/issues.ts'
 import { type WsAgentInbound, wsAgentInboundSchema } from '../wire/ws.ts'
 import { type Agent, AgentFatalError, type AgentOptions, Pause } from './agent.ts'
@@ -24,6 +25,9 @@ const PASSING_REFUSALS = new Set(['register_timeout', 'too_many_clients', 'node_
 const SILENT_INTERVALS = 3
 /** Close codes after which reconnecting would only repeat the refusal. */
 const FATAL_CLOSE_CODES = new Map([[1008, 'the server refused the token']])
+
+/** Bun's WebSocket takes fetch's `tls` options (a private CA verifies a wss:// server); lib.dom's constructor type, in force here, has no such argument. */
+const BunWebSocket = WebSocket as unknown as new (url: string, options: Bun.WebSocketOptions) => WebSocket
 
 /**
  * A WebSocket agent: registers, heartbeats, answers `task` messages with the handler (at most
@@ -72,7 +76,7 @@ export class WsAgent implements Agent {
   private session(): Promise<SessionEnd> {
     const { options } = this
     return new Promise((resolve) => {
-      const socket = new WebSocket(options.wsUrl)
+      const socket = new BunWebSocket(options.wsUrl, options.ca === undefined ? {} : { tls: { ca: options.ca } })
       this.socket = socket
       let registered = false
       let fatal: string | undefined
@@ -132,7 +136,10 @@ export class WsAgent implements Agent {
         }
       })
       socket.addEventListener('error', (event) => {
-        lastError = (event as ErrorEvent).message || 'connection error'
+        const { message, error } = event as ErrorEvent
+        // Bun's error event carries the TLS failure's code on its `error`.
+        const certificate = certificateFailure(error ?? message)
+        lastError = certificate ? `${certificate}; ${SERVER_CA_HINT}` : message || 'connection error'
       })
       socket.addEventListener('close', (event) => {
         const refusal = FATAL_CLOSE_CODES.get(event.code)

@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util'
+import { readCaBundle, TlsFileError } from '../tls-files.ts'
 
-/** The environment a command reads its defaults from (MLS_SERVER, MLS_TOKEN, MLS_CONFIG). */
+/** The environment a command reads its defaults from (MLS_SERVER, MLS_TOKEN, MLS_CONFIG, MLS_CA, MLS_SIGNING_SECRET). */
 export type Env = Record<string, string | undefined>
 
 /** One `moonlight <name>`: its help text and how it runs. Returns the exit code (void = 0). */
@@ -68,6 +69,18 @@ export function serverUrl(flag: string | undefined, env: Env): string {
 /** The token from --token, else $MLS_TOKEN; undefined when neither is set. */
 export function tokenOf(flag: string | undefined, env: Env): string | undefined {
   return flag ?? (env.MLS_TOKEN || undefined)
+}
+
+/** The PEM CA bundle named by --ca, else $MLS_CA, read and checked; undefined when neither is set (the system's CAs verify the server). */
+export function caOf(flag: string | undefined, env: Env): string | undefined {
+  const path = flag ?? (env.MLS_CA || undefined)
+  if (path === undefined) return undefined
+  try {
+    return readCaBundle(path, flag === undefined ? 'MLS_CA' : '--ca')
+  } catch (error) {
+    if (error instanceof TlsFileError) throw new UsageError(error.message)
+    throw error
+  }
 }
 
 /** Collapses a possibly multi-line message to one line, for stderr. */

@@ -3,14 +3,18 @@ import type { Agent, AgentOptions } from '../agent/agent.ts'
 import { execHandler, HandlerSetupError, moduleHandler, type TaskHandler } from '../agent/handler.ts'
 import { HttpAgent } from '../agent/http-agent.ts'
 import { WsAgent } from '../agent/ws-agent.ts'
-import { type Command, type Env, noPositionals, optionalInt, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
+import { type CertificatePair, readCertificatePair, TlsFileError } from '../tls-files.ts'
+import { type Command, caOf, type Env, noPositionals, optionalInt, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
 
 const DEFAULT_CONCURRENCY = 16
+/** As the server's signing_secret: long enough that guessing it is not the easy way in. */
+const MIN_SIGNING_SECRET_CHARS = 16
 
 export const agentCommand: Command = {
   summary: 'run an agent that answers tasks',
   usage: `moonlight agent --server URL --token T --region R (--exec "COMMAND" | --handler FILE)
-                [--node-id ID] [--weight W] [--concurrency N] [--http PORT] [--ip IP]
+                [--node-id ID] [--weight W] [--concurrency N] [--ca FILE]
+                [--http PORT [--ip IP] [--tls-cert F --tls-key F] [--signing-secret S]]
 
 A ready-made agent. It connects to the server over WebSocket, registers, and answers each task:
 
@@ -28,9 +32,14 @@ A ready-made agent. It connects to the server over WebSocket, registers, and ans
   --weight W          its share of tasks, 0-1000 (default 1; 0 = none)
   --concurrency N     tasks run at once; more wait their turn (default ${DEFAULT_CONCURRENCY})
   --ws-path PATH      the server's WebSocket path (default /ws)
+  --ca FILE           a PEM CA bundle to verify an https:// server against (default $MLS_CA)
   --http PORT         be an HTTP agent instead: serve POST /work on PORT and register by heartbeat
   --ip IP             (--http) the address the server should call (default: the one it sees)
   --heartbeat S       (--http) seconds between heartbeats (default: a third of the server's client_ttl)
+  --tls-cert F        (--http) serve /work over HTTPS with this PEM certificate chain (and --tls-key),
+  --tls-key F         and register with "scheme": "https"
+  --signing-secret S  (--http) run only calls signed with the server's signing_secret; anything else
+                      gets 401 (default $MLS_SIGNING_SECRET)
 
 It reconnects with backoff when the server goes away and registers again. On SIGTERM or SIGINT it
 takes no new tasks, finishes the ones it holds, then exits; a second signal exits at once.`,
@@ -51,6 +60,10 @@ async function runAgent(args: string[], env: Env): Promise<number> {
     http: { type: 'string' },
     ip: { type: 'string' },
     heartbeat: { type: 'string' },
+    ca: { type: 'string' },
+    'tls-cert': { type: 'string' },
+    'tls-key': { type: 'string' },
+    'signing-secret': { type: 'string' },
   })
   noPositionals(positionals)
   const server = serverUrl(values.server, env)
@@ -64,6 +77,12 @@ async function runAgent(args: string[], env: Env): Promise<number> {
   if (httpPort === undefined && (values.ip !== undefined || values.heartbeat !== undefined))
     throw new UsageError('--ip and --heartbeat apply to HTTP agents (--http PORT)')
   const heartbeatS = optionalSeconds(values.heartbeat, '--heartbeat')
+  if (httpPort === undefined && (values['tls-cert'] ?? values['tls-key'] ?? values['signing-secret']) !== undefined)
+    throw new UsageError('--tls-cert, --tls-key and --signing-secret apply to HTTP agents (--http PORT)')
+  const tls = agentCertificate(values['tls-cert'], values['tls-key'])
+  const signingSecret = values['signing-secret'] ?? (env.MLS_SIGNING_SECRET || undefined)
+  if (signingSecret !== undefined && signingSecret.length < MIN_SIGNING_SECRET_CHARS)
+    throw new UsageError(`the signing secret must be at least ${MIN_SIGNING_SECRET_CHARS} characters, as the server's signing_secret`)
   const wsPath = values['ws-path'] ?? '/ws'
   if (!wsPath.startsWith('/')) throw new UsageError(`--ws-path must start with "/", got "${wsPath}"`)
 
@@ -74,6 +93,7 @@ async function runAgent(args: string[], env: Env): Promise<number> {
     nodeId: values['node-id'] ?? `${hostname()}-${process.pid}`,
     weight,
     ip: values.ip,
+    ca: caOf(values.ca, env),
     handler: await chooseHandler(values.exec, values.handler),
     concurrency,
     log: (line) => console.log(line),
@@ -82,8 +102,26 @@ async function runAgent(args: string[], env: Env): Promise<number> {
   const agent: Agent =
     httpPort === undefined
       ? new WsAgent({ ...options, wsUrl: `${server.replace(/^http/, 'ws')}${wsPath}` })
-      : new HttpAgent({ ...options, port: httpPort, heartbeatIntervalMs: heartbeatS === undefined ? undefined : heartbeatS * 1000 })
+      : new HttpAgent({
+          ...options,
+          port: httpPort,
+          heartbeatIntervalMs: heartbeatS === undefined ? undefined : heartbeatS * 1000,
+          tls,
+          signingSecret,
+        })
   return serveUntilStopped(agent)
+}
+
+/** --tls-cert and --tls-key, together or not at all, read and checked before the agent starts. */
+function agentCertificate(certPath: string | undefined, keyPath: string | undefined): CertificatePair | undefined {
+  if (certPath === undefined && keyPath === undefined) return undefined
+  if (certPath === undefined || keyPath === undefined) throw new UsageError('pass both --tls-cert F and --tls-key F to serve /work over HTTPS')
+  try {
+    return readCertificatePair(certPath, keyPath, '--tls-cert', '--tls-key')
+  } catch (error) {
+    if (error instanceof TlsFileError) throw new UsageError(error.message)
+    throw error
+  }
 }
 
 async function chooseHandler(command: string | undefined, file: string | undefined): Promise<TaskHandler> {

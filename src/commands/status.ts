@@ -1,20 +1,21 @@
 import { fetchStatus, type Status } from '../api-client.ts'
-import { type Command, type Env, noPositionals, parse, serverUrl } from './_command.ts'
+import { type Command, caOf, type Env, noPositionals, parse, serverUrl } from './_command.ts'
 import { duration, printJson, table } from './_output.ts'
 
 export const statusCommand: Command = {
   summary: "show the server's status and clients per region",
-  usage: `moonlight status [--server URL] [--json]
+  usage: `moonlight status [--server URL] [--ca FILE] [--json]
 
 Shows GET /status as a table: the server, WebSocket, tasks, and clients per region with their health.
 
   --server URL   the server's base URL (default $MLS_SERVER, else http://localhost:8080)
+  --ca FILE      a PEM CA bundle to verify an https:// server against (default $MLS_CA)
   --json         print the status as JSON instead`,
   run: async (args: string[], env: Env) => {
-    const { values, positionals } = parse(args, { server: { type: 'string' }, json: { type: 'boolean' } })
+    const { values, positionals } = parse(args, { server: { type: 'string' }, ca: { type: 'string' }, json: { type: 'boolean' } })
     noPositionals(positionals)
     const server = serverUrl(values.server, env)
-    const status = await fetchStatus({ server })
+    const status = await fetchStatus({ server, ca: caOf(values.ca, env) })
     if (values.json) printJson(status)
     else console.log(describeStatus(server, status))
   },

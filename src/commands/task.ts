@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs'
 import { errorMessage, RequestFailed, submitTask } from '../api-client.ts'
-import { type Command, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
+import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
 import { printBody } from './_output.ts'
 
 export const taskCommand: Command = {
   summary: 'submit a task and print the answer',
   usage: `moonlight task [--server URL] [--token T] [--region R] (--payload JSON | --payload-file F | stdin)
-               [--broadcast] [--timeout S]
+               [--broadcast] [--timeout S] [--ca FILE]
 
 Submits a task to POST /task/request and prints the agent's answer: pretty JSON on a terminal,
 exactly as sent when piped. Exits 1 with the server's error message on any error status.
@@ -18,6 +18,7 @@ exactly as sent when piped. Exits 1 with the server's error message on any error
   --payload-file F     read the payload from file F ("-" for stdin)
   --broadcast          send to every agent under the region; exits 1 if any of them failed
   --timeout S          give up after S seconds
+  --ca FILE            a PEM CA bundle to verify an https:// server against (default $MLS_CA)
 
 With neither --payload nor --payload-file, the payload is read from stdin.`,
   run: runTask,
@@ -32,9 +33,10 @@ async function runTask(args: string[], env: Env): Promise<number> {
     'payload-file': { type: 'string' },
     broadcast: { type: 'boolean' },
     timeout: { type: 'string' },
+    ca: { type: 'string' },
   })
   noPositionals(positionals)
-  const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env) }
+  const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
   const timeoutS = optionalSeconds(values.timeout, '--timeout')
   const payload = await readPayload(values.payload, values['payload-file'])
   const body = { payload, ...(values.region === undefined ? {} : { region: values.region }), ...(values.broadcast ? { mode: 'broadcast' } : {}) }

@@ -1,7 +1,20 @@
 import type { HeaderPolicy } from '../answer-headers.ts'
 import type { Deadline, Expirable } from '../deadlines.ts'
 import type { Client } from '../registry.ts'
+import { signatureHeaders } from '../signing.ts'
+import { certificateFailure } from '../tls-failures.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from './types.ts'
+
+/** What each call reads from the settings in force, so a reload applies to the next call. */
+export interface HttpCallSettings {
+  maxAnswerBytes: number
+  /** The PEM bundle HTTPS agents are verified against (`agents.ca`); the system's CAs without it. */
+  agentCa?: string
+  /** Every call is signed with it (`signing_secret`, src/signing.ts). */
+  signingSecret?: string
+  /** Which of an answer's headers reach the caller (answers.pass_headers). */
+  headerPolicy: HeaderPolicy
+}
 
 /** fetch needs an AbortSignal; one object is both the controller and the deadline's watcher. */
 class RequestAbort extends AbortController implements Expirable {
@@ -17,9 +30,9 @@ export class HttpTransport implements Transport {
   private peak = 0
 
   constructor(
-    private readonly maxAnswerBytes: () => number,
-    /** Which of an answer's headers reach the caller (answers.pass_headers, as reloaded). */
-    private readonly headerPolicy: () => HeaderPolicy,
+    private readonly settings: () => HttpCallSettings,
+    /** Wall-clock ms, for the signature's timestamp. */
+    private readonly now: () => number,
   ) {}
 
   /** The most calls under way at once since the last call of this. */
@@ -34,31 +47,38 @@ export class HttpTransport implements Transport {
     const abort = new RequestAbort()
     deadline.watch(abort)
     if (++this.inFlight > this.peak) this.peak = this.inFlight
+    const { maxAnswerBytes: limit, agentCa, signingSecret, headerPolicy } = this.settings()
     try {
       let response: Response
+      const requestHeaders: Record<string, string> = { 'content-type': 'application/json', 'x-task-id': taskId }
+      // Signed over the bytes fetch sends: encoded once here, so the HMAC and the wire cannot disagree.
+      const body = signingSecret === undefined ? payloadJson : Buffer.from(payloadJson)
+      if (signingSecret !== undefined) Object.assign(requestHeaders, signatureHeaders(signingSecret, body, this.now() / 1000))
       try {
         response = await fetch(workUrl(client), {
           method: 'POST',
-          headers: { 'content-type': 'application/json', 'x-task-id': taskId },
-          body: payloadJson,
+          headers: requestHeaders,
+          body,
           signal: abort.signal,
           // Bun's own idle limit (5 minutes) would cut an agent still working on a long task, and the
           // failure would look like an unreachable agent and be retried; task_timeout is the only limit.
           timeout: false,
+          ...(client.scheme === 'https' && agentCa !== undefined ? { tls: { ca: agentCa } } : {}),
         })
       } catch (error) {
         if (deadline.expired) throw timedOut()
-        throw new AttemptError('unreachable', `cannot reach ${client.ip}:${client.port}: ${(error as Error).message}`)
+        throw new AttemptError('unreachable', `cannot reach ${client.ip}:${client.port}: ${describeFetchFailure(error)}`)
       }
-      const limit = this.maxAnswerBytes()
       const { headers } = response
       // fetch holds a plain body to its declared length; a chunked or compressed one (the length is
       // the compressed size) can grow past it, so that one is counted as it comes.
       const declaredLength = headers.has('content-encoding') || headers.has('transfer-encoding') ? null : headers.get('content-length')
       try {
         if (declaredLength !== null && Number(declaredLength) > limit) throw tooLarge(limit)
-        const body = declaredLength !== null ? await response.arrayBuffer() : await readAtMost(response, limit)
-        return { status: response.status, headers: this.headerPolicy().filterResponse(response.headers), body }
+        const answer = declaredLength !== null ? await response.arrayBuffer() : await readAtMost(response, limit)
+        // With signing on, 401 is the agent refusing the call, not its answer to the payload: the task did not run, so another client may run it.
+        if (signingSecret !== undefined && response.status === 401) throw refusedSignature(answer)
+        return { status: response.status, headers: headerPolicy.filterResponse(response.headers), body: answer }
       } catch (error) {
         if (error instanceof AttemptError) {
           // Stop the transfer rather than drain what we will not use.
@@ -77,7 +97,20 @@ export class HttpTransport implements Transport {
 
 function workUrl(client: Client): string {
   const host = client.ip.includes(':') && !client.ip.startsWith('[') ? `[${client.ip}]` : client.ip
-  return `http://${host}:${client.port}/work`
+  return `${client.scheme}://${host}:${client.port}/work`
+}
+
+function describeFetchFailure(error: unknown): string {
+  const certificate = certificateFailure(error)
+  // Said plainly: a private CA's agent is reachable, and only agents.ca is missing.
+  return certificate ? `TLS verification failed, ${certificate}; set agents.ca if the agent's certificate comes from a private CA` : (error as Error).message
+}
+
+const REFUSAL_EXCERPT_CHARS = 200
+
+function refusedSignature(body: ArrayBuffer): AttemptError {
+  const text = new TextDecoder().decode(body.slice(0, REFUSAL_EXCERPT_CHARS * 4)).slice(0, REFUSAL_EXCERPT_CHARS)
+  return new AttemptError('refused', `answered 401: the agent refused the signed call${text ? ` (${text.replace(/\s+/g, ' ').trim()})` : ''}`)
 }
 
 function tooLarge(limit: number): AttemptError {

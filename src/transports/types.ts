@@ -14,7 +14,7 @@ export interface Answer {
  * client: after those two the work may have been done (or still be running), and doing it again is
  * worse for most work than saying so.
  */
-export type FailureKind = 'unreachable' | 'disconnected' | 'dropped' | 'invalid_answer' | 'timeout' | 'too_large'
+export type FailureKind = 'unreachable' | 'disconnected' | 'dropped' | 'invalid_answer' | 'refused' | 'timeout' | 'too_large'
 
 export class AttemptError extends Error {
   override name = 'AttemptError'

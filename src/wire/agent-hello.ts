@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { nameSchema, weightSchema } from './names.ts'
+import { nameSchema, schemeSchema, weightSchema } from './names.ts'
 
 /** What an agent says about itself: the HTTP heartbeat body and the WebSocket register payload. */
 export const clientHelloSchema = z.object({
@@ -20,8 +20,8 @@ export const clientHelloSchema = z.object({
 })
 export type ClientHello = z.infer<typeof clientHelloSchema>
 
-/** `POST /client/heartbeat`: an HTTP client must say which port its /work listens on. */
-export const heartbeatSchema = clientHelloSchema.extend({ port: z.number().int().min(1).max(65535) })
+/** `POST /client/heartbeat`: an HTTP client must say which port its /work listens on, and may serve it over TLS (`scheme: "https"`). */
+export const heartbeatSchema = clientHelloSchema.extend({ port: z.number().int().min(1).max(65535), scheme: schemeSchema.optional() })
 export type Heartbeat = z.infer<typeof heartbeatSchema>
 
 /** The server's answer to a heartbeat, as an HTTP agent reads it. */

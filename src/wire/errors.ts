@@ -24,6 +24,8 @@ export const errorCodeSchema = z.enum([
   'too_many_connections',
   'too_many_unregistered',
   'internal',
+  // An HTTP agent refusing an unsigned or badly signed call (moonlight agent --http --signing-secret)
+  'invalid_signature',
   // WebSocket frames
   'invalid_message',
   'invalid_token',

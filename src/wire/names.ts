@@ -13,6 +13,10 @@ export const weightSchema = z.number().int().min(0).max(1000)
 export const protocolSchema = z.enum(['http', 'ws'])
 export type Protocol = z.infer<typeof protocolSchema>
 
+/** How an HTTP client's `/work` is called. */
+export const schemeSchema = z.enum(['http', 'https'])
+export type Scheme = z.infer<typeof schemeSchema>
+
 export const healthStateSchema = z.enum(['healthy', 'ejected', 'probation'])
 /** healthy: takes tasks; ejected: skipped until its back-off ends; probation: one trial task decides. */
 export type HealthState = z.infer<typeof healthStateSchema>
