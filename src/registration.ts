@@ -1,5 +1,5 @@
 import type { Clock } from './clock.ts'
-import { MoonlightError, tooManyClients } from './errors.ts'
+import { tooManyClients } from './errors.ts'
 import type { Client, Registry } from './registry.ts'
 import type { Settings } from './settings.ts'
 import type { ClientHello } from './wire/agent-hello.ts'
@@ -23,12 +23,12 @@ export interface HelloSource {
 }
 
 /**
- * Registers or refreshes a client, the one way for both transports: the token must be one of the
- * configured ones and a new node id needs room under max_clients. Throws the refusal as a MoonlightError.
+ * Registers or refreshes a client, the one way for both transports: the token must hold the agent
+ * role for the hello's region and a new node id needs room under max_clients. Throws the refusal as a MoonlightError.
  */
 export function register(deps: RegistrationDeps, hello: ClientHello, source: HelloSource): Client {
   const { settings, registry } = deps
-  if (!settings.tokens.has(hello.token)) throw new MoonlightError(401, 'unauthorized', 'invalid token')
+  settings.access.authorize({ token: hello.token, address: () => source.sourceIp, from: 'message' }, 'agent', hello.region)
   if (!registry.hasRoomFor(hello.node_id)) throw tooManyClients(settings.config.max_clients)
   const { client, previous } = registry.announce(
     {

@@ -1,3 +1,5 @@
+import { Access } from './access.ts'
+import type { AuthFailures } from './auth-failures.ts'
 import type { Config } from './config.ts'
 import type { HealthPolicy } from './health.ts'
 import { Regions } from './regions.ts'
@@ -6,24 +8,35 @@ import { Regions } from './regions.ts'
 export interface Settings {
   config: Config
   regions: Regions
-  tokens: ReadonlySet<string>
-  /** `Bearer <token>` for each token, as most callers send it: checked with one lookup, no parsing. */
-  bearerHeaders: ReadonlySet<string>
-  /** Set when the config has no tokens: the server made one up rather than run open. */
+  /** Every token's grant (src/access.ts): the one check behind every request and message that needs a token. */
+  access: Access
+  /** Set when no token is configured anywhere (tokens, access, tokens_file, MLS_TOKENS): the server made one up rather than run open. */
   generatedToken?: string
 }
 
-/** Builds the settings; a config without tokens keeps `generatedToken` (or gets a new one). */
-export function makeSettings(config: Config, generatedToken?: string): Settings {
-  const token = config.tokens.length > 0 ? undefined : (generatedToken ?? randomToken())
-  const tokens = token === undefined ? config.tokens : [token]
-  return {
-    config,
-    regions: new Regions(config.region_hierarchy),
-    tokens: new Set(tokens),
-    bearerHeaders: new Set(tokens.map((each) => `Bearer ${each}`)),
-    ...(token === undefined ? {} : { generatedToken: token }),
-  }
+/** What settings are built from besides the config: kept by the server across reloads. */
+export interface SettingsSources {
+  /** Tokens from tokens_file and MLS_TOKENS (LoadedConfig.externalTokens). */
+  externalTokens: readonly string[]
+  /** Failed authentications per address: they outlive a reload. */
+  failures: AuthFailures
+  /** The token generated before, kept while still no token is configured. */
+  generatedToken?: string
+}
+
+/** Builds the settings; with no token configured anywhere it keeps `generatedToken` (or makes a new one). */
+export function makeSettings(config: Config, sources: SettingsSources): Settings {
+  const configured = [...config.tokens, ...sources.externalTokens]
+  const token = configured.length > 0 || config.access.length > 0 ? undefined : (sources.generatedToken ?? randomToken())
+  const regions = new Regions(config.region_hierarchy)
+  const access = new Access({
+    everyRole: token === undefined ? configured : [token],
+    entries: config.access,
+    regions,
+    failures: sources.failures,
+    limits: { maxFailures: config.auth.max_failures, windowMs: config.auth.window * 1000 },
+  })
+  return { config, regions, access, ...(token === undefined ? {} : { generatedToken: token }) }
 }
 
 export function healthPolicy(config: Config): HealthPolicy {

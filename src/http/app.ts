@@ -13,7 +13,7 @@ import { type HeartbeatReply, heartbeatSchema } from '../wire/agent-hello.ts'
 import type { ClientList, Status } from '../wire/views.ts'
 import { type MetricsSource, renderMetrics } from './metrics.ts'
 import { mountPages } from './pages.ts'
-import { authorize, limitDepth, parseJson, readJsonText, validate } from './request-checks.ts'
+import { authorize, clientAddress, limitDepth, parseJson, readJsonText, validate } from './request-checks.ts'
 import { requestPath } from './request-path.ts'
 
 export type AppEnv = { Bindings: Server<unknown> }
@@ -38,11 +38,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   const { settings, membership } = deps
   // Routed by the path whatever the Host (see requestPath); the request stays Bun's own, whose client address and timeout a copy would lose.
   const app = new Hono<AppEnv>({ getPath: requestPath })
-  const requireToken = (header: string | undefined) => authorize(settings, header)
 
   app.post('/client/heartbeat', async (c) => {
     const hello = await readJsonBody(c.req.raw, settings.config.max_body_bytes, heartbeatSchema)
-    const sourceIp = c.env.requestIP(c.req.raw)?.address ?? '127.0.0.1'
+    const sourceIp = clientAddress(c.env, c.req.raw)
     const client = register(deps.registration, hello, { protocol: 'http', sourceIp })
     const reply: HeartbeatReply = {
       status: 'ok',
@@ -73,7 +72,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
 
   app.get('/clients', (c) => {
-    requireToken(c.req.header('authorization'))
+    authorize(settings, c.req.header('authorization'), 'monitor', () => clientAddress(c.env, c.req.raw))
     const list: ClientList = { clients: membership.views() }
     return c.json(list)
   })

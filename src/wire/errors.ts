@@ -7,6 +7,8 @@ export const errorCodeSchema = z.enum([
   'invalid_body',
   'too_deep',
   'unauthorized',
+  'forbidden',
+  'too_many_failures',
   'not_found',
   'body_too_large',
   'unsupported_media_type',
