@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { openWs, postJson, postTask, SEED_CONFIG, type SpawnedServer, spawnServer, startHttpAgent } from '../helpers.ts'
+import { runCli } from './cli-helpers.ts'
 
 /** Tokens from the environment (MLS_TOKENS) and from a file (tokens_file), through a spawned `moonlight serve`. */
 
@@ -115,5 +116,23 @@ describe('tokens_file', () => {
     const child = await spawn(['--config', writeConfig(dir, { tokens_file: 'nowhere' })])
     expect(await child.exited).toBe(1)
     expect(child.output()).toContain(`cannot read tokens_file ${join(dir, 'nowhere')}`)
+  })
+})
+
+describe('moonlight config check', () => {
+  test('shows no token of access in the effective config, and checks tokens_file', async () => {
+    const dir = tempDir()
+    writeFileSync(join(dir, 'tokens'), 'file-token-aaaa\n')
+    const path = writeConfig(dir, { tokens_file: 'tokens', access: [{ token: 'agents-secret-1357', roles: ['agent'], regions: ['usa'] }] })
+    const result = await runCli(['config', 'check', path])
+    expect(result.code).toBe(0)
+    const effective = JSON.parse(result.stdout.slice(result.stdout.indexOf('{')))
+    expect(effective.access).toEqual([{ token: 'agen… (18 characters)', roles: ['agent'], regions: ['usa'] }])
+    expect(result.stdout).not.toContain('agents-secret-1357')
+    expect(result.stdout).not.toContain('file-token-aaaa')
+    writeFileSync(join(dir, 'tokens'), 'tiny\n')
+    const bad = await runCli(['config', 'check', path])
+    expect(bad.code).toBe(1)
+    expect(bad.stdout).toContain('line 1: tokens must be at least 8 characters')
   })
 })
