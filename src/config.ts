@@ -1,7 +1,8 @@
 import { closeSync, existsSync, openSync, readSync } from 'node:fs'
 import { homedir } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { z } from 'zod'
+import { findRegrant } from './access.ts'
 import { PRIVATE_NETWORKS, parseCidr } from './networks.ts'
 import { ROOT_REGION } from './regions.ts'
 
@@ -140,9 +141,44 @@ const tlsSchema = z.object({ cert: pemPath, key: pemPath })
 /** Signs every call to an HTTP agent (src/signing.ts); long enough that guessing it is not the easy way in. */
 const signingSecretSchema = z.string().min(16, 'must be at least 16 characters')
 
+// Access (src/access.ts): roles per token, tokens kept outside this file, limits on guessing.
+
+const tokenSchema = z.string().min(8, 'tokens must be at least 8 characters')
+
+export const roleSchema = z.enum(['agent', 'submit', 'monitor', 'admin'])
+export type Role = z.infer<typeof roleSchema>
+
+// Strict: a misspelt "region" must be an error, not a token silently allowed everywhere.
+const accessEntrySchema = z
+  .strictObject({
+    token: tokenSchema.optional(),
+    /** The SHA-256 of the token as hex (`printf %s "$TOKEN" | sha256sum`), so the secret itself stays out of this file. */
+    token_sha256: z
+      .string()
+      .regex(/^[0-9a-fA-F]{64}$/, 'must be the SHA-256 of the token as 64 hex digits')
+      .transform((hex) => hex.toLowerCase())
+      .optional(),
+    roles: z.array(roleSchema).min(1, 'name at least one role'),
+    /** Where the token may register agents and send tasks (each region with everything under it); absent: everywhere. */
+    regions: z.array(regionName).min(1, 'name at least one region, or leave "regions" out for every region').optional(),
+  })
+  .refine((entry) => (entry.token === undefined) !== (entry.token_sha256 === undefined), 'give exactly one of "token" and "token_sha256"')
+export type AccessEntry = z.infer<typeof accessEntrySchema>
+
+const authSchema = z.object({
+  /** Failed authentications an address may make within `window` before further failures get 429. */
+  max_failures: z.number().int().positive().max(1000).default(20),
+  window: seconds.max(86_400).default(60),
+})
+
 export const configSchema = z.object({
   note: z.string().optional(),
-  tokens: z.array(z.string().min(8, 'tokens must be at least 8 characters')).default([]),
+  tokens: z.array(tokenSchema).default([]),
+  // Access (src/access.ts): roles per token, tokens from a file, limits on failed authentication.
+  access: z.array(accessEntrySchema).default([]),
+  /** A file of tokens, one per line, each meaning every role like `tokens`; read again on every reload. */
+  tokens_file: z.string().min(1).optional(),
+  auth: authSchema.prefault({}),
   retry_count: z.number().int().min(0).max(10).default(3),
   port: z.number().int().min(0).max(65535).default(8080),
   host: z.string().min(1).default('0.0.0.0'),
@@ -180,6 +216,13 @@ export const configSchema = z.object({
   signing_secret: signingSecretSchema.optional(),
 })
 
+/** The config schema with the checks across keys: an `access` token must not be granted again in `tokens` or another entry. */
+const checkedConfigSchema = configSchema.superRefine((config, ctx) => {
+  const regrant = findRegrant(config.access, config.tokens, 'tokens')
+  if (regrant)
+    ctx.addIssue({ code: 'custom', path: ['access', regrant.entry], message: `this token is also granted by ${regrant.elsewhere}: give each token one grant` })
+})
+
 export type Config = z.infer<typeof configSchema>
 
 /** What a new user gets with no file at all: the seed's hierarchy, WebSocket and pages on. */
@@ -195,16 +238,18 @@ export interface LoadedConfig {
   source: string
   /** Keys the schema does not know, as dotted paths; warned about, not fatal. */
   unknownKeys: string[]
+  /** Tokens from `tokens_file` and `MLS_TOKENS`, each meaning every role like `tokens` (readTokensFile, envTokens). */
+  externalTokens: string[]
 }
 
 /** Validates a parsed config object; throws ConfigError naming each bad key. */
 export function parseConfig(raw: unknown, source: string): LoadedConfig {
-  const result = configSchema.safeParse(raw)
+  const result = checkedConfigSchema.safeParse(raw)
   if (!result.success) {
     const problems = result.error.issues.map((issue) => `  ${issue.path.join('.') || '(top level)'}: ${issue.message}`)
     throw new ConfigError(`invalid config ${source}:\n${problems.join('\n')}`)
   }
-  return { config: result.data, source, unknownKeys: unknownKeys(configSchema, raw) }
+  return { config: result.data, source, unknownKeys: unknownKeys(configSchema, raw), externalTokens: [] }
 }
 
 /** Far beyond any real config; an endless file (`--config /dev/zero`) must fail, not hang start-up or a reload. */
@@ -226,7 +271,9 @@ export function readConfigFile(path: string): LoadedConfig {
   } catch (error) {
     throw new ConfigError(`config ${path} is not valid JSON: ${(error as Error).message}`)
   }
-  return parseConfig(raw, path)
+  const loaded = parseConfig(raw, path)
+  const { tokens_file } = loaded.config
+  return tokens_file === undefined ? loaded : withTokens(loaded, readTokensFile(resolve(dirname(path), tokens_file)), 'tokens_file')
 }
 
 /** The file as UTF-8 text, or undefined if it holds more than `maxBytes`; reads one byte past the limit at most, whatever the file's size claims. */
@@ -274,7 +321,11 @@ export function configCandidates(places: SearchPlaces = {}): string[] {
 export function loadConfig(places: SearchPlaces = {}): LoadedConfig {
   const env = places.env ?? process.env
   const explicit = places.explicitPath ?? env.MLS_CONFIG
-  if (explicit) return readConfigFile(explicit)
+  const found = explicit ? readConfigFile(explicit) : readFirstCandidate(places)
+  return env.MLS_TOKENS ? withTokens(found, envTokens(env.MLS_TOKENS), 'MLS_TOKENS') : found
+}
+
+function readFirstCandidate(places: SearchPlaces): LoadedConfig {
   for (const path of configCandidates(places)) {
     if (existsSync(path)) return readConfigFile(path)
   }
@@ -302,4 +353,54 @@ function objectShape(schema: z.ZodType): Record<string, z.ZodType> | undefined {
     return objectShape(schema.unwrap() as z.ZodType)
   }
   return undefined
+}
+
+// Tokens kept outside mls.json (src/access.ts gives each one every role, like `tokens`).
+
+/** A tokens file is a short list; anything this large is a wrong path (a log, a device), not tokens. */
+export const MAX_TOKENS_FILE_BYTES = 1024 * 1024
+
+/**
+ * The tokens of a tokens_file: one per line, surrounding spaces trimmed; empty lines and lines
+ * starting with "#" are skipped. Each must pass the rules of `tokens`; a problem names the line, never the token.
+ */
+export function readTokensFile(path: string): string[] {
+  let text: string | undefined
+  try {
+    text = readAtMost(path, MAX_TOKENS_FILE_BYTES)
+  } catch (error) {
+    throw new ConfigError(`cannot read tokens_file ${path}: ${(error as Error).message}`)
+  }
+  if (text === undefined) throw new ConfigError(`tokens_file ${path} is too large (more than ${MAX_TOKENS_FILE_BYTES / 1024} KiB)`)
+  const lines = text.split(/\r?\n/).map((line, index) => ({ token: line.trim(), where: `line ${index + 1}` }))
+  const listed = lines.filter(({ token }) => token !== '' && !token.startsWith('#'))
+  if (listed[0]?.token.startsWith('[')) throw new ConfigError(`tokens_file ${path} holds one token per line, not a JSON array`)
+  return checkTokens(listed, `tokens_file ${path}`)
+}
+
+/** The tokens of MLS_TOKENS: comma-separated, surrounding spaces trimmed, empty entries skipped. */
+export function envTokens(value: string): string[] {
+  const entries = value.split(',').map((entry, index) => ({ token: entry.trim(), where: `entry ${index + 1}` }))
+  return checkTokens(
+    entries.filter(({ token }) => token !== ''),
+    'MLS_TOKENS',
+  )
+}
+
+function checkTokens(tokens: Array<{ token: string; where: string }>, source: string): string[] {
+  const problems: string[] = []
+  for (const { token, where } of tokens) {
+    const result = tokenSchema.safeParse(token)
+    if (!result.success) problems.push(`  ${where}: ${result.error.issues[0]?.message}`)
+  }
+  if (problems.length > 0) throw new ConfigError(`invalid ${source}:\n${problems.join('\n')}`)
+  return tokens.map(({ token }) => token)
+}
+
+/** `loaded` with more every-role tokens; a token already restricted by an `access` entry is refused (one grant per token). */
+function withTokens(loaded: LoadedConfig, tokens: string[], source: string): LoadedConfig {
+  const regrant = findRegrant(loaded.config.access, tokens, source)
+  if (regrant)
+    throw new ConfigError(`invalid config ${loaded.source}:\n  access.${regrant.entry}: this token is also granted by ${source}: give each token one grant`)
+  return { ...loaded, externalTokens: [...loaded.externalTokens, ...tokens] }
 }

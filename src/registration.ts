@@ -50,12 +50,12 @@ export interface HelloSource {
 }
 
 /**
- * Registers or refreshes a client, the one way for both transports: the token must be one of the
- * configured ones and a new node id needs room under max_clients. Throws the refusal as a MoonlightError.
+ * Registers or refreshes a client, the one way for both transports: the token must hold the agent
+ * role for the hello's region and a new node id needs room under max_clients. Throws the refusal as a MoonlightError.
  */
 export async function register(deps: RegistrationDeps, hello: ClientHello & Partial<Pick<Heartbeat, 'scheme'>>, source: HelloSource): Promise<Client> {
   const { settings, registry } = deps
-  if (!settings.tokens.has(hello.token)) throw new MoonlightError(401, 'unauthorized', 'invalid token')
+  settings.access.authorize({ token: hello.token, address: () => source.sourceIp, from: 'message' }, 'agent', hello.region)
   if (!registry.hasRoomFor(hello.node_id)) throw tooManyClients(settings.config.max_clients)
   // The server calls an HTTP agent at this address: it must be one the agent may be at. A WebSocket
   // agent is never called at its `ip` (it is only shown), so it says what it likes.

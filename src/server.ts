@@ -1,5 +1,6 @@
 import { hostname } from 'node:os'
 import type { Server } from 'bun'
+import { AuthFailures } from './auth-failures.ts'
 import { Broadcaster } from './broadcast.ts'
 import { type Clock, systemClock } from './clock.ts'
 import { ConfigError, type LoadedConfig } from './config.ts'
@@ -57,7 +58,9 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const log = options.log ?? ((line: string) => console.log(line))
   const clock = options.clock ?? systemClock
   const started = options.loaded.config
-  const settings = makeSettings(started)
+  // Failed authentications per address, on the monotonic clock; one table for the server's life, through every reload.
+  const authFailures = new AuthFailures(() => clock.monotonic())
+  const settings = makeSettings(started, { externalTokens: options.loaded.externalTokens, failures: authFailures })
   const startedAtMs = clock.now()
   const stats = new TaskStats()
   const load = new TaskLoad()
@@ -145,7 +148,10 @@ export function startServer(options: ServerOptions): MoonlightServer {
     startedAtMs,
     inFlight: () => load.inFlight,
     wsConnections: () => gateway.sockets.size,
-    metrics: { httpCalls: () => ({ inFlight: httpTransport.inFlight, limit: fetchLimit }) },
+    metrics: {
+      httpCalls: () => ({ inFlight: httpTransport.inFlight, limit: fetchLimit }),
+      authFailures: () => ({ failures: authFailures.failures, throttled: authFailures.throttled }),
+    },
     isStopping: () => stopping,
     report,
   })
@@ -235,7 +241,10 @@ export function startServer(options: ServerOptions): MoonlightServer {
       if (nextTls.certificate) renewCertificate(nextTls.certificate)
       tlsFiles = nextTls
       if (plan.atNextStart.length > 0) log(`[mls] reload: ${plan.atNextStart.join(', ')} take effect at the next start`)
-      Object.assign(settings, makeSettings(plan.config, settings.generatedToken))
+      Object.assign(
+        settings,
+        makeSettings(plan.config, { externalTokens: loaded.externalTokens, failures: authFailures, generatedToken: settings.generatedToken }),
+      )
       registry.reconfigure(settings.regions, healthPolicy(settings.config))
       registry.maxClients = settings.config.max_clients
       for (const client of registry.all()) if (client.protocol === 'ws') gateway.syncTopics(client.nodeId)

@@ -1,4 +1,6 @@
+import { Access } from './access.ts'
 import { HeaderPolicy } from './answer-headers.ts'
+import type { AuthFailures } from './auth-failures.ts'
 import type { Config } from './config.ts'
 import type { HealthPolicy } from './health.ts'
 import { Networks } from './networks.ts'
@@ -8,31 +10,47 @@ import { Regions } from './regions.ts'
 export interface Settings {
   config: Config
   regions: Regions
-  tokens: ReadonlySet<string>
-  /** `Bearer <token>` for each token, as most callers send it: checked with one lookup, no parsing. */
-  bearerHeaders: ReadonlySet<string>
+  /** Every token's grant (src/access.ts): the one check behind every request and message that needs a token. */
+  access: Access
   /** Which of an agent's answer headers reach the caller (answers.pass_headers). */
   headerPolicy: HeaderPolicy
   /** Where HTTP agents may be called besides their own source address (agents.allowed_networks). */
   allowedNetworks: Networks
   /** Whose X-Forwarded-For gives the source address (trusted_proxies). */
   trustedProxies: Networks
-  /** Set when the config has no tokens: the server made one up rather than run open. */
+  /** Set when no token is configured anywhere (tokens, access, tokens_file, MLS_TOKENS): the server made one up rather than run open. */
   generatedToken?: string
 }
 
-/** Builds the settings; a config without tokens keeps `generatedToken` (or gets a new one). */
-export function makeSettings(config: Config, generatedToken?: string): Settings {
-  const token = config.tokens.length > 0 ? undefined : (generatedToken ?? randomToken())
-  const tokens = token === undefined ? config.tokens : [token]
+/** What settings are built from besides the config: kept by the server across reloads. */
+export interface SettingsSources {
+  /** Tokens from tokens_file and MLS_TOKENS (LoadedConfig.externalTokens). */
+  externalTokens: readonly string[]
+  /** Failed authentications per address: they outlive a reload. */
+  failures: AuthFailures
+  /** The token generated before, kept while still no token is configured. */
+  generatedToken?: string
+}
+
+/** Builds the settings; with no token configured anywhere it keeps `generatedToken` (or makes a new one). */
+export function makeSettings(config: Config, sources: SettingsSources): Settings {
+  const configured = [...config.tokens, ...sources.externalTokens]
+  const token = configured.length > 0 || config.access.length > 0 ? undefined : (sources.generatedToken ?? randomToken())
+  const regions = new Regions(config.region_hierarchy)
+  const access = new Access({
+    everyRole: token === undefined ? configured : [token],
+    entries: config.access,
+    regions,
+    failures: sources.failures,
+    limits: { maxFailures: config.auth.max_failures, windowMs: config.auth.window * 1000 },
+  })
   return {
     config,
-    regions: new Regions(config.region_hierarchy),
+    regions,
+    access,
     headerPolicy: new HeaderPolicy(config.answers.pass_headers),
     allowedNetworks: Networks.parse(config.agents.allowed_networks),
     trustedProxies: Networks.parse(config.trusted_proxies),
-    tokens: new Set(tokens),
-    bearerHeaders: new Set(tokens.map((each) => `Bearer ${each}`)),
     ...(token === undefined ? {} : { generatedToken: token }),
   }
 }

@@ -39,7 +39,12 @@ function check(path: string | undefined, env: Env): number {
   return 0
 }
 
-/** Tokens are secrets: show enough to recognise each one, not enough to use it. */
+/** Tokens are secrets: show enough to recognise each one, not enough to use it (those of `access` too). */
 function redactTokens(config: Config): Config {
-  return { ...config, tokens: config.tokens.map((token) => `${token.slice(0, 4)}… (${token.length} characters)`) }
+  const redact = (token: string) => `${token.slice(0, 4)}… (${token.length} characters)`
+  return {
+    ...config,
+    tokens: config.tokens.map(redact),
+    access: config.access.map((entry) => (entry.token === undefined ? entry : { ...entry, token: redact(entry.token) })),
+  }
 }

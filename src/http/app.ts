@@ -8,13 +8,12 @@ import type { Membership } from '../membership.ts'
 import type { RegistrationDeps } from '../registration.ts'
 import { register } from '../registration.ts'
 import type { Settings } from '../settings.ts'
-import { sourceAddress } from '../source-address.ts'
 import type { TaskStats } from '../task-stats.ts'
 import { type HeartbeatReply, heartbeatSchema } from '../wire/agent-hello.ts'
 import type { ClientList, Status } from '../wire/views.ts'
 import { type MetricsSource, renderMetrics } from './metrics.ts'
 import { mountPages } from './pages.ts'
-import { authorize, limitDepth, parseJson, readJsonText, validate } from './request-checks.ts'
+import { authorize, clientAddress, limitDepth, parseJson, readJsonText, validate } from './request-checks.ts'
 import { requestPath } from './request-path.ts'
 
 export type AppEnv = { Bindings: Server<unknown> }
@@ -44,11 +43,10 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     await next()
     c.res.headers.set('x-content-type-options', 'nosniff')
   })
-  const requireToken = (header: string | undefined) => authorize(settings, header)
 
   app.post('/client/heartbeat', async (c) => {
     const hello = await readJsonBody(c.req.raw, settings.config.max_body_bytes, heartbeatSchema)
-    const sourceIp = sourceAddress(c.env.requestIP(c.req.raw)?.address, c.req.header('x-forwarded-for') ?? null, settings.trustedProxies)
+    const sourceIp = clientAddress(settings, c.env, c.req.raw)
     const client = await register(deps.registration, hello, { protocol: 'http', sourceIp })
     const reply: HeartbeatReply = {
       status: 'ok',
@@ -79,7 +77,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
 
   app.get('/clients', (c) => {
-    requireToken(c.req.header('authorization'))
+    authorize(settings, c.req.header('authorization'), 'monitor', () => clientAddress(settings, c.env, c.req.raw))
     const list: ClientList = { clients: membership.views() }
     return c.json(list)
   })

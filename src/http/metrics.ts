@@ -7,6 +7,8 @@ export interface MetricsSource {
   inFlight: () => number
   httpCalls: () => { inFlight: number; limit: number }
   wsConnections: () => number
+  /** Failed authentications so far, and how many of them were throttled (AuthFailures). */
+  authFailures: () => { failures: number; throttled: number }
   startedAtMs: number
   nowMs: number
 }
@@ -40,6 +42,11 @@ export function renderMetrics(source: MetricsSource): string {
     ['', httpCalls.limit],
   ])
   metric('moonlight_websocket_connections', 'gauge', 'Open WebSocket connections (agents and dashboards).', [['', source.wsConnections()]])
+  const auth = source.authFailures()
+  metric('moonlight_auth_failures_total', 'counter', 'Failed authentications (a missing or wrong token), throttled ones included.', [['', auth.failures]])
+  metric('moonlight_auth_throttled_total', 'counter', 'Failed authentications answered too_many_failures (past auth.max_failures per auth.window).', [
+    ['', auth.throttled],
+  ])
   metric('moonlight_uptime_seconds', 'gauge', 'Seconds since the server started.', [['', Math.round((source.nowMs - source.startedAtMs) / 1000)]])
   return `${lines.join('\n')}\n`
 }

@@ -1,7 +1,10 @@
+import type { Server } from 'bun'
 import type { z } from 'zod'
+import type { Grant, Role } from '../access.ts'
 import { MoonlightError } from '../errors.ts'
 import { MAX_JSON_DEPTH } from '../json-text.ts'
 import type { Settings } from '../settings.ts'
+import { sourceAddress } from '../source-address.ts'
 import { describeIssues } from '../wire/issues.ts'
 
 /**
@@ -10,15 +13,24 @@ import { describeIssues } from '../wire/issues.ts'
  * of every rule, whichever router serves the path.
  */
 
-/** Throws 401 unless the Authorization header carries one of the tokens; the usual spelling costs one lookup. */
-export function authorize(settings: Settings, header: string | null | undefined): void {
-  if (header && (settings.bearerHeaders.has(header) || settings.tokens.has(bearerToken(header)))) return
-  throw new MoonlightError(401, 'unauthorized', 'missing or invalid token: send "Authorization: Bearer <token>" with one of the configured tokens')
+/**
+ * The grant of the token in an `Authorization: Bearer <token>` header if it holds `role`; throws
+ * 401, 403 or 429 as Access.authorize does. `address` is looked up only when the token fails.
+ */
+export function authorize(settings: Settings, header: string | null | undefined, role: Role, address: () => string): Grant {
+  return settings.access.authorize({ token: bearerToken(header), address, from: 'header' }, role)
 }
 
-/** The token of an `Authorization: Bearer <token>` header; the scheme name is case-insensitive (RFC 9110). */
-function bearerToken(header: string): string {
-  return header.length > 7 && header.slice(0, 7).toLowerCase() === 'bearer ' ? header.slice(7).trim() : ''
+/** The token of an `Authorization: Bearer <token>` header, '' if none; the scheme name is case-insensitive (RFC 9110). */
+function bearerToken(header: string | null | undefined): string {
+  if (!header || header.length <= 7) return ''
+  // Nearly every caller writes "Bearer " exactly: no lower-casing for them.
+  return header.startsWith('Bearer ') || header.slice(0, 7).toLowerCase() === 'bearer ' ? header.slice(7).trim() : ''
+}
+
+/** The address a request came from (through trusted_proxies' X-Forwarded-For): what heartbeats are called at and failed authentications are counted by. */
+export function clientAddress(settings: Settings, server: Server<unknown>, request: Request): string {
+  return sourceAddress(server.requestIP(request)?.address, request.headers.get('x-forwarded-for'), settings.trustedProxies)
 }
 
 /**

@@ -5,7 +5,7 @@ import { errorResponse, shuttingDown } from '../errors.ts'
 import { Regions } from '../regions.ts'
 import type { Settings } from '../settings.ts'
 import type { TaskIds } from '../task-ids.ts'
-import { authorize, readJsonText } from './request-checks.ts'
+import { authorize, clientAddress, readJsonText } from './request-checks.ts'
 import { readTaskRequest } from './task-body.ts'
 import { broadcastResponse, outcomeResponse } from './task-outcome.ts'
 
@@ -29,10 +29,14 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
   return async (request, server) => {
     try {
       const { config } = settings
-      if (config.require_task_token) authorize(settings, request.headers.get('authorization'))
+      // The token first, before the body is read; the region it may send to once the body says where.
+      const grant = config.require_task_token
+        ? authorize(settings, request.headers.get('authorization'), 'submit', () => clientAddress(settings, server, request))
+        : undefined
       const { task, payloadJson } = readTaskRequest(await readJsonText(request, config.max_body_bytes))
       if (deps.isStopping()) throw shuttingDown()
       const region = Regions.normalize(task.region)
+      if (grant) settings.access.requireRegion(grant, 'submit', region)
       const taskId = deps.taskIds.next()
       // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
       server.timeout(request, 0)

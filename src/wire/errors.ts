@@ -10,6 +10,8 @@ export const errorCodeSchema = z.enum([
   'address_not_allowed',
   'node_id_in_use',
   'forbidden_origin',
+  'forbidden',
+  'too_many_failures',
   'not_found',
   'body_too_large',
   'unsupported_media_type',

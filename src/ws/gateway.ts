@@ -237,9 +237,11 @@ export class WsGateway {
         return
       }
       case 'monitor': {
-        if (!settings.tokens.has(message.payload.token)) {
-          sendError(socket, 'invalid token', 'invalid_token')
-          socket.close(1008, 'invalid token')
+        try {
+          settings.access.authorize({ token: message.payload.token, address: () => socket.data.remoteAddress, from: 'message' }, 'monitor')
+        } catch (error) {
+          if (!(error instanceof MoonlightError)) throw error
+          this.refuse(socket, error)
           return
         }
         this.unregistered.delete(socket)
@@ -280,11 +282,15 @@ export class WsGateway {
     socket.send(JSON.stringify(registered))
   }
 
-  /** A registration refused: a bad token closes the socket (1008), no room closes it with "try again later" (1013). */
+  /**
+   * A register or monitor refused: a token refused (bad, without the role or the region, or from an
+   * address past auth.max_failures) closes the socket with 1008; no room closes it with "try again later" (1013).
+   */
   private refuse(socket: AgentSocket, error: MoonlightError): void {
-    if (error.code === 'unauthorized') {
-      sendError(socket, error.message, 'invalid_token')
-      socket.close(1008, 'invalid token')
+    const policy = POLICY_REFUSALS[error.code]
+    if (policy) {
+      sendError(socket, error.message, policy.code)
+      socket.close(1008, policy.reason)
       return
     }
     sendError(socket, error.message, error.code)
@@ -313,6 +319,13 @@ export class WsGateway {
 const TOO_BIG_REASON = 'Received too big message'
 /** How long a pong may take: generous for a link across continents, short for the agent waiting to register. */
 const ALIVE_PROBE_MS = 1500
+
+/** Refusals of a token, by the error's code: the frame's code (the seed's `invalid_token` for a bad one) and the close reason. */
+const POLICY_REFUSALS: Partial<Record<ErrorCode, { code: ErrorCode; reason: string }>> = {
+  unauthorized: { code: 'invalid_token', reason: 'invalid token' },
+  forbidden: { code: 'forbidden', reason: 'forbidden' },
+  too_many_failures: { code: 'too_many_failures', reason: 'too many failed authentications' },
+}
 
 function sendError(socket: AgentSocket, message: string, code: ErrorCode): void {
   socket.send(errorFrame(message, code))

@@ -41,8 +41,14 @@ export async function runMain(args: string[], options: { env?: Record<string, st
   let stderr = ''
   const saved = { log: console.log, warn: console.warn, error: console.error, write: process.stdout.write }
   const decoder = new TextDecoder()
-  console.log = (...values: unknown[]) => void (stdout += `${format(...values)}\n`)
-  console.warn = console.error = (...values: unknown[]) => void (stderr += `${format(...values)}\n`)
+  console.log = (...values: unknown[]) => {
+    stdout += `${format(...values)}\n`
+  }
+  const toStderr = (...values: unknown[]) => {
+    stderr += `${format(...values)}\n`
+  }
+  console.warn = toStderr
+  console.error = toStderr
   process.stdout.write = ((chunk: string | Uint8Array) => {
     stdout += typeof chunk === 'string' ? chunk : decoder.decode(chunk)
     return true

@@ -1,7 +1,7 @@
 /** HTTP agents served over HTTPS: `"scheme": "https"` in the heartbeat, verified against the system's CAs or `agents.ca`. */
 import { afterEach, describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
-import { type Config, parseConfig } from '../../src/config.ts'
+import { parseConfig } from '../../src/config.ts'
 import { type MoonlightServer, startServer } from '../../src/server.ts'
 import { makeTestCa } from '../certificates.ts'
 import { postJson, postTask, SEED_CONFIG, TOKEN } from '../helpers.ts'
@@ -113,7 +113,9 @@ describe('HTTPS agents', () => {
     expect(() => mls.reload(loaded({ tokens: ['second-token-bbbb'], agents: { ca: join(ca.dir, 'nowhere.pem') } }))).toThrow(
       `agents.ca ${join(ca.dir, 'nowhere.pem')}: cannot read it (ENOENT)`,
     )
-    expect([...mls.settings.tokens]).toEqual(['first-token-aaaa'])
+    // The old tokens stay in force: the new one is refused, the old one accepted.
+    expect(() => mls.settings.access.authorize({ token: 'second-token-bbbb', address: () => '127.0.0.1', from: 'header' }, 'submit')).toThrow()
+    expect(mls.settings.access.authorize({ token: 'first-token-aaaa', address: () => '127.0.0.1', from: 'header' }, 'submit')).toBeDefined()
   })
 
   test('--tls-cert without --tls-key, or a bad file, is bad usage (exit 2), named', async () => {

@@ -184,7 +184,7 @@ describe('config', () => {
     writeFileSync(sparse, '{}')
     truncateSync(sparse, SIXTEEN_MIB + 1)
     expect(() => readConfigFile(sparse)).toThrow(new ConfigError(`config ${sparse} is too large (more than 16 MiB)`))
-    expect(() => readConfigFile(atLimit + '.missing')).toThrow(/cannot read config/)
+    expect(() => readConfigFile(`${atLimit}.missing`)).toThrow(/cannot read config/)
   })
 
   test('an endless file (/dev/zero) is refused, not read forever', () => {

@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'bun:test'
+import { AuthFailures } from '../../src/auth-failures.ts'
 import { parseConfig } from '../../src/config.ts'
 import { DeadlineTimer } from '../../src/deadlines.ts'
 import { LocalMembership } from '../../src/membership.ts'
@@ -77,7 +78,10 @@ class FakeSocket {
 
 function gatewayWorld(overrides: Record<string, unknown> = {}) {
   const clock = new FakeClock()
-  const settings = makeSettings(parseConfig({ ...SEED_CONFIG, ...overrides }, 'test').config)
+  const settings = makeSettings(parseConfig({ ...SEED_CONFIG, ...overrides }, 'test').config, {
+    externalTokens: [],
+    failures: new AuthFailures(() => clock.monotonic()),
+  })
   const events: RegistryEvent[] = []
   const registry = new Registry(settings.regions, healthPolicy(settings.config), (event) => {
     events.push(event)

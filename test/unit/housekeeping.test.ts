@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'bun:test'
+import { AuthFailures } from '../../src/auth-failures.ts'
 import { type Config, parseConfig } from '../../src/config.ts'
 import { Housekeeping, type HousekeepingDeps, housekeepingJobs } from '../../src/housekeeping.ts'
 import { Registry, type RegistryEvent } from '../../src/registry.ts'
@@ -20,7 +21,7 @@ function fakeSockets(clock: FakeClock) {
 function housekeepingWorld(overrides: Record<string, unknown> = {}, options: { clock?: FakeClock; sockets?: HousekeepingDeps['sockets'] } = {}) {
   const clock = options.clock ?? new FakeClock()
   let config: Config = parseConfig({ ...SEED_CONFIG, ...overrides }, 'test').config
-  const settings = makeSettings(config)
+  const settings = makeSettings(config, { externalTokens: [], failures: new AuthFailures(() => clock.monotonic()) })
   const events: RegistryEvent[] = []
   /** Each state change as it happened (the client object lives on and changes). */
   const states: string[] = []

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import type { Server } from 'bun'
+import { AuthFailures } from '../../src/auth-failures.ts'
 import { parseConfig } from '../../src/config.ts'
 import { type AppDeps, createApp } from '../../src/http/app.ts'
 import { createTaskRoute } from '../../src/http/task-route.ts'
@@ -24,7 +25,10 @@ const MAX_BODY_BYTES = 4096
 
 function appWorld(overrides: Record<string, unknown> = {}) {
   const clock = new FakeClock()
-  const settings = makeSettings(parseConfig({ ...SEED_CONFIG, max_body_bytes: MAX_BODY_BYTES, ...overrides }, 'test').config)
+  const settings = makeSettings(parseConfig({ ...SEED_CONFIG, max_body_bytes: MAX_BODY_BYTES, ...overrides }, 'test').config, {
+    externalTokens: [],
+    failures: new AuthFailures(() => clock.monotonic()),
+  })
   const registry = new Registry(settings.regions, healthPolicy(settings.config))
   registry.maxClients = settings.config.max_clients
   const membership = new LocalMembership(registry, 'test-instance')
@@ -41,7 +45,7 @@ function appWorld(overrides: Record<string, unknown> = {}) {
     startedAtMs: clock.now(),
     inFlight: () => state.inFlight,
     wsConnections: () => 3,
-    metrics: { httpCalls: () => ({ inFlight: 0, limit: 256 }) },
+    metrics: { httpCalls: () => ({ inFlight: 0, limit: 256 }), authFailures: () => ({ failures: 0, throttled: 0 }) },
     isStopping: () => state.stopping,
     report: (error) => void reported.push(error),
   }
@@ -244,7 +248,10 @@ describe('http app', () => {
 
 /** The task route with a real dispatcher and broadcaster over fake transports. */
 function taskRouteWorld(options: { http?: FakeTransport; config?: Record<string, unknown> } = {}) {
-  const settings = makeSettings(parseConfig({ ...SEED_CONFIG, max_body_bytes: MAX_BODY_BYTES, ...options.config }, 'test').config)
+  const settings = makeSettings(parseConfig({ ...SEED_CONFIG, max_body_bytes: MAX_BODY_BYTES, ...options.config }, 'test').config, {
+    externalTokens: [],
+    failures: new AuthFailures(() => 0),
+  })
   // The dispatcher follows the same config, as the server wires it.
   const core = taskCore({ http: options.http, settings: { retryCount: settings.config.retry_count, taskTimeoutMs: settings.config.task_timeout * 1000 } })
   const reported: unknown[] = []
@@ -259,7 +266,13 @@ function taskRouteWorld(options: { http?: FakeTransport; config?: Record<string,
   })
   /** Requests whose idle timeout the route lifted (server.timeout(request, 0)). */
   const untimed: Request[] = []
-  const server = { timeout: (request: Request, seconds: number) => void (seconds === 0 && untimed.push(request)) } as unknown as Server<unknown>
+  const server = {
+    timeout: (request: Request, seconds: number) => {
+      if (seconds === 0) untimed.push(request)
+    },
+    // Failed authentications are counted by the peer's address.
+    requestIP: () => ({ address: '127.0.0.1', family: 'IPv4', port: 50_000 }),
+  } as unknown as Server<unknown>
   const post = (body: unknown, headers: Record<string, string> = { ...JSON_BODY, ...BEARER }) => {
     const request = new Request('http://127.0.0.1/task/request', { method: 'POST', headers, body: typeof body === 'string' ? body : JSON.stringify(body) })
     return { request, response: route(request, server) }
