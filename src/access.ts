@@ -90,6 +90,16 @@ export class Access {
     return grant
   }
 
+  /** Whether `grant` holds `role` (e.g. monitor, which sees the details of agents' failures). */
+  holds(grant: Grant | undefined, role: Role): boolean {
+    return grant !== undefined && (grant.roles & ROLE_BITS[role]) !== 0
+  }
+
+  /** The grant of a token, if it is one, without counting a failure: for what an optional token adds. */
+  peek(token: string): Grant | undefined {
+    return token === '' ? undefined : this.grants.get(tokenDigest(token))
+  }
+
   /**
    * Throws 403 `forbidden` unless `grant` may act in `region` (normalized: the root is "global"): a
    * region matches itself and everything under it, so a task for the root needs a token allowed "global".

@@ -83,7 +83,7 @@ export class Broadcaster {
       if (!(error instanceof AttemptError)) throw error
       if (load.closing) return { ...base, status: 503, error: 'the server shut down before the client answered' }
       if (error.countsAgainstClient) registry.recordFailure(client, clock.now(), region)
-      return { ...base, status: error.kind === 'timeout' ? 504 : 502, error: error.message }
+      return { ...base, status: error.kind === 'timeout' ? 504 : 502, kind: error.kind, error: error.message }
     } finally {
       client.inFlight--
     }

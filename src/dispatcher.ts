@@ -76,7 +76,13 @@ export class Dispatcher {
           judged = true
           if (answer.status >= 500) {
             registry.recordFailure(client, clock.now(), pool)
-            failedAttempts.push({ node_id: client.nodeId, reason: `answered ${answer.status}`, status: answer.status, body: bodyExcerpt(answer) })
+            failedAttempts.push({
+              node_id: client.nodeId,
+              kind: 'status',
+              reason: `answered ${answer.status}`,
+              status: answer.status,
+              body: bodyExcerpt(answer),
+            })
             continue
           }
           // A 4xx is the client's honest answer to this payload, not a sign the client is unwell.
@@ -90,7 +96,7 @@ export class Dispatcher {
             outcome = { kind: 'shutting_down', region, failedAttempts }
             break
           }
-          failedAttempts.push({ node_id: client.nodeId, reason: error.message })
+          failedAttempts.push({ node_id: client.nodeId, kind: error.kind, reason: error.message })
           if (error.countsAgainstClient) {
             registry.recordFailure(client, clock.now(), pool)
             judged = true

@@ -22,7 +22,7 @@ export function authorize(settings: Settings, header: string | null | undefined,
 }
 
 /** The token of an `Authorization: Bearer <token>` header, '' if none; the scheme name is case-insensitive (RFC 9110). */
-function bearerToken(header: string | null | undefined): string {
+export function bearerToken(header: string | null | undefined): string {
   if (!header || header.length <= 7) return ''
   // Nearly every caller writes "Bearer " exactly: no lower-casing for them.
   return header.startsWith('Bearer ') || header.slice(0, 7).toLowerCase() === 'bearer ' ? header.slice(7).trim() : ''

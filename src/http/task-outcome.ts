@@ -3,13 +3,17 @@ import { type BroadcastOutcome, broadcastJson } from '../broadcast.ts'
 import { OUTCOME_STATUS } from '../dispatcher.ts'
 import { errorResponse, MoonlightError } from '../errors.ts'
 import type { Outcome } from '../outcome.ts'
+import type { FailedAttempt } from '../wire/errors.ts'
+
+/** What a caller may learn of agents' failures: everything (the monitor role), or only which node and a generic reason. */
+export type Disclosure = 'details' | 'generic'
 
 /**
  * A single task's outcome as the caller's answer: the client's own answer as-is (status, content
  * type, body) plus who answered, or the JSON error that says why there is none.
  */
-export function outcomeResponse(outcome: Outcome, taskId: string): Response {
-  if (outcome.kind !== 'answered') return errorResponse(outcomeError(outcome), undefined, { 'x-task-id': taskId })
+export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Disclosure = 'details'): Response {
+  if (outcome.kind !== 'answered') return errorResponse(outcomeError(outcome, disclosure), undefined, { 'x-task-id': taskId })
   const { answer, client, failedAttempts } = outcome
   // A plain object, not a Headers: the answer's names are already lower-case, and ours come last so they win.
   const headers = {
@@ -23,37 +27,69 @@ export function outcomeResponse(outcome: Outcome, taskId: string): Response {
 }
 
 /** Why a task has no answer, as the error the API documents for it. */
-export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>): MoonlightError {
+export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, disclosure: Disclosure = 'details'): MoonlightError {
   const status = OUTCOME_STATUS[outcome.kind]
+  const attempts = (list: FailedAttempt[]) => (disclosure === 'details' ? list : list.map(generic))
   switch (outcome.kind) {
     case 'no_client':
       return new MoonlightError(status, 'no_client', `no healthy client in region "${outcome.region}" or above it`, { region: outcome.region })
     case 'all_failed':
       return new MoonlightError(status, 'all_attempts_failed', `every attempt failed (${outcome.failedAttempts.length})`, {
         region: outcome.region,
-        attempts: outcome.failedAttempts,
+        attempts: attempts(outcome.failedAttempts),
       })
     case 'too_large':
-      return new MoonlightError(status, 'answer_too_large', "the client's answer was too large", { region: outcome.region, attempts: outcome.failedAttempts })
+      return new MoonlightError(status, 'answer_too_large', "the client's answer was too large", {
+        region: outcome.region,
+        attempts: attempts(outcome.failedAttempts),
+      })
     case 'timed_out':
       return new MoonlightError(status, 'timeout', `no answer within task_timeout (${outcome.timeoutMs / 1000} s)`, {
         region: outcome.region,
-        attempts: outcome.failedAttempts,
+        attempts: attempts(outcome.failedAttempts),
       })
     case 'shutting_down':
       return new MoonlightError(status, 'shutting_down', 'the server shut down before a client answered', {
         region: outcome.region,
-        attempts: outcome.failedAttempts,
+        attempts: attempts(outcome.failedAttempts),
       })
   }
 }
 
+/**
+ * Why an attempt failed, without what only an operator should see: the agent's address (in
+ * "cannot reach 10.0.0.7:3000: …"), whether a port is open, what the agent's error page said.
+ */
+const GENERIC_REASONS: Record<FailedAttempt['kind'], string> = {
+  unreachable: 'the client could not be reached',
+  disconnected: 'the connection to the client was lost before it answered',
+  dropped: 'the client could not take the task',
+  invalid_answer: 'the client did not send a valid answer',
+  refused: 'the client refused the call',
+  timeout: 'timed out waiting for the client',
+  too_large: "the client's answer was too large",
+  status: 'the client answered with an error',
+}
+
+function generic(attempt: FailedAttempt): FailedAttempt {
+  return {
+    node_id: attempt.node_id,
+    kind: attempt.kind,
+    reason: attempt.status ? `answered ${attempt.status}` : GENERIC_REASONS[attempt.kind],
+    ...(attempt.status ? { status: attempt.status } : {}),
+  }
+}
+
 /** A broadcast's answer: every client's part, 200 if any answered, else 502; or 503 with no client at all. */
-export function broadcastResponse(outcome: BroadcastOutcome, taskId: string, region: string): Response {
+export function broadcastResponse(outcome: BroadcastOutcome, taskId: string, region: string, disclosure: Disclosure = 'details'): Response {
   if (outcome.kind === 'no_client') {
     return errorResponse(new MoonlightError(503, 'no_client', `no healthy client in region "${region}"`, { region }), undefined, { 'x-task-id': taskId })
   }
-  const { results } = outcome
+  // A part without a kind failed for a reason of the server's own (it stopped): nothing to hide.
+  const results =
+    disclosure === 'details'
+      ? outcome.results
+      : outcome.results.map((part) => (part.kind === undefined ? part : { ...part, error: GENERIC_REASONS[part.kind] }))
   const answered = results.filter((result) => result.error === undefined).length
   return new Response(broadcastJson({ task_id: taskId, region, targets: results.length, answered }, results), {
     status: answered ? 200 : 502,

@@ -5,7 +5,7 @@ import { errorResponse, shuttingDown } from '../errors.ts'
 import { Regions } from '../regions.ts'
 import type { Settings } from '../settings.ts'
 import type { TaskIds } from '../task-ids.ts'
-import { authorize, clientAddress, readJsonText } from './request-checks.ts'
+import { authorize, bearerToken, clientAddress, readJsonText } from './request-checks.ts'
 import { readTaskRequest } from './task-body.ts'
 import { broadcastResponse, outcomeResponse } from './task-outcome.ts'
 
@@ -40,8 +40,12 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       const taskId = deps.taskIds.next()
       // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
       server.timeout(request, 0)
-      if (task.mode === 'broadcast') return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId), taskId, region)
-      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId), taskId)
+      // Agents' addresses and failure details are for operators (the monitor role): others get the node and a generic reason.
+      const disclosure = settings.access.holds(grant ?? settings.access.peek(bearerToken(request.headers.get('authorization'))), 'monitor')
+        ? 'details'
+        : 'generic'
+      if (task.mode === 'broadcast') return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId), taskId, region, disclosure)
+      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId), taskId, disclosure)
     } catch (error) {
       return errorResponse(error, deps.report)
     }

@@ -1,5 +1,6 @@
 import type { Deadline } from '../deadlines.ts'
 import type { Client } from '../registry.ts'
+import type { AttemptFailure } from '../wire/errors.ts'
 import type { Protocol } from '../wire/names.ts'
 
 /** A client's answer to one task, passed back to the caller as-is. */
@@ -14,7 +15,7 @@ export interface Answer {
  * client: after those two the work may have been done (or still be running), and doing it again is
  * worse for most work than saying so.
  */
-export type FailureKind = 'unreachable' | 'disconnected' | 'dropped' | 'invalid_answer' | 'refused' | 'timeout' | 'too_large'
+export type FailureKind = Exclude<AttemptFailure, 'status'>
 
 export class AttemptError extends Error {
   override name = 'AttemptError'

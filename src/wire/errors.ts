@@ -39,9 +39,15 @@ export const errorCodeSchema = z.enum([
 ])
 export type ErrorCode = z.infer<typeof errorCodeSchema>
 
+/** How an attempt failed: the transport's reasons, or `status` for a 5xx answer. */
+export const attemptFailureSchema = z.enum(['unreachable', 'disconnected', 'dropped', 'invalid_answer', 'refused', 'timeout', 'too_large', 'status'])
+export type AttemptFailure = z.infer<typeof attemptFailureSchema>
+
 /** One failed attempt of a task, as 502 and 504 bodies list them. */
 export const failedAttemptSchema = z.object({
   node_id: z.string(),
+  kind: attemptFailureSchema,
+  /** Why, in words. Names agent addresses only for callers with the monitor role. */
   reason: z.string(),
   status: z.number().int().optional(),
   /** The start of a 5xx answer's body: usually the client's own account of what went wrong. */

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { attemptFailureSchema } from './errors.ts'
 import { nameSchema, protocolSchema } from './names.ts'
 
 /** `POST /task/request`. */
@@ -18,6 +19,8 @@ export const broadcastResultSchema = z.object({
   response: z.unknown().optional(),
   /** Why there is no answer (unreachable, timed out, too large, shutting down). */
   error: z.string().optional(),
+  /** How the attempt failed, when it did. */
+  kind: attemptFailureSchema.optional(),
 })
 export type BroadcastResult = z.infer<typeof broadcastResultSchema>
 

@@ -54,7 +54,7 @@ describe('an answer the server cannot pass on fails that attempt, and nothing el
     await waitFor(async () => (await (await fetch(`${mls.url}/status`)).json()).clients === 1, 'the good agent to leave')
     const alone = await postTask(mls.url, { region: 'usa', payload: 'again' })
     expect(alone.status).toBe(502)
-    expect(alone.json().attempts).toContainEqual({ node_id: 'evil', reason: expect.stringContaining('nested deeper than 1000 levels') })
+    expect(alone.json().attempts).toContainEqual({ node_id: 'evil', kind: 'invalid_answer', reason: expect.stringContaining('nested deeper than 1000 levels') })
     expect(mls.process.exitCode).toBeNull()
     expect((await fetch(`${mls.url}/healthz`)).status).toBe(200)
   })

@@ -43,7 +43,7 @@ describe('dispatcher', () => {
     const outcome = expectKind(await core.dispatcher.dispatch('usa', '1', 't-1'), 'answered')
     expect(http.sentTo).toEqual(['a', 'b'])
     expect(outcome.client.nodeId).toBe('b')
-    expect(outcome.failedAttempts).toEqual([{ node_id: 'a', reason: 'answered 503', status: 503, body: 'busy' }])
+    expect(outcome.failedAttempts).toEqual([{ node_id: 'a', kind: 'status', reason: 'answered 503', status: 503, body: 'busy' }])
     expect(a).toMatchObject({ failures: 1, consecutiveFailures: 1 })
   })
 
@@ -56,9 +56,9 @@ describe('dispatcher', () => {
     const outcome = expectKind(await core.dispatcher.dispatch('usa', '1', 't-1'), 'all_failed')
     expect(outcome.region).toBe('usa')
     expect(outcome.failedAttempts).toEqual([
-      { node_id: 'a', reason: 'answered 500', status: 500, body: '{"error":"disk full"}' },
+      { node_id: 'a', kind: 'status', reason: 'answered 500', status: 500, body: '{"error":"disk full"}' },
       // Only the start of a long body: 1024 characters and an ellipsis.
-      { node_id: 'b', reason: 'answered 502', status: 502, body: `${'x'.repeat(1024)}…` },
+      { node_id: 'b', kind: 'status', reason: 'answered 502', status: 502, body: `${'x'.repeat(1024)}…` },
     ])
   })
 
@@ -73,7 +73,7 @@ describe('dispatcher', () => {
       expect({ kind, sentTo: http.sentTo, failed: outcome.failedAttempts }).toEqual({
         kind,
         sentTo: ['a', 'b'],
-        failed: [{ node_id: 'a', reason: `a: ${kind}` }],
+        failed: [{ node_id: 'a', kind, reason: `a: ${kind}` }],
       })
       expect({ kind, failures: a.failures }).toEqual({ kind, failures: 1 })
     }
@@ -92,7 +92,11 @@ describe('dispatcher', () => {
     core.clock.advance(1)
     await settle()
     const timedOut = expectKind(outcome!, 'timed_out')
-    expect(timedOut).toMatchObject({ region: 'usa', timeoutMs: 5000, failedAttempts: [{ node_id: 'a', reason: 'timed out waiting for the client' }] })
+    expect(timedOut).toMatchObject({
+      region: 'usa',
+      timeoutMs: 5000,
+      failedAttempts: [{ node_id: 'a', kind: 'timeout', reason: 'timed out waiting for the client' }],
+    })
     expect(http.sentTo).toEqual(['a'])
     // The client may still be working on it, but it did not answer in time: that counts against it.
     expect(a).toMatchObject({ failures: 1, inFlight: 0 })
@@ -104,7 +108,7 @@ describe('dispatcher', () => {
     const a = core.join('a', 'usa')
     core.join('b', 'usa')
     const outcome = expectKind(await core.dispatcher.dispatch('usa', '1', 't-1'), 'too_large')
-    expect(outcome.failedAttempts).toEqual([{ node_id: 'a', reason: 'answer over max_answer_bytes' }])
+    expect(outcome.failedAttempts).toEqual([{ node_id: 'a', kind: 'too_large', reason: 'answer over max_answer_bytes' }])
     expect(http.sentTo).toEqual(['a'])
     expect(a).toMatchObject({ state: 'healthy', failures: 0, successes: 0, consecutiveFailures: 0 })
   })
@@ -371,8 +375,8 @@ describe('broadcaster', () => {
       { node_id: 'text', protocol: 'http', status: 200, response: 'plain words' },
       { node_id: 'says-json', protocol: 'http', status: 200, response: 'not json at all' },
       { node_id: 'broken', protocol: 'http', status: 500, responseJson: '{"error":"disk full"}' },
-      { node_id: 'gone', protocol: 'http', status: 502, error: 'cannot reach gone' },
-      { node_id: 'mute', protocol: 'http', status: 504, error: 'timed out waiting for the client' },
+      { node_id: 'gone', protocol: 'http', status: 502, kind: 'unreachable', error: 'cannot reach gone' },
+      { node_id: 'mute', protocol: 'http', status: 504, kind: 'timeout', error: 'timed out waiting for the client' },
     ])
   })
 
@@ -394,7 +398,7 @@ describe('broadcaster', () => {
   test("an answer too large is that client's 502, not held against it", async () => {
     const core = taskCore({ http: new FakeTransport({ big: failsWith('too_large', 'too big') }) })
     const big = core.join('big', 'usa')
-    expect(delivered(await core.broadcaster.broadcast('usa', '1', 't-1'))).toEqual([{ node_id: 'big', protocol: 'http', status: 502, error: 'too big' }])
+    expect(delivered(await core.broadcaster.broadcast('usa', '1', 't-1'))).toEqual([{ node_id: 'big', protocol: 'http', status: 502, kind: 'too_large', error: 'too big' }])
     expect(big.failures).toBe(0)
   })
 

@@ -407,7 +407,7 @@ describe('task route', () => {
     expect(failed.status).toBe(502)
     expect(await errorOf(failed)).toMatchObject({
       code: 'all_attempts_failed',
-      attempts: [{ node_id: 'a', reason: 'answered 500', status: 500, body: 'disk full' }],
+      attempts: [{ node_id: 'a', kind: 'status', reason: 'answered 500', status: 500, body: 'disk full' }],
     })
 
     const slow = taskRouteWorld({ http: new FakeTransport(hangs()), config: { task_timeout: 2 } })
