@@ -398,7 +398,9 @@ describe('broadcaster', () => {
   test("an answer too large is that client's 502, not held against it", async () => {
     const core = taskCore({ http: new FakeTransport({ big: failsWith('too_large', 'too big') }) })
     const big = core.join('big', 'usa')
-    expect(delivered(await core.broadcaster.broadcast('usa', '1', 't-1'))).toEqual([{ node_id: 'big', protocol: 'http', status: 502, kind: 'too_large', error: 'too big' }])
+    expect(delivered(await core.broadcaster.broadcast('usa', '1', 't-1'))).toEqual([
+      { node_id: 'big', protocol: 'http', status: 502, kind: 'too_large', error: 'too big' },
+    ])
     expect(big.failures).toBe(0)
   })
 
