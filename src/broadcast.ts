@@ -56,9 +56,9 @@ export class Broadcaster {
   /** Each protocol's clients through its fan-out when it has one, else a send each. */
   private send(region: string, taskId: string, payloadJson: string, targets: Client[], deadline: Deadline) {
     const answers = new Map<string, Promise<Answer>>()
-    const byProtocol = Map.groupBy(targets, (client) => client.protocol)
-    for (const [protocol, clients] of byProtocol) {
-      const transport = this.deps.transports[protocol]
+    const byRoute = Map.groupBy(targets, (client) => client.route)
+    for (const [route, clients] of byRoute) {
+      const transport = this.deps.transports[route]
       if (transport.fanOut) {
         for (const [nodeId, answer] of transport.fanOut(region, taskId, payloadJson, clients, deadline)) answers.set(nodeId, answer)
       } else {

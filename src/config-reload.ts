@@ -25,6 +25,7 @@ export function planReload(started: Config, next: Config): ReloadPlan {
     port: keep('port', started.port, next.port),
     host: keep('host', started.host, next.host),
     html: keep('html', started.html, next.html),
+    cluster: keep('cluster', started.cluster, next.cluster),
     ws: { ...next.ws, enabled: keep('ws.enabled', started.ws.enabled, next.ws.enabled), path: keep('ws.path', started.ws.path, next.ws.path) },
     // HTTP or HTTPS is fixed at start; with TLS on, new files (or new paths) renew the certificate at once.
     tls: started.tls && next.tls ? next.tls : keep('tls', started.tls, next.tls),

@@ -124,6 +124,29 @@ function findCycle(hierarchy: Readonly<Record<string, string>>): string[] | unde
 
 const cidrSchema = z.string().refine((text) => parseCidr(text) !== undefined, 'must be an IP address or a CIDR such as 10.0.0.0/8')
 
+/** Several instances as one through Redis (README "Cluster mode"). */
+const clusterSchema = z.object({
+  /** redis:// or rediss:// (TLS), with a password (redis://:secret@host) and a database number (/2) if needed. */
+  redis_url: z
+    .string()
+    .refine((url) => /^rediss?:\/\/[^\s]+$/.test(url) && URL.canParse(url), 'must be a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379'),
+  /** This instance's name among the others; default: the host name and the port. */
+  instance_id: z
+    .string()
+    .regex(/^[\w.:@-]{1,128}$/, 'only letters, digits and . _ : @ - (at most 128)')
+    .optional(),
+  key_prefix: z
+    .string()
+    .regex(/^[\w.:-]{0,64}$/, 'only letters, digits and . _ : - (at most 64)')
+    .default('mls:'),
+  /** An instance that has not refreshed its presence for this long is dead, and its clients are dropped. */
+  instance_ttl: seconds.min(1).max(300).default(5),
+  /** How other instances and operators reach this one (shown in /cluster); default: http(s)://<host name>:<port>. */
+  advertise_url: z.string().url().optional(),
+  /** Prefer agents held by this instance, saving the hop through Redis, at the price of exact shares cluster-wide. */
+  prefer_local: z.boolean().default(false),
+})
+
 /** Where HTTP agents may be called (see src/agent-address.ts). */
 const agentsSchema = z.object({
   allowed_networks: z.array(cidrSchema).default(PRIVATE_NETWORKS),
@@ -211,6 +234,8 @@ export const configSchema = z.object({
     .prefault({}),
   /** Proxies whose X-Forwarded-For is believed for the source address (heartbeats' own address, failed-login counts). */
   trusted_proxies: z.array(cidrSchema).default([]),
+  // Cluster mode (src/cluster/): several instances sharing one fleet through Redis. Absent: one process, in memory.
+  cluster: clusterSchema.optional(),
   // Security: TLS, HTTPS agents, signed calls to agents.
   tls: tlsSchema.optional(),
   signing_secret: signingSecretSchema.optional(),
@@ -240,6 +265,17 @@ export interface LoadedConfig {
   unknownKeys: string[]
   /** Tokens from `tokens_file` and `MLS_TOKENS`, each meaning every role like `tokens` (readTokensFile, envTokens). */
   externalTokens: string[]
+}
+
+/**
+ * The config with `cluster.redis_url` set from `serve --redis` or $MLS_REDIS_URL (a cluster section
+ * is made if there is none); validated like the file's own.
+ */
+export function withRedisUrl(loaded: LoadedConfig, redisUrl: string | undefined): LoadedConfig {
+  if (!redisUrl) return loaded
+  const result = clusterSchema.safeParse({ ...loaded.config.cluster, redis_url: redisUrl })
+  if (!result.success) throw new ConfigError(`invalid --redis / MLS_REDIS_URL: ${result.error.issues.map((issue) => issue.message).join('; ')}`)
+  return { ...loaded, config: { ...loaded.config, cluster: result.data } }
 }
 
 /** Validates a parsed config object; throws ConfigError naming each bad key. */

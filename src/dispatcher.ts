@@ -72,7 +72,7 @@ export class Dispatcher {
         let judged = false
         client.inFlight++
         try {
-          const answer = await this.deps.transports[client.protocol].send(client, taskId, payloadJson, deadline)
+          const answer = await this.deps.transports[client.route].send(client, taskId, payloadJson, deadline)
           judged = true
           if (answer.status >= 500) {
             registry.recordFailure(client, clock.now(), pool)

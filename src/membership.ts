@@ -12,6 +12,8 @@ export interface Membership {
   get(nodeId: string): Client | undefined
   all(): Iterable<Client>
   views(): ClientView[]
+  /** One client's view, as views() shows it. */
+  view(client: Client): ClientView
   /** Per region where clients registered: how many, and how many can take tasks now. */
   regionCounts(): Map<string, RegionCounts>
   /** The instance that holds the client's connection (and calls it), or undefined if unknown. */
@@ -23,6 +25,8 @@ export class LocalMembership implements Membership {
   constructor(
     private readonly registry: Registry,
     readonly instanceId: string,
+    /** In a cluster, views name each client's instance. */
+    private readonly clustered = false,
   ) {}
 
   get size(): number {
@@ -38,7 +42,11 @@ export class LocalMembership implements Membership {
   }
 
   views(): ClientView[] {
-    return Array.from(this.registry.all(), clientView)
+    return Array.from(this.registry.all(), (client) => this.view(client))
+  }
+
+  view(client: Client): ClientView {
+    return clientView(client, this.clustered ? this.instanceId : undefined)
   }
 
   regionCounts(): Map<string, RegionCounts> {

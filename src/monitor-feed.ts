@@ -1,7 +1,7 @@
 import type { Clock } from './clock.ts'
 import type { Membership } from './membership.ts'
 import type { Regions } from './regions.ts'
-import { type Client, clientView, type RegistryEvent } from './registry.ts'
+import type { Client, RegistryEvent } from './registry.ts'
 import { type TaskRecord, type TaskStats, taskView } from './task-stats.ts'
 import type { MonitorFrame, MonitorSnapshot, MonitorUpdate, StatusLine } from './wire/monitor.ts'
 
@@ -100,7 +100,11 @@ export class MonitorFeed {
   /** The changes since the last call, or undefined if there were none. */
   private takeBatch() {
     if (this.dirty.size === 0 && this.removed.length === 0 && this.tasks.length === 0) return undefined
-    const batch = { clients: [...this.dirty.values()].map(clientView), removed: this.removed, tasks: this.tasks.map(taskView) }
+    const batch = {
+      clients: [...this.dirty.values()].map((client) => this.deps.membership.view(client)),
+      removed: this.removed,
+      tasks: this.tasks.map(taskView),
+    }
     this.dirty.clear()
     this.removed = []
     this.tasks = []

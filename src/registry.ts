@@ -9,6 +9,9 @@ export type { HealthPolicy } from './health.ts'
 export type { Protocol } from './wire/names.ts'
 
 export interface Client extends HealthRecord {
+  /** The instance that holds it; undefined: this one. */
+  instance?: string
+  route: Route
   /** A fingerprint of the token that registered it. */
   holder: string
   nodeId: string
@@ -31,7 +34,12 @@ export interface Client extends HealthRecord {
   latencyMs: number
 }
 
+/** How a task reaches a client: HTTP (any instance calls an HTTP agent itself), its WebSocket here, or relayed to the instance holding its WebSocket. */
+export type Route = 'http' | 'ws' | 'relay'
+
 export interface ClientAnnouncement {
+  /** The instance that holds it (its WebSocket, or its heartbeats); absent: this one. */
+  instance?: string
   /** A fingerprint of the token that registered it: the node id belongs to that token (src/node-ownership.ts). */
   holder: string
   nodeId: string
@@ -100,11 +108,17 @@ export class Registry {
     const sameClient =
       existing !== undefined &&
       existing.protocol === announcement.protocol &&
-      (announcement.protocol === 'ws'
-        ? existing.connectionId === connectionId
-        : existing.ip === announcement.ip && existing.port === announcement.port && existing.scheme === (announcement.scheme ?? 'http'))
+      existing.instance === announcement.instance &&
+      // Another instance's client is the same while that instance says so; only the holder knows its connection.
+      (announcement.instance !== undefined ||
+        (announcement.protocol === 'ws'
+          ? existing.connectionId === connectionId
+          : existing.ip === announcement.ip && existing.port === announcement.port && existing.scheme === (announcement.scheme ?? 'http')))
     if (existing && sameClient) {
       existing.lastSeen = now
+      // A holder's client may move or change address without a new record here.
+      existing.ip = announcement.ip
+      existing.port = announcement.port
       if (existing.region !== announcement.region || existing.weight !== announcement.weight) {
         this.leaveBalancers(existing)
         existing.region = announcement.region
@@ -118,6 +132,7 @@ export class Registry {
     if (existing) this.leaveBalancers(existing)
     const client: Client = {
       ...announcement,
+      route: announcement.protocol === 'http' ? 'http' : announcement.instance === undefined ? 'ws' : 'relay',
       scheme: announcement.scheme ?? 'http',
       ...health.freshHealth(now),
       connectionId: this.nextConnectionId++,
@@ -243,7 +258,8 @@ export class Registry {
   silent(protocol: Protocol, maxSilenceMs: number, now: number): Client[] {
     const found: Client[] = []
     for (const client of this.clients.values()) {
-      if (client.protocol === protocol && now - client.lastSeen > maxSilenceMs) found.push(client)
+      // Another instance's clients are its to expire: it withdraws them, or they go with it.
+      if (client.instance === undefined && client.protocol === protocol && now - client.lastSeen > maxSilenceMs) found.push(client)
     }
     return found
   }
@@ -322,9 +338,11 @@ export class Registry {
 }
 
 /** The public JSON view of a client, as /clients and the dashboard show it. */
-export function clientView(client: Client): ClientView {
+export function clientView(client: Client, localInstance?: string): ClientView {
   return {
     node_id: client.nodeId,
+    // In a cluster: the instance that holds it.
+    ...(localInstance === undefined ? {} : { instance: client.instance ?? localInstance }),
     region: client.region,
     protocol: client.protocol,
     ip: client.ip,

@@ -3,6 +3,7 @@ import type { Server } from 'bun'
 import { AuthFailures } from './auth-failures.ts'
 import { Broadcaster } from './broadcast.ts'
 import { type Clock, systemClock } from './clock.ts'
+import { Cluster, type InstanceInfo } from './cluster/cluster.ts'
 import { ConfigError, type LoadedConfig } from './config.ts'
 import { planReload } from './config-reload.ts'
 import { DeadlineTimer } from './deadlines.ts'
@@ -22,8 +23,10 @@ import { TaskIds } from './task-ids.ts'
 import { TaskStats } from './task-stats.ts'
 import { type CertificatePair, describeCertificate, readConfiguredTls } from './tls-files.ts'
 import { HttpTransport } from './transports/http.ts'
+import { AttemptError, type Transport } from './transports/types.ts'
 import { type SocketData, WsTransport } from './transports/ws.ts'
 import { VERSION } from './version.ts'
+import type { ClusterView } from './wire/views.ts'
 import { WsGateway } from './ws/gateway.ts'
 
 export interface ServerOptions {
@@ -43,6 +46,10 @@ export interface MoonlightServer {
   readonly port: number
   readonly settings: Settings
   readonly registry: Registry
+  /** The cluster this instance is part of, if the config has one (src/cluster/cluster.ts). */
+  readonly cluster: Cluster | undefined
+  /** Resolves once the server is ready: at once alone; in a cluster, once it has claimed its instance id (rejects if another instance has it). */
+  readonly ready: Promise<void>
   /** Applies a new config: tokens, hierarchy, retries, timeouts and health; clients stay connected. */
   reload(loaded: LoadedConfig): void
   /** Answers new requests 503 while in-flight tasks finish (up to `graceMs`), then stops listening and closes WebSockets with 1001. */
@@ -70,12 +77,14 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const report = (error: unknown) => log(`[mls] unhandled error: ${(error as Error)?.stack ?? error}`)
 
   const registry = new Registry(settings.regions, healthPolicy(started), (event) => {
-    if (event.client.protocol === 'ws' && event.type !== 'left') gateway.syncTopics(event.client.nodeId)
+    if (event.client.route === 'ws' && event.type !== 'left') gateway.syncTopics(event.client.nodeId)
     feed.onRegistryEvent(event)
+    cluster?.onRegistryEvent(event)
     log(describeEvent(event))
   })
   registry.maxClients = started.max_clients
-  const membership = new LocalMembership(registry, options.instanceId ?? `${hostname()}:${options.port ?? started.port}`)
+  const instanceId = options.instanceId ?? started.cluster?.instance_id ?? `${hostname()}:${options.port ?? started.port}`
+  const membership = new LocalMembership(registry, instanceId, started.cluster !== undefined)
   const wsTransport = new WsTransport(
     () => settings.config.ws.write_timeout * 1000,
     publish,
@@ -93,8 +102,26 @@ export function startServer(options: ServerOptions): MoonlightServer {
     // The agent checks the signature's timestamp against its own clock: real time, whatever clock the server runs on.
     Date.now,
   )
-  const transports = { http: httpTransport, ws: wsTransport }
   const deadlines = new DeadlineTimer(clock)
+  // Cluster mode: another instance's WebSocket agents are reached through it, over Redis.
+  const cluster = started.cluster
+    ? new Cluster({
+        settings: {
+          redisUrl: started.cluster.redis_url,
+          instanceId,
+          keyPrefix: started.cluster.key_prefix,
+          instanceTtlMs: started.cluster.instance_ttl * 1000,
+          advertiseUrl: started.cluster.advertise_url ?? `${started.tls ? 'https' : 'http'}://${hostname()}:${options.port ?? started.port}`,
+        },
+        registry,
+        clock,
+        deadlines,
+        localWs: wsTransport,
+        load: () => ({ clients: localClients(), inFlight: load.inFlight }),
+        log,
+      })
+    : undefined
+  const transports = { http: httpTransport, ws: wsTransport, relay: cluster?.relay ?? NO_RELAY }
   const feed = new MonitorFeed({ membership, regions: () => settings.regions, stats, statusLine, clock, publish })
   const onFinished = (record: Parameters<TaskStats['record']>[0]) => {
     stats.record(record, record.finishedAtMs)
@@ -151,11 +178,21 @@ export function startServer(options: ServerOptions): MoonlightServer {
     metrics: {
       httpCalls: () => ({ inFlight: httpTransport.inFlight, limit: fetchLimit }),
       authFailures: () => ({ failures: authFailures.failures, throttled: authFailures.throttled }),
+      ...(cluster ? { cluster: () => ({ redisUp: cluster.redisUp, instances: cluster.peers().length + 1, relayed: cluster.relay.relayed }) } : {}),
     },
     isStopping: () => stopping,
     report,
+    cluster: clusterView,
   })
-  const taskRoute = createTaskRoute({ settings, dispatcher, broadcaster, taskIds: new TaskIds(), isStopping: () => stopping, report })
+  const taskRoute = createTaskRoute({
+    settings,
+    dispatcher,
+    broadcaster,
+    taskIds: new TaskIds(),
+    isStopping: () => stopping,
+    report,
+    ...(cluster ? { instanceId } : {}),
+  })
 
   /** New connections get `certificate` from now on (if it is a new one); connections already open keep theirs. */
   function renewCertificate(certificate: CertificatePair): void {
@@ -166,6 +203,39 @@ export function startServer(options: ServerOptions): MoonlightServer {
       throw new ConfigError(`cannot listen with the new certificate, the previous one stays: ${(error as Error).message}`)
     }
     if (renewed) log(`[mls] TLS: renewed, new connections get ${describeCertificate(certificate)}`)
+  }
+
+  function clusterView(): ClusterView {
+    if (!cluster) {
+      const own = {
+        instance_id: instanceId,
+        advertise_url: url,
+        started_at: new Date(startedAtMs).toISOString(),
+        refreshed_at: new Date(clock.now()).toISOString(),
+      }
+      return {
+        mode: 'alone',
+        instance_id: instanceId,
+        redis: null,
+        redis_url: null,
+        instances: [{ ...own, clients: localClients(), in_flight: load.inFlight, self: true }],
+      }
+    }
+    // The incarnation tells this process from a restarted twin inside Redis; it means nothing to a reader.
+    const shown = ({ incarnation: _incarnation, ...info }: InstanceInfo, self: boolean) => ({ ...info, self })
+    return {
+      mode: 'cluster',
+      instance_id: instanceId,
+      redis: cluster.redisUp ? 'up' : 'down',
+      redis_url: cluster.redisUrl,
+      instances: [shown(cluster.selfInfo(), true), ...cluster.peers().map((peer) => shown(peer, false))],
+    }
+  }
+
+  function localClients(): number {
+    let count = 0
+    for (const client of registry.all()) if (client.instance === undefined) count++
+    return count
   }
 
   function statusLine() {
@@ -222,7 +292,17 @@ export function startServer(options: ServerOptions): MoonlightServer {
 
   const housekeeping = new Housekeeping(
     clock,
-    () => housekeepingJobs({ config: () => settings.config, registry, sockets: gateway, flushFeed: () => feed.flush(), everySecond: warnFetchLimit }),
+    () =>
+      housekeepingJobs({
+        config: () => settings.config,
+        registry,
+        sockets: gateway,
+        flushFeed: () => feed.flush(),
+        everySecond: (nowMs) => {
+          warnFetchLimit(nowMs)
+          void cluster?.tick()
+        },
+      }),
     log,
   )
   housekeeping.start()
@@ -234,6 +314,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
     port: listeningPort ?? 0,
     settings,
     registry,
+    cluster,
+    ready: cluster ? cluster.start() : Promise.resolve(),
     reload(loaded) {
       const plan = planReload(started, loaded.config)
       // Read before anything changes: a bad file rejects the whole reload, and the certificate served stays.
@@ -257,6 +339,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
       // connections at once, and a request already on its way over one would be lost (a reset).
       // Until then every new request gets refuseWhileStopping's answer instead.
       stopping = true
+      // In a cluster the others stop sending here at once, rather than when the presence expires.
+      await cluster?.withdraw()
       const deadline = Date.now() + graceMs
       while (load.inFlight > 0 && Date.now() < deadline) await Bun.sleep(20)
       // Grace is over: whatever still waits answers 503 now, rather than losing its connection unanswered.
@@ -268,9 +352,15 @@ export function startServer(options: ServerOptions): MoonlightServer {
       while (served.pendingRequests > 0 && Date.now() < flushDeadline) await Bun.sleep(10)
       housekeeping.stop()
       gateway.closeAll(1001, 'server shutting down')
+      cluster?.stop()
       await served.close()
     },
   }
+}
+
+/** Alone, every client is local: nothing is ever relayed. */
+const NO_RELAY: Transport = {
+  send: () => Promise.reject(new AttemptError('unreachable', 'not in a cluster')),
 }
 
 /** Starts listening; a port taken by another process is a one-line start-up failure, not a stack trace. */

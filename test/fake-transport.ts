@@ -89,6 +89,7 @@ export const TEST_POLICY: HealthPolicy = { failuresToEject: 3, ejectionMs: 1000,
 export interface TaskCoreOptions {
   http?: FakeTransport
   ws?: FakeTransport
+  relay?: FakeTransport
   policy?: HealthPolicy
   settings?: Partial<DispatchSettings>
 }
@@ -98,7 +99,7 @@ export function taskCore(options: TaskCoreOptions = {}) {
   const clock = new FakeClock()
   const events: RegistryEvent[] = []
   const registry = new Registry(new Regions(SEED_HIERARCHY), options.policy ?? TEST_POLICY, (event) => events.push(event))
-  const transports = { http: options.http ?? new FakeTransport(), ws: options.ws ?? new FakeTransport() }
+  const transports = { http: options.http ?? new FakeTransport(), ws: options.ws ?? new FakeTransport(), relay: options.relay ?? new FakeTransport() }
   const settings: DispatchSettings = { retryCount: 3, taskTimeoutMs: 30_000, ...options.settings }
   const deadlines = new DeadlineTimer(clock)
   const load = new TaskLoad()

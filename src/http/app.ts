@@ -10,7 +10,7 @@ import { register } from '../registration.ts'
 import type { Settings } from '../settings.ts'
 import type { TaskStats } from '../task-stats.ts'
 import { type HeartbeatReply, heartbeatSchema } from '../wire/agent-hello.ts'
-import type { ClientList, Status } from '../wire/views.ts'
+import type { ClientList, ClusterView, Status } from '../wire/views.ts'
 import { type MetricsSource, renderMetrics } from './metrics.ts'
 import { mountPages } from './pages.ts'
 import { authorize, clientAddress, limitDepth, parseJson, readJsonText, validate } from './request-checks.ts'
@@ -31,6 +31,8 @@ export interface AppDeps {
   metrics: Omit<MetricsSource, 'membership' | 'stats' | 'inFlight' | 'wsConnections' | 'startedAtMs' | 'nowMs'>
   isStopping: () => boolean
   report: (error: unknown) => void
+  /** Every instance of the cluster (just this one, alone). */
+  cluster: () => ClusterView
 }
 
 /** The HTTP API but the task route (src/http/task-route.ts): heartbeats, status, clients. Every error leaves as JSON. */
@@ -60,6 +62,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
 
   app.get('/status', (c) => {
+    const cluster = deps.cluster()
     const status: Status = {
       server: deps.isStopping() ? 'Stopping' : 'Online',
       websocket: settings.config.ws.enabled ? 'Connected' : 'Disabled',
@@ -72,6 +75,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       tasks_total: deps.stats.total,
       tasks_failed: deps.stats.failed,
       websocket_connections: deps.wsConnections(),
+      cluster: cluster.mode === 'alone' ? 'alone' : cluster.redis === 'up' ? 'ok' : 'degraded',
+      instance_id: cluster.instance_id,
     }
     return c.json(status)
   })
@@ -80,6 +85,11 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     authorize(settings, c.req.header('authorization'), 'monitor', () => clientAddress(settings, c.env, c.req.raw))
     const list: ClientList = { clients: membership.views() }
     return c.json(list)
+  })
+
+  app.get('/cluster', (c) => {
+    authorize(settings, c.req.header('authorization'), 'monitor', () => clientAddress(settings, c.env, c.req.raw))
+    return c.json(deps.cluster())
   })
 
   app.get('/regions', (c) => c.json(settings.regions.tree(membership.regionCounts())))

@@ -9,6 +9,8 @@ export interface MetricsSource {
   wsConnections: () => number
   /** Failed authentications so far, and how many of them were throttled (AuthFailures). */
   authFailures: () => { failures: number; throttled: number }
+  /** In cluster mode: whether Redis is reachable, the instances known (this one included), tasks relayed to other instances. */
+  cluster?: () => { redisUp: boolean; instances: number; relayed: number }
   startedAtMs: number
   nowMs: number
 }
@@ -47,6 +49,14 @@ export function renderMetrics(source: MetricsSource): string {
   metric('moonlight_auth_throttled_total', 'counter', 'Failed authentications answered too_many_failures (past auth.max_failures per auth.window).', [
     ['', auth.throttled],
   ])
+  const cluster = source.cluster?.()
+  if (cluster) {
+    metric('moonlight_cluster_redis_up', 'gauge', '1 while the cluster store (Redis) is reachable, 0 while this instance runs degraded.', [
+      ['', cluster.redisUp ? 1 : 0],
+    ])
+    metric('moonlight_cluster_instances', 'gauge', 'Instances of the cluster this one knows, itself included.', [['', cluster.instances]])
+    metric('moonlight_cluster_relays_total', 'counter', 'Tasks relayed to WebSocket agents held by other instances.', [['', cluster.relayed]])
+  }
   metric('moonlight_uptime_seconds', 'gauge', 'Seconds since the server started.', [['', Math.round((source.nowMs - source.startedAtMs) / 1000)]])
   return `${lines.join('\n')}\n`
 }

@@ -12,7 +12,7 @@ export type Disclosure = 'details' | 'generic'
  * A single task's outcome as the caller's answer: the client's own answer as-is (status, content
  * type, body) plus who answered, or the JSON error that says why there is none.
  */
-export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Disclosure = 'details'): Response {
+export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Disclosure = 'details', instanceId?: string): Response {
   if (outcome.kind !== 'answered') return errorResponse(outcomeError(outcome, disclosure), undefined, { 'x-task-id': taskId })
   const { answer, client, failedAttempts } = outcome
   // A plain object, not a Headers: the answer's names are already lower-case, and ours come last so they win.
@@ -22,6 +22,8 @@ export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Di
     'x-task-id': taskId,
     'x-moonlight-node': client.nodeId,
     'x-moonlight-attempts': String(failedAttempts.length + 1),
+    // In a cluster: the instance that delivered the answer (the agent's holder when it was relayed).
+    ...(instanceId === undefined ? {} : { 'x-moonlight-instance': answer.instance ?? instanceId }),
   }
   return new Response(answer.body, { status: answer.status, headers })
 }

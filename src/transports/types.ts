@@ -1,5 +1,5 @@
 import type { Deadline } from '../deadlines.ts'
-import type { Client } from '../registry.ts'
+import type { Client, Route } from '../registry.ts'
 import type { AttemptFailure } from '../wire/errors.ts'
 import type { Protocol } from '../wire/names.ts'
 
@@ -8,6 +8,8 @@ export interface Answer {
   status: number
   headers: Record<string, string>
   body: string | ArrayBuffer
+  /** The instance that delivered it, when another one did (a relay in cluster mode). */
+  instance?: string
 }
 
 /**
@@ -46,6 +48,6 @@ export interface Transport {
 }
 
 /** One transport per protocol: a new way to reach clients is one more entry, not a branch in the dispatcher. */
-export type Transports = Readonly<Record<Protocol, Transport>>
+export type Transports = Readonly<Record<Route, Transport>>
 
 export const timedOut = (): AttemptError => new AttemptError('timeout', 'timed out waiting for the client')

@@ -4,6 +4,8 @@ import { healthStateSchema, protocolSchema } from './names.ts'
 /** One client as `GET /clients`, the monitor feed and `moonlight clients` show it. */
 export const clientViewSchema = z.object({
   node_id: z.string(),
+  /** In cluster mode, the instance that holds the client (its WebSocket, or its heartbeats). */
+  instance: z.string().optional(),
   region: z.string(),
   protocol: protocolSchema,
   ip: z.string(),
@@ -44,8 +46,31 @@ export const statusSchema = z.object({
   tasks_total: z.number().int(),
   tasks_failed: z.number().int(),
   websocket_connections: z.number().int(),
+  /** `alone` without a cluster; in one, `ok` while Redis is reachable, `degraded` while it is not. */
+  cluster: z.enum(['alone', 'ok', 'degraded']),
+  instance_id: z.string(),
 })
 export type Status = z.infer<typeof statusSchema>
+
+/** `GET /cluster`: every instance of the cluster, this one included. */
+export const clusterViewSchema = z.object({
+  mode: z.enum(['alone', 'cluster']),
+  instance_id: z.string(),
+  redis: z.enum(['up', 'down']).nullable(),
+  redis_url: z.string().nullable(),
+  instances: z.array(
+    z.object({
+      instance_id: z.string(),
+      advertise_url: z.string(),
+      started_at: z.string(),
+      clients: z.number().int(),
+      in_flight: z.number().int(),
+      refreshed_at: z.string(),
+      self: z.boolean(),
+    }),
+  ),
+})
+export type ClusterView = z.infer<typeof clusterViewSchema>
 
 /** A region of `GET /regions`, with the clients at it and under it. */
 export interface RegionNode extends RegionCounts {

@@ -48,6 +48,7 @@ function appWorld(overrides: Record<string, unknown> = {}) {
     metrics: { httpCalls: () => ({ inFlight: 0, limit: 256 }), authFailures: () => ({ failures: 0, throttled: 0 }) },
     isStopping: () => state.stopping,
     report: (error) => void reported.push(error),
+    cluster: () => ({ mode: 'alone', instance_id: 'test-instance', redis: null, redis_url: null, instances: [] }),
   }
   const app = createApp(deps)
   /** Bun's server as the heartbeat route sees it: only the peer's address. */
@@ -108,6 +109,8 @@ describe('http app', () => {
       tasks_total: 1,
       tasks_failed: 1,
       websocket_connections: 3,
+      cluster: 'alone',
+      instance_id: 'test-instance',
     })
   })
 

@@ -1,0 +1,387 @@
+import type { Clock } from '../clock.ts'
+import type { DeadlineTimer } from '../deadlines.ts'
+import type { Client, Registry, RegistryEvent } from '../registry.ts'
+import type { Transport } from '../transports/types.ts'
+import type { HealthState, Protocol } from '../wire/names.ts'
+import { ClusterKeys } from './keys.ts'
+import { RedisConnection, redactRedisUrl } from './redis-connection.ts'
+import { deliverRelayed, RelayTransport } from './relay.ts'
+
+export interface ClusterSettings {
+  redisUrl: string
+  instanceId: string
+  keyPrefix: string
+  instanceTtlMs: number
+  advertiseUrl: string
+}
+
+/** An instance as the others see it (its presence key's value). */
+export interface InstanceInfo {
+  instance_id: string
+  incarnation: string
+  advertise_url: string
+  started_at: string
+  clients: number
+  in_flight: number
+  refreshed_at: string
+}
+
+/** A client as its holder announces it to the others. */
+interface SharedClient {
+  node_id: string
+  region: string
+  protocol: Protocol
+  ip: string
+  port: number
+  scheme: 'http' | 'https'
+  weight: number
+  holder: string
+  /** The holder's own verdict on its health. */
+  state: HealthState
+}
+
+type FleetMessage =
+  | { instance: string; op: 'set'; client: SharedClient }
+  | { instance: string; op: 'del'; node_id: string }
+  | { instance: string; op: 'reset' | 'gone' }
+
+export interface ClusterDeps {
+  settings: ClusterSettings
+  registry: Registry
+  clock: Clock
+  deadlines: DeadlineTimer
+  /** How a relayed task reaches a WebSocket agent of this instance. */
+  localWs: Transport
+  /** Clients held here and tasks in flight, for the presence key. */
+  load: () => { clients: number; inFlight: number }
+  log: (line: string) => void
+}
+
+/** Start-up refused: another running instance has this instance_id. */
+export class ClusterConflictError extends Error {
+  override name = 'ClusterConflictError'
+}
+
+/**
+ * Several instances as one system through Redis. Each instance announces the clients it holds and
+ * keeps a live replica of everyone else's in its own registry (as remote clients), so balancing,
+ * /clients and the dashboard see the whole fleet. An instance's presence key expires when it stops
+ * refreshing it: the others then drop its clients and fail over what they relayed to it. With
+ * Redis gone, each instance goes on with what it holds and the HTTP agents it knows, and rebuilds
+ * the shared view when Redis is back (also a Redis that restarted empty).
+ */
+export class Cluster {
+  readonly keys: ClusterKeys
+  readonly relay: RelayTransport
+  readonly connection: RedisConnection
+  private readonly incarnation = crypto.randomUUID()
+  private readonly startedAt: string
+  /** The other instances, as last seen. */
+  private instances = new Map<string, InstanceInfo>()
+  private starting = true
+  private stopped = false
+
+  constructor(private readonly deps: ClusterDeps) {
+    const { settings } = deps
+    this.keys = new ClusterKeys(settings.keyPrefix)
+    this.startedAt = new Date(deps.clock.now()).toISOString()
+    this.connection = new RedisConnection(settings.redisUrl, deps.clock, {
+      up: () => this.onUp(),
+      down: (reason) => this.onDown(reason),
+    })
+    this.relay = new RelayTransport(this.connection, this.keys, settings.instanceId)
+  }
+
+  get instanceId(): string {
+    return this.deps.settings.instanceId
+  }
+
+  get redisUp(): boolean {
+    return this.connection.up
+  }
+
+  /** Connects and claims this instance's id; throws ClusterConflictError if a running instance has it. Redis down: starts degraded. */
+  async start(): Promise<void> {
+    await this.connection.subscribe(this.keys.fleet, (message) => this.onFleet(message))
+    await this.connection.subscribe(this.keys.relay(this.instanceId), (message) => {
+      void deliverRelayed(
+        { connection: this.connection, keys: this.keys, registry: this.deps.registry, local: this.deps.localWs, deadlines: this.deps.deadlines },
+        message,
+      )
+    })
+    await this.connection.subscribe(this.keys.reply(this.instanceId), (message) => this.relay.onReply(message))
+    try {
+      await this.connection.start()
+    } finally {
+      this.starting = false
+    }
+    if (this.conflict) {
+      this.connection.close()
+      throw new ClusterConflictError(this.conflict)
+    }
+  }
+
+  private conflict: string | undefined
+
+  /** The other instances, for /cluster. */
+  peers(): InstanceInfo[] {
+    return [...this.instances.values()]
+  }
+
+  /** This instance's own line, as the others see it. */
+  selfInfo(): InstanceInfo {
+    const { clients, inFlight } = this.deps.load()
+    return {
+      instance_id: this.instanceId,
+      incarnation: this.incarnation,
+      advertise_url: this.deps.settings.advertiseUrl,
+      started_at: this.startedAt,
+      clients,
+      in_flight: inFlight,
+      refreshed_at: new Date(this.deps.clock.now()).toISOString(),
+    }
+  }
+
+  /** What to say where the Redis URL appears. */
+  get redisUrl(): string {
+    return redactRedisUrl(this.deps.settings.redisUrl)
+  }
+
+  /** Publishes a change to a client this instance holds. */
+  onRegistryEvent(event: RegistryEvent): void {
+    const { client } = event
+    if (client.instance !== undefined || !this.connection.up) return
+    const { keys } = this
+    const id = this.instanceId
+    if (event.type === 'left') {
+      void this.connection.send('HDEL', [keys.clients(id), client.nodeId]).catch(() => undefined)
+      void this.publish({ instance: id, op: 'del', node_id: client.nodeId })
+      return
+    }
+    const shared = share(client)
+    void this.connection.send('HSET', [keys.clients(id), client.nodeId, JSON.stringify(shared)]).catch(() => undefined)
+    void this.publish({ instance: id, op: 'set', client: shared })
+  }
+
+  /** Once a second: refresh this instance's presence, and drop the instances whose presence expired. */
+  async tick(): Promise<void> {
+    if (!this.connection.up || this.stopped) return
+    try {
+      await this.refreshPresence()
+      const live = await this.liveInstances()
+      for (const id of [...this.instances.keys()]) if (!live.has(id)) this.dropInstance(id, `instance ${id} stopped refreshing its presence`)
+      for (const [id, info] of live) {
+        if (id === this.instanceId) continue
+        const known = this.instances.has(id)
+        this.instances.set(id, info)
+        if (!known) await this.loadInstance(id)
+      }
+    } catch (error) {
+      this.deps.log(`[mls] cluster: housekeeping failed: ${(error as Error).message}`)
+    }
+  }
+
+  /** A graceful stop: this instance's clients leave the cluster at once, before its grace period. */
+  async withdraw(): Promise<void> {
+    if (this.stopped || !this.connection.up) return
+    const id = this.instanceId
+    try {
+      await this.connection.send('DEL', [this.keys.clients(id)])
+      await this.publish({ instance: id, op: 'gone' })
+      await this.connection.send('EVAL', [DELETE_IF_OURS, '1', this.keys.instance(id), this.incarnation])
+    } catch {
+      // Redis is gone already: the others notice when the presence key expires.
+    }
+  }
+
+  stop(): void {
+    this.stopped = true
+    this.relay.failAll('the server is stopping')
+    this.connection.close()
+  }
+
+  private async onUp(): Promise<void> {
+    const claimed = await this.claimPresence()
+    if (!claimed) return
+    this.deps.log(`[mls] cluster: connected to ${this.redisUrl} as ${this.instanceId}`)
+    // Announce everything held here afresh: Redis may have restarted empty.
+    const id = this.instanceId
+    const mine: string[] = []
+    for (const client of this.deps.registry.all()) if (client.instance === undefined) mine.push(client.nodeId, JSON.stringify(share(client)))
+    await this.connection.send('DEL', [this.keys.clients(id)])
+    if (mine.length > 0) await this.connection.send('HSET', [this.keys.clients(id), ...mine])
+    await this.connection.send('PEXPIRE', [this.keys.clients(id), String(this.deps.settings.instanceTtlMs * 3)])
+    await this.publish({ instance: id, op: 'reset' })
+    // And rebuild the replica of everyone else's: no ghost of an instance that died meanwhile.
+    const live = await this.liveInstances()
+    for (const other of [...this.instances.keys()]) if (!live.has(other)) this.dropInstance(other, `instance ${other} is gone`)
+    for (const [other, info] of live) {
+      if (other === id) continue
+      this.instances.set(other, info)
+      await this.loadInstance(other)
+    }
+  }
+
+  private onDown(reason: string): void {
+    this.deps.log(`[mls] cluster: ${reason}; serving the agents held here and the HTTP agents known, until Redis is back`)
+    // Another instance's WebSocket agents are reachable only through Redis; its HTTP agents are called directly.
+    for (const client of [...this.deps.registry.all()]) {
+      if (client.route === 'relay') this.deps.registry.remove(client.nodeId, 'the cluster store is down')
+    }
+    this.relay.failAll('the cluster store went down before the answer came back')
+  }
+
+  /** SET NX the presence key; at start-up a fresh one of another incarnation means another instance has this id. */
+  private async claimPresence(): Promise<boolean> {
+    const key = this.keys.instance(this.instanceId)
+    const ttl = String(this.deps.settings.instanceTtlMs)
+    const set = await this.connection.send('SET', [key, JSON.stringify(this.selfInfo()), 'NX', 'PX', ttl])
+    if (set !== null) return true
+    const current = await this.connection.send('GET', [key])
+    const holder = typeof current === 'string' ? (JSON.parse(current) as InstanceInfo) : undefined
+    if (holder?.incarnation === this.incarnation) return true
+    const message = `instance_id "${this.instanceId}" is already in use by another running instance (advertised at ${holder?.advertise_url ?? '?'}); give each instance its own cluster.instance_id, or wait ${this.deps.settings.instanceTtlMs / 1000} s if that one was just stopped`
+    if (this.starting) this.conflict = message
+    else this.deps.log(`[mls] cluster: ${message}`)
+    return false
+  }
+
+  private async refreshPresence(): Promise<void> {
+    const key = this.keys.instance(this.instanceId)
+    const ttl = String(this.deps.settings.instanceTtlMs)
+    const refreshed = await this.connection.send('EVAL', [REFRESH_IF_OURS, '1', key, this.incarnation, JSON.stringify(this.selfInfo()), ttl])
+    // The key is gone (Redis restarted empty, or it expired while this process was stalled): claim it again.
+    if (refreshed === 0) await this.onUp()
+    await this.connection.send('PEXPIRE', [this.keys.clients(this.instanceId), String(this.deps.settings.instanceTtlMs * 3)])
+  }
+
+  private async liveInstances(): Promise<Map<string, InstanceInfo>> {
+    const live = new Map<string, InstanceInfo>()
+    let cursor = '0'
+    do {
+      const [next, keys] = (await this.connection.send('SCAN', [cursor, 'MATCH', this.keys.instancePattern, 'COUNT', '200'])) as [string, string[]]
+      cursor = next
+      if (keys.length > 0) {
+        const values = (await this.connection.send('MGET', keys)) as Array<string | null>
+        for (const value of values) {
+          if (value === null) continue
+          try {
+            const info = JSON.parse(value) as InstanceInfo
+            live.set(info.instance_id, info)
+          } catch {
+            // Not ours to read.
+          }
+        }
+      }
+    } while (cursor !== '0')
+    return live
+  }
+
+  /** Replaces the replica of one instance's clients with what its hash holds now. */
+  private async loadInstance(id: string): Promise<void> {
+    const entries = (await this.connection.send('HGETALL', [this.keys.clients(id)])) as Record<string, string> | null
+    const held = new Set<string>()
+    for (const [nodeId, json] of Object.entries(entries ?? {})) {
+      try {
+        this.applyShared(id, JSON.parse(json) as SharedClient)
+        held.add(nodeId)
+      } catch {
+        // A malformed entry is skipped, not fatal.
+      }
+    }
+    for (const client of [...this.deps.registry.all()]) {
+      if (client.instance === id && !held.has(client.nodeId)) this.deps.registry.remove(client.nodeId, `no longer held by instance ${id}`)
+    }
+  }
+
+  private onFleet(text: string): void {
+    let message: FleetMessage
+    try {
+      message = JSON.parse(text) as FleetMessage
+    } catch {
+      return
+    }
+    if (message.instance === this.instanceId) return
+    switch (message.op) {
+      case 'set':
+        if (!this.instances.has(message.instance)) {
+          // A newcomer: the next tick reads its presence; its clients count already.
+          this.instances.set(message.instance, { instance_id: message.instance } as InstanceInfo)
+        }
+        this.applyShared(message.instance, message.client)
+        return
+      case 'del': {
+        const client = this.deps.registry.get(message.node_id)
+        if (client?.instance === message.instance) this.deps.registry.remove(message.node_id, `left instance ${message.instance}`)
+        return
+      }
+      case 'reset':
+        void this.loadInstance(message.instance).catch(() => undefined)
+        return
+      case 'gone':
+        this.dropInstance(message.instance, `instance ${message.instance} stopped`)
+        return
+    }
+  }
+
+  private applyShared(instance: string, shared: SharedClient): void {
+    const { registry, clock } = this.deps
+    const existing = registry.get(shared.node_id)
+    // This instance's own client of that id wins here; the other instance sees its own.
+    if (existing && existing.instance === undefined) return
+    registry.announce(
+      {
+        instance,
+        holder: shared.holder,
+        nodeId: shared.node_id,
+        region: shared.region,
+        protocol: shared.protocol,
+        ip: shared.ip,
+        port: shared.port,
+        scheme: shared.scheme,
+        weight: shared.weight,
+      },
+      clock.now(),
+    )
+  }
+
+  private dropInstance(id: string, why: string): void {
+    this.instances.delete(id)
+    this.relay.failHolder(id, why)
+    for (const client of [...this.deps.registry.all()]) if (client.instance === id) this.deps.registry.remove(client.nodeId, why)
+  }
+
+  private publish(message: FleetMessage): Promise<unknown> {
+    return this.connection.publish(this.keys.fleet, JSON.stringify(message)).catch(() => undefined)
+  }
+}
+
+function share(client: Client): SharedClient {
+  return {
+    node_id: client.nodeId,
+    region: client.region,
+    protocol: client.protocol,
+    ip: client.ip,
+    port: client.port,
+    scheme: client.scheme,
+    weight: client.weight,
+    holder: client.holder,
+    state: client.state,
+  }
+}
+
+/** Refreshes the presence key only if this incarnation holds it: a restarted twin must not be refreshed by the old one. */
+const REFRESH_IF_OURS = `
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, info = pcall(cjson.decode, current)
+if not ok or info.incarnation ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1`
+
+const DELETE_IF_OURS = `
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, info = pcall(cjson.decode, current)
+if ok and info.incarnation == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`

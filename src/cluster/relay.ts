@@ -1,0 +1,164 @@
+import type { Deadline, DeadlineTimer, Expirable } from '../deadlines.ts'
+import { memberSpan } from '../json-text.ts'
+import type { Client, Registry } from '../registry.ts'
+import { type Answer, AttemptError, type FailureKind, type Transport, timedOut } from '../transports/types.ts'
+import type { ClusterKeys } from './keys.ts'
+import type { RedisConnection } from './redis-connection.ts'
+
+/** What the holder sends back for one relayed attempt. */
+interface RelayReply {
+  key: string
+  status?: number
+  headers?: Record<string, string>
+  body?: string
+  error?: string
+  kind?: FailureKind
+}
+
+/** One relayed attempt waiting for its reply; fails over at once if its holder goes away. */
+class RelayWaiter implements Expirable {
+  constructor(
+    readonly instance: string,
+    readonly resolve: (answer: Answer) => void,
+    readonly reject: (error: AttemptError) => void,
+    readonly deadline: Deadline,
+    private readonly settle: () => boolean,
+  ) {}
+
+  expire(): void {
+    if (this.settle()) this.reject(timedOut())
+  }
+}
+
+/**
+ * Tasks for WebSocket agents held by another instance: published on the holder's relay channel,
+ * sent down the agent's socket there, and answered on this instance's reply channel. The payload
+ * and the answer travel as their own text. A holder that dies fails its relayed attempts at once
+ * (failHolder), like a WebSocket disconnect, and a reply nobody waits for any more is dropped.
+ */
+export class RelayTransport implements Transport {
+  private readonly waiting = new Map<string, RelayWaiter>()
+  private sequence = 0
+  relayed = 0
+
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly keys: ClusterKeys,
+    private readonly self: string,
+  ) {}
+
+  get pending(): number {
+    return this.waiting.size
+  }
+
+  async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer> {
+    if (deadline.expired) throw timedOut()
+    const holder = client.instance
+    if (holder === undefined || !this.connection.up) throw new AttemptError('unreachable', `cannot reach instance ${holder ?? '?'}: the cluster store is down`)
+    const key = `${this.self}/${++this.sequence}`
+    const answer = new Promise<Answer>((resolve, reject) => {
+      const settle = () => {
+        if (this.waiting.get(key) !== waiter) return false
+        this.waiting.delete(key)
+        deadline.unwatch(waiter)
+        return true
+      }
+      const waiter = new RelayWaiter(holder, resolve, reject, deadline, settle)
+      this.waiting.set(key, waiter)
+      deadline.watch(waiter)
+    })
+    const timeoutMs = Math.max(1, Math.ceil(deadline.atMs - performance.now()))
+    const message = `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(key)},"task_id":${JSON.stringify(taskId)},"node_id":${JSON.stringify(client.nodeId)},"timeout_ms":${timeoutMs},"payload":${payloadJson}}`
+    let receivers = 0
+    try {
+      receivers = Number(await this.connection.publish(this.keys.relay(holder), message))
+    } catch (error) {
+      this.fail(key, new AttemptError('unreachable', `cannot relay to instance ${holder}: ${(error as Error).message}`))
+    }
+    // Nobody listening on the holder's channel: it is gone, whatever its presence key still says.
+    if (receivers === 0) this.fail(key, new AttemptError('disconnected', `instance ${holder} is not listening`))
+    this.relayed++
+    return answer
+  }
+
+  /** A reply from a holder (on this instance's reply channel). */
+  onReply(text: string): void {
+    let reply: RelayReply
+    try {
+      reply = JSON.parse(text) as RelayReply
+    } catch {
+      return
+    }
+    const waiter = this.waiting.get(reply.key)
+    if (!waiter) return
+    this.waiting.delete(reply.key)
+    waiter.deadline.unwatch(waiter)
+    if (reply.error !== undefined || reply.status === undefined) {
+      waiter.reject(new AttemptError(reply.kind ?? 'disconnected', `via instance ${waiter.instance}: ${reply.error ?? 'no answer'}`))
+      return
+    }
+    waiter.resolve({ status: reply.status, headers: reply.headers ?? {}, body: reply.body ?? '', instance: waiter.instance })
+  }
+
+  /** The holder is gone (its presence expired, it withdrew, or the store went down): every attempt relayed to it fails over now. */
+  failHolder(instance: string, why: string): void {
+    for (const [key, waiter] of [...this.waiting]) {
+      if (waiter.instance === instance) this.fail(key, new AttemptError('disconnected', why))
+    }
+  }
+
+  failAll(why: string): void {
+    for (const key of [...this.waiting.keys()]) this.fail(key, new AttemptError('disconnected', why))
+  }
+
+  private fail(key: string, error: AttemptError): void {
+    const waiter = this.waiting.get(key)
+    if (!waiter) return
+    this.waiting.delete(key)
+    waiter.deadline.unwatch(waiter)
+    waiter.reject(error)
+  }
+}
+
+export interface RelayHolderDeps {
+  connection: RedisConnection
+  keys: ClusterKeys
+  registry: Registry
+  /** How a task reaches a WebSocket agent of this instance. */
+  local: Transport
+  deadlines: DeadlineTimer
+}
+
+/**
+ * The holder's side of a relay: a task from another instance goes down the local agent's socket
+ * with the time the caller has left, and its answer (or why there is none) goes back to the origin.
+ * If the origin died meanwhile, the reply reaches nobody and is gone: nothing accumulates here.
+ */
+export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promise<void> {
+  let request: { origin: string; key: string; task_id: string; node_id: string; timeout_ms: number }
+  try {
+    request = JSON.parse(text)
+  } catch {
+    return
+  }
+  const payload = memberSpan(text, 'payload')
+  const reply = (body: RelayReply) => deps.connection.publish(deps.keys.reply(request.origin), JSON.stringify(body)).catch(() => undefined)
+  const client = deps.registry.get(request.node_id)
+  if (!client || client.instance !== undefined || client.route !== 'ws' || payload.start === -1) {
+    await reply({ key: request.key, error: 'the client is no longer connected to this instance', kind: 'disconnected' })
+    return
+  }
+  const deadline = deps.deadlines.start(request.timeout_ms)
+  client.inFlight++
+  try {
+    const answer = await deps.local.send(client, request.task_id, text.slice(payload.start, payload.end), deadline)
+    const body = typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
+    await reply({ key: request.key, status: answer.status, headers: answer.headers, body })
+  } catch (error) {
+    const kind = error instanceof AttemptError ? error.kind : 'disconnected'
+    await reply({ key: request.key, error: (error as Error).message, kind })
+  } finally {
+    client.inFlight--
+    deps.deadlines.end(deadline)
+  }
+}
