@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { certificateFailure, SERVER_CA_HINT } from './tls-failures.ts'
 import { errorBodySchema } from './wire/errors.ts'
-import { type ClientList, clientViewSchema, type Status, statusSchema } from './wire/views.ts'
+import { type ClientList, type ClusterView, clientViewSchema, clusterViewSchema, type Status, statusSchema } from './wire/views.ts'
 
 export type { ClientList, Status } from './wire/views.ts'
 
@@ -44,6 +44,10 @@ export interface RawAnswer {
 
 export async function fetchStatus(target: ServerTarget): Promise<Status> {
   return parseJson(await call(target, 'GET', '/status'), statusAnswerSchema, '/status')
+}
+
+export async function fetchCluster(target: ServerTarget): Promise<ClusterView> {
+  return parseJson(await call(target, 'GET', '/cluster'), clusterViewSchema, '/cluster')
 }
 
 export async function fetchClients(target: ServerTarget): Promise<ClientList> {

@@ -64,7 +64,7 @@ export class Balancer<Id> {
   }
 
   /** The next member in smooth weighted order, skipping `exclude`; undefined if none is left. */
-  pick(exclude?: ReadonlySet<Id>): Id | undefined {
+  pick(exclude?: Excluded<Id>): Id | undefined {
     if (this.entries.size === 0) return undefined
     this.step++
     if (this.step > REBASE_AT_STEP) this.rebase()
@@ -92,7 +92,7 @@ export class Balancer<Id> {
   }
 
   /** pick() when the richest member is excluded: pops excluded tops aside in each class. */
-  private pickExcluding(exclude: ReadonlySet<Id>): Id | undefined {
+  private pickExcluding(exclude: Excluded<Id>): Id | undefined {
     const skipped: Array<[WeightClass<Id>, Entry<Id>]> = []
     let best: Entry<Id> | undefined
     let bestAt = -1
@@ -166,6 +166,11 @@ export class Balancer<Id> {
       this.topKeys[at] = weightClass.heap[0]!.key
     })
   }
+}
+
+/** Members a pick skips: a Set, or anything that answers `has`. */
+export interface Excluded<Id> {
+  has(id: Id): boolean
 }
 
 const REBASE_AT_STEP = 2 ** 36

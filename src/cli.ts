@@ -2,6 +2,7 @@
 import { type Command, type Env, oneLine, UsageError } from './commands/_command.ts'
 import { agentCommand } from './commands/agent.ts'
 import { clientsCommand } from './commands/clients.ts'
+import { clusterCommand } from './commands/cluster.ts'
 import { configCommand } from './commands/config.ts'
 import { serveCommand } from './commands/serve.ts'
 import { statusCommand } from './commands/status.ts'
@@ -14,6 +15,7 @@ const commands: Record<string, Command> = {
   task: taskCommand,
   status: statusCommand,
   clients: clientsCommand,
+  cluster: clusterCommand,
   config: configCommand,
 }
 

@@ -9,6 +9,8 @@ import type { FailedAttempt } from './wire/errors.ts'
 export interface DispatchSettings {
   retryCount: number
   taskTimeoutMs: number
+  /** cluster.prefer_local: this instance's own clients before others'. */
+  preferLocal?: boolean
 }
 
 /** Tasks under way, single and broadcast alike, and whether the server is stopping: shared by the dispatcher and the broadcaster. */
@@ -125,8 +127,9 @@ export class Dispatcher {
   /** An untried client first; else one other than the last; the same client only if it is alone. */
   private pickAnother(region: string, tried: ReadonlySet<string> | undefined, last: Client | undefined) {
     const { registry } = this.deps
-    if (!last || !tried) return registry.pickFrom(region)
-    return registry.pickFrom(region, tried) ?? registry.pickFrom(region, new Set([last.nodeId])) ?? registry.pickFrom(region)
+    const preferLocal = this.deps.settings().preferLocal === true
+    if (!last || !tried) return registry.pickFrom(region, undefined, preferLocal)
+    return registry.pickFrom(region, tried, preferLocal) ?? registry.pickFrom(region, new Set([last.nodeId])) ?? registry.pickFrom(region)
   }
 }
 

@@ -1,4 +1,4 @@
-import { Balancer } from './balancer.ts'
+import { Balancer, type Excluded } from './balancer.ts'
 import type { HealthPolicy, HealthRecord } from './health.ts'
 import * as health from './health.ts'
 import type { Regions } from './regions.ts'
@@ -66,6 +66,8 @@ export class Registry {
   /** New node ids past this many clients are refused (`hasRoomFor`): a flood of ids must not grow the server without bound. */
   maxClients = Number.POSITIVE_INFINITY
   private readonly clients = new Map<string, Client>()
+  /** Clients held by other instances (cluster mode), for prefer_local. */
+  private readonly remote = new Set<string>()
   /** Only regions with a client that can take tasks have one; a region's last client leaving forgets it. */
   private balancers = new Map<string, Balancer<string>>()
   private nextConnectionId = 1
@@ -144,6 +146,8 @@ export class Registry {
       latencyMs: existing?.latencyMs ?? 0,
     }
     this.clients.set(client.nodeId, client)
+    if (client.instance === undefined) this.remote.delete(client.nodeId)
+    else this.remote.add(client.nodeId)
     this.syncBalancers(client)
     this.onEvent({ type: 'joined', client })
     return { client, previous: existing }
@@ -168,6 +172,7 @@ export class Registry {
     const client = this.clients.get(nodeId)
     if (!client || (connectionId !== undefined && client.connectionId !== connectionId)) return undefined
     this.clients.delete(nodeId)
+    this.remote.delete(nodeId)
     this.leaveBalancers(client)
     this.onEvent({ type: 'left', client, reason })
     return client
@@ -182,7 +187,16 @@ export class Registry {
   }
 
   /** pick(), also saying which region's pool the client was drawn from (the task's region, or the ancestor it climbed to). */
-  pickFrom(region: string, exclude?: ReadonlySet<string>): { client: Client; pool: string } | undefined {
+  pickFrom(region: string, exclude?: ReadonlySet<string>, preferLocal = false): { client: Client; pool: string } | undefined {
+    // cluster.prefer_local: this instance's own clients first, saving the hop; the others only when it has none left.
+    if (preferLocal && this.remote.size > 0) {
+      const local = this.pickIn(region, { has: (id: string) => this.remote.has(id) || exclude?.has(id) === true })
+      if (local) return local
+    }
+    return this.pickIn(region, exclude)
+  }
+
+  private pickIn(region: string, exclude?: Excluded<string>): { client: Client; pool: string } | undefined {
     for (const pool of this.regions.chain(region)) {
       const nodeId = this.balancers.get(pool)?.pick(exclude)
       if (nodeId === undefined) continue

@@ -130,7 +130,11 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const taskDeps = {
     registry,
     transports,
-    settings: () => ({ retryCount: settings.config.retry_count, taskTimeoutMs: settings.config.task_timeout * 1000 }),
+    settings: () => ({
+      retryCount: settings.config.retry_count,
+      taskTimeoutMs: settings.config.task_timeout * 1000,
+      preferLocal: started.cluster?.prefer_local === true,
+    }),
     deadlines,
     load,
     clock,

@@ -2,8 +2,8 @@ import type { TaskHandler } from './handler.ts'
 
 /** Who an agent says it is, over either transport. */
 export interface AgentIdentity {
-  /** The server's http(s) base URL, without a trailing slash. */
-  serverUrl: string
+  /** The servers' http(s) base URLs, without a trailing slash: a cluster's instances, tried in turn. */
+  servers: string[]
   token: string
   region: string
   nodeId: string

@@ -35,6 +35,7 @@ export class HttpAgent implements Agent {
   private readonly pause = new Pause()
   private server: Server<undefined> | undefined
   private registered = false
+  private current = 0
   private stopping = false
 
   constructor(private readonly options: HttpAgentOptions) {
@@ -71,7 +72,8 @@ export class HttpAgent implements Agent {
 
   /** Sends one heartbeat; returns how long to wait before the next. Throws when the server refuses us. */
   private async heartbeat(weight: number | undefined): Promise<number> {
-    const { serverUrl, nodeId, token, region, ip, heartbeatIntervalMs, tls, ca } = this.options
+    const { nodeId, token, region, ip, heartbeatIntervalMs, tls, ca } = this.options
+    const serverUrl = this.serverUrl
     const body = {
       node_id: nodeId,
       token,
@@ -114,8 +116,14 @@ export class HttpAgent implements Agent {
     return heartbeatIntervalMs ?? (ttlS * 1000) / 3
   }
 
+  /** The server heartbeats go to now; a failure moves on to the next (a cluster's next instance). */
+  private get serverUrl(): string {
+    return this.options.servers[this.current % this.options.servers.length]!
+  }
+
   private retryLater(reason: string): number {
     this.registered = false
+    this.current++
     const delayMs = this.backoff.next()
     if (!this.stopping) this.options.warn(`[agent] ${reason}; retrying in ${(delayMs / 1000).toFixed(1)} s`)
     return delayMs

@@ -7,7 +7,8 @@ import { answerTask, describeFailure } from './handler.ts'
 import { Limiter } from './limiter.ts'
 
 export interface WsAgentOptions extends AgentOptions {
-  wsUrl: string
+  /** One URL per server (a cluster's instances): the agent moves to the next when a connection fails. */
+  wsUrls: string[]
 }
 
 interface SessionEnd {
@@ -40,8 +41,15 @@ export class WsAgent implements Agent {
   private socket: WebSocket | undefined
   private stopping = false
 
+  /** The server being tried, as an index into wsUrls. */
+  private current = 0
+
   constructor(private readonly options: WsAgentOptions) {
     this.limiter = new Limiter(options.concurrency)
+  }
+
+  private get wsUrl(): string {
+    return this.options.wsUrls[this.current % this.options.wsUrls.length]!
   }
 
   get held(): number {
@@ -54,8 +62,14 @@ export class WsAgent implements Agent {
       if (end.fatal) throw new AgentFatalError(end.fatal)
       if (this.stopping) break
       if (end.registered) this.backoff.reset()
-      const delayMs = this.backoff.next()
-      this.options.warn(`[agent] ${end.registered ? 'disconnected' : 'cannot connect'}: ${end.reason}; reconnecting in ${(delayMs / 1000).toFixed(1)} s`)
+      // With several servers, the next one: an instance that died should not hold the agent back.
+      const from = this.wsUrl
+      this.current++
+      const delayMs = this.options.wsUrls.length > 1 && end.registered ? 0 : this.backoff.next()
+      const next = this.options.wsUrls.length > 1 ? ` (to ${this.wsUrl})` : ''
+      this.options.warn(
+        `[agent] ${end.registered ? 'disconnected' : 'cannot connect'} from ${from}: ${end.reason}; reconnecting${next} in ${(delayMs / 1000).toFixed(1)} s`,
+      )
       await this.pause.sleep(delayMs)
     }
     // The connection may have dropped during a stop: tasks still running have nowhere to answer, but we let them end.
@@ -76,7 +90,7 @@ export class WsAgent implements Agent {
   private session(): Promise<SessionEnd> {
     const { options } = this
     return new Promise((resolve) => {
-      const socket = new BunWebSocket(options.wsUrl, options.ca === undefined ? {} : { tls: { ca: options.ca } })
+      const socket = new BunWebSocket(this.wsUrl, options.ca === undefined ? {} : { tls: { ca: options.ca } })
       this.socket = socket
       let registered = false
       let fatal: string | undefined
@@ -105,7 +119,7 @@ export class WsAgent implements Agent {
           case 'registered': {
             registered = true
             const { node_id, region, weight, heartbeat_interval } = message.payload
-            options.log(`[agent] registered as ${node_id} in ${region} (weight ${weight}) at ${options.wsUrl}`)
+            options.log(`[agent] registered as ${node_id} in ${region} (weight ${weight}) at ${this.wsUrl}`)
             if (this.stopping) this.send(socket, { type: 'heartbeat', payload: { weight: 0 } })
             const intervalMs = heartbeat_interval * 1000
             heartbeat = setInterval(() => {

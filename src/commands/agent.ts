@@ -24,7 +24,8 @@ A ready-made agent. It connects to the server over WebSocket, registers, and ans
   --handler FILE      import FILE (.ts or .js); its default export "async (payload) => result" answers;
                       a throw → 500 with the message
 
-  --server URL        the server's base URL (default $MLS_SERVER, else http://localhost:8080);
+  --server URL        the server's base URL (default $MLS_SERVER, else http://localhost:8080); several
+                      (a cluster's instances: --server URL1,URL2 or repeated) are tried in turn;
                       the WebSocket URL is derived from it (http → ws, https → wss) plus --ws-path
   --token T           a token the server accepts (default $MLS_TOKEN)
   --region R          the region this agent serves
@@ -48,7 +49,7 @@ takes no new tasks, finishes the ones it holds, then exits; a second signal exit
 
 async function runAgent(args: string[], env: Env): Promise<number> {
   const { values, positionals } = parse(args, {
-    server: { type: 'string' },
+    server: { type: 'string', multiple: true },
     token: { type: 'string' },
     region: { type: 'string' },
     'node-id': { type: 'string' },
@@ -66,7 +67,12 @@ async function runAgent(args: string[], env: Env): Promise<number> {
     'signing-secret': { type: 'string' },
   })
   noPositionals(positionals)
-  const server = serverUrl(values.server, env)
+  // --server URL1,URL2 or --server repeated: a cluster's instances, tried in turn.
+  const listed = (values.server ?? (env.MLS_SERVER ? [env.MLS_SERVER] : []))
+    .flatMap((each) => each.split(','))
+    .map((each) => each.trim())
+    .filter(Boolean)
+  const servers = (listed.length > 0 ? listed : [undefined]).map((each) => serverUrl(each, env))
   const token = tokenOf(values.token, env)
   if (!token) throw new UsageError('an agent needs a token: pass --token or set MLS_TOKEN')
   if (!values.region) throw new UsageError('pass --region R: the region this agent serves')
@@ -87,7 +93,7 @@ async function runAgent(args: string[], env: Env): Promise<number> {
   if (!wsPath.startsWith('/')) throw new UsageError(`--ws-path must start with "/", got "${wsPath}"`)
 
   const options: AgentOptions = {
-    serverUrl: server,
+    servers,
     token,
     region: values.region,
     nodeId: values['node-id'] ?? `${hostname()}-${process.pid}`,
@@ -101,7 +107,7 @@ async function runAgent(args: string[], env: Env): Promise<number> {
   }
   const agent: Agent =
     httpPort === undefined
-      ? new WsAgent({ ...options, wsUrl: `${server.replace(/^http/, 'ws')}${wsPath}` })
+      ? new WsAgent({ ...options, wsUrls: servers.map((server) => `${server.replace(/^http/, 'ws')}${wsPath}`) })
       : new HttpAgent({
           ...options,
           port: httpPort,

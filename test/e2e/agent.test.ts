@@ -151,6 +151,22 @@ describe('refusals and bad usage', () => {
     expect(holder.process.exitCode).toBeNull()
   })
 
+  test('several servers (a cluster): a server that cannot be reached is passed over for the next, over WebSocket and HTTP', async () => {
+    const listener = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+    const dead = `http://127.0.0.1:${listener.port}`
+    listener.stop(true)
+    for (const [nodeId, mode] of [
+      ['multi-ws', []],
+      ['multi-http', ['--http', '0']],
+    ] as const) {
+      const child = startCli(['agent', '--server', `${dead},${mls.url}`, '--token', TOKEN, '--node-id', nodeId, '--region', 'usa', '--exec', 'cat', ...mode])
+      running.push(child)
+      await child.waitForOutput(`registered as ${nodeId}`, 15_000)
+      expect(child.output()).toContain(dead.replace(/^http/, mode.length === 0 ? 'ws' : 'http'))
+    }
+    expect((await clients()).map((client) => client.node_id).sort()).toEqual(['multi-http', 'multi-ws'])
+  })
+
   test('missing or contradictory options exit 2', async () => {
     const base = ['agent', '--server', mls.url, '--token', TOKEN]
     const cases: Array<[string[], string]> = [

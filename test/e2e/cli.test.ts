@@ -175,6 +175,24 @@ describe('moonlight status', () => {
   })
 })
 
+describe('moonlight cluster', () => {
+  test('alone: says so, with this instance in the table; --json prints GET /cluster', async () => {
+    const result = await runMain(['cluster', ...auth()])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toMatch(/running alone \(no cluster configured\)/)
+    expect(result.stdout).toMatch(/^INSTANCE\s+ADVERTISED\s+STARTED\s+CLIENTS\s+IN-FLIGHT\s+REFRESHED$/m)
+    expect(result.stdout).toMatch(/\(this one\)\s+http:\/\/127\.0\.0\.1:\d+\s/)
+    const json = JSON.parse((await runMain(['cluster', ...auth(), '--json'])).stdout)
+    expect(json).toMatchObject({ mode: 'alone', redis: null, instances: [{ self: true, clients: 4 }] })
+  })
+
+  test('needs a token', async () => {
+    const result = await runMain(['cluster', '--server', mls.url])
+    expect(result.code).toBe(2)
+    expect(expectOneLine(result.stderr)).toContain('GET /cluster needs a token')
+  })
+})
+
 describe('moonlight clients', () => {
   test('lists every client in a table', async () => {
     const result = await runMain(['clients', ...auth()])
@@ -274,7 +292,7 @@ describe('help, version and exit codes', () => {
   test('--help lists every command; each command has its own --help', async () => {
     const help = await runMain(['--help'])
     expect(help.code).toBe(0)
-    for (const name of ['serve', 'agent', 'task', 'status', 'clients', 'config']) expect(help.stdout).toMatch(new RegExp(`^  ${name}\\s`, 'm'))
+    for (const name of ['serve', 'agent', 'task', 'status', 'clients', 'cluster', 'config']) expect(help.stdout).toMatch(new RegExp(`^  ${name}\\s`, 'm'))
     for (const name of ['serve', 'agent', 'task', 'status', 'clients', 'config']) {
       const own = await runMain([name, '--help'])
       expect(own.code).toBe(0)

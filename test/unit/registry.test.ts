@@ -266,3 +266,27 @@ describe('registry bounds and pools', () => {
     expect(registry.hasRoomFor('c')).toBe(true)
   })
 })
+
+describe('clients held by other instances (cluster mode)', () => {
+  test("prefer_local picks this instance's own clients while it has one left, the others' only then", () => {
+    const { registry } = setup()
+    registry.announce(client('local', 'usa'), 0)
+    registry.announce(client('remote', 'usa', { instance: 'b', protocol: 'ws' }), 0)
+    expect(registry.get('remote')!.route).toBe('relay')
+    const shared = Array.from({ length: 4 }, () => registry.pickFrom('usa')!.client.nodeId)
+    expect(new Set(shared)).toEqual(new Set(['local', 'remote']))
+    const preferred = Array.from({ length: 4 }, () => registry.pickFrom('usa', undefined, true)!.client.nodeId)
+    expect(preferred).toEqual(['local', 'local', 'local', 'local'])
+    registry.remove('local', 'gone')
+    expect(registry.pickFrom('usa', undefined, true)!.client.nodeId).toBe('remote')
+  })
+
+  test("another instance's clients are the same record while that instance says so, and are not expired here", () => {
+    const { registry, events } = setup()
+    registry.announce(client('remote', 'usa', { instance: 'b' }), 0)
+    registry.announce(client('remote', 'usa', { instance: 'b', port: 5000 }), 10)
+    expect(events.map((event) => event.type)).toEqual(['joined'])
+    expect(registry.get('remote')!.port).toBe(5000)
+    expect(registry.silent('http', 1, 1_000_000)).toEqual([])
+  })
+})
