@@ -83,7 +83,9 @@ export class ClientsTable {
     const { view, cells, row } = entry
     const gone = entry.goneAt !== undefined
     row.classList.toggle('gone', gone)
-    cells.node.replaceChildren(h('span', { class: 'node-id' }, view.node_id), h('span', { class: 'address' }, `${view.ip}:${view.port}`))
+    // In a cluster, the instance that holds the client, beside its address.
+    const address = view.instance ? `${view.ip}:${view.port} · on ${view.instance}` : `${view.ip}:${view.port}`
+    cells.node.replaceChildren(h('span', { class: 'node-id' }, view.node_id), h('span', { class: 'address', 'data-instance': view.instance }, address))
     cells.region.textContent = view.region
     cells.protocol.replaceChildren(h('span', { class: 'badge accent' }, view.protocol.toUpperCase()))
     cells.weight.textContent = String(view.weight)
