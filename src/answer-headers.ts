@@ -15,6 +15,14 @@ const SECURITY_X_HEADERS = new Set([
   'x-permitted-cross-domain-policies',
   'x-dns-prefetch-control',
   'x-download-options',
+  // Read by a proxy in front (nginx, Apache, lighttpd) as an order to serve a file or another location.
+  'x-accel-redirect',
+  'x-accel-buffering',
+  'x-accel-charset',
+  'x-accel-expires',
+  'x-accel-limit-rate',
+  'x-sendfile',
+  'x-lighttpd-send-file',
 ])
 
 /**

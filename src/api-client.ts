@@ -55,9 +55,10 @@ export async function fetchClients(target: ServerTarget): Promise<ClientList> {
 }
 
 /** POSTs /task/request and returns the answer whatever its status: the caller decides what failed. */
-export async function submitTask(target: ServerTarget, body: unknown, timeoutMs?: number): Promise<RawAnswer> {
+/** `body` is the request's JSON text, written by the caller so that the payload's own text is kept. */
+export async function submitTask(target: ServerTarget, body: string, timeoutMs?: number): Promise<RawAnswer> {
   // The server answers within its task_timeout, which may be longer than Bun's 5-minute idle limit on fetch.
-  return send(target, 'POST', '/task/request', JSON.stringify(body), timeoutMs, false)
+  return send(target, 'POST', '/task/request', body, timeoutMs, false)
 }
 
 /** The one-line reason an error answer gives: the server's `error` field, else the start of the body. */

@@ -39,7 +39,9 @@ async function runTask(args: string[], env: Env): Promise<number> {
   const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
   const timeoutS = optionalSeconds(values.timeout, '--timeout')
   const payload = await readPayload(values.payload, values['payload-file'])
-  const body = { payload, ...(values.region === undefined ? {} : { region: values.region }), ...(values.broadcast ? { mode: 'broadcast' } : {}) }
+  const fields = { ...(values.region === undefined ? {} : { region: values.region }), ...(values.broadcast ? { mode: 'broadcast' } : {}) }
+  // The payload goes as the text it was given (validated as JSON, never re-serialized): big integers keep their digits.
+  const body = `${JSON.stringify(fields).slice(0, -1)}${Object.keys(fields).length > 0 ? ',' : ''}"payload":${payload}}`
 
   const answer = await submitTask(target, body, timeoutS === undefined ? undefined : timeoutS * 1000)
   if (values.broadcast) return reportBroadcast(answer)
@@ -49,7 +51,7 @@ async function runTask(args: string[], env: Env): Promise<number> {
 }
 
 /** The payload from exactly one source; it must be JSON, since the agent receives it parsed. */
-async function readPayload(inline: string | undefined, file: string | undefined): Promise<unknown> {
+async function readPayload(inline: string | undefined, file: string | undefined): Promise<string> {
   if (inline !== undefined && file !== undefined) throw new UsageError('give the payload with --payload or --payload-file, not both')
   if (inline !== undefined) return parsePayload(inline, '--payload')
   if (file !== undefined && file !== '-') {
@@ -67,10 +69,11 @@ async function readPayload(inline: string | undefined, file: string | undefined)
   return parsePayload(await Bun.stdin.text(), 'stdin')
 }
 
-function parsePayload(text: string, source: string): unknown {
+function parsePayload(text: string, source: string): string {
   if (text.trim() === '') throw new UsageError(`the payload from ${source} is empty`)
   try {
-    return JSON.parse(text)
+    JSON.parse(text)
+    return text.trim()
   } catch (error) {
     throw new UsageError(`the payload from ${source} is not valid JSON (${(error as Error).message}); quote a string as '"text"'`)
   }

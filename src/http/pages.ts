@@ -75,7 +75,8 @@ export function mountPages(app: Hono<AppEnv>, config: Config): void {
   app.get(html.dashboard_path, servePage(asPath(dashboardHtml), values))
   app.get(`${staticPrefix}/:file`, (c, next) => {
     const name = c.req.param('file')
-    const path = ASSETS[name]
+    // Own keys only: "constructor" or "__proto__" must be a 404, not a prototype member.
+    const path = Object.hasOwn(ASSETS, name) ? ASSETS[name] : undefined
     if (path === undefined) return next()
     const extension = name.slice(name.lastIndexOf('.') + 1)
     return new Response(Bun.file(path), {

@@ -1,5 +1,5 @@
 import { TASK_ANSWER_HEADERS } from '../answer-headers.ts'
-import { type BroadcastOutcome, broadcastJson } from '../broadcast.ts'
+import { type BroadcastOutcome, type BroadcastPart, broadcastJson } from '../broadcast.ts'
 import { OUTCOME_STATUS } from '../dispatcher.ts'
 import { errorResponse, MoonlightError } from '../errors.ts'
 import type { Outcome } from '../outcome.ts'
@@ -73,6 +73,16 @@ const GENERIC_REASONS: Record<FailedAttempt['kind'], string> = {
   status: 'the client answered with an error',
 }
 
+/** A broadcast part as a caller without the monitor role sees it: a 5xx without its body (the agent's own account), a failure with a generic reason. */
+function genericPart(part: BroadcastPart): BroadcastPart {
+  if (part.status >= 500 && part.kind === undefined && part.error === undefined) {
+    const { response: _response, responseJson: _responseJson, ...rest } = part
+    return rest
+  }
+  // A part without a kind failed for a reason of the server's own (it stopped): nothing to hide.
+  return part.kind === undefined ? part : { ...part, error: GENERIC_REASONS[part.kind] }
+}
+
 function generic(attempt: FailedAttempt): FailedAttempt {
   return {
     node_id: attempt.node_id,
@@ -87,11 +97,7 @@ export function broadcastResponse(outcome: BroadcastOutcome, taskId: string, reg
   if (outcome.kind === 'no_client') {
     return errorResponse(new MoonlightError(503, 'no_client', `no healthy client in region "${region}"`, { region }), undefined, { 'x-task-id': taskId })
   }
-  // A part without a kind failed for a reason of the server's own (it stopped): nothing to hide.
-  const results =
-    disclosure === 'details'
-      ? outcome.results
-      : outcome.results.map((part) => (part.kind === undefined ? part : { ...part, error: GENERIC_REASONS[part.kind] }))
+  const results = disclosure === 'details' ? outcome.results : outcome.results.map(genericPart)
   const answered = results.filter((result) => result.error === undefined).length
   return new Response(broadcastJson({ task_id: taskId, region, targets: results.length, answered }, results), {
     status: answered ? 200 : 502,

@@ -63,6 +63,9 @@ export class HttpTransport implements Transport {
           // Bun's own idle limit (5 minutes) would cut an agent still working on a long task, and the
           // failure would look like an unreachable agent and be retried; task_timeout is the only limit.
           timeout: false,
+          // Never follow an agent's redirect: the server would call an address nobody checked (SSRF).
+          // A 3xx is the agent's answer, passed back as such (its Location is not on the allow-list).
+          redirect: 'manual',
           ...(client.scheme === 'https' && agentCa !== undefined ? { tls: { ca: agentCa } } : {}),
         })
       } catch (error) {

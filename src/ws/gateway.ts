@@ -214,7 +214,11 @@ export class WsGateway {
           sendError(socket, `this connection is already registered as "${socket.data.nodeId}"`, 'already_registered')
           return
         }
-        void this.register(socket, hello)
+        // Whatever goes wrong in there is that socket's error frame, never an unhandled rejection (which ends the process).
+        this.register(socket, hello).catch((error: unknown) => {
+          this.deps.log(`[mls] could not register ${hello.node_id}: ${(error as Error)?.stack ?? error}`)
+          sendError(socket, 'the server could not handle this registration', 'internal')
+        })
         return
       }
       case 'heartbeat': {
@@ -262,8 +266,12 @@ export class WsGateway {
       this.refuse(socket, error)
       return
     }
-    // The socket may have closed while a host name resolved or the server looked up the node.
-    if (!this.sockets.has(socket)) return
+    // The socket may have closed while the server asked the node's holder whether it is still there:
+    // the record registered for it must not stay behind as a client nobody can reach.
+    if (!this.sockets.has(socket)) {
+      this.deps.registry.remove(client.nodeId, 'disconnected while registering', client.connectionId)
+      return
+    }
     socket.data.nodeId = client.nodeId
     socket.data.connectionId = client.connectionId
     this.unregistered.delete(socket)

@@ -123,6 +123,16 @@ describe("agent headers that would break the caller's answer", () => {
     })
   }
 
+  for (const name of ['bad name', 'x:y', 'x\ny']) {
+    test(`a header name that is not an HTTP token (${JSON.stringify(name)}) makes the answer invalid: the attempt fails and is retried`, async () => {
+      const { bad, result } = await answerWithHeaders({ [name]: 'v' })
+      expect(result.status).toBe(200)
+      expect(result.json()).toEqual({ ok: 'good' })
+      expect(result.headers.get('x-moonlight-attempts')).toBe('2')
+      expect((await bad.next('error')).payload.code).toBe('invalid_message')
+    })
+  }
+
   test('tabs, spaces and Latin-1 pass', async () => {
     const { result } = await answerWithHeaders({ 'x-note': 'a\tb c é' })
     expect(result.status).toBe(200)

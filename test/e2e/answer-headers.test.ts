@@ -91,6 +91,46 @@ describe('agents cannot speak for the server', () => {
   })
 })
 
+describe('an agent cannot send the server elsewhere', () => {
+  test("an HTTP agent's redirect is its answer, never followed: the server calls nothing it did not check", async () => {
+    const mls = server()
+    // The "internal service" a redirect points at: it must never be called.
+    const internal: string[] = []
+    const secret = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: (request) => (internal.push(request.url), new Response('SECRET-FROM-INTERNAL')) })
+    defer(() => secret.stop(true))
+    for (const status of [301, 302, 303, 307, 308]) {
+      const agent = await startHttpAgent(mls.url, {
+        nodeId: `redirector-${status}`,
+        region: `r${status}`,
+        work: () => new Response(null, { status, headers: { location: `http://127.0.0.1:${secret.port}/latest/meta-data` } }),
+      })
+      defer(agent.stop)
+      const result = await postTask(mls.url, { region: `r${status}`, payload: 1 })
+      expect(result.status).toBe(status)
+      expect(result.text).not.toContain('SECRET')
+      expect(result.headers.get('location')).toBeNull()
+    }
+    expect(internal).toEqual([])
+  })
+
+  test('headers a proxy in front would obey (X-Accel-Redirect, X-Sendfile) are dropped', async () => {
+    const mls = server()
+    const agent = await startWsAgent(mls.wsUrl, {
+      nodeId: 'ws-1',
+      region: 'usa',
+      answer: () => ({
+        response: 'x',
+        headers: { 'content-type': 'text/plain', 'X-Accel-Redirect': '/internal/secret', 'X-Sendfile': '/etc/passwd', 'X-Kept': '1' },
+      }),
+    })
+    defer(agent.close)
+    const result = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(result.headers.get('x-accel-redirect')).toBeNull()
+    expect(result.headers.get('x-sendfile')).toBeNull()
+    expect(result.headers.get('x-kept')).toBe('1')
+  })
+})
+
 describe('WebSocket Origin', () => {
   test("a page of another origin cannot open the WebSocket; the server's own origin and agents (no Origin) can", async () => {
     const mls = server({ ws: { allowed_origins: ['https://ops.example.com'] } })

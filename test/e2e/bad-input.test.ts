@@ -87,6 +87,13 @@ describe('bad input gets a clear JSON answer over HTTP', () => {
     expect(await response.json()).toMatchObject({ code: 'not_found' })
   })
 
+  test('a static file named like a prototype member is a 404, not a 500', async () => {
+    for (const name of ['constructor', '__proto__', 'toString', 'hasOwnProperty']) {
+      const response = await fetch(`${mls.url}/static/${name}`)
+      expect({ name, status: response.status }).toEqual({ name, status: 404 })
+    }
+  })
+
   test('a plain GET on the WebSocket path: 426 in JSON', async () => {
     const response = await fetch(`${mls.url}/ws`)
     expect(response.status).toBe(426)

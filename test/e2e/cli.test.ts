@@ -42,6 +42,26 @@ describe('moonlight task', () => {
     expect(result.stdout).toBe(JSON.stringify({ node: 'east-1', echo: { hello: [1, 2] } }))
   })
 
+  test('sends the payload as the text it was given: an integer beyond 2^53 keeps its digits', async () => {
+    const bodies: string[] = []
+    const agent = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: async (request) => (bodies.push(await request.text()), Response.json({ ok: true })) })
+    try {
+      const heartbeat = await fetch(`${mls.url}/client/heartbeat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ip: '127.0.0.1', node_id: 'raw-cli', token: TOKEN, region: 'cli-raw', port: agent.port }),
+      })
+      expect(heartbeat.status).toBe(200)
+      const result = await runMain(['task', ...auth(), '--region', 'cli-raw', '--payload', ' {"n": 12345678901234567890} '])
+      expect(result.stderr).toBe('')
+      expect(result.code).toBe(0)
+      expect(bodies).toEqual(['{"n": 12345678901234567890}'])
+    } finally {
+      mls.server.registry.remove('raw-cli', 'test over')
+      agent.stop(true)
+    }
+  })
+
   test('pretty-prints JSON on a terminal', async () => {
     const { code, screen } = await runCliInTerminal(['task', ...auth(), '--region', 'us-east-1', '--payload', '{"n":1}'])
     expect(code).toBe(0)

@@ -49,6 +49,16 @@ describe('failure details go only to callers with the monitor role', () => {
     expect(operator.json().attempts[0]).toMatchObject({ kind: 'status', status: 500, body: 'db at 10.1.2.3:5432 refused' })
   })
 
+  test('a broadcast part that answered 5xx keeps its body from a submitter, not from an operator', async () => {
+    const mls = secured()
+    const agent = await startHttpAgent(mls.url, { nodeId: 'leaky', region: 'usa', work: () => new Response('db at 10.1.2.3:5432 refused', { status: 500 }) })
+    defer(agent.stop)
+    const submitter = await postTask(mls.url, { region: 'usa', payload: 1, mode: 'broadcast' }, SUBMIT_ONLY)
+    expect(submitter.json().results).toEqual([{ node_id: 'leaky', protocol: 'http', status: 500 }])
+    const operator = await postTask(mls.url, { region: 'usa', payload: 1, mode: 'broadcast' }, OPERATOR)
+    expect(operator.json().results[0]).toMatchObject({ status: 500, response: 'db at 10.1.2.3:5432 refused' })
+  })
+
   test('with require_task_token off, an anonymous caller gets the generic reasons; a broadcast too', async () => {
     const mls = secured({ require_task_token: false })
     const port = deadPort()

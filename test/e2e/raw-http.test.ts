@@ -113,7 +113,7 @@ describe('a request without a usable Host is routed by its path', () => {
     const single = await rawRequest(mls.url, post10('/task/request', { region: 'usa', payload: 'one' }, { authorization: BEARER }))
     expect(single.status).toBe(200)
     expect(JSON.parse(single.body)).toEqual({ node: 'east-1', echo: 'one' })
-    // A broadcast leaves the fast path for the Hono route with a copy of the request: that copy needs a whole url.
+    // A broadcast through Bun's router, with no Host: routed by its path as well.
     const broadcast = await rawRequest(mls.url, post10('/task/request', { region: 'usa', payload: 'all', mode: 'broadcast' }, { authorization: BEARER }))
     expect(broadcast.status).toBe(200)
     expect(JSON.parse(broadcast.body)).toMatchObject({ targets: 1, answered: 1, results: [{ node_id: 'east-1', status: 200 }] })
