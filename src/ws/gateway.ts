@@ -7,6 +7,7 @@ import { regionTopic } from '../regions.ts'
 import { type RegistrationDeps, register } from '../registration.ts'
 import type { Client, Registry } from '../registry.ts'
 import type { Settings } from '../settings.ts'
+import { sourceAddress } from '../source-address.ts'
 import type { AgentSocket, SocketData, WsTransport } from '../transports/ws.ts'
 import type { ClientHello } from '../wire/agent-hello.ts'
 import type { ErrorCode } from '../wire/errors.ts'
@@ -77,7 +78,8 @@ export class WsGateway {
       )
     }
     const data: SocketData = {
-      remoteAddress: server.requestIP(request)?.address ?? '127.0.0.1',
+      // Through trusted_proxies' X-Forwarded-For, as for HTTP: failed logins are counted by it, and the dashboard shows it.
+      remoteAddress: sourceAddress(server.requestIP(request)?.address, request.headers.get('x-forwarded-for'), this.deps.settings.trustedProxies),
       monitor: false,
       lastSeenMs: this.deps.clock.now(),
       heard: 0,
