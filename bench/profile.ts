@@ -2,21 +2,71 @@
  * Profiles Moonlight under the benchmark's load: starts it with `bun --cpu-prof`, drives one path
  * with wrk, stops it gracefully (the profile is written at exit) and prints where the time went.
  *
- *   bun bench/profile.ts [http|ws] [seconds]
+ *   bun bench/profile.ts [http|ws|relay] [seconds]
+ *
+ * relay: a redis-server and two instances in one cluster, both profiled; wrk calls A for the agent
+ * B holds, so every task goes A → Redis → B → agent and back.
  */
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { REMOTE_REGION, startRedis, startWsAgent } from './cluster.ts'
 import { HTTP_REGION, WS_REGION } from './http-path.ts'
 import { BENCH_TOKEN, startMoonlight } from './lib/moonlight.ts'
 import { type Child, spawnChild } from './lib/proc.ts'
 import { BODY, wrk } from './lib/wrk.ts'
 
-const path = process.argv[2] === 'ws' ? 'ws' : 'http'
+const path = process.argv[2] === 'ws' || process.argv[2] === 'relay' ? process.argv[2] : 'http'
 const seconds = Number(process.argv[3] ?? 8)
 const dir = mkdtempSync(join(tmpdir(), 'mls-profile-'))
 const children: Child[] = []
+const profiled = (name: string) => ['--cpu-prof', `--cpu-prof-dir=${join(dir, name)}`, '--cpu-prof-interval=200']
 try {
+  if (path === 'relay') await profileRelay()
+  else await profileOne()
+} finally {
+  await Promise.all(children.reverse().map((child) => child.stop()))
+}
+
+async function profileRelay(): Promise<void> {
+  const redis = await startRedis()
+  children.push(redis.child)
+  const cluster = (id: string) => ({ cluster: { redis_url: redis.url, instance_id: id, key_prefix: 'mls-profile:' } })
+  const a = await startMoonlight(dir, { name: 'a', bunArgs: profiled('a'), config: cluster('a') })
+  children.push(a)
+  const b = await startMoonlight(dir, { name: 'b', bunArgs: profiled('b'), config: cluster('b') })
+  children.push(b)
+  const agent = startWsAgent(b, REMOTE_REGION, 'b-held')
+  children.push(agent)
+  await agent.waitFor(/registered 1 in/)
+  // A hears of B's agent through Redis: wait until the relayed path answers.
+  for (let i = 0; ; i++) {
+    const response = await fetch(`${a.url}/task/request`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_TOKEN}` },
+      body: BODY(REMOTE_REGION),
+    })
+    await response.arrayBuffer()
+    if (response.status === 200) break
+    if (i > 100) throw new Error(`A never reached B's agent: ${response.status}`)
+    await Bun.sleep(100)
+  }
+  const result = await wrk({ url: `${a.url}/task/request`, body: BODY(REMOTE_REGION) }, 64, seconds)
+  console.log(`relay: ${(result.requests / (result.duration_us / 1e6)).toFixed(0)} req/s under the profiler (slower than without it)`)
+  for (const [name, server] of [
+    ['A (the instance wrk calls)', a],
+    ['B (the holder of the agent)', b],
+  ] as const) {
+    await server.stop()
+    const profileDir = join(dir, server.name)
+    const file = readdirSync(profileDir).find((entry) => entry.endsWith('.cpuprofile'))
+    if (!file) throw new Error(`no .cpuprofile in ${profileDir}`)
+    console.log(`\n=== ${name}: ${join(profileDir, file)}\n`)
+    printTop(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile)
+  }
+}
+
+async function profileOne(): Promise<void> {
   const moonlight = await startMoonlight(dir, { bunArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'] })
   children.push(moonlight)
   const agent =
@@ -52,8 +102,6 @@ try {
   if (!file) throw new Error(`no .cpuprofile in ${dir}`)
   console.log(`profile: ${join(dir, file)}\n`)
   printTop(JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile)
-} finally {
-  await Promise.all(children.map((child) => child.stop()))
 }
 
 interface CpuProfile {

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Moonlight benchmark suite: installs the comparison proxies and the load generator if missing,
-# raises the open-file limit for the WebSocket agents, then runs bench/run.ts with your arguments.
-#   bench/run.sh [--quick] [--rounds N] [--duration S] [--only http,balancer,connections,broadcast]
+# Moonlight benchmark suite: installs the comparison proxies, the load generator and redis-server (for
+# the cluster phase) if missing, raises the open-file limit for the WebSocket agents, then runs
+# bench/run.ts with your arguments.
+#   bench/run.sh [--quick] [--rounds N] [--duration S] [--only http,balancer,connections,broadcast,fetch-cap,cluster]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH:/usr/sbin:/sbin"
 
 missing=()
-for tool in wrk nginx haproxy; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in wrk nginx haproxy redis-server; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bench: installing ${missing[*]} (apt-get)"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

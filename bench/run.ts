@@ -3,10 +3,10 @@
  * Every phase is bounded; the whole run gives up (killing what it started) past --budget-s.
  *
  *   bun bench/run.ts [--quick] [--rounds 3] [--duration 8] [--connections 64]
- *                    [--only http,balancer,connections,broadcast,fetch-cap] [--label NAME]
+ *                    [--only http,balancer,connections,broadcast,fetch-cap,cluster] [--label NAME]
  *                    [--before GIT_REF]   (also measure Moonlight at that commit, for before/after)
  *                    [--floor]            (also measure a bare Bun relay: the platform's floor)
- * Needs wrk, nginx and haproxy on PATH: bench/run.sh installs them (apt-get) first.
+ * Needs wrk, nginx, haproxy and redis-server on PATH: bench/run.sh installs them (apt-get) first.
  */
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -14,6 +14,7 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { BalancerPoint } from './balancer.ts'
 import { runBroadcast } from './broadcast.ts'
+import { runCluster } from './cluster.ts'
 import { runConnections } from './connections.ts'
 import type { FetchCapPoint } from './fetch-cap.ts'
 import { runHttpPath } from './http-path.ts'
@@ -27,7 +28,7 @@ const { values } = parseArgs({
     rounds: { type: 'string' },
     duration: { type: 'string' },
     connections: { type: 'string', default: '64' },
-    only: { type: 'string', default: 'http,balancer,connections,broadcast,fetch-cap' },
+    only: { type: 'string', default: 'http,balancer,connections,broadcast,fetch-cap,cluster' },
     'idle-agents': { type: 'string', default: '10000' },
     'idle-ceiling': { type: 'string', default: '60000' },
     'broadcast-agents': { type: 'string', default: '1000' },
@@ -54,9 +55,12 @@ const watchdog = setTimeout(() => giveUp(`over the time budget of ${values['budg
 process.on('SIGINT', () => giveUp('interrupted'))
 process.on('SIGTERM', () => giveUp('terminated'))
 
-for (const tool of ['wrk', 'nginx', 'haproxy']) {
-  if (phases.has('http') && !Bun.which(tool, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }))
-    giveUp(`${tool} is not installed: run bench/run.sh, which installs it`)
+const tools: Record<string, string[]> = { http: ['wrk', 'nginx', 'haproxy'], cluster: ['wrk', 'redis-server'] }
+for (const [phase, needed] of Object.entries(tools)) {
+  for (const tool of needed) {
+    if (phases.has(phase) && !Bun.which(tool, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }))
+      giveUp(`${tool} is not installed: run bench/run.sh, which installs it`)
+  }
 }
 process.env.PATH = `${process.env.PATH}:/usr/sbin:/sbin`
 
@@ -105,6 +109,17 @@ try {
     log('\n[6] fetch cap: one task to a fast agent while 300 wait on a slow one')
     results.fetch_cap = await runFetchCap()
     for (const point of results.fetch_cap) log(`  BUN_CONFIG_MAX_HTTP_REQUESTS ${point.bun_config_max_http_requests}: ${point.fast_task_ms} ms`)
+  }
+  if (phases.has('cluster')) {
+    log(`\n[7] cluster: ${rounds} rounds × 4 paths × ${durationS} s, ${values.connections} connections; Redis relay vs local, two instances vs one`)
+    results.cluster = await runCluster({
+      rounds,
+      durationS,
+      connections: Number(values.connections),
+      warmupS: values.quick ? 1 : 2,
+      workDir,
+      log,
+    })
   }
 } catch (error) {
   console.error(error)

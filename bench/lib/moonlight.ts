@@ -23,6 +23,8 @@ export async function startMoonlight(
     env?: Record<string, string | undefined>
     bunArgs?: string[] /** Another checkout's root, to compare two versions. */
     root?: string
+    /** More top-level config keys (e.g. `cluster`), merged over the defaults below. */
+    config?: Record<string, unknown>
   } = {},
 ): Promise<MoonlightProcess> {
   const name = options.name ?? 'moonlight'
@@ -35,6 +37,7 @@ export async function startMoonlight(
     html: { enabled: false },
     ws: { max_connections: 100_000 },
     region_hierarchy: SEED_HIERARCHY,
+    ...options.config,
   }
   writeFileSync(configPath, JSON.stringify(config, null, 2))
   const command = [

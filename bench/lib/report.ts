@@ -1,6 +1,7 @@
-/** The Markdown table of one run: the five measurements and whether each target was met. */
+/** The Markdown table of one run: the measurements and whether each target was met. */
 import type { BalancerPoint } from '../balancer.ts'
 import type { BroadcastResult } from '../broadcast.ts'
+import type { ClusterResult, ClusterTarget, Spread } from '../cluster.ts'
 import type { ConnectionsResult } from '../connections.ts'
 import type { FetchCapPoint } from '../fetch-cap.ts'
 import type { HttpPathResult, Target } from '../http-path.ts'
@@ -15,6 +16,7 @@ export interface BenchResults {
   connections?: ConnectionsResult
   broadcast?: BroadcastResult
   fetch_cap?: FetchCapPoint[]
+  cluster?: ClusterResult
   targets: TargetCheck[]
 }
 
@@ -187,7 +189,55 @@ export function toMarkdown(results: BenchResults): string {
       '',
     )
   }
+  if (results.cluster) lines.push(...clusterMarkdown(results.cluster))
   return lines.join('\n')
+}
+
+const CLUSTER_LABELS: Record<ClusterTarget, string> = {
+  local: 'A → its own WebSocket agent',
+  relayed: "A → B's WebSocket agent, relayed through Redis",
+  'one-instance': 'one instance holding both agents (2 wrk × ½ the connections)',
+  'two-instances': 'A and B, each with its own agent (1 wrk × ½ the connections each)',
+}
+
+function clusterMarkdown(cluster: ClusterResult): string[] {
+  const { settings, ratios, relay_cost: cost } = cluster
+  const spread = (value: Spread, unit = '') => `**${value.median}${unit}** (${value.min}–${value.max})`
+  const lines = [
+    '## 7. Cluster: a task relayed through Redis, and two instances against one',
+    '',
+    `Redis ${settings.redis} (started for the run, no persistence), instances A and B in one cluster, a standalone instance S, one trivial WebSocket agent each where the table says. wrk, ${settings.wrk_threads} thread per process, ${settings.connections} connections in all per path, ${settings.duration_s} s per run, ${settings.rounds} rounds (paths interleaved); medians over rounds. Body: \`${settings.body}\` (the other region's name has the same length).`,
+    '',
+    '| path | req/s | p50 | p99 | CPU / task: A | B | S | Redis | agents | all but wrk | wrk | relays / task | cores used (box busy) | errors |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ]
+  for (const [target, row] of Object.entries(cluster.summary) as Array<[ClusterTarget, NonNullable<(typeof cluster.summary)[ClusterTarget]>]>) {
+    const cpu = row.cpu_us_per_task
+    lines.push(
+      `| ${CLUSTER_LABELS[target]} | ${Math.round(row.rps)} | ${ms(row.p50_us)} | ${ms(row.p99_us)} | ${cpu.a} µs | ${cpu.b} µs | ${cpu.single} µs | ${cpu.redis} µs | ${cpu.agents} µs | ${cpu.total} µs | ${cpu.wrk} µs | ${row.relays_per_task} | ${row.cores_used} (${row.box_cores_busy}) | ${row.errors} |`,
+    )
+  }
+  lines.push(
+    '',
+    'Ratios: the median of the per-round ratios, and their range over the rounds.',
+    '',
+    '| ratio | median (range) |',
+    '|---|---:|',
+    `| relayed / local, req/s | ${spread(ratios.relayed_rps_vs_local)} |`,
+    `| relayed / local, p50 | ${spread(ratios.relayed_p50_vs_local)} |`,
+    `| relayed / local, p99 | ${spread(ratios.relayed_p99_vs_local)} |`,
+    `| relayed / local, A's CPU per task | ${spread(ratios.relayed_a_cpu_vs_local)} |`,
+    `| relayed / local, CPU per task of A, B, Redis and the agents | ${spread(ratios.relayed_total_cpu_vs_local)} |`,
+    `| two instances / one, req/s | ${spread(ratios.two_rps_vs_one)} |`,
+    `| two instances / one, p99 | ${spread(ratios.two_p99_vs_one)} |`,
+    `| two instances / one, server CPU per task (A + B over S) | ${spread(ratios.two_server_cpu_vs_one)} |`,
+    '',
+    `What a relayed task costs beyond a local one, in CPU per task: A ${spread(cost.a_extra_us, ' µs')} more (publishing the task, reading the reply), B ${spread(cost.b_us, ' µs')} (reading the task, the agent's socket, publishing the answer), Redis ${spread(cost.redis_us, ' µs')} (two PUBLISH, two deliveries): ${spread(cost.total_extra_us, ' µs')} in all.`,
+    '',
+    'With two wrk processes, p50 and p99 are the higher of the two (wrk\'s summaries cannot be merged exactly). CPU is user + system time of each process (all threads) over the run, per task answered; wrk\'s is what its processes used. "relays / task" is the change in A\'s and B\'s `moonlight_cluster_relays_total` over the tasks answered (a little over 1: the tasks in flight when wrk stops are relayed, not counted). "cores used" is the CPU time of every process above, wrk included, over the wall time; "box busy" is the whole machine\'s (from /proc/stat), more when other work shares the box.',
+    '',
+  )
+  return lines
 }
 
 const ms = (us: number) => `${(us / 1000).toFixed(2)} ms`
