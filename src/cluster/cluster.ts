@@ -80,6 +80,8 @@ export class Cluster {
   private instances = new Map<string, InstanceInfo>()
   private starting = true
   private stopped = false
+  private cancelTicks: (() => void) | undefined
+  private ticking = false
 
   constructor(private readonly deps: ClusterDeps) {
     const { settings } = deps
@@ -119,6 +121,10 @@ export class Cluster {
       this.connection.close()
       throw new ClusterConflictError(this.conflict)
     }
+    // A few refreshes per instance_ttl: refreshed only once per TTL, the key would lapse whenever a timer
+    // ran late, and the others would drop this live instance's clients until it claimed its id again.
+    const everyMs = Math.min(MAX_TICK_EVERY_MS, Math.floor(this.deps.settings.instanceTtlMs / REFRESHES_PER_TTL))
+    this.cancelTicks = this.deps.clock.every(everyMs, () => void this.tick())
   }
 
   private conflict: string | undefined
@@ -163,9 +169,11 @@ export class Cluster {
     void this.publish({ instance: id, op: 'set', client: shared })
   }
 
-  /** Once a second: refresh this instance's presence, and drop the instances whose presence expired. */
-  async tick(): Promise<void> {
-    if (!this.connection.up || this.stopped) return
+  /** Several times per instance_ttl (at least once a second): refresh this instance's presence, and drop the instances whose presence expired. */
+  private async tick(): Promise<void> {
+    // A tick still waiting on a slow Redis is not overtaken by the next one.
+    if (!this.connection.up || this.stopped || this.ticking) return
+    this.ticking = true
     try {
       await this.refreshPresence()
       const live = await this.liveInstances()
@@ -178,6 +186,8 @@ export class Cluster {
       }
     } catch (error) {
       this.deps.log(`[mls] cluster: housekeeping failed: ${(error as Error).message}`)
+    } finally {
+      this.ticking = false
     }
   }
 
@@ -196,6 +206,7 @@ export class Cluster {
 
   stop(): void {
     this.stopped = true
+    this.cancelTicks?.()
     this.relay.failAll('the server is stopping')
     this.connection.close()
   }
@@ -355,6 +366,11 @@ export class Cluster {
     return this.connection.publish(this.keys.fleet, JSON.stringify(message)).catch(() => undefined)
   }
 }
+
+/** How many times the presence is refreshed within one instance_ttl. */
+const REFRESHES_PER_TTL = 3
+/** The longest wait between two refreshes: also how late a dead instance may be noticed after its presence expired. */
+const MAX_TICK_EVERY_MS = 1000
 
 function share(client: Client): SharedClient {
   return {
