@@ -80,6 +80,8 @@ export class Cluster {
   private instances = new Map<string, InstanceInfo>()
   private starting = true
   private stopped = false
+  /** Withdrawn by a graceful stop: from then on this instance neither refreshes nor announces anything, so it cannot rejoin during its grace period. */
+  private withdrawn = false
   private cancelTicks: (() => void) | undefined
   private ticking = false
 
@@ -156,7 +158,7 @@ export class Cluster {
   /** Publishes a change to a client this instance holds. */
   onRegistryEvent(event: RegistryEvent): void {
     const { client } = event
-    if (client.instance !== undefined || !this.connection.up) return
+    if (client.instance !== undefined || !this.connection.up || this.withdrawn) return
     const { keys } = this
     const id = this.instanceId
     if (event.type === 'left') {
@@ -172,7 +174,7 @@ export class Cluster {
   /** Several times per instance_ttl (at least once a second): refresh this instance's presence, and drop the instances whose presence expired. */
   private async tick(): Promise<void> {
     // A tick still waiting on a slow Redis is not overtaken by the next one.
-    if (!this.connection.up || this.stopped || this.ticking) return
+    if (!this.connection.up || this.stopped || this.withdrawn || this.ticking) return
     this.ticking = true
     try {
       await this.refreshPresence()
@@ -193,7 +195,10 @@ export class Cluster {
 
   /** A graceful stop: this instance's clients leave the cluster at once, before its grace period. */
   async withdraw(): Promise<void> {
-    if (this.stopped || !this.connection.up) return
+    if (this.stopped || this.withdrawn) return
+    // Set even while Redis is down: back during the grace period, it must not bring this instance back.
+    this.withdrawn = true
+    if (!this.connection.up) return
     const id = this.instanceId
     try {
       await this.connection.send('DEL', [this.keys.clients(id)])
@@ -212,6 +217,7 @@ export class Cluster {
   }
 
   private async onUp(): Promise<void> {
+    if (this.withdrawn) return
     const claimed = await this.claimPresence()
     if (!claimed) return
     this.deps.log(`[mls] cluster: connected to ${this.redisUrl} as ${this.instanceId}`)
@@ -262,7 +268,7 @@ export class Cluster {
     const ttl = String(this.deps.settings.instanceTtlMs)
     const refreshed = await this.connection.send('EVAL', [REFRESH_IF_OURS, '1', key, this.incarnation, JSON.stringify(this.selfInfo()), ttl])
     // The key is gone (Redis restarted empty, or it expired while this process was stalled): claim it again.
-    if (refreshed === 0) await this.onUp()
+    if (refreshed === 0 && !this.withdrawn) await this.onUp()
     await this.connection.send('PEXPIRE', [this.keys.clients(this.instanceId), String(this.deps.settings.instanceTtlMs * 3)])
   }
 
