@@ -367,19 +367,25 @@ describe('Redis', () => {
   test('killed mid-run: A serves its own agents, degraded; restarted empty: the shared view comes back, without ghosts or duplicates', async () => {
     const redis = await redisServer()
     const a = await instance(redis.url, 'a')
-    const b = await instance(redis.url, 'b')
+    // On B an HTTP agent that stops heartbeating is gone within a second or two.
+    const b = await instance(redis.url, 'b', { client_ttl: 1 })
     await wsAgent(a, { nodeId: 'ws-a', region: 'us-east-1' })
     await wsAgent(b, { nodeId: 'ws-b', region: 'us-east-1' })
-    const leaver = await wsAgent(b, { nodeId: 'leaver', region: 'us-east-1' })
+    const wsLeaver = await wsAgent(b, { nodeId: 'ws-leaver', region: 'us-east-1' })
     const httpB = await startHttpAgent(b.url, { nodeId: 'http-b', region: 'eu-west-1' })
+    const httpLeaver = await startHttpAgent(b.url, { nodeId: 'http-leaver', region: 'ap-southeast-1' })
+    const heartbeats = [httpB, httpLeaver].map((agent) => setInterval(() => void agent.heartbeat().catch(() => undefined), 200))
+    defer(() => heartbeats.forEach(clearInterval))
     defer(httpB.stop)
-    const everyone: Array<[string, string]> = [
+    defer(httpLeaver.stop)
+    const before: Array<[string, string]> = [
       ['http-b', 'b'],
-      ['leaver', 'b'],
+      ['http-leaver', 'b'],
       ['ws-a', 'a'],
       ['ws-b', 'b'],
+      ['ws-leaver', 'b'],
     ]
-    await waitForHolders(a, everyone, 'A sees the whole fleet')
+    await waitForHolders(a, before, 'A sees the whole fleet')
     expect((await getJson(`${a.url}/status`)).cluster).toBe('ok')
 
     await redis.kill()
@@ -392,26 +398,48 @@ describe('Redis', () => {
     }
     const direct = await postTask(a.url, { region: 'eu-west-1', payload: 'still here' })
     expect([direct.status, direct.headers.get('x-moonlight-node')]).toEqual([200, 'http-b'])
-    // One of B's agents leaves while nobody can hear it.
-    leaver.close()
-    await waitFor(async () => !(await clientsOf(b)).some((client) => client.node_id === 'leaver'), 'leaver gone from B')
+    // While nobody can hear it, B's fleet changes: two agents leave, one joins.
+    wsLeaver.close()
+    clearInterval(heartbeats[1])
+    httpLeaver.stop()
+    await wsAgent(b, { nodeId: 'ws-joiner', region: 'us-east-1' })
+    await waitForHolders(
+      b,
+      [
+        ['http-b', 'b'],
+        ['ws-b', 'b'],
+        ['ws-joiner', 'b'],
+      ],
+      'B to see its own changes',
+    )
+    // A cannot hear of them: it still knows both of B's HTTP agents, and none of B's WebSocket agents.
+    expect(await holders(a)).toEqual([
+      ['http-b', 'b'],
+      ['http-leaver', 'b'],
+      ['ws-a', 'a'],
+    ])
 
     await redis.restart()
-    const rebuilt = everyone.filter(([node]) => node !== 'leaver')
-    await waitForHolders(a, rebuilt, 'A rebuilds the shared view', 10_000)
-    await waitForHolders(b, rebuilt, 'B rebuilds the shared view', 10_000)
+    const after: Array<[string, string]> = [
+      ['http-b', 'b'],
+      ['ws-a', 'a'],
+      ['ws-b', 'b'],
+      ['ws-joiner', 'b'],
+    ]
+    await waitForHolders(a, after, 'A rebuilds the shared view', 10_000)
+    await waitForHolders(b, after, 'B rebuilds the shared view', 10_000)
     for (const at of [a, b]) {
       expect((await getJson(`${at.url}/status`)).cluster).toBe('ok')
       expect(await (await fetch(`${at.url}/metrics`)).text()).toContain('moonlight_cluster_redis_up 1')
       // Each node id once: no ghost, no duplicate.
       const ids = (await clientsOf(at)).map((client) => client.node_id)
       expect(ids.length).toBe(new Set(ids).size)
-      expect(ids.sort()).toEqual(['http-b', 'ws-a', 'ws-b'])
+      expect(ids.sort()).toEqual(['http-b', 'ws-a', 'ws-b', 'ws-joiner'])
     }
-    // And B's WebSocket agent is reachable from A again, through the new Redis.
+    // And B's WebSocket agents are reachable from A again, through the new Redis.
     const answeredBy = new Set<string | null>()
-    for (let i = 0; i < 4; i++) answeredBy.add((await postTask(a.url, { region: 'us-east-1', payload: i })).headers.get('x-moonlight-node'))
-    expect([...answeredBy].sort()).toEqual(['ws-a', 'ws-b'])
+    for (let i = 0; i < 6; i++) answeredBy.add((await postTask(a.url, { region: 'us-east-1', payload: i })).headers.get('x-moonlight-node'))
+    expect([...answeredBy].sort()).toEqual(['ws-a', 'ws-b', 'ws-joiner'])
   }, 30_000)
 
   describe("the Redis URL's password", () => {
@@ -467,6 +495,34 @@ describe('joining a cluster', () => {
     expect((await getJson(`${first.url}/status`)).cluster).toBe('ok')
     expect((await getJson(`${first.url}/cluster`)).instances.map((info: { instance_id: string }) => info.instance_id)).toEqual(['a'])
   })
+
+  test("an instance refused for a duplicate instance_id answers none of the running one's relayed tasks meanwhile", async () => {
+    const redis = await redisServer()
+    const a = await instance(redis.url, 'a')
+    const b = await instance(redis.url, 'b')
+    const agent = await wsAgent(a, { nodeId: 'on-a', region: 'usa' })
+    await waitForHolders(b, [['on-a', 'a']], "B sees A's agent")
+    // A steady stream of tasks relayed from B to A's agent while twins of A try to start.
+    let streaming = true
+    const answers: TaskResult[] = []
+    const workers = Array.from({ length: 16 }, async (_, worker) => {
+      for (let i = 0; streaming; i++) answers.push(await postTask(b.url, { region: 'usa', payload: `${worker}-${i}` }))
+    })
+    const path = writeConfig('a-twin', { cluster: { redis_url: redis.url, instance_id: 'a', instance_ttl: 1 } })
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const twin = await spawn(['--config', path])
+      expect(await twin.exited).toBe(1)
+      expect(twin.output()).toContain('instance_id "a" is already in use')
+    }
+    streaming = false
+    await Promise.all(workers)
+    // Each task went to the agent once, at the first attempt: no twin told B the agent was gone.
+    expect(answers.length).toBeGreaterThan(0)
+    const retried = answers.filter((answer) => answer.status !== 200 || answer.headers.get('x-moonlight-attempts') !== '1')
+    expect(retried.map((answer) => `${answer.status} ${answer.headers.get('x-moonlight-attempts')}`)).toEqual([])
+    expect(agent.received.length).toBe(answers.length)
+    expect(new Set(agent.received).size).toBe(answers.length)
+  }, 20_000)
 
   /** Starts `serve` with a plain config file plus `args`/`env`, checks it joined A's cluster, and that its agent answers a task submitted to A. */
   async function joinsTheCluster(how: (redisUrl: string) => { args?: string[]; env?: Record<string, string> }): Promise<void> {
