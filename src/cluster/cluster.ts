@@ -79,6 +79,8 @@ export class Cluster {
   /** The other instances, as last seen. */
   private instances = new Map<string, InstanceInfo>()
   private starting = true
+  /** Set once this process has claimed its id; never unset, so reconnections keep delivering to the agents it holds. */
+  private claimed = false
   private stopped = false
   /** Withdrawn by a graceful stop: from then on this instance neither refreshes nor announces anything, so it cannot rejoin during its grace period. */
   private withdrawn = false
@@ -108,6 +110,9 @@ export class Cluster {
   async start(): Promise<void> {
     await this.connection.subscribe(this.keys.fleet, (message) => this.onFleet(message))
     await this.connection.subscribe(this.keys.relay(this.instanceId), (message) => {
+      // Subscribed before the id is claimed: a twin that is about to be refused must not answer, wrongly,
+      // "no longer connected" for the running instance's agents (the origin would retry, the agent run it twice).
+      if (!this.claimed) return
       void deliverRelayed(
         { connection: this.connection, keys: this.keys, registry: this.deps.registry, local: this.deps.localWs, deadlines: this.deps.deadlines },
         message,
@@ -218,8 +223,8 @@ export class Cluster {
 
   private async onUp(): Promise<void> {
     if (this.withdrawn) return
-    const claimed = await this.claimPresence()
-    if (!claimed) return
+    if (!(await this.claimPresence())) return
+    this.claimed = true
     this.deps.log(`[mls] cluster: connected to ${this.redisUrl} as ${this.instanceId}`)
     // Announce everything held here afresh: Redis may have restarted empty.
     const id = this.instanceId
