@@ -119,19 +119,22 @@ export class Cluster {
       )
     })
     await this.connection.subscribe(this.keys.reply(this.instanceId), (message) => this.relay.onReply(message))
+    // A few refreshes per instance_ttl: refreshed only once per TTL, the key would lapse whenever a timer
+    // ran late, and the others would drop this live instance's clients until it claimed its id again.
+    // Running before the claim, so that the first refresh follows it within one period, however long the
+    // rest of the start (loading every other instance's clients) takes.
+    const everyMs = Math.min(MAX_TICK_EVERY_MS, Math.floor(this.deps.settings.instanceTtlMs / REFRESHES_PER_TTL))
+    this.cancelTicks = this.deps.clock.every(everyMs, () => void this.tick())
     try {
       await this.connection.start()
     } finally {
       this.starting = false
     }
     if (this.conflict) {
+      this.cancelTicks()
       this.connection.close()
       throw new ClusterConflictError(this.conflict)
     }
-    // A few refreshes per instance_ttl: refreshed only once per TTL, the key would lapse whenever a timer
-    // ran late, and the others would drop this live instance's clients until it claimed its id again.
-    const everyMs = Math.min(MAX_TICK_EVERY_MS, Math.floor(this.deps.settings.instanceTtlMs / REFRESHES_PER_TTL))
-    this.cancelTicks = this.deps.clock.every(everyMs, () => void this.tick())
   }
 
   private conflict: string | undefined
@@ -179,7 +182,7 @@ export class Cluster {
   /** Several times per instance_ttl (at least once a second): refresh this instance's presence, and drop the instances whose presence expired. */
   private async tick(): Promise<void> {
     // A tick still waiting on a slow Redis is not overtaken by the next one.
-    if (!this.connection.up || this.stopped || this.withdrawn || this.ticking) return
+    if (!this.connection.up || !this.claimed || this.stopped || this.withdrawn || this.ticking) return
     this.ticking = true
     try {
       await this.refreshPresence()
