@@ -334,7 +334,7 @@ describe('instances that stop', () => {
     // Gone from A's view within a few seconds, where instance_ttl alone would take 10.
     await waitForHolders(a, [], "B's clients withdrawn", 3000)
     expect((await getJson(`${a.url}/cluster`)).instances.map((info: { instance_id: string }) => info.instance_id)).toEqual(['a'])
-    // Still finishing its task, B must not come back into the cluster (its presence is refreshed once a second).
+    // Still finishing its task, B must not come back into the cluster: its ticks (at least once a second) must not claim its id again.
     const until = Date.now() + 2500
     while (Date.now() < until) {
       expect(await holders(a)).toEqual([])
