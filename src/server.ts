@@ -302,10 +302,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
         registry,
         sockets: gateway,
         flushFeed: () => feed.flush(),
-        everySecond: (nowMs) => {
-          warnFetchLimit(nowMs)
-          void cluster?.tick()
-        },
+        everySecond: warnFetchLimit,
       }),
     log,
   )

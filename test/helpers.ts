@@ -269,7 +269,7 @@ export const SOURCE_CLI = [process.execPath, join(ROOT, 'src/cli.ts')]
 
 /** Environment with none of the caller's own Moonlight settings leaking in. */
 export function cleanEnv(extra: Record<string, string> = {}): Record<string, string | undefined> {
-  return { ...process.env, MLS_SERVER: '', MLS_TOKEN: '', MLS_CONFIG: '', MLS_TOKENS: '', ...extra }
+  return { ...process.env, MLS_SERVER: '', MLS_TOKEN: '', MLS_CONFIG: '', MLS_TOKENS: '', MLS_REDIS_URL: '', ...extra }
 }
 
 export interface CliOptions {

@@ -79,7 +79,13 @@ export class Cluster {
   /** The other instances, as last seen. */
   private instances = new Map<string, InstanceInfo>()
   private starting = true
+  /** Set once this process has claimed its id; never unset, so reconnections keep delivering to the agents it holds. */
+  private claimed = false
   private stopped = false
+  /** Withdrawn by a graceful stop: from then on this instance neither refreshes nor announces anything, so it cannot rejoin during its grace period. */
+  private withdrawn = false
+  private cancelTicks: (() => void) | undefined
+  private ticking = false
 
   constructor(private readonly deps: ClusterDeps) {
     const { settings } = deps
@@ -104,18 +110,28 @@ export class Cluster {
   async start(): Promise<void> {
     await this.connection.subscribe(this.keys.fleet, (message) => this.onFleet(message))
     await this.connection.subscribe(this.keys.relay(this.instanceId), (message) => {
+      // Subscribed before the id is claimed: a twin that is about to be refused must not answer, wrongly,
+      // "no longer connected" for the running instance's agents (the origin would retry, the agent run it twice).
+      if (!this.claimed) return
       void deliverRelayed(
         { connection: this.connection, keys: this.keys, registry: this.deps.registry, local: this.deps.localWs, deadlines: this.deps.deadlines },
         message,
       )
     })
     await this.connection.subscribe(this.keys.reply(this.instanceId), (message) => this.relay.onReply(message))
+    // A few refreshes per instance_ttl: refreshed only once per TTL, the key would lapse whenever a timer
+    // ran late, and the others would drop this live instance's clients until it claimed its id again.
+    // Running before the claim, so that the first refresh follows it within one period, however long the
+    // rest of the start (loading every other instance's clients) takes.
+    const everyMs = Math.min(MAX_TICK_EVERY_MS, Math.floor(this.deps.settings.instanceTtlMs / REFRESHES_PER_TTL))
+    this.cancelTicks = this.deps.clock.every(everyMs, () => void this.tick())
     try {
       await this.connection.start()
     } finally {
       this.starting = false
     }
     if (this.conflict) {
+      this.cancelTicks()
       this.connection.close()
       throw new ClusterConflictError(this.conflict)
     }
@@ -150,7 +166,7 @@ export class Cluster {
   /** Publishes a change to a client this instance holds. */
   onRegistryEvent(event: RegistryEvent): void {
     const { client } = event
-    if (client.instance !== undefined || !this.connection.up) return
+    if (client.instance !== undefined || !this.connection.up || this.withdrawn) return
     const { keys } = this
     const id = this.instanceId
     if (event.type === 'left') {
@@ -163,9 +179,11 @@ export class Cluster {
     void this.publish({ instance: id, op: 'set', client: shared })
   }
 
-  /** Once a second: refresh this instance's presence, and drop the instances whose presence expired. */
-  async tick(): Promise<void> {
-    if (!this.connection.up || this.stopped) return
+  /** Several times per instance_ttl (at least once a second): refresh this instance's presence, and drop the instances whose presence expired. */
+  private async tick(): Promise<void> {
+    // A tick still waiting on a slow Redis is not overtaken by the next one.
+    if (!this.connection.up || !this.claimed || this.stopped || this.withdrawn || this.ticking) return
+    this.ticking = true
     try {
       await this.refreshPresence()
       const live = await this.liveInstances()
@@ -178,12 +196,17 @@ export class Cluster {
       }
     } catch (error) {
       this.deps.log(`[mls] cluster: housekeeping failed: ${(error as Error).message}`)
+    } finally {
+      this.ticking = false
     }
   }
 
   /** A graceful stop: this instance's clients leave the cluster at once, before its grace period. */
   async withdraw(): Promise<void> {
-    if (this.stopped || !this.connection.up) return
+    if (this.stopped || this.withdrawn) return
+    // Set even while Redis is down: back during the grace period, it must not bring this instance back.
+    this.withdrawn = true
+    if (!this.connection.up) return
     const id = this.instanceId
     try {
       await this.connection.send('DEL', [this.keys.clients(id)])
@@ -196,13 +219,15 @@ export class Cluster {
 
   stop(): void {
     this.stopped = true
+    this.cancelTicks?.()
     this.relay.failAll('the server is stopping')
     this.connection.close()
   }
 
   private async onUp(): Promise<void> {
-    const claimed = await this.claimPresence()
-    if (!claimed) return
+    if (this.withdrawn) return
+    if (!(await this.claimPresence())) return
+    this.claimed = true
     this.deps.log(`[mls] cluster: connected to ${this.redisUrl} as ${this.instanceId}`)
     // Announce everything held here afresh: Redis may have restarted empty.
     const id = this.instanceId
@@ -251,7 +276,7 @@ export class Cluster {
     const ttl = String(this.deps.settings.instanceTtlMs)
     const refreshed = await this.connection.send('EVAL', [REFRESH_IF_OURS, '1', key, this.incarnation, JSON.stringify(this.selfInfo()), ttl])
     // The key is gone (Redis restarted empty, or it expired while this process was stalled): claim it again.
-    if (refreshed === 0) await this.onUp()
+    if (refreshed === 0 && !this.withdrawn) await this.onUp()
     await this.connection.send('PEXPIRE', [this.keys.clients(this.instanceId), String(this.deps.settings.instanceTtlMs * 3)])
   }
 
@@ -355,6 +380,11 @@ export class Cluster {
     return this.connection.publish(this.keys.fleet, JSON.stringify(message)).catch(() => undefined)
   }
 }
+
+/** How many times the presence is refreshed within one instance_ttl. */
+const REFRESHES_PER_TTL = 3
+/** The longest wait between two refreshes: also how late a dead instance may be noticed after its presence expired. */
+const MAX_TICK_EVERY_MS = 1000
 
 function share(client: Client): SharedClient {
   return {
