@@ -24,7 +24,8 @@ export interface Membership {
 export class LocalMembership implements Membership {
   constructor(
     private readonly registry: Registry,
-    readonly instanceId: string,
+    /** Settled once the server listens (a default id names the port it got). */
+    public instanceId: string,
     /** In a cluster, views name each client's instance. */
     private readonly clustered = false,
   ) {}

@@ -83,7 +83,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
     log(describeEvent(event))
   })
   registry.maxClients = started.max_clients
-  const instanceId = options.instanceId ?? started.cluster?.instance_id ?? `${hostname()}:${options.port ?? started.port}`
+  // The default id names the port listened on, known only once listening (port 0 picks one): settled below.
+  let instanceId = options.instanceId ?? started.cluster?.instance_id ?? `${hostname()}:${options.port ?? started.port}`
   const membership = new LocalMembership(registry, instanceId, started.cluster !== undefined)
   const wsTransport = new WsTransport(
     () => settings.config.ws.write_timeout * 1000,
@@ -104,15 +105,18 @@ export function startServer(options: ServerOptions): MoonlightServer {
   )
   const deadlines = new DeadlineTimer(clock)
   // Cluster mode: another instance's WebSocket agents are reached through it, over Redis.
-  const cluster = started.cluster
+  const clusterSettings = started.cluster
+    ? {
+        redisUrl: started.cluster.redis_url,
+        instanceId,
+        keyPrefix: started.cluster.key_prefix,
+        instanceTtlMs: started.cluster.instance_ttl * 1000,
+        advertiseUrl: started.cluster.advertise_url ?? '',
+      }
+    : undefined
+  const cluster = clusterSettings
     ? new Cluster({
-        settings: {
-          redisUrl: started.cluster.redis_url,
-          instanceId,
-          keyPrefix: started.cluster.key_prefix,
-          instanceTtlMs: started.cluster.instance_ttl * 1000,
-          advertiseUrl: started.cluster.advertise_url ?? `${started.tls ? 'https' : 'http'}://${hostname()}:${options.port ?? started.port}`,
-        },
+        settings: clusterSettings,
         registry,
         clock,
         deadlines,
@@ -195,7 +199,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     taskIds: new TaskIds(),
     isStopping: () => stopping,
     report,
-    ...(cluster ? { instanceId } : {}),
+    ...(cluster ? { instanceId: () => instanceId } : {}),
   })
 
   /** New connections get `certificate` from now on (if it is a new one); connections already open keep theirs. */
@@ -309,6 +313,13 @@ export function startServer(options: ServerOptions): MoonlightServer {
   housekeeping.start()
 
   const { hostname: listeningHost, port: listeningPort } = served.server
+  // Now the port is known: the default instance id and advertised URL name it.
+  if (options.instanceId === undefined && started.cluster?.instance_id === undefined) instanceId = `${hostname()}:${listeningPort}`
+  membership.instanceId = instanceId
+  if (clusterSettings) {
+    clusterSettings.instanceId = instanceId
+    clusterSettings.advertiseUrl = started.cluster?.advertise_url ?? `${tlsFiles.certificate ? 'https' : 'http'}://${hostname()}:${listeningPort}`
+  }
   const url = `${tlsFiles.certificate ? 'https' : 'http'}://${listeningHost === '0.0.0.0' ? 'localhost' : listeningHost}:${listeningPort}`
   return {
     url,

@@ -95,7 +95,7 @@ export class Cluster {
       up: () => this.onUp(),
       down: (reason) => this.onDown(reason),
     })
-    this.relay = new RelayTransport(this.connection, this.keys, settings.instanceId)
+    this.relay = new RelayTransport(this.connection, this.keys, () => this.deps.settings.instanceId)
   }
 
   get instanceId(): string {

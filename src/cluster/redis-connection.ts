@@ -66,6 +66,7 @@ export class RedisConnection {
 
   close(): void {
     this.closed = true
+    this.up = false
     this.cancelRetry?.()
     this.drop()
   }

@@ -44,8 +44,13 @@ export class RelayTransport implements Transport {
   constructor(
     private readonly connection: RedisConnection,
     private readonly keys: ClusterKeys,
-    private readonly self: string,
+    /** This instance's id, read when a task is relayed (it is settled only once the server listens). */
+    private readonly selfId: () => string,
   ) {}
+
+  private get self(): string {
+    return this.selfId()
+  }
 
   get pending(): number {
     return this.waiting.size

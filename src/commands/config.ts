@@ -1,3 +1,4 @@
+import { redactRedisUrl } from '../cluster/redis-connection.ts'
 import { type Config, ConfigError, type LoadedConfig, loadConfig } from '../config.ts'
 import { type Command, type Env, parse, UsageError } from './_command.ts'
 
@@ -46,5 +47,7 @@ function redactTokens(config: Config): Config {
     ...config,
     tokens: config.tokens.map(redact),
     access: config.access.map((entry) => (entry.token === undefined ? entry : { ...entry, token: redact(entry.token) })),
+    // The Redis URL's password is a secret too.
+    ...(config.cluster ? { cluster: { ...config.cluster, redis_url: redactRedisUrl(config.cluster.redis_url) } } : {}),
   }
 }

@@ -17,7 +17,7 @@ export interface TaskRouteDeps {
   isStopping: () => boolean
   report: (error: unknown) => void
   /** In cluster mode, this instance's id, named in X-Moonlight-Instance. */
-  instanceId?: string
+  instanceId?: () => string
 }
 
 /**
@@ -47,7 +47,7 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
         ? 'details'
         : 'generic'
       if (task.mode === 'broadcast') return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId), taskId, region, disclosure)
-      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId), taskId, disclosure, deps.instanceId)
+      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId), taskId, disclosure, deps.instanceId?.())
     } catch (error) {
       return errorResponse(error, deps.report)
     }

@@ -96,7 +96,14 @@ describe('an agent cannot send the server elsewhere', () => {
     const mls = server()
     // The "internal service" a redirect points at: it must never be called.
     const internal: string[] = []
-    const secret = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: (request) => (internal.push(request.url), new Response('SECRET-FROM-INTERNAL')) })
+    const secret = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: (request) => {
+        internal.push(request.url)
+        return new Response('SECRET-FROM-INTERNAL')
+      },
+    })
     defer(() => secret.stop(true))
     for (const status of [301, 302, 303, 307, 308]) {
       const agent = await startHttpAgent(mls.url, {

@@ -44,7 +44,14 @@ describe('moonlight task', () => {
 
   test('sends the payload as the text it was given: an integer beyond 2^53 keeps its digits', async () => {
     const bodies: string[] = []
-    const agent = Bun.serve({ port: 0, hostname: '127.0.0.1', fetch: async (request) => (bodies.push(await request.text()), Response.json({ ok: true })) })
+    const agent = Bun.serve({
+      port: 0,
+      hostname: '127.0.0.1',
+      fetch: async (request) => {
+        bodies.push(await request.text())
+        return Response.json({ ok: true })
+      },
+    })
     try {
       const heartbeat = await fetch(`${mls.url}/client/heartbeat`, {
         method: 'POST',
