@@ -2,7 +2,7 @@ import { Balancer, type Excluded } from './balancer.ts'
 import type { HealthPolicy, HealthRecord } from './health.ts'
 import * as health from './health.ts'
 import type { Regions } from './regions.ts'
-import type { Protocol, Scheme } from './wire/names.ts'
+import type { HealthState, Protocol, Scheme } from './wire/names.ts'
 import type { ClientView, RegionCounts } from './wire/views.ts'
 
 export type { HealthPolicy } from './health.ts'
@@ -11,6 +11,8 @@ export type { Protocol } from './wire/names.ts'
 export interface Client extends HealthRecord {
   /** The instance that holds it; undefined: this one. */
   instance?: string
+  /** The holder's own verdict on its health, when another instance holds it. */
+  holderState?: HealthState
   route: Route
   /** A fingerprint of the token that registered it. */
   holder: string
@@ -357,6 +359,7 @@ export function clientView(client: Client, localInstance?: string): ClientView {
     node_id: client.nodeId,
     // In a cluster: the instance that holds it.
     ...(localInstance === undefined ? {} : { instance: client.instance ?? localInstance }),
+    ...(client.holderState === undefined ? {} : { holder_state: client.holderState }),
     region: client.region,
     protocol: client.protocol,
     ip: client.ip,

@@ -63,13 +63,10 @@ export class WsAgent implements Agent {
       if (this.stopping) break
       if (end.registered) this.backoff.reset()
       // With several servers, the next one: an instance that died should not hold the agent back.
-      const from = this.wsUrl
       this.current++
       const delayMs = this.options.wsUrls.length > 1 && end.registered ? 0 : this.backoff.next()
-      const next = this.options.wsUrls.length > 1 ? ` (to ${this.wsUrl})` : ''
-      this.options.warn(
-        `[agent] ${end.registered ? 'disconnected' : 'cannot connect'} from ${from}: ${end.reason}; reconnecting${next} in ${(delayMs / 1000).toFixed(1)} s`,
-      )
+      const next = this.options.wsUrls.length > 1 ? ` (next: ${this.wsUrl})` : ''
+      this.options.warn(`[agent] ${end.registered ? 'disconnected' : 'cannot connect'}: ${end.reason}; reconnecting in ${(delayMs / 1000).toFixed(1)} s${next}`)
       await this.pause.sleep(delayMs)
     }
     // The connection may have dropped during a stop: tasks still running have nowhere to answer, but we let them end.

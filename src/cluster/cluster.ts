@@ -354,7 +354,7 @@ export class Cluster {
     const existing = registry.get(shared.node_id)
     // This instance's own client of that id wins here; the other instance sees its own.
     if (existing && existing.instance === undefined) return
-    registry.announce(
+    const { client } = registry.announce(
       {
         instance,
         holder: shared.holder,
@@ -368,6 +368,8 @@ export class Cluster {
       },
       clock.now(),
     )
+    // Health is judged by each instance from what it sees: the holder's verdict is shown beside this one's.
+    client.holderState = shared.state
   }
 
   private dropInstance(id: string, why: string): void {

@@ -6,6 +6,8 @@ export const clientViewSchema = z.object({
   node_id: z.string(),
   /** In cluster mode, the instance that holds the client (its WebSocket, or its heartbeats). */
   instance: z.string().optional(),
+  /** In cluster mode, for a client another instance holds: that instance's verdict on its health (`state` is this one's). */
+  holder_state: healthStateSchema.optional(),
   region: z.string(),
   protocol: protocolSchema,
   ip: z.string(),

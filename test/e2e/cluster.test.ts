@@ -147,6 +147,12 @@ describe('one fleet across instances', () => {
     // The payload reached the agent as its own text too.
     expect(frames.find((frame) => frame.includes('"type":"task"'))).toContain('{"n": 98765432109876543210}')
     expect(await (await fetch(`${a.url}/metrics`)).text()).toContain('moonlight_cluster_relays_total 1')
+    // Each instance's verdict: A's own (state) beside the holder's (holder_state); B's own client has no holder_state.
+    expect((await getJson(`${a.url}/clients`)).clients.find((client: { node_id: string }) => client.node_id === 'raw-b')).toMatchObject({
+      state: 'healthy',
+      holder_state: 'healthy',
+    })
+    expect((await getJson(`${b.url}/clients`)).clients.find((client: { node_id: string }) => client.node_id === 'raw-b').holder_state).toBeUndefined()
   })
 
   test('an HTTP agent heartbeating to A is called by B directly', async () => {
