@@ -1,21 +1,13 @@
-import type { Clock } from './clock.ts'
-import type { Deadline, DeadlineTimer } from './deadlines.ts'
-import { bodyText, type DispatchSettings, type TaskLoad } from './dispatcher.ts'
+import type { Deadline } from './deadlines.ts'
+import { bodyText, type DispatcherDeps } from './dispatcher.ts'
 import { MAX_JSON_DEPTH, nestingDepth } from './json-text.ts'
-import type { Client, Registry } from './registry.ts'
+import type { Client } from './registry.ts'
 import type { TaskRecord } from './task-stats.ts'
-import { type Answer, AttemptError, type Transports } from './transports/types.ts'
+import { type Answer, AttemptError } from './transports/types.ts'
 import type { BroadcastResult } from './wire/task.ts'
 
-export interface BroadcasterDeps {
-  registry: Registry
-  transports: Transports
-  settings: () => DispatchSettings
-  deadlines: DeadlineTimer
-  load: TaskLoad
-  clock: Clock
-  onFinished: (record: TaskRecord) => void
-}
+/** The same pieces the dispatcher runs on: one wiring serves both. */
+export type BroadcasterDeps = DispatcherDeps
 
 /** One client's part of a broadcast; a JSON answer is kept as its own text (see broadcastJson). */
 export type BroadcastPart = Omit<BroadcastResult, 'response'> & { response?: string; responseJson?: string }
