@@ -186,7 +186,16 @@ export function startServer(options: ServerOptions): MoonlightServer {
     metrics: {
       httpCalls: () => ({ inFlight: httpTransport.inFlight, limit: fetchLimit }),
       authFailures: () => ({ failures: authFailures.failures, throttled: authFailures.throttled }),
-      ...(cluster ? { cluster: () => ({ redisUp: cluster.redisUp, instances: cluster.peers().length + 1, relayed: cluster.relay.relayed }) } : {}),
+      ...(cluster
+        ? {
+            cluster: () => ({
+              redisUp: cluster.redisUp,
+              instances: cluster.peers().length + 1,
+              relayed: cluster.relay.relayed,
+              relaysPending: cluster.relay.pending,
+            }),
+          }
+        : {}),
     },
     isStopping: () => stopping,
     report,

@@ -10,7 +10,7 @@ export interface MetricsSource {
   /** Failed authentications so far, and how many of them were throttled (AuthFailures). */
   authFailures: () => { failures: number; throttled: number }
   /** In cluster mode: whether Redis is reachable, the instances known (this one included), tasks relayed to other instances. */
-  cluster?: () => { redisUp: boolean; instances: number; relayed: number }
+  cluster?: () => { redisUp: boolean; instances: number; relayed: number; relaysPending: number }
   startedAtMs: number
   nowMs: number
 }
@@ -56,6 +56,9 @@ export function renderMetrics(source: MetricsSource): string {
     ])
     metric('moonlight_cluster_instances', 'gauge', 'Instances of the cluster this one knows, itself included.', [['', cluster.instances]])
     metric('moonlight_cluster_relays_total', 'counter', 'Tasks relayed to WebSocket agents held by other instances.', [['', cluster.relayed]])
+    metric('moonlight_cluster_relays_pending', 'gauge', 'Relayed tasks waiting for their answer now (each bounded by its deadline).', [
+      ['', cluster.relaysPending],
+    ])
   }
   metric('moonlight_uptime_seconds', 'gauge', 'Seconds since the server started.', [['', Math.round((source.nowMs - source.startedAtMs) / 1000)]])
   return `${lines.join('\n')}\n`

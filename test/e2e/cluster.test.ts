@@ -311,6 +311,44 @@ describe('instances that stop', () => {
     await waitForHolders(a, [['rescuer', 'a']], "B's agents dropped from A")
   }, 30_000)
 
+  test('a relayed task that outlives its caller is dropped: nothing stays waiting at the origin, the holder serves on', async () => {
+    const redis = await redisServer()
+    const a = await instance(redis.url, 'a', { task_timeout: 3 })
+    const b = await instance(redis.url, 'b', { task_timeout: 3 })
+    const late: Array<ReturnType<typeof setTimeout>> = []
+    defer(() => late.forEach(clearTimeout))
+    const slow: WsAgent = await wsAgent(b, {
+      nodeId: 'slow',
+      region: 'us-east-1',
+      answer: (payload, taskId) => {
+        late.push(setTimeout(() => slow.send({ type: 'task_response', payload: { task_id: taskId, response: payload } }), 500))
+        return null
+      },
+    })
+    await waitForHolders(a, [['slow', 'b']], "A sees B's agent")
+    // Twenty callers that give up after 100 ms, long before the agent answers.
+    const gaveUp = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        fetch(`${a.url}/task/request`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+          body: JSON.stringify({ region: 'us-east-1', payload: i }),
+          signal: AbortSignal.timeout(100),
+        }).then(
+          () => 'answered',
+          () => 'gave up',
+        ),
+      ),
+    )
+    expect(gaveUp.every((outcome) => outcome === 'gave up')).toBe(true)
+    const pending = async () => Number(/^moonlight_cluster_relays_pending (\d+)$/m.exec(await (await fetch(`${a.url}/metrics`)).text())?.[1])
+    expect(await pending()).toBe(20)
+    // Once the answers came back (or at worst the deadline), nothing waits any more.
+    await waitFor(async () => (await pending()) === 0, 'the relayed tasks to be settled at A', 5000)
+    // And the holder serves on.
+    expect((await postTask(b.url, { region: 'us-east-1', payload: 'still here' })).status).toBe(200)
+  })
+
   test('SIGTERM of B: its clients leave the cluster at once, well before instance_ttl, and stay gone while it finishes; it exits 0', async () => {
     const redis = await redisServer()
     const a = await instance(redis.url, 'a', { cluster: { instance_ttl: 10 } })
