@@ -128,7 +128,7 @@ describe('docs page', () => {
     for (const key of configKeys()) expect({ key, documented: configuration.includes(key) }).toEqual({ key, documented: true })
 
     const api = (await page.textContent('#api')) ?? ''
-    for (const path of ['/task/request', '/client/heartbeat', '/status', '/clients', '/regions', '/metrics', '/healthz', '/ws']) {
+    for (const path of ['/task/request', '/client/heartbeat', '/status', '/clients', '/cluster', '/regions', '/metrics', '/healthz', '/ws']) {
       expect({ path, documented: api.includes(path) }).toEqual({ path, documented: true })
     }
     for (const status of ['400', '401', '404', '413', '415', '502', '503', '504']) expect(api).toContain(status)
