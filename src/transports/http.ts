@@ -53,10 +53,15 @@ export class HttpTransport implements Transport {
     // Signed over the bytes sent: encoded once here, so the HMAC and the wire cannot disagree.
     const body = Buffer.from(payloadJson)
     let head = `POST /work HTTP/1.1\r\nhost: ${hostOf(client)}\r\ncontent-type: application/json\r\nx-task-id: ${taskId}\r\ncontent-length: ${body.length}\r\n`
-    if (signingSecret !== undefined) for (const [name, value] of Object.entries(signatureHeaders(signingSecret, body, this.now() / 1000))) head += `${name}: ${value}\r\n`
+    if (signingSecret !== undefined)
+      for (const [name, value] of Object.entries(signatureHeaders(signingSecret, body, this.now() / 1000))) head += `${name}: ${value}\r\n`
     const request = Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), body])
     const answer = new AnswerReader(limit)
-    const pending = this.pool.request({ scheme: client.scheme, host: client.ip, port: client.port, ca: client.scheme === 'https' ? agentCa : undefined }, request, answer)
+    const pending = this.pool.request(
+      { scheme: client.scheme, host: client.ip, port: client.port, ca: client.scheme === 'https' ? agentCa : undefined },
+      request,
+      answer,
+    )
     // Redirects are never followed: a 3xx is the agent's answer, passed back as such (its Location is not on the allow-list).
     deadline.watch(pending)
     try {
