@@ -183,16 +183,19 @@ class Connection {
     this.closed = true
     const request = this.current
     this.current = undefined
-    this.agent.forget(this)
-    if (!request || request.settled) return
-    request.connection = undefined
-    // The stale-socket rule: the agent closed a pooled socket as the request went out, and no byte of an
-    // answer came, so the agent cannot have seen it. Once more on a fresh connection; never twice.
-    if (this.reused && !this.parser.started && !request.resent) {
-      request.resent = true
-      this.agent.sendFresh(request)
+    if (!request || request.settled) {
+      this.agent.forget(this)
       return
     }
+    request.connection = undefined
+    // The stale-socket rule: the agent closed a pooled socket as the request went out, and no byte of an
+    // answer came, so the agent cannot have seen it. Once more on a fresh connection, in this one's place; never twice.
+    if (this.reused && !this.parser.started && !request.resent) {
+      request.resent = true
+      this.agent.forget(this, request)
+      return
+    }
+    this.agent.forget(this)
     try {
       this.parser.close()
     } catch (parseError) {
@@ -318,15 +321,16 @@ class AgentPool {
   dequeue(request: PendingRequest): void {
     const index = this.queue.indexOf(request)
     if (index !== -1) this.queue.splice(index, 1)
+    if (this.open === 0) this.pool.drop(this)
   }
 
-  /** A connection closed; its place goes to the next waiting request. */
-  forget(connection: Connection): void {
+  /** A connection closed; its place goes to `resend` (the stale-socket rule) or the next waiting request. */
+  forget(connection: Connection, resend?: PendingRequest): void {
     const index = this.idle.indexOf(connection)
     if (index !== -1) this.idle.splice(index, 1)
     else this.busy--
     this.open--
-    const next = this.queue.shift()
+    const next = resend ?? this.queue.shift()
     if (next) this.sendFresh(next)
     else if (this.open === 0) this.pool.drop(this)
   }

@@ -271,3 +271,50 @@ describe('HTTP client pool', () => {
     await expect(refused).rejects.toMatchObject({ code: 'tls' })
   })
 })
+
+/** An agent on Node's own node:http, run under Node rather than Bun: another stack's framing and keep-alive. */
+const NODE_AGENT = `
+const http = require('node:http')
+const server = http.createServer((request, response) => {
+  let body = ''
+  request.on('data', (chunk) => (body += chunk))
+  request.on('end', () => {
+    if (body === 'chunked') {
+      response.setHeader('content-type', 'text/plain')
+      response.write('part one, ')
+      setTimeout(() => response.end('part two'), 5)
+    } else {
+      response.setHeader('content-type', 'application/json')
+      response.end(JSON.stringify({ echo: body, socket: request.socket.remotePort }))
+    }
+  })
+})
+server.keepAliveTimeout = 5000
+server.listen(0, '127.0.0.1', () => console.log('PORT ' + server.address().port))
+`
+
+describe('HTTP client pool against node:http under Node', () => {
+  test('keeps one connection across calls, reads its Keep-Alive timeout and its chunked answers', async () => {
+    const child = Bun.spawn(['node', '-e', NODE_AGENT], { stdout: 'pipe', stderr: 'inherit' })
+    stops.push(() => child.kill())
+    const reader = child.stdout.getReader()
+    let output = ''
+    while (!/PORT \d+/.test(output)) {
+      const { value, done } = await reader.read()
+      if (done) throw new Error(`the node agent exited: ${output}`)
+      output += new TextDecoder().decode(value)
+    }
+    const address: AgentAddress = { scheme: 'http', host: '127.0.0.1', port: Number(/PORT (\d+)/.exec(output)![1]) }
+    const pool = newPool()
+    const answers = []
+    for (let index = 0; index < 10; index++) answers.push(await call(pool, address, `n${index}`))
+    expect(answers.map((answer) => JSON.parse(answer.body).echo)).toEqual(Array.from({ length: 10 }, (_, index) => `n${index}`))
+    // One connection: the agent saw every call come from the same port.
+    expect(new Set(answers.map((answer) => JSON.parse(answer.body).socket)).size).toBe(1)
+    expect(answers[0]!.head).toMatchObject({ status: 200, keepAlive: true, keepAliveTimeoutS: 5 })
+    const chunked = await call(pool, address, 'chunked')
+    expect(chunked.body).toBe('part one, part two')
+    expect(chunked.head.headers).toContainEqual(['transfer-encoding', 'chunked'])
+    expect(pool.figures()[0]).toMatchObject({ open: 1, busy: 0, queued: 0 })
+  })
+})
