@@ -154,6 +154,14 @@ const agentsSchema = z.object({
   ca: z.string().min(1).optional(),
 })
 
+/** The server's keep-alive connections to HTTP agents (src/http-client/pool.ts). */
+const httpAgentsSchema = z.object({
+  /** Connections to one agent at most; calls past it wait in order for one. */
+  max_connections: z.number().int().positive().default(64),
+  /** An unused connection to an agent is closed after this many seconds (sooner if the agent's Keep-Alive: timeout says so). */
+  idle_timeout: seconds.default(30),
+})
+
 // Security (README "Security"): TLS for the server, HTTPS agents, signed calls to agents.
 
 const pemPath = z.string({ error: (issue) => (issue.input === undefined ? 'required: "tls" needs both "cert" and "key"' : 'must be a file path') }).min(1)
@@ -226,6 +234,7 @@ export const configSchema = z.object({
   html: htmlSchema.prefault({}),
   region_hierarchy: hierarchySchema,
   agents: agentsSchema.prefault({}),
+  http_agents: httpAgentsSchema.prefault({}),
   answers: z
     .object({
       /** Agent answer headers passed to the caller besides the defaults (content type, language, cache control, ETag, Last-Modified, X-*). */

@@ -16,7 +16,7 @@ export interface HousekeepingDeps {
   sockets?: { pingAll(): void; closeSilent(nowMs: number): void; closeUnregistered(nowMs: number): void }
   /** The dashboards' feed: a batch every flush. */
   flushFeed: () => void
-  /** Anything else to look at once a second (e.g. the fetch-limit warning). */
+  /** Anything else to look at once a second. */
   everySecond?: (nowMs: number) => void
 }
 

@@ -56,10 +56,6 @@ export interface MoonlightServer {
   stop(graceMs?: number): Promise<void>
 }
 
-/** Bun's own default when BUN_CONFIG_MAX_HTTP_REQUESTS is unset. */
-const BUN_DEFAULT_FETCH_LIMIT = 256
-const FETCH_LIMIT_WARNING_EVERY_MS = 60_000
-
 /** Starts Moonlight: the task route, the Hono app and the WebSocket gateway on one Bun.serve. Wiring only. */
 export function startServer(options: ServerOptions): MoonlightServer {
   const log = options.log ?? ((line: string) => console.log(line))
@@ -99,6 +95,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
       agentCa: tlsFiles.agentCa,
       signingSecret: settings.config.signing_secret,
       headerPolicy: settings.headerPolicy,
+      maxConnections: settings.config.http_agents.max_connections,
+      idleTimeoutMs: settings.config.http_agents.idle_timeout * 1000,
     }),
     // The agent checks the signature's timestamp against its own clock: real time, whatever clock the server runs on.
     Date.now,
@@ -159,20 +157,6 @@ export function startServer(options: ServerOptions): MoonlightServer {
   }
   const gateway: WsGateway = new WsGateway({ settings, registry, registration, transport: wsTransport, feed, clock, log })
 
-  // Bun read it when the process started; reading it again here only tells us what Bun did.
-  const fetchLimit = Number(process.env.BUN_CONFIG_MAX_HTTP_REQUESTS) || BUN_DEFAULT_FETCH_LIMIT
-  let fetchLimitWarnedAtMs = Number.NEGATIVE_INFINITY
-  const warnFetchLimit = (nowMs: number) => {
-    // Past Bun's fetch limit, calls to HTTP agents queue inside Bun where nothing else would show it.
-    const peak = httpTransport.takePeak()
-    if (peak <= fetchLimit || nowMs - fetchLimitWarnedAtMs < FETCH_LIMIT_WARNING_EVERY_MS) return
-    fetchLimitWarnedAtMs = nowMs
-    log(
-      `[mls] warning: ${peak} calls to HTTP agents at once, over Bun's limit of ${fetchLimit}: the rest waited in Bun's queue. ` +
-        'Start the server with BUN_CONFIG_MAX_HTTP_REQUESTS=4096 (in its environment, or in a .env file in its working directory)',
-    )
-  }
-
   const app = createApp({
     settings,
     membership,
@@ -184,7 +168,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     inFlight: () => load.inFlight,
     wsConnections: () => gateway.sockets.size,
     metrics: {
-      httpCalls: () => ({ inFlight: httpTransport.inFlight, limit: fetchLimit }),
+      httpAgentPools: () => httpTransport.figures(),
       authFailures: () => ({ failures: authFailures.failures, throttled: authFailures.throttled }),
       ...(cluster
         ? {
@@ -315,7 +299,6 @@ export function startServer(options: ServerOptions): MoonlightServer {
         registry,
         sockets: gateway,
         flushFeed: () => feed.flush(),
-        everySecond: warnFetchLimit,
       }),
     log,
   )
@@ -374,6 +357,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       housekeeping.stop()
       gateway.closeAll(1001, 'server shutting down')
       cluster?.stop()
+      httpTransport.close()
       await served.close()
     },
   }

@@ -51,12 +51,6 @@ export async function serve(options: ServeOptions): Promise<void> {
   console.log(`[mls] listening on ${server.url}${ws.enabled ? ` (WebSocket ${ws.path})` : ''}`)
   // `npm start` puts npm in front of this process, and npm does not pass SIGHUP on: say where signals go.
   console.log(`[mls] pid ${process.pid}: kill -HUP ${process.pid} reloads the config, kill -TERM ${process.pid} stops`)
-  // Bun reads this once, at process start, so it cannot be raised from in here: only pointed out.
-  if (!process.env.BUN_CONFIG_MAX_HTTP_REQUESTS) {
-    console.log(
-      '[mls] note: Bun allows 256 simultaneous calls to HTTP agents; start with BUN_CONFIG_MAX_HTTP_REQUESTS=4096 (in the environment or a .env file here) for more (WebSocket agents are not limited)',
-    )
-  }
   if (html.enabled) console.log(`[mls] docs ${server.url}${html.index_path}  dashboard ${server.url}${html.dashboard_path}`)
 
   process.on('SIGHUP', () => {

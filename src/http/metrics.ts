@@ -1,3 +1,4 @@
+import type { AgentPoolFigures } from '../http-client/pool.ts'
 import type { Membership } from '../membership.ts'
 import type { TaskStats } from '../task-stats.ts'
 
@@ -5,7 +6,8 @@ export interface MetricsSource {
   membership: Membership
   stats: TaskStats
   inFlight: () => number
-  httpCalls: () => { inFlight: number; limit: number }
+  /** Each HTTP agent's connection pool (src/http-client/pool.ts). */
+  httpAgentPools: () => AgentPoolFigures[]
   wsConnections: () => number
   /** Failed authentications so far, and how many of them were throttled (AuthFailures). */
   authFailures: () => { failures: number; throttled: number }
@@ -38,10 +40,19 @@ export function renderMetrics(source: MetricsSource): string {
     Object.entries(source.stats.byOutcome).map(([outcome, count]) => [`{outcome="${outcome}"}`, count]),
   )
   metric('moonlight_tasks_in_flight', 'gauge', 'Tasks waiting for an answer now.', [['', source.inFlight()]])
-  const httpCalls = source.httpCalls()
-  metric('moonlight_http_agent_calls_in_flight', 'gauge', 'Calls to HTTP agents under way (Bun queues those past its fetch limit).', [['', httpCalls.inFlight]])
-  metric('moonlight_http_agent_call_limit', 'gauge', "Bun's limit on simultaneous fetches (BUN_CONFIG_MAX_HTTP_REQUESTS when the process started).", [
-    ['', httpCalls.limit],
+  // Summed over agents, with the worst agent's queue beside the sum: /metrics is public and names no agent address.
+  const pools = source.httpAgentPools()
+  const sum = (figure: 'open' | 'busy' | 'queued') => pools.reduce((total, pool) => total + pool[figure], 0)
+  metric('moonlight_http_agent_pools', 'gauge', 'HTTP agents the server holds connections to (or calls waiting for one).', [['', pools.length]])
+  metric('moonlight_http_agent_connections', 'gauge', 'Keep-alive connections to HTTP agents: open (connecting ones included) and busy with a call.', [
+    ['{state="open"}', sum('open')],
+    ['{state="busy"}', sum('busy')],
+  ])
+  metric('moonlight_http_agent_calls_queued', 'gauge', 'Calls to HTTP agents waiting for a connection (an agent at http_agents.max_connections).', [
+    ['', sum('queued')],
+  ])
+  metric('moonlight_http_agent_calls_queued_max', 'gauge', 'The most calls waiting for a connection to any one HTTP agent.', [
+    ['', pools.reduce((most, pool) => Math.max(most, pool.queued), 0)],
   ])
   metric('moonlight_websocket_connections', 'gauge', 'Open WebSocket connections (agents and dashboards).', [['', source.wsConnections()]])
   const auth = source.authFailures()

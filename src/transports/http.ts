@@ -1,5 +1,8 @@
+import zlib from 'node:zlib'
 import type { HeaderPolicy } from '../answer-headers.ts'
-import type { Deadline, Expirable } from '../deadlines.ts'
+import type { Deadline } from '../deadlines.ts'
+import { type AgentPoolFigures, type AnswerSink, HttpClientError, HttpClientPool } from '../http-client/pool.ts'
+import type { ResponseHead } from '../http-client/response-parser.ts'
 import type { Client } from '../registry.ts'
 import { signatureHeaders } from '../signing.ts'
 import { certificateFailure } from '../tls-failures.ts'
@@ -14,99 +17,159 @@ export interface HttpCallSettings {
   signingSecret?: string
   /** Which of an answer's headers reach the caller (answers.pass_headers). */
   headerPolicy: HeaderPolicy
+  /** Connections per agent at most (`http_agents.max_connections`). */
+  maxConnections: number
+  /** An unused connection to an agent is closed after this long (`http_agents.idle_timeout`). */
+  idleTimeoutMs: number
 }
 
-/** fetch needs an AbortSignal; one object is both the controller and the deadline's watcher. */
-class RequestAbort extends AbortController implements Expirable {
-  expire(): void {
-    this.abort()
-  }
-}
-
-/** POSTs the payload to the client's `/work` and hands back its status, content type and body. */
+/** POSTs the payload to the client's `/work` over a pooled keep-alive connection and hands back its status, content type and body. */
 export class HttpTransport implements Transport {
-  /** Calls to agents under way: Bun runs only so many fetches at once and queues the rest unseen. */
-  inFlight = 0
-  private peak = 0
+  readonly pool: HttpClientPool
 
   constructor(
     private readonly settings: () => HttpCallSettings,
     /** Wall-clock ms, for the signature's timestamp. */
     private readonly now: () => number,
-  ) {}
+  ) {
+    const { maxConnections, idleTimeoutMs } = settings()
+    this.pool = new HttpClientPool({ maxConnections, idleTimeoutMs })
+  }
 
-  /** The most calls under way at once since the last call of this. */
-  takePeak(): number {
-    const peak = this.peak
-    this.peak = this.inFlight
-    return peak
+  /** Each agent's connections: open, busy, and calls waiting for one. */
+  figures(): AgentPoolFigures[] {
+    return this.pool.figures()
+  }
+
+  close(): void {
+    this.pool.close()
   }
 
   async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer> {
     if (deadline.expired) throw timedOut()
-    const abort = new RequestAbort()
-    deadline.watch(abort)
-    if (++this.inFlight > this.peak) this.peak = this.inFlight
-    const { maxAnswerBytes: limit, agentCa, signingSecret, headerPolicy } = this.settings()
+    const { maxAnswerBytes: limit, agentCa, signingSecret, headerPolicy, maxConnections, idleTimeoutMs } = this.settings()
+    this.pool.maxConnections = maxConnections
+    this.pool.idleTimeoutMs = idleTimeoutMs
+    // Signed over the bytes sent: encoded once here, so the HMAC and the wire cannot disagree.
+    const body = Buffer.from(payloadJson)
+    let head = `POST /work HTTP/1.1\r\nhost: ${hostOf(client)}\r\ncontent-type: application/json\r\nx-task-id: ${taskId}\r\ncontent-length: ${body.length}\r\n`
+    if (signingSecret !== undefined)
+      for (const [name, value] of Object.entries(signatureHeaders(signingSecret, body, this.now() / 1000))) head += `${name}: ${value}\r\n`
+    const request = Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), body])
+    const answer = new AnswerReader(limit)
+    const pending = this.pool.request(
+      { scheme: client.scheme, host: client.ip, port: client.port, ca: client.scheme === 'https' ? agentCa : undefined },
+      request,
+      answer,
+    )
+    // Redirects are never followed: a 3xx is the agent's answer, passed back as such (its Location is not on the allow-list).
+    deadline.watch(pending)
     try {
-      let response: Response
-      const requestHeaders: Record<string, string> = { 'content-type': 'application/json', 'x-task-id': taskId }
-      // Signed over the bytes fetch sends: encoded once here, so the HMAC and the wire cannot disagree.
-      const body = signingSecret === undefined ? payloadJson : Buffer.from(payloadJson)
-      if (signingSecret !== undefined) Object.assign(requestHeaders, signatureHeaders(signingSecret, body, this.now() / 1000))
-      try {
-        response = await fetch(workUrl(client), {
-          method: 'POST',
-          headers: requestHeaders,
-          body,
-          signal: abort.signal,
-          // Bun's own idle limit (5 minutes) would cut an agent still working on a long task, and the
-          // failure would look like an unreachable agent and be retried; task_timeout is the only limit.
-          timeout: false,
-          // Never follow an agent's redirect: the server would call an address nobody checked (SSRF).
-          // A 3xx is the agent's answer, passed back as such (its Location is not on the allow-list).
-          redirect: 'manual',
-          ...(client.scheme === 'https' && agentCa !== undefined ? { tls: { ca: agentCa } } : {}),
-        })
-      } catch (error) {
-        if (deadline.expired) throw timedOut()
-        throw new AttemptError('unreachable', `cannot reach ${client.ip}:${client.port}: ${describeFetchFailure(error)}`)
-      }
-      const { headers } = response
-      // fetch holds a plain body to its declared length; a chunked or compressed one (the length is
-      // the compressed size) can grow past it, so that one is counted as it comes.
-      const declaredLength = headers.has('content-encoding') || headers.has('transfer-encoding') ? null : headers.get('content-length')
-      try {
-        if (declaredLength !== null && Number(declaredLength) > limit) throw tooLarge(limit)
-        const answer = declaredLength !== null ? await response.arrayBuffer() : await readAtMost(response, limit)
-        // With signing on, 401 is the agent refusing the call, not its answer to the payload: the task did not run, so another client may run it.
-        if (signingSecret !== undefined && response.status === 401) throw refusedSignature(answer)
-        return { status: response.status, headers: headerPolicy.filterResponse(response.headers), body: answer }
-      } catch (error) {
-        if (error instanceof AttemptError) {
-          // Stop the transfer rather than drain what we will not use.
-          abort.abort()
-          throw error
-        }
-        if (deadline.expired) throw new AttemptError('timeout', "timed out reading the client's answer")
-        throw new AttemptError('disconnected', `connection lost before the answer: ${(error as Error).message}`)
-      }
+      await pending.done
+    } catch (error) {
+      throw attemptFailure(error, client, answer.received !== undefined, limit)
     } finally {
-      this.inFlight--
-      deadline.unwatch(abort)
+      deadline.unwatch(pending)
+    }
+    const { status, headers } = answer.received!
+    const bodyBytes = answer.decoded()
+    // With signing on, 401 is the agent refusing the call, not its answer to the payload: the task did not run, so another client may run it.
+    if (signingSecret !== undefined && status === 401) throw refusedSignature(bodyBytes)
+    return { status, headers: headerPolicy.filter(joinRepeated(headers)), body: bodyBytes }
+  }
+}
+
+/** Content codings an agent may send unasked, and how each is undone with the output held to a size. */
+const DECODERS: Record<string, (bytes: Uint8Array, options: zlib.ZlibOptions) => Buffer> = {
+  gzip: zlib.gunzipSync,
+  'x-gzip': zlib.gunzipSync,
+  deflate: zlib.inflateSync,
+  br: zlib.brotliDecompressSync as (bytes: Uint8Array, options: zlib.ZlibOptions) => Buffer,
+}
+
+/**
+ * Takes one answer from the pool: the head, then the body pieces, held to `max_answer_bytes`. A
+ * compressed body is held to the limit by its unpacked size, so a small gzip bomb cannot pass it.
+ */
+class AnswerReader implements AnswerSink {
+  received: ResponseHead | undefined = undefined
+  private chunks: Uint8Array[] = []
+  private encoding: string | undefined = undefined
+
+  constructor(private readonly limit: number) {}
+
+  head(head: ResponseHead): number {
+    this.received = head
+    for (const [name, value] of head.headers) if (name === 'content-encoding') this.encoding = value.trim().toLowerCase()
+    if (this.encoding === 'identity' || this.encoding === '') this.encoding = undefined
+    if (this.encoding !== undefined && !(this.encoding in DECODERS))
+      throw new AttemptError('invalid_answer', `answered in a content encoding the server cannot unpack (${this.encoding.slice(0, 40)})`)
+    // Packed, the wire bytes may be fewer than the unpacked ones but hardly more: a stream several
+    // times the limit is refused before it is unpacked at all.
+    return this.encoding === undefined ? this.limit : 4 * this.limit + 64 * 1024
+  }
+
+  body(chunk: Uint8Array): void {
+    // Copied (Uint8Array's slice, not Buffer's view): the socket's buffer is not ours past this call.
+    this.chunks.push(Uint8Array.prototype.slice.call(chunk))
+  }
+
+  end(): void {}
+
+  /** The body as the caller gets it: unpacked if the agent packed it, at most `limit` bytes. */
+  decoded(): ArrayBuffer {
+    const packed = this.chunks.length === 1 ? (this.chunks[0]!.buffer as ArrayBuffer) : Bun.concatArrayBuffers(this.chunks)
+    if (this.encoding === undefined) return packed
+    const decode = DECODERS[this.encoding]!
+    try {
+      const unpacked = decode(new Uint8Array(packed), { maxOutputLength: this.limit })
+      return unpacked.buffer.slice(unpacked.byteOffset, unpacked.byteOffset + unpacked.byteLength) as ArrayBuffer
+    } catch (error) {
+      if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge(this.limit)
+      throw new AttemptError('invalid_answer', `its ${this.encoding} answer does not unpack: ${(error as Error).message}`)
     }
   }
 }
 
-function workUrl(client: Client): string {
+function hostOf(client: Client): string {
   const host = client.ip.includes(':') && !client.ip.startsWith('[') ? `[${client.ip}]` : client.ip
-  return `${client.scheme}://${host}:${client.port}/work`
+  return `${host}:${client.port}`
 }
 
-function describeFetchFailure(error: unknown): string {
-  const certificate = certificateFailure(error)
+/** Repeated headers joined as one, as fetch's Headers did. */
+function joinRepeated(headers: ReadonlyArray<[string, string]>): Record<string, string> {
+  const joined: Record<string, string> = {}
+  for (const [name, value] of headers) joined[name] = joined[name] === undefined ? value : `${joined[name]}, ${value}`
+  return joined
+}
+
+/** What a failed call means for the task: the kinds the dispatcher retries on, or not. */
+function attemptFailure(error: unknown, client: Client, answerStarted: boolean, limit: number): AttemptError {
+  if (error instanceof AttemptError) return error
+  if (!(error instanceof HttpClientError)) return new AttemptError('disconnected', `connection lost before the answer: ${(error as Error).message}`)
+  switch (error.code) {
+    case 'timeout':
+      return answerStarted ? new AttemptError('timeout', "timed out reading the client's answer") : timedOut()
+    case 'body_too_large':
+      return tooLarge(limit)
+    case 'header_too_large':
+    case 'malformed':
+      return new AttemptError('invalid_answer', `sent no valid HTTP answer: ${error.message}`)
+    case 'tls':
+      return new AttemptError('unreachable', `cannot reach ${client.ip}:${client.port}: ${describeTlsFailure(error)}`)
+    case 'connect':
+      return new AttemptError('unreachable', `cannot reach ${client.ip}:${client.port}: ${error.message}`)
+    case 'closed':
+      return answerStarted
+        ? new AttemptError('disconnected', `connection lost before the answer: ${error.message}`)
+        : new AttemptError('unreachable', `cannot reach ${client.ip}:${client.port}: ${error.message}`)
+  }
+}
+
+function describeTlsFailure(error: HttpClientError): string {
+  const certificate = certificateFailure(error.cause)
   // Said plainly: a private CA's agent is reachable, and only agents.ca is missing.
-  return certificate ? `TLS verification failed, ${certificate}; set agents.ca if the agent's certificate comes from a private CA` : (error as Error).message
+  return certificate ? `TLS verification failed, ${certificate}; set agents.ca if the agent's certificate comes from a private CA` : error.message
 }
 
 const REFUSAL_EXCERPT_CHARS = 200
@@ -118,21 +181,4 @@ function refusedSignature(body: ArrayBuffer): AttemptError {
 
 function tooLarge(limit: number): AttemptError {
   return new AttemptError('too_large', `answered more than max_answer_bytes (${limit} bytes)`)
-}
-
-/** The body, read chunk by chunk; fails with `too_large` as soon as it passes `limit` bytes. */
-async function readAtMost(response: Response, limit: number): Promise<ArrayBuffer> {
-  if (!response.body) return new ArrayBuffer(0)
-  const reader = response.body.getReader()
-  const chunks: Uint8Array[] = []
-  let size = 0
-  for (let read = await reader.read(); !read.done; read = await reader.read()) {
-    size += read.value.byteLength
-    if (size > limit) {
-      void reader.cancel()
-      throw tooLarge(limit)
-    }
-    chunks.push(read.value)
-  }
-  return Bun.concatArrayBuffers(chunks)
 }

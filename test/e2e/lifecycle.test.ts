@@ -2,6 +2,7 @@ import { afterEach, describe, expect, test } from 'bun:test'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { HttpClientPool } from '../../src/http-client/pool.ts'
 import { postTask, SEED_CONFIG, type SpawnedServer, spawnServer, startCli, startHttpAgent, startWsAgent, TOKEN, waitFor } from '../helpers.ts'
 
 const spawned: SpawnedServer[] = []
@@ -316,22 +317,53 @@ describe('long tasks over HTTP', () => {
     expect(slow.received).toEqual(expect.arrayContaining(['long job', 'cli job']))
   }, 30_000)
 
-  test("calls to HTTP agents past Bun's fetch limit are shown in /metrics and logged, not left to queue unseen", async () => {
+  test("300 tasks waiting on a slow agent do not hold up another agent's task, with BUN_CONFIG_MAX_HTTP_REQUESTS unset; /metrics shows the pools", async () => {
     const dir = tempDir()
-    const config = writeConfig(dir, { ...SEED_CONFIG, task_timeout: 30 })
-    const server = await spawn(['--config', config, '--port', '0', '--host', '127.0.0.1'], { env: { BUN_CONFIG_MAX_HTTP_REQUESTS: '8' } })
-    const slow = await startHttpAgent(server.url, { nodeId: 'slow', region: 'usa', work: () => Bun.sleep(1000).then(() => Response.json({ done: true })) })
-    cleanups.push(slow.stop)
-    const tasks = Array.from({ length: 20 }, (_, i) => postTask(server.url, { region: 'usa', payload: i }))
-    await waitFor(
-      async () => /moonlight_http_agent_calls_in_flight 2\d/.test(await (await fetch(`${server.url}/metrics`)).text()),
-      'the calls to show in /metrics',
+    const config = writeConfig(dir, { ...SEED_CONFIG, task_timeout: 60 })
+    const server = await spawn(['--config', config, '--port', '0', '--host', '127.0.0.1'], { env: { BUN_CONFIG_MAX_HTTP_REQUESTS: '' } })
+    expect(server.output()).not.toContain('BUN_CONFIG_MAX_HTTP_REQUESTS')
+    // The slow agent answers nothing until the fast task is done: that task cannot have waited behind it.
+    let release!: () => void
+    const released = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const slow = await startHttpAgent(server.url, { nodeId: 'slow', region: 'usa', work: () => released.then(() => Response.json({ slow: true })) })
+    const fast = await startHttpAgent(server.url, { nodeId: 'fast', region: 'europe', work: () => Response.json({ fast: true }) })
+    cleanups.push(slow.stop, fast.stop)
+    // This test's own fetch would queue its 300 calls past 256: they go through the server's own pool instead.
+    const callers = new HttpClientPool({ maxConnections: 400, idleTimeoutMs: 30_000 })
+    cleanups.push(() => callers.close())
+    const { port } = new URL(server.url)
+    const body = JSON.stringify({ region: 'usa', payload: 'slow' })
+    const request = Buffer.from(
+      `POST /task/request HTTP/1.1\r\nhost: 127.0.0.1:${port}\r\nauthorization: Bearer ${TOKEN}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
     )
+    const statuses: number[] = []
+    const slowTasks = Array.from({ length: 300 }, () => {
+      let status = 0
+      return callers
+        .request({ scheme: 'http', host: '127.0.0.1', port: Number(port) }, request, {
+          head: (head) => {
+            status = head.status
+            return 1 << 20
+          },
+          body: () => {},
+          end: () => {},
+        })
+        .done.then(() => statuses.push(status))
+    })
+    await waitFor(async () => /moonlight_http_agent_calls_queued 236/.test(await (await fetch(`${server.url}/metrics`)).text()), '300 tasks at the slow agent')
     const metrics = await (await fetch(`${server.url}/metrics`)).text()
-    expect(metrics).toContain('moonlight_http_agent_call_limit 8')
-    await server.waitForOutput("over Bun's limit of 8")
-    expect(server.output()).toMatch(/\[mls\] warning: 20 calls to HTTP agents at once, over Bun's limit of 8: the rest waited in Bun's queue/)
-    // Slowed down by the queue, but every task still gets its answer.
-    for (const result of await Promise.all(tasks)) expect(result.status).toBe(200)
-  }, 30_000)
+    // 64 connections (http_agents.max_connections), every one busy, the rest queued at that agent alone.
+    expect(metrics).toContain('moonlight_http_agent_connections{state="open"} 64')
+    expect(metrics).toContain('moonlight_http_agent_connections{state="busy"} 64')
+    expect(metrics).toContain('moonlight_http_agent_calls_queued_max 236')
+    expect(metrics).not.toContain('moonlight_http_agent_call_limit')
+    const result = await postTask(server.url, { region: 'europe', payload: 'fast' })
+    expect(result.status).toBe(200)
+    expect(result.json()).toEqual({ fast: true })
+    release()
+    await Promise.all(slowTasks)
+    expect(statuses).toEqual(Array.from({ length: 300 }, () => 200))
+  }, 60_000)
 })

@@ -45,7 +45,7 @@ function appWorld(overrides: Record<string, unknown> = {}) {
     startedAtMs: clock.now(),
     inFlight: () => state.inFlight,
     wsConnections: () => 3,
-    metrics: { httpCalls: () => ({ inFlight: 0, limit: 256 }), authFailures: () => ({ failures: 0, throttled: 0 }) },
+    metrics: { httpAgentPools: () => [], authFailures: () => ({ failures: 0, throttled: 0 }) },
     isStopping: () => state.stopping,
     report: (error) => void reported.push(error),
     cluster: () => ({ mode: 'alone', instance_id: 'test-instance', redis: null, redis_url: null, instances: [] }),
