@@ -3,10 +3,11 @@
  * the time from sending POST /task/request with "mode":"broadcast" until the answer holding
  * every agent's result is in.
  */
-import { join } from 'node:path'
+
 import { BENCH_TOKEN, startMoonlight } from './lib/moonlight.ts'
-import { type Child, loadAverage, spawnChild } from './lib/proc.ts'
+import { type Child, loadAverage } from './lib/proc.ts'
 import { median, round } from './lib/stats.ts'
+import { spawnWsAgents } from './lib/ws-agents.ts'
 
 export interface BroadcastOptions {
   agents: number
@@ -33,20 +34,7 @@ export async function runBroadcast(options: BroadcastOptions): Promise<Broadcast
   const moonlight = await startMoonlight(options.workDir, { name: 'moonlight-broadcast' })
   let agents: Child | undefined
   try {
-    agents = spawnChild('broadcast-agents', [
-      process.execPath,
-      join(import.meta.dir, 'agents', 'ws-agents.ts'),
-      '--url',
-      moonlight.wsUrl,
-      '--token',
-      BENCH_TOKEN,
-      '--count',
-      String(options.agents),
-      '--region',
-      REGION,
-      '--prefix',
-      'bcast',
-    ])
+    agents = spawnWsAgents('broadcast-agents', moonlight.wsUrl, { count: options.agents, region: REGION, prefix: 'bcast' })
     await agents.waitFor(/registered \d+ in/, 60_000)
     const body = JSON.stringify({ region: REGION, mode: 'broadcast', payload: { job: 'refresh-cache', key: 'config' } })
     const times: number[] = []

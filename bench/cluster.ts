@@ -14,13 +14,14 @@
  * their range over the rounds. A's relay counter (/metrics) checks that every relayed task was relayed
  * and that no other was. Everything started here is stopped here, also when a step fails.
  */
+
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
-import { join } from 'node:path'
 import { BENCH_TOKEN, type MoonlightProcess, startMoonlight } from './lib/moonlight.ts'
 import { type Child, cpuTimeUs, freePort, loadAverage, spawnChild } from './lib/proc.ts'
 import { median, round } from './lib/stats.ts'
 import { BODY, type WrkJson, wrk } from './lib/wrk.ts'
+import { spawnWsAgents } from './lib/ws-agents.ts'
 
 export const CLUSTER_TARGETS = ['local', 'relayed', 'one-instance', 'two-instances'] as const
 export type ClusterTarget = (typeof CLUSTER_TARGETS)[number]
@@ -290,20 +291,7 @@ export async function startRedis(): Promise<{ child: Child; url: string; version
 }
 
 export function startWsAgent(server: MoonlightProcess, region: string, prefix: string): Child {
-  return spawnChild(`ws-agent-${prefix}`, [
-    process.execPath,
-    join(import.meta.dir, 'agents', 'ws-agents.ts'),
-    '--url',
-    server.wsUrl,
-    '--token',
-    BENCH_TOKEN,
-    '--count',
-    '1',
-    '--region',
-    region,
-    '--prefix',
-    prefix,
-  ])
+  return spawnWsAgents(`ws-agent-${prefix}`, server.wsUrl, { count: 1, region: region, prefix: prefix })
 }
 
 /** Polls until the path answers 200 from `node` (by way of `instance`, in the cluster), for up to 10 s. */

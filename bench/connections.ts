@@ -3,10 +3,11 @@
  * reads the server's RSS: (RSS with N agents − RSS before) / N, and the time until all registered.
  * Then adds agents until the server's open-file limit (less some headroom) is reached.
  */
+
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { BENCH_TOKEN, startMoonlight } from './lib/moonlight.ts'
-import { type Child, loadAverage, rssBytes, spawnChild } from './lib/proc.ts'
+import { startMoonlight } from './lib/moonlight.ts'
+import { type Child, loadAverage, rssBytes } from './lib/proc.ts'
+import { spawnWsAgents } from './lib/ws-agents.ts'
 
 export interface ConnectionsOptions {
   first: number
@@ -57,20 +58,11 @@ export async function runConnections(options: ConnectionsOptions): Promise<Conne
       const batch: Child[] = []
       for (let offset = 0; offset < adding; offset += options.perProcess) {
         const count = Math.min(options.perProcess, adding - offset)
-        const agent = spawnChild(`ws-agents-${connected + offset}`, [
-          process.execPath,
-          join(import.meta.dir, 'agents', 'ws-agents.ts'),
-          '--url',
-          moonlight.wsUrl,
-          '--token',
-          BENCH_TOKEN,
-          '--count',
-          String(count),
-          '--region',
-          'idle-pool',
-          '--prefix',
-          `idle-${connected + offset}`,
-        ])
+        const agent = spawnWsAgents(`ws-agents-${connected + offset}`, moonlight.wsUrl, {
+          count: count,
+          region: 'idle-pool',
+          prefix: `idle-${connected + offset}`,
+        })
         batch.push(agent)
         agents.push(agent)
       }

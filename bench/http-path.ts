@@ -3,12 +3,14 @@
  * direct (the agent's own /work: the limit), nginx, HAProxy, Moonlight to an HTTP agent and
  * Moonlight to a WebSocket agent. Rounds interleave the targets so drift hits all of them alike.
  */
+
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { BENCH_TOKEN, startMoonlight, waitForHttp } from './lib/moonlight.ts'
 import { type Child, childPids, cpuTimeUs, freePort, loadAverage, spawnChild } from './lib/proc.ts'
 import { median, round } from './lib/stats.ts'
 import { BODY, type WrkTarget, wrk } from './lib/wrk.ts'
+import { spawnWsAgents } from './lib/ws-agents.ts'
 
 export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws'] as const
 /** With `--before REF`: the same two Moonlight paths, from an older commit, in the same rounds. */
@@ -265,18 +267,7 @@ function sumCpu(pids: readonly number[]): number {
 }
 
 function startWsAgent(wsUrl: string): Child {
-  return spawnChild('ws-agent', [
-    process.execPath,
-    join(import.meta.dir, 'agents', 'ws-agents.ts'),
-    '--url',
-    wsUrl,
-    '--token',
-    BENCH_TOKEN,
-    '--count',
-    '1',
-    '--region',
-    WS_REGION,
-  ])
+  return spawnWsAgents('ws-agent', wsUrl, { count: 1, region: WS_REGION })
 }
 
 function summarize(runs: readonly WrkRun[], targets: readonly Target[]): Partial<Record<Target, TargetSummary>> {

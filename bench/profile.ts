@@ -7,6 +7,7 @@
  * relay: a redis-server and two instances in one cluster, both profiled; wrk calls A for the agent
  * B holds, so every task goes A → Redis → B → agent and back.
  */
+
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -15,6 +16,7 @@ import { HTTP_REGION, WS_REGION } from './http-path.ts'
 import { BENCH_TOKEN, startMoonlight } from './lib/moonlight.ts'
 import { type Child, spawnChild } from './lib/proc.ts'
 import { BODY, wrk } from './lib/wrk.ts'
+import { spawnWsAgents } from './lib/ws-agents.ts'
 
 const path = process.argv[2] === 'ws' || process.argv[2] === 'relay' ? process.argv[2] : 'http'
 const seconds = Number(process.argv[3] ?? 8)
@@ -81,18 +83,7 @@ async function profileOne(): Promise<void> {
           '--region',
           HTTP_REGION,
         ])
-      : spawnChild('ws-agent', [
-          process.execPath,
-          join(import.meta.dir, 'agents', 'ws-agents.ts'),
-          '--url',
-          moonlight.wsUrl,
-          '--token',
-          BENCH_TOKEN,
-          '--count',
-          '1',
-          '--region',
-          WS_REGION,
-        ])
+      : spawnWsAgents('ws-agent', moonlight.wsUrl, { count: 1, region: WS_REGION })
   children.push(agent)
   await agent.waitFor(path === 'http' ? /agent listening/ : /registered 1 in/)
   const result = await wrk({ url: `${moonlight.url}/task/request`, body: BODY(path === 'http' ? HTTP_REGION : WS_REGION) }, 64, seconds)

@@ -4,13 +4,15 @@
  *
  *   bun bench/quick-ws.ts ROOT_A ROOT_B [rounds] [seconds]
  */
+
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { WS_REGION } from './http-path.ts'
-import { BENCH_TOKEN, startMoonlight } from './lib/moonlight.ts'
-import { cpuTimeUs, spawnChild } from './lib/proc.ts'
+import { startMoonlight } from './lib/moonlight.ts'
+import { cpuTimeUs } from './lib/proc.ts'
 import { BODY, wrk } from './lib/wrk.ts'
+import { spawnWsAgents } from './lib/ws-agents.ts'
 
 const [rootA = '.', rootB = '.', roundsText = '3', secondsText = '4'] = process.argv.slice(2)
 const rows: Record<string, number[]> = { [rootA]: [], [rootB]: [] }
@@ -18,18 +20,7 @@ for (let round = 0; round < Number(roundsText); round++) {
   for (const root of [rootA, rootB]) {
     const dir = mkdtempSync(join(tmpdir(), 'mls-quick-'))
     const moonlight = await startMoonlight(dir, { root })
-    const agents = spawnChild('ws-agents', [
-      process.execPath,
-      join(import.meta.dir, 'agents', 'ws-agents.ts'),
-      '--url',
-      moonlight.wsUrl,
-      '--token',
-      BENCH_TOKEN,
-      '--count',
-      '1',
-      '--region',
-      WS_REGION,
-    ])
+    const agents = spawnWsAgents('ws-agents', moonlight.wsUrl, { count: 1, region: WS_REGION })
     await agents.waitFor(/registered/)
     const before = cpuTimeUs(moonlight.pid)
     const result = await wrk({ url: `${moonlight.url}/task/request`, body: BODY(WS_REGION) }, 64, Number(secondsText))
