@@ -2,6 +2,7 @@ import { afterAll, describe, expect, test } from 'bun:test'
 import { type AgentAddress, type AnswerSink, HttpClientPool } from '../../src/http-client/pool.ts'
 import type { ResponseHead } from '../../src/http-client/response-parser.ts'
 import { makeTestCa } from '../certificates.ts'
+import { postJson, postTask, ROOT, startTestServer, TOKEN } from '../helpers.ts'
 
 const stops: Array<() => void> = []
 afterAll(() => {
@@ -316,5 +317,45 @@ describe('HTTP client pool against node:http under Node', () => {
     expect(chunked.body).toBe('part one, part two')
     expect(chunked.head.headers).toContainEqual(['transfer-encoding', 'chunked'])
     expect(pool.figures()[0]).toMatchObject({ open: 1, busy: 0, queued: 0 })
+  })
+})
+
+/** An agent on express, run under Node: the framework many agents are written with. */
+const EXPRESS_AGENT = `
+const express = require('express')
+const app = express()
+app.use(express.json({ type: () => true }))
+app.post('/work', (request, response) => {
+  if (request.body && request.body.fail) return response.status(422).json({ error: 'bad payload' })
+  response.set('x-agent', 'express').json({ echo: request.body, task: request.get('x-task-id') })
+})
+const server = app.listen(0, '127.0.0.1', () => console.log('PORT ' + server.address().port))
+`
+
+describe('an express agent under Node, through the server', () => {
+  test('answers tasks over the pool, its status, headers and body passed on', async () => {
+    const mls = startTestServer()
+    stops.push(() => mls.stop())
+    const child = Bun.spawn(['node', '-e', EXPRESS_AGENT], { cwd: ROOT, stdout: 'pipe', stderr: 'inherit' })
+    stops.push(() => child.kill())
+    const reader = child.stdout.getReader()
+    let output = ''
+    while (!/PORT \d+/.test(output)) {
+      const { value, done } = await reader.read()
+      if (done) throw new Error(`the express agent exited: ${output}`)
+      output += new TextDecoder().decode(value)
+    }
+    const port = Number(/PORT (\d+)/.exec(output)![1])
+    const heartbeat = await postJson(`${mls.url}/client/heartbeat`, { ip: '127.0.0.1', node_id: 'express-1', token: TOKEN, region: 'usa', port })
+    expect(heartbeat.status).toBe(200)
+    for (let index = 0; index < 5; index++) {
+      const result = await postTask(mls.url, { region: 'usa', payload: { n: index } })
+      expect(result.status).toBe(200)
+      expect(result.headers.get('x-agent')).toBe('express')
+      expect(result.json()).toEqual({ echo: { n: index }, task: result.headers.get('x-task-id') })
+    }
+    const refused = await postTask(mls.url, { region: 'usa', payload: { fail: true } })
+    expect(refused.status).toBe(422)
+    expect(refused.json()).toEqual({ error: 'bad payload' })
   })
 })
