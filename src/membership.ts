@@ -2,10 +2,10 @@ import { type Client, clientView, type Registry } from './registry.ts'
 import type { ClientView, RegionCounts } from './wire/views.ts'
 
 /**
- * Which clients exist and which process holds each one's connection: what /clients, /status,
- * /regions, /metrics and the dashboard read. Alone, every client is held here (LocalMembership);
- * in a cluster an implementation backed by the shared store answers the same questions for the
- * whole fleet, and the code above it does not change.
+ * Which clients exist and which process holds each one's connection (a view's `instance`, in a
+ * cluster): what /clients, /status, /regions, /metrics and the dashboard read. Alone, every client
+ * is held here; in a cluster the registry also holds the other instances' clients as remote records
+ * (src/cluster/cluster.ts), so the same LocalMembership answers for the whole fleet.
  */
 export interface Membership {
   readonly size: number
@@ -16,8 +16,6 @@ export interface Membership {
   view(client: Client): ClientView
   /** Per region where clients registered: how many, and how many can take tasks now. */
   regionCounts(): Map<string, RegionCounts>
-  /** The instance that holds the client's connection (and calls it), or undefined if unknown. */
-  holderOf(nodeId: string): string | undefined
 }
 
 /** Membership of one process: the registry's clients, all held by this instance. */
@@ -52,9 +50,5 @@ export class LocalMembership implements Membership {
 
   regionCounts(): Map<string, RegionCounts> {
     return this.registry.regionCounts()
-  }
-
-  holderOf(nodeId: string): string | undefined {
-    return this.registry.get(nodeId) ? this.instanceId : undefined
   }
 }

@@ -19,5 +19,3 @@ export type Outcome =
   | { kind: 'timed_out'; region: string; failedAttempts: FailedAttempt[]; timeoutMs: number }
   /** The server stopped before a client answered. */
   | { kind: 'shutting_down'; region: string; failedAttempts: FailedAttempt[] }
-
-export type OutcomeKind = Outcome['kind']

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
 import { errorMessage, RequestFailed, submitTask } from '../api-client.ts'
+import { type BroadcastReply, broadcastReplySchema } from '../wire/task.ts'
 import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
 import { printBody } from './_output.ts'
 
@@ -81,19 +82,20 @@ function parsePayload(text: string, source: string): string {
 
 /** A broadcast's results are data even when some failed: print them, then fail if any did. */
 function reportBroadcast(answer: Awaited<ReturnType<typeof submitTask>>): number {
-  let results: Array<{ status?: unknown; error?: unknown }> | undefined
+  let results: BroadcastReply['results'] | undefined
   try {
-    const parsed = JSON.parse(answer.body) as { results?: unknown }
-    if (Array.isArray(parsed.results)) results = parsed.results
+    // Read with the server's own schema of the reply; anything else (a proxy's error page) is reported below.
+    const parsed = broadcastReplySchema.safeParse(JSON.parse(answer.body))
+    if (parsed.success) results = parsed.data.results
   } catch {
-    // Not a broadcast result (e.g. a proxy's error page): reported below as an error status.
+    // Not JSON at all: reported below as an error status.
   }
   if (!results) {
     if (answer.status >= 400) throw new RequestFailed(errorMessage(answer), answer.status)
     throw new RequestFailed(`unexpected answer to a broadcast (HTTP ${answer.status})`, answer.status)
   }
   printBody(answer.body)
-  const failed = results.filter((result) => result.error !== undefined || typeof result.status !== 'number' || result.status >= 400).length
+  const failed = results.filter((result) => result.error !== undefined || result.status >= 400).length
   if (failed === 0) return 0
   throw new RequestFailed(`${failed} of ${results.length} agents failed the broadcast`, answer.status)
 }

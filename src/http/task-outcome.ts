@@ -29,7 +29,7 @@ export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Di
 }
 
 /** Why a task has no answer, as the error the API documents for it. */
-export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, disclosure: Disclosure = 'details'): MoonlightError {
+function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, disclosure: Disclosure = 'details'): MoonlightError {
   const status = OUTCOME_STATUS[outcome.kind]
   const attempts = (list: FailedAttempt[]) => (disclosure === 'details' ? list : list.map(generic))
   switch (outcome.kind) {
