@@ -42,7 +42,7 @@ export class Dispatcher {
 
   async dispatch(region: string, payloadJson: string, taskId: string): Promise<Outcome> {
     const { registry, clock, load } = this.deps
-    const { retryCount, taskTimeoutMs } = this.deps.settings()
+    const { retryCount, taskTimeoutMs, preferLocal = false } = this.deps.settings()
     const startedMs = clock.now()
     const failedAttempts: FailedAttempt[] = []
     // Made on the first retry: most tasks never need it.
@@ -61,7 +61,7 @@ export class Dispatcher {
           tried ??= new Set()
           tried.add(last.nodeId)
         }
-        const picked = this.pickAnother(region, tried, last)
+        const picked = this.pickAnother(region, tried, last, preferLocal)
         if (!picked) {
           if (attempt === 0) outcome = { kind: 'no_client', region }
           break
@@ -125,9 +125,8 @@ export class Dispatcher {
   }
 
   /** An untried client first; else one other than the last; the same client only if it is alone. */
-  private pickAnother(region: string, tried: ReadonlySet<string> | undefined, last: Client | undefined) {
+  private pickAnother(region: string, tried: ReadonlySet<string> | undefined, last: Client | undefined, preferLocal: boolean) {
     const { registry } = this.deps
-    const preferLocal = this.deps.settings().preferLocal === true
     if (!last || !tried) return registry.pickFrom(region, undefined, preferLocal)
     return registry.pickFrom(region, tried, preferLocal) ?? registry.pickFrom(region, new Set([last.nodeId])) ?? registry.pickFrom(region)
   }
