@@ -15,8 +15,8 @@ import { spawnWsAgents } from './lib/ws-agents.ts'
 export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws'] as const
 /** With `--before REF`: the same two Moonlight paths, from an older commit, in the same rounds. */
 export const BEFORE_TARGETS = ['before-http', 'before-ws'] as const
-/** With `--floor`: a bare Bun relay (agents/bun-relay.ts), the least any proxy on Bun costs. */
-export const FLOOR_TARGETS = ['floor-http', 'floor-ws'] as const
+/** With `--floor`: a bare Bun relay (agents/bun-relay.ts), the least any proxy on Bun costs: calling agents with fetch, with a bare socket pool, and over WebSocket. */
+export const FLOOR_TARGETS = ['floor-http', 'floor-socket', 'floor-ws'] as const
 export type Target = (typeof TARGETS)[number] | (typeof BEFORE_TARGETS)[number] | (typeof FLOOR_TARGETS)[number]
 
 export interface HttpPathOptions {
@@ -78,6 +78,9 @@ export interface HttpPathResult {
     before_http_p99_vs_nginx?: number
     before_ws_rps_vs_nginx?: number
     floor_http_rps_vs_nginx?: number
+    floor_socket_rps_vs_nginx?: number
+    floor_socket_p99_vs_nginx?: number
+    http_rps_vs_floor_socket?: number
     floor_ws_rps_vs_nginx?: number
   }
   /** The commit measured as "before", if any. */
@@ -165,6 +168,20 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       children.push(relayWsAgent)
       await relayWsAgent.waitFor(/registered 1 in/)
       endpoints['floor-http'] = { url: `${relayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [relay.pid] }
+      const socketRelay = spawnChild('bun-socket-relay', [
+        process.execPath,
+        join(import.meta.dir, 'agents', 'bun-relay.ts'),
+        '--agent-port',
+        String(agentPort),
+        '--ws-region',
+        WS_REGION,
+        '--client',
+        'socket',
+      ])
+      children.push(socketRelay)
+      const [, socketRelayUrl] = await socketRelay.waitFor(/listening on (http:\/\/\S+)/)
+      endpoints['floor-socket'] = { url: `${socketRelayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [socketRelay.pid] }
+      agentPids['floor-socket'] = [agent.pid]
       endpoints['floor-ws'] = { url: `${relayUrl}/task/request`, body: BODY(WS_REGION), proxyPids: () => [relay.pid] }
       agentPids['floor-http'] = [agent.pid]
       agentPids['floor-ws'] = [relayWsAgent.pid]
@@ -313,6 +330,9 @@ function ratios(runs: readonly WrkRun[], rounds: number, targets: readonly Targe
     ...(targets.includes('floor-http')
       ? {
           floor_http_rps_vs_nginx: perRound((get) => get('floor-http').rps / get('nginx').rps),
+          floor_socket_rps_vs_nginx: perRound((get) => get('floor-socket').rps / get('nginx').rps),
+          floor_socket_p99_vs_nginx: perRound((get) => get('floor-socket').p99_us / get('nginx').p99_us),
+          http_rps_vs_floor_socket: perRound((get) => get('moonlight-http').rps / get('floor-socket').rps),
           floor_ws_rps_vs_nginx: perRound((get) => get('floor-ws').rps / get('nginx').rps),
         }
       : {}),

@@ -2,7 +2,12 @@
  * Profiles Moonlight under the benchmark's load: starts it with `bun --cpu-prof`, drives one path
  * with wrk, stops it gracefully (the profile is written at exit) and prints where the time went.
  *
- *   bun bench/profile.ts [http|ws|relay] [seconds]
+ *   bun bench/profile.ts [http|ws|relay|floor] [seconds]
+ *
+ * floor: the bare relay of `--floor` calling the same HTTP agent over its bare socket pool
+ * (bench/agents/bun-relay.ts --client socket), profiled the same way, to set Moonlight's HTTP path
+ * beside it function by function. Each line shows its share of the samples and, from the sampling
+ * interval and the tasks answered, the JS thread's µs per task it stands for.
  *
  * relay: a redis-server and two instances in one cluster, both profiled; wrk calls A for the agent
  * B holds, so every task goes A → Redis → B → agent and back.
@@ -18,13 +23,15 @@ import { type Child, spawnChild } from './lib/proc.ts'
 import { BODY, wrk } from './lib/wrk.ts'
 import { spawnWsAgents } from './lib/ws-agents.ts'
 
-const path = process.argv[2] === 'ws' || process.argv[2] === 'relay' ? process.argv[2] : 'http'
+const path = process.argv[2] === 'ws' || process.argv[2] === 'relay' || process.argv[2] === 'floor' ? process.argv[2] : 'http'
+const INTERVAL_US = 200
 const seconds = Number(process.argv[3] ?? 8)
 const dir = mkdtempSync(join(tmpdir(), 'mls-profile-'))
 const children: Child[] = []
-const profiled = (name: string) => ['--cpu-prof', `--cpu-prof-dir=${join(dir, name)}`, '--cpu-prof-interval=200']
+const profiled = (name: string) => ['--cpu-prof', `--cpu-prof-dir=${join(dir, name)}`, `--cpu-prof-interval=${INTERVAL_US}`]
 try {
   if (path === 'relay') await profileRelay()
+  else if (path === 'floor') await profileFloor()
   else await profileOne()
 } finally {
   await Promise.all(children.reverse().map((child) => child.stop()))
@@ -64,8 +71,35 @@ async function profileRelay(): Promise<void> {
     const file = readdirSync(profileDir).find((entry) => entry.endsWith('.cpuprofile'))
     if (!file) throw new Error(`no .cpuprofile in ${profileDir}`)
     console.log(`\n=== ${name}: ${join(profileDir, file)}\n`)
-    printTop(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile)
+    printTop(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile, result.requests)
   }
+}
+
+async function profileFloor(): Promise<void> {
+  const agent = spawnChild('http-agent', [process.execPath, join(import.meta.dir, 'agents', 'http-agent.ts')])
+  children.push(agent)
+  const agentPort = Number((await agent.waitFor(/agent listening on (\d+)/))[1])
+  const relay = spawnChild('bun-socket-relay', [
+    process.execPath,
+    ...profiled('floor'),
+    join(import.meta.dir, 'agents', 'bun-relay.ts'),
+    '--agent-port',
+    String(agentPort),
+    '--ws-region',
+    WS_REGION,
+    '--client',
+    'socket',
+  ])
+  children.push(relay)
+  const [, relayUrl] = await relay.waitFor(/listening on (http:\/\/\S+)/)
+  const result = await wrk({ url: `${relayUrl}/task/request`, body: BODY(HTTP_REGION) }, 64, seconds)
+  console.log(`floor: ${(result.requests / (result.duration_us / 1e6)).toFixed(0)} req/s under the profiler (slower than without it)`)
+  await relay.stop()
+  const profileDir = join(dir, 'floor')
+  const file = readdirSync(profileDir).find((entry) => entry.endsWith('.cpuprofile'))
+  if (!file) throw new Error(`no .cpuprofile in ${profileDir}`)
+  console.log(`profile: ${join(profileDir, file)}\n`)
+  printTop(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile, result.requests)
 }
 
 async function profileOne(): Promise<void> {
@@ -92,7 +126,7 @@ async function profileOne(): Promise<void> {
   const file = readdirSync(dir).find((name) => name.endsWith('.cpuprofile'))
   if (!file) throw new Error(`no .cpuprofile in ${dir}`)
   console.log(`profile: ${join(dir, file)}\n`)
-  printTop(JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile)
+  printTop(JSON.parse(readFileSync(join(dir, file), 'utf8')) as CpuProfile, result.requests)
 }
 
 interface CpuProfile {
@@ -100,8 +134,8 @@ interface CpuProfile {
   samples: number[]
 }
 
-/** Self and inclusive sample shares per function, the top 40 by self time. */
-function printTop(profile: CpuProfile): void {
+/** Self and inclusive sample shares per function, the top 40 by self time, with the µs per task each share stands for. */
+function printTop(profile: CpuProfile, tasks: number): void {
   const byId = new Map(profile.nodes.map((node) => [node.id, node]))
   const parent = new Map<number, number>()
   for (const node of profile.nodes) for (const child of node.children ?? []) parent.set(child, node.id)
@@ -124,10 +158,13 @@ function printTop(profile: CpuProfile): void {
   }
   const total = profile.samples.length
   const pct = (n: number) => `${((100 * n) / total).toFixed(1).padStart(5)}%`
-  console.log('self    incl    function')
+  const perTask = (n: number) => `${((n * INTERVAL_US) / tasks).toFixed(2).padStart(6)} µs`
+  const idle = self.get('(idle) :0') ?? 0
+  console.log(`${tasks} tasks; JS thread busy ${perTask(total - idle)} per task (sampled every ${INTERVAL_US} µs)\n`)
+  console.log('self    incl    self/task  function')
   for (const [name, count] of [...self.entries()].sort((a, b) => b[1] - a[1]).slice(0, 40)) {
-    console.log(`${pct(count)}  ${pct(inclusive.get(name) ?? 0)}  ${name}`)
+    console.log(`${pct(count)}  ${pct(inclusive.get(name) ?? 0)}  ${perTask(count)}  ${name}`)
   }
   console.log('\ninclusive, top 40')
-  for (const [name, count] of [...inclusive.entries()].sort((a, b) => b[1] - a[1]).slice(0, 40)) console.log(`${pct(count)}  ${name}`)
+  for (const [name, count] of [...inclusive.entries()].sort((a, b) => b[1] - a[1]).slice(0, 40)) console.log(`${pct(count)}  ${perTask(count)}  ${name}`)
 }

@@ -1,18 +1,66 @@
 /**
  * The floor for any proxy written on Bun: the least a relay can do per task, with none of
  * Moonlight's work (no auth, validation, balancing, retries, timeouts or stats). POST /task/request
- * forwards the body's payload to one agent: over fetch to --agent-port's /work, or over the one
- * WebSocket agent connected to /ws when the body's region is the WebSocket one. Measured beside
- * Moonlight (`--floor`), it separates what Moonlight costs from what the platform costs.
+ * forwards the body's payload to one agent: to --agent-port's /work (over fetch, or with `--client
+ * socket` over a bare keep-alive pool of `Bun.connect` sockets: the floor of any proxy built on Bun's
+ * sockets, as Moonlight's own client is since issue 13), or over the one WebSocket agent connected to
+ * /ws when the body's region is the WebSocket one. Measured beside Moonlight (`--floor`), it separates
+ * what Moonlight costs from what the platform costs.
  *
- *   bun bench/agents/bun-relay.ts --agent-port N --ws-region R
+ *   bun bench/agents/bun-relay.ts --agent-port N --ws-region R [--client fetch|socket]
  */
 
 import { parseArgs } from 'node:util'
-import type { ServerWebSocket } from 'bun'
+import type { ServerWebSocket, Socket } from 'bun'
 
-const { values } = parseArgs({ options: { 'agent-port': { type: 'string' }, 'ws-region': { type: 'string', default: 'eu-west-1' } } })
-const workUrl = `http://127.0.0.1:${values['agent-port']}/work`
+const { values } = parseArgs({
+  options: { 'agent-port': { type: 'string' }, 'ws-region': { type: 'string', default: 'eu-west-1' }, client: { type: 'string', default: 'fetch' } },
+})
+const agentPort = Number(values['agent-port'])
+const workUrl = `http://127.0.0.1:${agentPort}/work`
+
+/** The least a keep-alive socket pool does: no bound, no deadline, no chunked bodies; Content-Length answers only. */
+interface Pending {
+  resolve: (answer: Response) => void
+  buffered: Buffer
+}
+const idle: Socket<Pending | undefined>[] = []
+const socketHandlers = {
+  data(socket: Socket<Pending | undefined>, data: Buffer) {
+    const pending = socket.data
+    if (!pending) return
+    pending.buffered = pending.buffered.length ? Buffer.concat([pending.buffered, data]) : data
+    const headEnd = pending.buffered.indexOf('\r\n\r\n')
+    if (headEnd === -1) return
+    const head = pending.buffered.toString('latin1', 0, headEnd)
+    const length = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? 0)
+    if (pending.buffered.length < headEnd + 4 + length) return
+    const status = Number(head.slice(9, 12))
+    const type = /content-type: *([^\r]+)/i.exec(head)?.[1] ?? 'application/json'
+    const body = pending.buffered.subarray(headEnd + 4, headEnd + 4 + length)
+    socket.data = undefined
+    idle.push(socket)
+    pending.resolve(new Response(Uint8Array.prototype.slice.call(body), { status, headers: { 'content-type': type } }))
+  },
+  close(socket: Socket<Pending | undefined>) {
+    const index = idle.indexOf(socket)
+    if (index !== -1) idle.splice(index, 1)
+  },
+}
+async function viaSocket(payloadJson: string): Promise<Response> {
+  const body = Buffer.from(payloadJson)
+  const request = Buffer.concat([
+    Buffer.from(`POST /work HTTP/1.1\r\nhost: 127.0.0.1:${agentPort}\r\ncontent-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n`),
+    body,
+  ])
+  const { promise, resolve } = Promise.withResolvers<Response>()
+  const pending: Pending = { resolve, buffered: Buffer.alloc(0) }
+  let socket = idle.pop()
+  if (!socket) socket = await Bun.connect<Pending | undefined>({ hostname: '127.0.0.1', port: agentPort, socket: socketHandlers, data: undefined })
+  socket.data = pending
+  socket.write(request)
+  return promise
+}
 const waiting = new Map<string, (answer: string) => void>()
 let agentSocket: ServerWebSocket<undefined> | undefined
 let sequence = 0
@@ -26,6 +74,7 @@ const server = Bun.serve({
       POST: async (request) => {
         const { region, payload } = (await request.json()) as { region: string; payload: unknown }
         if (region !== values['ws-region']) {
+          if (values.client === 'socket') return viaSocket(JSON.stringify(payload))
           const answer = await fetch(workUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload) })
           return new Response(await answer.arrayBuffer(), {
             status: answer.status,

@@ -82,6 +82,7 @@ const LABELS: Record<Target, string> = {
   'before-http': 'Moonlight before the fixes → HTTP agent',
   'before-ws': 'Moonlight before the fixes → WebSocket agent',
   'floor-http': 'bare Bun relay → HTTP agent (the floor)',
+  'floor-socket': 'bare Bun relay, socket pool → HTTP agent (the floor)',
   'floor-ws': 'bare Bun relay → WebSocket agent (the floor)',
 }
 
@@ -123,7 +124,7 @@ export function toMarkdown(results: BenchResults): string {
       '',
       ...(ratios.floor_http_rps_vs_nginx !== undefined
         ? [
-            `A bare Bun relay (bench/agents/bun-relay.ts: no auth, validation, balancing, retries or stats), in the same rounds: HTTP / nginx req/s ${ratios.floor_http_rps_vs_nginx}; WebSocket / nginx req/s ${ratios.floor_ws_rps_vs_nginx}. No proxy built on Bun's server and fetch gets above these.`,
+            `A bare Bun relay (bench/agents/bun-relay.ts: no auth, validation, balancing, retries or stats), in the same rounds: HTTP / nginx req/s ${ratios.floor_http_rps_vs_nginx} calling the agent with fetch, ${ratios.floor_socket_rps_vs_nginx} (p99 ${ratios.floor_socket_p99_vs_nginx}) over a bare Bun.connect socket pool; WebSocket / nginx req/s ${ratios.floor_ws_rps_vs_nginx}. Moonlight HTTP / the socket-pool relay req/s ${ratios.http_rps_vs_floor_socket}: what Moonlight's own work costs.`,
             '',
           ]
         : []),

@@ -64,11 +64,16 @@ export class PendingRequest implements Expirable {
   resent = false
   settled = false
 
+  /** The request's length on the wire (a string is written as UTF-8). */
+  readonly byteLength: number
+
   constructor(
     readonly agent: AgentPool,
-    readonly bytes: Buffer,
+    /** The whole request; a string is written as it is, without first being copied into a buffer. */
+    readonly bytes: string | Uint8Array,
     readonly sink: AnswerSink,
   ) {
+    this.byteLength = typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length
     this.done = new Promise<void>((resolve, reject) => {
       this.resolve = resolve
       this.reject = reject
@@ -110,7 +115,7 @@ class Connection {
   answered = false
   idleUntilMs = 0
   keepAliveMs: number
-  unwritten: Buffer | undefined = undefined
+  unwritten: Uint8Array | undefined = undefined
   tlsFailure: Error | undefined = undefined
   readonly parser: ResponseParser
 
@@ -144,13 +149,14 @@ class Connection {
     this.answered = false
     this.keepAlive = true
     this.parser.limits.maxBodyBytes = Number.POSITIVE_INFINITY
-    if (this.socket) this.write(request.bytes)
+    if (this.socket) this.write(request.bytes, request.byteLength)
   }
 
-  write(bytes: Buffer): void {
-    const socket = this.socket!
-    const written = socket.write(bytes)
-    this.unwritten = written < bytes.length ? bytes.subarray(Math.max(0, written)) : undefined
+  write(bytes: string | Uint8Array, byteLength: number): void {
+    const written = this.socket!.write(bytes)
+    // What the kernel did not take waits for drain; only then is a string turned into bytes.
+    this.unwritten =
+      written < byteLength ? (typeof bytes === 'string' ? Buffer.from(bytes) : bytes).subarray(Math.max(0, written)) : undefined
   }
 
   destroy(): void {
@@ -224,7 +230,7 @@ const HANDLERS: SocketHandler<Connection> = {
       return
     }
     connection.socket = socket
-    if (connection.current) connection.write(connection.current.bytes)
+    if (connection.current) connection.write(connection.current.bytes, connection.current.byteLength)
   },
   handshake(socket, success, authorizationError) {
     if (success) return
@@ -236,7 +242,7 @@ const HANDLERS: SocketHandler<Connection> = {
   },
   drain(socket) {
     const connection = socket.data
-    if (connection.unwritten) connection.write(connection.unwritten)
+    if (connection.unwritten) connection.write(connection.unwritten, connection.unwritten.length)
   },
   close(socket, error) {
     socket.data.onClosed(error)
@@ -356,7 +362,7 @@ export class HttpClientPool {
   }
 
   /** Sends `bytes` (a whole request) to the agent; the answer goes to `sink`. */
-  request(address: AgentAddress, bytes: Buffer, sink: AnswerSink): PendingRequest {
+  request(address: AgentAddress, bytes: string | Uint8Array, sink: AnswerSink): PendingRequest {
     const key = `${address.scheme}://${address.host}:${address.port}`
     let agent = this.agents.get(key)
     if (!agent) {

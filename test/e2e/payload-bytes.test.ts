@@ -10,6 +10,8 @@ const FRAGILE = {
   'duplicate keys': '{"a":1,"a":2}',
   'spacing and escapes': '{ "text" : "caf\\u00e9 \\/ \\"q\\"" ,\n "n": 1.50 }',
   'a negative zero and an exponent': '[-0, 1E+2, 0.1e-5]',
+  // Written as UTF-8 straight from the string: the declared length must count bytes, not characters.
+  'characters of two, three and four UTF-8 bytes': '{"text":"café ☃ 😀"}',
 }
 
 /** An HTTP agent that records the exact bytes of each /work body. */
