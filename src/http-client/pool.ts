@@ -155,8 +155,7 @@ class Connection {
   write(bytes: string | Uint8Array, byteLength: number): void {
     const written = this.socket!.write(bytes)
     // What the kernel did not take waits for drain; only then is a string turned into bytes.
-    this.unwritten =
-      written < byteLength ? (typeof bytes === 'string' ? Buffer.from(bytes) : bytes).subarray(Math.max(0, written)) : undefined
+    this.unwritten = written < byteLength ? (typeof bytes === 'string' ? Buffer.from(bytes) : bytes).subarray(Math.max(0, written)) : undefined
   }
 
   destroy(): void {
