@@ -162,6 +162,20 @@ const httpAgentsSchema = z.object({
   idle_timeout: seconds.default(30),
 })
 
+/** Stored tasks: async ones, and any task sent with an Idempotency-Key (src/task-store.ts). */
+const tasksSchema = z.object({
+  /** A finished task's result is kept this many seconds. */
+  result_ttl: seconds.default(600),
+  /** Stored tasks at most; past it the oldest finished one is evicted (counted in /metrics), and with none finished a new one is refused 503. */
+  max_results: z.number().int().positive().default(100_000),
+  /** A task sent with an Idempotency-Key is kept, and the key honoured, this many seconds (unless evicted under max_results). */
+  idempotency_ttl: seconds.default(86_400),
+  /** Async tasks one instance runs at once; the rest wait in the queue. */
+  concurrency: z.number().int().positive().default(1000),
+  /** In a cluster: a claimed task not finished within task_timeout plus this many seconds is taken over by another instance. */
+  claim_margin: seconds.default(5),
+})
+
 // Security (README "Security"): TLS for the server, HTTPS agents, signed calls to agents.
 
 const pemPath = z.string({ error: (issue) => (issue.input === undefined ? 'required: "tls" needs both "cert" and "key"' : 'must be a file path') }).min(1)
@@ -235,6 +249,7 @@ export const configSchema = z.object({
   region_hierarchy: hierarchySchema,
   agents: agentsSchema.prefault({}),
   http_agents: httpAgentsSchema.prefault({}),
+  tasks: tasksSchema.prefault({}),
   answers: z
     .object({
       /** Agent answer headers passed to the caller besides the defaults (content type, language, cache control, ETag, Last-Modified, X-*). */

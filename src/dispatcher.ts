@@ -2,6 +2,7 @@ import type { Clock } from './clock.ts'
 import type { DeadlineTimer } from './deadlines.ts'
 import type { Outcome } from './outcome.ts'
 import type { Client, Registry } from './registry.ts'
+import type { TaskControl } from './task-control.ts'
 import type { TaskRecord } from './task-stats.ts'
 import { type Answer, AttemptError, type Transports } from './transports/types.ts'
 import type { FailedAttempt } from './wire/errors.ts'
@@ -40,7 +41,8 @@ const BODY_EXCERPT_CHARS = 1024
 export class Dispatcher {
   constructor(private readonly deps: DispatcherDeps) {}
 
-  async dispatch(region: string, payloadJson: string, taskId: string): Promise<Outcome> {
+  /** `control`, when given, can cancel the task while it runs (a stored task's DELETE). */
+  async dispatch(region: string, payloadJson: string, taskId: string, control?: TaskControl): Promise<Outcome> {
     const { registry, clock, load } = this.deps
     const { retryCount, taskTimeoutMs, preferLocal = false } = this.deps.settings()
     const startedMs = clock.now()
@@ -49,12 +51,17 @@ export class Dispatcher {
     let tried: Set<string> | undefined
     let last: Client | undefined
     const deadline = this.deps.deadlines.start(taskTimeoutMs)
+    if (control) control.deadline = deadline
     load.inFlight++
     let outcome: Outcome = { kind: 'all_failed', region, failedAttempts }
     try {
       for (let attempt = 0; attempt <= retryCount; attempt++) {
         if (load.closing) {
           outcome = { kind: 'shutting_down', region, failedAttempts }
+          break
+        }
+        if (control?.cancelled) {
+          outcome = { kind: 'cancelled', region, failedAttempts }
           break
         }
         if (last !== undefined) {
@@ -68,6 +75,7 @@ export class Dispatcher {
         }
         const { client, pool } = picked
         last = client
+        if (control) control.client = client
         registry.beginAttempt(client)
         const attemptStartedMs = clock.monotonic()
         // Every way an attempt ends gives a verdict on the client, or says there is none (which ends a trial).
@@ -93,9 +101,13 @@ export class Dispatcher {
           break
         } catch (error) {
           if (!(error instanceof AttemptError)) throw error
-          // Cut off by the stop, not failed: the attempt is not the client's to answer for.
+          // Cut off by the stop or by a cancel, not failed: the attempt is not the client's to answer for.
           if (load.closing) {
             outcome = { kind: 'shutting_down', region, failedAttempts }
+            break
+          }
+          if (control?.cancelled) {
+            outcome = { kind: 'cancelled', region, failedAttempts }
             break
           }
           failedAttempts.push({ node_id: client.nodeId, kind: error.kind, reason: error.message })
@@ -133,7 +145,7 @@ export class Dispatcher {
 }
 
 /** The HTTP status a caller gets for each way a task ends (the record the dashboard and /metrics count). */
-export const OUTCOME_STATUS = { no_client: 503, all_failed: 502, too_large: 502, timed_out: 504, shutting_down: 503 } as const
+export const OUTCOME_STATUS = { no_client: 503, all_failed: 502, too_large: 502, timed_out: 504, shutting_down: 503, cancelled: 409 } as const
 
 function taskRecord(
   taskId: string,

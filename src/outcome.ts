@@ -17,5 +17,7 @@ export type Outcome =
   | { kind: 'too_large'; region: string; failedAttempts: FailedAttempt[] }
   /** task_timeout passed; not retried, since the client may still be running it. */
   | { kind: 'timed_out'; region: string; failedAttempts: FailedAttempt[]; timeoutMs: number }
+  /** Cancelled by its owner (DELETE /task/{id}) before a client answered. */
+  | { kind: 'cancelled'; region: string; failedAttempts: FailedAttempt[] }
   /** The server stopped before a client answered. */
   | { kind: 'shutting_down'; region: string; failedAttempts: FailedAttempt[] }

@@ -4,6 +4,7 @@ import { AuthFailures } from './auth-failures.ts'
 import { Broadcaster } from './broadcast.ts'
 import { type Clock, systemClock } from './clock.ts'
 import { Cluster, type InstanceInfo } from './cluster/cluster.ts'
+import { RedisTaskStore } from './cluster/redis-task-store.ts'
 import { ConfigError, type LoadedConfig } from './config.ts'
 import { planReload } from './config-reload.ts'
 import { DeadlineTimer } from './deadlines.ts'
@@ -12,6 +13,7 @@ import { errorResponse, shuttingDown } from './errors.ts'
 import { Housekeeping, housekeepingJobs } from './housekeeping.ts'
 import { createApp } from './http/app.ts'
 import { requestPath } from './http/request-path.ts'
+import { outcomeResponse } from './http/task-outcome.ts'
 import { createTaskRoute } from './http/task-route.ts'
 import { Listeners } from './listeners.ts'
 import { LocalMembership } from './membership.ts'
@@ -19,8 +21,10 @@ import { MonitorFeed } from './monitor-feed.ts'
 import { NodeConflicts, type RegistrationDeps } from './registration.ts'
 import { Registry, type RegistryEvent } from './registry.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
+import { StoredTasks, type TaskNews } from './stored-tasks.ts'
 import { TaskIds } from './task-ids.ts'
 import { TaskStats } from './task-stats.ts'
+import { MemoryTaskStore, type StoreLimits, type TaskStore } from './task-store.ts'
 import { type CertificatePair, describeCertificate, readConfiguredTls } from './tls-files.ts'
 import { HttpTransport } from './transports/http.ts'
 import { AttemptError, type Transport } from './transports/types.ts'
@@ -144,6 +148,46 @@ export function startServer(options: ServerOptions): MoonlightServer {
   }
   const dispatcher = new Dispatcher(taskDeps)
   const broadcaster = new Broadcaster(taskDeps)
+  // Stored tasks (async, or with an Idempotency-Key): in memory alone, in Redis in a cluster.
+  const storeLimits = (): StoreLimits => ({
+    resultTtlMs: settings.config.tasks.result_ttl * 1000,
+    maxResults: settings.config.tasks.max_results,
+    idempotencyTtlMs: settings.config.tasks.idempotency_ttl * 1000,
+  })
+  const taskStore: TaskStore = cluster ? new RedisTaskStore(cluster.connection, cluster.keys, storeLimits) : new MemoryTaskStore(storeLimits)
+  const taskNews: TaskNews = cluster
+    ? {
+        queued: () => void cluster.connection.publish(cluster.keys.taskEvents, '{"type":"queued"}').catch(() => undefined),
+        finished: (taskId) =>
+          void cluster.connection.publish(cluster.keys.taskEvents, JSON.stringify({ type: 'finished', task_id: taskId })).catch(() => undefined),
+        cancel: (taskId) =>
+          void cluster.connection.publish(cluster.keys.taskEvents, JSON.stringify({ type: 'cancel', task_id: taskId })).catch(() => undefined),
+      }
+    : { queued: () => undefined, finished: () => undefined, cancel: () => undefined }
+  const storedTasks = new StoredTasks({
+    store: taskStore,
+    dispatcher,
+    clock,
+    settings: () => ({
+      concurrency: settings.config.tasks.concurrency,
+      claimTimeoutMs: (settings.config.task_timeout + settings.config.tasks.claim_margin) * 1000,
+      resultTtlMs: settings.config.tasks.result_ttl * 1000,
+      idempotencyTtlMs: settings.config.tasks.idempotency_ttl * 1000,
+    }),
+    instanceId: () => instanceId,
+    news: taskNews,
+    respond: (outcome, taskId, disclosure) => outcomeResponse(outcome, taskId, disclosure, cluster ? instanceId : undefined),
+    tellAgentCancelled: (taskId) => wsTransport.cancel(taskId),
+    log,
+  })
+  if (cluster) {
+    void cluster.connection.subscribe(cluster.keys.taskEvents, (message) => {
+      const news = parseTaskNews(message)
+      if (news?.type === 'queued') void storedTasks.pump(false)
+      else if (news?.type === 'finished') storedTasks.onFinished(news.task_id)
+      else if (news?.type === 'cancel') storedTasks.onCancel(news.task_id)
+    })
+  }
   const registration: RegistrationDeps = {
     settings,
     registry,
@@ -184,12 +228,16 @@ export function startServer(options: ServerOptions): MoonlightServer {
     isStopping: () => stopping,
     report,
     cluster: clusterView,
+    storedTasks,
+    taskFigures: () => taskStore.figures(),
   })
   const taskRoute = createTaskRoute({
     settings,
     dispatcher,
     broadcaster,
     taskIds: new TaskIds(),
+    storedTasks,
+    now: () => clock.now(),
     isStopping: () => stopping,
     report,
     ...(cluster ? { instanceId: () => instanceId } : {}),
@@ -303,6 +351,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     log,
   )
   housekeeping.start()
+  const sweepStore = taskStore instanceof MemoryTaskStore ? clock.every(5000, () => taskStore.sweep(clock.now())) : undefined
 
   const { hostname: listeningHost, port: listeningPort } = served.server
   // Now the port is known: the default instance id and advertised URL name it.
@@ -319,7 +368,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
     settings,
     registry,
     cluster,
-    ready: cluster ? cluster.start() : Promise.resolve(),
+    // The queue is read once the instance id is settled (it names this instance's claims).
+    ready: (cluster ? cluster.start() : Promise.resolve()).then(() => storedTasks.start()),
     reload(loaded) {
       const plan = planReload(started, loaded.config)
       // Read before anything changes: a bad file rejects the whole reload, and the certificate served stays.
@@ -343,6 +393,9 @@ export function startServer(options: ServerOptions): MoonlightServer {
       // connections at once, and a request already on its way over one would be lost (a reset).
       // Until then every new request gets refuseWhileStopping's answer instead.
       stopping = true
+      // No task is claimed any more: in a cluster the queued ones wait for the other instances.
+      storedTasks.stop()
+      sweepStore?.()
       // In a cluster the others stop sending here at once, rather than when the presence expires.
       await cluster?.withdraw()
       const deadline = Date.now() + graceMs
@@ -361,6 +414,18 @@ export function startServer(options: ServerOptions): MoonlightServer {
       await served.close()
     },
   }
+}
+
+/** A message on the cluster's task channel, or undefined if it is not one. */
+function parseTaskNews(message: string): { type: 'queued' } | { type: 'finished' | 'cancel'; task_id: string } | undefined {
+  try {
+    const news = JSON.parse(message) as { type?: unknown; task_id?: unknown }
+    if (news.type === 'queued') return { type: 'queued' }
+    if ((news.type === 'finished' || news.type === 'cancel') && typeof news.task_id === 'string') return { type: news.type, task_id: news.task_id }
+  } catch {
+    // Not ours: ignored.
+  }
+  return undefined
 }
 
 /** Alone, every client is local: nothing is ever relayed. */

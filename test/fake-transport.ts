@@ -8,9 +8,12 @@ import { SEED_HIERARCHY } from '../src/config.ts'
 import type { Deadline } from '../src/deadlines.ts'
 import { DeadlineTimer } from '../src/deadlines.ts'
 import { Dispatcher, type DispatchSettings, TaskLoad } from '../src/dispatcher.ts'
+import { outcomeResponse } from '../src/http/task-outcome.ts'
 import { Regions } from '../src/regions.ts'
 import { type Client, type ClientAnnouncement, type HealthPolicy, Registry, type RegistryEvent } from '../src/registry.ts'
+import { StoredTasks } from '../src/stored-tasks.ts'
 import type { TaskRecord } from '../src/task-stats.ts'
+import { MemoryTaskStore } from '../src/task-store.ts'
 import { type Answer, AttemptError, type FailureKind, type Transport, timedOut } from '../src/transports/types.ts'
 import { FakeClock } from './fake-clock.ts'
 
@@ -115,6 +118,8 @@ export function taskCore(options: TaskCoreOptions = {}) {
     load,
     finished,
     dispatcher: new Dispatcher(deps),
+    /** Stored tasks over an in-memory store, on this core's dispatcher and clock. */
+    storedTasks: () => storedTasksOver(new Dispatcher(deps), clock),
     broadcaster: new Broadcaster(deps),
     /** Registers a client (HTTP unless said otherwise) at the clock's time. */
     join: (nodeId: string, region: string, extra: Partial<ClientAnnouncement> = {}): Client =>
@@ -125,4 +130,20 @@ export function taskCore(options: TaskCoreOptions = {}) {
 /** Lets every promise callback that is ready run: what a pending dispatch does next happens before this resolves. */
 export function settle(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve))
+}
+
+/** StoredTasks as a lone server wires it, over a MemoryTaskStore with the config's default limits. */
+export function storedTasksOver(dispatcher: Dispatcher, clock: FakeClock): StoredTasks {
+  const limits = { resultTtlMs: 600_000, maxResults: 100_000, idempotencyTtlMs: 86_400_000 }
+  return new StoredTasks({
+    store: new MemoryTaskStore(() => limits),
+    dispatcher,
+    clock,
+    settings: () => ({ concurrency: 100, claimTimeoutMs: 35_000, resultTtlMs: limits.resultTtlMs, idempotencyTtlMs: limits.idempotencyTtlMs }),
+    instanceId: () => 'test-instance',
+    news: { queued: () => undefined, finished: () => undefined, cancel: () => undefined },
+    respond: (outcome, taskId, disclosure) => outcomeResponse(outcome, taskId, disclosure),
+    tellAgentCancelled: () => undefined,
+    log: () => undefined,
+  })
 }

@@ -30,4 +30,37 @@ export class ClusterKeys {
   reply(id: string): string {
     return `${this.prefix}reply:${id}`
   }
+
+  /** A stored task: a hash of its fields (state, claimed_by, finished_at, task, result). */
+  task(id: string): string {
+    return `${this.prefix}task:${id}`
+  }
+
+  /** Tasks waiting to run: a stream read by the consumer group TASK_GROUP, one consumer per instance. */
+  get taskQueue(): string {
+    return `${this.prefix}tasks:queue`
+  }
+
+  /** Finished tasks by when they finished: the max_results eviction order. */
+  get finishedTasks(): string {
+    return `${this.prefix}tasks:finished`
+  }
+
+  /** How many finished tasks were evicted, cluster-wide. */
+  get evictedTasks(): string {
+    return `${this.prefix}tasks:evicted`
+  }
+
+  /** News of stored tasks: one queued, one finished, one to cancel. */
+  get taskEvents(): string {
+    return `${this.prefix}tasks:events`
+  }
+
+  /** An owner's idempotency key: "<task id> <body hash>". */
+  idempotency(owner: string, key: string): string {
+    return `${this.prefix}idem:${owner}:${key}`
+  }
 }
+
+/** The consumer group every instance reads the task queue through. */
+export const TASK_GROUP = 'runners'

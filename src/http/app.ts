@@ -8,13 +8,16 @@ import type { Membership } from '../membership.ts'
 import type { RegistrationDeps } from '../registration.ts'
 import { register } from '../registration.ts'
 import type { Settings } from '../settings.ts'
+import type { StoredTasks } from '../stored-tasks.ts'
 import type { TaskStats } from '../task-stats.ts'
+import type { StoreFigures } from '../task-store.ts'
 import { type HeartbeatReply, heartbeatSchema } from '../wire/agent-hello.ts'
 import type { ClientList, ClusterView, Status } from '../wire/views.ts'
 import { type MetricsSource, renderMetrics } from './metrics.ts'
 import { mountPages } from './pages.ts'
 import { authorize, clientAddress, limitDepth, parseJson, readJsonText, validate } from './request-checks.ts'
 import { requestPath } from './request-path.ts'
+import { mountStoredTaskRoutes } from './stored-task-routes.ts'
 
 export type AppEnv = { Bindings: Server<unknown> }
 
@@ -33,6 +36,9 @@ export interface AppDeps {
   report: (error: unknown) => void
   /** Every instance of the cluster (just this one, alone). */
   cluster: () => ClusterView
+  storedTasks: StoredTasks
+  /** The task store's figures, for /metrics. */
+  taskFigures: () => Promise<StoreFigures>
 }
 
 /** The HTTP API but the task route (src/http/task-route.ts): heartbeats, status, clients. Every error leaves as JSON. */
@@ -92,13 +98,17 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     return c.json(deps.cluster())
   })
 
+  mountStoredTaskRoutes(app, settings, deps.storedTasks)
+
   app.get('/regions', (c) => c.json(settings.regions.tree(membership.regionCounts())))
 
   app.get('/healthz', (c) => c.json({ ok: true }))
 
-  app.get('/metrics', (c) =>
-    c.text(
+  app.get('/metrics', async (c) => {
+    const tasks = await deps.taskFigures().catch(() => undefined)
+    return c.text(
       renderMetrics({
+        tasks,
         ...deps.metrics,
         membership,
         stats: deps.stats,
@@ -109,8 +119,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       }),
       200,
       { 'content-type': 'text/plain; version=0.0.4' },
-    ),
-  )
+    )
+  })
 
   mountPages(app, settings.config)
 

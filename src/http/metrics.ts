@@ -1,6 +1,7 @@
 import type { AgentPoolFigures } from '../http-client/pool.ts'
 import type { Membership } from '../membership.ts'
 import type { TaskStats } from '../task-stats.ts'
+import type { StoreFigures } from '../task-store.ts'
 
 export interface MetricsSource {
   membership: Membership
@@ -15,6 +16,8 @@ export interface MetricsSource {
   cluster?: () => { redisUp: boolean; instances: number; relayed: number; relaysPending: number }
   startedAtMs: number
   nowMs: number
+  /** The stored tasks (async, idempotent): undefined when the store could not be read (Redis down). */
+  tasks?: StoreFigures | undefined
 }
 
 /**
@@ -69,6 +72,19 @@ export function renderMetrics(source: MetricsSource): string {
     metric('moonlight_cluster_relays_total', 'counter', 'Tasks relayed to WebSocket agents held by other instances.', [['', cluster.relayed]])
     metric('moonlight_cluster_relays_pending', 'gauge', 'Relayed tasks waiting for their answer now (each bounded by its deadline).', [
       ['', cluster.relaysPending],
+    ])
+  }
+  const { tasks } = source
+  if (tasks) {
+    metric('moonlight_stored_tasks', 'gauge', 'Stored tasks (async ones and those sent with an Idempotency-Key), cluster-wide in a cluster.', [
+      ['', tasks.stored],
+    ])
+    metric('moonlight_async_tasks', 'gauge', 'Async tasks waiting in the queue and claimed by a runner.', [
+      ['{state="queued"}', tasks.queued],
+      ['{state="running"}', tasks.running],
+    ])
+    metric('moonlight_stored_tasks_evicted_total', 'counter', 'Finished tasks evicted to stay within tasks.max_results (expired ones not counted).', [
+      ['', tasks.evicted],
     ])
   }
   metric('moonlight_uptime_seconds', 'gauge', 'Seconds since the server started.', [['', Math.round((source.nowMs - source.startedAtMs) / 1000)]])

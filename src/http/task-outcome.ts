@@ -29,7 +29,7 @@ export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Di
 }
 
 /** Why a task has no answer, as the error the API documents for it. */
-function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, disclosure: Disclosure = 'details'): MoonlightError {
+export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, disclosure: Disclosure = 'details'): MoonlightError {
   const status = OUTCOME_STATUS[outcome.kind]
   const attempts = (list: FailedAttempt[]) => (disclosure === 'details' ? list : list.map(generic))
   switch (outcome.kind) {
@@ -47,6 +47,11 @@ function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, disclosur
       })
     case 'timed_out':
       return new MoonlightError(status, 'timeout', `no answer within task_timeout (${outcome.timeoutMs / 1000} s)`, {
+        region: outcome.region,
+        attempts: attempts(outcome.failedAttempts),
+      })
+    case 'cancelled':
+      return new MoonlightError(status, 'cancelled', 'the task was cancelled before a client answered', {
         region: outcome.region,
         attempts: attempts(outcome.failedAttempts),
       })

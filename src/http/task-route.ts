@@ -1,11 +1,14 @@
 import type { Server } from 'bun'
 import type { Broadcaster } from '../broadcast.ts'
 import type { Dispatcher } from '../dispatcher.ts'
-import { errorResponse, shuttingDown } from '../errors.ts'
+import { errorResponse, MoonlightError, shuttingDown } from '../errors.ts'
 import { Regions } from '../regions.ts'
 import type { Settings } from '../settings.ts'
+import type { StoredTasks } from '../stored-tasks.ts'
 import type { TaskIds } from '../task-ids.ts'
+import { idempotencyKeySchema } from '../wire/async-task.ts'
 import { authorize, bearerToken, clientAddress, readJsonText } from './request-checks.ts'
+import { acceptedResponse, ownerOf, resultResponse } from './stored-task-routes.ts'
 import { readTaskRequest } from './task-body.ts'
 import { broadcastResponse, outcomeResponse } from './task-outcome.ts'
 
@@ -14,6 +17,9 @@ export interface TaskRouteDeps {
   dispatcher: Dispatcher
   broadcaster: Broadcaster
   taskIds: TaskIds
+  storedTasks: StoredTasks
+  /** Wall-clock ms: when a stored task was submitted. */
+  now: () => number
   isStopping: () => boolean
   report: (error: unknown) => void
   /** In cluster mode, this instance's id, named in X-Moonlight-Instance. */
@@ -35,7 +41,9 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       const grant = config.require_task_token
         ? authorize(settings, request.headers.get('authorization'), 'submit', () => clientAddress(settings, server, request))
         : undefined
-      const { task, payloadJson } = readTaskRequest(await readJsonText(request, config.max_body_bytes))
+      const idempotencyKey = readIdempotencyKey(request.headers.get('idempotency-key'))
+      const text = await readJsonText(request, config.max_body_bytes)
+      const { task, payloadJson } = readTaskRequest(text)
       if (deps.isStopping()) throw shuttingDown()
       const region = Regions.normalize(task.region)
       if (grant) settings.access.requireRegion(grant, 'submit', region)
@@ -46,10 +54,39 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       const disclosure = settings.access.holds(grant ?? settings.access.peek(bearerToken(request.headers.get('authorization'))), 'monitor')
         ? 'details'
         : 'generic'
-      if (task.mode === 'broadcast') return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId), taskId, region, disclosure)
+      if (task.mode === 'broadcast') {
+        if (idempotencyKey !== undefined)
+          throw new MoonlightError(400, 'bad_request', 'Idempotency-Key is for single and async tasks, not broadcasts (each client would answer anew)')
+        return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId), taskId, region, disclosure)
+      }
+      if (task.mode === 'async' || idempotencyKey !== undefined) {
+        const mode = task.mode === 'async' ? 'async' : 'single'
+        const submitted = await deps.storedTasks.submit({
+          task: { task_id: taskId, mode, region, payload: payloadJson, owner: ownerOf(request), disclosure, submitted_at_ms: deps.now() },
+          idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, bodyHash: sha256(text) },
+        })
+        if (mode === 'async') return acceptedResponse(submitted.task, submitted.replayed)
+        if (!submitted.replayed) return await deps.storedTasks.runHere(submitted.task)
+        // The same request again: its answer, awaited if the first is still running; never a second run.
+        const waitMs = config.task_timeout * 1000 + config.tasks.claim_margin * 1000
+        const settled = (await deps.storedTasks.wait(submitted.task.task_id, waitMs)) ?? submitted.task
+        return resultResponse(settled, true)
+      }
       return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId), taskId, disclosure, deps.instanceId?.())
     } catch (error) {
       return errorResponse(error, deps.report)
     }
   }
+}
+
+function readIdempotencyKey(header: string | null): string | undefined {
+  if (header === null) return undefined
+  const parsed = idempotencyKeySchema.safeParse(header)
+  if (!parsed.success) throw new MoonlightError(400, 'bad_request', `Idempotency-Key ${parsed.error.issues[0]?.message ?? 'is invalid'}`)
+  return parsed.data
+}
+
+/** The body's SHA-256: a replayed key must come with the very same request. */
+function sha256(text: string): string {
+  return new Bun.CryptoHasher('sha256').update(text).digest('base64')
 }

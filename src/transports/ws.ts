@@ -3,7 +3,7 @@ import type { HeaderPolicy } from '../answer-headers.ts'
 import type { Deadline, Expirable } from '../deadlines.ts'
 import { regionTopic } from '../regions.ts'
 import type { Client } from '../registry.ts'
-import { type TaskResponse, taskFrame } from '../wire/ws.ts'
+import { cancelFrame, type TaskResponse, taskFrame } from '../wire/ws.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from './types.ts'
 
 /** What the server keeps on each WebSocket connection. */
@@ -91,6 +91,17 @@ export class WsTransport implements Transport {
     if (nodeId !== undefined && this.sockets.get(nodeId) === socket) this.sockets.delete(nodeId)
     clearTimeout(socket.data.writeTimer)
     for (const waiter of [...socket.data.pending.values()]) waiter.reject(new AttemptError('disconnected', why))
+  }
+
+  /** Tells whichever agent holds `taskId` over this instance's sockets that it was cancelled; false if none does. */
+  cancel(taskId: string): boolean {
+    let told = false
+    for (const socket of this.sockets.values()) {
+      if (!socket.data.pending.has(taskId)) continue
+      socket.send(cancelFrame(taskId))
+      told = true
+    }
+    return told
   }
 
   socketOf(nodeId: string): AgentSocket | undefined {

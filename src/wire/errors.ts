@@ -26,6 +26,12 @@ export const errorCodeSchema = z.enum([
   'too_many_connections',
   'too_many_unregistered',
   'internal',
+  // Stored tasks (mode async, Idempotency-Key); unknown_task below serves both
+  'idempotency_mismatch',
+  'task_ended',
+  'cancelled',
+  'too_many_tasks',
+  'store_unavailable',
   // An HTTP agent refusing an unsigned or badly signed call (moonlight agent --http --signing-secret)
   'invalid_signature',
   // WebSocket frames

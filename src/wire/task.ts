@@ -6,7 +6,8 @@ import { nameSchema, protocolSchema } from './names.ts'
 export const taskRequestSchema = z.object({
   region: z.union([nameSchema, z.literal('')]).optional(),
   payload: z.unknown().refine((value) => value !== undefined, 'payload is required'),
-  mode: z.enum(['single', 'broadcast']).default('single'),
+  /** `async`: answered 202 at once with the task's id; the answer is fetched later from GET /task/{id}/result. */
+  mode: z.enum(['single', 'broadcast', 'async']).default('single'),
 })
 export type TaskRequest = z.infer<typeof taskRequestSchema>
 

@@ -44,9 +44,16 @@ export type HeartbeatAck = z.infer<typeof heartbeatAckSchema>
 /** A task for an agent; the server writes it by hand around the payload's own text (see taskFrame). */
 export const taskFrameSchema = z.object({ type: z.literal('task'), task_id: z.string().min(1), payload: z.unknown() })
 
+/** A task the agent holds was cancelled (DELETE /task/{id}): it may stop; any answer it still sends is dropped. */
+export const cancelFrameSchema = z.object({ type: z.literal('cancel'), task_id: z.string().min(1) })
+
 /** Messages the server sends a WebSocket agent; the agent validates each one before acting on it. */
-export const wsAgentInboundSchema = z.discriminatedUnion('type', [registeredSchema, heartbeatAckSchema, taskFrameSchema, errorFrameSchema])
+export const wsAgentInboundSchema = z.discriminatedUnion('type', [registeredSchema, heartbeatAckSchema, taskFrameSchema, cancelFrameSchema, errorFrameSchema])
 export type WsAgentInbound = z.infer<typeof wsAgentInboundSchema>
+
+export function cancelFrame(taskId: string): string {
+  return JSON.stringify({ type: 'cancel', task_id: taskId })
+}
 
 /** `{"type":"task",...}` around the payload's own text: it is never parsed or serialized again. */
 export function taskFrame(taskId: string, payloadJson: string): string {

@@ -49,6 +49,8 @@ function appWorld(overrides: Record<string, unknown> = {}) {
     isStopping: () => state.stopping,
     report: (error) => void reported.push(error),
     cluster: () => ({ mode: 'alone', instance_id: 'test-instance', redis: null, redis_url: null, instances: [] }),
+    storedTasks: taskCore().storedTasks(),
+    taskFigures: async () => ({ stored: 0, queued: 0, running: 0, evicted: 0 }),
   }
   const app = createApp(deps)
   /** Bun's server as the heartbeat route sees it: only the peer's address. */
@@ -264,6 +266,8 @@ function taskRouteWorld(options: { http?: FakeTransport; config?: Record<string,
     dispatcher: core.dispatcher,
     broadcaster: core.broadcaster,
     taskIds: new TaskIds('test'),
+    storedTasks: core.storedTasks(),
+    now: () => core.clock.now(),
     isStopping: () => state.stopping,
     report: (error) => void reported.push(error),
   })

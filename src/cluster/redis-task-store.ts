@@ -1,0 +1,236 @@
+import {
+  type AddResult,
+  type IdempotencyClaim,
+  keptForMs,
+  type NewTask,
+  type StoredTask,
+  type StoreFigures,
+  StoreFullError,
+  type StoreLimits,
+  type TaskResult,
+  type TaskStore,
+} from '../task-store.ts'
+import type { TaskState } from '../wire/async-task.ts'
+import { type ClusterKeys, TASK_GROUP } from './keys.ts'
+
+/** What the store needs of the cluster's Redis connection. */
+export interface RedisCommands {
+  send(command: string, args: string[]): Promise<unknown>
+}
+
+// Each transition is one script: read the state and write the next one atomically, so that two
+// instances (a cancel at one, a finish at another) cannot both win.
+const START = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'queued' or (state == 'running' and ARGV[2] == '1') then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'claimed_by', ARGV[1])
+  return 1
+end
+return 0`
+
+const FINISH = `
+local state = redis.call('HGET', KEYS[1], 'state')
+if state ~= 'queued' and state ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'result', ARGV[2], 'finished_at', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+return 1`
+
+const CANCEL = `
+local fields = redis.call('HMGET', KEYS[1], 'state', 'claimed_by', 'task', 'finished_at', 'result')
+if not fields[1] then return false end
+if fields[1] == 'queued' or fields[1] == 'running' then
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
+end
+return fields`
+
+/** Adds the task; with an idempotency key, only if the key is free (then the holder's id and body hash come back). */
+const ADD = `
+if KEYS[2] ~= '' then
+  local held = redis.call('GET', KEYS[2])
+  if held and redis.call('EXISTS', KEYS[3] .. string.match(held, '^(%S+)')) == 1 then return held end
+  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+end
+redis.call('HSET', KEYS[1], 'state', 'queued', 'task', ARGV[1])
+return false`
+
+/**
+ * The store in a cluster, in Redis (keys in src/cluster/keys.ts): a hash per task, the queue as a
+ * stream with one consumer group, so a task claimed by an instance that dies stays pending and is
+ * taken over by another (XAUTOCLAIM), and idempotency keys as plain keys with their TTL.
+ */
+export class RedisTaskStore implements TaskStore {
+  /** Stream entry of each task this instance claimed, for its XACK. */
+  private readonly entryOf = new Map<string, string>()
+  private groupReady = false
+
+  constructor(
+    private readonly redis: RedisCommands,
+    private readonly keys: ClusterKeys,
+    private readonly limits: () => StoreLimits,
+  ) {}
+
+  async add(task: NewTask, claim: IdempotencyClaim | undefined, nowMs: number): Promise<AddResult> {
+    const { maxResults } = this.limits()
+    await this.evict(maxResults, nowMs)
+    const held = (await this.redis.send('EVAL', [
+      ADD,
+      '3',
+      this.keys.task(task.task_id),
+      claim ? this.keys.idempotency(claim.owner, claim.key) : '',
+      this.keys.task(''),
+      JSON.stringify(task),
+      '',
+      claim ? `${task.task_id} ${claim.bodyHash}` : '',
+      String(claim?.ttlMs ?? 0),
+    ])) as string | null
+    if (!held) return { added: true }
+    const [taskId, bodyHash] = held.split(' ')
+    const existing = await this.get(taskId!)
+    return { added: false, existing, sameBody: bodyHash === claim?.bodyHash }
+  }
+
+  async get(taskId: string): Promise<StoredTask | undefined> {
+    const fields = (await this.redis.send('HMGET', [this.keys.task(taskId), 'state', 'claimed_by', 'task', 'finished_at', 'result'])) as Array<string | null>
+    return decode(fields)
+  }
+
+  async start(taskId: string, instance: string, takeover: boolean): Promise<boolean> {
+    return (await this.redis.send('EVAL', [START, '1', this.keys.task(taskId), instance, takeover ? '1' : '0'])) === 1
+  }
+
+  async finish(taskId: string, result: TaskResult, nowMs: number): Promise<boolean> {
+    const task = await this.get(taskId)
+    if (!task) return false
+    const keptMs = keptForMs(task, this.limits())
+    const args = [FINISH, '2', this.keys.task(taskId), this.keys.finishedTasks, result.state, JSON.stringify(result), String(nowMs), String(keptMs), taskId]
+    return (await this.redis.send('EVAL', args)) === 1
+  }
+
+  async cancel(taskId: string, nowMs: number): Promise<StoredTask | undefined> {
+    const task = await this.get(taskId)
+    if (!task) return undefined
+    const keptMs = keptForMs(task, this.limits())
+    const before = (await this.redis.send('EVAL', [
+      CANCEL,
+      '2',
+      this.keys.task(taskId),
+      this.keys.finishedTasks,
+      String(nowMs),
+      String(keptMs),
+      taskId,
+    ])) as Array<string | null> | null
+    return before ? decode(before) : undefined
+  }
+
+  async enqueue(taskId: string): Promise<void> {
+    await this.ensureGroup()
+    await this.redis.send('XADD', [this.keys.taskQueue, '*', 'task', taskId])
+  }
+
+  async claim(instance: string, count: number): Promise<string[]> {
+    await this.ensureGroup()
+    const reply = (await this.grouped('XREADGROUP', ['GROUP', TASK_GROUP, instance, 'COUNT', String(count), 'STREAMS', this.keys.taskQueue, '>'])) as Array<
+      [string, Array<[string, string[]]>]
+    > | null
+    return this.remember(reply?.[0]?.[1] ?? [])
+  }
+
+  async reclaim(instance: string, idleMs: number, count: number): Promise<string[]> {
+    await this.ensureGroup()
+    const reply = (await this.grouped('XAUTOCLAIM', [this.keys.taskQueue, TASK_GROUP, instance, String(idleMs), '0-0', 'COUNT', String(count)])) as [
+      string,
+      Array<[string, string[]] | null>,
+      string[]?,
+    ]
+    return this.remember(reply[1].filter((entry): entry is [string, string[]] => entry !== null))
+  }
+
+  async ack(taskId: string): Promise<void> {
+    const entry = this.entryOf.get(taskId)
+    if (!entry) return
+    this.entryOf.delete(taskId)
+    await this.redis.send('XACK', [this.keys.taskQueue, TASK_GROUP, entry])
+    await this.redis.send('XDEL', [this.keys.taskQueue, entry])
+  }
+
+  async figures(): Promise<StoreFigures> {
+    await this.ensureGroup()
+    const [length, pending, stored, evicted] = await Promise.all([
+      this.redis.send('XLEN', [this.keys.taskQueue]) as Promise<number>,
+      this.redis.send('XPENDING', [this.keys.taskQueue, TASK_GROUP]) as Promise<[number, ...unknown[]]>,
+      this.redis.send('ZCARD', [this.keys.finishedTasks]) as Promise<number>,
+      this.redis.send('GET', [this.keys.evictedTasks]) as Promise<string | null>,
+    ])
+    const running = Number(pending[0] ?? 0)
+    return { stored: Number(stored) + Number(length), queued: Math.max(0, Number(length) - running), running, evicted: Number(evicted ?? 0) }
+  }
+
+  /** The oldest finished tasks past max_results go; expired ones leave the eviction list uncounted. */
+  private async evict(maxResults: number, nowMs: number): Promise<void> {
+    const { idempotencyTtlMs, resultTtlMs } = this.limits()
+    await this.redis.send('ZREMRANGEBYSCORE', [this.keys.finishedTasks, '-inf', String(nowMs - Math.max(idempotencyTtlMs, resultTtlMs))])
+    const [finished, queued] = (await Promise.all([this.redis.send('ZCARD', [this.keys.finishedTasks]), this.redis.send('XLEN', [this.keys.taskQueue])])) as [
+      number,
+      number,
+    ]
+    const over = Number(finished) + Number(queued) + 1 - maxResults
+    if (over <= 0) return
+    if (Number(finished) === 0) throw new StoreFullError(`${maxResults} tasks are stored and none has finished (tasks.max_results)`)
+    const popped = (await this.redis.send('ZPOPMIN', [this.keys.finishedTasks, String(over)])) as string[]
+    // ZPOPMIN answers member, score, member, score…
+    const ids = popped.filter((_, index) => index % 2 === 0)
+    if (ids.length === 0) return
+    await this.redis.send(
+      'DEL',
+      ids.map((id) => this.keys.task(id)),
+    )
+    await this.redis.send('INCRBY', [this.keys.evictedTasks, String(ids.length)])
+  }
+
+  private remember(entries: Array<[string, string[]]>): string[] {
+    const ids: string[] = []
+    for (const [entryId, fields] of entries) {
+      const taskId = fields[fields.indexOf('task') + 1]
+      if (!taskId) continue
+      this.entryOf.set(taskId, entryId)
+      ids.push(taskId)
+    }
+    return ids
+  }
+
+  /** The group, created once per connection's life; '0' so that tasks queued before it are read too. */
+  private async ensureGroup(): Promise<void> {
+    if (this.groupReady) return
+    try {
+      await this.redis.send('XGROUP', ['CREATE', this.keys.taskQueue, TASK_GROUP, '0', 'MKSTREAM'])
+    } catch (error) {
+      if (!String((error as Error).message).includes('BUSYGROUP')) throw error
+    }
+    this.groupReady = true
+  }
+
+  /** A group command; a Redis that restarted empty has lost the group, which is then made again at the next use. */
+  private async grouped(command: string, args: string[]): Promise<unknown> {
+    try {
+      return await this.redis.send(command, args)
+    } catch (error) {
+      if (String((error as Error).message).includes('NOGROUP')) this.groupReady = false
+      throw error
+    }
+  }
+}
+
+function decode(fields: Array<string | null>): StoredTask | undefined {
+  const [state, claimedBy, task, finishedAt, result] = fields
+  if (!state || !task) return undefined
+  return {
+    ...(JSON.parse(task) as NewTask),
+    state: state as TaskState,
+    claimed_by: claimedBy ?? undefined,
+    finished_at_ms: finishedAt ? Number(finishedAt) : null,
+    result: result ? (JSON.parse(result) as TaskResult) : undefined,
+  }
+}
