@@ -132,10 +132,13 @@ export class RedisTaskStore implements TaskStore {
 
   async claim(instance: string, count: number): Promise<string[]> {
     await this.ensureGroup()
-    const reply = (await this.grouped('XREADGROUP', ['GROUP', TASK_GROUP, instance, 'COUNT', String(count), 'STREAMS', this.keys.taskQueue, '>'])) as Array<
-      [string, Array<[string, string[]]>]
-    > | null
-    return this.remember(reply?.[0]?.[1] ?? [])
+    const reply = (await this.grouped('XREADGROUP', ['GROUP', TASK_GROUP, instance, 'COUNT', String(count), 'STREAMS', this.keys.taskQueue, '>'])) as
+      | Record<string, Array<[string, string[]]>>
+      | Array<[string, Array<[string, string[]]>]>
+      | null
+    // Bun answers a map of stream → entries (RESP3); RESP2 would be a list of [stream, entries].
+    const entries = !reply ? [] : Array.isArray(reply) ? (reply[0]?.[1] ?? []) : (Object.values(reply)[0] ?? [])
+    return this.remember(entries)
   }
 
   async reclaim(instance: string, idleMs: number, count: number): Promise<string[]> {

@@ -43,7 +43,10 @@ async function heldHttpAgent(url: string, nodeId: string) {
     for (const open of gates.splice(0)) open()
     agent.stop()
   })
-  return { agent, release: () => gates.splice(0).forEach((open) => open()), waiting: () => gates.length }
+  const release = () => {
+    for (const open of gates.splice(0)) open()
+  }
+  return { agent, release, waiting: () => gates.length }
 }
 
 describe('async tasks', () => {
