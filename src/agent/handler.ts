@@ -7,11 +7,11 @@ export interface AgentAnswer {
   response: unknown
 }
 
-/** Runs one task; a thrown error becomes a 500 in `answerTask`. */
-export type TaskHandler = (payload: unknown, taskId: string) => Promise<AgentAnswer>
+/** Runs one task; a thrown error becomes a 500 in `answerTask`. `signal` aborts when the task is cancelled. */
+export type TaskHandler = (payload: unknown, taskId: string, signal: AbortSignal) => Promise<AgentAnswer>
 
-/** What a `--handler` module's default export looks like. */
-export type HandlerFunction = (payload: unknown, context: { taskId: string }) => unknown
+/** What a `--handler` module's default export looks like: `signal` aborts when the server cancels the task. */
+export type HandlerFunction = (payload: unknown, context: { taskId: string; signal: AbortSignal }) => unknown
 
 /** A handler could not be set up (bad module, nothing to run): the agent does not start. */
 export class HandlerSetupError extends Error {
@@ -24,13 +24,24 @@ export class HandlerSetupError extends Error {
  * exit 0 → 200, anything else → 500 with stderr as the error.
  */
 export function execHandler(command: string): TaskHandler {
-  return async (payload, taskId) => {
+  return async (payload, taskId, signal) => {
     const child = Bun.spawn(['sh', '-c', command], {
       stdin: new Blob([JSON.stringify(payload) ?? 'null']),
       stdout: 'pipe',
       stderr: 'pipe',
       env: { ...process.env, MLS_TASK_ID: taskId },
+      // Its own process group, so that a cancel stops what the shell started too, not just the shell.
+      detached: true,
     })
+    const stop = () => {
+      try {
+        process.kill(-child.pid, 'SIGTERM')
+      } catch {
+        child.kill('SIGTERM')
+      }
+    }
+    if (signal.aborted) stop()
+    else signal.addEventListener('abort', stop, { once: true })
     const [stdout, stderr, exitCode] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
     if (exitCode === 0) return { status: 200, response: parseOutput(stdout) }
     const why = child.signalCode ? `killed by ${child.signalCode}` : `exited with code ${exitCode}`
@@ -49,8 +60,8 @@ export async function moduleHandler(file: string): Promise<TaskHandler> {
   }
   const run = module.default
   if (typeof run !== 'function') throw new HandlerSetupError(`--handler ${file} must have a default export: async (payload) => result`)
-  return async (payload, taskId) => {
-    const result: unknown = await (run as HandlerFunction)(payload, { taskId })
+  return async (payload, taskId, signal) => {
+    const result: unknown = await (run as HandlerFunction)(payload, { taskId, signal })
     return { status: 200, response: result ?? null }
   }
 }
@@ -65,10 +76,15 @@ export interface ReadyAnswer {
  * Runs a task to an answer that can always be sent: whatever the handler throws, or a result that
  * is not JSON (a BigInt, a cycle), is a 500 carrying the reason.
  */
-export async function answerTask(handler: TaskHandler, payload: unknown, taskId: string): Promise<ReadyAnswer> {
+export async function answerTask(
+  handler: TaskHandler,
+  payload: unknown,
+  taskId: string,
+  signal: AbortSignal = new AbortController().signal,
+): Promise<ReadyAnswer> {
   let answer: AgentAnswer
   try {
-    answer = await handler(payload, taskId)
+    answer = await handler(payload, taskId, signal)
   } catch (error) {
     answer = { status: 500, response: { error: messageOf(error) } }
   }

@@ -160,7 +160,8 @@ export class HttpAgent implements Agent {
     // Bun's idleTimeout would cut a long task; the server's task_timeout bounds it instead.
     server.timeout(request, 0)
     const taskId = request.headers.get('x-task-id') ?? `local-${crypto.randomUUID()}`
-    const answer = await this.limiter.run(() => answerTask(this.options.handler, payload, taskId))
+    // The server cuts the connection when it cancels the task (or its deadline passes): Bun aborts request.signal.
+    const answer = await this.limiter.run(() => answerTask(this.options.handler, payload, taskId, request.signal))
     if (answer.status >= 500) this.options.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
     return new Response(answer.json, { status: answer.status, headers: { 'content-type': 'application/json' } })
   }

@@ -36,6 +36,8 @@ const BunWebSocket = WebSocket as unknown as new (url: string, options: Bun.WebS
  */
 export class WsAgent implements Agent {
   private readonly limiter: Limiter
+  /** Tasks being handled, by id: a cancel from the server aborts the one it names. */
+  private readonly running = new Map<string, AbortController>()
   private readonly backoff = new Backoff()
   private readonly pause = new Pause()
   private socket: WebSocket | undefined
@@ -133,6 +135,8 @@ export class WsAgent implements Agent {
             return
           case 'task':
             return this.onTask(socket, message)
+          case 'cancel':
+            return this.onCancel(message.task_id)
           case 'error':
             // Before registration the only message we sent is `register`: an error means it was refused.
             if (registered) options.warn(`[agent] the server reported: ${message.payload.message}`)
@@ -167,9 +171,18 @@ export class WsAgent implements Agent {
       this.send(socket, { type: 'task_response', payload: { task_id: taskId, status: 503, response: { error: 'the agent is shutting down' } } })
       return
     }
+    const cancel = new AbortController()
+    this.running.set(taskId, cancel)
     // Sending the answer is part of the job, so a graceful stop waits until it has left.
     void this.limiter.run(async () => {
-      const answer = await answerTask(this.options.handler, message.payload, taskId)
+      let answer: Awaited<ReturnType<typeof answerTask>>
+      try {
+        answer = await answerTask(this.options.handler, message.payload, taskId, cancel.signal)
+      } finally {
+        this.running.delete(taskId)
+      }
+      // The server has let the task go: an answer would be dropped.
+      if (cancel.signal.aborted) return
       if (answer.status >= 500) this.options.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
       if (socket.readyState !== WebSocket.OPEN) {
         this.options.warn(`[agent] task ${taskId}: answer dropped, its connection is gone (the server has retried it elsewhere)`)
@@ -178,6 +191,14 @@ export class WsAgent implements Agent {
       // The response is spliced in already serialized, as the server does with payloads.
       socket.send(`{"type":"task_response","payload":{"task_id":${JSON.stringify(taskId)},"status":${answer.status},"response":${answer.json}}}`)
     })
+  }
+
+  /** The server cancelled a task this agent holds: its handler's signal aborts (an --exec process is stopped). */
+  private onCancel(taskId: string): void {
+    const cancel = this.running.get(taskId)
+    if (!cancel) return
+    this.options.warn(`[agent] task ${taskId} cancelled by the server`)
+    cancel.abort()
   }
 
   private parse(data: unknown): WsAgentInbound | undefined {

@@ -4,7 +4,7 @@
  * bodies), owners, and the errors around them.
  */
 import { describe, expect, test } from 'bun:test'
-import { postTask, startHttpAgent, startWsAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { postTask, startCli, startHttpAgent, startWsAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
 
 const { defer, server } = testScope()
 const BEARER = { authorization: `Bearer ${TOKEN}` }
@@ -307,4 +307,47 @@ describe('the store bound', () => {
     const sync = await postTask(mls.url, { region: 'us-east-1', payload: 1 })
     expect((await get(mls.url, `/task/${sync.headers.get('x-task-id')}`)).response.status).toBe(404)
   })
+})
+
+describe('moonlight agent and cancel', () => {
+  for (const protocol of ['ws', 'http'] as const) {
+    test(`a cancelled task's --exec process is stopped (${protocol} agent)`, async () => {
+      const mls = server()
+      const pidFile = `/tmp/mls-cancel-${crypto.randomUUID()}.pid`
+      defer(() => Bun.spawnSync(['rm', '-f', pidFile]))
+      const child = startCli([
+        'agent',
+        '--server',
+        mls.url,
+        '--token',
+        TOKEN,
+        '--node-id',
+        `exec-${protocol}`,
+        '--region',
+        'us-east-1',
+        ...(protocol === 'http' ? ['--http', '0'] : []),
+        '--exec',
+        `sleep 30 & echo $! > ${pidFile}; wait`,
+      ])
+      defer(async () => {
+        child.kill('SIGKILL')
+        await child.exited
+      })
+      await child.waitForOutput(`registered as exec-${protocol}`)
+      const { task_id } = JSON.parse((await submit(mls.url, { region: 'us-east-1', payload: 'long', mode: 'async' })).text)
+      await waitFor(async () => (await Bun.file(pidFile).exists()) && (await Bun.file(pidFile).text()).trim() !== '', 'the sleep started')
+      const pid = Number((await Bun.file(pidFile).text()).trim())
+      expect(() => process.kill(pid, 0)).not.toThrow()
+      expect(JSON.parse((await cancel(mls.url, task_id)).text).state).toBe('cancelled')
+      await waitFor(() => {
+        try {
+          process.kill(pid, 0)
+          return false
+        } catch {
+          return true
+        }
+      }, 'the sleep process is gone')
+      expect(JSON.parse((await get(mls.url, `/task/${task_id}`)).text).state).toBe('cancelled')
+    })
+  }
 })
