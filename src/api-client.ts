@@ -56,9 +56,20 @@ export async function fetchClients(target: ServerTarget): Promise<ClientList> {
 
 /** POSTs /task/request and returns the answer whatever its status: the caller decides what failed. */
 /** `body` is the request's JSON text, written by the caller so that the payload's own text is kept. */
-export async function submitTask(target: ServerTarget, body: string, timeoutMs?: number): Promise<RawAnswer> {
+export async function submitTask(target: ServerTarget, body: string, timeoutMs?: number, headers: Record<string, string> = {}): Promise<RawAnswer> {
   // The server answers within its task_timeout, which may be longer than Bun's 5-minute idle limit on fetch.
-  return send(target, 'POST', '/task/request', body, timeoutMs, false)
+  return send(target, 'POST', '/task/request', body, timeoutMs, false, headers)
+}
+
+/** A stored task's answer as-is (`GET /task/{id}/result`), waiting up to `waitS` for it. */
+export async function fetchTaskResult(target: ServerTarget, taskId: string, waitS?: number): Promise<RawAnswer> {
+  const query = waitS === undefined ? '' : `?wait=${waitS}`
+  return send(target, 'GET', `/task/${encodeURIComponent(taskId)}/result${query}`, undefined, undefined, false)
+}
+
+/** Cancels a stored task (`DELETE /task/{id}`). */
+export async function cancelTask(target: ServerTarget, taskId: string): Promise<RawAnswer> {
+  return call(target, 'DELETE', `/task/${encodeURIComponent(taskId)}`)
 }
 
 /** The one-line reason an error answer gives: the server's `error` field, else the start of the body. */
@@ -87,8 +98,16 @@ async function call(target: ServerTarget, method: string, path: string): Promise
   return answer
 }
 
-async function send(target: ServerTarget, method: string, path: string, body?: string, timeoutMs?: number, idleLimit = true): Promise<RawAnswer> {
-  const headers: Record<string, string> = {}
+async function send(
+  target: ServerTarget,
+  method: string,
+  path: string,
+  body?: string,
+  timeoutMs?: number,
+  idleLimit = true,
+  extraHeaders: Record<string, string> = {},
+): Promise<RawAnswer> {
+  const headers: Record<string, string> = { ...extraHeaders }
   if (body !== undefined) headers['content-type'] = 'application/json'
   if (target.token) headers.authorization = `Bearer ${target.token}`
   const signal = timeoutMs === undefined ? undefined : AbortSignal.timeout(timeoutMs)

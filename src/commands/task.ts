@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs'
-import { errorMessage, RequestFailed, submitTask } from '../api-client.ts'
+import { cancelTask, errorMessage, fetchTaskResult, RequestFailed, submitTask } from '../api-client.ts'
+import { acceptedTaskSchema, taskViewSchema } from '../wire/async-task.ts'
 import { type BroadcastReply, broadcastReplySchema } from '../wire/task.ts'
 import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
 import { printBody } from './_output.ts'
@@ -7,10 +8,14 @@ import { printBody } from './_output.ts'
 export const taskCommand: Command = {
   summary: 'submit a task and print the answer',
   usage: `moonlight task [--server URL] [--token T] [--region R] (--payload JSON | --payload-file F | stdin)
-               [--broadcast] [--timeout S] [--ca FILE]
+               [--broadcast | --async] [--idempotency-key K] [--timeout S] [--ca FILE]
+       moonlight task get ID [--wait S]     the answer of an async task
+       moonlight task cancel ID             cancel an async task
 
 Submits a task to POST /task/request and prints the agent's answer: pretty JSON on a terminal,
 exactly as sent when piped. Exits 1 with the server's error message on any error status.
+With --async, prints the task's id at once; \`task get ID\` prints its answer once it is done
+(exit 3 while it is still queued or running), \`task cancel ID\` cancels it.
 
   --server URL         the server's base URL (default $MLS_SERVER, else http://localhost:8080)
   --token T            a task token (default $MLS_TOKEN)
@@ -18,6 +23,9 @@ exactly as sent when piped. Exits 1 with the server's error message on any error
   --payload JSON       the payload, a JSON value
   --payload-file F     read the payload from file F ("-" for stdin)
   --broadcast          send to every agent under the region; exits 1 if any of them failed
+  --async              submit and print the task id; fetch the answer later with \`task get ID\`
+  --idempotency-key K  a retry with the same key and payload returns the first answer, never runs twice
+  --wait S             (task get) wait up to S seconds (at most 60) for the task to finish
   --timeout S          give up after S seconds
   --ca FILE            a PEM CA bundle to verify an https:// server against (default $MLS_CA)
 
@@ -26,6 +34,10 @@ With neither --payload nor --payload-file, the payload is read from stdin.`,
 }
 
 async function runTask(args: string[], env: Env): Promise<number> {
+  const [first, taskId, ...rest] = args
+  if ((first === 'get' || first === 'cancel') && taskId !== undefined && !taskId.startsWith('-')) {
+    return first === 'get' ? runGet(taskId, rest, env) : runCancel(taskId, rest, env)
+  }
   const { values, positionals } = parse(args, {
     server: { type: 'string' },
     token: { type: 'string' },
@@ -33,21 +45,64 @@ async function runTask(args: string[], env: Env): Promise<number> {
     payload: { type: 'string' },
     'payload-file': { type: 'string' },
     broadcast: { type: 'boolean' },
+    async: { type: 'boolean' },
+    'idempotency-key': { type: 'string' },
     timeout: { type: 'string' },
     ca: { type: 'string' },
   })
   noPositionals(positionals)
+  if (values.broadcast && values.async) throw new UsageError('--broadcast and --async do not go together')
   const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
   const timeoutS = optionalSeconds(values.timeout, '--timeout')
   const payload = await readPayload(values.payload, values['payload-file'])
-  const fields = { ...(values.region === undefined ? {} : { region: values.region }), ...(values.broadcast ? { mode: 'broadcast' } : {}) }
+  const mode = values.broadcast ? { mode: 'broadcast' } : values.async ? { mode: 'async' } : {}
+  const fields = { ...(values.region === undefined ? {} : { region: values.region }), ...mode }
   // The payload goes as the text it was given (validated as JSON, never re-serialized): big integers keep their digits.
   const body = `${JSON.stringify(fields).slice(0, -1)}${Object.keys(fields).length > 0 ? ',' : ''}"payload":${payload}}`
 
-  const answer = await submitTask(target, body, timeoutS === undefined ? undefined : timeoutS * 1000)
+  const key = values['idempotency-key']
+  const answer = await submitTask(target, body, timeoutS === undefined ? undefined : timeoutS * 1000, key === undefined ? {} : { 'idempotency-key': key })
   if (values.broadcast) return reportBroadcast(answer)
+  if (values.async) {
+    if (answer.status !== 202) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
+    const accepted = acceptedTaskSchema.safeParse(JSON.parse(answer.body))
+    if (!accepted.success) throw new RequestFailed('unexpected answer to an async task', answer.status)
+    console.log(accepted.data.task_id)
+    return 0
+  }
   if (answer.status >= 400) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
   printBody(answer.body)
+  return 0
+}
+
+/** Exit code of \`task get\` while the task has not finished. */
+const NOT_YET = 3
+
+async function runGet(taskId: string, args: string[], env: Env): Promise<number> {
+  const { values, positionals } = parse(args, { server: { type: 'string' }, token: { type: 'string' }, wait: { type: 'string' }, ca: { type: 'string' } })
+  noPositionals(positionals)
+  const waitS = optionalSeconds(values.wait, '--wait')
+  if (waitS !== undefined && waitS > 60) throw new UsageError('--wait must be at most 60 seconds')
+  const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
+  const answer = await fetchTaskResult(target, taskId, waitS)
+  if (answer.status === 202) {
+    const view = taskViewSchema.safeParse(JSON.parse(answer.body))
+    console.error(
+      `moonlight: task ${taskId} is ${view.success ? view.data.state : 'not done'}; ask again later${waitS === undefined ? ', or pass --wait S' : ''}`,
+    )
+    return NOT_YET
+  }
+  if (answer.status >= 400) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
+  printBody(answer.body)
+  return 0
+}
+
+async function runCancel(taskId: string, args: string[], env: Env): Promise<number> {
+  const { values, positionals } = parse(args, { server: { type: 'string' }, token: { type: 'string' }, ca: { type: 'string' } })
+  noPositionals(positionals)
+  const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
+  await cancelTask(target, taskId)
+  console.log(`cancelled ${taskId}`)
   return 0
 }
 

@@ -36,6 +36,36 @@ const server = () => ['--server', mls.url]
 const auth = () => [...server(), '--token', TOKEN]
 
 describe('moonlight task', () => {
+  test('--async prints the id; task get [--wait] prints the answer; task get of a running task exits 3; task cancel cancels', async () => {
+    const submitted = await runMain(['task', ...auth(), '--region', 'us-east-1', '--async', '--payload', '{"later": true}'])
+    expect(submitted.code).toBe(0)
+    const taskId = submitted.stdout.trim()
+    expect(taskId).toMatch(/^\S+$/)
+    const got = await runMain(['task', 'get', taskId, ...auth(), '--wait', '5'])
+    expect([got.code, JSON.parse(got.stdout)]).toEqual([0, { node: 'east-1', echo: { later: true } }])
+
+    const held = (await runMain(['task', ...auth(), '--region', 'mars', '--async', '--payload', '1'])).stdout.trim()
+    const notYet = await runMain(['task', 'get', held, ...auth()])
+    expect(notYet.code).toBe(3)
+    expect(expectOneLine(notYet.stderr)).toMatch(/task \S+ is (queued|running); ask again later, or pass --wait S/)
+    const cancelled = await runMain(['task', 'cancel', held, ...auth()])
+    expect([cancelled.code, cancelled.stdout.trim()]).toEqual([0, `cancelled ${held}`])
+    const afterCancel = await runMain(['task', 'get', held, ...auth()])
+    expect(afterCancel.code).toBe(1)
+    expect(expectOneLine(afterCancel.stderr)).toContain('was cancelled (HTTP 409)')
+    const unknown = await runMain(['task', 'get', 'no-such-id', ...auth()])
+    expect([unknown.code, expectOneLine(unknown.stderr)]).toEqual([1, expect.stringContaining('no task no-such-id')])
+  })
+
+  test('--idempotency-key: the same command twice runs once', async () => {
+    const before = east.received.length
+    const args = ['task', ...auth(), '--region', 'us-east-1', '--idempotency-key', `cli-${crypto.randomUUID()}`, '--payload', '{"once": 1}']
+    const first = await runMain(args)
+    const second = await runMain(args)
+    expect([first.code, second.code, second.stdout]).toEqual([0, 0, first.stdout])
+    expect(east.received.length - before).toBe(1)
+  })
+
   test('prints the agent answer exactly as sent when piped, exit 0', async () => {
     const result = await runCli(['task', ...auth(), '--region', 'us-east-1', '--payload', '{"hello": [1, 2]}'])
     expect(result).toMatchObject({ code: 0, stderr: '' })
