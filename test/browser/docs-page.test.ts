@@ -128,14 +128,28 @@ describe('docs page', () => {
     for (const key of configKeys()) expect({ key, documented: configuration.includes(key) }).toEqual({ key, documented: true })
 
     const api = (await page.textContent('#api')) ?? ''
-    for (const path of ['/task/request', '/client/heartbeat', '/status', '/clients', '/cluster', '/regions', '/metrics', '/healthz', '/ws']) {
+    for (const path of [
+      '/task/request',
+      '/task/{id}',
+      '/task/{id}/result',
+      '/client/heartbeat',
+      '/status',
+      '/clients',
+      '/cluster',
+      '/regions',
+      '/metrics',
+      '/healthz',
+      '/ws',
+    ]) {
       expect({ path, documented: api.includes(path) }).toEqual({ path, documented: true })
     }
     for (const status of ['400', '401', '404', '413', '415', '502', '503', '504']) expect(api).toContain(status)
     expect(api).toContain('"mode": "broadcast"')
+    expect(api).toContain('"mode": "async"')
+    expect(api).toContain('Idempotency-Key')
 
     const protocol = (await page.textContent('#websocket')) ?? ''
-    for (const type of ['register', 'registered', 'heartbeat', 'heartbeat_ack', 'task', 'task_response', 'error', 'monitor']) {
+    for (const type of ['register', 'registered', 'heartbeat', 'heartbeat_ack', 'task', 'cancel', 'task_response', 'error', 'monitor']) {
       expect({ type, documented: protocol.includes(`"type": "${type}"`) }).toEqual({ type, documented: true })
     }
     for (const part of ['monitor_ok', 'update', 'removed', 'series', 'recent']) expect(protocol).toContain(part)
