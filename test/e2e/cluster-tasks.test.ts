@@ -127,3 +127,25 @@ describe('stored tasks in a cluster', () => {
     expect(metrics).toContain('moonlight_async_tasks{state="running"} 0')
   }, 40_000)
 })
+
+describe('stored tasks without Redis', () => {
+  test('Redis gone: an async submission, a keyed task and a poll get 503 store_unavailable with Retry-After, never a 500 or a hang; sync tasks still run', async () => {
+    const redis = await redisServer()
+    const a = await instance(redis.url, 'a')
+    const agent = await startHttpAgent(a.url, { nodeId: 'worker', region: 'us-east-1' })
+    defer(agent.stop)
+    await redis.stop()
+    await waitFor(async () => (await getJson(`${a.url}/status`)).cluster === 'degraded', 'A notices Redis is gone')
+    const refused = [
+      await submit(a.url, { region: 'us-east-1', payload: 1, mode: 'async' }),
+      await submit(a.url, { region: 'us-east-1', payload: 2 }, { 'idempotency-key': 'k' }),
+      await result(a.url, 'some-task', 0),
+    ]
+    for (const { response, text } of refused) {
+      expect([response.status, response.headers.get('retry-after'), JSON.parse(text).code]).toEqual([503, '1', 'store_unavailable'])
+    }
+    const sync = await submit(a.url, { region: 'us-east-1', payload: 3 })
+    expect(sync.response.status).toBe(200)
+    expect(agent.received).toEqual([3])
+  }, 20_000)
+})
