@@ -6,6 +6,7 @@
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { startBenchHttpAgent, startBunRelay } from './lib/bench-processes.ts'
 import { BENCH_TOKEN, startMoonlight, waitForHttp } from './lib/moonlight.ts'
 import { type Child, childPids, cpuTimeUs, freePort, loadAverage, spawnChild } from './lib/proc.ts'
 import { median, round } from './lib/stats.ts'
@@ -106,18 +107,11 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       : undefined
     if (before) children.push(before)
     // One agent process serves every HTTP path, registered with each Moonlight.
-    const servers = [moonlight, ...(before ? [before] : [])].flatMap((server) => ['--server', server.url])
-    const agent = spawnChild('http-agent', [
-      process.execPath,
-      join(import.meta.dir, 'agents', 'http-agent.ts'),
-      ...servers,
-      '--token',
-      BENCH_TOKEN,
-      '--region',
+    const { child: agent, port: agentPort } = await startBenchHttpAgent(
+      [moonlight, ...(before ? [before] : [])].map((server) => server.url),
       HTTP_REGION,
-    ])
+    )
     children.push(agent)
-    const agentPort = Number((await agent.waitFor(/agent listening on (\d+)/))[1])
     const wsAgent = startWsAgent(moonlight.wsUrl)
     children.push(wsAgent)
     await wsAgent.waitFor(/registered 1 in/)
@@ -154,32 +148,14 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       agentPids['before-ws'] = [beforeWsAgent.pid]
     }
     if (options.floor) {
-      const relay = spawnChild('bun-relay', [
-        process.execPath,
-        join(import.meta.dir, 'agents', 'bun-relay.ts'),
-        '--agent-port',
-        String(agentPort),
-        '--ws-region',
-        WS_REGION,
-      ])
+      const { child: relay, url: relayUrl } = await startBunRelay(agentPort, WS_REGION, 'fetch')
       children.push(relay)
-      const [, relayUrl] = await relay.waitFor(/listening on (http:\/\/\S+)/)
-      const relayWsAgent = startWsAgent(`${relayUrl!.replace(/^http/, 'ws')}/ws`)
+      const relayWsAgent = startWsAgent(`${relayUrl.replace(/^http/, 'ws')}/ws`)
       children.push(relayWsAgent)
       await relayWsAgent.waitFor(/registered 1 in/)
       endpoints['floor-http'] = { url: `${relayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [relay.pid] }
-      const socketRelay = spawnChild('bun-socket-relay', [
-        process.execPath,
-        join(import.meta.dir, 'agents', 'bun-relay.ts'),
-        '--agent-port',
-        String(agentPort),
-        '--ws-region',
-        WS_REGION,
-        '--client',
-        'socket',
-      ])
+      const { child: socketRelay, url: socketRelayUrl } = await startBunRelay(agentPort, WS_REGION, 'socket')
       children.push(socketRelay)
-      const [, socketRelayUrl] = await socketRelay.waitFor(/listening on (http:\/\/\S+)/)
       endpoints['floor-socket'] = { url: `${socketRelayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [socketRelay.pid] }
       agentPids['floor-socket'] = [agent.pid]
       endpoints['floor-ws'] = { url: `${relayUrl}/task/request`, body: BODY(WS_REGION), proxyPids: () => [relay.pid] }

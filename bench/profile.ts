@@ -18,8 +18,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { REMOTE_REGION, startRedis, startWsAgent } from './cluster.ts'
 import { HTTP_REGION, WS_REGION } from './http-path.ts'
+import { startBenchHttpAgent, startBunRelay } from './lib/bench-processes.ts'
 import { BENCH_TOKEN, startMoonlight } from './lib/moonlight.ts'
-import { type Child, spawnChild } from './lib/proc.ts'
+import type { Child } from './lib/proc.ts'
 import { BODY, wrk } from './lib/wrk.ts'
 import { spawnWsAgents } from './lib/ws-agents.ts'
 
@@ -76,22 +77,10 @@ async function profileRelay(): Promise<void> {
 }
 
 async function profileFloor(): Promise<void> {
-  const agent = spawnChild('http-agent', [process.execPath, join(import.meta.dir, 'agents', 'http-agent.ts')])
+  const { child: agent, port: agentPort } = await startBenchHttpAgent([], HTTP_REGION)
   children.push(agent)
-  const agentPort = Number((await agent.waitFor(/agent listening on (\d+)/))[1])
-  const relay = spawnChild('bun-socket-relay', [
-    process.execPath,
-    ...profiled('floor'),
-    join(import.meta.dir, 'agents', 'bun-relay.ts'),
-    '--agent-port',
-    String(agentPort),
-    '--ws-region',
-    WS_REGION,
-    '--client',
-    'socket',
-  ])
+  const { child: relay, url: relayUrl } = await startBunRelay(agentPort, WS_REGION, 'socket', profiled('floor'))
   children.push(relay)
-  const [, relayUrl] = await relay.waitFor(/listening on (http:\/\/\S+)/)
   const result = await wrk({ url: `${relayUrl}/task/request`, body: BODY(HTTP_REGION) }, 64, seconds)
   console.log(`floor: ${(result.requests / (result.duration_us / 1e6)).toFixed(0)} req/s under the profiler (slower than without it)`)
   await relay.stop()
@@ -105,21 +94,12 @@ async function profileFloor(): Promise<void> {
 async function profileOne(): Promise<void> {
   const moonlight = await startMoonlight(dir, { bunArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'] })
   children.push(moonlight)
-  const agent =
-    path === 'http'
-      ? spawnChild('http-agent', [
-          process.execPath,
-          join(import.meta.dir, 'agents', 'http-agent.ts'),
-          '--server',
-          moonlight.url,
-          '--token',
-          BENCH_TOKEN,
-          '--region',
-          HTTP_REGION,
-        ])
-      : spawnWsAgents('ws-agent', moonlight.wsUrl, { count: 1, region: WS_REGION })
-  children.push(agent)
-  await agent.waitFor(path === 'http' ? /agent listening/ : /registered 1 in/)
+  if (path === 'http') children.push((await startBenchHttpAgent([moonlight.url], HTTP_REGION)).child)
+  else {
+    const agent = spawnWsAgents('ws-agent', moonlight.wsUrl, { count: 1, region: WS_REGION })
+    children.push(agent)
+    await agent.waitFor(/registered 1 in/)
+  }
   const result = await wrk({ url: `${moonlight.url}/task/request`, body: BODY(path === 'http' ? HTTP_REGION : WS_REGION) }, 64, seconds)
   console.log(`${path}: ${(result.requests / (result.duration_us / 1e6)).toFixed(0)} req/s under the profiler (slower than without it)`)
   await moonlight.stop()

@@ -10,8 +10,9 @@ import { mkdtempSync, readFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { HTTP_REGION, WS_REGION } from './http-path.ts'
-import { BENCH_TOKEN, startMoonlight } from './lib/moonlight.ts'
-import { type Child, spawnChild } from './lib/proc.ts'
+import { startBenchHttpAgent, startBunRelay } from './lib/bench-processes.ts'
+import { startMoonlight } from './lib/moonlight.ts'
+import type { Child } from './lib/proc.ts'
 import { BODY, wrk } from './lib/wrk.ts'
 
 const seconds = Number(process.argv[2] ?? 3)
@@ -20,33 +21,13 @@ const children: Child[] = []
 try {
   const moonlight = await startMoonlight(dir)
   children.push(moonlight)
-  const agent = spawnChild('http-agent', [
-    process.execPath,
-    join(import.meta.dir, 'agents', 'http-agent.ts'),
-    '--server',
-    moonlight.url,
-    '--token',
-    BENCH_TOKEN,
-    '--region',
-    HTTP_REGION,
-  ])
+  const { child: agent, port: agentPort } = await startBenchHttpAgent([moonlight.url], HTTP_REGION)
   children.push(agent)
-  const agentPort = Number((await agent.waitFor(/agent listening on (\d+)/))[1])
-  const relay = spawnChild('bun-socket-relay', [
-    process.execPath,
-    join(import.meta.dir, 'agents', 'bun-relay.ts'),
-    '--agent-port',
-    String(agentPort),
-    '--ws-region',
-    WS_REGION,
-    '--client',
-    'socket',
-  ])
+  const { child: relay, url: relayUrl } = await startBunRelay(agentPort, WS_REGION, 'socket')
   children.push(relay)
-  const [, relayUrl] = await relay.waitFor(/listening on (http:\/\/\S+)/)
   for (const [name, url, pid] of [
     ['Moonlight → HTTP agent', moonlight.url, moonlight.pid],
-    ['bare socket-pool relay → HTTP agent', relayUrl!, relay.pid],
+    ['bare socket-pool relay → HTTP agent', relayUrl, relay.pid],
   ] as const) {
     await wrk({ url: `${url}/task/request`, body: BODY(HTTP_REGION) }, 64, 1)
     const out = join(dir, `${pid}.strace`)

@@ -1,0 +1,44 @@
+/**
+ * The processes several measurements start alike: the trivial HTTP agent and the bare Bun relay
+ * (bench/agents/). Each resolves once the process says it is listening.
+ */
+
+import { join } from 'node:path'
+import { BENCH_TOKEN } from './moonlight.ts'
+import { type Child, spawnChild } from './proc.ts'
+
+const AGENTS = join(import.meta.dir, '..', 'agents')
+
+/** The trivial HTTP agent, registered by heartbeat with each of `servers` in `region` (none: not registered anywhere). */
+export async function startBenchHttpAgent(servers: string[], region: string): Promise<{ child: Child; port: number }> {
+  const child = spawnChild('http-agent', [
+    process.execPath,
+    join(AGENTS, 'http-agent.ts'),
+    ...servers.flatMap((server) => ['--server', server]),
+    ...(servers.length > 0 ? ['--token', BENCH_TOKEN, '--region', region] : []),
+  ])
+  const port = Number((await child.waitFor(/agent listening on (\d+)/))[1])
+  return { child, port }
+}
+
+/** The bare relay in front of the agent on `agentPort`, calling it with fetch or over its bare socket pool; `bunArgs` go to bun (a profiler). */
+export async function startBunRelay(
+  agentPort: number,
+  wsRegion: string,
+  client: 'fetch' | 'socket',
+  bunArgs: string[] = [],
+): Promise<{ child: Child; url: string }> {
+  const child = spawnChild(client === 'socket' ? 'bun-socket-relay' : 'bun-relay', [
+    process.execPath,
+    ...bunArgs,
+    join(AGENTS, 'bun-relay.ts'),
+    '--agent-port',
+    String(agentPort),
+    '--ws-region',
+    wsRegion,
+    '--client',
+    client,
+  ])
+  const [, url] = await child.waitFor(/listening on (http:\/\/\S+)/)
+  return { child, url: url! }
+}
