@@ -54,6 +54,7 @@ if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'task', ARGV[1])
+if ARGV[5] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 return false`
 
 /**
@@ -85,6 +86,8 @@ export class RedisTaskStore implements TaskStore {
       '',
       claim ? `${task.task_id} ${claim.bodyHash}` : '',
       String(claim?.ttlMs ?? 0),
+      // A sync task is run by the instance that took it, never from the queue: if that instance dies, its record must not stay for ever.
+      task.mode === 'single' ? String(keptForMs(task, this.limits())) : '0',
     ])) as string | null
     if (!held) return { added: true }
     const [taskId, bodyHash] = held.split(' ')
