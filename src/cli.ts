@@ -4,6 +4,7 @@ import { agentCommand } from './commands/agent.ts'
 import { clientsCommand } from './commands/clients.ts'
 import { clusterCommand } from './commands/cluster.ts'
 import { configCommand } from './commands/config.ts'
+import { openapiCommand } from './commands/openapi.ts'
 import { serveCommand } from './commands/serve.ts'
 import { statusCommand } from './commands/status.ts'
 import { taskCommand } from './commands/task.ts'
@@ -17,6 +18,7 @@ const commands: Record<string, Command> = {
   clients: clientsCommand,
   cluster: clusterCommand,
   config: configCommand,
+  openapi: openapiCommand,
 }
 
 const HELP = `moonlight ${VERSION}: a regional task proxy for fleets of agents

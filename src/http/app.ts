@@ -14,6 +14,7 @@ import type { StoreFigures } from '../task-store.ts'
 import { type HeartbeatReply, heartbeatSchema } from '../wire/agent-hello.ts'
 import type { ClientList, ClusterView, Status } from '../wire/views.ts'
 import { type MetricsSource, renderMetrics } from './metrics.ts'
+import { openApiDocument } from './openapi.ts'
 import { mountPages } from './pages.ts'
 import { authorize, clientAddress, limitDepth, parseJson, readJsonText, validate } from './request-checks.ts'
 import { requestPath } from './request-path.ts'
@@ -103,6 +104,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.get('/regions', (c) => c.json(settings.regions.tree(membership.regionCounts())))
 
   app.get('/healthz', (c) => c.json({ ok: true }))
+
+  // Built once per config in force (a reload swaps the config object).
+  let openApi: { config: unknown; text: string } | undefined
+  app.get('/openapi.json', (c) => {
+    if (openApi?.config !== settings.config) openApi = { config: settings.config, text: JSON.stringify(openApiDocument(settings.config, deps.version)) }
+    return c.body(openApi.text, 200, { 'content-type': 'application/json' })
+  })
 
   app.get('/metrics', async (c) => {
     const tasks = await deps.taskFigures().catch(() => undefined)
