@@ -34,6 +34,11 @@ export class Balancer<Id> {
     return this.entries.get(id)?.weight
   }
 
+  /** Every member with its weight, in no particular order (for a keyed pick, which must look at each). */
+  *members(): IterableIterator<readonly [Id, number]> {
+    for (const entry of this.entries.values()) yield [entry.id, entry.weight]
+  }
+
   /** Adds a member, or changes its weight keeping its accumulated credit. Weight 0 removes it (drain). */
   set(id: Id, weight: number): void {
     if (!(weight > 0)) {

@@ -190,6 +190,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     dispatcher,
     broadcaster,
     taskIds: new TaskIds(),
+    clientRegion: (nodeId) => registry.get(nodeId)?.region,
     isStopping: () => stopping,
     report,
     ...(cluster ? { instanceId: () => instanceId } : {}),

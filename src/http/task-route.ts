@@ -4,6 +4,7 @@ import type { Dispatcher } from '../dispatcher.ts'
 import { errorResponse, shuttingDown } from '../errors.ts'
 import { Regions } from '../regions.ts'
 import type { Settings } from '../settings.ts'
+import { taskRouting } from '../task-routing.ts'
 import type { TaskIds } from '../task-ids.ts'
 import { authorize, bearerToken, clientAddress, readJsonText } from './request-checks.ts'
 import { readTaskRequest } from './task-body.ts'
@@ -16,6 +17,8 @@ export interface TaskRouteDeps {
   taskIds: TaskIds
   isStopping: () => boolean
   report: (error: unknown) => void
+  /** The region of a client by node id, if it is known: a token limited to regions may name only nodes in them. */
+  clientRegion?: (nodeId: string) => string | undefined
   /** In cluster mode, this instance's id, named in X-Moonlight-Instance. */
   instanceId?: () => string
 }
@@ -39,6 +42,8 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       if (deps.isStopping()) throw shuttingDown()
       const region = Regions.normalize(task.region)
       if (grant) settings.access.requireRegion(grant, 'submit', region)
+      const nodeRegion = task.node_id === undefined ? undefined : deps.clientRegion?.(task.node_id)
+      if (grant && nodeRegion !== undefined) settings.access.requireRegion(grant, 'submit', nodeRegion)
       const taskId = deps.taskIds.next()
       // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
       server.timeout(request, 0)
@@ -47,7 +52,8 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
         ? 'details'
         : 'generic'
       if (task.mode === 'broadcast') return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId), taskId, region, disclosure)
-      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId), taskId, disclosure, deps.instanceId?.())
+      const routing = taskRouting(task, config)
+      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId, routing), taskId, disclosure, deps.instanceId?.())
     } catch (error) {
       return errorResponse(error, deps.report)
     }
