@@ -71,7 +71,8 @@ export class Dispatcher {
           tried ??= new Set()
           tried.add(last.nodeId)
         }
-        const picked = routing.nodeId === undefined ? this.pickAnother(region, routing, tried, last, firstPool, preferLocal) : this.pickNamed(region, routing.nodeId)
+        const picked =
+          routing.nodeId === undefined ? this.pickAnother(region, routing, tried, last, firstPool, preferLocal) : this.pickNamed(region, routing.nodeId)
         if ('kind' in picked) {
           if (attempt === 0) outcome = picked
           break

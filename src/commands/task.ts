@@ -8,6 +8,7 @@ export const taskCommand: Command = {
   summary: 'submit a task and print the answer',
   usage: `moonlight task [--server URL] [--token T] [--region R] (--payload JSON | --payload-file F | stdin)
                [--broadcast] [--timeout S] [--ca FILE]
+               [--key K] [--node-id ID] [--fallback parent|none] [--no-retry | --retry] [--task-timeout S]
 
 Submits a task to POST /task/request and prints the agent's answer: pretty JSON on a terminal,
 exactly as sent when piped. Exits 1 with the server's error message on any error status.
@@ -20,6 +21,16 @@ exactly as sent when piped. Exits 1 with the server's error message on any error
   --broadcast          send to every agent under the region; exits 1 if any of them failed
   --timeout S          give up after S seconds
   --ca FILE            a PEM CA bundle to verify an https:// server against (default $MLS_CA)
+
+Routing (README "Routing, health and failover"):
+  --key K              sticky routing: tasks with the same key go to the same agent while it is eligible
+  --node-id ID         exactly this agent (404 if unknown, 503 if ejected or draining); not retried
+                       unless --retry
+  --fallback P         "parent" (climb the hierarchy when the region has no agent) or "none" (never
+                       leave the region); default: the server's routing.fallback
+  --no-retry           one attempt only, for work that must never run twice
+  --retry              allow retries (with --node-id: on that agent again)
+  --task-timeout S     the server gives up after S seconds (at most its task_timeout) and answers 504
 
 With neither --payload nor --payload-file, the payload is read from stdin.`,
   run: runTask,
@@ -35,12 +46,22 @@ async function runTask(args: string[], env: Env): Promise<number> {
     broadcast: { type: 'boolean' },
     timeout: { type: 'string' },
     ca: { type: 'string' },
+    key: { type: 'string' },
+    'node-id': { type: 'string' },
+    fallback: { type: 'string' },
+    retry: { type: 'boolean' },
+    'no-retry': { type: 'boolean' },
+    'task-timeout': { type: 'string' },
   })
   noPositionals(positionals)
   const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
   const timeoutS = optionalSeconds(values.timeout, '--timeout')
   const payload = await readPayload(values.payload, values['payload-file'])
-  const fields = { ...(values.region === undefined ? {} : { region: values.region }), ...(values.broadcast ? { mode: 'broadcast' } : {}) }
+  const fields = {
+    ...(values.region === undefined ? {} : { region: values.region }),
+    ...(values.broadcast ? { mode: 'broadcast' } : {}),
+    ...routingFields(values),
+  }
   // The payload goes as the text it was given (validated as JSON, never re-serialized): big integers keep their digits.
   const body = `${JSON.stringify(fields).slice(0, -1)}${Object.keys(fields).length > 0 ? ',' : ''}"payload":${payload}}`
 
@@ -49,6 +70,28 @@ async function runTask(args: string[], env: Env): Promise<number> {
   if (answer.status >= 400) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
   printBody(answer.body)
   return 0
+}
+
+/** The routing flags as the request's fields; the server validates them (a bad one is its 400, with the field named). */
+function routingFields(values: {
+  key?: string
+  'node-id'?: string
+  fallback?: string
+  retry?: boolean
+  'no-retry'?: boolean
+  'task-timeout'?: string
+}): Record<string, unknown> {
+  if (values.retry && values['no-retry']) throw new UsageError('pass --retry or --no-retry, not both')
+  if (values.fallback !== undefined && values.fallback !== 'parent' && values.fallback !== 'none')
+    throw new UsageError(`--fallback must be "parent" or "none", got "${values.fallback}"`)
+  const timeoutS = optionalSeconds(values['task-timeout'], '--task-timeout')
+  return {
+    ...(values.key === undefined ? {} : { key: values.key }),
+    ...(values['node-id'] === undefined ? {} : { node_id: values['node-id'] }),
+    ...(values.fallback === undefined ? {} : { fallback: values.fallback }),
+    ...(values.retry ? { retry: true } : values['no-retry'] ? { retry: false } : {}),
+    ...(timeoutS === undefined ? {} : { timeout: timeoutS }),
+  }
 }
 
 /** The payload from exactly one source; it must be JSON, since the agent receives it parsed. */

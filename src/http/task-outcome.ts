@@ -61,10 +61,15 @@ function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, disclosur
         attempts: attempts(outcome.failedAttempts),
       })
     case 'timed_out':
-      return new MoonlightError(status, 'timeout', `no answer within ${outcome.ownTimeout ? "the task's timeout" : 'task_timeout'} (${outcome.timeoutMs / 1000} s)`, {
-        region: outcome.region,
-        attempts: attempts(outcome.failedAttempts),
-      })
+      return new MoonlightError(
+        status,
+        'timeout',
+        `no answer within ${outcome.ownTimeout ? "the task's timeout" : 'task_timeout'} (${outcome.timeoutMs / 1000} s)`,
+        {
+          region: outcome.region,
+          attempts: attempts(outcome.failedAttempts),
+        },
+      )
     case 'shutting_down':
       return new MoonlightError(status, 'shutting_down', 'the server shut down before a client answered', {
         region: outcome.region,

@@ -32,7 +32,8 @@ export const taskRequestSchema = z
   .superRefine((task, ctx) => {
     if (task.mode !== 'broadcast') return
     for (const field of SINGLE_ONLY) {
-      if (task[field] !== undefined) ctx.addIssue({ code: 'custom', path: [field], message: `"${field}" is for single tasks; a broadcast goes to every client` })
+      if (task[field] !== undefined)
+        ctx.addIssue({ code: 'custom', path: [field], message: `"${field}" is for single tasks; a broadcast goes to every client` })
     }
   })
 export type TaskRequest = z.infer<typeof taskRequestSchema>
@@ -60,3 +61,6 @@ export const broadcastReplySchema = z.object({
   results: z.array(broadcastResultSchema),
 })
 export type BroadcastReply = z.infer<typeof broadcastReplySchema>
+
+/** An HTTP agent's `retry: false`: `X-Moonlight-Retry: false` on a 5xx asks the server not to retry it elsewhere; never passed to the caller. */
+export const NO_RETRY_HEADER = 'x-moonlight-retry'
