@@ -76,11 +76,10 @@ export class HttpTransport implements Transport {
     const bodyBytes = answer.decoded()
     // With signing on, 401 is the agent refusing the call, not its answer to the payload: the task did not run, so another client may run it.
     if (signingSecret !== undefined && status === 401) throw refusedSignature(bodyBytes)
-    const passed = headerPolicy.filter(joinRepeated(headers))
-    // The agent's word to the server, not to the caller: read, then dropped from the answer.
-    const noRetry = passed[NO_RETRY_HEADER] === 'false'
-    if (passed[NO_RETRY_HEADER] !== undefined) delete passed[NO_RETRY_HEADER]
-    return { status, headers: passed, body: bodyBytes, ...(noRetry ? { retry: false as const } : {}) }
+    const received = joinRepeated(headers)
+    // The agent's word to the server, not to the caller: the policy never passes X-Moonlight-* headers on.
+    const noRetry = status >= 500 && received[NO_RETRY_HEADER]?.trim().toLowerCase() === 'false'
+    return { status, headers: headerPolicy.filter(received), body: bodyBytes, ...(noRetry ? { retry: false as const } : {}) }
   }
 }
 
