@@ -219,7 +219,14 @@ describe('retry and timeout', () => {
 
   test('"timeout": S gives up sooner with 504; a longer one than task_timeout is cut to it', async () => {
     const mls = server({ task_timeout: 1.5 })
-    const slow = await startHttpAgent(mls.url, { nodeId: 'slow', region: 'usa', work: async () => (await Bun.sleep(4000), Response.json({ late: true })) })
+    const slow = await startHttpAgent(mls.url, {
+      nodeId: 'slow',
+      region: 'usa',
+      work: async () => {
+        await Bun.sleep(4000)
+        return Response.json({ late: true })
+      },
+    })
     defer(slow.stop)
     let startedMs = Date.now()
     const short = await postTask(mls.url, { region: 'usa', payload: 1, timeout: 0.3 })
