@@ -23,6 +23,21 @@ afterAll(async () => {
 
 const task = (...args: string[]) => runMain(['task', '--server', mls.url, '--token', TOKEN, '--payload', '{"n":1}', ...args])
 
+describe('moonlight clients', () => {
+  test("shows a ramping client's effective weight beside its weight", async () => {
+    const ramping = startTestServer({ health: { slow_start: 30 } })
+    const agent = await startWsAgent(ramping.wsUrl, { nodeId: 'cold-1', region: 'usa', weight: 10 })
+    try {
+      const listed = await runMain(['clients', '--server', ramping.url, '--token', TOKEN])
+      expect(listed.code).toBe(0)
+      expect(listed.stdout).toMatch(/cold-1\s+usa\s+ws\s+\S+\s+10 \(now 1\)\s+healthy/)
+    } finally {
+      agent.close()
+      await ramping.stop()
+    }
+  })
+})
+
 describe('moonlight task routing flags', () => {
   test("--node-id reaches that agent; an unknown one exits 1 with the server's reason", async () => {
     const [east1, east2] = agents
