@@ -51,8 +51,9 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       const disclosure = settings.access.holds(grant ?? settings.access.peek(bearerToken(request.headers.get('authorization'))), 'monitor')
         ? 'details'
         : 'generic'
-      if (task.mode === 'broadcast') return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId), taskId, region, disclosure)
       const routing = taskRouting(task, config)
+      if (task.mode === 'broadcast')
+        return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId, routing.timeoutMs), taskId, region, disclosure)
       return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId, routing), taskId, disclosure, deps.instanceId?.())
     } catch (error) {
       return errorResponse(error, deps.report)

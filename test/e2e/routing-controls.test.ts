@@ -240,6 +240,20 @@ describe('retry and timeout', () => {
     expect(long.json().error).toBe('no answer within task_timeout (1.5 s)')
   })
 
+  test('a broadcast takes "timeout" too: the silent agent\'s part times out sooner, the others\' answers stand', async () => {
+    const mls = server({ task_timeout: 10 })
+    const talker = await startWsAgent(mls.wsUrl, { nodeId: 'talker', region: 'usa' })
+    defer(talker.close)
+    const mute = await startWsAgent(mls.wsUrl, { nodeId: 'mute', region: 'usa', answer: () => null })
+    defer(mute.close)
+    const startedMs = Date.now()
+    const result = await postTask(mls.url, { region: 'usa', mode: 'broadcast', payload: 1, timeout: 0.3 })
+    expect(Date.now() - startedMs).toBeLessThan(3000)
+    expect(result.status).toBe(200)
+    const parts = Object.fromEntries(result.json().results.map((part: { node_id: string; status: number }) => [part.node_id, part.status]))
+    expect(parts).toEqual({ talker: 200, mute: 504 })
+  })
+
   test('bad routing fields are 400 invalid_body naming the field; a broadcast takes no key or node_id', async () => {
     const mls = server()
     const cases: Array<[Record<string, unknown>, string]> = [
