@@ -2,7 +2,6 @@ import { Balancer, type Excluded } from './balancer.ts'
 import type { HealthPolicy, HealthRecord } from './health.ts'
 import * as health from './health.ts'
 import type { Regions } from './regions.ts'
-import { rendezvousPick } from './rendezvous.ts'
 import { effectiveWeight, RAMP_START_FACTOR, rampFactor } from './slow-start.ts'
 import type { HealthState, Protocol, Scheme } from './wire/names.ts'
 import type { ClientView, RegionCounts } from './wire/views.ts'
@@ -236,7 +235,7 @@ export class Registry {
       const balancer = this.balancers.get(pool)
       if (!balancer) continue
       // A keyed pick looks at every client of the pool (rendezvous hashing keeps no table); others are one heap pick.
-      const nodeId = options.key === undefined ? balancer.pick(exclude) : rendezvousPick(options.key, balancer.members(), exclude)
+      const nodeId = options.key === undefined ? balancer.pick(exclude) : balancer.pickByKey(options.key, exclude)
       if (nodeId === undefined) continue
       return { client: this.clients.get(nodeId)!, pool }
     }

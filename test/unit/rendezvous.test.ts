@@ -1,17 +1,26 @@
 import { describe, expect, test } from 'bun:test'
-import { rendezvousPick } from '../../src/rendezvous.ts'
+import { Balancer } from '../../src/balancer.ts'
+
+/** The member `key` belongs to among `members`, as a registry's balancer picks it. */
+function rendezvousPick(key: string, members: Array<[string, number]>, exclude?: ReadonlySet<string>): string | undefined {
+  const balancer = new Balancer<string>()
+  for (const [id, weight] of members) balancer.set(id, weight)
+  return balancer.pickByKey(key, exclude)
+}
 
 const KEYS = Array.from({ length: 20_000 }, (_, i) => `user-${i}`)
 
 function owners(members: Array<[string, number]>): Map<string, string> {
-  return new Map(KEYS.map((key) => [key, rendezvousPick(key, members)!]))
+  const balancer = new Balancer<string>()
+  for (const [id, weight] of members) balancer.set(id, weight)
+  return new Map(KEYS.map((key) => [key, balancer.pickByKey(key)!]))
 }
 
 function equal(count: number): Array<[string, number]> {
   return Array.from({ length: count }, (_, i) => [`node-${i + 1}`, 1])
 }
 
-describe('weighted rendezvous hashing', () => {
+describe('weighted rendezvous hashing (Balancer.pickByKey)', () => {
   test('the same key goes to the same member, whatever the order the members are listed in', () => {
     const members = equal(5)
     const reversed = [...members].reverse()
@@ -71,6 +80,22 @@ describe('weighted rendezvous hashing', () => {
       )
       expect(next).not.toBe(first)
     }
+  })
+
+  test('a keyed pick leaves the round-robin sequence alone', () => {
+    const balancer = new Balancer<string>()
+    for (const [id, weight] of [
+      ['a', 5],
+      ['b', 1],
+      ['c', 1],
+    ] as const)
+      balancer.set(id, weight)
+    const sequence: string[] = []
+    for (let i = 0; i < 7; i++) {
+      balancer.pickByKey(`key-${i}`)
+      sequence.push(balancer.pick()!)
+    }
+    expect(sequence).toEqual(['a', 'a', 'b', 'a', 'c', 'a', 'a'])
   })
 
   test('members of weight 0 and excluded members are never picked; none left gives undefined', () => {
