@@ -88,7 +88,18 @@ export class ClientsTable {
     cells.node.replaceChildren(h('span', { class: 'node-id' }, view.node_id), h('span', { class: 'address', 'data-instance': view.instance }, address))
     cells.region.textContent = view.region
     cells.protocol.replaceChildren(h('span', { class: 'badge accent' }, view.protocol.toUpperCase()))
-    cells.weight.textContent = String(view.weight)
+    // While it ramps up (health.slow_start) the share it gets now, beside the weight it will have.
+    if (view.effective_weight === undefined) cells.weight.textContent = String(view.weight)
+    else
+      cells.weight.replaceChildren(
+        String(view.weight),
+        ' ',
+        h(
+          'span',
+          { class: 'muted small ramping', title: 'slow start: the weight the balancer gives it now, rising to its full weight' },
+          `now ${round(view.effective_weight)}`,
+        ),
+      )
     cells.state.replaceChildren(...stateBadges(view, gone ? entry.reason : undefined))
     cells.in_flight.textContent = formatCount(view.in_flight)
     cells.successes.textContent = formatCount(view.successes)
@@ -115,6 +126,11 @@ export class ClientsTable {
     for (const view of present) protocols[view.protocol]++
     this.countNote.textContent = present.length ? `${present.length} connected · ${protocols.http} HTTP, ${protocols.ws} WebSocket` : ''
   }
+}
+
+/** Two decimals at most: a ramp's weights are tenths and twentieths of integers. */
+function round(value) {
+  return String(Math.round(value * 100) / 100)
 }
 
 function stateBadges(view, goneReason) {

@@ -1,3 +1,5 @@
+import { keySeeds, memberHash, rendezvousDraw, rendezvousScore, rendezvousUnit } from './rendezvous.ts'
+
 /**
  * Smooth weighted round-robin (nginx's algorithm: every pick, each member gains its weight, the
  * richest is chosen and pays the total weight back) without touching every member on each pick.
@@ -51,7 +53,7 @@ export class Balancer<Id> {
       return
     }
     // A newcomer starts with zero credit, as in nginx.
-    const entry: Entry<Id> = { id, weight, key: -weight * this.step, order: this.nextOrder++, index: -1 }
+    const entry: Entry<Id> = { id, weight, key: -weight * this.step, order: this.nextOrder++, index: -1, hash: memberHash(String(id)) }
     this.entries.set(id, entry)
     this.attach(entry)
   }
@@ -74,6 +76,40 @@ export class Balancer<Id> {
     // is not excluded it wins, whatever else is excluded. Only a retry that excludes it looks further.
     if (!exclude?.has(richest.id)) return this.charge(richestAt, richest)
     return this.pickExcluding(exclude)
+  }
+
+  /**
+   * The member `key` belongs to by weighted rendezvous hashing (src/rendezvous.ts), skipping
+   * `exclude`: sticky routing, which leaves the round-robin credit alone. It looks at every member
+   * (that is what keeping no table costs), but per member only mixes two integers; the logarithm is
+   * taken once per weight class, for the class's best draw. `exclude` is asked only about a member
+   * that would win its class, so a retry costs no more than a first pick.
+   */
+  pickByKey(key: string, exclude?: Excluded<Id>): Id | undefined {
+    const { low, high } = keySeeds(key)
+    let best: Id | undefined
+    let bestScore = Number.NEGATIVE_INFINITY
+    for (const { weight, heap } of this.classes) {
+      let classBest: Entry<Id> | undefined
+      let classDraw = -1
+      for (let at = 0; at < heap.length; at++) {
+        const entry = heap[at]!
+        const draw = rendezvousDraw(entry.hash, low)
+        if (draw < classDraw) continue
+        // A tie of 32-bit draws (rare) is decided by the full draw, so the heap's order never decides.
+        if (draw === classDraw && rendezvousUnit(entry.hash, draw, high) <= rendezvousUnit(classBest!.hash, draw, high)) continue
+        if (exclude?.has(entry.id)) continue
+        classBest = entry
+        classDraw = draw
+      }
+      if (!classBest) continue
+      const score = rendezvousScore(weight, rendezvousUnit(classBest.hash, classDraw, high))
+      if (score > bestScore) {
+        best = classBest.id
+        bestScore = score
+      }
+    }
+    return best
   }
 
   /** The class whose top member has the most credit now; ties go to the member added first. */
@@ -184,6 +220,8 @@ interface Entry<Id> {
   order: number
   /** Position in its weight class's heap. */
   index: number
+  /** Its rendezvous hash, computed once (src/rendezvous.ts). */
+  hash: number
 }
 
 interface WeightClass<Id> {

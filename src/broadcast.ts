@@ -23,7 +23,8 @@ export type BroadcastOutcome = { kind: 'no_client'; region: string } | { kind: '
 export class Broadcaster {
   constructor(private readonly deps: BroadcasterDeps) {}
 
-  async broadcast(region: string, payloadJson: string, taskId: string): Promise<BroadcastOutcome> {
+  /** `timeoutMs`: the task's own `timeout`, which may shorten task_timeout, never lengthen it. */
+  async broadcast(region: string, payloadJson: string, taskId: string, timeoutMs?: number): Promise<BroadcastOutcome> {
     const { registry, clock, load } = this.deps
     const targets = registry.within(region)
     const startedMs = clock.now()
@@ -31,7 +32,7 @@ export class Broadcaster {
       this.finish(taskId, region, 503, 'no_client', 0, startedMs)
       return { kind: 'no_client', region }
     }
-    const deadline = this.deps.deadlines.start(this.deps.settings().taskTimeoutMs)
+    const deadline = this.deps.deadlines.start(Math.min(this.deps.settings().taskTimeoutMs, timeoutMs ?? Number.POSITIVE_INFINITY))
     load.inFlight++
     try {
       const answers = this.send(region, taskId, payloadJson, targets, deadline)

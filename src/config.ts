@@ -5,6 +5,7 @@ import { z } from 'zod'
 import { findRegrant } from './access.ts'
 import { PRIVATE_NETWORKS, parseCidr } from './networks.ts'
 import { ROOT_REGION } from './regions.ts'
+import { fallbackSchema } from './wire/task.ts'
 
 const seconds = z.number().positive()
 
@@ -76,6 +77,14 @@ const healthSchema = z.object({
   max_ejection_time: seconds.default(300),
   /** A region never has more than this share of its clients ejected at once. */
   max_ejected_percent: z.number().min(0).max(100).default(50),
+  /** Seconds over which a client that joins or returns from ejection ramps from 10 % to 100 % of its weight; 0: at once. */
+  slow_start: z.number().min(0).max(3600).default(0),
+})
+
+/** How tasks find clients (README "Routing, health and failover"). */
+const routingSchema = z.object({
+  /** A task's `fallback` when it gives none: "parent" climbs the hierarchy when a region has no candidate, "none" never leaves it. */
+  fallback: fallbackSchema.default('parent'),
 })
 
 /** Objects built from a config assign keys, and assigning "__proto__" sets the prototype: zod's record drops such a key without a word. */
@@ -244,6 +253,7 @@ export const configSchema = z.object({
   /** Registered clients at most; past it a new node id is refused (503 too_many_clients), so a flood of ids cannot grow the server without bound. */
   max_clients: z.number().int().positive().default(100_000),
   health: healthSchema.prefault({}),
+  routing: routingSchema.prefault({}),
   ws: wsSchema.prefault({}),
   html: htmlSchema.prefault({}),
   region_hierarchy: hierarchySchema,

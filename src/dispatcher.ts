@@ -3,6 +3,7 @@ import type { DeadlineTimer } from './deadlines.ts'
 import type { Outcome } from './outcome.ts'
 import type { Client, Registry } from './registry.ts'
 import type { TaskControl } from './task-control.ts'
+import { DEFAULT_ROUTING, type TaskRouting } from './task-routing.ts'
 import type { TaskRecord } from './task-stats.ts'
 import { type Answer, AttemptError, type Transports } from './transports/types.ts'
 import type { FailedAttempt } from './wire/errors.ts'
@@ -34,7 +35,9 @@ const BODY_EXCERPT_CHARS = 1024
 
 /**
  * Runs single tasks: picks a client, sends, and on a retryable failure (unreachable, connection
- * lost, 5xx) tries a different client, up to retry_count more times, all within task_timeout. A
+ * lost, 5xx) tries a different client, up to retry_count more times, all within task_timeout; the
+ * task's routing (src/task-routing.ts) may name the client, key it, keep it in its region, forbid
+ * retries or shorten the timeout. A
  * timeout is not retried: the client may still be running the task, and running it twice is worse
  * for most work than answering 504. Returns how the task ended; it never throws for a task's fate.
  */
@@ -42,15 +45,22 @@ export class Dispatcher {
   constructor(private readonly deps: DispatcherDeps) {}
 
   /** `control`, when given, can cancel the task while it runs (a stored task's DELETE). */
-  async dispatch(region: string, payloadJson: string, taskId: string, control?: TaskControl): Promise<Outcome> {
+  async dispatch(region: string, payloadJson: string, taskId: string, routing: TaskRouting = DEFAULT_ROUTING, control?: TaskControl): Promise<Outcome> {
     const { registry, clock, load } = this.deps
-    const { retryCount, taskTimeoutMs, preferLocal = false } = this.deps.settings()
+    const settings = this.deps.settings()
+    const preferLocal = settings.preferLocal ?? false
+    const retryCount = routing.retry ? settings.retryCount : 0
+    // A task may ask to give up sooner, never later: task_timeout is the operator's bound on every wait.
+    const ownTimeout = routing.timeoutMs !== undefined && routing.timeoutMs < settings.taskTimeoutMs
+    const timeoutMs = ownTimeout ? routing.timeoutMs! : settings.taskTimeoutMs
     const startedMs = clock.now()
     const failedAttempts: FailedAttempt[] = []
     // Made on the first retry: most tasks never need it.
     let tried: Set<string> | undefined
     let last: Client | undefined
-    const deadline = this.deps.deadlines.start(taskTimeoutMs)
+    // Where the first attempt found candidates: retries look there first (see pickAnother).
+    let firstPool: string | undefined
+    const deadline = this.deps.deadlines.start(timeoutMs)
     if (control) control.deadline = deadline
     load.inFlight++
     let outcome: Outcome = { kind: 'all_failed', region, failedAttempts }
@@ -68,12 +78,14 @@ export class Dispatcher {
           tried ??= new Set()
           tried.add(last.nodeId)
         }
-        const picked = this.pickAnother(region, tried, last, preferLocal)
-        if (!picked) {
-          if (attempt === 0) outcome = { kind: 'no_client', region }
+        const picked =
+          routing.nodeId === undefined ? this.pickAnother(region, routing, tried, last, firstPool, preferLocal) : this.pickNamed(region, routing.nodeId)
+        if ('kind' in picked) {
+          if (attempt === 0) outcome = picked
           break
         }
         const { client, pool } = picked
+        firstPool ??= pool
         last = client
         if (control) control.client = client
         registry.beginAttempt(client)
@@ -89,10 +101,12 @@ export class Dispatcher {
             failedAttempts.push({
               node_id: client.nodeId,
               kind: 'status',
-              reason: `answered ${answer.status}`,
+              reason: answer.retry === false ? `answered ${answer.status}, not to be retried` : `answered ${answer.status}`,
               status: answer.status,
               body: bodyExcerpt(answer),
             })
+            // The client knows whether its failure may be repeated elsewhere (the work may be half done).
+            if (answer.retry === false) break
             continue
           }
           // A 4xx is the client's honest answer to this payload, not a sign the client is unwell.
@@ -120,7 +134,7 @@ export class Dispatcher {
             break
           }
           if (error.kind === 'timeout') {
-            outcome = { kind: 'timed_out', region, failedAttempts, timeoutMs: taskTimeoutMs }
+            outcome = { kind: 'timed_out', region, failedAttempts, timeoutMs, ...(ownTimeout ? { ownTimeout } : {}) }
             break
           }
         } finally {
@@ -136,16 +150,65 @@ export class Dispatcher {
     }
   }
 
-  /** An untried client first; else one other than the last; the same client only if it is alone. */
-  private pickAnother(region: string, tried: ReadonlySet<string> | undefined, last: Client | undefined, preferLocal: boolean) {
+  /**
+   * An untried client first; else one other than the last; the same client only if it is alone.
+   * Retries look from the pool where the first attempt found candidates, so a task that found
+   * clients in its own region stays there while any untried one is left, and climbs only when none
+   * is and its fallback allows it. A keyed task takes the next client in its key's order.
+   */
+  private pickAnother(
+    region: string,
+    routing: TaskRouting,
+    tried: ReadonlySet<string> | undefined,
+    last: Client | undefined,
+    firstPool: string | undefined,
+    preferLocal: boolean,
+  ): Picked | Extract<Outcome, { kind: 'no_client' }> {
     const { registry } = this.deps
-    if (!last || !tried) return registry.pickFrom(region, undefined, preferLocal)
-    return registry.pickFrom(region, tried, preferLocal) ?? registry.pickFrom(region, new Set([last.nodeId])) ?? registry.pickFrom(region)
+    const climb = routing.fallback !== 'none'
+    const base = { key: routing.key, climb, fromPool: firstPool }
+    const picked =
+      !last || !tried
+        ? registry.pickFor(region, { ...base, preferLocal })
+        : (registry.pickFor(region, { ...base, exclude: tried, preferLocal }) ??
+          registry.pickFor(region, { ...base, exclude: new Set([last.nodeId]) }) ??
+          registry.pickFor(region, base))
+    return picked ?? { kind: 'no_client', region, ...(climb ? {} : { fallback: 'none' as const }) }
+  }
+
+  /** The one client a task names, if it can take the task now; a retry of such a task goes to it again. */
+  private pickNamed(region: string, nodeId: string): Picked | Extract<Outcome, { kind: 'unknown_node' | 'node_unavailable' }> {
+    const { registry } = this.deps
+    const client = registry.get(nodeId)
+    // A region given with the node is a constraint, not a hint: the node must be at or under it.
+    if (!client || !registry.isIn(client, region)) return { kind: 'unknown_node', region, nodeId }
+    if (!registry.canTakeTasks(client)) {
+      const why = client.weight === 0 ? 'draining' : client.state === 'ejected' ? 'ejected' : 'on probation, its trial task under way'
+      return { kind: 'node_unavailable', region, nodeId, why }
+    }
+    return { client, pool: client.region }
   }
 }
 
+interface Picked {
+  client: Client
+  pool: string
+}
+
 /** The HTTP status a caller gets for each way a task ends (the record the dashboard and /metrics count). */
-export const OUTCOME_STATUS = { no_client: 503, all_failed: 502, too_large: 502, timed_out: 504, shutting_down: 503, cancelled: 409 } as const
+export const OUTCOME_STATUS = {
+  no_client: 503,
+  unknown_node: 404,
+  node_unavailable: 503,
+  all_failed: 502,
+  too_large: 502,
+  timed_out: 504,
+  shutting_down: 503,
+  cancelled: 409,
+} as const
+
+/** Outcomes where no client was asked at all: counted as no_client on the dashboard and in /metrics. */
+const NOBODY_TO_ASK = new Set<Outcome['kind']>(['no_client', 'unknown_node', 'node_unavailable'])
 
 function taskRecord(
   taskId: string,
@@ -163,7 +226,7 @@ function taskRecord(
     mode: 'single',
     node_id: last?.nodeId ?? null,
     status: answered ? outcome.answer.status : OUTCOME_STATUS[outcome.kind],
-    outcome: answered ? 'ok' : outcome.kind === 'no_client' ? 'no_client' : outcome.kind === 'timed_out' ? 'timeout' : 'failed',
+    outcome: answered ? 'ok' : NOBODY_TO_ASK.has(outcome.kind) ? 'no_client' : outcome.kind === 'timed_out' ? 'timeout' : 'failed',
     attempts: answered ? failedCount + 1 : failedCount,
     latency_ms: nowMs - startedMs,
     finishedAtMs: nowMs,

@@ -11,6 +11,8 @@ export interface HealthPolicy {
   ejectionMs: number
   maxEjectionMs: number
   maxEjectedPercent: number
+  /** health.slow_start in ms: the ramp after a join or a return from ejection (src/slow-start.ts); 0 or absent: none. */
+  slowStartMs?: number
 }
 
 export interface HealthRecord {

@@ -40,11 +40,18 @@ export function housekeepingJobs(deps: HousekeepingDeps): Job[] {
     },
     { name: 'monitor feed', everyMs: MONITOR_FLUSH_MS, run: () => deps.flushFeed() },
   ]
+  const slowStartMs = deps.config().health.slow_start * 1000
+  // Twenty steps per ramp (src/slow-start.ts), looked at about twice per step; a second at most, so a long ramp still shows its progress.
+  if (slowStartMs > 0) jobs.push({ name: 'slow start', everyMs: clamp(slowStartMs / 40, 50, SECOND_MS), run: (nowMs) => registry.advanceRamps(nowMs) })
   if (sockets && ws.enabled) {
     jobs.push({ name: 'pings', everyMs: ws.heartbeat_interval * 1000, run: () => sockets.pingAll() })
     jobs.push({ name: 'silent sockets', everyMs: ws.connection_check_interval * 1000, run: (nowMs) => sockets.closeSilent(nowMs) })
   }
   return jobs
+}
+
+function clamp(value: number, min: number, max: number): number {
+  return Math.min(max, Math.max(min, value))
 }
 
 /** Runs the jobs on the injected clock; restarted on reload, since their periods come from the config. */

@@ -9,14 +9,18 @@ import type { FailedAttempt } from './wire/errors.ts'
  */
 export type Outcome =
   | { kind: 'answered'; answer: Answer; client: Client; failedAttempts: FailedAttempt[] }
-  /** No healthy client at or above the region. */
-  | { kind: 'no_client'; region: string }
+  /** No healthy client at or above the region (at or under it only, with fallback "none"). */
+  | { kind: 'no_client'; region: string; fallback?: 'none' }
+  /** The task's node_id names no client. */
+  | { kind: 'unknown_node'; region: string; nodeId: string }
+  /** The task's node_id names a client that cannot take tasks now (ejected, on trial, draining). */
+  | { kind: 'node_unavailable'; region: string; nodeId: string; why: string }
   /** Every attempt failed (unreachable, disconnected, 5xx) and retries ran out. */
   | { kind: 'all_failed'; region: string; failedAttempts: FailedAttempt[] }
   /** A client did the work, but its answer passed max_answer_bytes: doing it again would not make it smaller. */
   | { kind: 'too_large'; region: string; failedAttempts: FailedAttempt[] }
-  /** task_timeout passed; not retried, since the client may still be running it. */
-  | { kind: 'timed_out'; region: string; failedAttempts: FailedAttempt[]; timeoutMs: number }
+  /** task_timeout (or the task's shorter `timeout`: `ownTimeout`) passed; not retried, since the client may still be running it. */
+  | { kind: 'timed_out'; region: string; failedAttempts: FailedAttempt[]; timeoutMs: number; ownTimeout?: boolean }
   /** Cancelled by its owner (DELETE /task/{id}) before a client answered. */
   | { kind: 'cancelled'; region: string; failedAttempts: FailedAttempt[] }
   /** The server stopped before a client answered. */

@@ -2,6 +2,7 @@ import { Balancer, type Excluded } from './balancer.ts'
 import type { HealthPolicy, HealthRecord } from './health.ts'
 import * as health from './health.ts'
 import type { Regions } from './regions.ts'
+import { effectiveWeight, RAMP_START_FACTOR, rampFactor } from './slow-start.ts'
 import type { HealthState, Protocol, Scheme } from './wire/names.ts'
 import type { ClientView, RegionCounts } from './wire/views.ts'
 
@@ -25,6 +26,8 @@ export interface Client extends HealthRecord {
   scheme: Scheme
   /** 0 drains the client: it keeps its tasks but gets no new ones. */
   weight: number
+  /** The share of `weight` the balancers give it while it ramps up after a join or an ejection (slow start); 1 otherwise. */
+  rampFactor: number
   /** Changes each time the node registers again, so a stale connection cannot remove the new one. */
   connectionId: number
   registeredAt: number
@@ -54,6 +57,20 @@ export interface ClientAnnouncement {
   weight: number
 }
 
+/** How one pick looks for a client (the dispatcher's per-task routing). */
+export interface PickOptions {
+  /** Clients already tried for this task. */
+  exclude?: ReadonlySet<string>
+  /** cluster.prefer_local: this instance's own clients before others'. */
+  preferLocal?: boolean
+  /** Sticky routing: the key's rendezvous owner among the pool's clients instead of the next by round-robin. */
+  key?: string
+  /** false (fallback "none"): only the first pool looked at, never an ancestor's. */
+  climb?: boolean
+  /** Look from this pool up (where an earlier attempt of the task found candidates), not from the region itself. */
+  fromPool?: string
+}
+
 export type RegistryEvent = { type: 'joined' | 'updated' | 'state'; client: Client } | { type: 'left'; client: Client; reason: string }
 
 const LATENCY_SMOOTHING = 0.2
@@ -72,6 +89,8 @@ export class Registry {
   private readonly remote = new Set<string>()
   /** Only regions with a client that can take tasks have one; a region's last client leaving forgets it. */
   private balancers = new Map<string, Balancer<string>>()
+  /** Clients whose slow start is under way: advanceRamps looks only at these, not at the whole fleet. */
+  private readonly ramping = new Set<Client>()
   private nextConnectionId = 1
 
   constructor(
@@ -139,6 +158,7 @@ export class Registry {
       route: announcement.protocol === 'http' ? 'http' : announcement.instance === undefined ? 'ws' : 'relay',
       scheme: announcement.scheme ?? 'http',
       ...health.freshHealth(now),
+      rampFactor: this.rampStart(),
       connectionId: this.nextConnectionId++,
       registeredAt: now,
       lastSeen: now,
@@ -150,6 +170,8 @@ export class Registry {
     this.clients.set(client.nodeId, client)
     if (client.instance === undefined) this.remote.delete(client.nodeId)
     else this.remote.add(client.nodeId)
+    if (existing) this.ramping.delete(existing)
+    if (client.rampFactor < 1) this.ramping.add(client)
     this.syncBalancers(client)
     this.onEvent({ type: 'joined', client })
     return { client, previous: existing }
@@ -175,6 +197,7 @@ export class Registry {
     if (!client || (connectionId !== undefined && client.connectionId !== connectionId)) return undefined
     this.clients.delete(nodeId)
     this.remote.delete(nodeId)
+    this.ramping.delete(client)
     this.leaveBalancers(client)
     this.onEvent({ type: 'left', client, reason })
     return client
@@ -190,21 +213,53 @@ export class Registry {
 
   /** pick(), also saying which region's pool the client was drawn from (the task's region, or the ancestor it climbed to). */
   pickFrom(region: string, exclude?: ReadonlySet<string>, preferLocal = false): { client: Client; pool: string } | undefined {
-    // cluster.prefer_local: this instance's own clients first, saving the hop; the others only when it has none left.
-    if (preferLocal && this.remote.size > 0) {
-      const local = this.pickIn(region, { has: (id: string) => this.remote.has(id) || exclude?.has(id) === true })
-      if (local) return local
-    }
-    return this.pickIn(region, exclude)
+    return this.pickFor(region, { exclude, preferLocal })
   }
 
-  private pickIn(region: string, exclude?: Excluded<string>): { client: Client; pool: string } | undefined {
-    for (const pool of this.regions.chain(region)) {
-      const nodeId = this.balancers.get(pool)?.pick(exclude)
+  /** pickFrom() with a task's routing: a sticky key, no climbing, a pool to start from. */
+  pickFor(region: string, options: PickOptions): { client: Client; pool: string } | undefined {
+    const { exclude } = options
+    // cluster.prefer_local: this instance's own clients first, saving the hop; the others only when it has none left.
+    if (options.preferLocal && this.remote.size > 0) {
+      const local = this.pickIn(region, options, { has: (id: string) => this.remote.has(id) || exclude?.has(id) === true })
+      if (local) return local
+    }
+    return this.pickIn(region, options, exclude)
+  }
+
+  private pickIn(region: string, options: PickOptions, exclude?: Excluded<string>): { client: Client; pool: string } | undefined {
+    const chain = this.regions.chain(options.fromPool ?? region)
+    const pools = options.climb === false ? 1 : chain.length
+    for (let at = 0; at < pools; at++) {
+      const pool = chain[at]!
+      const balancer = this.balancers.get(pool)
+      if (!balancer) continue
+      // A keyed pick looks at every client of the pool (rendezvous hashing keeps no table); others are one heap pick.
+      const nodeId = options.key === undefined ? balancer.pick(exclude) : balancer.pickByKey(options.key, exclude)
       if (nodeId === undefined) continue
       return { client: this.clients.get(nodeId)!, pool }
     }
     return undefined
+  }
+
+  /**
+   * Moves every ramping client's share one step along its slow start (src/slow-start.ts); called on
+   * the clock. A client's ramp starts when it joins or passes its trial after an ejection.
+   */
+  advanceRamps(now: number): void {
+    for (const client of this.ramping) {
+      const factor = rampFactor(now - client.recoveredAt, this.policy.slowStartMs ?? 0)
+      if (factor === 1) this.ramping.delete(client)
+      if (factor === client.rampFactor) continue
+      client.rampFactor = factor
+      this.syncBalancers(client)
+      this.onEvent({ type: 'updated', client })
+    }
+  }
+
+  /** A ramp's first factor: a tenth of the weight with slow start on, the whole of it without. */
+  private rampStart(): number {
+    return (this.policy.slowStartMs ?? 0) > 0 ? RAMP_START_FACTOR : 1
   }
 
   /** An attempt on `client` begins: on probation, this is its one trial, and it gets nothing else meanwhile. */
@@ -213,6 +268,11 @@ export class Registry {
     this.leaveBalancers(client)
     // Out of the broadcast topics too, until the trial's result is in.
     this.onEvent({ type: 'state', client })
+  }
+
+  /** Whether the client's region is `region` or lies under it. */
+  isIn(client: Client, region: string): boolean {
+    return this.regions.isWithin(client.region, region)
   }
 
   /** Healthy, non-draining clients at or under `region` (no fallback): the targets of a broadcast. */
@@ -231,7 +291,11 @@ export class Registry {
       client.consecutiveFailures = 0
       return
     }
-    if (health.succeed(client, now)) this.changed(client)
+    if (!health.succeed(client, now)) return
+    // Back from an ejection: it ramps up again like a newcomer.
+    client.rampFactor = this.rampStart()
+    if (client.rampFactor < 1) this.ramping.add(client)
+    this.changed(client)
   }
 
   /**
@@ -338,7 +402,7 @@ export class Registry {
         balancer = new Balancer<string>()
         this.balancers.set(region, balancer)
       }
-      balancer.set(client.nodeId, client.weight)
+      balancer.set(client.nodeId, effectiveWeight(client.weight, client.rampFactor))
     }
   }
 
@@ -365,6 +429,8 @@ export function clientView(client: Client, localInstance?: string): ClientView {
     ip: client.ip,
     port: client.port,
     weight: client.weight,
+    // Only while it ramps up (slow start): the share the balancers give it now.
+    ...(client.rampFactor < 1 && client.weight > 0 ? { effective_weight: effectiveWeight(client.weight, client.rampFactor) } : {}),
     state: client.state,
     draining: client.weight === 0,
     registered_at: new Date(client.registeredAt).toISOString(),

@@ -238,6 +238,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     taskIds: new TaskIds(),
     storedTasks,
     now: () => clock.now(),
+    clientRegion: (nodeId) => registry.get(nodeId)?.region,
     isStopping: () => stopping,
     report,
     ...(cluster ? { instanceId: () => instanceId } : {}),

@@ -61,6 +61,7 @@ export function healthPolicy(config: Config): HealthPolicy {
     ejectionMs: config.health.ejection_time * 1000,
     maxEjectionMs: config.health.max_ejection_time * 1000,
     maxEjectedPercent: config.health.max_ejected_percent,
+    slowStartMs: config.health.slow_start * 1000,
   }
 }
 

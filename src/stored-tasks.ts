@@ -209,7 +209,7 @@ export class StoredTasks {
     this.controls.set(task.task_id, control)
     let outcome: Outcome
     try {
-      outcome = await dispatcher.dispatch(task.region, task.payload, task.task_id, control)
+      outcome = await dispatcher.dispatch(task.region, task.payload, task.task_id, task.routing, control)
     } finally {
       this.controls.delete(task.task_id)
     }

@@ -1,3 +1,4 @@
+import type { TaskRouting } from './task-routing.ts'
 import { FINAL_STATES, type TaskAttempt, type TaskState } from './wire/async-task.ts'
 
 /**
@@ -39,6 +40,8 @@ export interface NewTask {
   region: string
   /** The payload's own text, run as it came. */
   payload: string
+  /** Its routing fields (key, node_id, fallback, retry, timeout), resolved when it was submitted. */
+  routing?: TaskRouting | undefined
   /** Whose task it is: the SHA-256 of the submitting token ('' without one). Only its owner (or an admin) may read or cancel it. */
   owner: string
   /** How much of agents' failures the owner may see (src/http/task-outcome.ts). */

@@ -5,6 +5,7 @@ import { certificateFailure, SERVER_CA_HINT } from '../tls-failures.ts'
 import type { CertificatePair } from '../tls-files.ts'
 import { heartbeatReplySchema } from '../wire/agent-hello.ts'
 import type { ErrorBody } from '../wire/errors.ts'
+import { NO_RETRY_HEADER } from '../wire/task.ts'
 import { type Agent, AgentFatalError, type AgentOptions, Pause } from './agent.ts'
 import { Backoff } from './backoff.ts'
 import { answerTask, describeFailure } from './handler.ts'
@@ -163,8 +164,18 @@ export class HttpAgent implements Agent {
     // The server cuts the connection when it cancels the task (or its deadline passes): Bun aborts request.signal.
     const answer = await this.limiter.run(() => answerTask(this.options.handler, payload, taskId, request.signal))
     if (answer.status >= 500) this.options.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
-    return new Response(answer.json, { status: answer.status, headers: { 'content-type': 'application/json' } })
+    const headers = new Headers(answer.headers)
+    const answerBody = headers.has('content-type') ? rawText(answer.json) : answer.json
+    if (!headers.has('content-type')) headers.set('content-type', 'application/json')
+    if (answer.retry === false) headers.set(NO_RETRY_HEADER, 'false')
+    return new Response(answerBody, { status: answer.status, headers })
   }
+}
+
+/** A string answer with its own content type is sent as that text (as the server does with a WebSocket answer); anything else as JSON. */
+function rawText(json: string): string {
+  const value = parseJson(json)
+  return typeof value === 'string' ? value : json
 }
 
 function parseJson(text: string): unknown {

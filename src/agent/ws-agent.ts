@@ -189,7 +189,8 @@ export class WsAgent implements Agent {
         return
       }
       // The response is spliced in already serialized, as the server does with payloads.
-      socket.send(`{"type":"task_response","payload":{"task_id":${JSON.stringify(taskId)},"status":${answer.status},"response":${answer.json}}}`)
+      const extra = `${answer.headers === undefined ? '' : `,"headers":${JSON.stringify(answer.headers)}`}${answer.retry === false ? ',"retry":false' : ''}`
+      socket.send(`{"type":"task_response","payload":{"task_id":${JSON.stringify(taskId)},"status":${answer.status}${extra},"response":${answer.json}}}`)
     })
   }
 

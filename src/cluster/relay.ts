@@ -11,6 +11,8 @@ interface RelayReply {
   status?: number
   headers?: Record<string, string>
   body?: string
+  /** The agent's `retry: false` on a 5xx, carried back to the dispatcher at the origin. */
+  retry?: false
   error?: string
   kind?: FailureKind
 }
@@ -102,7 +104,13 @@ export class RelayTransport implements Transport {
       waiter.reject(new AttemptError(reply.kind ?? 'disconnected', `via instance ${waiter.instance}: ${reply.error ?? 'no answer'}`))
       return
     }
-    waiter.resolve({ status: reply.status, headers: reply.headers ?? {}, body: reply.body ?? '', instance: waiter.instance })
+    waiter.resolve({
+      status: reply.status,
+      headers: reply.headers ?? {},
+      body: reply.body ?? '',
+      instance: waiter.instance,
+      ...(reply.retry === false ? { retry: false as const } : {}),
+    })
   }
 
   /** The holder is gone (its presence expired, it withdrew, or the store went down): every attempt relayed to it fails over now. */
@@ -158,7 +166,7 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
   try {
     const answer = await deps.local.send(client, request.task_id, text.slice(payload.start, payload.end), deadline)
     const body = typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
-    await reply({ key: request.key, status: answer.status, headers: answer.headers, body })
+    await reply({ key: request.key, status: answer.status, headers: answer.headers, body, ...(answer.retry === false ? { retry: false as const } : {}) })
   } catch (error) {
     const kind = error instanceof AttemptError ? error.kind : 'disconnected'
     await reply({ key: request.key, error: (error as Error).message, kind })

@@ -12,7 +12,7 @@ const MIN_SIGNING_SECRET_CHARS = 16
 
 export const agentCommand: Command = {
   summary: 'run an agent that answers tasks',
-  usage: `moonlight agent --server URL --token T --region R (--exec "COMMAND" | --handler FILE)
+  usage: `moonlight agent --server URL --token T --region R (--exec "COMMAND" [--exec-timeout S] | --handler FILE)
                 [--node-id ID] [--weight W] [--concurrency N] [--ca FILE]
                 [--http PORT [--ip IP] [--tls-cert F --tls-key F] [--signing-secret S]]
 
@@ -20,9 +20,12 @@ A ready-made agent. It connects to the server over WebSocket, registers, and ans
 
   --exec "COMMAND"    run "sh -c COMMAND" per task with the payload JSON on stdin ($MLS_TASK_ID is set);
                       its stdout is the answer (JSON, or text sent as a JSON string); exit 0 → status 200,
-                      any other exit → 500 with stderr as the error
-  --handler FILE      import FILE (.ts or .js); its default export "async (payload) => result" answers;
-                      a throw → 500 with the message
+                      exit 2 → 400 (the payload's fault: passed to the caller, not retried), any other
+                      exit → 500; stderr is the error
+  --exec-timeout S    (--exec) kill a command still running after S seconds, and what it started: 500
+  --handler FILE      import FILE (.ts or .js); its default export "async (payload) => result" answers,
+                      or returns {status, headers, body} to choose the status; a throw → 500 with the
+                      message, or the error's own "status" (a 4xx is not retried)
 
   --server URL        the server's base URL (default $MLS_SERVER, else http://localhost:8080); several
                       (a cluster's instances: --server URL1,URL2 or repeated) are tried in turn;
@@ -56,6 +59,7 @@ async function runAgent(args: string[], env: Env): Promise<number> {
     weight: { type: 'string' },
     concurrency: { type: 'string' },
     exec: { type: 'string' },
+    'exec-timeout': { type: 'string' },
     handler: { type: 'string' },
     'ws-path': { type: 'string' },
     http: { type: 'string' },
@@ -89,6 +93,8 @@ async function runAgent(args: string[], env: Env): Promise<number> {
   const signingSecret = values['signing-secret'] ?? (env.MLS_SIGNING_SECRET || undefined)
   if (signingSecret !== undefined && signingSecret.length < MIN_SIGNING_SECRET_CHARS)
     throw new UsageError(`the signing secret must be at least ${MIN_SIGNING_SECRET_CHARS} characters, as the server's signing_secret`)
+  const execTimeoutS = optionalSeconds(values['exec-timeout'], '--exec-timeout')
+  if (execTimeoutS !== undefined && values.exec === undefined) throw new UsageError('--exec-timeout applies to --exec "COMMAND"')
   const wsPath = values['ws-path'] ?? '/ws'
   if (!wsPath.startsWith('/')) throw new UsageError(`--ws-path must start with "/", got "${wsPath}"`)
 
@@ -100,7 +106,7 @@ async function runAgent(args: string[], env: Env): Promise<number> {
     weight,
     ip: values.ip,
     ca: caOf(values.ca, env),
-    handler: await chooseHandler(values.exec, values.handler),
+    handler: await chooseHandler(values.exec, values.handler, execTimeoutS === undefined ? undefined : execTimeoutS * 1000),
     concurrency,
     log: (line) => console.log(line),
     warn: (line) => console.error(line),
@@ -130,9 +136,9 @@ function agentCertificate(certPath: string | undefined, keyPath: string | undefi
   }
 }
 
-async function chooseHandler(command: string | undefined, file: string | undefined): Promise<TaskHandler> {
+async function chooseHandler(command: string | undefined, file: string | undefined, execTimeoutMs: number | undefined): Promise<TaskHandler> {
   if ((command === undefined) === (file === undefined)) throw new UsageError('pass exactly one of --exec "COMMAND" or --handler FILE')
-  if (command !== undefined) return execHandler(command)
+  if (command !== undefined) return execHandler(command, execTimeoutMs)
   try {
     return await moduleHandler(file!)
   } catch (error) {

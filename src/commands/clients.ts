@@ -33,7 +33,8 @@ function describeClients(list: ClientList, nowMs: number): string {
       client.region,
       client.protocol,
       client.protocol === 'http' ? `${client.ip}:${client.port}` : client.ip,
-      String(client.weight),
+      // While it ramps up (health.slow_start): the share the balancer gives it now.
+      client.effective_weight === undefined ? String(client.weight) : `${client.weight} (now ${Math.round(client.effective_weight * 100) / 100})`,
       client.weight === 0 ? `${client.state} (draining)` : client.state,
       String(client.in_flight),
       String(client.successes),

@@ -9,6 +9,7 @@ export const taskCommand: Command = {
   summary: 'submit a task and print the answer',
   usage: `moonlight task [--server URL] [--token T] [--region R] (--payload JSON | --payload-file F | stdin)
                [--broadcast | --async] [--idempotency-key K] [--timeout S] [--ca FILE]
+               [--key K] [--node-id ID] [--fallback parent|none] [--no-retry | --retry] [--task-timeout S]
        moonlight task get ID [--wait S]     the answer of an async task
        moonlight task cancel ID             cancel an async task
 
@@ -28,6 +29,16 @@ With --async, prints the task's id at once; \`task get ID\` prints its answer on
   --wait S             (task get) wait up to S seconds (at most 60) for the task to finish
   --timeout S          give up after S seconds
   --ca FILE            a PEM CA bundle to verify an https:// server against (default $MLS_CA)
+
+Routing (README "Routing, health and failover"):
+  --key K              sticky routing: tasks with the same key go to the same agent while it is eligible
+  --node-id ID         exactly this agent (404 if unknown, 503 if ejected or draining); not retried
+                       unless --retry
+  --fallback P         "parent" (climb the hierarchy when the region has no agent) or "none" (never
+                       leave the region); default: the server's routing.fallback
+  --no-retry           one attempt only, for work that must never run twice
+  --retry              allow retries (with --node-id: on that agent again)
+  --task-timeout S     the server gives up after S seconds (at most its task_timeout) and answers 504
 
 With neither --payload nor --payload-file, the payload is read from stdin.`,
   run: runTask,
@@ -49,14 +60,23 @@ async function runTask(args: string[], env: Env): Promise<number> {
     'idempotency-key': { type: 'string' },
     timeout: { type: 'string' },
     ca: { type: 'string' },
+    key: { type: 'string' },
+    'node-id': { type: 'string' },
+    fallback: { type: 'string' },
+    retry: { type: 'boolean' },
+    'no-retry': { type: 'boolean' },
+    'task-timeout': { type: 'string' },
   })
   noPositionals(positionals)
   if (values.broadcast && values.async) throw new UsageError('--broadcast and --async do not go together')
   const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
   const timeoutS = optionalSeconds(values.timeout, '--timeout')
   const payload = await readPayload(values.payload, values['payload-file'])
-  const mode = values.broadcast ? { mode: 'broadcast' } : values.async ? { mode: 'async' } : {}
-  const fields = { ...(values.region === undefined ? {} : { region: values.region }), ...mode }
+  const fields = {
+    ...(values.region === undefined ? {} : { region: values.region }),
+    ...(values.broadcast ? { mode: 'broadcast' } : values.async ? { mode: 'async' } : {}),
+    ...routingFields(values),
+  }
   // The payload goes as the text it was given (validated as JSON, never re-serialized): big integers keep their digits.
   const body = `${JSON.stringify(fields).slice(0, -1)}${Object.keys(fields).length > 0 ? ',' : ''}"payload":${payload}}`
 
@@ -104,6 +124,28 @@ async function runCancel(taskId: string, args: string[], env: Env): Promise<numb
   await cancelTask(target, taskId)
   console.log(`cancelled ${taskId}`)
   return 0
+}
+
+/** The routing flags as the request's fields; the server validates them (a bad one is its 400, with the field named). */
+function routingFields(values: {
+  key?: string
+  'node-id'?: string
+  fallback?: string
+  retry?: boolean
+  'no-retry'?: boolean
+  'task-timeout'?: string
+}): Record<string, unknown> {
+  if (values.retry && values['no-retry']) throw new UsageError('pass --retry or --no-retry, not both')
+  if (values.fallback !== undefined && values.fallback !== 'parent' && values.fallback !== 'none')
+    throw new UsageError(`--fallback must be "parent" or "none", got "${values.fallback}"`)
+  const timeoutS = optionalSeconds(values['task-timeout'], '--task-timeout')
+  return {
+    ...(values.key === undefined ? {} : { key: values.key }),
+    ...(values['node-id'] === undefined ? {} : { node_id: values['node-id'] }),
+    ...(values.fallback === undefined ? {} : { fallback: values.fallback }),
+    ...(values.retry ? { retry: true } : values['no-retry'] ? { retry: false } : {}),
+    ...(timeoutS === undefined ? {} : { timeout: timeoutS }),
+  }
 }
 
 /** The payload from exactly one source; it must be JSON, since the agent receives it parsed. */

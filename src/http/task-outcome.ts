@@ -3,6 +3,7 @@ import { type BroadcastOutcome, type BroadcastPart, broadcastJson } from '../bro
 import { OUTCOME_STATUS } from '../dispatcher.ts'
 import { errorResponse, MoonlightError } from '../errors.ts'
 import type { Outcome } from '../outcome.ts'
+import { ROOT_REGION } from '../regions.ts'
 import type { FailedAttempt } from '../wire/errors.ts'
 
 /** What a caller may learn of agents' failures: everything (the monitor role), or only which node and a generic reason. */
@@ -34,7 +35,21 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
   const attempts = (list: FailedAttempt[]) => (disclosure === 'details' ? list : list.map(generic))
   switch (outcome.kind) {
     case 'no_client':
-      return new MoonlightError(status, 'no_client', `no healthy client in region "${outcome.region}" or above it`, { region: outcome.region })
+      return outcome.fallback === 'none'
+        ? new MoonlightError(status, 'no_client', `no healthy client in region "${outcome.region}" or under it (fallback "none")`, { region: outcome.region })
+        : new MoonlightError(status, 'no_client', `no healthy client in region "${outcome.region}" or above it`, { region: outcome.region })
+    case 'unknown_node':
+      return new MoonlightError(
+        status,
+        'unknown_node',
+        outcome.region === ROOT_REGION ? `no client "${outcome.nodeId}"` : `no client "${outcome.nodeId}" in region "${outcome.region}" or under it`,
+        { node_id: outcome.nodeId, region: outcome.region },
+      )
+    case 'node_unavailable':
+      return new MoonlightError(status, 'node_unavailable', `client "${outcome.nodeId}" cannot take tasks now: ${outcome.why}`, {
+        node_id: outcome.nodeId,
+        reason: outcome.why,
+      })
     case 'all_failed':
       return new MoonlightError(status, 'all_attempts_failed', `every attempt failed (${outcome.failedAttempts.length})`, {
         region: outcome.region,
@@ -46,10 +61,15 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
         attempts: attempts(outcome.failedAttempts),
       })
     case 'timed_out':
-      return new MoonlightError(status, 'timeout', `no answer within task_timeout (${outcome.timeoutMs / 1000} s)`, {
-        region: outcome.region,
-        attempts: attempts(outcome.failedAttempts),
-      })
+      return new MoonlightError(
+        status,
+        'timeout',
+        `no answer within ${outcome.ownTimeout ? "the task's timeout" : 'task_timeout'} (${outcome.timeoutMs / 1000} s)`,
+        {
+          region: outcome.region,
+          attempts: attempts(outcome.failedAttempts),
+        },
+      )
     case 'cancelled':
       return new MoonlightError(status, 'cancelled', 'the task was cancelled before a client answered', {
         region: outcome.region,

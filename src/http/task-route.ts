@@ -6,6 +6,7 @@ import { Regions } from '../regions.ts'
 import type { Settings } from '../settings.ts'
 import type { StoredTasks } from '../stored-tasks.ts'
 import type { TaskIds } from '../task-ids.ts'
+import { taskRouting } from '../task-routing.ts'
 import { idempotencyKeySchema } from '../wire/async-task.ts'
 import { authorize, bearerToken, clientAddress, readJsonText } from './request-checks.ts'
 import { acceptedResponse, ownerOf, resultResponse } from './stored-task-routes.ts'
@@ -22,6 +23,8 @@ export interface TaskRouteDeps {
   now: () => number
   isStopping: () => boolean
   report: (error: unknown) => void
+  /** The region of a client by node id, if it is known: a token limited to regions may name only nodes in them. */
+  clientRegion?: (nodeId: string) => string | undefined
   /** In cluster mode, this instance's id, named in X-Moonlight-Instance. */
   instanceId?: () => string
 }
@@ -47,6 +50,8 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       if (deps.isStopping()) throw shuttingDown()
       const region = Regions.normalize(task.region)
       if (grant) settings.access.requireRegion(grant, 'submit', region)
+      const nodeRegion = task.node_id === undefined ? undefined : deps.clientRegion?.(task.node_id)
+      if (grant && nodeRegion !== undefined) settings.access.requireRegion(grant, 'submit', nodeRegion)
       const taskId = deps.taskIds.next()
       // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
       server.timeout(request, 0)
@@ -54,15 +59,16 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       const disclosure = settings.access.holds(grant ?? settings.access.peek(bearerToken(request.headers.get('authorization'))), 'monitor')
         ? 'details'
         : 'generic'
+      const routing = taskRouting(task, config)
       if (task.mode === 'broadcast') {
         if (idempotencyKey !== undefined)
           throw new MoonlightError(400, 'bad_request', 'Idempotency-Key is for single and async tasks, not broadcasts (each client would answer anew)')
-        return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId), taskId, region, disclosure)
+        return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId, routing.timeoutMs), taskId, region, disclosure)
       }
       if (task.mode === 'async' || idempotencyKey !== undefined) {
         const mode = task.mode === 'async' ? 'async' : 'single'
         const submitted = await deps.storedTasks.submit({
-          task: { task_id: taskId, mode, region, payload: payloadJson, owner: ownerOf(request), disclosure, submitted_at_ms: deps.now() },
+          task: { task_id: taskId, mode, region, payload: payloadJson, routing, owner: ownerOf(request), disclosure, submitted_at_ms: deps.now() },
           idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, bodyHash: sha256(text) },
         })
         if (mode === 'async') return acceptedResponse(submitted.task, submitted.replayed)
@@ -72,7 +78,7 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
         const settled = (await deps.storedTasks.wait(submitted.task.task_id, waitMs)) ?? submitted.task
         return resultResponse(settled, true)
       }
-      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId), taskId, disclosure, deps.instanceId?.())
+      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId, routing), taskId, disclosure, deps.instanceId?.())
     } catch (error) {
       return errorResponse(error, deps.report)
     }

@@ -6,6 +6,7 @@ import type { ResponseHead } from '../http-client/response-parser.ts'
 import type { Client } from '../registry.ts'
 import { signatureHeaders } from '../signing.ts'
 import { certificateFailure } from '../tls-failures.ts'
+import { NO_RETRY_HEADER } from '../wire/task.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from './types.ts'
 
 /** What each call reads from the settings in force, so a reload applies to the next call. */
@@ -75,7 +76,10 @@ export class HttpTransport implements Transport {
     const bodyBytes = answer.decoded()
     // With signing on, 401 is the agent refusing the call, not its answer to the payload: the task did not run, so another client may run it.
     if (signingSecret !== undefined && status === 401) throw refusedSignature(bodyBytes)
-    return { status, headers: headerPolicy.filter(joinRepeated(headers)), body: bodyBytes }
+    const received = joinRepeated(headers)
+    // The agent's word to the server, not to the caller: the policy never passes X-Moonlight-* headers on.
+    const noRetry = status >= 500 && received[NO_RETRY_HEADER]?.trim().toLowerCase() === 'false'
+    return { status, headers: headerPolicy.filter(received), body: bodyBytes, ...(noRetry ? { retry: false as const } : {}) }
   }
 }
 

@@ -9,6 +9,8 @@ export interface Answer {
   body: string | ArrayBuffer
   /** The instance that delivered it, when another one did (a relay in cluster mode). */
   instance?: string
+  /** false: the client says this 5xx must not be retried elsewhere (a WebSocket task_response's `retry`). */
+  retry?: false
 }
 
 /**

@@ -212,10 +212,11 @@ export class WsTransport implements Transport {
 
 function toAnswer(response: TaskResponse, responseJson: string | undefined, policy: HeaderPolicy): Answer {
   const headers = policy.filter(response.headers)
+  const noRetry = response.retry === false ? { retry: false as const } : {}
   // A string with its own content type is a body as-is; anything else is a JSON value.
   if (typeof response.response === 'string' && headers['content-type']) {
-    return { status: response.status, headers, body: response.response }
+    return { status: response.status, headers, body: response.response, ...noRetry }
   }
   headers['content-type'] ??= 'application/json'
-  return { status: response.status, headers, body: responseJson ?? 'null' }
+  return { status: response.status, headers, body: responseJson ?? 'null', ...noRetry }
 }

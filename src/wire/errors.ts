@@ -18,6 +18,9 @@ export const errorCodeSchema = z.enum([
   'upgrade_required',
   'bad_request',
   'no_client',
+  // A task's node_id names no client (404), or one that cannot take tasks now: ejected, on trial or draining (503)
+  'unknown_node',
+  'node_unavailable',
   'all_attempts_failed',
   'answer_too_large',
   'timeout',

@@ -2,13 +2,41 @@ import { z } from 'zod'
 import { attemptFailureSchema } from './errors.ts'
 import { nameSchema, protocolSchema } from './names.ts'
 
-/** `POST /task/request`. */
-export const taskRequestSchema = z.object({
-  region: z.union([nameSchema, z.literal('')]).optional(),
-  payload: z.unknown().refine((value) => value !== undefined, 'payload is required'),
-  /** `async`: answered 202 at once with the task's id; the answer is fetched later from GET /task/{id}/result. */
-  mode: z.enum(['single', 'broadcast', 'async']).default('single'),
-})
+/** Whether a task whose region has no candidate may climb to the parent (today's behaviour) or must stay at or under it. */
+export const fallbackSchema = z.enum(['parent', 'none'])
+export type Fallback = z.infer<typeof fallbackSchema>
+
+/** Fields that choose one client among many: a broadcast goes to them all, so it takes none of them. */
+const SINGLE_ONLY = ['key', 'node_id', 'fallback', 'retry'] as const
+
+/**
+ * `POST /task/request`. Every routing field is optional and its absence is the original behaviour,
+ * so callers written before them keep working unchanged.
+ */
+export const taskRequestSchema = z
+  .object({
+    region: z.union([nameSchema, z.literal('')]).optional(),
+    payload: z.unknown().refine((value) => value !== undefined, 'payload is required'),
+    /** `async`: answered 202 at once with the task's id; the answer is fetched later from GET /task/{id}/result. */
+    mode: z.enum(['single', 'broadcast', 'async']).default('single'),
+    /** Sticky routing: tasks with the same key go to the same client while it is eligible (rendezvous hashing). */
+    key: z.string().min(1).max(256).optional(),
+    /** Exactly this client, no balancing. */
+    node_id: nameSchema.optional(),
+    /** Default: the config's routing.fallback. */
+    fallback: fallbackSchema.optional(),
+    /** false: never retried (work that must not run twice). Default: true, but false with node_id. */
+    retry: z.boolean().optional(),
+    /** Seconds; shorter than task_timeout to give up sooner (a longer one is cut to task_timeout). */
+    timeout: z.number().positive().optional(),
+  })
+  .superRefine((task, ctx) => {
+    if (task.mode !== 'broadcast') return
+    for (const field of SINGLE_ONLY) {
+      if (task[field] !== undefined)
+        ctx.addIssue({ code: 'custom', path: [field], message: `"${field}" is for single tasks; a broadcast goes to every client` })
+    }
+  })
 export type TaskRequest = z.infer<typeof taskRequestSchema>
 
 /** What one client answered to a broadcast. */
@@ -34,3 +62,6 @@ export const broadcastReplySchema = z.object({
   results: z.array(broadcastResultSchema),
 })
 export type BroadcastReply = z.infer<typeof broadcastReplySchema>
+
+/** An HTTP agent's `retry: false`: `X-Moonlight-Retry: false` on a 5xx asks the server not to retry it elsewhere; never passed to the caller. */
+export const NO_RETRY_HEADER = 'x-moonlight-retry'

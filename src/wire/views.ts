@@ -13,6 +13,8 @@ export const clientViewSchema = z.object({
   ip: z.string(),
   port: z.number().int(),
   weight: z.number(),
+  /** Only while the client ramps up after a join or an ejection (health.slow_start): weight times the ramp's factor, 10 % to 100 %. */
+  effective_weight: z.number().optional(),
   state: healthStateSchema,
   draining: z.boolean(),
   registered_at: z.string(),

@@ -20,6 +20,8 @@ export const taskResponseSchema = z.object({
   // 1xx are interim responses, not answers.
   status: z.number().int().min(200).max(599).default(200),
   headers: z.record(headerName, headerValue).default({}),
+  /** false: this 5xx must not be retried on another client (the work may have been done in part). */
+  retry: z.boolean().optional(),
 })
 export type TaskResponse = z.infer<typeof taskResponseSchema>
 

@@ -107,6 +107,25 @@ describe('dashboard', () => {
     await close()
   })
 
+  test('shows the effective weight of a client while it ramps up (slow start), then its weight alone', async () => {
+    const ramping = startTestServer({ health: { slow_start: 3 } })
+    const { page, errors, close } = await signedIn({}, ramping.url)
+    const agent = await startWsAgent(ramping.wsUrl, { nodeId: 'cold-1', region: 'eu-west-1', weight: 10 })
+    try {
+      const weight = page.locator('tr[data-node="cold-1"] [data-field="weight"]')
+      await weight.waitFor({ timeout: LIVE_MS })
+      expect(await weight.textContent()).toMatch(/^10 now (1|1\.5|2|2\.5)$/)
+      await page.waitForFunction(() => document.querySelector('tr[data-node="cold-1"] [data-field="weight"]')?.textContent === '10', undefined, {
+        timeout: LIVE_MS,
+      })
+      expect(errors).toEqual([])
+    } finally {
+      agent.close()
+      await close()
+      await ramping.stop()
+    }
+  })
+
   test('shows a client ejected after failing as ejected', async () => {
     const { page, errors, close } = await signedIn()
     const good = await startHttpAgent(server.url, { nodeId: 'steady-1', region: 'ap-southeast-1' })

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Browser } from 'playwright-core'
 import { z } from 'zod'
 import { configSchema } from '../../src/config.ts'
+import { taskRequestSchema } from '../../src/wire/task.ts'
 import { type HttpAgent, startHttpAgent, startTestServer, startWsAgent, type TestServer, type WsAgent } from '../helpers.ts'
 import { horizontalOverflow, launchBrowser, openPage, screenshot } from './browser.ts'
 
@@ -147,6 +148,9 @@ describe('docs page', () => {
     expect(api).toContain('"mode": "broadcast"')
     expect(api).toContain('"mode": "async"')
     expect(api).toContain('Idempotency-Key')
+    // Every field of a task request, the routing ones included, with the codes they may answer.
+    for (const field of Object.keys(taskRequestSchema.shape)) expect({ field, documented: api.includes(`"${field}"`) }).toEqual({ field, documented: true })
+    for (const code of ['unknown_node', 'node_unavailable', 'X-Moonlight-Retry']) expect(api).toContain(code)
 
     const protocol = (await page.textContent('#websocket')) ?? ''
     for (const type of ['register', 'registered', 'heartbeat', 'heartbeat_ack', 'task', 'cancel', 'task_response', 'error', 'monitor']) {

@@ -80,6 +80,21 @@ describe('async tasks', () => {
     expect(agent.received).toEqual([{ n: 1 }])
   })
 
+  test('an async task keeps its routing fields: node_id picks the client, retry false stops at one attempt', async () => {
+    const mls = server()
+    for (const nodeId of ['a-1', 'a-2']) await startHttpAgent(mls.url, { nodeId, region: 'us-east-1' }).then((agent) => defer(agent.stop))
+    const broken = await startHttpAgent(mls.url, { nodeId: 'a-broken', region: 'us-east-1', work: () => new Response('no', { status: 500 }) })
+    defer(broken.stop)
+    for (let i = 0; i < 4; i++) {
+      const { task_id } = JSON.parse((await submit(mls.url, { region: 'us-east-1', payload: i, mode: 'async', node_id: 'a-2' })).text)
+      const done = await get(mls.url, `/task/${task_id}/result?wait=5`)
+      expect([done.response.status, done.response.headers.get('x-moonlight-node')]).toEqual([200, 'a-2'])
+    }
+    const { task_id } = JSON.parse((await submit(mls.url, { region: 'us-east-1', payload: 'x', mode: 'async', node_id: 'a-broken', retry: false })).text)
+    const failed = JSON.parse((await get(mls.url, `/task/${task_id}/result?wait=5`)).text)
+    expect(failed.attempts.map((attempt: { node_id: string }) => attempt.node_id)).toEqual(['a-broken'])
+  })
+
   test('a failed task: state failed, and the result is the 502 a sync caller would have had', async () => {
     const mls = server({ retry_count: 1 })
     await startHttpAgent(mls.url, { nodeId: 'broken', region: 'us-east-1', work: () => new Response('boom', { status: 500 }) }).then((agent) =>

@@ -87,6 +87,26 @@ describe('one fleet across instances', () => {
     expect((await getJson(`${b.url}/clients`)).clients.find((client: { node_id: string }) => client.node_id === 'raw-b').holder_state).toBeUndefined()
   })
 
+  test('a relayed 5xx with "retry": false is not retried: A answers 502 with the one attempt, its own agent untouched', async () => {
+    const redis = await redisServer()
+    const a = await instance(redis.url, 'a', { retry_count: 3 })
+    const b = await instance(redis.url, 'b')
+    await wsAgent(b, {
+      nodeId: 'half-b',
+      region: 'usa',
+      weight: 1000,
+      answer: () => ({ status: 500, response: { error: 'wrote half' }, retry: false }) as never,
+    })
+    const good = await wsAgent(a, { nodeId: 'good-a', region: 'usa' })
+    await waitFor(async () => (await clientsOf(a)).some((client) => client.node_id === 'half-b'), 'half-b listed on A', 1500)
+    const result = await postTask(a.url, { region: 'usa', payload: 1 })
+    expect(result.status).toBe(502)
+    expect(result.json().attempts).toEqual([
+      { node_id: 'half-b', kind: 'status', reason: 'answered 500, not to be retried', status: 500, body: '{"error":"wrote half"}' },
+    ])
+    expect(good.received).toEqual([])
+  })
+
   test('an HTTP agent heartbeating to A is called by B directly', async () => {
     const redis = await redisServer()
     const a = await instance(redis.url, 'a')

@@ -1,0 +1,150 @@
+import { describe, expect, test } from 'bun:test'
+import type { Outcome } from '../../src/outcome.ts'
+import { DEFAULT_ROUTING, type TaskRouting, taskRouting } from '../../src/task-routing.ts'
+import { answers, FakeTransport, hangs, TEST_POLICY, taskCore } from '../fake-transport.ts'
+
+function expectKind<Kind extends Outcome['kind']>(outcome: Outcome, kind: Kind): Extract<Outcome, { kind: Kind }> {
+  expect({ kind: outcome.kind, outcome }).toMatchObject({ kind })
+  return outcome as Extract<Outcome, { kind: Kind }>
+}
+
+const routing = (extra: Partial<TaskRouting>): TaskRouting => ({ ...DEFAULT_ROUTING, ...extra })
+const CONFIG = { routing: { fallback: 'parent' as const } }
+
+describe('a task routing from its fields', () => {
+  test('no fields: the original behaviour', () => {
+    expect(taskRouting({}, CONFIG)).toEqual(DEFAULT_ROUTING)
+  })
+
+  test('fallback comes from the config unless the task gives one', () => {
+    expect(taskRouting({}, { routing: { fallback: 'none' } }).fallback).toBe('none')
+    expect(taskRouting({ fallback: 'parent' }, { routing: { fallback: 'none' } }).fallback).toBe('parent')
+  })
+
+  test('a named node is not retried unless the task says so', () => {
+    expect(taskRouting({ node_id: 'n' }, CONFIG).retry).toBe(false)
+    expect(taskRouting({ node_id: 'n', retry: true }, CONFIG).retry).toBe(true)
+    expect(taskRouting({ retry: false }, CONFIG).retry).toBe(false)
+  })
+})
+
+describe('dispatcher with a task routing', () => {
+  test('retries stay at the level where the first attempt found candidates while an untried client is left there', async () => {
+    const http = new FakeTransport({ e1: answers(500, 'e1'), e2: answers(500, 'e2'), us: answers(200, 'us') })
+    const core = taskCore({ http, settings: { retryCount: 3 }, policy: { ...TEST_POLICY, maxEjectedPercent: 0 } })
+    core.join('e1', 'eu-west-1')
+    core.join('e2', 'eu-west-1')
+    core.join('us', 'us-east-1')
+    const outcome = expectKind(await core.dispatcher.dispatch('eu-west-1', '1', 't'), 'answered')
+    // Both eu-west-1 clients first; only then the climb (fallback "parent") to global.
+    expect(http.sentTo).toEqual(['e1', 'e2', 'us'])
+    expect(outcome.client.nodeId).toBe('us')
+  })
+
+  test('fallback "none": retries never leave the region, and the task ends all_failed listing only its attempts', async () => {
+    const http = new FakeTransport({ eu: answers(500, 'boom'), us: answers(200, 'us') })
+    const core = taskCore({ http, settings: { retryCount: 2 }, policy: { ...TEST_POLICY, maxEjectedPercent: 0 } })
+    core.join('eu', 'eu-west-1')
+    core.join('us', 'us-east-1')
+    const outcome = expectKind(await core.dispatcher.dispatch('eu-west-1', '1', 't', routing({ fallback: 'none' })), 'all_failed')
+    expect(http.sentTo).toEqual(['eu', 'eu', 'eu'])
+    expect(outcome.failedAttempts.map((attempt) => attempt.node_id)).toEqual(['eu', 'eu', 'eu'])
+  })
+
+  test('fallback "none" with nobody in the region: no_client, saying so, though other regions have clients', async () => {
+    const core = taskCore({ http: new FakeTransport(answers(200, 'x')) })
+    core.join('us', 'us-east-1')
+    expect(await core.dispatcher.dispatch('eu-west-1', '1', 't', routing({ fallback: 'none' }))).toEqual({
+      kind: 'no_client',
+      region: 'eu-west-1',
+      fallback: 'none',
+    })
+    // Under the region still counts: a task for europe reaches eu-west-1.
+    core.join('eu', 'eu-west-1')
+    expectKind(await core.dispatcher.dispatch('europe', '1', 't', routing({ fallback: 'none' })), 'answered')
+  })
+
+  test('retry false: one attempt, however many clients and retries there are', async () => {
+    const http = new FakeTransport({ a: answers(500, 'a'), b: answers(200, 'b') })
+    const core = taskCore({ http })
+    core.join('a', 'usa')
+    core.join('b', 'usa')
+    expectKind(await core.dispatcher.dispatch('usa', '1', 't', routing({ retry: false })), 'all_failed')
+    expect(http.sentTo).toEqual(['a'])
+  })
+
+  test("a client's own retry: false on a 5xx stops the retries", async () => {
+    const http = new FakeTransport({
+      a: async () => ({ status: 503, headers: {}, body: 'half done', retry: false }),
+      b: answers(200, 'b'),
+    })
+    const core = taskCore({ http })
+    core.join('a', 'usa')
+    core.join('b', 'usa')
+    const outcome = expectKind(await core.dispatcher.dispatch('usa', '1', 't'), 'all_failed')
+    expect(http.sentTo).toEqual(['a'])
+    expect(outcome.failedAttempts[0]).toMatchObject({ node_id: 'a', status: 503, reason: 'answered 503, not to be retried' })
+  })
+
+  test('a keyed task goes to the same client every time, and its retry to the next in the key’s order', async () => {
+    const http = new FakeTransport(answers(200, 'ok'))
+    const core = taskCore({ http })
+    for (const id of ['a', 'b', 'c', 'd']) core.join(id, 'usa')
+    for (let i = 0; i < 8; i++) await core.dispatcher.dispatch('usa', '1', `t-${i}`, routing({ key: 'user-42' }))
+    const owner = http.sentTo[0]!
+    expect(new Set(http.sentTo)).toEqual(new Set([owner]))
+    // The owner fails: the retry goes where the key would go without it.
+    const failing = new FakeTransport((task) => (task.nodeId === owner ? answers(500, 'x')(task) : answers(200, 'ok')(task)))
+    const again = taskCore({ http: failing })
+    for (const id of ['a', 'b', 'c', 'd']) again.join(id, 'usa')
+    const without = taskCore({ http: new FakeTransport(answers(200, 'ok')) })
+    for (const id of ['a', 'b', 'c', 'd'].filter((id) => id !== owner)) without.join(id, 'usa')
+    const next = expectKind(await without.dispatcher.dispatch('usa', '1', 't', routing({ key: 'user-42' })), 'answered').client.nodeId
+    expectKind(await again.dispatcher.dispatch('usa', '1', 't', routing({ key: 'user-42' })), 'answered')
+    expect(failing.sentTo).toEqual([owner, next])
+  })
+
+  test('node_id: that client only; unknown is unknown_node, ejected or draining is node_unavailable', async () => {
+    const http = new FakeTransport(answers(200, 'ok'))
+    const core = taskCore({ http, policy: { ...TEST_POLICY, failuresToEject: 1, maxEjectedPercent: 100 } })
+    core.join('a', 'usa')
+    const b = core.join('b', 'usa')
+    for (let i = 0; i < 3; i++) expectKind(await core.dispatcher.dispatch('global', '1', 't', routing({ nodeId: 'b', retry: false })), 'answered')
+    expect(http.sentTo).toEqual(['b', 'b', 'b'])
+    expect(await core.dispatcher.dispatch('global', '1', 't', routing({ nodeId: 'nobody' }))).toEqual({
+      kind: 'unknown_node',
+      region: 'global',
+      nodeId: 'nobody',
+    })
+    // Given with a region, the node must be in it.
+    expectKind(await core.dispatcher.dispatch('europe', '1', 't', routing({ nodeId: 'b' })), 'unknown_node')
+    core.registry.setWeight('b', 0)
+    expect(await core.dispatcher.dispatch('global', '1', 't', routing({ nodeId: 'b' }))).toMatchObject({ kind: 'node_unavailable', why: 'draining' })
+    core.registry.setWeight('b', 1)
+    core.registry.recordFailure(b, core.clock.now())
+    expect(await core.dispatcher.dispatch('global', '1', 't', routing({ nodeId: 'b' }))).toMatchObject({ kind: 'node_unavailable', why: 'ejected' })
+    expect(core.finished.at(-1)).toMatchObject({ status: 503, outcome: 'no_client' })
+  })
+
+  test('node_id with retry true retries on that client, never another', async () => {
+    const http = new FakeTransport({ a: answers(200, 'a'), b: answers(500, 'b') })
+    const core = taskCore({ http, settings: { retryCount: 2 } })
+    core.join('a', 'usa')
+    core.join('b', 'usa')
+    expectKind(await core.dispatcher.dispatch('global', '1', 't', routing({ nodeId: 'b', retry: true })), 'all_failed')
+    expect(http.sentTo).toEqual(['b', 'b', 'b'])
+  })
+
+  test("a task's timeout shortens task_timeout, and can never lengthen it", async () => {
+    const core = taskCore({ http: new FakeTransport(hangs()), settings: { taskTimeoutMs: 10_000 } })
+    core.join('a', 'usa')
+    const short = core.dispatcher.dispatch('usa', '1', 't', routing({ timeoutMs: 2000 }))
+    core.clock.advance(2000)
+    expect(expectKind(await short, 'timed_out')).toMatchObject({ timeoutMs: 2000, ownTimeout: true })
+    const long = core.dispatcher.dispatch('usa', '1', 't', routing({ timeoutMs: 60_000 }))
+    core.clock.advance(10_000)
+    const outcome = expectKind(await long, 'timed_out')
+    expect(outcome.timeoutMs).toBe(10_000)
+    expect(outcome.ownTimeout).toBeUndefined()
+  })
+})
