@@ -54,6 +54,8 @@ export interface MoonlightServer {
   readonly cluster: Cluster | undefined
   /** Resolves once the server is ready: at once alone; in a cluster, once it has claimed its instance id (rejects if another instance has it). */
   readonly ready: Promise<void>
+  /** Every route it answers (method and path, `:name` for a path parameter): what /openapi.json must describe. */
+  routes(): Array<{ method: string; path: string }>
   /** Applies a new config: tokens, hierarchy, retries, timeouts and health; clients stay connected. */
   reload(loaded: LoadedConfig): void
   /** Answers new requests 503 while in-flight tasks finish (up to `graceMs`), then stops listening and closes WebSockets with 1001. */
@@ -371,6 +373,12 @@ export function startServer(options: ServerOptions): MoonlightServer {
     cluster,
     // The queue is read once the instance id is settled (it names this instance's claims).
     ready: (cluster ? cluster.start() : Promise.resolve()).then(() => storedTasks.start()),
+    routes: () => [
+      { method: 'POST', path: '/task/request' },
+      ...(ws.enabled ? [{ method: 'GET', path: ws.path }] : []),
+      // Middleware (app.use) is listed as ALL; only real routes count.
+      ...app.routes.filter((route) => route.method !== 'ALL').map(({ method, path }) => ({ method, path })),
+    ],
     reload(loaded) {
       const plan = planReload(started, loaded.config)
       // Read before anything changes: a bad file rejects the whole reload, and the certificate served stays.

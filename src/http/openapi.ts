@@ -36,7 +36,11 @@ export function openApiDocument(config: Config, version: string): Record<string,
     content: { '*/*': { schema: {}, example: { status: 'completed', result: '…' } } },
   }
   const page = (summary: string) => ({
-    get: { summary, tags: ['pages'], responses: { 200: { description: 'An HTML page.', content: { 'text/html': { schema: { type: 'string' } } } } } },
+    get: {
+      summary,
+      tags: ['pages'],
+      responses: { 200: { description: 'An HTML page.', content: { 'text/html': { schema: { type: 'string' }, example: '<!doctype html>…' } } } },
+    },
   })
 
   const paths: Record<string, unknown> = {
@@ -268,7 +272,12 @@ export function openApiDocument(config: Config, version: string): Record<string,
         operationId: 'openapi',
         summary: 'This document',
         tags: ['operators'],
-        responses: { 200: { description: 'OpenAPI 3.1.', content: { 'application/json': { schema: { type: 'object' } } } } },
+        responses: {
+          200: {
+            description: 'OpenAPI 3.1.',
+            content: { 'application/json': { schema: { type: 'object' }, example: { openapi: '3.1.0', info: { title: 'Moonlight Server', version } } } },
+          },
+        },
       },
     },
   }

@@ -133,6 +133,7 @@ describe('docs page', () => {
       '/task/request',
       '/task/{id}',
       '/task/{id}/result',
+      '/openapi.json',
       '/client/heartbeat',
       '/status',
       '/clients',
