@@ -3,6 +3,7 @@ import { type Command, type Env, oneLine, UsageError } from './commands/_command
 import { agentCommand } from './commands/agent.ts'
 import { clientsCommand } from './commands/clients.ts'
 import { clusterCommand } from './commands/cluster.ts'
+import { completionCommand } from './commands/completion.ts'
 import { configCommand } from './commands/config.ts'
 import { openapiCommand } from './commands/openapi.ts'
 import { serveCommand } from './commands/serve.ts'
@@ -19,6 +20,7 @@ const commands: Record<string, Command> = {
   cluster: clusterCommand,
   config: configCommand,
   openapi: openapiCommand,
+  completion: completionCommand(() => commands),
 }
 
 const HELP = `moonlight ${VERSION}: a regional task proxy for fleets of agents
