@@ -29,6 +29,8 @@ export interface DispatcherDeps {
   load: TaskLoad
   clock: Clock
   onFinished: (record: TaskRecord) => void
+  /** Each attempt's duration, by the client's protocol (the attempt histogram of /metrics). */
+  onAttempt?: (client: Client, ms: number) => void
 }
 
 const BODY_EXCERPT_CHARS = 1024
@@ -140,6 +142,7 @@ export class Dispatcher {
         } finally {
           client.inFlight--
           if (!judged) registry.recordNoVerdict(client)
+          this.deps.onAttempt?.(client, clock.monotonic() - attemptStartedMs)
         }
       }
       this.deps.onFinished(taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now()))

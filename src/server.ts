@@ -10,6 +10,7 @@ import { planReload } from './config-reload.ts'
 import { DeadlineTimer } from './deadlines.ts'
 import { Dispatcher, TaskLoad } from './dispatcher.ts'
 import { errorResponse, shuttingDown } from './errors.ts'
+import { EventLoopDelay } from './event-loop-delay.ts'
 import { Housekeeping, housekeepingJobs } from './housekeeping.ts'
 import { createApp } from './http/app.ts'
 import { requestPath } from './http/request-path.ts'
@@ -18,6 +19,7 @@ import { createTaskRoute } from './http/task-route.ts'
 import { Listeners } from './listeners.ts'
 import { LocalMembership } from './membership.ts'
 import { MonitorFeed } from './monitor-feed.ts'
+import { Observations } from './observations.ts'
 import { NodeConflicts, type RegistrationDeps } from './registration.ts'
 import { Registry, type RegistryEvent } from './registry.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
@@ -78,7 +80,11 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const publish = (topic: string, message: string) => listeners?.publish(topic, message)
   const report = (error: unknown) => log(`[mls] unhandled error: ${(error as Error)?.stack ?? error}`)
 
+  const observations = new Observations()
+  const eventLoopDelay = new EventLoopDelay(clock)
+  eventLoopDelay.start()
   const registry = new Registry(settings.regions, healthPolicy(started), (event) => {
+    if (event.type === 'state' && event.client.state === 'ejected') observations.onEjected()
     if (event.client.route === 'ws' && event.type !== 'left') gateway.syncTopics(event.client.nodeId)
     feed.onRegistryEvent(event)
     cluster?.onRegistryEvent(event)
@@ -133,6 +139,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const feed = new MonitorFeed({ membership, regions: () => settings.regions, stats, statusLine, clock, publish })
   const onFinished = (record: Parameters<TaskStats['record']>[0]) => {
     stats.record(record, record.finishedAtMs)
+    observations.onTask(record)
     feed.onTask(record)
   }
   const taskDeps = {
@@ -147,6 +154,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     load,
     clock,
     onFinished,
+    onAttempt: (client: { protocol: 'http' | 'ws' }, ms: number) => observations.onAttempt(client.protocol, ms),
   }
   const dispatcher = new Dispatcher(taskDeps)
   const broadcaster = new Broadcaster(taskDeps)
@@ -201,7 +209,16 @@ export function startServer(options: ServerOptions): MoonlightServer {
       if (previous.protocol === 'ws' && replacement.protocol === 'http') wsTransport.socketOf(previous.nodeId)?.close(4000, 'replaced by an HTTP registration')
     },
   }
-  const gateway: WsGateway = new WsGateway({ settings, registry, registration, transport: wsTransport, feed, clock, log })
+  const gateway: WsGateway = new WsGateway({
+    settings,
+    registry,
+    registration,
+    transport: wsTransport,
+    feed,
+    clock,
+    log,
+    onBadMessage: (code) => observations.onBadMessage(code),
+  })
 
   const app = createApp({
     settings,
@@ -216,6 +233,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
     metrics: {
       httpAgentPools: () => httpTransport.figures(),
       authFailures: () => ({ failures: authFailures.failures, throttled: authFailures.throttled }),
+      observations,
+      process: () => ({ residentBytes: process.memoryUsage.rss(), eventLoopDelayWorstS: eventLoopDelay.worstS, eventLoopDelayMeanS: eventLoopDelay.meanS }),
       ...(cluster
         ? {
             cluster: () => ({
@@ -417,6 +436,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       const flushDeadline = Date.now() + 2000
       while (served.pendingRequests > 0 && Date.now() < flushDeadline) await Bun.sleep(10)
       housekeeping.stop()
+      eventLoopDelay.stop()
       gateway.closeAll(1001, 'server shutting down')
       cluster?.stop()
       httpTransport.close()

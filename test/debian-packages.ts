@@ -12,7 +12,7 @@ export function ensureCommand(command: string, debianPackage: string, why: strin
   console.log(`[test] installing Debian ${debianPackage} (${why})…`)
   const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' }
   execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env })
-  execFileSync('apt-get', ['install', '-y', '-qq', debianPackage], { stdio: 'inherit', env })
+  execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', debianPackage], { stdio: 'inherit', env })
   const installed = Bun.which(command)
   if (!installed) throw new Error(`apt-get installed ${debianPackage}, but ${command} is not on PATH`)
   return installed

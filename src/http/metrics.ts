@@ -1,5 +1,7 @@
+import type { Histogram } from '../histogram.ts'
 import type { AgentPoolFigures } from '../http-client/pool.ts'
 import type { Membership } from '../membership.ts'
+import type { Observations } from '../observations.ts'
 import type { TaskStats } from '../task-stats.ts'
 import type { StoreFigures } from '../task-store.ts'
 
@@ -16,6 +18,10 @@ export interface MetricsSource {
   cluster?: () => { redisUp: boolean; instances: number; relayed: number; relaysPending: number }
   startedAtMs: number
   nowMs: number
+  /** Durations, retries, ejections, bad messages (src/observations.ts). */
+  observations: Observations
+  /** This process: resident memory, and how late the event loop runs its timers. */
+  process: () => { residentBytes: number; eventLoopDelayWorstS: number; eventLoopDelayMeanS: number }
   /** The stored tasks (async, idempotent): undefined when the store could not be read (Redis down). */
   tasks?: StoreFigures | undefined
 }
@@ -30,6 +36,9 @@ export function renderMetrics(source: MetricsSource): string {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`)
     for (const [labels, value] of samples) lines.push(`${name}${labels} ${value}`)
   }
+  const histogram = (name: string, help: string, source: Histogram) => {
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`, ...source.lines(name))
+  }
   const clients = new Map<string, number>()
   for (const client of source.membership.all()) {
     const key = `{region="${client.region}",protocol="${client.protocol}",state="${client.weight === 0 ? 'draining' : client.state}"}`
@@ -43,6 +52,25 @@ export function renderMetrics(source: MetricsSource): string {
     Object.entries(source.stats.byOutcome).map(([outcome, count]) => [`{outcome="${outcome}"}`, count]),
   )
   metric('moonlight_tasks_in_flight', 'gauge', 'Tasks waiting for an answer now.', [['', source.inFlight()]])
+  const { observations } = source
+  histogram('moonlight_task_duration_seconds', 'Time from a task accepted to its answer or error, all attempts included.', observations.taskDuration)
+  histogram('moonlight_attempt_duration_seconds', 'Time of one attempt on one client, by its protocol.', observations.attemptDuration)
+  metric('moonlight_task_retries_total', 'counter', "Attempts beyond a task's first (a failed attempt retried on another client).", [
+    ['', observations.retries],
+  ])
+  metric('moonlight_client_ejections_total', 'counter', 'Clients ejected by passive health checks.', [['', observations.ejections]])
+  metric(
+    'moonlight_websocket_bad_messages_total',
+    'counter',
+    'WebSocket messages refused as malformed, by error code.',
+    [...observations.badMessages].map(([code, count]) => [`{code="${code}"}`, count]),
+  )
+  const own = source.process()
+  metric('process_resident_memory_bytes', 'gauge', 'Resident memory of this process.', [['', own.residentBytes]])
+  metric('moonlight_event_loop_delay_seconds', 'gauge', 'How late the event loop ran a 100 ms timer: the worst of the last 10 s, and the mean since start.', [
+    ['{stat="max"}', own.eventLoopDelayWorstS],
+    ['{stat="mean"}', own.eventLoopDelayMeanS],
+  ])
   // Summed over agents, with the worst agent's queue beside the sum: /metrics is public and names no agent address.
   const pools = source.httpAgentPools()
   const sum = (figure: 'open' | 'busy' | 'queued') => pools.reduce((total, pool) => total + pool[figure], 0)

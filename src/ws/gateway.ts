@@ -23,6 +23,8 @@ export interface GatewayDeps {
   feed: MonitorFeed
   clock: Clock
   log: (line: string) => void
+  /** A message refused as malformed (its error code), for /metrics. */
+  onBadMessage?: (code: string) => void
 }
 
 /**
@@ -166,6 +168,7 @@ export class WsGateway {
     this.markAlive(socket)
     if (typeof raw !== 'string') {
       sendError(socket, 'binary messages are not supported; send JSON text', 'binary_not_supported')
+      this.deps.onBadMessage?.('binary_not_supported')
       return
     }
     // Whatever a peer sends, it ends as an error frame at worst: never as an exception that takes the process down.
@@ -174,6 +177,7 @@ export class WsGateway {
     } catch (error) {
       this.deps.log(`[mls] could not handle a message from ${socket.data.nodeId ?? socket.data.remoteAddress}: ${(error as Error).stack ?? error}`)
       sendError(socket, 'the server could not handle this message', 'internal')
+      this.deps.onBadMessage?.('internal')
       const taskId = answeredTaskId(raw)
       if (taskId !== undefined) this.deps.transport.reject(socket, taskId, "the server could not handle the client's task_response")
     }
@@ -185,6 +189,7 @@ export class WsGateway {
     if (payload.depth > MAX_JSON_DEPTH) {
       const problem = `message is nested deeper than ${MAX_JSON_DEPTH} levels`
       sendError(socket, problem, 'too_deep')
+      this.deps.onBadMessage?.('too_deep')
       const taskId = answeredTaskId(raw)
       if (taskId !== undefined) this.deps.transport.reject(socket, taskId, `the client's task_response was refused: ${problem}`)
       return
@@ -194,6 +199,7 @@ export class WsGateway {
       parsed = JSON.parse(raw)
     } catch {
       sendError(socket, 'message is not valid JSON', 'invalid_json')
+      this.deps.onBadMessage?.('invalid_json')
       return
     }
     const result = wsInboundSchema.safeParse(parsed)
@@ -202,6 +208,7 @@ export class WsGateway {
       return
     }
     sendError(socket, `invalid message: ${summarizeIssues(result.error)}`, 'invalid_message')
+    this.deps.onBadMessage?.('invalid_message')
     // A malformed answer to a task we sent fails that attempt now (and is retried), rather than at the timeout.
     const taskId = malformedAnswerTaskId(parsed)
     if (taskId !== undefined) this.deps.transport.reject(socket, taskId, `the client's task_response was invalid: ${summarizeIssues(result.error)}`)

@@ -6,6 +6,7 @@ import { type AppDeps, createApp } from '../../src/http/app.ts'
 import { createTaskRoute } from '../../src/http/task-route.ts'
 import { MAX_JSON_DEPTH } from '../../src/json-text.ts'
 import { LocalMembership } from '../../src/membership.ts'
+import { Observations } from '../../src/observations.ts'
 import { NodeConflicts } from '../../src/registration.ts'
 import { Registry } from '../../src/registry.ts'
 import { healthPolicy, makeSettings } from '../../src/settings.ts'
@@ -45,7 +46,12 @@ function appWorld(overrides: Record<string, unknown> = {}) {
     startedAtMs: clock.now(),
     inFlight: () => state.inFlight,
     wsConnections: () => 3,
-    metrics: { httpAgentPools: () => [], authFailures: () => ({ failures: 0, throttled: 0 }) },
+    metrics: {
+      httpAgentPools: () => [],
+      authFailures: () => ({ failures: 0, throttled: 0 }),
+      observations: new Observations(),
+      process: () => ({ residentBytes: 1, eventLoopDelayWorstS: 0, eventLoopDelayMeanS: 0 }),
+    },
     isStopping: () => state.stopping,
     report: (error) => void reported.push(error),
     cluster: () => ({ mode: 'alone', instance_id: 'test-instance', redis: null, redis_url: null, instances: [] }),

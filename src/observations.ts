@@ -1,0 +1,36 @@
+import { DURATION_BUCKETS_S, Histogram } from './histogram.ts'
+import type { TaskRecord } from './task-stats.ts'
+
+/**
+ * What /metrics counts beyond the registry and the task totals: how long tasks and attempts take
+ * (histograms), retries, ejections and bad messages. Fed by the server's wiring; no I/O.
+ */
+export class Observations {
+  /** Per task, all attempts included: `moonlight_task_duration_seconds{region,outcome}`. */
+  readonly taskDuration = new Histogram(DURATION_BUCKETS_S)
+  /** Per attempt, by the client's protocol: `moonlight_attempt_duration_seconds{protocol}`. */
+  readonly attemptDuration = new Histogram(DURATION_BUCKETS_S)
+  /** Attempts beyond each task's first. */
+  retries = 0
+  ejections = 0
+  /** WebSocket messages refused, by error code (invalid_json, invalid_message, too_deep, binary_not_supported, internal). */
+  readonly badMessages = new Map<string, number>()
+
+  onTask(record: TaskRecord): void {
+    // Region names are validated names (no quotes or backslashes), safe inside a label as they are.
+    this.taskDuration.observe(`region="${record.region}",outcome="${record.outcome}"`, record.latency_ms / 1000)
+    if (record.mode === 'single' && record.attempts > 1) this.retries += record.attempts - 1
+  }
+
+  onAttempt(protocol: 'http' | 'ws', ms: number): void {
+    this.attemptDuration.observe(protocol === 'http' ? 'protocol="http"' : 'protocol="ws"', ms / 1000)
+  }
+
+  onEjected(): void {
+    this.ejections++
+  }
+
+  onBadMessage(code: string): void {
+    this.badMessages.set(code, (this.badMessages.get(code) ?? 0) + 1)
+  }
+}
