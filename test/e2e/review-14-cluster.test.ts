@@ -1,0 +1,114 @@
+/**
+ * Review of issue 14: defects found in stored tasks in a cluster (real Redis, `moonlight serve`
+ * instances). Each test fails today.
+ */
+
+import { describe, expect, test } from 'bun:test'
+import { RedisClient } from 'bun'
+import { postJson, startHttpAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { clusterScope } from './cluster-helpers.ts'
+
+const { defer } = testScope()
+const { redisServer, instance } = clusterScope(defer)
+const HEADERS = { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }
+
+async function submit(url: string, body: unknown, headers: Record<string, string> = {}) {
+  const response = await fetch(`${url}/task/request`, { method: 'POST', headers: { ...HEADERS, ...headers }, body: JSON.stringify(body) })
+  return { response, text: await response.text() }
+}
+
+async function result(url: string, taskId: string, waitS: number) {
+  const response = await fetch(`${url}/task/${taskId}/result?wait=${waitS}`, { headers: HEADERS })
+  return { response, text: await response.text() }
+}
+
+function redisClient(url: string): RedisClient {
+  const client = new RedisClient(url)
+  defer(() => client.close())
+  return client
+}
+
+describe('review 14: stored tasks in a cluster', () => {
+  test('an async submission refused 503 (the queue could not be written after the task was stored) leaves no zombie: a retry with its key runs the task', async () => {
+    const redis = await redisServer()
+    const raw = redisClient(redis.url)
+    // An instance whose Redis user may not XADD (for now): a failure between add() (the task hash and the key) and enqueue().
+    await raw.send('ACL', ['SETUSER', 'mls', 'on', '>mls-pw', '~*', '&*', '+@all', '-xadd'])
+    const a = await instance(redis.url.replace('redis://', 'redis://mls:mls-pw@'), 'a')
+    const agent = await startHttpAgent(a.url, { nodeId: 'worker', region: 'us-east-1' })
+    defer(agent.stop)
+    const body = { region: 'us-east-1', payload: 'job', mode: 'async' }
+    const refused = await submit(a.url, body, { 'idempotency-key': 'job-1' })
+    expect([refused.response.status, JSON.parse(refused.text).code]).toEqual([503, 'store_unavailable'])
+    const leftover = (await raw.send('KEYS', ['mls:task:*'])) as string[]
+    const ttls = await Promise.all(leftover.map((key) => raw.send('PTTL', [key])))
+    await raw.send('ACL', ['SETUSER', 'mls', '+xadd'])
+
+    const retry = await submit(a.url, body, { 'idempotency-key': 'job-1' })
+    const taskId = JSON.parse(retry.text).task_id
+    const done = await result(a.url, taskId, 5)
+    // Today: the retry is a replay (Idempotent-Replayed: true) of a task that was never queued: it stays
+    // "queued" for ever, never runs, and its hash has no TTL (PTTL -1): a Redis key leaked for good.
+    const withoutTtl = ttls.filter((ttl) => ttl === -1).length
+    expect({ replayed: retry.response.headers.get('idempotent-replayed'), status: done.response.status, ran: agent.received, withoutTtl }).toEqual({
+      replayed: null,
+      status: 200,
+      ran: ['job'],
+      withoutTtl: 0,
+    })
+  }, 30_000)
+
+  test('a keyed sync task whose instance died mid-run: a retry at another instance gets an answer, not 202 for idempotency_ttl', async () => {
+    const redis = await redisServer()
+    const config = { task_timeout: 2, tasks: { claim_margin: 1 } }
+    const a = await instance(redis.url, 'a', config)
+    let calls = 0
+    const agent = await startHttpAgent(a.url, {
+      nodeId: 'worker',
+      region: 'us-east-1',
+      work: async (payload) => {
+        calls++
+        if (calls === 1) await Bun.sleep(1500)
+        return Response.json({ did: payload })
+      },
+    })
+    defer(agent.stop)
+    const body = { region: 'us-east-1', payload: 'pay' }
+    const first = submit(a.url, body, { 'idempotency-key': 'pay-1' }).catch(() => undefined)
+    await waitFor(() => calls === 1, 'A sent the task to the agent')
+    a.child.process.kill('SIGKILL')
+    await a.child.exited
+    await first
+    const b = await instance(redis.url, 'b', config)
+    const heartbeatAtB = () =>
+      postJson(`${b.url}/client/heartbeat`, { ip: '127.0.0.1', node_id: 'worker', token: TOKEN, region: 'us-east-1', port: agent.port })
+    await waitFor(async () => (await heartbeatAtB()).status === 200, 'the agent registered at B', 10_000)
+    // Well past task_timeout + claim_margin: the first run is long over, yet its record still says "running".
+    await Bun.sleep(3000)
+    const retry = await submit(b.url, body, { 'idempotency-key': 'pay-1' })
+    // Today: the retry waits task_timeout + claim_margin, then gets 202 {"state":"running"} with Retry-After (to a sync
+    // request), and so does every retry for idempotency_ttl (24 h): the key is dead.
+    expect([retry.response.status, JSON.parse(retry.text).state]).toEqual([200, undefined])
+  }, 40_000)
+
+  test('/metrics: a task that merely expired (result_ttl) is neither counted as evicted nor as stored', async () => {
+    const redis = await redisServer()
+    const a = await instance(redis.url, 'a', { tasks: { result_ttl: 0.5, max_results: 2 } })
+    const agent = await startHttpAgent(a.url, { nodeId: 'worker', region: 'us-east-1' })
+    defer(agent.stop)
+    for (const payload of [1, 2]) {
+      const { task_id } = JSON.parse((await submit(a.url, { region: 'us-east-1', payload, mode: 'async' })).text)
+      expect((await result(a.url, task_id, 5)).response.status).toBe(200)
+    }
+    await Bun.sleep(1000)
+    const { task_id } = JSON.parse((await submit(a.url, { region: 'us-east-1', payload: 3, mode: 'async' })).text)
+    expect((await result(a.url, task_id, 5)).response.status).toBe(200)
+    const metrics = await (await fetch(`${a.url}/metrics`)).text()
+    const figure = (name: string) => metrics.split('\n').find((line) => line.startsWith(`${name} `))
+    // Today the finished-tasks list keeps ids for max(result_ttl, idempotency_ttl): the two expired tasks are "stored", and one is "evicted".
+    expect([figure('moonlight_stored_tasks'), figure('moonlight_stored_tasks_evicted_total')]).toEqual([
+      'moonlight_stored_tasks 1',
+      'moonlight_stored_tasks_evicted_total 0',
+    ])
+  }, 30_000)
+})
