@@ -213,6 +213,12 @@ export const OUTCOME_STATUS = {
 /** Outcomes where no client was asked at all: counted as no_client on the dashboard and in /metrics. */
 const NOBODY_TO_ASK = new Set<Outcome['kind']>(['no_client', 'unknown_node', 'node_unavailable'])
 
+/** Whether the task reached no client at all (nobody to ask, or stopped or cancelled before the first attempt): running it again later runs it once. */
+export function reachedNoClient(outcome: Outcome): boolean {
+  if (NOBODY_TO_ASK.has(outcome.kind)) return true
+  return (outcome.kind === 'shutting_down' || outcome.kind === 'cancelled') && outcome.failedAttempts.length === 0
+}
+
 function taskRecord(
   taskId: string,
   region: string,

@@ -250,7 +250,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     report,
     cluster: clusterView,
     storedTasks,
-    taskFigures: () => taskStore.figures(),
+    taskFigures: () => taskStore.figures(clock.now()),
   })
   const taskRoute = createTaskRoute({
     settings,

@@ -1,5 +1,5 @@
 import type { Clock } from './clock.ts'
-import type { Dispatcher } from './dispatcher.ts'
+import { type Dispatcher, reachedNoClient } from './dispatcher.ts'
 import { MoonlightError } from './errors.ts'
 import type { Outcome } from './outcome.ts'
 import { TaskControl } from './task-control.ts'
@@ -99,7 +99,6 @@ export class StoredTasks {
     }
     const fresh: StoredTask = { ...stored, state: 'queued', finished_at_ms: null }
     if (task.mode === 'async') {
-      await guard(() => store.enqueue(task.task_id))
       this.deps.news.queued()
       void this.pump(false)
     }
@@ -110,8 +109,10 @@ export class StoredTasks {
    * Runs a sync task that was stored (it had an idempotency key) in its own request and stores how it
    * ended; the caller gets its answer even if storing it failed (a retry would then run it again).
    */
-  async runHere(task: StoredTask): Promise<Response> {
-    await guard(() => this.deps.store.start(task.task_id, this.deps.instanceId(), false))
+  async runHere(task: StoredTask, takeover = false): Promise<Response | undefined> {
+    // Not started: cancelled, taken over or finished meanwhile; the caller answers from the store.
+    if (!(await guard(() => this.deps.store.start(task.task_id, this.deps.instanceId(), takeover)))) return undefined
+    if (takeover) this.deps.log(`[mls] tasks: took over ${task.task_id} (its instance did not finish it in time)`)
     return this.execute(task, false)
   }
 
@@ -214,8 +215,11 @@ export class StoredTasks {
       this.controls.delete(task.task_id)
     }
     const response = this.deps.respond(outcome, task.task_id, task.disclosure)
-    if (outcome.kind === 'cancelled') return response
     try {
+      // A keyed task that reached no client did not run: its key is freed, so a retry runs it (a sync
+      // one is forgotten altogether, its 503 is for this request only). It must not replay a 503 for a day.
+      if (task.idempotency && reachedNoClient(outcome)) await store.release(task, task.mode === 'single')
+      if (outcome.kind === 'cancelled' || (task.mode === 'single' && reachedNoClient(outcome))) return response
       const result = await resultOf(outcome, response.clone(), task.disclosure)
       if (await store.finish(task.task_id, result, clock.now())) {
         this.wake(task.task_id)

@@ -10,7 +10,8 @@ import { FINAL_STATES, type TaskAttempt, type TaskState } from './wire/async-tas
  */
 export interface TaskStore {
   /**
-   * Adds a task. With `claim`, only if its idempotency key is free: otherwise nothing is added and the
+   * Adds a task, and an async one to the queue, in one step: a task is never stored without being
+   * queued. With `claim`, only if its idempotency key is free: otherwise nothing is added and the
    * task holding the key is returned (undefined if it is gone), with whether its body was the same.
    * Refuses with a StoreFullError when max_results are stored and none of them is finished.
    */
@@ -22,15 +23,18 @@ export interface TaskStore {
   finish(taskId: string, result: TaskResult, nowMs: number): Promise<boolean>
   /** queued | running → cancelled. The task as it was before, or undefined if unknown. */
   cancel(taskId: string, nowMs: number): Promise<StoredTask | undefined>
-  /** Puts an added task in the queue of tasks to run. */
-  enqueue(taskId: string): Promise<void>
+  /**
+   * Frees a task's idempotency key (if it still holds it) and, with `dropTask`, forgets the task: what
+   * a keyed task that never reached a client gets, so that a retry with its key runs it after all.
+   */
+  release(task: StoredTask, dropTask: boolean): Promise<void>
   /** Up to `count` queued tasks for this instance to run, oldest first; each must later be `ack`ed. */
   claim(instance: string, count: number): Promise<string[]>
   /** Tasks claimed by an instance that has not acked them for `idleMs`: taken over by `instance`. */
   reclaim(instance: string, idleMs: number, count: number): Promise<string[]>
   /** The task claimed is over (finished, cancelled or gone): it leaves the queue for good. */
   ack(taskId: string): Promise<void>
-  figures(): Promise<StoreFigures>
+  figures(nowMs: number): Promise<StoreFigures>
 }
 
 /** A task as first stored: what does not change after. */
@@ -127,7 +131,8 @@ export class MemoryTaskStore implements TaskStore {
   constructor(private readonly limits: () => StoreLimits) {}
 
   async add(task: NewTask, claim: IdempotencyClaim | undefined, nowMs: number): Promise<AddResult> {
-    this.sweep(nowMs)
+    // No sweep here: a sweep per submission made filling the store quadratic. Expired tasks go in the
+    // periodic sweep, or lazily (get, the key check below, the eviction at the bound).
     if (claim) {
       const id = keyId(claim)
       const held = this.keys.get(id)
@@ -140,11 +145,13 @@ export class MemoryTaskStore implements TaskStore {
     if (this.entries.size >= maxResults) {
       const oldest = this.finished.values().next()
       if (oldest.done) throw new StoreFullError(`${maxResults} tasks are stored and none has finished (tasks.max_results)`)
+      // An expired one would have gone anyway: only a live result dropped for room counts as evicted.
+      if ((this.entries.get(oldest.value)?.expiresAtMs ?? 0) > nowMs) this.evicted++
       this.drop(oldest.value)
-      this.evicted++
     }
     this.entries.set(task.task_id, { task: { ...task, state: 'queued', finished_at_ms: null }, expiresAtMs: Number.POSITIVE_INFINITY })
     if (claim) this.keys.set(keyId(claim), { taskId: task.task_id, bodyHash: claim.bodyHash, expiresAtMs: nowMs + claim.ttlMs })
+    if (task.mode === 'async') this.queue.push(task.task_id)
     return { added: true }
   }
 
@@ -190,8 +197,13 @@ export class MemoryTaskStore implements TaskStore {
     return before
   }
 
-  async enqueue(taskId: string): Promise<void> {
-    this.queue.push(taskId)
+  async release(task: StoredTask, dropTask: boolean): Promise<void> {
+    const { idempotency } = task
+    if (idempotency) {
+      const id = keyId({ owner: task.owner, key: idempotency.key })
+      if (this.keys.get(id)?.taskId === task.task_id) this.keys.delete(id)
+    }
+    if (dropTask) this.drop(task.task_id)
   }
 
   async claim(_instance: string, count: number): Promise<string[]> {
@@ -205,7 +217,7 @@ export class MemoryTaskStore implements TaskStore {
 
   async ack(): Promise<void> {}
 
-  async figures(): Promise<StoreFigures> {
+  async figures(_nowMs: number): Promise<StoreFigures> {
     return { stored: this.entries.size, queued: this.queue.length, running: this.running, evicted: this.evicted }
   }
 

@@ -41,7 +41,7 @@ export class ClusterKeys {
     return `${this.prefix}tasks:queue`
   }
 
-  /** Finished tasks by when they finished: the max_results eviction order. */
+  /** Finished tasks scored by when each expires: the max_results eviction order (the soonest to go first). */
   get finishedTasks(): string {
     return `${this.prefix}tasks:finished`
   }

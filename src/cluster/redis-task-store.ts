@@ -33,7 +33,7 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if state ~= 'queued' and state ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'result', ARGV[2], 'finished_at', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[5])
 return 1`
 
 const CANCEL = `
@@ -42,20 +42,34 @@ if not fields[1] then return false end
 if fields[1] == 'queued' or fields[1] == 'running' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[3])
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[1]) + tonumber(ARGV[2]), ARGV[3])
 end
 return fields`
 
-/** Adds the task; with an idempotency key, only if the key is free (then the holder's id and body hash come back). */
+/**
+ * Adds the task; with an idempotency key, only if the key is free (then the holder's id and body hash
+ * come back). An async task is queued first: a script's writes are not undone when a later command in
+ * it fails, so the one that may fail (XADD) goes before the others, and no task is stored unqueued.
+ */
 const ADD = `
 if KEYS[2] ~= '' then
   local held = redis.call('GET', KEYS[2])
   if held and redis.call('EXISTS', KEYS[3] .. string.match(held, '^(%S+)')) == 1 then return held end
-  redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 end
+if KEYS[4] ~= '' then redis.call('XADD', KEYS[4], '*', 'task', ARGV[5]) end
+if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3]) end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'task', ARGV[1])
-if ARGV[5] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+if ARGV[4] ~= '0' then redis.call('PEXPIRE', KEYS[1], ARGV[4]) end
 return false`
+
+/** Frees the key if this task still holds it; with ARGV[2] = '1', forgets the task too. */
+const RELEASE = `
+if KEYS[2] ~= '' then
+  local held = redis.call('GET', KEYS[2])
+  if held and string.match(held, '^(%S+)') == ARGV[1] then redis.call('DEL', KEYS[2]) end
+end
+if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
+return 1`
 
 /**
  * The store in a cluster, in Redis (keys in src/cluster/keys.ts): a hash per task, the queue as a
@@ -78,16 +92,17 @@ export class RedisTaskStore implements TaskStore {
     await this.evict(maxResults, nowMs)
     const held = (await this.redis.send('EVAL', [
       ADD,
-      '3',
+      '4',
       this.keys.task(task.task_id),
       claim ? this.keys.idempotency(claim.owner, claim.key) : '',
       this.keys.task(''),
+      task.mode === 'async' ? this.keys.taskQueue : '',
       JSON.stringify(task),
-      '',
       claim ? `${task.task_id} ${claim.bodyHash}` : '',
       String(claim?.ttlMs ?? 0),
       // A sync task is run by the instance that took it, never from the queue: if that instance dies, its record must not stay for ever.
       task.mode === 'single' ? String(keptForMs(task, this.limits())) : '0',
+      task.task_id,
     ])) as string | null
     if (!held) return { added: true }
     const [taskId, bodyHash] = held.split(' ')
@@ -128,9 +143,9 @@ export class RedisTaskStore implements TaskStore {
     return before ? decode(before) : undefined
   }
 
-  async enqueue(taskId: string): Promise<void> {
-    await this.ensureGroup()
-    await this.redis.send('XADD', [this.keys.taskQueue, '*', 'task', taskId])
+  async release(task: StoredTask, dropTask: boolean): Promise<void> {
+    const key = task.idempotency ? this.keys.idempotency(task.owner, task.idempotency.key) : ''
+    await this.redis.send('EVAL', [RELEASE, '2', this.keys.task(task.task_id), key, task.task_id, dropTask ? '1' : '0'])
   }
 
   async claim(instance: string, count: number): Promise<string[]> {
@@ -162,8 +177,9 @@ export class RedisTaskStore implements TaskStore {
     await this.redis.send('XDEL', [this.keys.taskQueue, entry])
   }
 
-  async figures(): Promise<StoreFigures> {
+  async figures(nowMs: number): Promise<StoreFigures> {
     await this.ensureGroup()
+    await this.dropExpired(nowMs)
     const [length, pending, stored, evicted] = await Promise.all([
       this.redis.send('XLEN', [this.keys.taskQueue]) as Promise<number>,
       this.redis.send('XPENDING', [this.keys.taskQueue, TASK_GROUP]) as Promise<[number, ...unknown[]]>,
@@ -176,8 +192,7 @@ export class RedisTaskStore implements TaskStore {
 
   /** The oldest finished tasks past max_results go; expired ones leave the eviction list uncounted. */
   private async evict(maxResults: number, nowMs: number): Promise<void> {
-    const { idempotencyTtlMs, resultTtlMs } = this.limits()
-    await this.redis.send('ZREMRANGEBYSCORE', [this.keys.finishedTasks, '-inf', String(nowMs - Math.max(idempotencyTtlMs, resultTtlMs))])
+    await this.dropExpired(nowMs)
     const [finished, queued] = (await Promise.all([this.redis.send('ZCARD', [this.keys.finishedTasks]), this.redis.send('XLEN', [this.keys.taskQueue])])) as [
       number,
       number,
@@ -194,6 +209,11 @@ export class RedisTaskStore implements TaskStore {
       ids.map((id) => this.keys.task(id)),
     )
     await this.redis.send('INCRBY', [this.keys.evictedTasks, String(ids.length)])
+  }
+
+  /** The finished list is scored by when each task expires: what has expired leaves it, uncounted (Redis has dropped the task itself). */
+  private async dropExpired(nowMs: number): Promise<void> {
+    await this.redis.send('ZREMRANGEBYSCORE', [this.keys.finishedTasks, '-inf', String(nowMs)])
   }
 
   private remember(entries: Array<[string, string[]]>): string[] {

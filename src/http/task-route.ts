@@ -1,5 +1,6 @@
 import type { Server } from 'bun'
 import type { Broadcaster } from '../broadcast.ts'
+import type { Config } from '../config.ts'
 import type { Dispatcher } from '../dispatcher.ts'
 import { errorResponse, MoonlightError, shuttingDown } from '../errors.ts'
 import { Regions } from '../regions.ts'
@@ -7,7 +8,8 @@ import type { Settings } from '../settings.ts'
 import type { StoredTasks } from '../stored-tasks.ts'
 import type { TaskIds } from '../task-ids.ts'
 import { taskRouting } from '../task-routing.ts'
-import { idempotencyKeySchema } from '../wire/async-task.ts'
+import type { StoredTask } from '../task-store.ts'
+import { FINAL_STATES, idempotencyKeySchema } from '../wire/async-task.ts'
 import { authorize, bearerToken, clientAddress, readJsonText } from './request-checks.ts'
 import { acceptedResponse, ownerOf, resultResponse } from './stored-task-routes.ts'
 import { readTaskRequest } from './task-body.ts'
@@ -72,17 +74,26 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
           idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, bodyHash: sha256(text) },
         })
         if (mode === 'async') return acceptedResponse(submitted.task, submitted.replayed)
-        if (!submitted.replayed) return await deps.storedTasks.runHere(submitted.task)
-        // The same request again: its answer, awaited if the first is still running; never a second run.
-        const waitMs = config.task_timeout * 1000 + config.tasks.claim_margin * 1000
-        const settled = (await deps.storedTasks.wait(submitted.task.task_id, waitMs)) ?? submitted.task
-        return resultResponse(settled, true)
+        if (!submitted.replayed) return (await deps.storedTasks.runHere(submitted.task)) ?? resultResponse(submitted.task, false)
+        return await replay(deps.storedTasks, submitted.task, config, deps.now())
       }
       return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId, routing), taskId, disclosure, deps.instanceId?.())
     } catch (error) {
       return errorResponse(error, deps.report)
     }
   }
+}
+
+/**
+ * The same keyed sync request again: its answer, awaited while the first runs, never a second run —
+ * unless the first's instance died with it: a run not finished within task_timeout + claim_margin
+ * of its start is taken over here, as an async task's claim would be (the agent may then see it twice).
+ */
+async function replay(tasks: StoredTasks, task: StoredTask, config: Config, nowMs: number): Promise<Response> {
+  const claimMs = (config.task_timeout + config.tasks.claim_margin) * 1000
+  const settled = (await tasks.wait(task.task_id, Math.max(0, task.submitted_at_ms + claimMs - nowMs))) ?? task
+  if (FINAL_STATES.has(settled.state)) return resultResponse(settled, true)
+  return (await tasks.runHere(settled, true)) ?? resultResponse((await tasks.get(task.task_id)) ?? settled, true)
 }
 
 function readIdempotencyKey(header: string | null): string | undefined {

@@ -44,11 +44,10 @@ describe('MemoryTaskStore', () => {
 
   test('the queue: claimed oldest first, a cancelled task leaves it', async () => {
     const { clock, store } = world({ maxResults: 10 })
-    for (const id of ['a', 'b', 'c']) {
-      await store.add(newTask(id), undefined, clock.now())
-      await store.enqueue(id)
-    }
+    for (const id of ['a', 'b', 'c']) await store.add(newTask(id), undefined, clock.now())
+    await store.add(newTask('sync', { mode: 'single' }), undefined, clock.now())
     await store.cancel('b', clock.now())
+    // Async tasks are queued as they are added; a sync one (run in its request) never is.
     expect(await store.claim('i1', 5)).toEqual(['a', 'c'])
     expect(await store.claim('i1', 5)).toEqual([])
   })
@@ -68,18 +67,20 @@ describe('MemoryTaskStore', () => {
 
   test('past max_results the oldest finished goes first (counted); full of unfinished tasks, a new one is refused', async () => {
     const { clock, store } = world()
-    for (const id of ['a', 'b', 'c']) await store.add(newTask(id), undefined, clock.now())
+    // Sync (keyed) tasks: stored, never queued.
+    const sync = (id: string) => newTask(id, { mode: 'single' })
+    for (const id of ['a', 'b', 'c']) await store.add(sync(id), undefined, clock.now())
     await store.finish('b', DONE, clock.now())
     clock.advance(10)
     await store.finish('a', DONE, clock.now())
-    await store.add(newTask('d'), undefined, clock.now())
+    await store.add(sync('d'), undefined, clock.now())
     expect(await store.get('b', clock.now())).toBeUndefined()
     expect(await store.get('a', clock.now())).toBeDefined()
-    expect((await store.figures()).evicted).toBe(1)
-    await store.add(newTask('e'), undefined, clock.now())
+    expect((await store.figures(clock.now())).evicted).toBe(1)
+    await store.add(sync('e'), undefined, clock.now())
     expect(await store.get('a', clock.now())).toBeUndefined()
-    await expect(store.add(newTask('f'), undefined, clock.now())).rejects.toBeInstanceOf(StoreFullError)
-    expect(await store.figures()).toEqual({ stored: 3, queued: 0, running: 0, evicted: 2 })
+    await expect(store.add(sync('f'), undefined, clock.now())).rejects.toBeInstanceOf(StoreFullError)
+    expect(await store.figures(clock.now())).toEqual({ stored: 3, queued: 0, running: 0, evicted: 2 })
   })
 
   test('an idempotency key: the same owner and key find the first task (same body or not); another owner has its own', async () => {
@@ -105,6 +106,28 @@ describe('MemoryTaskStore', () => {
     store.sweep(clock.now())
     expect(await store.get('t1', clock.now())).toBeUndefined()
     expect(await store.add(newTask('t3'), claim, clock.now())).toEqual({ added: true })
+  })
+
+  test('an expired task dropped at the bound is not counted as evicted', async () => {
+    const { clock, store } = world({ maxResults: 1 })
+    await store.add(newTask('old', { mode: 'single' }), undefined, clock.now())
+    await store.finish('old', DONE, clock.now())
+    clock.advance(LIMITS.resultTtlMs)
+    await store.add(newTask('new', { mode: 'single' }), undefined, clock.now())
+    expect((await store.figures(clock.now())).evicted).toBe(0)
+  })
+
+  test('release frees the key a task holds (and forgets the task when asked); a key taken by another task is left alone', async () => {
+    const { clock, store } = world({ maxResults: 10 })
+    const claim = { owner: 'owner-a', key: 'k1', bodyHash: 'h1', ttlMs: 10_000 }
+    const keyed = newTask('t1', { mode: 'single', idempotency: { key: 'k1', body_hash: 'h1' } })
+    await store.add(keyed, claim, clock.now())
+    await store.release((await store.get('t1', clock.now()))!, true)
+    expect(await store.get('t1', clock.now())).toBeUndefined()
+    expect(await store.add(newTask('t2', { mode: 'single', idempotency: { key: 'k1', body_hash: 'h1' } }), claim, clock.now())).toEqual({ added: true })
+    // t1 no longer holds k1: releasing it again must not free t2's key.
+    await store.release({ ...keyed, state: 'done', finished_at_ms: 0 }, false)
+    expect(await store.add(newTask('t3'), claim, clock.now())).toMatchObject({ added: false, existing: { task_id: 't2' } })
   })
 
   test('an evicted keyed task frees its key: the next request runs anew rather than replaying nothing', async () => {

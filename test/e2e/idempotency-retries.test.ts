@@ -1,5 +1,5 @@
 /**
- * Review of issue 14: defects found in stored tasks, one server (memory store). Each test fails today.
+ * Idempotency keys of tasks that never ran: a retry with the key runs them (one server, the memory store).
  */
 import { describe, expect, test } from 'bun:test'
 import { startHttpAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
@@ -12,7 +12,7 @@ async function submit(url: string, body: unknown, headers: Record<string, string
   return { response, text: await response.text() }
 }
 
-describe('review 14: idempotency keys', () => {
+describe('idempotency keys of tasks that never ran', () => {
   test('a keyed sync task refused 503 no_client (it never ran) can be retried with its key once an agent is there', async () => {
     const mls = server()
     const body = { region: 'us-east-1', payload: { charge: 1 } }
@@ -23,7 +23,7 @@ describe('review 14: idempotency keys', () => {
     defer(agent.stop)
     await waitFor(async () => (await fetch(`${mls.url}/clients`, { headers: HEADERS }).then((r) => r.text())).includes('"late"'), 'the agent registered')
     const retry = await submit(mls.url, body, { 'idempotency-key': 'retry-me' })
-    // Today: the stored 503 is replayed (Idempotent-Replayed: true) for idempotency_ttl (24 h), and the task never runs.
+    // Not a replay of the 503 for idempotency_ttl (24 h): the task runs now.
     expect([retry.response.status, retry.response.headers.get('idempotent-replayed'), agent.received]).toEqual([200, null, [{ charge: 1 }]])
   })
 })

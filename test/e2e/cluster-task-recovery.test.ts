@@ -1,6 +1,6 @@
 /**
- * Review of issue 14: defects found in stored tasks in a cluster (real Redis, `moonlight serve`
- * instances). Each test fails today.
+ * Stored tasks in a cluster when things go wrong: a queue write refused, an instance dying mid-run,
+ * results expiring (real Redis, `moonlight serve` instances).
  */
 
 import { describe, expect, test } from 'bun:test'
@@ -28,7 +28,7 @@ function redisClient(url: string): RedisClient {
   return client
 }
 
-describe('review 14: stored tasks in a cluster', () => {
+describe('stored tasks in a cluster, when things go wrong', () => {
   test('an async submission refused 503 (the queue could not be written after the task was stored) leaves no zombie: a retry with its key runs the task', async () => {
     const redis = await redisServer()
     const raw = redisClient(redis.url)
@@ -47,8 +47,8 @@ describe('review 14: stored tasks in a cluster', () => {
     const retry = await submit(a.url, body, { 'idempotency-key': 'job-1' })
     const taskId = JSON.parse(retry.text).task_id
     const done = await result(a.url, taskId, 5)
-    // Today: the retry is a replay (Idempotent-Replayed: true) of a task that was never queued: it stays
-    // "queued" for ever, never runs, and its hash has no TTL (PTTL -1): a Redis key leaked for good.
+    // The refused submission stored nothing (no task without a TTL, nor a key), so the retry is a new
+    // task, queued, and it runs.
     const withoutTtl = ttls.filter((ttl) => ttl === -1).length
     expect({ replayed: retry.response.headers.get('idempotent-replayed'), status: done.response.status, ran: agent.received, withoutTtl }).toEqual({
       replayed: null,
@@ -86,8 +86,8 @@ describe('review 14: stored tasks in a cluster', () => {
     // Well past task_timeout + claim_margin: the first run is long over, yet its record still says "running".
     await Bun.sleep(3000)
     const retry = await submit(b.url, body, { 'idempotency-key': 'pay-1' })
-    // Today: the retry waits task_timeout + claim_margin, then gets 202 {"state":"running"} with Retry-After (to a sync
-    // request), and so does every retry for idempotency_ttl (24 h): the key is dead.
+    // The retry takes the orphaned run over (as an async claim would be) and answers, rather than a 202
+    // {"state":"running"} to a sync request for idempotency_ttl (24 h).
     expect([retry.response.status, JSON.parse(retry.text).state]).toEqual([200, undefined])
   }, 40_000)
 
@@ -105,7 +105,7 @@ describe('review 14: stored tasks in a cluster', () => {
     expect((await result(a.url, task_id, 5)).response.status).toBe(200)
     const metrics = await (await fetch(`${a.url}/metrics`)).text()
     const figure = (name: string) => metrics.split('\n').find((line) => line.startsWith(`${name} `))
-    // Today the finished-tasks list keeps ids for max(result_ttl, idempotency_ttl): the two expired tasks are "stored", and one is "evicted".
+    // The two expired tasks are neither "stored" nor "evicted": expiring is not eviction.
     expect([figure('moonlight_stored_tasks'), figure('moonlight_stored_tasks_evicted_total')]).toEqual([
       'moonlight_stored_tasks 1',
       'moonlight_stored_tasks_evicted_total 0',
