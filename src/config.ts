@@ -171,6 +171,16 @@ const httpAgentsSchema = z.object({
   idle_timeout: seconds.default(30),
 })
 
+/** The server's log (src/logger.ts). */
+const logSchema = z.object({
+  /** `text`: a timestamp, the level and the message; `json`: one object per line (time, level, msg, fields). */
+  format: z.enum(['text', 'json']).default('text'),
+  /** The least level written. */
+  level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
+  /** One line per task request answered: its id, region, node, status, attempts and duration. */
+  access: z.boolean().default(false),
+})
+
 /** Stored tasks: async ones, and any task sent with an Idempotency-Key (src/task-store.ts). */
 const tasksSchema = z.object({
   /** A finished task's result is kept this many seconds. */
@@ -260,6 +270,7 @@ export const configSchema = z.object({
   agents: agentsSchema.prefault({}),
   http_agents: httpAgentsSchema.prefault({}),
   tasks: tasksSchema.prefault({}),
+  log: logSchema.prefault({}),
   answers: z
     .object({
       /** Agent answer headers passed to the caller besides the defaults (content type, language, cache control, ETag, Last-Modified, X-*). */

@@ -17,6 +17,7 @@ import { requestPath } from './http/request-path.ts'
 import { outcomeResponse } from './http/task-outcome.ts'
 import { createTaskRoute } from './http/task-route.ts'
 import { Listeners } from './listeners.ts'
+import { consoleWrite, createLog, type Log, type LogFields } from './logger.ts'
 import { LocalMembership } from './membership.ts'
 import { MonitorFeed } from './monitor-feed.ts'
 import { Observations } from './observations.ts'
@@ -25,7 +26,7 @@ import { Registry, type RegistryEvent } from './registry.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
 import { StoredTasks, type TaskNews } from './stored-tasks.ts'
 import { TaskIds } from './task-ids.ts'
-import { TaskStats } from './task-stats.ts'
+import { type TaskRecord, TaskStats } from './task-stats.ts'
 import { MemoryTaskStore, type StoreLimits, type TaskStore } from './task-store.ts'
 import { type CertificatePair, describeCertificate, readConfiguredTls } from './tls-files.ts'
 import { HttpTransport } from './transports/http.ts'
@@ -66,19 +67,29 @@ export interface MoonlightServer {
 
 /** Starts Moonlight: the task route, the Hono app and the WebSocket gateway on one Bun.serve. Wiring only. */
 export function startServer(options: ServerOptions): MoonlightServer {
-  const log = options.log ?? ((line: string) => console.log(line))
   const clock = options.clock ?? systemClock
   const started = options.loaded.config
   // Failed authentications per address, on the monotonic clock; one table for the server's life, through every reload.
   const authFailures = new AuthFailures(() => clock.monotonic())
   const settings = makeSettings(started, { externalTokens: options.loaded.externalTokens, failures: authFailures })
+  // A caller's own sink (tests) gets the messages as they are; otherwise log.format and log.level, as reloaded.
+  const given = options.log
+  const log: Log = given
+    ? (message) => given(message)
+    : createLog(
+        () => settings.config.log,
+        consoleWrite,
+        () => clock.now(),
+      )
   const startedAtMs = clock.now()
   const stats = new TaskStats()
   const load = new TaskLoad()
   let stopping = false
+  /** In a cluster: set once this instance has claimed its id and loaded the others' clients (GET /readyz). */
+  let joined = false
   let listeners: Listeners<SocketData> | undefined
   const publish = (topic: string, message: string) => listeners?.publish(topic, message)
-  const report = (error: unknown) => log(`[mls] unhandled error: ${(error as Error)?.stack ?? error}`)
+  const report = (error: unknown) => log(`[mls] unhandled error: ${(error as Error)?.stack ?? error}`, { level: 'error' })
 
   const observations = new Observations()
   const eventLoopDelay = new EventLoopDelay(clock)
@@ -88,7 +99,11 @@ export function startServer(options: ServerOptions): MoonlightServer {
     if (event.client.route === 'ws' && event.type !== 'left') gateway.syncTopics(event.client.nodeId)
     feed.onRegistryEvent(event)
     cluster?.onRegistryEvent(event)
-    log(describeEvent(event))
+    const { client } = event
+    log(describeEvent(event), {
+      level: event.type === 'state' && client.state === 'ejected' ? 'warn' : 'info',
+      fields: { node_id: client.nodeId, region: client.region, protocol: client.protocol },
+    })
   })
   registry.maxClients = started.max_clients
   // The default id names the port listened on, known only once listening (port 0 picks one): settled below.
@@ -140,6 +155,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const onFinished = (record: Parameters<TaskStats['record']>[0]) => {
     stats.record(record, record.finishedAtMs)
     observations.onTask(record)
+    if (settings.config.log.access) log(accessLine(record), { fields: accessFields(record) })
     feed.onTask(record)
   }
   const taskDeps = {
@@ -250,6 +266,12 @@ export function startServer(options: ServerOptions): MoonlightServer {
     report,
     cluster: clusterView,
     storedTasks,
+    notReady: () => {
+      if (stopping) return 'the server is shutting down'
+      if (!cluster) return undefined
+      if (!joined) return 'joining the cluster (claiming the instance id, loading the shared view)'
+      return cluster.redisUp ? undefined : 'the cluster store (Redis) cannot be reached: serving degraded, without the shared view'
+    },
     taskFigures: () => taskStore.figures(clock.now()),
   })
   const taskRoute = createTaskRoute({
@@ -391,7 +413,10 @@ export function startServer(options: ServerOptions): MoonlightServer {
     registry,
     cluster,
     // The queue is read once the instance id is settled (it names this instance's claims).
-    ready: (cluster ? cluster.start() : Promise.resolve()).then(() => storedTasks.start()),
+    ready: (cluster ? cluster.start() : Promise.resolve()).then(() => {
+      joined = true
+      storedTasks.start()
+    }),
     routes: () => [
       { method: 'POST', path: '/task/request' },
       ...(ws.enabled ? [{ method: 'GET', path: ws.path }] : []),
@@ -469,6 +494,25 @@ function listen<T>(port: number, start: () => T): T {
   } catch (error) {
     if ((error as { code?: unknown }).code === 'EADDRINUSE') throw new Error(`port ${port} is already in use`)
     throw error
+  }
+}
+
+/** log.access: one line per task, with what an operator greps for; never its payload or the caller's token. */
+function accessLine(record: TaskRecord): string {
+  const to = record.node_id === null ? 'no client' : record.node_id
+  return `[mls] task ${record.task_id} ${record.mode} ${record.region || 'global'} → ${to}: ${record.status} in ${record.latency_ms} ms, ${record.attempts} attempt${record.attempts === 1 ? '' : 's'}`
+}
+
+function accessFields(record: TaskRecord): LogFields {
+  return {
+    task_id: record.task_id,
+    mode: record.mode,
+    region: record.region,
+    node_id: record.node_id,
+    status: record.status,
+    outcome: record.outcome,
+    attempts: record.attempts,
+    duration_ms: record.latency_ms,
   }
 }
 

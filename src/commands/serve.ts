@@ -1,4 +1,5 @@
 import { ConfigError, type LoadedConfig, loadConfig, withRedisUrl } from '../config.ts'
+import { consoleWrite, createLog, type Log } from '../logger.ts'
 import { startServer } from '../server.ts'
 import { type Command, noPositionals, optionalInt, parse } from './_command.ts'
 
@@ -29,7 +30,10 @@ export async function serve(options: ServeOptions): Promise<void> {
   const places = { explicitPath: options.config }
   const load = () => withRedisUrl(loadConfig(places), options.redis)
   const loaded = load()
-  report(loaded)
+  // Lines of this command go through the same log as the server's: same format, same level, as reloaded.
+  let current = loaded
+  const log = createLog(() => current.config.log, consoleWrite, Date.now)
+  report(loaded, log)
   const server = startServer({ loaded, port: options.port, host: options.host })
   try {
     await server.ready
@@ -38,37 +42,39 @@ export async function serve(options: ServeOptions): Promise<void> {
     throw error
   }
   const { cluster } = server
-  console.log(
+  log(
     cluster
       ? `[mls] cluster: instance ${cluster.instanceId} through ${cluster.redisUrl}, ${cluster.redisUp ? `with ${describePeers(cluster.peers().map((peer) => peer.instance_id))}` : 'Redis not reachable yet (serving alone until it is)'}`
       : '[mls] running alone (no cluster configured)',
   )
   if (server.settings.generatedToken) {
+    // The one token ever printed, and not through the log: it exists nowhere else, and a log may be shipped elsewhere.
     console.log(`[mls] no tokens configured: generated this one for this run (set "tokens" in mls.json to choose your own):`)
     console.log(`[mls]   ${server.settings.generatedToken}`)
   }
   const { ws, html } = server.settings.config
-  console.log(`[mls] listening on ${server.url}${ws.enabled ? ` (WebSocket ${ws.path})` : ''}`)
+  log(`[mls] listening on ${server.url}${ws.enabled ? ` (WebSocket ${ws.path})` : ''}`, { fields: { url: server.url } })
   // `npm start` puts npm in front of this process, and npm does not pass SIGHUP on: say where signals go.
-  console.log(`[mls] pid ${process.pid}: kill -HUP ${process.pid} reloads the config, kill -TERM ${process.pid} stops`)
-  if (html.enabled) console.log(`[mls] docs ${server.url}${html.index_path}  dashboard ${server.url}${html.dashboard_path}`)
+  log(`[mls] pid ${process.pid}: kill -HUP ${process.pid} reloads the config, kill -TERM ${process.pid} stops`, { fields: { pid: process.pid } })
+  if (html.enabled) log(`[mls] docs ${server.url}${html.index_path}  dashboard ${server.url}${html.dashboard_path}`)
 
   process.on('SIGHUP', () => {
     try {
       const next = load()
-      report(next)
+      report(next, log)
       server.reload(next)
+      current = next
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error
-      console.error(`[mls] reload rejected, the previous config stays in force:\n${error.message}`)
+      log(`[mls] reload rejected, the previous config stays in force:\n${error.message}`, { level: 'error' })
     }
   })
 
   await new Promise<void>((resolve) => {
     const shutdown = (signal: string) => {
-      console.log(`[mls] ${signal}: finishing in-flight tasks, then stopping`)
+      log(`[mls] ${signal}: finishing in-flight tasks, then stopping`)
       void server.stop().then(() => {
-        console.log('[mls] stopped')
+        log('[mls] stopped')
         resolve()
       })
     }
@@ -77,9 +83,9 @@ export async function serve(options: ServeOptions): Promise<void> {
   })
 }
 
-function report(loaded: LoadedConfig): void {
-  console.log(`[mls] config: ${loaded.source}`)
-  for (const key of loaded.unknownKeys) console.warn(`[mls] warning: unknown config key "${key}" is ignored`)
+function report(loaded: LoadedConfig, log: Log): void {
+  log(`[mls] config: ${loaded.source}`)
+  for (const key of loaded.unknownKeys) log(`[mls] warning: unknown config key "${key}" is ignored`, { level: 'warn' })
 }
 
 function describePeers(peers: string[]): string {

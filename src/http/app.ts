@@ -38,6 +38,8 @@ export interface AppDeps {
   /** Every instance of the cluster (just this one, alone). */
   cluster: () => ClusterView
   storedTasks: StoredTasks
+  /** Why the server is not ready for traffic (GET /readyz), or undefined when it is. */
+  notReady: () => string | undefined
   /** The task store's figures, for /metrics. */
   taskFigures: () => Promise<StoreFigures>
 }
@@ -104,6 +106,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.get('/regions', (c) => c.json(settings.regions.tree(membership.regionCounts())))
 
   app.get('/healthz', (c) => c.json({ ok: true }))
+
+  // Readiness, not liveness: a load balancer sends traffic only while this is 200.
+  app.get('/readyz', (c) => {
+    const reason = deps.notReady()
+    if (reason !== undefined) throw new MoonlightError(503, 'not_ready', `not ready: ${reason}`, { reason })
+    return c.json({ ready: true })
+  })
 
   // Built once per config in force (a reload swaps the config object).
   let openApi: { config: unknown; text: string } | undefined

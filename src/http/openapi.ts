@@ -257,6 +257,14 @@ export function openApiDocument(config: Config, version: string): Record<string,
         responses: { 200: { description: 'Up.', content: json('Healthz', { ok: true }) }, ...errors(503) },
       },
     },
+    '/readyz': {
+      get: {
+        operationId: 'readyz',
+        summary: 'Readiness: 200 once the server may take traffic (in a cluster: joined, Redis reachable); 503 not_ready with the reason',
+        tags: ['operators'],
+        responses: { 200: { description: 'Ready.', content: json('Ready', { ready: true }) }, ...errors(503) },
+      },
+    },
     '/metrics': {
       get: {
         operationId: 'metrics',
@@ -337,7 +345,7 @@ function errorResponses(): Record<string, unknown> {
     426: 'upgrade_required',
     429: 'too_many_failures (with Retry-After)',
     502: 'all_attempts_failed (with attempts), answer_too_large',
-    503: 'no_client, shutting_down, too_many_clients, too_many_connections, too_many_unregistered, too_many_tasks, store_unavailable',
+    503: 'not_ready, no_client, shutting_down, too_many_clients, too_many_connections, too_many_unregistered, too_many_tasks, store_unavailable',
     504: 'timeout (with attempts)',
   }
   return Object.fromEntries(
@@ -364,6 +372,7 @@ export const ANSWER_SCHEMAS = {
   ClusterView: clusterViewSchema,
   RegionNode: regionNodeSchema,
   Healthz: healthzSchema,
+  Ready: z.object({ ready: z.literal(true) }),
 } as const
 
 /** Every schema of the document, generated from the wire's zod schemas; references between them point into components. */

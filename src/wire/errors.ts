@@ -32,6 +32,7 @@ export const errorCodeSchema = z.enum([
   // Stored tasks (mode async, Idempotency-Key); unknown_task below serves both
   'idempotency_mismatch',
   'task_ended',
+  'not_ready',
   'cancelled',
   'too_many_tasks',
   'store_unavailable',

@@ -141,6 +141,7 @@ describe('docs page', () => {
       '/regions',
       '/metrics',
       '/healthz',
+      '/readyz',
       '/ws',
     ]) {
       expect({ path, documented: api.includes(path) }).toEqual({ path, documented: true })

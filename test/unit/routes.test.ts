@@ -57,6 +57,7 @@ function appWorld(overrides: Record<string, unknown> = {}) {
     cluster: () => ({ mode: 'alone', instance_id: 'test-instance', redis: null, redis_url: null, instances: [] }),
     storedTasks: taskCore().storedTasks(),
     taskFigures: async () => ({ stored: 0, queued: 0, running: 0, evicted: 0 }),
+    notReady: () => undefined,
   }
   const app = createApp(deps)
   /** Bun's server as the heartbeat route sees it: only the peer's address. */
