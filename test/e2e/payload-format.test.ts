@@ -6,7 +6,7 @@ import { startOriginalWsClient } from '../original-clients.ts'
 const { defer, server } = testScope()
 
 describe('payload_format', () => {
-  test('by default the payload is a JSON value, and a client that JSON.parses it fails (today\'s behaviour, kept)', async () => {
+  test("by default the payload is a JSON value, and a client that JSON.parses it fails (today's behaviour, kept)", async () => {
     const mls = server()
     const client = startOriginalWsClient(mls.wsUrl, { nodeId: 'robust-1', region: 'usa' })
     defer(client.close)
