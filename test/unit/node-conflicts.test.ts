@@ -6,7 +6,14 @@ function conflicts() {
   const changed: string[] = []
   let nowMs = Date.parse('2026-01-01T00:00:00Z')
   const tracker = new NodeConflicts({ log: (line) => void logs.push(line), now: () => nowMs, forgetMs: () => 180_000, changed: (id) => void changed.push(id) })
-  return { tracker, logs, changed, advance: (ms: number) => void (nowMs += ms) }
+  return {
+    tracker,
+    logs,
+    changed,
+    advance: (ms: number) => {
+      nowMs += ms
+    },
+  }
 }
 
 describe('node id conflicts', () => {
