@@ -85,7 +85,11 @@ export class ClientsTable {
     row.classList.toggle('gone', gone)
     // In a cluster, the instance that holds the client, beside its address.
     const address = view.instance ? `${view.ip}:${view.port} · on ${view.instance}` : `${view.ip}:${view.port}`
-    cells.node.replaceChildren(h('span', { class: 'node-id' }, view.node_id), h('span', { class: 'address', 'data-instance': view.instance }, address))
+    cells.node.replaceChildren(
+      h('span', { class: 'node-id' }, view.node_id),
+      h('span', { class: 'address', 'data-instance': view.instance }, address),
+      ...conflictNote(view.conflict),
+    )
     cells.region.textContent = view.region
     cells.protocol.replaceChildren(h('span', { class: 'badge accent' }, view.protocol.toUpperCase()))
     // While it ramps up (health.slow_start) the share it gets now, beside the weight it will have.
@@ -126,6 +130,13 @@ export class ClientsTable {
     for (const view of present) protocols[view.protocol]++
     this.countNote.textContent = present.length ? `${present.length} connected · ${protocols.http} HTTP, ${protocols.ws} WebSocket` : ''
   }
+}
+
+/** Another live agent claims this node id and is refused: say where it is, so the operator can give it its own id. */
+function conflictNote(conflict) {
+  if (!conflict) return []
+  const title = `another agent at ${conflict.other_address} uses this node_id and is refused (${conflict.count}× since ${clockTime(conflict.since)}): give each agent its own node id`
+  return [h('span', { class: 'badge warn conflict', title }, `node_id conflict: ${conflict.other_address} · ${conflict.count}×`)]
 }
 
 /** Two decimals at most: a ramp's weights are tenths and twentieths of integers. */

@@ -5,6 +5,7 @@ import { z } from 'zod'
 import { findRegrant } from './access.ts'
 import { PRIVATE_NETWORKS, parseCidr } from './networks.ts'
 import { ROOT_REGION } from './regions.ts'
+import { payloadFormatSchema } from './wire/names.ts'
 import { fallbackSchema } from './wire/task.ts'
 
 const seconds = z.number().positive()
@@ -36,6 +37,8 @@ const wsSchema = z
     /** Origins besides the server's own whose pages may open a WebSocket (a dashboard served elsewhere). */
     allowed_origins: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'must be an origin such as https://ops.example.com')).default([]),
     register_timeout: seconds.default(10),
+    /** The payload format of an agent whose `register` names none: `string` for the original Moonlight's clients. */
+    payload_format: payloadFormatSchema.default('object'),
     /** Sockets not yet registered, at most; the rest of max_connections is kept for registered agents. Default: maxUnregisteredFor(max_connections). */
     max_unregistered: z.number().int().positive().optional(),
   })

@@ -1,3 +1,4 @@
+import type { NodeConflicts } from './node-conflicts.ts'
 import { type Client, clientView, type Registry } from './registry.ts'
 import type { ClientView, RegionCounts } from './wire/views.ts'
 
@@ -26,6 +27,8 @@ export class LocalMembership implements Membership {
     public instanceId: string,
     /** In a cluster, views name each client's instance. */
     private readonly clustered = false,
+    /** Node ids another live agent claims: shown on the holder's view. */
+    private readonly conflicts?: NodeConflicts,
   ) {}
 
   get size(): number {
@@ -45,7 +48,9 @@ export class LocalMembership implements Membership {
   }
 
   view(client: Client): ClientView {
-    return clientView(client, this.clustered ? this.instanceId : undefined)
+    const view = clientView(client, this.clustered ? this.instanceId : undefined)
+    const conflict = this.conflicts?.view(client.nodeId)
+    return conflict === undefined ? view : { ...view, conflict }
   }
 
   regionCounts(): Map<string, RegionCounts> {

@@ -68,6 +68,13 @@ export class MonitorFeed {
     }
   }
 
+  /** A client's view changed outside the registry (a node id conflict on it): in the next batch. */
+  touch(nodeId: string): void {
+    if (!this.watching) return
+    const client = this.deps.membership.get(nodeId)
+    if (client) this.dirty.set(nodeId, client)
+  }
+
   onTask(record: TaskRecord): void {
     if (!this.watching) return
     if (this.tasks.length < MAX_TASKS_PER_BATCH) this.tasks.push(record)

@@ -1,6 +1,7 @@
 import { agentAddress, type Resolve } from './agent-address.ts'
 import type { Clock } from './clock.ts'
 import { MoonlightError, tooManyClients } from './errors.ts'
+import type { NodeConflicts } from './node-conflicts.ts'
 import { type Claim, claimVerdict, tokenFingerprint } from './node-ownership.ts'
 import type { Client, Registry } from './registry.ts'
 import type { Settings } from './settings.ts'
@@ -19,26 +20,6 @@ export interface RegistrationDeps {
   isAlive: (client: Client) => Promise<boolean>
   conflicts: NodeConflicts
 }
-
-/** Node id conflicts, logged at most once a minute per node id with both addresses: two agents sharing an id would otherwise fill the log. */
-export class NodeConflicts {
-  private readonly loggedAtMs = new Map<string, number>()
-
-  constructor(private readonly log: (line: string) => void) {}
-
-  report(nodeId: string, nowMs: number, holderAddress: string, claimantAddress: string): void {
-    const last = this.loggedAtMs.get(nodeId)
-    if (last !== undefined && nowMs - last < CONFLICT_LOG_EVERY_MS) return
-    // Bounded: entries a minute old are forgotten whenever one is added.
-    for (const [id, at] of this.loggedAtMs) if (nowMs - at >= CONFLICT_LOG_EVERY_MS) this.loggedAtMs.delete(id)
-    this.loggedAtMs.set(nodeId, nowMs)
-    this.log(
-      `[mls] node_id conflict: "${nodeId}" is held by a live agent at ${holderAddress}; another agent at ${claimantAddress} was refused (give each agent its own node id)`,
-    )
-  }
-}
-
-const CONFLICT_LOG_EVERY_MS = 60_000
 
 /** Where a hello came from: the HTTP heartbeat, or a WebSocket `register` on one connection. */
 export interface HelloSource {
@@ -61,7 +42,8 @@ export async function register(deps: RegistrationDeps, hello: ClientHello & Part
   // agent is never called at its `ip` (it is only shown), so it says what it likes.
   const ip = source.protocol === 'http' ? await agentAddress(hello.ip, source.sourceIp, settings.allowedNetworks, deps.resolve) : (hello.ip ?? source.sourceIp)
   const claim: Claim = { holder: tokenFingerprint(hello.token), protocol: source.protocol, ip, port: hello.port ?? 0, connectionId: source.connectionId }
-  await checkClaim(deps, hello.node_id, claim, source.sourceIp)
+  // An HTTP agent is told apart by its port too: two on one host share the address.
+  await checkClaim(deps, hello.node_id, claim, source.protocol === 'http' ? `${ip}:${claim.port}` : source.sourceIp)
   const { client, previous } = registry.announce(
     {
       holder: claim.holder,
@@ -81,7 +63,7 @@ export async function register(deps: RegistrationDeps, hello: ClientHello & Part
 }
 
 /** Throws 409 `node_id_in_use` unless the claim may take the node id (see src/node-ownership.ts). */
-async function checkClaim(deps: RegistrationDeps, nodeId: string, claim: Claim, sourceIp: string): Promise<void> {
+async function checkClaim(deps: RegistrationDeps, nodeId: string, claim: Claim, claimantAddress: string): Promise<void> {
   const { registry, clock, settings } = deps
   const existing = registry.get(nodeId)
   // Two missed heartbeats at the ready-made agent's rhythm (a third of client_ttl).
@@ -91,7 +73,7 @@ async function checkClaim(deps: RegistrationDeps, nodeId: string, claim: Claim, 
   // The holder may have left while it was asked.
   if (verdict === 'takeover' || verdict === 'new' || verdict === 'same' || !existing || registry.get(nodeId) !== existing) return
   if (verdict === 'other_token') throw new MoonlightError(409, 'node_id_in_use', `node_id "${nodeId}" is held by another token`)
-  deps.conflicts.report(nodeId, clock.now(), `${existing.ip}:${existing.port}`, sourceIp)
+  deps.conflicts.report(nodeId, existing.protocol === 'http' ? `${existing.ip}:${existing.port}` : existing.ip, claimantAddress)
   throw new MoonlightError(
     409,
     'node_id_in_use',

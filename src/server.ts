@@ -20,8 +20,9 @@ import { Listeners } from './listeners.ts'
 import { consoleWrite, createLog, type Log, type LogFields } from './logger.ts'
 import { LocalMembership } from './membership.ts'
 import { MonitorFeed } from './monitor-feed.ts'
+import { NodeConflicts } from './node-conflicts.ts'
 import { Observations } from './observations.ts'
-import { NodeConflicts, type RegistrationDeps } from './registration.ts'
+import type { RegistrationDeps } from './registration.ts'
 import { Registry, type RegistryEvent } from './registry.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
 import { StoredTasks, type TaskNews } from './stored-tasks.ts'
@@ -108,7 +109,13 @@ export function startServer(options: ServerOptions): MoonlightServer {
   registry.maxClients = started.max_clients
   // The default id names the port listened on, known only once listening (port 0 picks one): settled below.
   let instanceId = options.instanceId ?? started.cluster?.instance_id ?? `${hostname()}:${options.port ?? started.port}`
-  const membership = new LocalMembership(registry, instanceId, started.cluster !== undefined)
+  const conflicts = new NodeConflicts({
+    log,
+    now: () => clock.now(),
+    forgetMs: () => settings.config.client_ttl * 2 * 1000,
+    changed: (nodeId) => feed.touch(nodeId),
+  })
+  const membership = new LocalMembership(registry, instanceId, started.cluster !== undefined, conflicts)
   const wsTransport = new WsTransport(
     () => settings.config.ws.write_timeout * 1000,
     publish,
@@ -219,7 +226,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     registry,
     clock,
     isAlive: (client) => gateway.isAlive(client.nodeId),
-    conflicts: new NodeConflicts(log),
+    conflicts,
     onReplaced: (previous, replacement) => {
       // A WebSocket node replaced by another socket is closed by the gateway when it attaches the new one.
       if (previous.protocol === 'ws' && replacement.protocol === 'http') wsTransport.socketOf(previous.nodeId)?.close(4000, 'replaced by an HTTP registration')

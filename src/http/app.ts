@@ -91,13 +91,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
 
   app.get('/clients', (c) => {
-    authorize(settings, c.req.header('authorization'), 'monitor', () => clientAddress(settings, c.env, c.req.raw))
+    authorize(settings, c.req.raw.headers, 'monitor', () => clientAddress(settings, c.env, c.req.raw))
     const list: ClientList = { clients: membership.views() }
     return c.json(list)
   })
 
   app.get('/cluster', (c) => {
-    authorize(settings, c.req.header('authorization'), 'monitor', () => clientAddress(settings, c.env, c.req.raw))
+    authorize(settings, c.req.raw.headers, 'monitor', () => clientAddress(settings, c.env, c.req.raw))
     return c.json(deps.cluster())
   })
 

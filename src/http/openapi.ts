@@ -17,7 +17,8 @@ export function openApiDocument(config: Config, version: string): Record<string,
     'application/json': { schema: ref(schema), ...(example === undefined ? {} : { example }) },
   })
   const errors = (...statuses: number[]) => Object.fromEntries(statuses.map((status) => [String(status), { $ref: `#/components/responses/Error${status}` }]))
-  const bearer = [{ bearer: [] }]
+  // Either scheme: a bearer token, or X-Token as the original Moonlight took it (a bare Authorization is accepted too, undeclarable in OpenAPI).
+  const withToken = [{ bearer: [] }, { x_token: [] }]
   const taskIdParameter = { name: 'id', in: 'path', required: true, schema: { type: 'string' }, description: 'The task id from X-Task-ID or the 202.' }
   const idempotencyKey = {
     name: 'Idempotency-Key',
@@ -49,7 +50,7 @@ export function openApiDocument(config: Config, version: string): Record<string,
         operationId: 'submitTask',
         summary: 'Run a task on one client of the region (or every client with mode broadcast; later with mode async)',
         tags: ['tasks'],
-        security: config.require_task_token ? bearer : [],
+        security: config.require_task_token ? withToken : [],
         parameters: [idempotencyKey],
         requestBody: {
           required: true,
@@ -71,7 +72,7 @@ export function openApiDocument(config: Config, version: string): Record<string,
         operationId: 'getTask',
         summary: "A stored task's state, attempts and, once done, its answer",
         tags: ['tasks'],
-        security: bearer,
+        security: withToken,
         parameters: [taskIdParameter],
         responses: {
           200: {
@@ -97,7 +98,7 @@ export function openApiDocument(config: Config, version: string): Record<string,
         operationId: 'cancelTask',
         summary: 'Cancel a queued or running stored task',
         tags: ['tasks'],
-        security: bearer,
+        security: withToken,
         parameters: [taskIdParameter],
         responses: {
           200: {
@@ -122,7 +123,7 @@ export function openApiDocument(config: Config, version: string): Record<string,
         operationId: 'getTaskResult',
         summary: "A stored task's answer, exactly as a sync call would have had it",
         tags: ['tasks'],
-        security: bearer,
+        security: withToken,
         parameters: [
           taskIdParameter,
           {
@@ -201,7 +202,7 @@ export function openApiDocument(config: Config, version: string): Record<string,
         operationId: 'clients',
         summary: 'Every client with its health (monitor role)',
         tags: ['operators'],
-        security: bearer,
+        security: withToken,
         responses: { 200: { description: 'The clients.', content: json('ClientList', { clients: [] }) }, ...errors(401, 403, 429) },
       },
     },
@@ -210,7 +211,7 @@ export function openApiDocument(config: Config, version: string): Record<string,
         operationId: 'cluster',
         summary: 'The instances of the cluster (monitor role)',
         tags: ['operators'],
-        security: bearer,
+        security: withToken,
         responses: {
           200: {
             description: 'The instances.',
@@ -325,6 +326,12 @@ export function openApiDocument(config: Config, version: string): Record<string,
       schemas: components,
       securitySchemes: {
         bearer: { type: 'http', scheme: 'bearer', description: 'Authorization: Bearer <token>, a token of the config with the role the route needs.' },
+        x_token: {
+          type: 'apiKey',
+          in: 'header',
+          name: 'X-Token',
+          description: 'The same token in X-Token, as the original Moonlight took it; a bare "Authorization: <token>" works too. Same roles and checks.',
+        },
       },
       responses: errorResponses(),
     },

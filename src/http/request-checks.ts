@@ -14,18 +14,29 @@ import { describeIssues } from '../wire/issues.ts'
  */
 
 /**
- * The grant of the token in an `Authorization: Bearer <token>` header if it holds `role`; throws
- * 401, 403 or 429 as Access.authorize does. `address` is looked up only when the token fails.
+ * The grant of the request's token (see requestToken) if it holds `role`; throws 401, 403 or 429 as
+ * Access.authorize does. `address` is looked up only when the token fails.
  */
-export function authorize(settings: Settings, header: string | null | undefined, role: Role, address: () => string): Grant {
-  return settings.access.authorize({ token: bearerToken(header), address, from: 'header' }, role)
+export function authorize(settings: Settings, headers: Headers, role: Role, address: () => string): Grant {
+  return settings.access.authorize({ token: requestToken(headers), address, from: 'header' }, role)
 }
 
-/** The token of an `Authorization: Bearer <token>` header, '' if none; the scheme name is case-insensitive (RFC 9110). */
-export function bearerToken(header: string | null | undefined): string {
-  if (!header || header.length <= 7) return ''
+/**
+ * A request's token, '' if none: `Authorization: Bearer <token>` (the scheme name case-insensitive,
+ * RFC 9110), and as the original Moonlight took it, a bare `Authorization: <token>` or `X-Token:
+ * <token>`. A value with another scheme (`Basic …`) is no token: it would otherwise be taken whole.
+ */
+export function requestToken(headers: Headers): string {
+  const authorization = headers.get('authorization')
+  if (authorization !== null && authorization !== '') return authorizationToken(authorization)
+  return headers.get('x-token')?.trim() ?? ''
+}
+
+function authorizationToken(header: string): string {
   // Nearly every caller writes "Bearer " exactly: no lower-casing for them.
-  return header.startsWith('Bearer ') || header.slice(0, 7).toLowerCase() === 'bearer ' ? header.slice(7).trim() : ''
+  if (header.startsWith('Bearer ') || (header.length > 7 && header.slice(0, 7).toLowerCase() === 'bearer ')) return header.slice(7).trim()
+  const bare = header.trim()
+  return /\s/.test(bare) ? '' : bare
 }
 
 /** The address a request came from (through trusted_proxies' X-Forwarded-For): what heartbeats are called at and failed authentications are counted by. */

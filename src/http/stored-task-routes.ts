@@ -6,7 +6,7 @@ import type { StoredTasks } from '../stored-tasks.ts'
 import type { StoredTask } from '../task-store.ts'
 import { type AcceptedTask, FINAL_STATES, resultQuerySchema, type TaskView } from '../wire/async-task.ts'
 import type { AppEnv } from './app.ts'
-import { authorize, bearerToken, clientAddress, validate } from './request-checks.ts'
+import { authorize, clientAddress, requestToken, validate } from './request-checks.ts'
 
 /** How long a caller is told to wait before asking again for a result that is not ready. */
 const RETRY_AFTER_S = 1
@@ -55,16 +55,16 @@ export function mountStoredTaskRoutes(app: Hono<AppEnv>, settings: Settings, tas
   })
 }
 
-/** The SHA-256 of the request's bearer token: who a stored task belongs to. '' without a token. */
+/** The SHA-256 of the request's token (any header that carries one): who a stored task belongs to. '' without a token. */
 export function ownerOf(request: Request): string {
-  const token = bearerToken(request.headers.get('authorization'))
+  const token = requestToken(request.headers)
   return token === '' ? '' : tokenDigest(token)
 }
 
 /** With tokens required, the owner's token (still valid) or an admin's; without, anyone who has the id. */
 function mayRead(settings: Settings, request: Request, server: AppEnv['Bindings'], task: StoredTask): boolean {
   if (!settings.config.require_task_token) return true
-  const grant = authorize(settings, request.headers.get('authorization'), 'submit', () => clientAddress(settings, server, request))
+  const grant = authorize(settings, request.headers, 'submit', () => clientAddress(settings, server, request))
   return ownerOf(request) === task.owner || settings.access.holds(grant, 'admin')
 }
 

@@ -10,7 +10,7 @@ import type { TaskIds } from '../task-ids.ts'
 import { taskRouting } from '../task-routing.ts'
 import type { StoredTask } from '../task-store.ts'
 import { FINAL_STATES, idempotencyKeySchema } from '../wire/async-task.ts'
-import { authorize, bearerToken, clientAddress, readJsonText } from './request-checks.ts'
+import { authorize, clientAddress, readJsonText, requestToken } from './request-checks.ts'
 import { acceptedResponse, ownerOf, resultResponse } from './stored-task-routes.ts'
 import { readTaskRequest } from './task-body.ts'
 import { broadcastResponse, outcomeResponse } from './task-outcome.ts'
@@ -43,9 +43,7 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
     try {
       const { config } = settings
       // The token first, before the body is read; the region it may send to once the body says where.
-      const grant = config.require_task_token
-        ? authorize(settings, request.headers.get('authorization'), 'submit', () => clientAddress(settings, server, request))
-        : undefined
+      const grant = config.require_task_token ? authorize(settings, request.headers, 'submit', () => clientAddress(settings, server, request)) : undefined
       const idempotencyKey = readIdempotencyKey(request.headers.get('idempotency-key'))
       const text = await readJsonText(request, config.max_body_bytes)
       const { task, payloadJson } = readTaskRequest(text)
@@ -58,9 +56,7 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
       server.timeout(request, 0)
       // Agents' addresses and failure details are for operators (the monitor role): others get the node and a generic reason.
-      const disclosure = settings.access.holds(grant ?? settings.access.peek(bearerToken(request.headers.get('authorization'))), 'monitor')
-        ? 'details'
-        : 'generic'
+      const disclosure = settings.access.holds(grant ?? settings.access.peek(requestToken(request.headers)), 'monitor') ? 'details' : 'generic'
       const routing = taskRouting(task, config)
       if (task.mode === 'broadcast') {
         if (idempotencyKey !== undefined)

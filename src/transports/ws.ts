@@ -3,6 +3,7 @@ import type { HeaderPolicy } from '../answer-headers.ts'
 import type { Deadline, Expirable } from '../deadlines.ts'
 import { regionTopic } from '../regions.ts'
 import type { Client } from '../registry.ts'
+import type { PayloadFormat } from '../wire/names.ts'
 import { cancelFrame, type TaskResponse, taskFrame } from '../wire/ws.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from './types.ts'
 
@@ -12,6 +13,10 @@ export interface SocketData {
   /** Set once the socket registers as an agent. */
   nodeId?: string
   connectionId?: number
+  /** How its task payloads go out, set when it registers (see taskFrame). */
+  payloadFormat?: PayloadFormat
+  /** A token in the upgrade URL's `?token=`, for a `register` that carries none. Never logged. */
+  urlToken?: string
   /** The dashboard's live feed instead of an agent. */
   monitor: boolean
   lastSeenMs: number
@@ -117,7 +122,7 @@ export class WsTransport implements Transport {
       queue = []
       this.outbox.set(socket, queue)
     }
-    queue.push(taskId, taskFrame(taskId, payloadJson))
+    queue.push(taskId, taskFrame(taskId, payloadJson, socket.data.payloadFormat))
     if (!this.flushScheduled) {
       this.flushScheduled = true
       setImmediate(this.flush)
@@ -146,18 +151,23 @@ export class WsTransport implements Transport {
 
   /**
    * Sends one task to many clients through a single `publish` on the region's topic; every
-   * subscriber is an eligible client of that region, so `clients` is who will answer.
+   * subscriber is an eligible client of that region, so `clients` is who will answer. Agents that
+   * take payloads as strings listen on a topic of their own (stringTopic), published to only when
+   * one of them is among `clients`: the object frame, and its path, stay as they were.
    */
   fanOut(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline): Map<string, Promise<Answer>> {
     const answers = new Map<string, Promise<Answer>>()
+    let anyString = false
     for (const { nodeId } of clients) {
       const socket = this.sockets.get(nodeId)
+      if (socket?.data.payloadFormat === 'string') anyString = true
       answers.set(
         nodeId,
         socket ? this.expect(taskId, socket, deadline) : Promise.reject(new AttemptError('disconnected', 'the client has no open connection')),
       )
     }
     this.publish(regionTopic(region), taskFrame(taskId, payloadJson))
+    if (anyString) this.publish(stringTopic(regionTopic(region)), taskFrame(taskId, payloadJson, 'string'))
     return answers
   }
 
@@ -186,10 +196,11 @@ export class WsTransport implements Transport {
     socket.data.writeTimer = undefined
   }
 
-  /** Points a client's socket at exactly `topics` (empty while it must get no broadcasts). */
-  subscribe(nodeId: string, topics: readonly string[]): void {
+  /** Points a client's socket at exactly `topics` (empty while it must get no broadcasts), in its payload format's variant. */
+  subscribe(nodeId: string, regionTopics: readonly string[]): void {
     const socket = this.sockets.get(nodeId)
     if (!socket) return
+    const topics = socket.data.payloadFormat === 'string' ? regionTopics.map(stringTopic) : regionTopics
     for (const topic of socket.data.topics) if (!topics.includes(topic)) socket.unsubscribe(topic)
     for (const topic of topics) if (!socket.data.topics.includes(topic)) socket.subscribe(topic)
     socket.data.topics = topics
@@ -208,6 +219,11 @@ export class WsTransport implements Transport {
     // terminate, not close: a peer that does not read would never read a close frame either.
     socket.data.writeTimer = setTimeout(() => socket.terminate(), this.writeTimeoutMs())
   }
+}
+
+/** The topic on which agents taking string payloads get a region's broadcasts; a prefix, since region names may hold ":". */
+function stringTopic(topic: string): string {
+  return `string:${topic}`
 }
 
 function toAnswer(response: TaskResponse, responseJson: string | undefined, policy: HeaderPolicy): Answer {

@@ -17,6 +17,13 @@ export type Protocol = z.infer<typeof protocolSchema>
 export const schemeSchema = z.enum(['http', 'https'])
 export type Scheme = z.infer<typeof schemeSchema>
 
+/**
+ * How a WebSocket agent gets a task's payload: `object`, the JSON value itself; `string`, that value's
+ * JSON text as a JSON string, for clients written for the original Moonlight, which `JSON.parse` it.
+ */
+export const payloadFormatSchema = z.enum(['object', 'string'])
+export type PayloadFormat = z.infer<typeof payloadFormatSchema>
+
 export const healthStateSchema = z.enum(['healthy', 'ejected', 'probation'])
 /** healthy: takes tasks; ejected: skipped until its back-off ends; probation: one trial task decides. */
 export type HealthState = z.infer<typeof healthStateSchema>

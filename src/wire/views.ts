@@ -1,6 +1,17 @@
 import { z } from 'zod'
 import { healthStateSchema, protocolSchema } from './names.ts'
 
+/** Another live agent claims this client's node id (and is refused): until it stops, for two client_ttl. */
+export const nodeConflictViewSchema = z.object({
+  /** Where the refused agent is: ip:port for an HTTP agent, the source address for a WebSocket one. */
+  other_address: z.string(),
+  since: z.string(),
+  last_at: z.string(),
+  /** Refused claims so far. */
+  count: z.number().int(),
+})
+export type NodeConflictView = z.infer<typeof nodeConflictViewSchema>
+
 /** One client as `GET /clients`, the monitor feed and `moonlight clients` show it. */
 export const clientViewSchema = z.object({
   node_id: z.string(),
@@ -25,6 +36,7 @@ export const clientViewSchema = z.object({
   consecutive_failures: z.number().int(),
   latency_ms: z.number(),
   ejected_until: z.string().nullable(),
+  conflict: nodeConflictViewSchema.optional(),
 })
 export type ClientView = z.infer<typeof clientViewSchema>
 

@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { clientHelloSchema } from './agent-hello.ts'
 import { errorFrameSchema } from './errors.ts'
-import { weightSchema } from './names.ts'
+import { type PayloadFormat, payloadFormatSchema, weightSchema } from './names.ts'
 
 /**
  * What an HTTP response can carry (RFC 9110 §5.5): a token for the name; for the value visible
@@ -25,9 +25,16 @@ export const taskResponseSchema = z.object({
 })
 export type TaskResponse = z.infer<typeof taskResponseSchema>
 
+/**
+ * A WebSocket agent's `register`: its hello, how it wants payloads, and the token — which may come
+ * instead in the URL's `?token=`, as the original Moonlight's clients send it.
+ */
+export const wsRegisterSchema = clientHelloSchema.extend({ token: z.string().min(1).optional(), payload_format: payloadFormatSchema.optional() })
+export type WsRegister = z.infer<typeof wsRegisterSchema>
+
 /** Messages a WebSocket peer may send the server. `monitor` is the dashboard joining the live feed. */
 export const wsInboundSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('register'), payload: clientHelloSchema }),
+  z.object({ type: z.literal('register'), payload: wsRegisterSchema }),
   z.object({ type: z.literal('heartbeat'), payload: z.object({ weight: weightSchema.optional() }).optional() }),
   z.object({ type: z.literal('task_response'), payload: taskResponseSchema }),
   z.object({ type: z.literal('monitor'), payload: z.object({ token: z.string().min(1) }) }),
@@ -36,7 +43,15 @@ export type WsInbound = z.infer<typeof wsInboundSchema>
 
 export const registeredSchema = z.object({
   type: z.literal('registered'),
-  payload: z.object({ node_id: z.string(), region: z.string(), weight: z.number(), heartbeat_interval: z.number().positive(), server_time: z.string() }),
+  payload: z.object({
+    node_id: z.string(),
+    region: z.string(),
+    weight: z.number(),
+    heartbeat_interval: z.number().positive(),
+    server_time: z.string(),
+    /** How this agent's task payloads come: its register's choice, else ws.payload_format. */
+    payload_format: payloadFormatSchema.optional(),
+  }),
 })
 export type Registered = z.infer<typeof registeredSchema>
 
@@ -57,7 +72,12 @@ export function cancelFrame(taskId: string): string {
   return JSON.stringify({ type: 'cancel', task_id: taskId })
 }
 
-/** `{"type":"task",...}` around the payload's own text: it is never parsed or serialized again. */
-export function taskFrame(taskId: string, payloadJson: string): string {
-  return `{"type":"task","task_id":${JSON.stringify(taskId)},"payload":${payloadJson}}`
+/**
+ * `{"type":"task",...}` around the payload's own text: it is never parsed or serialized again. In
+ * the `string` format that text goes out as a JSON string, so the agent's `JSON.parse(payload)`
+ * gives back the very value the caller sent.
+ */
+export function taskFrame(taskId: string, payloadJson: string, format: PayloadFormat = 'object'): string {
+  const payload = format === 'string' ? JSON.stringify(payloadJson) : payloadJson
+  return `{"type":"task","task_id":${JSON.stringify(taskId)},"payload":${payload}}`
 }

@@ -9,10 +9,9 @@ import type { Client, Registry } from '../registry.ts'
 import type { Settings } from '../settings.ts'
 import { sourceAddress } from '../source-address.ts'
 import type { AgentSocket, SocketData, WsTransport } from '../transports/ws.ts'
-import type { ClientHello } from '../wire/agent-hello.ts'
 import type { ErrorCode } from '../wire/errors.ts'
 import { summarizeIssues } from '../wire/issues.ts'
-import { type Registered, type WsInbound, wsInboundSchema } from '../wire/ws.ts'
+import { type Registered, type WsInbound, type WsRegister, wsInboundSchema } from '../wire/ws.ts'
 import { Unregistered } from './unregistered.ts'
 
 export interface GatewayDeps {
@@ -87,6 +86,7 @@ export class WsGateway {
       heard: 0,
       pending: new Map(),
       topics: [],
+      ...urlToken(request.url),
     }
     if (server.upgrade(request, { data })) return undefined
     return errorResponse(new MoonlightError(426, 'upgrade_required', 'expected a WebSocket upgrade request'))
@@ -266,10 +266,16 @@ export class WsGateway {
   }
 
   /** Registers the node speaking over `socket`, or says why not. */
-  private async register(socket: AgentSocket, hello: ClientHello): Promise<void> {
+  private async register(socket: AgentSocket, hello: WsRegister): Promise<void> {
     let client: Client
+    // The original Moonlight's clients may put the token in the URL instead; either way, the same checks.
+    const token = hello.token ?? socket.data.urlToken ?? ''
     try {
-      client = await register(this.deps.registration, hello, { protocol: 'ws', sourceIp: socket.data.remoteAddress, connectionId: socket.data.connectionId })
+      client = await register(
+        this.deps.registration,
+        { ...hello, token },
+        { protocol: 'ws', sourceIp: socket.data.remoteAddress, connectionId: socket.data.connectionId },
+      )
     } catch (error) {
       if (!(error instanceof MoonlightError)) throw error
       this.refuse(socket, error)
@@ -283,6 +289,8 @@ export class WsGateway {
     }
     socket.data.nodeId = client.nodeId
     socket.data.connectionId = client.connectionId
+    // Before the topics are chosen: a string-format agent listens on the string variant of each.
+    socket.data.payloadFormat = hello.payload_format ?? this.deps.settings.config.ws.payload_format
     this.unregistered.delete(socket)
     this.deps.transport.attach(client.nodeId, socket)?.close(4000, 'replaced by a newer connection for this node_id')
     this.syncTopics(client.nodeId)
@@ -294,6 +302,7 @@ export class WsGateway {
         weight: client.weight,
         heartbeat_interval: this.deps.settings.config.ws.heartbeat_interval,
         server_time: new Date(this.deps.clock.now()).toISOString(),
+        payload_format: socket.data.payloadFormat,
       },
     }
     socket.send(JSON.stringify(registered))
@@ -331,6 +340,17 @@ export class WsGateway {
     await new Promise<void>((resolve) => this.deps.clock.after(ALIVE_PROBE_MS, resolve))
     return this.sockets.has(socket) && socket.data.heard > heard
   }
+}
+
+/**
+ * `?token=` of an upgrade URL, for a `register` without a token (the original Moonlight's clients).
+ * Kept on the socket only, never logged: a URL is less safe than a header, as proxies log URLs.
+ */
+function urlToken(url: string): { urlToken?: string } {
+  // Nearly every upgrade has no query: no URL parsing for them.
+  if (!url.includes('?')) return {}
+  const token = new URL(url).searchParams.get('token')
+  return token ? { urlToken: token } : {}
 }
 
 const TOO_BIG_REASON = 'Received too big message'

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Browser, Page } from 'playwright-core'
 import { parseConfig } from '../../src/config.ts'
 import { type MoonlightServer, startServer } from '../../src/server.ts'
-import { postTask, SEED_CONFIG, startHttpAgent, startTestServer, startWsAgent, type TestServer, TOKEN } from '../helpers.ts'
+import { openWs, postTask, SEED_CONFIG, startHttpAgent, startTestServer, startWsAgent, type TestServer, TOKEN } from '../helpers.ts'
 import { horizontalOverflow, launchBrowser, openPage, screenshot, type WatchedPage } from './browser.ts'
 
 const TOKEN_KEY = 'moonlight.token'
@@ -123,6 +123,25 @@ describe('dashboard', () => {
       agent.close()
       await close()
       await ramping.stop()
+    }
+  })
+
+  test("shows a node_id conflict on the holder's row: where the other agent is, and how often it was refused", async () => {
+    const { page, errors, close } = await signedIn()
+    const holder = await startWsAgent(server.wsUrl, { nodeId: 'cloned-1', region: 'eu-west-1' })
+    const twin = await openWs(server.wsUrl)
+    try {
+      twin.send({ type: 'register', payload: { node_id: 'cloned-1', token: TOKEN, region: 'eu-west-1' } })
+      expect((await twin.next('error', 5000)).payload.code).toBe('node_id_in_use')
+      const note = page.locator('tr[data-node="cloned-1"] .conflict')
+      await note.waitFor({ timeout: LIVE_MS })
+      expect(await note.textContent()).toBe('node_id conflict: 127.0.0.1 · 1×')
+      expect(await note.getAttribute('title')).toContain('give each agent its own node id')
+      expect(errors).toEqual([])
+    } finally {
+      twin.close()
+      holder.close()
+      await close()
     }
   })
 

@@ -82,8 +82,11 @@ describe('GET /openapi.json', () => {
   test('says how to authenticate, and gives every error its JSON shape', async () => {
     const mls = server()
     const document = await fetchDocument(mls.url)
-    expect(document.components.securitySchemes).toEqual({ bearer: expect.objectContaining({ type: 'http', scheme: 'bearer' }) })
-    expect(document.paths['/clients']!.get!.security).toEqual([{ bearer: [] }])
+    expect(document.components.securitySchemes).toEqual({
+      bearer: expect.objectContaining({ type: 'http', scheme: 'bearer' }),
+      x_token: expect.objectContaining({ type: 'apiKey', in: 'header', name: 'X-Token' }),
+    })
+    expect(document.paths['/clients']!.get!.security).toEqual([{ bearer: [] }, { x_token: [] }])
     const errorSchema = document.components.schemas!.Error as { properties: { code: { enum: string[] } } }
     expect(errorSchema.properties.code.enum).toContain('idempotency_mismatch')
     for (const status of ['400', '401', '403', '404', '409', '413', '415', '422', '429', '502', '503', '504']) {

@@ -24,7 +24,7 @@ describe('config', () => {
     expect(unknownKeys).toEqual([])
     expect(config.note).toBe('This is an example config. Copy it to /etc/moonlight/mls.json')
     expect(config.tokens).toEqual(['supersecrettokenox0', 'supersecrettokenox1'])
-    expect(config.ws).toEqual({ ...SEED_CONFIG.ws, register_timeout: 10, max_unregistered: 100, allowed_origins: [] })
+    expect(config.ws).toEqual({ ...SEED_CONFIG.ws, register_timeout: 10, max_unregistered: 100, allowed_origins: [], payload_format: 'object' })
     expect(config.region_hierarchy).toEqual(SEED_HIERARCHY)
   })
 

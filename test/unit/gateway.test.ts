@@ -4,7 +4,7 @@ import { parseConfig } from '../../src/config.ts'
 import { DeadlineTimer } from '../../src/deadlines.ts'
 import { LocalMembership } from '../../src/membership.ts'
 import { MonitorFeed } from '../../src/monitor-feed.ts'
-import { NodeConflicts } from '../../src/registration.ts'
+import { NodeConflicts } from '../../src/node-conflicts.ts'
 import { Registry, type RegistryEvent } from '../../src/registry.ts'
 import { healthPolicy, makeSettings } from '../../src/settings.ts'
 import { TaskStats } from '../../src/task-stats.ts'
@@ -117,7 +117,7 @@ function gatewayWorld(overrides: Record<string, unknown> = {}) {
       clock,
       onReplaced: () => {},
       isAlive: (client) => gateway.isAlive(client.nodeId),
-      conflicts: new NodeConflicts((line) => void logs.push(line)),
+      conflicts: new NodeConflicts({ log: (line) => void logs.push(line), now: () => clock.now(), forgetMs: () => 180_000 }),
     },
     transport,
     feed,
@@ -179,6 +179,7 @@ describe('ws gateway', () => {
       node_id: 'east-1',
       region: 'us-east-1',
       weight: 5,
+      payload_format: 'object',
       heartbeat_interval: 30,
       server_time: new Date(world.clock.now()).toISOString(),
     })

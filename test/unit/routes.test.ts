@@ -6,8 +6,8 @@ import { type AppDeps, createApp } from '../../src/http/app.ts'
 import { createTaskRoute } from '../../src/http/task-route.ts'
 import { MAX_JSON_DEPTH } from '../../src/json-text.ts'
 import { LocalMembership } from '../../src/membership.ts'
+import { NodeConflicts } from '../../src/node-conflicts.ts'
 import { Observations } from '../../src/observations.ts'
-import { NodeConflicts } from '../../src/registration.ts'
 import { Registry } from '../../src/registry.ts'
 import { healthPolicy, makeSettings } from '../../src/settings.ts'
 import { TaskIds } from '../../src/task-ids.ts'
@@ -39,7 +39,14 @@ function appWorld(overrides: Record<string, unknown> = {}) {
   const deps: AppDeps = {
     settings,
     membership,
-    registration: { settings, registry, clock, onReplaced: () => {}, isAlive: async () => true, conflicts: new NodeConflicts(() => {}) },
+    registration: {
+      settings,
+      registry,
+      clock,
+      onReplaced: () => {},
+      isAlive: async () => true,
+      conflicts: new NodeConflicts({ log: () => {}, now: () => clock.now(), forgetMs: () => 180_000 }),
+    },
     stats,
     clock,
     version: '9.9.9-test',
@@ -131,7 +138,10 @@ describe('http app', () => {
 
   test('/clients needs a token: 401 without one or with a wrong one', async () => {
     const world = appWorld()
-    for (const headers of [{}, { authorization: 'Bearer wrong-token' }, { authorization: TOKEN }] as Array<Record<string, string>>) {
+    // A bare token is accepted (as the original Moonlight took it), but not under another scheme.
+    for (const headers of [{}, { authorization: 'Bearer wrong-token' }, { authorization: `Basic ${TOKEN}` }, { 'x-token': 'wrong-token' }] as Array<
+      Record<string, string>
+    >) {
       const response = await world.request('/clients', { headers })
       expect({ headers, status: response.status }).toEqual({ headers, status: 401 })
       expect((await errorOf(response)).code).toBe('unauthorized')
