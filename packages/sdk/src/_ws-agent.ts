@@ -1,0 +1,216 @@
+import { Backoff, Pause } from './_backoff.ts'
+import { Limiter } from './_limiter.ts'
+import { OPEN, openWebSocket, parseInbound } from './_websocket.ts'
+import { AgentFatalError, type AgentSettings, type WebSocketLike } from './agent.ts'
+import { answerTask, describeFailure, messageOf } from './handler.ts'
+
+interface SessionEnd {
+  registered: boolean
+  reason: string
+  /** Set when the server refused us: the agent stops instead of reconnecting. */
+  fatal?: string
+}
+
+/** Refusals that say "not now" rather than "never": the agent reconnects with back-off instead of giving up. */
+const PASSING_REFUSALS = new Set(['register_timeout', 'too_many_clients', 'node_id_in_use'])
+/** A server this many heartbeat intervals silent is presumed gone (a dead link sends no close). */
+const SILENT_INTERVALS = 3
+/** Close codes after which reconnecting would only repeat the refusal. */
+const FATAL_CLOSE_CODES = new Map([[1008, 'the server refused the token']])
+
+/**
+ * A WebSocket agent: registers, heartbeats, answers `task` messages with the handler (at most
+ * `concurrency` at once), and reconnects with backoff, registering again, when the server goes away.
+ */
+export class WsAgent {
+  private readonly limiter: Limiter
+  /** Tasks being handled, by id: a cancel from the server aborts the one it names. */
+  private readonly running = new Map<string, AbortController>()
+  private readonly backoff = new Backoff()
+  private readonly pause = new Pause()
+  private readonly wsUrls: string[]
+  private readonly open: (url: string) => WebSocketLike | Promise<WebSocketLike>
+  private socket: WebSocketLike | undefined
+  private stopping = false
+  /** The server being tried, as an index into wsUrls. */
+  private current = 0
+  readonly port = undefined
+
+  constructor(
+    private readonly settings: AgentSettings,
+    options: { wsPath: string; webSocket: ((url: string) => WebSocketLike | Promise<WebSocketLike>) | undefined },
+  ) {
+    this.limiter = new Limiter(settings.concurrency)
+    this.wsUrls = settings.servers.map((server) => `${server.replace(/^http/, 'ws')}${options.wsPath}`)
+    this.open = options.webSocket ?? openWebSocket
+  }
+
+  private get wsUrl(): string {
+    return this.wsUrls[this.current % this.wsUrls.length]!
+  }
+
+  get held(): number {
+    return this.limiter.held
+  }
+
+  async run(): Promise<void> {
+    while (!this.stopping) {
+      const end = await this.session()
+      if (end.fatal) throw new AgentFatalError(end.fatal)
+      if (this.stopping) break
+      if (end.registered) this.backoff.reset()
+      // With several servers, the next one: an instance that died should not hold the agent back.
+      this.current++
+      const delayMs = this.wsUrls.length > 1 && end.registered ? 0 : this.backoff.next()
+      const next = this.wsUrls.length > 1 ? ` (next: ${this.wsUrl})` : ''
+      this.settings.logger.warn(
+        `[agent] ${end.registered ? 'disconnected' : 'cannot connect'}: ${end.reason}; reconnecting in ${(delayMs / 1000).toFixed(1)} s${next}`,
+      )
+      await this.pause.sleep(delayMs)
+    }
+    // The connection may have dropped during a stop: tasks still running have nowhere to answer, but we let them end.
+    await this.limiter.idle()
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return
+    this.stopping = true
+    this.pause.wake()
+    // Weight 0 tells the server to send no new tasks while the held ones finish.
+    this.send(this.socket, { type: 'heartbeat', payload: { weight: 0 } })
+    await this.limiter.idle()
+    this.socket?.close(1000, 'agent stopping')
+  }
+
+  /** One connection, from connect to close. */
+  private async session(): Promise<SessionEnd> {
+    const { settings } = this
+    let socket: WebSocketLike
+    try {
+      socket = await this.open(this.wsUrl)
+    } catch (error) {
+      // No WebSocket implementation at all is a set-up mistake, not a passing failure.
+      return { registered: false, reason: messageOf(error), fatal: messageOf(error) }
+    }
+    this.socket = socket
+    return new Promise((resolve) => {
+      let registered = false
+      let fatal: string | undefined
+      let passing = false
+      let lastError: string | undefined
+      let lastHeardMs = Date.now()
+      let heartbeat: ReturnType<typeof setInterval> | undefined
+      let ended = false
+      const end = (reason: string) => {
+        if (ended) return
+        ended = true
+        clearInterval(heartbeat)
+        if (this.socket === socket) this.socket = undefined
+        resolve({ registered, reason, fatal })
+      }
+
+      socket.addEventListener('open', () => {
+        const { nodeId, token, region, weight } = settings
+        this.send(socket, { type: 'register', payload: { node_id: nodeId, token, region, ...(weight === undefined ? {} : { weight }) } })
+      })
+      socket.addEventListener('message', (event: { data: unknown }) => {
+        lastHeardMs = Date.now()
+        const message = parseInbound(String(event.data))
+        if (typeof message === 'string') {
+          settings.logger.warn(`[agent] ignored an unexpected message: ${message}`)
+          return
+        }
+        switch (message.type) {
+          case 'registered': {
+            registered = true
+            const { node_id, region, weight, heartbeat_interval } = message.payload
+            settings.logger.info(`[agent] registered as ${node_id} in ${region} (weight ${weight}) at ${this.wsUrl}`)
+            settings.onRegistered()
+            if (this.stopping) this.send(socket, { type: 'heartbeat', payload: { weight: 0 } })
+            const intervalMs = heartbeat_interval * 1000
+            heartbeat = setInterval(() => {
+              if (Date.now() - lastHeardMs > SILENT_INTERVALS * intervalMs) {
+                socket.close(4002, 'server silent')
+                end(`no word from the server for ${SILENT_INTERVALS * heartbeat_interval} s`)
+                return
+              }
+              this.send(socket, { type: 'heartbeat' })
+            }, intervalMs)
+            return
+          }
+          case 'heartbeat_ack':
+            return
+          case 'task':
+            return this.onTask(socket, message.task_id, message.payload)
+          case 'cancel':
+            return this.onCancel(message.task_id)
+          case 'error':
+            // Before registration the only message we sent is `register`: an error means it was refused.
+            if (registered) settings.logger.warn(`[agent] the server reported: ${message.payload.message}`)
+            else if (PASSING_REFUSALS.has(message.payload.code ?? '')) {
+              passing = true
+              settings.logger.warn(`[agent] not registered yet: ${message.payload.message} (${message.payload.code})`)
+            } else {
+              fatal = `registration refused: ${message.payload.message}`
+              socket.close(1000, 'registration refused')
+            }
+            return
+        }
+      })
+      socket.addEventListener('error', (event: { message?: string; error?: unknown }) => {
+        // Bun's error event carries a TLS failure's code on its `error`; Node's and the `ws` package's their message.
+        lastError = settings.explainError(event.error ?? event.message) ?? (event.message || messageOfCause(event.error) || 'connection error')
+      })
+      socket.addEventListener('close', (event: { code: number; reason?: string }) => {
+        const refusal = FATAL_CLOSE_CODES.get(event.code)
+        if (refusal && !this.stopping && !passing) fatal ??= refusal
+        end(event.code === 1006 ? (lastError ?? 'connection lost') : `closed with code ${event.code}${event.reason ? ` (${event.reason})` : ''}`)
+      })
+    })
+  }
+
+  private onTask(socket: WebSocketLike, taskId: string, payload: unknown): void {
+    if (this.stopping) {
+      // Sent before the server saw our weight 0: a 503 makes it retry on another agent.
+      this.send(socket, { type: 'task_response', payload: { task_id: taskId, status: 503, response: { error: 'the agent is shutting down' } } })
+      return
+    }
+    const cancel = new AbortController()
+    this.running.set(taskId, cancel)
+    // Sending the answer is part of the job, so a graceful stop waits until it has left.
+    void this.limiter.run(async () => {
+      let answer: Awaited<ReturnType<typeof answerTask>>
+      try {
+        answer = await answerTask(this.settings.handler, payload, taskId, cancel.signal)
+      } finally {
+        this.running.delete(taskId)
+      }
+      // The server has let the task go: an answer would be dropped.
+      if (cancel.signal.aborted) return
+      if (answer.status >= 500) this.settings.logger.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
+      if (socket.readyState !== OPEN) {
+        this.settings.logger.warn(`[agent] task ${taskId}: answer dropped, its connection is gone (the server has retried it elsewhere)`)
+        return
+      }
+      // The response is spliced in already serialized, as the server does with payloads.
+      const extra = `${answer.headers === undefined ? '' : `,"headers":${JSON.stringify(answer.headers)}`}${answer.retry === false ? ',"retry":false' : ''}`
+      socket.send(`{"type":"task_response","payload":{"task_id":${JSON.stringify(taskId)},"status":${answer.status}${extra},"response":${answer.json}}}`)
+    })
+  }
+
+  /** The server cancelled a task this agent holds: its handler's signal aborts. */
+  private onCancel(taskId: string): void {
+    const cancel = this.running.get(taskId)
+    if (!cancel) return
+    this.settings.logger.warn(`[agent] task ${taskId} cancelled by the server`)
+    cancel.abort()
+  }
+
+  private send(socket: WebSocketLike | undefined, message: unknown): void {
+    if (socket?.readyState === OPEN) socket.send(JSON.stringify(message))
+  }
+}
+
+function messageOfCause(error: unknown): string {
+  return error instanceof Error ? error.message : ''
+}

@@ -1,0 +1,7 @@
+export { AgentFatalError, createAgent } from './agent.ts'
+export type { Agent, AgentLogger, AgentOptions, Listen, WebSocketLike, WorkListener, WorkReply, WorkRequest } from './agent.ts'
+export { createClient } from './client.ts'
+export type { Client, ClientOptions, TaskAnswer, TaskOptions, WaitOptions } from './client.ts'
+export { MoonlightError } from './errors.ts'
+export type { FullAnswer, TaskContext, TaskHandler } from './handler.ts'
+export type { AcceptedTask, BroadcastReply, BroadcastResult, ErrorBody, RoutingOptions, TaskState, TaskView } from './wire.ts'
