@@ -38,11 +38,15 @@ async function serve(request: IncomingMessage, response: ServerResponse, handleW
   } catch {
     body = null
   }
-  const headers = new Headers()
-  for (const [name, value] of Object.entries(request.headers)) if (typeof value === 'string') headers.set(name, value)
+  const requestHeaders = new Headers()
+  for (const [name, value] of Object.entries(request.headers)) if (typeof value === 'string') requestHeaders.set(name, value)
   const path = new URL(request.url ?? '/', 'http://agent').pathname
-  const reply = await handleWork({ method: request.method ?? 'GET', path, headers, body, signal: cut.signal })
+  const reply = await handleWork({ method: request.method ?? 'GET', path, headers: requestHeaders, body, signal: cut.signal })
   if (cut.signal.aborted) return
-  response.writeHead(reply.status, Object.fromEntries(reply.headers))
+  const headers: Record<string, string> = {}
+  reply.headers.forEach((value, name) => {
+    headers[name] = value
+  })
+  response.writeHead(reply.status, headers)
   response.end(reply.body)
 }

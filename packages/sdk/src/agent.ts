@@ -2,6 +2,9 @@ import { HttpAgent } from './_http-agent.ts'
 import { WsAgent } from './_ws-agent.ts'
 import type { TaskHandler } from './handler.ts'
 
+/** The part of `fetch` the SDK uses: any fetch-compatible function will do. */
+export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>
+
 /** Where an agent's lines go: `info` for what it did, `warn` for what went wrong. */
 export interface AgentLogger {
   info(line: string): void
@@ -68,7 +71,7 @@ export interface AgentOptions<Payload = any> {
   /** Default: warnings to `console.warn`, nothing else. */
   logger?: AgentLogger
   /** The fetch heartbeats use (to add TLS options, say). Default: the global one. */
-  fetch?: typeof fetch
+  fetch?: FetchLike
   /** Opens a WebSocket. Default: the global `WebSocket`, else the `ws` package if it is installed. */
   webSocket?: (url: string) => WebSocketLike | Promise<WebSocketLike>
   /** (http) Starts the `/work` server. Default: `node:http` on `port`. */
@@ -108,7 +111,7 @@ export interface AgentSettings {
   concurrency: number
   handler: TaskHandler
   logger: AgentLogger
-  fetch: typeof fetch
+  fetch: FetchLike
   explainError: (error: unknown) => string | undefined
   /** Called once, on the first registration. */
   onRegistered: () => void

@@ -1,3 +1,4 @@
+import type { FetchLike } from './agent.ts'
 import { MoonlightError } from './errors.ts'
 import type { AcceptedTask, BroadcastReply, ErrorBody, RoutingOptions, TaskView } from './wire.ts'
 
@@ -7,7 +8,7 @@ export interface ClientOptions {
   /** A token with the caller role (the server's `tokens`); omit it for a server with `require_task_token: false`. */
   token?: string
   /** Default: the global fetch. */
-  fetch?: typeof fetch
+  fetch?: FetchLike
 }
 
 export interface TaskOptions extends RoutingOptions {

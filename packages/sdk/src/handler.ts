@@ -68,7 +68,8 @@ export async function answerTask(handler: TaskHandler, payload: unknown, taskId:
     const result: unknown = await handler(payload, { taskId, signal })
     answer = isFullAnswer(result) ? result : { status: 200, body: result }
   } catch (error) {
-    answer = { status: statusOf(error) ?? 500, body: { error: messageOf(error) }, retry: (error as { retry?: unknown } | null)?.retry !== false }
+    const noRetry = (error as { retry?: unknown } | null)?.retry === false ? { retry: false } : {}
+    answer = { status: statusOf(error) ?? 500, body: { error: messageOf(error) }, ...noRetry }
   }
   try {
     const extra = { ...(answer.headers === undefined ? {} : { headers: answer.headers }), ...(answer.retry === false ? { retry: false as const } : {}) }

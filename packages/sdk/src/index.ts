@@ -1,5 +1,5 @@
 export { AgentFatalError, createAgent } from './agent.ts'
-export type { Agent, AgentLogger, AgentOptions, Listen, WebSocketLike, WorkListener, WorkReply, WorkRequest } from './agent.ts'
+export type { Agent, AgentLogger, AgentOptions, FetchLike, Listen, WebSocketLike, WorkListener, WorkReply, WorkRequest } from './agent.ts'
 export { createClient } from './client.ts'
 export type { Client, ClientOptions, TaskAnswer, TaskOptions, WaitOptions } from './client.ts'
 export { MoonlightError } from './errors.ts'
