@@ -109,7 +109,9 @@ export class WsAgent {
         resolve({ registered, reason, fatal })
       }
 
+      let opened = false
       socket.addEventListener('open', () => {
+        opened = true
         const { nodeId, token, region, weight } = settings
         this.send(socket, { type: 'register', payload: { node_id: nodeId, token, region, ...(weight === undefined ? {} : { weight }) } })
       })
@@ -160,6 +162,8 @@ export class WsAgent {
       socket.addEventListener('error', (event: { message?: string; error?: unknown }) => {
         // Bun's error event carries a TLS failure's code on its `error`; Node's and the `ws` package's their message.
         lastError = settings.explainError(event.error ?? event.message) ?? (event.message || messageOfCause(event.error) || 'connection error')
+        // Node 20's WebSocket reports a failed connect with an error and no close: that is the end too.
+        if (!opened) end(lastError)
       })
       socket.addEventListener('close', (event: { code: number; reason?: string }) => {
         const refusal = FATAL_CLOSE_CODES.get(event.code)
