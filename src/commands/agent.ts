@@ -1,11 +1,11 @@
 import { hostname } from 'node:os'
+import { DEFAULT_CONCURRENCY } from '../../packages/sdk/src/agent.ts'
 import type { TaskHandler } from '../../packages/sdk/src/handler.ts'
 import { type Agent, startCliAgent } from '../agent/agent.ts'
 import { execHandler, HandlerSetupError, moduleHandler } from '../agent/handler.ts'
 import { type CertificatePair, readCertificatePair, TlsFileError } from '../tls-files.ts'
 import { type Command, caOf, type Env, noPositionals, optionalInt, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
 
-import { DEFAULT_CONCURRENCY } from '../../packages/sdk/src/agent.ts'
 /** As the server's signing_secret: long enough that guessing it is not the easy way in. */
 const MIN_SIGNING_SECRET_CHARS = 16
 

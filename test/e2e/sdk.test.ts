@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { ROOT, startTestServer, TOKEN, type TestServer, waitFor } from '../helpers.ts'
+import { ROOT, startTestServer, type TestServer, TOKEN, waitFor } from '../helpers.ts'
 import { type CliProcess, ensureStopped, FIXTURES, startCli } from './cli-helpers.ts'
 
 const PACKAGE = join(ROOT, 'packages/sdk')

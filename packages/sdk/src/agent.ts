@@ -16,6 +16,8 @@ export interface WebSocketLike {
   readonly readyState: number
   send(data: string): void
   close(code?: number, reason?: string): void
+  // Each implementation types its events its own way (Bun's, undici's, ws's); the agent reads only data, code, reason, message and error.
+  // biome-ignore lint/suspicious/noExplicitAny: an `any` event is what lets all of them satisfy this one interface.
   addEventListener(type: 'open' | 'message' | 'error' | 'close', listener: (event: any) => void): void
 }
 
@@ -46,7 +48,7 @@ export interface WorkListener {
 
 export type Listen = (port: number, handleWork: (request: WorkRequest) => Promise<WorkReply>) => Promise<WorkListener>
 
-export interface AgentOptions<Payload = any> {
+export interface AgentOptions<Payload = unknown> {
   /** The server's http(s) base URL, or several (a cluster's instances): the agent moves to the next when one fails. */
   servers: string | string[]
   token: string
@@ -124,7 +126,7 @@ export interface AgentSettings {
  *   handler: async (payload: { n: number }) => ({ doubled: payload.n * 2 }) })
  * process.on('SIGTERM', () => agent.stop())
  */
-export function createAgent<Payload = any>(options: AgentOptions<Payload>): Agent {
+export function createAgent<Payload = unknown>(options: AgentOptions<Payload>): Agent {
   const servers = (Array.isArray(options.servers) ? options.servers : [options.servers]).map((server) => server.replace(/\/+$/, ''))
   if (servers.length === 0) throw new TypeError('createAgent: pass at least one server URL')
   const concurrency = options.concurrency ?? DEFAULT_CONCURRENCY

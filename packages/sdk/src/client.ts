@@ -19,7 +19,7 @@ export interface TaskOptions extends RoutingOptions {
 }
 
 /** An agent's answer, as it sent it: any status, including its own 4xx and 5xx. */
-export interface TaskAnswer<Body = any> {
+export interface TaskAnswer<Body = unknown> {
   status: number
   headers: Headers
   /** The body parsed as JSON, or its text when it is not JSON. */
@@ -40,7 +40,7 @@ export interface WaitOptions {
 
 export interface Client {
   /** Runs one task and returns the agent's answer; the server's own errors throw MoonlightError. */
-  task<Body = any>(region: string, payload: unknown, options?: TaskOptions): Promise<TaskAnswer<Body>>
+  task<Body = unknown>(region: string, payload: unknown, options?: TaskOptions): Promise<TaskAnswer<Body>>
   /** Sends the task to every agent at or under the region and returns each one's answer. */
   broadcast(region: string, payload: unknown, options?: { timeout?: number; signal?: AbortSignal }): Promise<BroadcastReply>
   /** Submits an async task; returns its id at once. */
@@ -48,7 +48,7 @@ export interface Client {
   /** A stored task's state (and its answer once it has one). */
   get(taskId: string, options?: WaitOptions): Promise<TaskView>
   /** A stored task's answer, exactly as a sync call would have had it; null while it has not ended. A failed task throws. */
-  result<Body = any>(taskId: string, options?: WaitOptions): Promise<TaskAnswer<Body> | null>
+  result<Body = unknown>(taskId: string, options?: WaitOptions): Promise<TaskAnswer<Body> | null>
   /** Cancels a stored task; returns its view, now `cancelled`. */
   cancel(taskId: string): Promise<TaskView>
 }
@@ -86,9 +86,15 @@ export function createClient(options: ClientOptions): Client {
   const waitQuery = (wait: number | undefined) => (wait === undefined ? '' : `?wait=${wait}`)
 
   return {
-    async task(region, payload, taskOptions = {}) {
-      const response = await call('POST', '/task/request', taskBody(region, payload, 'single', taskOptions), keyHeader(taskOptions.idempotencyKey), taskOptions.signal)
-      return answerOf(response)
+    async task<Body>(region: string, payload: unknown, taskOptions: TaskOptions = {}) {
+      const response = await call(
+        'POST',
+        '/task/request',
+        taskBody(region, payload, 'single', taskOptions),
+        keyHeader(taskOptions.idempotencyKey),
+        taskOptions.signal,
+      )
+      return answerOf<Body>(response)
     },
     async broadcast(region, payload, broadcastOptions = {}) {
       const { timeout, signal } = broadcastOptions
@@ -100,7 +106,13 @@ export function createClient(options: ClientOptions): Client {
       return body as BroadcastReply
     },
     async submit(region, payload, taskOptions = {}) {
-      const response = await call('POST', '/task/request', taskBody(region, payload, 'async', taskOptions), keyHeader(taskOptions.idempotencyKey), taskOptions.signal)
+      const response = await call(
+        'POST',
+        '/task/request',
+        taskBody(region, payload, 'async', taskOptions),
+        keyHeader(taskOptions.idempotencyKey),
+        taskOptions.signal,
+      )
       const body = await readBody(response)
       if (response.status !== 202) throw errorOf(response.status, body)
       return (body as AcceptedTask).task_id
@@ -118,13 +130,13 @@ export function createClient(options: ClientOptions): Client {
       if (!response.ok) throw errorOf(response.status, body)
       return body as TaskView
     },
-    async result(taskId, waitOptions = {}) {
+    async result<Body>(taskId: string, waitOptions: WaitOptions = {}) {
       const response = await call('GET', `${taskPath(taskId)}/result${waitQuery(waitOptions.wait)}`, undefined, {}, waitOptions.signal)
       if (response.status === 202) {
         await response.body?.cancel()
         return null
       }
-      return answerOf(response)
+      return answerOf<Body>(response)
     },
     async cancel(taskId) {
       const response = await call('DELETE', taskPath(taskId))
@@ -139,14 +151,15 @@ export function createClient(options: ClientOptions): Client {
  * An agent's answer carries `X-Moonlight-Node`; an answer without it is the server's own, and a
  * server's error status throws.
  */
-async function answerOf(response: Response): Promise<TaskAnswer> {
+async function answerOf<Body>(response: Response): Promise<TaskAnswer<Body>> {
   const body = await readBody(response)
   const nodeId = response.headers.get('x-moonlight-node') ?? undefined
   if (nodeId === undefined && response.status >= 400) throw errorOf(response.status, body)
   return {
     status: response.status,
     headers: response.headers,
-    body,
+    // The caller's `Body` is its word on what its agents answer; the SDK cannot check a type it does not know.
+    body: body as Body,
     taskId: response.headers.get('x-task-id') ?? '',
     nodeId,
     attempts: Number(response.headers.get('x-moonlight-attempts') ?? 1),
@@ -169,7 +182,8 @@ function isErrorBody(body: unknown): body is ErrorBody {
 }
 
 function errorOf(status: number, body: unknown): MoonlightError {
-  if (!isErrorBody(body)) return new MoonlightError(`HTTP ${status}: ${String(typeof body === 'string' ? body : JSON.stringify(body)).slice(0, 200)}`, status, 'unexpected_answer')
+  if (!isErrorBody(body))
+    return new MoonlightError(`HTTP ${status}: ${String(typeof body === 'string' ? body : JSON.stringify(body)).slice(0, 200)}`, status, 'unexpected_answer')
   const { error, code, ...details } = body
   return new MoonlightError(error, status, code, details)
 }

@@ -12,7 +12,7 @@ export interface TaskContext {
  * `{ "error": message }`, or its own `status` (400-599); `retry: false` on it (or on a full answer)
  * asks the server not to retry a 5xx on another agent.
  */
-export type TaskHandler<Payload = any> = (payload: Payload, context: TaskContext) => unknown
+export type TaskHandler<Payload = unknown> = (payload: Payload, context: TaskContext) => unknown
 
 /** A result that chooses its own status and headers. */
 export interface FullAnswer {
