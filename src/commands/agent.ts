@@ -1,12 +1,11 @@
 import { hostname } from 'node:os'
-import type { Agent, AgentOptions } from '../agent/agent.ts'
-import { execHandler, HandlerSetupError, moduleHandler, type TaskHandler } from '../agent/handler.ts'
-import { HttpAgent } from '../agent/http-agent.ts'
-import { WsAgent } from '../agent/ws-agent.ts'
+import { DEFAULT_CONCURRENCY } from '../../packages/sdk/src/agent.ts'
+import type { TaskHandler } from '../../packages/sdk/src/handler.ts'
+import { type Agent, startCliAgent } from '../agent/agent.ts'
+import { execHandler, HandlerSetupError, moduleHandler } from '../agent/handler.ts'
 import { type CertificatePair, readCertificatePair, TlsFileError } from '../tls-files.ts'
 import { type Command, caOf, type Env, noPositionals, optionalInt, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
 
-const DEFAULT_CONCURRENCY = 16
 /** As the server's signing_secret: long enough that guessing it is not the easy way in. */
 const MIN_SIGNING_SECRET_CHARS = 16
 
@@ -98,29 +97,23 @@ async function runAgent(args: string[], env: Env): Promise<number> {
   const wsPath = values['ws-path'] ?? '/ws'
   if (!wsPath.startsWith('/')) throw new UsageError(`--ws-path must start with "/", got "${wsPath}"`)
 
-  const options: AgentOptions = {
+  const agent = startCliAgent({
     servers,
     token,
     region: values.region,
     nodeId: values['node-id'] ?? `${hostname()}-${process.pid}`,
     weight,
-    ip: values.ip,
     ca: caOf(values.ca, env),
     handler: await chooseHandler(values.exec, values.handler, execTimeoutS === undefined ? undefined : execTimeoutS * 1000),
     concurrency,
+    wsPath,
     log: (line) => console.log(line),
     warn: (line) => console.error(line),
-  }
-  const agent: Agent =
-    httpPort === undefined
-      ? new WsAgent({ ...options, wsUrls: servers.map((server) => `${server.replace(/^http/, 'ws')}${wsPath}`) })
-      : new HttpAgent({
-          ...options,
-          port: httpPort,
-          heartbeatIntervalMs: heartbeatS === undefined ? undefined : heartbeatS * 1000,
-          tls,
-          signingSecret,
-        })
+    http:
+      httpPort === undefined
+        ? undefined
+        : { port: httpPort, ip: values.ip, heartbeatIntervalMs: heartbeatS === undefined ? undefined : heartbeatS * 1000, tls, signingSecret },
+  })
   return serveUntilStopped(agent)
 }
 
@@ -165,7 +158,7 @@ async function serveUntilStopped(agent: Agent): Promise<number> {
   process.on('SIGTERM', onSignal)
   process.on('SIGINT', onSignal)
   try {
-    return await Promise.race([agent.run().then(() => 0), forcedExit])
+    return await Promise.race([agent.done.then(() => 0), forcedExit])
   } finally {
     process.off('SIGTERM', onSignal)
     process.off('SIGINT', onSignal)

@@ -1,15 +1,8 @@
-import { certificateFailure, SERVER_CA_HINT } from '../tls-failures.ts'
-import { summarizeIssues } from '../wire/issues.ts'
-import { type WsAgentInbound, wsAgentInboundSchema } from '../wire/ws.ts'
-import { type Agent, AgentFatalError, type AgentOptions, Pause } from './agent.ts'
-import { Backoff } from './backoff.ts'
-import { answerTask, describeFailure } from './handler.ts'
-import { Limiter } from './limiter.ts'
-
-export interface WsAgentOptions extends AgentOptions {
-  /** One URL per server (a cluster's instances): the agent moves to the next when a connection fails. */
-  wsUrls: string[]
-}
+import { Backoff, Pause } from './_backoff.ts'
+import { Limiter } from './_limiter.ts'
+import { OPEN, openWebSocket, parseInbound } from './_websocket.ts'
+import { AgentFatalError, type AgentSettings, type WebSocketLike } from './agent.ts'
+import { answerTask, describeFailure, messageOf } from './handler.ts'
 
 interface SessionEnd {
   registered: boolean
@@ -18,8 +11,6 @@ interface SessionEnd {
   fatal?: string
 }
 
-type TaskMessage = Extract<WsAgentInbound, { type: 'task' }>
-
 /** Refusals that say "not now" rather than "never": the agent reconnects with back-off instead of giving up. */
 const PASSING_REFUSALS = new Set(['register_timeout', 'too_many_clients', 'node_id_in_use'])
 /** A server this many heartbeat intervals silent is presumed gone (a dead link sends no close). */
@@ -27,31 +18,35 @@ const SILENT_INTERVALS = 3
 /** Close codes after which reconnecting would only repeat the refusal. */
 const FATAL_CLOSE_CODES = new Map([[1008, 'the server refused the token']])
 
-/** Bun's WebSocket takes fetch's `tls` options (a private CA verifies a wss:// server); lib.dom's constructor type, in force here, has no such argument. */
-const BunWebSocket = WebSocket as unknown as new (url: string, options: Bun.WebSocketOptions) => WebSocket
-
 /**
  * A WebSocket agent: registers, heartbeats, answers `task` messages with the handler (at most
  * `concurrency` at once), and reconnects with backoff, registering again, when the server goes away.
  */
-export class WsAgent implements Agent {
+export class WsAgent {
   private readonly limiter: Limiter
   /** Tasks being handled, by id: a cancel from the server aborts the one it names. */
   private readonly running = new Map<string, AbortController>()
   private readonly backoff = new Backoff()
   private readonly pause = new Pause()
-  private socket: WebSocket | undefined
+  private readonly wsUrls: string[]
+  private readonly open: (url: string) => WebSocketLike | Promise<WebSocketLike>
+  private socket: WebSocketLike | undefined
   private stopping = false
-
   /** The server being tried, as an index into wsUrls. */
   private current = 0
+  readonly port = undefined
 
-  constructor(private readonly options: WsAgentOptions) {
-    this.limiter = new Limiter(options.concurrency)
+  constructor(
+    private readonly settings: AgentSettings,
+    options: { wsPath: string; webSocket: ((url: string) => WebSocketLike | Promise<WebSocketLike>) | undefined },
+  ) {
+    this.limiter = new Limiter(settings.concurrency)
+    this.wsUrls = settings.servers.map((server) => `${server.replace(/^http/, 'ws')}${options.wsPath}`)
+    this.open = options.webSocket ?? openWebSocket
   }
 
   private get wsUrl(): string {
-    return this.options.wsUrls[this.current % this.options.wsUrls.length]!
+    return this.wsUrls[this.current % this.wsUrls.length]!
   }
 
   get held(): number {
@@ -66,9 +61,11 @@ export class WsAgent implements Agent {
       if (end.registered) this.backoff.reset()
       // With several servers, the next one: an instance that died should not hold the agent back.
       this.current++
-      const delayMs = this.options.wsUrls.length > 1 && end.registered ? 0 : this.backoff.next()
-      const next = this.options.wsUrls.length > 1 ? ` (next: ${this.wsUrl})` : ''
-      this.options.warn(`[agent] ${end.registered ? 'disconnected' : 'cannot connect'}: ${end.reason}; reconnecting in ${(delayMs / 1000).toFixed(1)} s${next}`)
+      const delayMs = this.wsUrls.length > 1 && end.registered ? 0 : this.backoff.next()
+      const next = this.wsUrls.length > 1 ? ` (next: ${this.wsUrl})` : ''
+      this.settings.logger.warn(
+        `[agent] ${end.registered ? 'disconnected' : 'cannot connect'}: ${end.reason}; reconnecting in ${(delayMs / 1000).toFixed(1)} s${next}`,
+      )
       await this.pause.sleep(delayMs)
     }
     // The connection may have dropped during a stop: tasks still running have nowhere to answer, but we let them end.
@@ -86,11 +83,17 @@ export class WsAgent implements Agent {
   }
 
   /** One connection, from connect to close. */
-  private session(): Promise<SessionEnd> {
-    const { options } = this
+  private async session(): Promise<SessionEnd> {
+    const { settings } = this
+    let socket: WebSocketLike
+    try {
+      socket = await this.open(this.wsUrl)
+    } catch (error) {
+      // No WebSocket implementation at all is a set-up mistake, not a passing failure.
+      return { registered: false, reason: messageOf(error), fatal: messageOf(error) }
+    }
+    this.socket = socket
     return new Promise((resolve) => {
-      const socket = new BunWebSocket(this.wsUrl, options.ca === undefined ? {} : { tls: { ca: options.ca } })
-      this.socket = socket
       let registered = false
       let fatal: string | undefined
       let passing = false
@@ -106,19 +109,25 @@ export class WsAgent implements Agent {
         resolve({ registered, reason, fatal })
       }
 
+      let opened = false
       socket.addEventListener('open', () => {
-        const { nodeId, token, region, weight } = options
+        opened = true
+        const { nodeId, token, region, weight } = settings
         this.send(socket, { type: 'register', payload: { node_id: nodeId, token, region, ...(weight === undefined ? {} : { weight }) } })
       })
-      socket.addEventListener('message', (event) => {
+      socket.addEventListener('message', (event: { data: unknown }) => {
         lastHeardMs = Date.now()
-        const message = this.parse(event.data)
-        if (!message) return
+        const message = parseInbound(String(event.data))
+        if (typeof message === 'string') {
+          settings.logger.warn(`[agent] ignored an unexpected message: ${message}`)
+          return
+        }
         switch (message.type) {
           case 'registered': {
             registered = true
             const { node_id, region, weight, heartbeat_interval } = message.payload
-            options.log(`[agent] registered as ${node_id} in ${region} (weight ${weight}) at ${this.wsUrl}`)
+            settings.logger.info(`[agent] registered as ${node_id} in ${region} (weight ${weight}) at ${this.wsUrl}`)
+            settings.onRegistered()
             if (this.stopping) this.send(socket, { type: 'heartbeat', payload: { weight: 0 } })
             const intervalMs = heartbeat_interval * 1000
             heartbeat = setInterval(() => {
@@ -134,15 +143,15 @@ export class WsAgent implements Agent {
           case 'heartbeat_ack':
             return
           case 'task':
-            return this.onTask(socket, message)
+            return this.onTask(socket, message.task_id, message.payload)
           case 'cancel':
             return this.onCancel(message.task_id)
           case 'error':
             // Before registration the only message we sent is `register`: an error means it was refused.
-            if (registered) options.warn(`[agent] the server reported: ${message.payload.message}`)
+            if (registered) settings.logger.warn(`[agent] the server reported: ${message.payload.message}`)
             else if (PASSING_REFUSALS.has(message.payload.code ?? '')) {
               passing = true
-              options.warn(`[agent] not registered yet: ${message.payload.message} (${message.payload.code})`)
+              settings.logger.warn(`[agent] not registered yet: ${message.payload.message} (${message.payload.code})`)
             } else {
               fatal = `registration refused: ${message.payload.message}`
               socket.close(1000, 'registration refused')
@@ -150,13 +159,13 @@ export class WsAgent implements Agent {
             return
         }
       })
-      socket.addEventListener('error', (event) => {
-        const { message, error } = event as ErrorEvent
-        // Bun's error event carries the TLS failure's code on its `error`.
-        const certificate = certificateFailure(error ?? message)
-        lastError = certificate ? `${certificate}; ${SERVER_CA_HINT}` : message || 'connection error'
+      socket.addEventListener('error', (event: { message?: string; error?: unknown }) => {
+        // Bun's error event carries a TLS failure's code on its `error`; Node's and the `ws` package's their message.
+        lastError = settings.explainError(event.error ?? event.message) ?? (event.message || messageOfCause(event.error) || 'connection error')
+        // Node 20's WebSocket reports a failed connect with an error and no close: that is the end too.
+        if (!opened) end(lastError)
       })
-      socket.addEventListener('close', (event) => {
+      socket.addEventListener('close', (event: { code: number; reason?: string }) => {
         const refusal = FATAL_CLOSE_CODES.get(event.code)
         if (refusal && !this.stopping && !passing) fatal ??= refusal
         end(event.code === 1006 ? (lastError ?? 'connection lost') : `closed with code ${event.code}${event.reason ? ` (${event.reason})` : ''}`)
@@ -164,8 +173,7 @@ export class WsAgent implements Agent {
     })
   }
 
-  private onTask(socket: WebSocket, message: TaskMessage): void {
-    const { task_id: taskId } = message
+  private onTask(socket: WebSocketLike, taskId: string, payload: unknown): void {
     if (this.stopping) {
       // Sent before the server saw our weight 0: a 503 makes it retry on another agent.
       this.send(socket, { type: 'task_response', payload: { task_id: taskId, status: 503, response: { error: 'the agent is shutting down' } } })
@@ -177,15 +185,15 @@ export class WsAgent implements Agent {
     void this.limiter.run(async () => {
       let answer: Awaited<ReturnType<typeof answerTask>>
       try {
-        answer = await answerTask(this.options.handler, message.payload, taskId, cancel.signal)
+        answer = await answerTask(this.settings.handler, payload, taskId, cancel.signal)
       } finally {
         this.running.delete(taskId)
       }
       // The server has let the task go: an answer would be dropped.
       if (cancel.signal.aborted) return
-      if (answer.status >= 500) this.options.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
-      if (socket.readyState !== WebSocket.OPEN) {
-        this.options.warn(`[agent] task ${taskId}: answer dropped, its connection is gone (the server has retried it elsewhere)`)
+      if (answer.status >= 500) this.settings.logger.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
+      if (socket.readyState !== OPEN) {
+        this.settings.logger.warn(`[agent] task ${taskId}: answer dropped, its connection is gone (the server has retried it elsewhere)`)
         return
       }
       // The response is spliced in already serialized, as the server does with payloads.
@@ -194,31 +202,19 @@ export class WsAgent implements Agent {
     })
   }
 
-  /** The server cancelled a task this agent holds: its handler's signal aborts (an --exec process is stopped). */
+  /** The server cancelled a task this agent holds: its handler's signal aborts. */
   private onCancel(taskId: string): void {
     const cancel = this.running.get(taskId)
     if (!cancel) return
-    this.options.warn(`[agent] task ${taskId} cancelled by the server`)
+    this.settings.logger.warn(`[agent] task ${taskId} cancelled by the server`)
     cancel.abort()
   }
 
-  private parse(data: unknown): WsAgentInbound | undefined {
-    let value: unknown
-    try {
-      value = JSON.parse(String(data))
-    } catch {
-      this.options.warn('[agent] ignored a message that is not JSON')
-      return undefined
-    }
-    const result = wsAgentInboundSchema.safeParse(value)
-    if (!result.success) {
-      this.options.warn(`[agent] ignored an unexpected message: ${summarizeIssues(result.error)}`)
-      return undefined
-    }
-    return result.data
+  private send(socket: WebSocketLike | undefined, message: unknown): void {
+    if (socket?.readyState === OPEN) socket.send(JSON.stringify(message))
   }
+}
 
-  private send(socket: WebSocket | undefined, message: unknown): void {
-    if (socket?.readyState === WebSocket.OPEN) socket.send(JSON.stringify(message))
-  }
+function messageOfCause(error: unknown): string {
+  return error instanceof Error ? error.message : ''
 }

@@ -23,3 +23,23 @@ export class Backoff {
     this.attempt = 0
   }
 }
+
+/** A sleep that `wake()` cuts short, so a stop does not wait out a reconnect delay. */
+export class Pause {
+  private wakeUp: (() => void) | undefined
+
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms)
+      this.wakeUp = () => {
+        clearTimeout(timer)
+        resolve()
+      }
+    })
+  }
+
+  wake(): void {
+    this.wakeUp?.()
+    this.wakeUp = undefined
+  }
+}

@@ -1,0 +1,175 @@
+import { Backoff, Pause } from './_backoff.ts'
+import { Limiter } from './_limiter.ts'
+import { listenWithNodeHttp } from './_node-listener.ts'
+import { AgentFatalError, type AgentSettings, type Listen, type WorkListener, type WorkReply, type WorkRequest } from './agent.ts'
+import { answerTask, describeFailure, messageOf } from './handler.ts'
+import { type HeartbeatReply, NO_RETRY_HEADER } from './wire.ts'
+
+/** The server's default client_ttl, used until a heartbeat reply tells us the real one. */
+const DEFAULT_CLIENT_TTL_S = 90
+const HEARTBEAT_TIMEOUT_MS = 10_000
+
+export interface HttpAgentOptions {
+  port: number
+  ip: string | undefined
+  heartbeatIntervalMs: number | undefined
+  listen: Listen | undefined
+}
+
+/**
+ * An HTTP agent: serves `POST /work` and registers by heartbeat. A failed heartbeat is retried
+ * with backoff, so an agent re-registers by itself once a restarted server is back.
+ */
+export class HttpAgent {
+  private readonly limiter: Limiter
+  private readonly backoff = new Backoff()
+  private readonly pause = new Pause()
+  private listener: WorkListener | undefined
+  private registered = false
+  private current = 0
+  private stopping = false
+
+  constructor(
+    private readonly settings: AgentSettings,
+    private readonly options: HttpAgentOptions,
+  ) {
+    this.limiter = new Limiter(settings.concurrency)
+  }
+
+  get held(): number {
+    return this.limiter.held
+  }
+
+  get port(): number | undefined {
+    return this.listener?.port
+  }
+
+  async run(): Promise<void> {
+    const listen = this.options.listen ?? listenWithNodeHttp
+    const listener = await listen(this.options.port, (request) => this.onWork(request))
+    this.listener = listener
+    if (!this.options.listen) this.settings.logger.info(`[agent] serving POST /work on port ${listener.port}`)
+    try {
+      while (!this.stopping) await this.pause.sleep(await this.heartbeat(this.settings.weight))
+      await this.limiter.idle()
+    } finally {
+      // Not forced: the last answers are still being written when their jobs end.
+      await listener.close()
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return
+    this.stopping = true
+    this.pause.wake()
+    // Weight 0 tells the server to send no new tasks while the held ones finish; best effort.
+    if (this.registered) await this.heartbeat(0).catch(() => undefined)
+    await this.limiter.idle()
+  }
+
+  /** Sends one heartbeat; returns how long to wait before the next. Throws when the server refuses us. */
+  private async heartbeat(weight: number | undefined): Promise<number> {
+    const { nodeId, token, region } = this.settings
+    const { ip, heartbeatIntervalMs } = this.options
+    const serverUrl = this.serverUrl
+    const body = {
+      node_id: nodeId,
+      token,
+      region,
+      port: this.listener?.port,
+      ...(weight === undefined ? {} : { weight }),
+      ...(ip ? { ip } : {}),
+      ...(this.listener?.scheme === 'https' ? { scheme: 'https' } : {}),
+    }
+    let response: Response
+    try {
+      response = await this.settings.fetch(`${serverUrl}/client/heartbeat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(HEARTBEAT_TIMEOUT_MS),
+      })
+    } catch (error) {
+      return this.retryLater(`cannot reach ${serverUrl}: ${this.settings.explainError(error) ?? messageOf(error)}`)
+    }
+    const text = await response.text().catch(() => '')
+    // 400, 401 and 403 are about what we send: repeating it would be refused the same way. A 409
+    // (our node id is held by a live agent) and a 503 may pass: those are retried with back-off.
+    if (response.status === 400 || response.status === 401 || response.status === 403) {
+      throw new AgentFatalError(`registration refused (HTTP ${response.status}): ${errorOf(text)}`)
+    }
+    if (!response.ok) return this.retryLater(`heartbeat answered HTTP ${response.status}: ${errorOf(text)}`)
+    const reply = parseJson(text) as Partial<HeartbeatReply> | undefined
+    if (reply?.status !== 'ok') return this.retryLater(`unexpected heartbeat reply from ${serverUrl}: is this a Moonlight server?`)
+    const ttlS = typeof reply.client_ttl === 'number' && reply.client_ttl > 0 ? reply.client_ttl : DEFAULT_CLIENT_TTL_S
+    // Three heartbeats per TTL: one lost heartbeat never expires the agent.
+    const intervalMs = heartbeatIntervalMs ?? (ttlS * 1000) / 3
+    if (!this.registered) {
+      this.settings.logger.info(`[agent] registered as ${nodeId} in ${region} at ${serverUrl} (HTTP, heartbeat every ${Math.round(intervalMs / 100) / 10} s)`)
+      this.settings.onRegistered()
+    }
+    this.registered = true
+    this.backoff.reset()
+    return intervalMs
+  }
+
+  /** The server heartbeats go to now; a failure moves on to the next (a cluster's next instance). */
+  private get serverUrl(): string {
+    return this.settings.servers[this.current % this.settings.servers.length]!
+  }
+
+  private retryLater(reason: string): number {
+    this.registered = false
+    this.current++
+    const delayMs = this.backoff.next()
+    if (!this.stopping) this.settings.logger.warn(`[agent] ${reason}; retrying in ${(delayMs / 1000).toFixed(1)} s`)
+    return delayMs
+  }
+
+  private async onWork(request: WorkRequest): Promise<WorkReply> {
+    if (request.path !== '/work') return jsonReply(404, { error: `no route for ${request.method} ${request.path}` })
+    if (request.method !== 'POST') return jsonReply(405, { error: 'POST a JSON payload to /work' })
+    // Sent before the server saw our weight 0: a 503 makes it retry on another agent.
+    if (this.stopping) return jsonReply(503, { error: 'the agent is shutting down' })
+    if (request.body === null) return jsonReply(400, { error: 'the body could not be read' })
+    let payload: unknown
+    try {
+      payload = JSON.parse(new TextDecoder().decode(request.body))
+    } catch {
+      return jsonReply(400, { error: 'the body is not JSON' })
+    }
+    const taskId = request.headers.get('x-task-id') ?? `local-${crypto.randomUUID()}`
+    // The server cuts the connection when it cancels the task (or its deadline passes): the signal aborts.
+    const answer = await this.limiter.run(() => answerTask(this.settings.handler, payload, taskId, request.signal))
+    if (answer.status >= 500) this.settings.logger.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
+    const headers = new Headers(answer.headers)
+    const body = headers.has('content-type') ? rawText(answer.json) : answer.json
+    if (!headers.has('content-type')) headers.set('content-type', 'application/json')
+    if (answer.retry === false) headers.set(NO_RETRY_HEADER, 'false')
+    return { status: answer.status, headers, body }
+  }
+}
+
+function jsonReply(status: number, body: unknown): WorkReply {
+  return { status, headers: new Headers({ 'content-type': 'application/json' }), body: JSON.stringify(body) }
+}
+
+/** A string answer with its own content type is sent as that text (as the server does with a WebSocket answer); anything else as JSON. */
+function rawText(json: string): string {
+  const value = parseJson(json)
+  return typeof value === 'string' ? value : json
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return undefined
+  }
+}
+
+function errorOf(text: string): string {
+  const parsed = parseJson(text)
+  const error = parsed && typeof parsed === 'object' && 'error' in parsed ? parsed.error : undefined
+  return (typeof error === 'string' ? error : text.slice(0, 200)).replace(/\s+/g, ' ').trim() || 'no details'
+}

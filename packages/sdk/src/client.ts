@@ -1,0 +1,189 @@
+import type { FetchLike } from './agent.ts'
+import { MoonlightError } from './errors.ts'
+import type { AcceptedTask, BroadcastReply, ErrorBody, RoutingOptions, TaskView } from './wire.ts'
+
+export interface ClientOptions {
+  /** The server's http(s) base URL. */
+  server: string
+  /** A token with the caller role (the server's `tokens`); omit it for a server with `require_task_token: false`. */
+  token?: string
+  /** Default: the global fetch. */
+  fetch?: FetchLike
+}
+
+export interface TaskOptions extends RoutingOptions {
+  /** The same key from the same token returns the same task and never runs it twice. */
+  idempotencyKey?: string
+  /** Gives up waiting (the task may still run). */
+  signal?: AbortSignal
+}
+
+/** An agent's answer, as it sent it: any status, including its own 4xx and 5xx. */
+export interface TaskAnswer<Body = unknown> {
+  status: number
+  headers: Headers
+  /** The body parsed as JSON, or its text when it is not JSON. */
+  body: Body
+  taskId: string
+  /** Which agent answered. */
+  nodeId: string | undefined
+  attempts: number
+  /** A replay of an earlier request with the same idempotency key. */
+  replayed: boolean
+}
+
+/** Waiting for a stored task: `wait` seconds (at most 60) the server holds the request until the task ends. */
+export interface WaitOptions {
+  wait?: number
+  signal?: AbortSignal
+}
+
+export interface Client {
+  /** Runs one task and returns the agent's answer; the server's own errors throw MoonlightError. */
+  task<Body = unknown>(region: string, payload: unknown, options?: TaskOptions): Promise<TaskAnswer<Body>>
+  /** Sends the task to every agent at or under the region and returns each one's answer. */
+  broadcast(region: string, payload: unknown, options?: { timeout?: number; signal?: AbortSignal }): Promise<BroadcastReply>
+  /** Submits an async task; returns its id at once. */
+  submit(region: string, payload: unknown, options?: TaskOptions): Promise<string>
+  /** A stored task's state (and its answer once it has one). */
+  get(taskId: string, options?: WaitOptions): Promise<TaskView>
+  /** A stored task's answer, exactly as a sync call would have had it; null while it has not ended. A failed task throws. */
+  result<Body = unknown>(taskId: string, options?: WaitOptions): Promise<TaskAnswer<Body> | null>
+  /** Cancels a stored task; returns its view, now `cancelled`. */
+  cancel(taskId: string): Promise<TaskView>
+}
+
+/**
+ * A caller of a Moonlight server.
+ * @example
+ * const moonlight = createClient({ server: 'http://localhost:8080', token })
+ * const { status, body } = await moonlight.task('eu-west-1', { n: 21 }, { key: 'user-42' })
+ */
+export function createClient(options: ClientOptions): Client {
+  const server = options.server.replace(/\/+$/, '')
+  const fetchImpl = options.fetch ?? ((input, init) => globalThis.fetch(input, init))
+
+  async function call(method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> {
+    const headers: Record<string, string> = { ...extraHeaders }
+    if (body !== undefined) headers['content-type'] = 'application/json'
+    if (options.token) headers.authorization = `Bearer ${options.token}`
+    try {
+      return await fetchImpl(`${server}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal })
+    } catch (error) {
+      if (signal?.aborted) throw error
+      throw new MoonlightError(`cannot reach ${server}: ${error instanceof Error ? error.message : String(error)}`, 0, 'unreachable')
+    }
+  }
+
+  function taskBody(region: string, payload: unknown, mode: string, routing: RoutingOptions): Record<string, unknown> {
+    const { key, node_id, fallback, retry, timeout } = routing
+    const fields = { key, node_id, fallback, retry, timeout }
+    return { region, payload, mode, ...Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)) }
+  }
+
+  const keyHeader = (key: string | undefined): Record<string, string> => (key === undefined ? {} : { 'idempotency-key': key })
+  const taskPath = (taskId: string) => `/task/${encodeURIComponent(taskId)}`
+  const waitQuery = (wait: number | undefined) => (wait === undefined ? '' : `?wait=${wait}`)
+
+  return {
+    async task<Body>(region: string, payload: unknown, taskOptions: TaskOptions = {}) {
+      const response = await call(
+        'POST',
+        '/task/request',
+        taskBody(region, payload, 'single', taskOptions),
+        keyHeader(taskOptions.idempotencyKey),
+        taskOptions.signal,
+      )
+      return answerOf<Body>(response)
+    },
+    async broadcast(region, payload, broadcastOptions = {}) {
+      const { timeout, signal } = broadcastOptions
+      const response = await call('POST', '/task/request', taskBody(region, payload, 'broadcast', { timeout }), {}, signal)
+      // A broadcast nobody answered is a 502 with every agent's result: still a reply, not an error.
+      const body = await readBody(response)
+      if (isErrorBody(body)) throw errorOf(response.status, body)
+      if (!response.ok && response.status !== 502) throw errorOf(response.status, body)
+      return body as BroadcastReply
+    },
+    async submit(region, payload, taskOptions = {}) {
+      const response = await call(
+        'POST',
+        '/task/request',
+        taskBody(region, payload, 'async', taskOptions),
+        keyHeader(taskOptions.idempotencyKey),
+        taskOptions.signal,
+      )
+      const body = await readBody(response)
+      if (response.status !== 202) throw errorOf(response.status, body)
+      return (body as AcceptedTask).task_id
+    },
+    async get(taskId, waitOptions = {}) {
+      // GET /task/{id} answers at once; a wait goes through /result, whose 202 (not ended yet) is the same view.
+      if (waitOptions.wait !== undefined) {
+        const response = await call('GET', `${taskPath(taskId)}/result${waitQuery(waitOptions.wait)}`, undefined, {}, waitOptions.signal)
+        if (response.status === 202) return (await readBody(response)) as TaskView
+        // Ended (or unknown): the view says how, whatever the result was.
+        await response.body?.cancel()
+      }
+      const response = await call('GET', taskPath(taskId), undefined, {}, waitOptions.signal)
+      const body = await readBody(response)
+      if (!response.ok) throw errorOf(response.status, body)
+      return body as TaskView
+    },
+    async result<Body>(taskId: string, waitOptions: WaitOptions = {}) {
+      const response = await call('GET', `${taskPath(taskId)}/result${waitQuery(waitOptions.wait)}`, undefined, {}, waitOptions.signal)
+      if (response.status === 202) {
+        await response.body?.cancel()
+        return null
+      }
+      return answerOf<Body>(response)
+    },
+    async cancel(taskId) {
+      const response = await call('DELETE', taskPath(taskId))
+      const body = await readBody(response)
+      if (!response.ok) throw errorOf(response.status, body)
+      return body as TaskView
+    },
+  }
+}
+
+/**
+ * An agent's answer carries `X-Moonlight-Node`; an answer without it is the server's own, and a
+ * server's error status throws.
+ */
+async function answerOf<Body>(response: Response): Promise<TaskAnswer<Body>> {
+  const body = await readBody(response)
+  const nodeId = response.headers.get('x-moonlight-node') ?? undefined
+  if (nodeId === undefined && response.status >= 400) throw errorOf(response.status, body)
+  return {
+    status: response.status,
+    headers: response.headers,
+    // The caller's `Body` is its word on what its agents answer; the SDK cannot check a type it does not know.
+    body: body as Body,
+    taskId: response.headers.get('x-task-id') ?? '',
+    nodeId,
+    attempts: Number(response.headers.get('x-moonlight-attempts') ?? 1),
+    replayed: response.headers.get('idempotent-replayed') === 'true',
+  }
+}
+
+async function readBody(response: Response): Promise<unknown> {
+  const text = await response.text()
+  if (text === '') return null
+  try {
+    return JSON.parse(text)
+  } catch {
+    return text
+  }
+}
+
+function isErrorBody(body: unknown): body is ErrorBody {
+  return typeof body === 'object' && body !== null && typeof (body as ErrorBody).error === 'string' && typeof (body as ErrorBody).code === 'string'
+}
+
+function errorOf(status: number, body: unknown): MoonlightError {
+  if (!isErrorBody(body))
+    return new MoonlightError(`HTTP ${status}: ${String(typeof body === 'string' ? body : JSON.stringify(body)).slice(0, 200)}`, status, 'unexpected_answer')
+  const { error, code, ...details } = body
+  return new MoonlightError(error, status, code, details)
+}

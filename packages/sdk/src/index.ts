@@ -1,0 +1,7 @@
+export type { Agent, AgentLogger, AgentOptions, FetchLike, Listen, WebSocketLike, WorkListener, WorkReply, WorkRequest } from './agent.ts'
+export { AgentFatalError, createAgent } from './agent.ts'
+export type { Client, ClientOptions, TaskAnswer, TaskOptions, WaitOptions } from './client.ts'
+export { createClient } from './client.ts'
+export { MoonlightError } from './errors.ts'
+export type { FullAnswer, TaskContext, TaskHandler } from './handler.ts'
+export type { AcceptedTask, BroadcastReply, BroadcastResult, ErrorBody, RoutingOptions, TaskState, TaskView } from './wire.ts'
