@@ -1,25 +1,26 @@
 import { redactRedisUrl } from '../cluster/redis-connection.ts'
 import { type Config, ConfigError, type LoadedConfig, loadConfig } from '../config.ts'
 import { type Command, type Env, parse, UsageError } from './_command.ts'
+import { printJson } from './_output.ts'
 
 export const configCommand: Command = {
   summary: 'check a config file',
-  usage: `moonlight config check [PATH]
+  usage: `moonlight config check [PATH] [--json]
 
 Validates a config file and prints what is wrong (exit 1), or the effective config with every
-default filled in (exit 0). Without PATH it checks the file "moonlight serve" would use:
+default filled in (exit 0); with --json, {"source", "unknown_keys", "config"} as JSON. Without PATH it checks the file "moonlight serve" would use:
 $MLS_CONFIG, ./mls.json, ~/.config/moonlight/mls.json, /etc/moonlight/mls.json, else the embedded default.`,
   run: async (args: string[], env: Env) => {
-    const { positionals } = parse(args, {})
+    const { values, positionals } = parse(args, { json: { type: 'boolean' } })
     const [action, path, extra] = positionals
     if (action !== 'check')
       throw new UsageError(action === undefined ? 'missing action: moonlight config check [PATH]' : `unknown action "${action}" (only "check")`)
     if (extra !== undefined) throw new UsageError(`unexpected argument "${extra}"`)
-    return check(path, env)
+    return check(path, env, values.json === true)
   },
 }
 
-function check(path: string | undefined, env: Env): number {
+function check(path: string | undefined, env: Env, json: boolean): number {
   let loaded: LoadedConfig
   try {
     loaded = loadConfig({ explicitPath: path, env })
@@ -32,6 +33,10 @@ function check(path: string | undefined, env: Env): number {
     console.log(error.message)
     console.error(`moonlight config check: ${headline.replace(/:$/, '')} (${problems.length} problem${problems.length === 1 ? '' : 's'})`)
     return 1
+  }
+  if (json) {
+    printJson({ source: loaded.source, unknown_keys: loaded.unknownKeys, config: redactTokens(loaded.config) })
+    return 0
   }
   console.log(`${loaded.source}: OK`)
   for (const key of loaded.unknownKeys) console.log(`warning: unknown config key "${key}" is ignored`)

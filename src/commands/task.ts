@@ -3,15 +3,16 @@ import { cancelTask, errorMessage, fetchTaskResult, RequestFailed, submitTask } 
 import { acceptedTaskSchema, taskViewSchema } from '../wire/async-task.ts'
 import { type BroadcastReply, broadcastReplySchema } from '../wire/task.ts'
 import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
-import { printBody } from './_output.ts'
+import { printBody, printJson } from './_output.ts'
+import { withSpinner } from './_spinner.ts'
 
 export const taskCommand: Command = {
   summary: 'submit a task and print the answer',
   usage: `moonlight task [--server URL] [--token T] [--region R] (--payload JSON | --payload-file F | stdin)
-               [--broadcast | --async] [--idempotency-key K] [--timeout S] [--ca FILE]
+               [--broadcast | --async [--json]] [--idempotency-key K] [--timeout S] [--ca FILE]
                [--key K] [--node-id ID] [--fallback parent|none] [--no-retry | --retry] [--task-timeout S]
        moonlight task get ID [--wait S]     the answer of an async task
-       moonlight task cancel ID             cancel an async task
+       moonlight task cancel ID [--json]    cancel an async task
 
 Submits a task to POST /task/request and prints the agent's answer: pretty JSON on a terminal,
 exactly as sent when piped. Exits 1 with the server's error message on any error status.
@@ -25,6 +26,7 @@ With --async, prints the task's id at once; \`task get ID\` prints its answer on
   --payload-file F     read the payload from file F ("-" for stdin)
   --broadcast          send to every agent under the region; exits 1 if any of them failed
   --async              submit and print the task id; fetch the answer later with \`task get ID\`
+  --json               (--async, task cancel) print the server's JSON instead of a line
   --idempotency-key K  a retry with the same key and payload returns the first answer, never runs twice
   --wait S             (task get) wait up to S seconds (at most 60) for the task to finish
   --timeout S          give up after S seconds
@@ -57,6 +59,7 @@ async function runTask(args: string[], env: Env): Promise<number> {
     'payload-file': { type: 'string' },
     broadcast: { type: 'boolean' },
     async: { type: 'boolean' },
+    json: { type: 'boolean' },
     'idempotency-key': { type: 'string' },
     timeout: { type: 'string' },
     ca: { type: 'string' },
@@ -81,13 +84,15 @@ async function runTask(args: string[], env: Env): Promise<number> {
   const body = `${JSON.stringify(fields).slice(0, -1)}${Object.keys(fields).length > 0 ? ',' : ''}"payload":${payload}}`
 
   const key = values['idempotency-key']
-  const answer = await submitTask(target, body, timeoutS === undefined ? undefined : timeoutS * 1000, key === undefined ? {} : { 'idempotency-key': key })
+  const submission = submitTask(target, body, timeoutS === undefined ? undefined : timeoutS * 1000, key === undefined ? {} : { 'idempotency-key': key })
+  const answer = values.async ? await submission : await withSpinner(values.broadcast ? 'waiting for every agent…' : 'waiting for the answer…', submission)
   if (values.broadcast) return reportBroadcast(answer)
   if (values.async) {
     if (answer.status !== 202) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
     const accepted = acceptedTaskSchema.safeParse(JSON.parse(answer.body))
     if (!accepted.success) throw new RequestFailed('unexpected answer to an async task', answer.status)
-    console.log(accepted.data.task_id)
+    if (values.json) printJson(accepted.data)
+    else console.log(accepted.data.task_id)
     return 0
   }
   if (answer.status >= 400) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
@@ -104,11 +109,12 @@ async function runGet(taskId: string, args: string[], env: Env): Promise<number>
   const waitS = optionalSeconds(values.wait, '--wait')
   if (waitS !== undefined && waitS > 60) throw new UsageError('--wait must be at most 60 seconds')
   const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
-  const answer = await fetchTaskResult(target, taskId, waitS)
+  const fetching = fetchTaskResult(target, taskId, waitS)
+  const answer = waitS === undefined ? await fetching : await withSpinner('waiting for the task…', fetching)
   if (answer.status === 202) {
     const view = taskViewSchema.safeParse(JSON.parse(answer.body))
     console.error(
-      `moonlight: task ${taskId} is ${view.success ? view.data.state : 'not done'}; ask again later${waitS === undefined ? ', or pass --wait S' : ''}`,
+      `moonlight task: task ${taskId} is ${view.success ? view.data.state : 'not done'}; ask again later${waitS === undefined ? ', or pass --wait S' : ''}`,
     )
     return NOT_YET
   }
@@ -118,11 +124,12 @@ async function runGet(taskId: string, args: string[], env: Env): Promise<number>
 }
 
 async function runCancel(taskId: string, args: string[], env: Env): Promise<number> {
-  const { values, positionals } = parse(args, { server: { type: 'string' }, token: { type: 'string' }, ca: { type: 'string' } })
+  const { values, positionals } = parse(args, { server: { type: 'string' }, token: { type: 'string' }, ca: { type: 'string' }, json: { type: 'boolean' } })
   noPositionals(positionals)
   const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
-  await cancelTask(target, taskId)
-  console.log(`cancelled ${taskId}`)
+  const answer = await cancelTask(target, taskId)
+  if (values.json) printJson(JSON.parse(answer.body))
+  else console.log(`cancelled ${taskId}`)
   return 0
 }
 

@@ -57,6 +57,32 @@ describe('moonlight task', () => {
     expect([unknown.code, expectOneLine(unknown.stderr)]).toEqual([1, expect.stringContaining('no task no-such-id')])
   })
 
+  test('on a terminal a spinner shows the time waited on stderr, and is cleared; piped, there is none', async () => {
+    const { code, screen } = await runCliInTerminal(['task', ...auth(), '--region', 'mars', '--payload', '1'])
+    expect(code).toBe(1)
+    expect(screen).toMatch(/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] waiting for the answer… 1\.\d s/)
+    // The spinner's line is erased before the error is written.
+    expect(screen).toContain('\r\x1b[K')
+    expect(screen).toContain('moonlight task: no answer within task_timeout')
+    const piped = await runCli(['task', ...auth(), '--region', 'mars', '--payload', '1'])
+    expect(piped.code).toBe(1)
+    expect(piped.stderr).not.toMatch(/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]|waiting for the answer/)
+    expect(piped.stderr.trim().split('\n')).toHaveLength(1)
+  })
+
+  test('--json: task --async, task cancel and config check print JSON', async () => {
+    const submitted = await runMain(['task', ...auth(), '--region', 'mars', '--async', '--json', '--payload', '2'])
+    const accepted = JSON.parse(submitted.stdout)
+    expect(accepted).toEqual({ task_id: expect.any(String), state: 'queued', status_url: `/task/${accepted.task_id}` })
+    const cancelled = await runMain(['task', 'cancel', accepted.task_id, ...auth(), '--json'])
+    expect(JSON.parse(cancelled.stdout)).toMatchObject({ task_id: accepted.task_id, state: 'cancelled' })
+    const file = join(tmp, 'checked.json')
+    writeFileSync(file, JSON.stringify({ port: 9090, tokens: ['a-long-enough-token-1'] }))
+    const config = await runMain(['config', 'check', file, '--json'])
+    expect(config.code).toBe(0)
+    expect(JSON.parse(config.stdout)).toMatchObject({ source: file, unknown_keys: [], config: { port: 9090, tokens: ['a-lo… (21 characters)'] } })
+  })
+
   test('--idempotency-key: the same command twice runs once', async () => {
     const before = east.received.length
     const args = ['task', ...auth(), '--region', 'us-east-1', '--idempotency-key', `cli-${crypto.randomUUID()}`, '--payload', '{"once": 1}']
