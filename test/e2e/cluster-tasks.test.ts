@@ -4,21 +4,15 @@
  */
 import { describe, expect, test } from 'bun:test'
 import { postJson, startHttpAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { submitTask, TASK_HEADERS, taskResult } from '../task-calls.ts'
 import { clusterScope, getJson } from './cluster-helpers.ts'
 
 const { defer } = testScope()
 const { redisServer, instance } = clusterScope(defer)
-const HEADERS = { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }
+const HEADERS = TASK_HEADERS
 
-async function submit(url: string, body: unknown, headers: Record<string, string> = {}) {
-  const response = await fetch(`${url}/task/request`, { method: 'POST', headers: { ...HEADERS, ...headers }, body: JSON.stringify(body) })
-  return { response, text: await response.text() }
-}
-
-async function result(url: string, taskId: string, waitS: number) {
-  const response = await fetch(`${url}/task/${taskId}/result?wait=${waitS}`, { headers: HEADERS })
-  return { response, text: await response.text() }
-}
+const submit = submitTask
+const result = taskResult
 
 describe('stored tasks in a cluster', () => {
   test('an async task submitted at A is polled, long-polled and fetched at B; an idempotency key used at A is honoured at B', async () => {

@@ -2,15 +2,13 @@
  * Idempotency keys of tasks that never ran: a retry with the key runs them (one server, the memory store).
  */
 import { describe, expect, test } from 'bun:test'
-import { startHttpAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { startHttpAgent, testScope, waitFor } from '../helpers.ts'
+import { submitTask, TASK_HEADERS } from '../task-calls.ts'
 
 const { defer, server } = testScope()
-const HEADERS = { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` }
+const HEADERS = TASK_HEADERS
 
-async function submit(url: string, body: unknown, headers: Record<string, string> = {}) {
-  const response = await fetch(`${url}/task/request`, { method: 'POST', headers: { ...HEADERS, ...headers }, body: JSON.stringify(body) })
-  return { response, text: await response.text() }
-}
+const submit = submitTask
 
 describe('idempotency keys of tasks that never ran', () => {
   test('a keyed sync task refused 503 no_client (it never ran) can be retried with its key once an agent is there', async () => {
