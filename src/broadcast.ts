@@ -28,8 +28,9 @@ export class Broadcaster {
     const { registry, clock, load } = this.deps
     const targets = registry.within(region)
     const startedMs = clock.now()
+    const startedMonotonicMs = clock.monotonic()
     if (targets.length === 0) {
-      this.finish(taskId, region, 503, 'no_client', 0, startedMs)
+      this.finish(taskId, region, 503, 'no_client', 0, startedMs, startedMonotonicMs)
       return { kind: 'no_client', region }
     }
     const deadline = this.deps.deadlines.start(Math.min(this.deps.settings().taskTimeoutMs, timeoutMs ?? Number.POSITIVE_INFINITY))
@@ -38,7 +39,7 @@ export class Broadcaster {
       const answers = this.send(region, taskId, payloadJson, targets, deadline)
       const results = await Promise.all(targets.map((client) => this.settle(client, answers.get(client.nodeId)!, region)))
       const answered = results.filter((result) => result.error === undefined).length
-      this.finish(taskId, region, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, startedMs)
+      this.finish(taskId, region, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, startedMs, startedMonotonicMs)
       return { kind: 'delivered', results }
     } finally {
       this.deps.deadlines.end(deadline)
@@ -82,7 +83,15 @@ export class Broadcaster {
     }
   }
 
-  private finish(taskId: string, region: string, status: number, outcome: TaskRecord['outcome'], attempts: number, startedMs: number): void {
+  private finish(
+    taskId: string,
+    region: string,
+    status: number,
+    outcome: TaskRecord['outcome'],
+    attempts: number,
+    startedMs: number,
+    startedMonotonicMs: number,
+  ): void {
     const nowMs = this.deps.clock.now()
     this.deps.onFinished({
       task_id: taskId,
@@ -93,6 +102,7 @@ export class Broadcaster {
       outcome,
       attempts,
       latency_ms: nowMs - startedMs,
+      durationMs: this.deps.clock.monotonic() - startedMonotonicMs,
       finishedAtMs: nowMs,
     })
   }

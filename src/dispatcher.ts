@@ -56,6 +56,7 @@ export class Dispatcher {
     const ownTimeout = routing.timeoutMs !== undefined && routing.timeoutMs < settings.taskTimeoutMs
     const timeoutMs = ownTimeout ? routing.timeoutMs! : settings.taskTimeoutMs
     const startedMs = clock.now()
+    const startedMonotonicMs = clock.monotonic()
     const failedAttempts: FailedAttempt[] = []
     // Made on the first retry: most tasks never need it.
     let tried: Set<string> | undefined
@@ -145,7 +146,9 @@ export class Dispatcher {
           this.deps.onAttempt?.(client, clock.monotonic() - attemptStartedMs)
         }
       }
-      this.deps.onFinished(taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now()))
+      const record = taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now())
+      record.durationMs = clock.monotonic() - startedMonotonicMs
+      this.deps.onFinished(record)
       return outcome
     } finally {
       this.deps.deadlines.end(deadline)

@@ -18,7 +18,7 @@ export class Observations {
 
   onTask(record: TaskRecord): void {
     // Region names are validated names (no quotes or backslashes), safe inside a label as they are.
-    this.taskDuration.observe(`region="${record.region}",outcome="${record.outcome}"`, record.latency_ms / 1000)
+    this.taskDuration.observe(`region="${record.region}",outcome="${record.outcome}"`, (record.durationMs ?? record.latency_ms) / 1000)
     if (record.mode === 'single' && record.attempts > 1) this.retries += record.attempts - 1
   }
 

@@ -507,7 +507,12 @@ function listen<T>(port: number, start: () => T): T {
 /** log.access: one line per task, with what an operator greps for; never its payload or the caller's token. */
 function accessLine(record: TaskRecord): string {
   const to = record.node_id === null ? 'no client' : record.node_id
-  return `[mls] task ${record.task_id} ${record.mode} ${record.region || 'global'} → ${to}: ${record.status} in ${record.latency_ms} ms, ${record.attempts} attempt${record.attempts === 1 ? '' : 's'}`
+  return `[mls] task ${record.task_id} ${record.mode} ${record.region || 'global'} → ${to}: ${record.status} in ${durationOf(record)} ms, ${record.attempts} attempt${record.attempts === 1 ? '' : 's'}`
+}
+
+/** ms to a tenth: whole wall-clock ms would call every fast task 0. */
+function durationOf(record: TaskRecord): number {
+  return Math.round((record.durationMs ?? record.latency_ms) * 10) / 10
 }
 
 function accessFields(record: TaskRecord): LogFields {
@@ -519,7 +524,7 @@ function accessFields(record: TaskRecord): LogFields {
     status: record.status,
     outcome: record.outcome,
     attempts: record.attempts,
-    duration_ms: record.latency_ms,
+    duration_ms: durationOf(record),
   }
 }
 

@@ -49,7 +49,7 @@ describe('log.format', () => {
     const access = lines.find((line) => line.includes(`task ${taskId}`))!
     expect(access).toMatch(
       new RegExp(
-        `INFO  \\[mls\\] task ${taskId} single us-east-1 → logged-agent: 200 in \\d+ ms, 1 attempt .*node_id=logged-agent.*status=200.*attempts=1.*duration_ms=\\d+`,
+        `INFO  \\[mls\\] task ${taskId} single us-east-1 → logged-agent: 200 in [\\d.]+ ms, 1 attempt .*node_id=logged-agent.*status=200.*attempts=1.*duration_ms=[\\d.]+`,
       ),
     )
     expect(child.output()).not.toContain(SECRET_PAYLOAD)

@@ -285,6 +285,8 @@ describe('dispatcher', () => {
             mode: 'single',
             ...record,
             latency_ms: core.clock.now() - startedMs,
+            // The fake clock moves wall and monotonic time together: the precise duration is the same span.
+            durationMs: core.clock.now() - startedMs,
             finishedAtMs: core.clock.now(),
           },
         ],
