@@ -17,6 +17,8 @@ const app = join(work, 'app')
 /** Node 20 has a global WebSocket only behind this flag; Node 22 and later have it anyway (the flag is then a no-op). */
 const NODE = ['node', '--experimental-websocket']
 const BUN = [process.execPath]
+// Deno from npm (the devDependency `deno`): the package reads no file and spawns nothing, so net and env suffice.
+const DENO = [join(ROOT, 'node_modules/.bin/deno'), 'run', '--allow-net', '--allow-env', '--allow-read']
 
 function run(command: string[], cwd: string): string {
   const result = Bun.spawnSync(command, { cwd, stdout: 'pipe', stderr: 'pipe', env: { ...process.env, npm_config_update_notifier: 'false' } })
@@ -76,7 +78,7 @@ async function caller(runtime: string[], mls: TestServer): Promise<Record<string
 }
 
 /** What the fixture caller must see from one fixture agent on `runtime`. */
-function expectEveryCall(seen: Record<string, any>, nodeId: string, runtime: 'node' | 'bun'): void {
+function expectEveryCall(seen: Record<string, any>, nodeId: string, runtime: 'node' | 'bun' | 'deno'): void {
   expect(seen.task).toEqual({ status: 200, body: { doubled: 42, runtime }, nodeId, hasTaskId: true })
   // The handler's own 404, headers and body reach the caller as an answer, not as an error.
   expect(seen.missing).toEqual({ status: 404, body: { error: 'no user 7' }, header: 'user 7' })
@@ -105,6 +107,15 @@ describe('moonlight-sdk, installed from its tarball', () => {
     await agent(NODE, { SERVERS: mls.url, NODE_ID: 'node-ws' })
     expectEveryCall(await caller(NODE, mls), 'node-ws', 'node')
   })
+
+  test('under Deno: a WebSocket agent and an HTTP agent answer a caller, every call and error', async () => {
+    const mls = server()
+    await agent(DENO, { SERVERS: mls.url, NODE_ID: 'deno-ws' })
+    expectEveryCall(await caller(DENO, mls), 'deno-ws', 'deno')
+    const other = server()
+    await agent(DENO, { SERVERS: other.url, NODE_ID: 'deno-http', PROTOCOL: 'http' })
+    expectEveryCall(await caller(DENO, other), 'deno-http', 'deno')
+  }, 60_000)
 
   test('under Node: an HTTP agent (POST /work on node:http, heartbeats) answers a caller', async () => {
     const mls = server()
