@@ -5,14 +5,82 @@ import { clockTime, formatCount, formatMs, h, timeAgo } from './ui.js'
 const GONE_KEPT_MS = 60_000
 const FIELDS = ['node', 'region', 'protocol', 'weight', 'state', 'in_flight', 'successes', 'failures', 'latency', 'last_seen']
 const NUMERIC = new Set(['weight', 'in_flight', 'successes', 'failures', 'latency'])
+/** Each column's heading: on a phone every row is a card, and each cell shows its heading beside it. */
+const LABELS = {
+  node: 'Node',
+  region: 'Region',
+  protocol: 'Protocol',
+  weight: 'Weight',
+  state: 'State',
+  in_flight: 'In flight',
+  successes: 'OK',
+  failures: 'Failed',
+  latency: 'Latency',
+  last_seen: 'Last seen',
+}
+const STATE_ORDER = { healthy: 0, probation: 1, ejected: 2 }
+/** What each column sorts by; ties fall back to region, then node id. */
+const SORT_KEYS = {
+  node: (view) => view.node_id,
+  region: (view) => view.region,
+  protocol: (view) => view.protocol,
+  weight: (view) => (view.draining ? -1 : (view.effective_weight ?? view.weight)),
+  state: (view) => STATE_ORDER[view.state] ?? 3,
+  in_flight: (view) => view.in_flight,
+  successes: (view) => view.successes,
+  failures: (view) => view.failures,
+  latency: (view) => view.latency_ms,
+  last_seen: (view) => Date.parse(view.last_seen),
+}
 
 export class ClientsTable {
-  constructor(table, emptyNote, countNote) {
+  /** `onSelect(nodeId)` when a row is clicked (or Enter is pressed on it): the dashboard shows that client's detail. */
+  constructor(table, emptyNote, countNote, { filterInput, onSelect } = {}) {
     this.body = table.tBodies[0]
     this.emptyNote = emptyNote
     this.countNote = countNote
+    this.onSelect = onSelect
     /** node id → { view, row, cells, goneAt?, reason? } */
     this.entries = new Map()
+    /** Region then node id until a heading is clicked. */
+    this.sort = { field: 'region', direction: 1 }
+    this.filter = ''
+    this.headings = [...table.tHead.rows[0].cells]
+    for (const heading of this.headings) {
+      const button = heading.querySelector('button[data-sort]')
+      button?.addEventListener('click', () => this.sortBy(button.dataset.sort))
+    }
+    filterInput?.addEventListener('input', () => {
+      this.filter = filterInput.value.trim().toLowerCase()
+      this.applyFilter()
+      this.summarize()
+    })
+    this.showSort()
+  }
+
+  /** A heading clicked: sorts by it, or reverses the order when it already does. */
+  sortBy(field) {
+    this.sort = this.sort.field === field ? { field, direction: -this.sort.direction } : { field, direction: 1 }
+    this.showSort()
+    this.arrange()
+  }
+
+  showSort() {
+    for (const heading of this.headings) {
+      const field = heading.querySelector('button[data-sort]')?.dataset.sort
+      if (field === this.sort.field) heading.setAttribute('aria-sort', this.sort.direction > 0 ? 'ascending' : 'descending')
+      else heading.removeAttribute('aria-sort')
+    }
+  }
+
+  /** Whether a client matches the text filter: a part of its node id, region or address. */
+  matches(view) {
+    if (!this.filter) return true
+    return [view.node_id, view.region, view.ip].some((text) => text.toLowerCase().includes(this.filter))
+  }
+
+  applyFilter() {
+    for (const entry of this.entries.values()) entry.row.hidden = !this.matches(entry.view)
   }
 
   /**
@@ -68,12 +136,24 @@ export class ClientsTable {
   upsert(view, highlightNew) {
     let entry = this.entries.get(view.node_id)
     if (!entry) {
-      const cells = Object.fromEntries(FIELDS.map((field) => [field, h('td', { class: NUMERIC.has(field) ? 'num' : undefined, 'data-field': field })]))
-      const row = h('tr', { 'data-node': view.node_id, class: highlightNew ? 'fresh' : undefined }, ...Object.values(cells))
+      const cells = Object.fromEntries(
+        FIELDS.map((field) => [field, h('td', { class: NUMERIC.has(field) ? 'num' : undefined, 'data-field': field, 'data-label': LABELS[field] })]),
+      )
+      // A row is a button of sorts: it opens the client's detail, by mouse or keyboard.
+      const row = h(
+        'tr',
+        { 'data-node': view.node_id, class: highlightNew ? 'fresh' : undefined, tabindex: '0', title: 'show its recent tasks and actions' },
+        ...Object.values(cells),
+      )
+      row.addEventListener('click', () => this.onSelect?.(view.node_id))
+      row.addEventListener('keydown', (event) => {
+        if (event.key === 'Enter') this.onSelect?.(view.node_id)
+      })
       entry = { view, row, cells }
       this.entries.set(view.node_id, entry)
     }
     entry.view = view
+    entry.row.hidden = !this.matches(view)
     entry.goneAt = undefined
     entry.reason = undefined
     this.fill(entry, Date.now())
@@ -113,9 +193,17 @@ export class ClientsTable {
     cells.last_seen.title = view.last_seen
   }
 
-  /** Region, then node id; rows move only when the order changed, so a fresh row's highlight is not restarted. */
+  /** The chosen column (region by default), then region, then node id; rows move only when the order changed, so a fresh row's highlight is not restarted. */
   arrange() {
-    const sorted = [...this.entries.values()].sort((a, b) => a.view.region.localeCompare(b.view.region) || a.view.node_id.localeCompare(b.view.node_id))
+    const key = SORT_KEYS[this.sort.field]
+    const { direction } = this.sort
+    const compare = (a, b) => {
+      const x = key(a.view)
+      const y = key(b.view)
+      const byField = typeof x === 'string' ? x.localeCompare(y) : x - y
+      return direction * byField || a.view.region.localeCompare(b.view.region) || a.view.node_id.localeCompare(b.view.node_id)
+    }
+    const sorted = [...this.entries.values()].sort(compare)
     const current = [...this.body.rows]
     if (sorted.length !== current.length || sorted.some((entry, index) => entry.row !== current[index])) {
       this.body.append(...sorted.map((entry) => entry.row))
@@ -128,7 +216,20 @@ export class ClientsTable {
     this.emptyNote.hidden = this.entries.size > 0
     const protocols = { http: 0, ws: 0 }
     for (const view of present) protocols[view.protocol]++
-    this.countNote.textContent = present.length ? `${present.length} connected · ${protocols.http} HTTP, ${protocols.ws} WebSocket` : ''
+    const shown = [...this.entries.values()].filter((entry) => !entry.row.hidden).length
+    const filtered = this.filter && shown < this.entries.size ? ` · ${shown} of ${this.entries.size} shown` : ''
+    this.countNote.textContent = present.length ? `${present.length} connected · ${protocols.http} HTTP, ${protocols.ws} WebSocket${filtered}` : ''
+    this.noMatch?.toggleAttribute('hidden', !(this.filter && shown === 0 && this.entries.size > 0))
+  }
+
+  /** The note shown when the filter hides every row. */
+  setNoMatchNote(note) {
+    this.noMatch = note
+  }
+
+  /** The view of a client on screen, present or gone. */
+  viewOf(nodeId) {
+    return this.entries.get(nodeId)?.view
   }
 }
 
@@ -152,6 +253,8 @@ function stateBadges(view, goneReason) {
     badges.push(h('span', { class: 'badge bad', title: `after ${view.consecutive_failures} failures in a row` }, 'ejected'))
     if (view.ejected_until) badges.push(' ', h('span', { class: 'muted small' }, `until ${clockTime(view.ejected_until)}`))
   } else badges.push(h('span', { class: 'badge warn', title: 'the next task decides whether it is healthy again' }, 'probation'))
-  if (view.draining) badges.push(' ', h('span', { class: 'badge warn', title: 'weight 0: finishes its tasks, gets no new ones' }, 'draining'))
+  if (view.drained_by_operator)
+    badges.push(' ', h('span', { class: 'badge warn', title: 'drained by an operator: finishes its tasks, gets no new ones until undrained' }, 'drained'))
+  else if (view.draining) badges.push(' ', h('span', { class: 'badge warn', title: 'weight 0: finishes its tasks, gets no new ones' }, 'draining'))
   return badges
 }

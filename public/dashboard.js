@@ -1,5 +1,6 @@
 // The dashboard: token sign-in, then everything live from the monitoring channel.
 import { TaskChart } from './chart.js'
+import { ClientDetail } from './client-detail.js'
 import { ClientsTable } from './clients-table.js'
 import { MonitorFeed } from './monitor-feed.js'
 import { renderRegionTree } from './region-tree.js'
@@ -23,7 +24,21 @@ const view = {
   connection: $('connection'),
   signOut: $('sign-out'),
 }
-const clients = new ClientsTable($('clients'), $('clients-empty'), $('clients-count'))
+const clients = new ClientsTable($('clients'), $('clients-empty'), $('clients-count'), {
+  filterInput: $('clients-filter'),
+  onSelect: (nodeId) => detail.open(nodeId),
+})
+clients.setNoMatchNote($('clients-no-match'))
+// On a phone the headings are hidden (rows are cards): the same sort from a select.
+$('clients-sort').addEventListener('change', (event) => {
+  clients.sort = { field: event.target.value, direction: 1 }
+  clients.showSort()
+  clients.arrange()
+})
+const detail = new ClientDetail($('client-detail'), {
+  token: () => sessionStorage.getItem(TOKEN_KEY) ?? '',
+  viewOf: (nodeId) => clients.viewOf(nodeId),
+})
 const tasks = new TasksList($('tasks'), $('tasks-empty'))
 const chart = new TaskChart($('chart'))
 let feed
@@ -63,6 +78,7 @@ function signIn(token) {
 
 function signOut(message) {
   feed?.stop()
+  detail.close()
   feed = undefined
   view.board.hidden = true
   view.signOut.hidden = true
@@ -104,6 +120,7 @@ function onState(state, detail) {
 
 function onSnapshot(snapshot) {
   clients.replaceAll(snapshot.clients)
+  detail.refresh()
   tasks.replaceAll(snapshot.recent)
   chart.setSeries(snapshot.series)
   showRegions(snapshot.regions)
@@ -113,6 +130,7 @@ function onSnapshot(snapshot) {
 function onUpdate(update) {
   if (update.clients?.length) clients.update(update.clients)
   if (update.removed?.length) clients.markGone(update.removed)
+  if (update.clients?.length || update.removed?.length) detail.refresh()
   if (update.tasks?.length) tasks.add(update.tasks)
   if (update.regions) showRegions(update.regions)
   if (update.point) chart.addPoint(update.point)
@@ -134,6 +152,14 @@ function showStatus(status, lastSecond) {
   $('tile-failed').textContent = `${formatCount(status.tasks_failed)} failed`
   $('tile-rate').textContent = formatCount(lastSecond?.tasks ?? 0)
   $('tile-latency').textContent = lastSecond?.tasks ? `avg ${formatMs(lastSecond.avg_latency_ms)}` : 'last second'
+  const { latency } = status
+  $('tile-p50').textContent = latency ? quantile(latency.p50_ms) : '–'
+  $('tile-quantiles').textContent = latency ? `p95 ${quantile(latency.p95_ms)} · p99 ${quantile(latency.p99_ms)}` : 'p95 – · p99 –'
+}
+
+/** A quantile's bucket bound: "≤ 25 ms"; null is past the last bucket. */
+function quantile(ms) {
+  return ms === null ? '> 60 s' : `≤ ${formatMs(ms)}`
 }
 
 function showLoginMessage(tone, text) {

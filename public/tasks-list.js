@@ -2,8 +2,8 @@
 import { clockTime, formatMs, h } from './ui.js'
 
 const SHOWN = 12
-const OUTCOME_TONE = { ok: 'ok', failed: 'bad', timeout: 'bad', no_client: 'warn' }
-const OUTCOME_TEXT = { ok: 'ok', failed: 'failed', timeout: 'timed out', no_client: 'no client' }
+export const OUTCOME_TONE = { ok: 'ok', failed: 'bad', timeout: 'bad', no_client: 'warn' }
+export const OUTCOME_TEXT = { ok: 'ok', failed: 'failed', timeout: 'timed out', no_client: 'no client' }
 
 export class TasksList {
   constructor(table, emptyNote) {
@@ -31,20 +31,25 @@ export class TasksList {
         h(
           'tr',
           { 'data-task': task.task_id },
-          h('td', {}, clockTime(task.at)),
-          h('td', { class: 'task-id' }, task.task_id, task.mode === 'broadcast' ? h('span', { class: 'muted small' }, ' broadcast') : null),
-          h('td', {}, task.region),
-          h('td', {}, task.node_id ?? '–'),
+          h('td', { 'data-label': 'Time' }, clockTime(task.at)),
           h(
             'td',
-            {},
+            { class: 'task-id', 'data-label': 'Task' },
+            task.task_id,
+            task.mode === 'broadcast' ? h('span', { class: 'muted small' }, ' broadcast') : null,
+          ),
+          h('td', { 'data-label': 'Region' }, task.region),
+          h('td', { 'data-label': 'Node' }, task.node_id ?? '–'),
+          h(
+            'td',
+            { 'data-label': 'Outcome' },
             h(
               'span',
               { class: `badge ${OUTCOME_TONE[task.outcome] ?? ''}`, title: `HTTP ${task.status}, ${task.attempts} attempt(s)` },
               `${OUTCOME_TEXT[task.outcome] ?? task.outcome} · ${task.status}`,
             ),
           ),
-          h('td', { class: 'num' }, formatMs(task.latency_ms)),
+          h('td', { class: 'num', 'data-label': 'Latency' }, formatMs(task.latency_ms)),
         ),
       ),
     )

@@ -1,10 +1,10 @@
 import type { Clock } from './clock.ts'
 import type { DeadlineTimer } from './deadlines.ts'
 import type { Outcome } from './outcome.ts'
-import type { Client, Registry } from './registry.ts'
+import { type Client, isDraining, type Registry } from './registry.ts'
 import type { TaskControl } from './task-control.ts'
 import { DEFAULT_ROUTING, type TaskRouting } from './task-routing.ts'
-import type { TaskRecord } from './task-stats.ts'
+import type { AttemptRecord, TaskRecord } from './task-stats.ts'
 import { type Answer, AttemptError, type Transports } from './transports/types.ts'
 import type { FailedAttempt } from './wire/errors.ts'
 
@@ -58,6 +58,8 @@ export class Dispatcher {
     const startedMs = clock.now()
     const startedMonotonicMs = clock.monotonic()
     const failedAttempts: FailedAttempt[] = []
+    // Every attempt with its time, for the clients' detail (src/task-stats.ts ClientTasks): bounded by retry_count.
+    const tries: AttemptRecord[] = []
     // Made on the first retry: most tasks never need it.
     let tried: Set<string> | undefined
     let last: Client | undefined
@@ -95,10 +97,14 @@ export class Dispatcher {
         const attemptStartedMs = clock.monotonic()
         // Every way an attempt ends gives a verdict on the client, or says there is none (which ends a trial).
         let judged = false
+        let attemptStatus: number | undefined
+        let attemptKind: AttemptRecord['kind']
         client.inFlight++
         try {
           const answer = await this.deps.transports[client.route].send(client, taskId, payloadJson, deadline)
           judged = true
+          attemptStatus = answer.status
+          if (answer.status >= 500) attemptKind = 'status'
           if (answer.status >= 500) {
             registry.recordFailure(client, clock.now(), pool)
             failedAttempts.push({
@@ -118,6 +124,7 @@ export class Dispatcher {
           break
         } catch (error) {
           if (!(error instanceof AttemptError)) throw error
+          attemptKind = error.kind
           // Cut off by the stop or by a cancel, not failed: the attempt is not the client's to answer for.
           if (load.closing) {
             outcome = { kind: 'shutting_down', region, failedAttempts }
@@ -143,10 +150,17 @@ export class Dispatcher {
         } finally {
           client.inFlight--
           if (!judged) registry.recordNoVerdict(client)
-          this.deps.onAttempt?.(client, clock.monotonic() - attemptStartedMs)
+          const attemptMs = clock.monotonic() - attemptStartedMs
+          tries.push({
+            node_id: client.nodeId,
+            ...(attemptStatus === undefined ? {} : { status: attemptStatus }),
+            ...(attemptKind === undefined ? {} : { kind: attemptKind }),
+            ms: Math.round(attemptMs * 10) / 10,
+          })
+          this.deps.onAttempt?.(client, attemptMs)
         }
       }
-      const record = taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now())
+      const record = taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), tries)
       record.durationMs = clock.monotonic() - startedMonotonicMs
       this.deps.onFinished(record)
       return outcome
@@ -189,7 +203,7 @@ export class Dispatcher {
     // A region given with the node is a constraint, not a hint: the node must be at or under it.
     if (!client || !registry.isIn(client, region)) return { kind: 'unknown_node', region, nodeId }
     if (!registry.canTakeTasks(client)) {
-      const why = client.weight === 0 ? 'draining' : client.state === 'ejected' ? 'ejected' : 'on probation, its trial task under way'
+      const why = isDraining(client) ? 'draining' : client.state === 'ejected' ? 'ejected' : 'on probation, its trial task under way'
       return { kind: 'node_unavailable', region, nodeId, why }
     }
     return { client, pool: client.region }
@@ -230,6 +244,7 @@ function taskRecord(
   failedCount: number,
   startedMs: number,
   nowMs: number,
+  tries: AttemptRecord[],
 ): TaskRecord {
   const answered = outcome.kind === 'answered'
   return {
@@ -242,6 +257,7 @@ function taskRecord(
     attempts: answered ? failedCount + 1 : failedCount,
     latency_ms: nowMs - startedMs,
     finishedAtMs: nowMs,
+    tries,
   }
 }
 

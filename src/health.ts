@@ -72,6 +72,17 @@ export function fail(health: HealthRecord, now: number, policy: HealthPolicy, ma
 }
 
 /**
+ * An operator's ejection (POST /clients/{node_id}/eject): ejected for `ms` whatever its failures,
+ * counted as an ejection so a repeat offender's next back-off doubles as health's own would.
+ */
+export function ejectFor(health: HealthRecord, now: number, ms: number): void {
+  health.ejections++
+  health.state = 'ejected'
+  health.trialInFlight = false
+  health.ejectedUntil = now + ms
+}
+
+/**
  * An attempt that says nothing of the client's health (its answer was too large, the server is
  * stopping) still ends a trial, without a verdict: the next task is the next trial. Without this a
  * client would stay on probation with no trial in flight, which nothing would ever end. True if it ended one.

@@ -1,5 +1,6 @@
 import { DURATION_BUCKETS_S, Histogram } from './histogram.ts'
 import type { TaskRecord } from './task-stats.ts'
+import type { TaskLatency } from './wire/monitor.ts'
 
 /**
  * What /metrics counts beyond the registry and the task totals: how long tasks and attempts take
@@ -8,6 +9,8 @@ import type { TaskRecord } from './task-stats.ts'
 export class Observations {
   /** Per task, all attempts included: `moonlight_task_duration_seconds{region,outcome}`. */
   readonly taskDuration = new Histogram(DURATION_BUCKETS_S)
+  /** Every task in one series: the dashboard's p50/p95/p99 (not rendered in /metrics, where the labelled one sums to it). */
+  readonly anyTask = new Histogram(DURATION_BUCKETS_S)
   /** Per attempt, by the client's protocol: `moonlight_attempt_duration_seconds{protocol}`. */
   readonly attemptDuration = new Histogram(DURATION_BUCKETS_S)
   /** Attempts beyond each task's first. */
@@ -18,8 +21,23 @@ export class Observations {
 
   onTask(record: TaskRecord): void {
     // Region names are validated names (no quotes or backslashes), safe inside a label as they are.
-    this.taskDuration.observe(`region="${record.region}",outcome="${record.outcome}"`, (record.durationMs ?? record.latency_ms) / 1000)
+    const seconds = (record.durationMs ?? record.latency_ms) / 1000
+    this.taskDuration.observe(`region="${record.region}",outcome="${record.outcome}"`, seconds)
+    this.anyTask.observe('', seconds)
     if (record.mode === 'single' && record.attempts > 1) this.retries += record.attempts - 1
+  }
+
+  /**
+   * p50/p95/p99 of every task since the start, in ms at bucket resolution (the bucket's upper bound,
+   * as Prometheus's histogram_quantile would bound it); null past the last bucket (60 s). Undefined before the first task.
+   */
+  taskLatency(): TaskLatency | undefined {
+    const at = (quantile: number) => {
+      const seconds = this.anyTask.quantile('', quantile)
+      return seconds === undefined || seconds === Number.POSITIVE_INFINITY ? null : Math.round(seconds * 1e6) / 1e3
+    }
+    if (this.anyTask.quantile('', 0.5) === undefined) return undefined
+    return { p50_ms: at(0.5), p95_ms: at(0.95), p99_ms: at(0.99) }
   }
 
   onAttempt(protocol: 'http' | 'ws', ms: number): void {

@@ -26,6 +26,12 @@ export interface Client extends HealthRecord {
   scheme: Scheme
   /** 0 drains the client: it keeps its tasks but gets no new ones. */
   weight: number
+  /**
+   * Drained by an operator (POST /clients/{node_id}/drain): as if its weight were 0 until undrained.
+   * A flag beside the weight, not the weight itself: the agent announces its weight with every
+   * heartbeat, which would undo an operator's 0 within seconds, and undrain restores what it announced.
+   */
+  operatorDrained: boolean
   /** The share of `weight` the balancers give it while it ramps up after a join or an ejection (slow start); 1 otherwise. */
   rampFactor: number
   /** Changes each time the node registers again, so a stale connection cannot remove the new one. */
@@ -160,6 +166,8 @@ export class Registry {
       ...health.freshHealth(now),
       rampFactor: this.rampStart(),
       connectionId: this.nextConnectionId++,
+      // A node that reconnects stays drained: the operator's intent is about the node, not its connection.
+      operatorDrained: existing?.operatorDrained ?? false,
       registeredAt: now,
       lastSeen: now,
       inFlight: 0,
@@ -189,6 +197,27 @@ export class Registry {
     client.weight = weight
     this.syncBalancers(client)
     this.onEvent({ type: 'updated', client })
+  }
+
+  /** An operator drains (true) or undrains (false) the client; false if there is no such client. */
+  setOperatorDrained(nodeId: string, drained: boolean): Client | undefined {
+    const client = this.clients.get(nodeId)
+    if (!client) return undefined
+    if (client.operatorDrained === drained) return client
+    client.operatorDrained = drained
+    this.syncBalancers(client)
+    this.onEvent({ type: 'updated', client })
+    return client
+  }
+
+  /** An operator ejects the client for `ms`, as a health ejection would; when it ends, the client is on probation like any other. */
+  eject(nodeId: string, now: number, ms: number): Client | undefined {
+    const client = this.clients.get(nodeId)
+    if (!client) return undefined
+    health.ejectFor(client, now, ms)
+    this.ramping.delete(client)
+    this.changed(client)
+    return client
   }
 
   /** Removes a client; with `connectionId`, only if that connection is still the current one. */
@@ -376,7 +405,7 @@ export class Registry {
 
   /** Whether the client may be given a new task now (healthy or awaiting its trial, and not draining). */
   canTakeTasks(client: Client): boolean {
-    return client.weight > 0 && health.isEligible(client)
+    return !isDraining(client) && health.isEligible(client)
   }
 
   /** Whether one more client of `pool` (a region and everything under it) may be ejected. A scan, but only when a client reaches the failure threshold. */
@@ -417,6 +446,11 @@ export class Registry {
   }
 }
 
+/** Whether the client gets no new tasks by its weight: 0 as announced, or drained by an operator. */
+export function isDraining(client: Client): boolean {
+  return client.weight === 0 || client.operatorDrained
+}
+
 /** The public JSON view of a client, as /clients and the dashboard show it. */
 export function clientView(client: Client, localInstance?: string): ClientView {
   return {
@@ -430,9 +464,10 @@ export function clientView(client: Client, localInstance?: string): ClientView {
     port: client.port,
     weight: client.weight,
     // Only while it ramps up (slow start): the share the balancers give it now.
-    ...(client.rampFactor < 1 && client.weight > 0 ? { effective_weight: effectiveWeight(client.weight, client.rampFactor) } : {}),
+    ...(client.rampFactor < 1 && !isDraining(client) ? { effective_weight: effectiveWeight(client.weight, client.rampFactor) } : {}),
     state: client.state,
-    draining: client.weight === 0,
+    draining: isDraining(client),
+    ...(client.operatorDrained ? { drained_by_operator: true } : {}),
     registered_at: new Date(client.registeredAt).toISOString(),
     last_seen: new Date(client.lastSeen).toISOString(),
     in_flight: client.inFlight,

@@ -27,7 +27,7 @@ import { Registry, type RegistryEvent } from './registry.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
 import { StoredTasks, type TaskNews } from './stored-tasks.ts'
 import { TaskIds } from './task-ids.ts'
-import { type TaskRecord, TaskStats } from './task-stats.ts'
+import { ClientTasks, type TaskRecord, TaskStats } from './task-stats.ts'
 import { MemoryTaskStore, type StoreLimits, type TaskStore } from './task-store.ts'
 import { type CertificatePair, describeCertificate, readConfiguredTls } from './tls-files.ts'
 import { HttpTransport } from './transports/http.ts'
@@ -84,6 +84,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       )
   const startedAtMs = clock.now()
   const stats = new TaskStats()
+  const clientTasks = new ClientTasks()
   const load = new TaskLoad()
   let stopping = false
   /** In a cluster: set once this instance has claimed its id and loaded the others' clients (GET /readyz). */
@@ -161,6 +162,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const feed = new MonitorFeed({ membership, regions: () => settings.regions, stats, statusLine, clock, publish })
   const onFinished = (record: Parameters<TaskStats['record']>[0]) => {
     stats.record(record, record.finishedAtMs)
+    clientTasks.record(record)
     observations.onTask(record)
     if (settings.config.log.access) log(accessLine(record), { fields: accessFields(record) })
     feed.onTask(record)
@@ -280,6 +282,13 @@ export function startServer(options: ServerOptions): MoonlightServer {
       return cluster.redisUp ? undefined : 'the cluster store (Redis) cannot be reached: serving degraded, without the shared view'
     },
     taskFigures: () => taskStore.figures(clock.now()),
+    operator: {
+      registry,
+      clientTasks,
+      log,
+      closeSocket: (nodeId, code, reason) => wsTransport.socketOf(nodeId)?.close(code, reason),
+      instanceUrl: (id) => cluster?.peers().find((peer) => peer.instance_id === id)?.advertise_url,
+    },
   })
   const taskRoute = createTaskRoute({
     settings,
@@ -339,7 +348,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
   }
 
   function statusLine() {
-    return { clients: membership.size, in_flight: load.inFlight, tasks_total: stats.total, tasks_failed: stats.failed }
+    const latency = observations.taskLatency()
+    return { clients: membership.size, in_flight: load.inFlight, tasks_total: stats.total, tasks_failed: stats.failed, ...(latency ? { latency } : {}) }
   }
 
   /**
@@ -536,7 +546,7 @@ function describeEvent(event: RegistryEvent): string {
     case 'joined':
       return `[mls] ${who} joined at ${client.ip}:${client.port}, weight ${client.weight}`
     case 'updated':
-      return `[mls] ${who} now has weight ${client.weight}${client.weight === 0 ? ' (draining)' : ''}`
+      return `[mls] ${who} now has weight ${client.weight}${client.operatorDrained ? ' (drained by an operator)' : client.weight === 0 ? ' (draining)' : ''}`
     case 'left':
       return `[mls] ${who} left: ${event.reason}`
     case 'state':

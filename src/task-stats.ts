@@ -1,5 +1,16 @@
+import type { AttemptFailure } from './wire/errors.ts'
 import type { SeriesPoint } from './wire/monitor.ts'
-import type { TaskView } from './wire/views.ts'
+import type { ClientTaskView, TaskView } from './wire/views.ts'
+
+/** One attempt of a task, for a client's detail on the dashboard (GET /clients/{node_id}). */
+export interface AttemptRecord {
+  node_id: string
+  /** The agent's HTTP status, when it answered (a 5xx is a failed attempt with a status). */
+  status?: number
+  /** How it failed, when it did; absent for an answer below 500. */
+  kind?: AttemptFailure
+  ms: number
+}
 
 /** What the dashboard and /status show of one finished task. */
 export interface TaskRecord {
@@ -17,10 +28,56 @@ export interface TaskRecord {
   durationMs?: number
   /** When it finished (ms since the epoch); formatted only when shown, as a date string per task was a measurable cost. */
   finishedAtMs: number
+  /** Every attempt, in order (single tasks; a broadcast's parts are not kept). */
+  tries?: AttemptRecord[]
 }
 
-export function taskView({ finishedAtMs, durationMs: _durationMs, ...record }: TaskRecord): TaskView {
+/** The feed's and /status's view: without the attempts, which only a client's detail shows, or the precise duration. */
+export function taskView({ finishedAtMs, tries: _tries, durationMs: _durationMs, ...record }: TaskRecord): TaskView {
   return { ...record, at: new Date(finishedAtMs).toISOString() }
+}
+
+/** Tasks kept per client for its detail, and how many clients' lists: bounded whatever the fleet or its churn. */
+const TASKS_PER_CLIENT = 20
+const CLIENTS_KEPT = 1000
+
+/**
+ * Each client's most recent tasks with every attempt, for GET /clients/{node_id}: a task that tried
+ * three clients is in each one's list. The lists of the clients least recently tried are dropped
+ * first once CLIENTS_KEPT have one (a Map keeps insertion order: a touched list is moved to the end).
+ */
+export class ClientTasks {
+  private readonly lists = new Map<string, TaskRecord[]>()
+
+  record(task: TaskRecord): void {
+    if (!task.tries) return
+    let previous: string | undefined
+    for (const attempt of task.tries) {
+      // A task retried on the same client (it was alone) is listed once.
+      if (attempt.node_id === previous) continue
+      previous = attempt.node_id
+      const list = this.lists.get(attempt.node_id) ?? []
+      if (list.at(-1) === task) continue
+      this.lists.delete(attempt.node_id)
+      list.push(task)
+      if (list.length > TASKS_PER_CLIENT) list.shift()
+      this.lists.set(attempt.node_id, list)
+      if (this.lists.size > CLIENTS_KEPT) this.lists.delete(this.lists.keys().next().value!)
+    }
+  }
+
+  /** The client's recent tasks, newest first, each with its attempts. */
+  of(nodeId: string): ClientTaskView[] {
+    const list = this.lists.get(nodeId) ?? []
+    return list
+      .slice()
+      .reverse()
+      .map((task) => ({ ...taskView(task), tries: task.tries ?? [] }))
+  }
+
+  get size(): number {
+    return this.lists.size
+  }
 }
 
 export interface SecondBucket {

@@ -396,7 +396,8 @@ function share(client: Client): SharedClient {
     ip: client.ip,
     port: client.port,
     scheme: client.scheme,
-    weight: client.weight,
+    // Drained by an operator here: the other instances must not send it tasks either.
+    weight: client.operatorDrained ? 0 : client.weight,
     holder: client.holder,
     state: client.state,
   }

@@ -35,7 +35,7 @@ function describeClients(list: ClientList, nowMs: number): string {
       client.protocol === 'http' ? `${client.ip}:${client.port}` : client.ip,
       // While it ramps up (health.slow_start): the share the balancer gives it now.
       client.effective_weight === undefined ? String(client.weight) : `${client.weight} (now ${Math.round(client.effective_weight * 100) / 100})`,
-      client.weight === 0 ? `${client.state} (draining)` : client.state,
+      client.draining ? `${client.state} (draining)` : client.state,
       String(client.in_flight),
       String(client.successes),
       String(client.failures),

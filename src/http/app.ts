@@ -15,6 +15,7 @@ import { type HeartbeatReply, heartbeatSchema } from '../wire/agent-hello.ts'
 import type { ClientList, ClusterView, Status } from '../wire/views.ts'
 import { type MetricsSource, renderMetrics } from './metrics.ts'
 import { openApiDocument } from './openapi.ts'
+import { mountOperatorRoutes, type OperatorDeps } from './operator-routes.ts'
 import { mountPages } from './pages.ts'
 import { authorize, clientAddress, limitDepth, parseJson, readJsonText, validate } from './request-checks.ts'
 import { requestPath } from './request-path.ts'
@@ -42,6 +43,8 @@ export interface AppDeps {
   notReady: () => string | undefined
   /** The task store's figures, for /metrics. */
   taskFigures: () => Promise<StoreFigures>
+  /** What the operator routes (a client's detail, drain, eject, forget) need beyond the above. */
+  operator: Omit<OperatorDeps, 'settings' | 'membership' | 'clock'>
 }
 
 /** The HTTP API but the task route (src/http/task-route.ts): heartbeats, status, clients. Every error leaves as JSON. */
@@ -100,6 +103,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     authorize(settings, c.req.raw.headers, 'monitor', () => clientAddress(settings, c.env, c.req.raw))
     return c.json(deps.cluster())
   })
+
+  mountOperatorRoutes(app, { ...deps.operator, settings, membership, clock: deps.clock })
 
   mountStoredTaskRoutes(app, settings, deps.storedTasks)
 

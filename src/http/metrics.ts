@@ -2,6 +2,7 @@ import type { Histogram } from '../histogram.ts'
 import type { AgentPoolFigures } from '../http-client/pool.ts'
 import type { Membership } from '../membership.ts'
 import type { Observations } from '../observations.ts'
+import { isDraining } from '../registry.ts'
 import type { TaskStats } from '../task-stats.ts'
 import type { StoreFigures } from '../task-store.ts'
 
@@ -41,7 +42,7 @@ export function renderMetrics(source: MetricsSource): string {
   }
   const clients = new Map<string, number>()
   for (const client of source.membership.all()) {
-    const key = `{region="${client.region}",protocol="${client.protocol}",state="${client.weight === 0 ? 'draining' : client.state}"}`
+    const key = `{region="${client.region}",protocol="${client.protocol}",state="${isDraining(client) ? 'draining' : client.state}"}`
     clients.set(key, (clients.get(key) ?? 0) + 1)
   }
   metric('moonlight_clients', 'gauge', 'Registered clients by region, protocol and health state.', [...clients])

@@ -4,7 +4,17 @@ import { heartbeatReplySchema, heartbeatSchema } from '../wire/agent-hello.ts'
 import { acceptedTaskSchema, taskViewSchema as storedTaskViewSchema } from '../wire/async-task.ts'
 import { errorBodySchema, errorCodeSchema } from '../wire/errors.ts'
 import { broadcastReplySchema, taskRequestSchema } from '../wire/task.ts'
-import { clientListSchema, clusterViewSchema, healthzSchema, regionNodeSchema, statusSchema } from '../wire/views.ts'
+import {
+  clientActionReplySchema,
+  clientDetailSchema,
+  clientListSchema,
+  clusterViewSchema,
+  ejectRequestSchema,
+  forgottenClientSchema,
+  healthzSchema,
+  regionNodeSchema,
+  statusSchema,
+} from '../wire/views.ts'
 
 /**
  * `GET /openapi.json`: the HTTP API as an OpenAPI 3.1 document, its schemas generated from the same
@@ -36,6 +46,40 @@ export function openApiDocument(config: Config, version: string): Record<string,
     },
     content: { '*/*': { schema: {}, example: { status: 'completed', result: '…' } } },
   }
+  const nodeIdParameter = { name: 'node_id', in: 'path', required: true, schema: { type: 'string' }, description: "The client's node_id." }
+  const exampleClient = {
+    node_id: 'node-001',
+    region: 'us-east-1',
+    protocol: 'ws',
+    ip: '10.0.0.7',
+    port: 0,
+    weight: 1,
+    state: 'healthy',
+    draining: false,
+    registered_at: '2026-12-01T11:00:00.000Z',
+    last_seen: '2026-12-01T12:00:00.000Z',
+    in_flight: 0,
+    successes: 12,
+    failures: 1,
+    consecutive_failures: 0,
+    latency_ms: 28.4,
+    ejected_until: null,
+  }
+  // 409 held_elsewhere: in a cluster, only the instance holding the client acts on it.
+  const clientAction = (operationId: string, summary: string, example: unknown, requestBody?: unknown) => ({
+    post: {
+      operationId,
+      summary,
+      tags: ['operators'],
+      security: withToken,
+      parameters: [nodeIdParameter],
+      ...(requestBody ? { requestBody } : {}),
+      responses: {
+        200: { description: 'The client as it is now.', content: json('ClientActionReply', { client: example }) },
+        ...errors(400, 401, 403, 404, 409, 429),
+      },
+    },
+  })
   const page = (summary: string) => ({
     get: {
       summary,
@@ -206,6 +250,69 @@ export function openApiDocument(config: Config, version: string): Record<string,
         responses: { 200: { description: 'The clients.', content: json('ClientList', { clients: [] }) }, ...errors(401, 403, 429) },
       },
     },
+    '/clients/{node_id}': {
+      get: {
+        operationId: 'clientDetail',
+        summary: 'One client and its recent tasks (the ones this instance ran), each with every attempt (monitor role)',
+        tags: ['operators'],
+        security: withToken,
+        parameters: [nodeIdParameter],
+        responses: {
+          200: {
+            description: 'The client and up to 20 of its tasks, newest first.',
+            content: json('ClientDetail', {
+              client: exampleClient,
+              tasks: [
+                {
+                  task_id: 'k3x9q1-7',
+                  region: 'us-east-1',
+                  mode: 'single',
+                  node_id: 'node-001',
+                  status: 200,
+                  outcome: 'ok',
+                  attempts: 2,
+                  latency_ms: 41,
+                  at: '2026-12-01T12:00:01.000Z',
+                  tries: [
+                    { node_id: 'node-002', kind: 'status', status: 503, ms: 12 },
+                    { node_id: 'node-001', status: 200, ms: 28.4 },
+                  ],
+                },
+              ],
+            }),
+          },
+          ...errors(401, 403, 404, 429),
+        },
+      },
+      delete: {
+        operationId: 'forgetClient',
+        summary: 'Forget a client: remove it now (a WebSocket agent is disconnected with 4003); an agent still running registers again (admin role)',
+        tags: ['operators'],
+        security: withToken,
+        parameters: [nodeIdParameter],
+        responses: { 200: { description: 'Forgotten.', content: json('ForgottenClient', { forgotten: 'node-001' }) }, ...errors(401, 403, 404, 409, 429) },
+      },
+    },
+    '/clients/{node_id}/drain': clientAction(
+      'drainClient',
+      'Drain a client: no new tasks (as weight 0), its tasks in flight finish; kept across heartbeats and reconnects until undrained (admin role)',
+      {
+        ...exampleClient,
+        draining: true,
+        drained_by_operator: true,
+      },
+    ),
+    '/clients/{node_id}/undrain': clientAction(
+      'undrainClient',
+      'Undrain a client drained by an operator: it takes tasks again at the weight it announces (admin role)',
+      exampleClient,
+    ),
+    '/clients/{node_id}/eject': clientAction(
+      'ejectClient',
+      'Eject a client for `seconds` (health.ejection_time by default), as health would; then on probation, one trial task decides (admin role)',
+      { ...exampleClient, state: 'ejected', ejected_until: '2026-12-01T12:00:30.000Z' },
+      { required: false, content: json('EjectRequest', { seconds: 30 }) },
+    ),
     '/cluster': {
       get: {
         operationId: 'cluster',
@@ -344,8 +451,8 @@ function errorResponses(): Record<string, unknown> {
     400: 'invalid_json, invalid_body (with issues), too_deep, bad_request',
     401: 'unauthorized',
     403: 'forbidden, address_not_allowed, forbidden_origin',
-    404: 'not_found, unknown_task',
-    409: 'node_id_in_use, cancelled, task_ended',
+    404: 'not_found, unknown_task, unknown_node',
+    409: 'node_id_in_use, cancelled, task_ended, held_elsewhere',
     413: 'body_too_large',
     415: 'unsupported_media_type',
     422: 'idempotency_mismatch',
@@ -367,7 +474,7 @@ function errorResponses(): Record<string, unknown> {
 }
 
 /** The zod schema behind each component: requests as the server reads them, answers as it writes them. */
-export const REQUEST_SCHEMAS = { TaskRequest: taskRequestSchema, Heartbeat: heartbeatSchema } as const
+export const REQUEST_SCHEMAS = { TaskRequest: taskRequestSchema, Heartbeat: heartbeatSchema, EjectRequest: ejectRequestSchema } as const
 export const ANSWER_SCHEMAS = {
   Error: errorBodySchema.extend({ code: errorCodeSchema }),
   AcceptedTask: acceptedTaskSchema,
@@ -376,6 +483,9 @@ export const ANSWER_SCHEMAS = {
   HeartbeatReply: heartbeatReplySchema,
   Status: statusSchema,
   ClientList: clientListSchema,
+  ClientDetail: clientDetailSchema,
+  ClientActionReply: clientActionReplySchema,
+  ForgottenClient: forgottenClientSchema,
   ClusterView: clusterViewSchema,
   RegionNode: regionNodeSchema,
   Healthz: healthzSchema,

@@ -2,6 +2,7 @@
 import type { Context, Hono } from 'hono'
 import baseCss from '../../public/base.css' with { type: 'file' }
 import chartJs from '../../public/chart.js' with { type: 'file' }
+import clientDetailJs from '../../public/client-detail.js' with { type: 'file' }
 import clientsTableJs from '../../public/clients-table.js' with { type: 'file' }
 import dashboardCss from '../../public/dashboard.css' with { type: 'file' }
 import dashboardHtml from '../../public/dashboard.html' with { type: 'file' }
@@ -33,6 +34,7 @@ const ASSETS: Readonly<Record<string, string>> = {
   'dashboard.js': dashboardJs,
   'monitor-feed.js': monitorFeedJs,
   'chart.js': chartJs,
+  'client-detail.js': clientDetailJs,
   'clients-table.js': clientsTableJs,
   'region-tree.js': regionTreeJs,
   'tasks-list.js': tasksListJs,

@@ -21,6 +21,8 @@ export const errorCodeSchema = z.enum([
   // A task's node_id names no client (404), or one that cannot take tasks now: ejected, on trial or draining (503)
   'unknown_node',
   'node_unavailable',
+  // An operator action on a client another instance of the cluster holds: send it there (409, names the instance)
+  'held_elsewhere',
   'all_attempts_failed',
   'answer_too_large',
   'timeout',

@@ -5,12 +5,18 @@ import { clientViewSchema, regionNodeSchema, taskViewSchema } from './views.ts'
 export const seriesPointSchema = z.object({ second: z.number().int(), tasks: z.number().int(), errors: z.number().int(), avg_latency_ms: z.number() })
 export type SeriesPoint = z.infer<typeof seriesPointSchema>
 
+/** Task latency quantiles since the start, in ms, at the histogram's bucket resolution; null: above the last bucket (60 s). */
+export const taskLatencySchema = z.object({ p50_ms: z.number().nullable(), p95_ms: z.number().nullable(), p99_ms: z.number().nullable() })
+export type TaskLatency = z.infer<typeof taskLatencySchema>
+
 /** The totals line every snapshot and update carries. */
 export const statusLineSchema = z.object({
   clients: z.number().int(),
   in_flight: z.number().int(),
   tasks_total: z.number().int(),
   tasks_failed: z.number().int(),
+  /** From moonlight_task_duration_seconds's buckets; absent until a task has finished. */
+  latency: taskLatencySchema.optional(),
 })
 export type StatusLine = z.infer<typeof statusLineSchema>
 

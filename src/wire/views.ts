@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { attemptFailureSchema } from './errors.ts'
 import { healthStateSchema, protocolSchema } from './names.ts'
 
 /** Another live agent claims this client's node id (and is refused): until it stops, for two client_ttl. */
@@ -28,6 +29,8 @@ export const clientViewSchema = z.object({
   effective_weight: z.number().optional(),
   state: healthStateSchema,
   draining: z.boolean(),
+  /** Drained by an operator (POST /clients/{node_id}/drain) rather than by its own weight 0; undrain gives it its weight back. */
+  drained_by_operator: z.literal(true).optional(),
   registered_at: z.string(),
   last_seen: z.string(),
   in_flight: z.number().int(),
@@ -121,6 +124,34 @@ export const taskViewSchema = z.object({
   at: z.string(),
 })
 export type TaskView = z.infer<typeof taskViewSchema>
+
+/** One attempt of a task, as a client's detail shows it. */
+export const attemptViewSchema = z.object({
+  node_id: z.string(),
+  /** The agent's HTTP status, when it answered. */
+  status: z.number().int().optional(),
+  /** How the attempt failed, when it did (unreachable, timeout, status for a 5xx, …). */
+  kind: attemptFailureSchema.optional(),
+  ms: z.number(),
+})
+
+/** A task in a client's detail: the task, and every attempt it made, on this client and others. */
+export const clientTaskViewSchema = taskViewSchema.extend({ tries: z.array(attemptViewSchema) })
+export type ClientTaskView = z.infer<typeof clientTaskViewSchema>
+
+/** `GET /clients/{node_id}`: the client and its recent tasks (the ones this instance ran), newest first. */
+export const clientDetailSchema = z.object({ client: clientViewSchema, tasks: z.array(clientTaskViewSchema) })
+export type ClientDetail = z.infer<typeof clientDetailSchema>
+
+/** What an operator action answers (drain, undrain, eject): the client as it is now. */
+export const clientActionReplySchema = z.object({ client: clientViewSchema })
+export type ClientActionReply = z.infer<typeof clientActionReplySchema>
+
+/** `DELETE /clients/{node_id}`: the node forgotten. */
+export const forgottenClientSchema = z.object({ forgotten: z.string() })
+
+/** `POST /clients/{node_id}/eject`: how long, in seconds; health.ejection when absent. */
+export const ejectRequestSchema = z.strictObject({ seconds: z.number().positive().max(86_400).optional() })
 
 /** `GET /healthz`: the process is up. */
 export const healthzSchema = z.object({ ok: z.literal(true) })

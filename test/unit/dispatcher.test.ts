@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import type { BroadcastOutcome } from '../../src/broadcast.ts'
 import type { Outcome } from '../../src/outcome.ts'
+import type { AttemptRecord } from '../../src/task-stats.ts'
 import type { Answer, FailureKind } from '../../src/transports/types.ts'
 import { answers, FakeFanOutTransport, FakeTransport, failsWith, hangs, inTurn, settle, TEST_POLICY, taskCore } from '../fake-transport.ts'
 
@@ -256,20 +257,42 @@ describe('dispatcher', () => {
     expect(core.deadlines.size).toBe(0)
   })
 
-  test('onFinished records the status, outcome and attempts of each way a task ends', async () => {
+  test('onFinished records the status, outcome and attempts of each way a task ends, with every attempt (node, status or failure, time)', async () => {
     const cases = [
       {
         name: 'answered after a retry',
         reply: { a: answers(500, 'no'), b: answers(201, '"ok"') },
         nodes: ['a', 'b'],
         record: { status: 201, outcome: 'ok', attempts: 2, node_id: 'b' },
+        tries: [
+          { node_id: 'a', status: 500, kind: 'status', ms: 0 },
+          { node_id: 'b', status: 201, ms: 0 },
+        ],
       },
-      { name: 'all failed', reply: { a: answers(500, 'no') }, nodes: ['a'], record: { status: 502, outcome: 'failed', attempts: 4, node_id: 'a' } },
-      { name: 'too large', reply: { a: failsWith('too_large') }, nodes: ['a'], record: { status: 502, outcome: 'failed', attempts: 1, node_id: 'a' } },
-      { name: 'timed out', reply: { a: hangs() }, nodes: ['a'], record: { status: 504, outcome: 'timeout', attempts: 1, node_id: 'a' } },
-      { name: 'no client', reply: {}, nodes: [], record: { status: 503, outcome: 'no_client', attempts: 0, node_id: null } },
+      {
+        name: 'all failed',
+        reply: { a: answers(500, 'no') },
+        nodes: ['a'],
+        record: { status: 502, outcome: 'failed', attempts: 4, node_id: 'a' },
+        tries: Array.from({ length: 4 }, () => ({ node_id: 'a', status: 500, kind: 'status', ms: 0 })),
+      },
+      {
+        name: 'too large',
+        reply: { a: failsWith('too_large') },
+        nodes: ['a'],
+        record: { status: 502, outcome: 'failed', attempts: 1, node_id: 'a' },
+        tries: [{ node_id: 'a', kind: 'too_large', ms: 0 }],
+      },
+      {
+        name: 'timed out',
+        reply: { a: hangs() },
+        nodes: ['a'],
+        record: { status: 504, outcome: 'timeout', attempts: 1, node_id: 'a' },
+        tries: [{ node_id: 'a', kind: 'timeout', ms: 2000 }],
+      },
+      { name: 'no client', reply: {}, nodes: [], record: { status: 503, outcome: 'no_client', attempts: 0, node_id: null }, tries: [] },
     ] as const
-    for (const { name, reply, nodes, record } of cases) {
+    for (const { name, reply, nodes, record, tries } of cases) {
       const core = taskCore({ http: new FakeTransport(reply), settings: { taskTimeoutMs: 2000 } })
       for (const node of nodes) core.join(node, 'usa')
       const startedMs = core.clock.now()
@@ -288,6 +311,7 @@ describe('dispatcher', () => {
             // The fake clock moves wall and monotonic time together: the precise duration is the same span.
             durationMs: core.clock.now() - startedMs,
             finishedAtMs: core.clock.now(),
+            tries: [...tries] as AttemptRecord[],
           },
         ],
       })

@@ -11,7 +11,7 @@ import { Observations } from '../../src/observations.ts'
 import { Registry } from '../../src/registry.ts'
 import { healthPolicy, makeSettings } from '../../src/settings.ts'
 import { TaskIds } from '../../src/task-ids.ts'
-import { TaskStats } from '../../src/task-stats.ts'
+import { ClientTasks, TaskStats } from '../../src/task-stats.ts'
 import { heartbeatReplySchema } from '../../src/wire/agent-hello.ts'
 import { errorBodySchema } from '../../src/wire/errors.ts'
 import { broadcastReplySchema } from '../../src/wire/task.ts'
@@ -65,6 +65,7 @@ function appWorld(overrides: Record<string, unknown> = {}) {
     storedTasks: taskCore().storedTasks(),
     taskFigures: async () => ({ stored: 0, queued: 0, running: 0, evicted: 0 }),
     notReady: () => undefined,
+    operator: { registry, clientTasks: new ClientTasks(), log: () => {}, closeSocket: () => {}, instanceUrl: () => undefined },
   }
   const app = createApp(deps)
   /** Bun's server as the heartbeat route sees it: only the peer's address. */
