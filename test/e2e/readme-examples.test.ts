@@ -80,7 +80,8 @@ describe('README examples', () => {
     let stderr = ''
     const pump = async (stream: ReadableStream<Uint8Array>, into: (text: string) => void) => {
       const decoder = new TextDecoder()
-      for await (const chunk of stream) into(decoder.decode(chunk, { stream: true }))
+      const reader = stream.getReader()
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) into(decoder.decode(chunk.value, { stream: true }))
     }
     const pumped = Promise.all([pump(child.stdout, (text) => (stdout += text)), pump(child.stderr, (text) => (stderr += text))])
     // The script's last block done: the agents keep it open, so its end is that line, not its exit.
