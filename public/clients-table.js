@@ -164,7 +164,9 @@ export class ClientsTable {
     const gone = entry.goneAt !== undefined
     row.classList.toggle('gone', gone)
     // In a cluster, the instance that holds the client, beside its address.
-    const address = view.instance ? `${view.ip}:${view.port} · on ${view.instance}` : `${view.ip}:${view.port}`
+    // A WebSocket client has no port of its own to show (null): its source address alone.
+    const where = view.port === null ? view.ip : `${view.ip}:${view.port}`
+    const address = view.instance ? `${where} · on ${view.instance}` : where
     cells.node.replaceChildren(
       h('span', { class: 'node-id' }, view.node_id),
       h('span', { class: 'address', 'data-instance': view.instance }, address),

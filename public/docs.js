@@ -1,4 +1,5 @@
-// The docs page: live figures from /status, copy buttons on code blocks, examples pointed at this server.
+// The docs page: live figures from /status, copy buttons on code blocks, examples pointed at this server,
+// contents that follow the reading (a menu on narrow screens).
 import { formatCount, formatUptime, setPill } from './ui.js'
 
 const STATUS_EVERY_MS = 5000
@@ -6,6 +7,7 @@ const EXAMPLE_ORIGIN = 'http://localhost:8080'
 
 addCopyButtons()
 pointExamplesHere()
+contentsMenu()
 followReading()
 refreshFigures()
 
@@ -61,21 +63,87 @@ function pointExamplesHere() {
   }
 }
 
-/** Marks the contents entry of the section being read. */
+/**
+ * Under 900 px the contents column gives way to a bar with a menu: the button opens it, and choosing an
+ * entry, Escape or a click elsewhere closes it, so the page is never covered longer than needed.
+ */
+function contentsMenu() {
+  const toc = document.getElementById('toc')
+  const toggle = toc.querySelector('.toc-toggle')
+  const setOpen = (open) => {
+    toc.classList.toggle('open', open)
+    toggle.setAttribute('aria-expanded', String(open))
+  }
+  toggle.addEventListener('click', () => setOpen(!toc.classList.contains('open')))
+  for (const link of toc.querySelectorAll('.toc-links a')) link.addEventListener('click', () => setOpen(false))
+  document.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') setOpen(false)
+  })
+  document.addEventListener('click', (event) => {
+    if (!toc.contains(event.target)) setOpen(false)
+  })
+}
+
+/**
+ * Marks the contents entry of the section being read: the last one whose top has passed a line a third
+ * of the way down the window. Worked out from positions on every scroll rather than from intersection
+ * events, which only say what entered the line: at the top of the page no section had crossed it, and
+ * the mark stayed wherever the last crossing left it. Two ends need their own rule: above the first
+ * section's top it is the first; scrolled to the bottom, the last, whose top may never reach the line.
+ * An entry chosen in the contents (or the URL's #hash) stays marked while its section is on screen,
+ * even when the page cannot scroll it up to the line, until the reader scrolls.
+ */
 function followReading() {
-  const links = new Map([...document.querySelectorAll('.toc a')].map((link) => [link.hash.slice(1), link]))
-  const observer = new IntersectionObserver(
-    (entries) => {
-      for (const entry of entries) {
-        if (!entry.isIntersecting) continue
-        for (const link of links.values()) link.classList.remove('current')
-        links.get(entry.target.id)?.classList.add('current')
-      }
-    },
-    // A section counts as being read when it crosses a line a third of the way down the window.
-    { rootMargin: '-33% 0px -66% 0px' },
-  )
-  for (const section of document.querySelectorAll('.content > section')) observer.observe(section)
+  const links = [...document.querySelectorAll('.toc-links a')]
+  const sections = links.map((link) => document.getElementById(link.hash.slice(1))).filter(Boolean)
+  const currentLabel = document.getElementById('toc-current')
+  if (sections.length === 0) return
+  let chosen = document.getElementById(location.hash.slice(1))
+  const mark = (id) => {
+    for (const link of links) {
+      const current = link.hash === `#${id}`
+      link.classList.toggle('current', current)
+      if (current) {
+        link.setAttribute('aria-current', 'location')
+        currentLabel.textContent = link.textContent
+      } else link.removeAttribute('aria-current')
+    }
+  }
+  const update = () => {
+    if (chosen && sections.includes(chosen)) {
+      const { top } = chosen.getBoundingClientRect()
+      if (top >= 0 && top < innerHeight) return mark(chosen.id)
+    }
+    chosen = null
+    const root = document.documentElement
+    if (scrollY + innerHeight >= root.scrollHeight - 2 && scrollY > 0) return mark(sections.at(-1).id)
+    const line = innerHeight / 3
+    let id = sections[0].id
+    for (const section of sections) if (section.getBoundingClientRect().top <= line) id = section.id
+    mark(id)
+  }
+  let scheduled = false
+  const schedule = () => {
+    if (scheduled) return
+    scheduled = true
+    requestAnimationFrame(() => {
+      scheduled = false
+      update()
+    })
+  }
+  for (const link of links) link.addEventListener('click', () => (chosen = document.getElementById(link.hash.slice(1))))
+  // The reader moving the page themselves ends a choice made in the contents.
+  for (const type of ['wheel', 'touchmove']) addEventListener(type, () => (chosen = null), { passive: true })
+  addEventListener('keydown', (event) => {
+    if (['ArrowUp', 'ArrowDown', 'PageUp', 'PageDown', 'Home', 'End', ' '].includes(event.key)) chosen = null
+  })
+  addEventListener('scroll', schedule, { passive: true })
+  addEventListener('resize', schedule)
+  addEventListener('hashchange', () => {
+    chosen = document.getElementById(location.hash.slice(1))
+    schedule()
+  })
+  update()
 }
 
 async function refreshFigures() {

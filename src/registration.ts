@@ -39,9 +39,12 @@ export async function register(deps: RegistrationDeps, hello: ClientHello & Part
   settings.access.authorize({ token: hello.token, address: () => source.sourceIp, from: 'message' }, 'agent', hello.region)
   if (!registry.hasRoomFor(hello.node_id)) throw tooManyClients(settings.config.max_clients)
   // The server calls an HTTP agent at this address: it must be one the agent may be at. A WebSocket
-  // agent is never called at its `ip` (it is only shown), so it says what it likes.
-  const ip = source.protocol === 'http' ? await agentAddress(hello.ip, source.sourceIp, settings.allowedNetworks, deps.resolve) : (hello.ip ?? source.sourceIp)
-  const claim: Claim = { holder: tokenFingerprint(hello.token), protocol: source.protocol, ip, port: hello.port ?? 0, connectionId: source.connectionId }
+  // agent is never called at an address: its `ip` and `port` (the original's clients send a made-up
+  // 192.168.1.100:3000) would only mislead who reads /clients, so it is shown where its socket comes
+  // from, with no port (port 0 here, null in the view).
+  const ip = source.protocol === 'http' ? await agentAddress(hello.ip, source.sourceIp, settings.allowedNetworks, deps.resolve) : source.sourceIp
+  const port = source.protocol === 'http' ? (hello.port ?? 0) : 0
+  const claim: Claim = { holder: tokenFingerprint(hello.token), protocol: source.protocol, ip, port, connectionId: source.connectionId }
   // An HTTP agent is told apart by its port too: two on one host share the address.
   await checkClaim(deps, hello.node_id, claim, source.protocol === 'http' ? `${ip}:${claim.port}` : source.sourceIp)
   const { client, previous } = registry.announce(
@@ -51,7 +54,7 @@ export async function register(deps: RegistrationDeps, hello: ClientHello & Part
       region: hello.region,
       protocol: source.protocol,
       ip,
-      port: hello.port ?? 0,
+      port,
       scheme: hello.scheme,
       weight: hello.weight ?? 1,
     },

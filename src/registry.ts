@@ -461,7 +461,8 @@ export function clientView(client: Client, localInstance?: string): ClientView {
     region: client.region,
     protocol: client.protocol,
     ip: client.ip,
-    port: client.port,
+    // A WebSocket client has no port anyone calls: null, not a misleading 0.
+    port: client.protocol === 'ws' ? null : client.port,
     weight: client.weight,
     // Only while it ramps up (slow start): the share the balancers give it now.
     ...(client.rampFactor < 1 && !isDraining(client) ? { effective_weight: effectiveWeight(client.weight, client.rampFactor) } : {}),

@@ -544,7 +544,7 @@ function describeEvent(event: RegistryEvent): string {
   const who = `${client.protocol} client ${client.nodeId} (${client.region})`
   switch (event.type) {
     case 'joined':
-      return `[mls] ${who} joined at ${client.ip}:${client.port}, weight ${client.weight}`
+      return `[mls] ${who} joined at ${client.protocol === 'http' ? `${client.ip}:${client.port}` : client.ip}, weight ${client.weight}`
     case 'updated':
       return `[mls] ${who} now has weight ${client.weight}${client.operatorDrained ? ' (drained by an operator)' : client.weight === 0 ? ' (draining)' : ''}`
     case 'left':

@@ -22,8 +22,10 @@ export const clientViewSchema = z.object({
   holder_state: healthStateSchema.optional(),
   region: z.string(),
   protocol: protocolSchema,
+  /** An HTTP client: the address the server calls; a WebSocket client: its socket's source address. */
   ip: z.string(),
-  port: z.number().int(),
+  /** The port of an HTTP client's /work; null for a WebSocket client, which is called over its socket. */
+  port: z.number().int().nullable(),
   weight: z.number(),
   /** Only while the client ramps up after a join or an ejection (health.slow_start): weight times the ramp's factor, 10 % to 100 %. */
   effective_weight: z.number().optional(),

@@ -88,12 +88,15 @@ describe('dashboard', () => {
       in_flight: '0',
     })
     await waitForText(page, '[data-region="eu-west-1"] > .node .count', '1 / 1')
+    // A WebSocket client at its source address, with no port (it has none of its own to show).
+    expect(await wsRow.locator('.address').textContent()).toBe('127.0.0.1')
 
     const httpAgent = await startHttpAgent(server.url, { nodeId: 'live-http-1', region: 'us-east-1' })
     try {
       const httpRow = page.locator('tr[data-node="live-http-1"]')
       await httpRow.waitFor({ timeout: LIVE_MS })
       expect(await cells(httpRow, ['region', 'protocol', 'state'])).toEqual({ region: 'us-east-1', protocol: 'HTTP', state: 'healthy' })
+      expect(await httpRow.locator('.address').textContent()).toMatch(/^127\.0\.0\.1:\d+$/)
 
       wsAgent.close()
       await page.waitForSelector('tr[data-node="live-ws-1"].gone', { timeout: LIVE_MS })

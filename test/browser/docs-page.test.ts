@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import type { Browser } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
 import { z } from 'zod'
 import { configSchema } from '../../src/config.ts'
 import { taskRequestSchema } from '../../src/wire/task.ts'
-import { type HttpAgent, startHttpAgent, startTestServer, startWsAgent, type TestServer, type WsAgent } from '../helpers.ts'
+import { type HttpAgent, SOURCE_CLI, startHttpAgent, startTestServer, startWsAgent, type TestServer, type WsAgent } from '../helpers.ts'
 import { horizontalOverflow, launchBrowser, openPage, screenshot } from './browser.ts'
 
 /** The topics the page must have, each its own top-level section, in this order (others may follow). */
@@ -122,6 +122,118 @@ describe('docs page', () => {
     await close()
   })
 
+  test('at 390 px the contents are a menu: it lists every section, and choosing one goes there and closes it', async () => {
+    const { page, errors, close } = await openPage(browser, { width: 390, height: 844 })
+    await page.goto(`${server.url}/`)
+    const toggle = page.locator('.toc-toggle')
+    expect(await toggle.isVisible()).toBe(true)
+    expect(await page.locator('.toc-links').isVisible()).toBe(false)
+    expect(await toggle.getAttribute('aria-expanded')).toBe('false')
+    // The bar names the section being read.
+    expect(await page.textContent('#toc-current')).toBe('Overview')
+    await toggle.click()
+    expect(await page.locator('.toc-links').isVisible()).toBe(true)
+    expect(await toggle.getAttribute('aria-expanded')).toBe('true')
+    const sectionIds = await page.evaluate(() => Array.from(document.querySelectorAll('.content > section'), (section) => section.id))
+    const linked = await page.evaluate(() => Array.from(document.querySelectorAll('.toc-links a'), (link) => (link as HTMLAnchorElement).hash.slice(1)))
+    expect(linked).toEqual(sectionIds)
+    expect(await horizontalOverflow(page)).toBe(0)
+    await screenshot(page, 'docs-390-contents-open')
+
+    await page.click('.toc-links a[href="#api"]')
+    await page.waitForFunction(() => document.querySelector('.toc-toggle')?.getAttribute('aria-expanded') === 'false')
+    expect(await page.locator('.toc-links').isVisible()).toBe(false)
+    // The heading lands just below the top bar and the contents bar, not under them.
+    const bars = await page.evaluate(() => document.querySelector('.toc')!.getBoundingClientRect().bottom)
+    const top = await page.evaluate(() => document.getElementById('api')!.getBoundingClientRect().top)
+    expect(top).toBeGreaterThanOrEqual(bars)
+    expect(top).toBeLessThan(bars + 40)
+    await page.waitForFunction(() => document.getElementById('toc-current')?.textContent === 'API Reference')
+    expect(await currentEntries(page)).toEqual(['API Reference'])
+    await screenshot(page, 'docs-390-after-contents')
+    // Escape closes an open menu too.
+    await toggle.click()
+    await page.keyboard.press('Escape')
+    expect(await page.locator('.toc-links').isVisible()).toBe(false)
+    expect(errors).toEqual([])
+    await close()
+  })
+
+  test('the contents mark the section being read: the first at the top, the one scrolled to, the last at the bottom', async () => {
+    const { page, errors, close } = await openPage(browser, { width: 1280, height: 900 })
+    await page.goto(`${server.url}/`)
+    expect(await page.locator('.toc-toggle').isVisible()).toBe(false)
+    expect(await currentEntries(page)).toEqual(['Overview'])
+    const scrollTo = async (y: number | 'bottom', expected: string) => {
+      await page.evaluate((to) => window.scrollTo(0, to === 'bottom' ? document.documentElement.scrollHeight : to), y)
+      await page
+        .waitForFunction((label) => document.querySelector('.toc-links a.current')?.textContent === label, expected, { timeout: 5000 })
+        .catch(() => undefined)
+      expect({ at: y, current: await currentEntries(page) }).toEqual({ at: y, current: [expected] })
+    }
+    const sectionTop = (id: string) => page.evaluate((which) => document.getElementById(which)!.getBoundingClientRect().top + window.scrollY, id)
+    await scrollTo((await sectionTop('configuration')) - 100, 'Configuration')
+    await scrollTo((await sectionTop('websocket')) - 100, 'WebSocket protocol')
+    await scrollTo(0, 'Overview')
+    await scrollTo('bottom', 'Coming from the original Moonlight')
+    // An entry chosen in the contents is marked, even one the page cannot scroll up to the reading line.
+    await page.click('.toc-links a[href="#routing"]')
+    await page.waitForFunction(() => document.querySelector('.toc-links a.current')?.textContent === 'Routing, health and failover')
+    expect(await currentEntries(page)).toEqual(['Routing, health and failover'])
+    await page.click('.toc-links a[href="#features"]')
+    await page.waitForFunction(() => document.querySelector('.toc-links a.current')?.textContent === 'Key Features')
+    expect(await currentEntries(page)).toEqual(['Key Features'])
+    expect(errors).toEqual([])
+    await close()
+  })
+
+  test('every command on the page takes the token from $MLS_TOKEN and the page says where it comes from', async () => {
+    const { page, errors, close } = await openPage(browser)
+    await page.goto(`${server.url}/`)
+    const blocks: string[] = await page.evaluate(() => Array.from(document.querySelectorAll('.code pre'), (pre) => pre.textContent ?? ''))
+    // Only the config file itself names its tokens; every command and client example reads the environment.
+    const naming = blocks.filter((block) => block.includes('supersecrettokenox0'))
+    expect(naming.length).toBe(1)
+    expect(naming[0]).toContain('"tokens": ["supersecrettokenox0", "supersecrettokenox1"]')
+    // Every block that sends a token, or runs a command that needs one (public routes such as /status need none).
+    const calls = blocks.filter(
+      (block) => block !== naming[0] && /Authorization|token|client\/heartbeat|moonlight (agent|task|status|clients|cluster)\b/.test(block),
+    )
+    expect(calls.length).toBeGreaterThanOrEqual(8)
+    for (const block of calls) {
+      const fromEnvironment =
+        /\$MLS_TOKEN|process\.env\.MLS_TOKEN/.test(block) || (/^moonlight /m.test(block) && !block.includes('curl') && !block.includes('--token'))
+      expect({ block, fromEnvironment }).toEqual({ block, fromEnvironment: true })
+    }
+    for (const block of blocks.filter((text) => text.includes('Authorization'))) expect(block).toContain('Bearer $MLS_TOKEN')
+    const overview = (await page.textContent('#overview')) ?? ''
+    expect(overview).toContain('prints it at start-up')
+    expect(overview).toContain('export MLS_TOKEN=')
+    // What `moonlight serve` really prints with no token configured, so a reader recognises the line.
+    expect(overview).toContain('[mls] no tokens configured: generated this one for this run')
+    expect(errors).toEqual([])
+    await close()
+  })
+
+  test('has the moonlight binary with every command its --help lists, and points migrating users to the README', async () => {
+    const help = Bun.spawnSync([...SOURCE_CLI, '--help']).stdout.toString()
+    const commands = [...help.slice(help.indexOf('Commands:')).matchAll(/^ {2}([a-z]+) {2,}/gm)].map((match) => match[1]!)
+    expect(commands).toContain('serve')
+    expect(commands.length).toBeGreaterThanOrEqual(9)
+    const { page, errors, close } = await openPage(browser)
+    await page.goto(`${server.url}/`)
+    expect((await page.textContent('#cli h2'))?.trim()).toBe('The moonlight binary')
+    const cli = (await page.textContent('#cli')) ?? ''
+    for (const command of commands) expect({ command, documented: cli.includes(`moonlight ${command}`) }).toEqual({ command, documented: true })
+    for (const variable of ['MLS_SERVER', 'MLS_TOKEN', 'MLS_CA']) expect(cli).toContain(variable)
+    const original = (await page.textContent('#original')) ?? ''
+    expect(original).toContain('README')
+    expect(original).toContain('Coming from the original Moonlight')
+    for (const fix of ['require_task_token', 'payload_format', 'node_id', 'gRPC']) expect(original).toContain(fix)
+    expect(errors).toEqual([])
+    await close()
+  })
+
   test('documents every config key, endpoint and WebSocket message the server has', async () => {
     const { page, errors, close } = await openPage(browser)
     await page.goto(`${server.url}/`)
@@ -134,6 +246,7 @@ describe('docs page', () => {
       '/task/{id}',
       '/task/{id}/result',
       '/openapi.json',
+      '/clients/{node_id}/drain',
       '/client/heartbeat',
       '/status',
       '/clients',
@@ -166,6 +279,11 @@ describe('docs page', () => {
     await close()
   })
 })
+
+/** The labels of the contents entries marked as being read. */
+function currentEntries(page: Page): Promise<string[]> {
+  return page.evaluate(() => Array.from(document.querySelectorAll('.toc-links a.current'), (link) => link.textContent ?? ''))
+}
 
 /** Every key of the config schema as written in mls.json: top-level names and the keys inside ws, html and health. */
 function configKeys(): string[] {
