@@ -61,8 +61,8 @@ function server(overrides: Parameters<typeof startTestServer>[0] = {}): TestServ
 }
 
 /** The fixture agent from the installed package; resolves once it has registered. */
-async function agent(runtime: string[], env: { SERVERS: string; NODE_ID: string; REGION?: string; PROTOCOL?: string }): Promise<CliProcess> {
-  const child = startCli([join(app, 'agent.mjs')], { command: runtime, cwd: app, env: { TOKEN, REGION: 'eu-west-1', ...env } })
+async function agent(runtime: string[], env: { SERVERS: string; NODE_ID: string; REGION?: string; PROTOCOL?: string }, dir = app): Promise<CliProcess> {
+  const child = startCli([join(dir, 'agent.mjs')], { command: runtime, cwd: dir, env: { TOKEN, REGION: 'eu-west-1', ...env } })
   processes.push(child)
   await child.waitForOutput(`ready ${env.NODE_ID}`, 20_000)
   return child
@@ -116,6 +116,25 @@ describe('moonlight-sdk, installed from its tarball', () => {
     await agent(DENO, { SERVERS: other.url, NODE_ID: 'deno-http', PROTOCOL: 'http' })
     expectEveryCall(await caller(DENO, other), 'deno-http', 'deno')
   }, 60_000)
+
+  test('under Node without a global WebSocket, the ws package is used when the app has it, and its absence is said plainly', async () => {
+    // An app that installed ws beside the SDK (ws from this repository's devDependencies: no registry needed).
+    const withWs = join(work, 'app-with-ws')
+    mkdirSync(withWs)
+    writeFileSync(join(withWs, 'package.json'), JSON.stringify({ name: 'sdk-user-ws', private: true, type: 'module' }))
+    const tarball = readdirSync(work).find((name) => name.endsWith('.tgz'))!
+    run(['npm', 'install', join(work, tarball), join(ROOT, 'node_modules/ws'), '--offline', '--no-audit', '--no-fund'], withWs)
+    copyFileSync(join(FIXTURES, 'sdk', 'agent.mjs'), join(withWs, 'agent.mjs'))
+    // --no-experimental-websocket: no global WebSocket, whichever Node this is (22+ has one by default).
+    const bareNode = ['node', '--no-experimental-websocket']
+    const mls = server()
+    await agent(bareNode, { SERVERS: mls.url, NODE_ID: 'node-ws-package' }, withWs)
+    expectEveryCall(await caller(bareNode, mls), 'node-ws-package', 'node')
+    // Without ws (the plain app): the agent says what to do instead of hanging.
+    const child = startCli([join(app, 'agent.mjs')], { command: bareNode, cwd: app, env: { TOKEN, REGION: 'eu-west-1', SERVERS: mls.url, NODE_ID: 'no-ws' } })
+    processes.push(child)
+    await child.waitForOutput('no WebSocket here', 20_000)
+  })
 
   test('under Node: an HTTP agent (POST /work on node:http, heartbeats) answers a caller', async () => {
     const mls = server()
