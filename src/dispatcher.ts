@@ -104,8 +104,8 @@ export class Dispatcher {
           const answer = await this.deps.transports[client.route].send(client, taskId, payloadJson, deadline)
           judged = true
           attemptStatus = answer.status
-          if (answer.status >= 500) attemptKind = 'status'
           if (answer.status >= 500) {
+            attemptKind = 'status'
             registry.recordFailure(client, clock.now(), pool)
             failedAttempts.push({
               node_id: client.nodeId,
@@ -151,18 +151,16 @@ export class Dispatcher {
           client.inFlight--
           if (!judged) registry.recordNoVerdict(client)
           const attemptMs = clock.monotonic() - attemptStartedMs
-          tries.push({
-            node_id: client.nodeId,
-            ...(attemptStatus === undefined ? {} : { status: attemptStatus }),
-            ...(attemptKind === undefined ? {} : { kind: attemptKind }),
-            ms: Math.round(attemptMs * 10) / 10,
-          })
+          // Built without spreads: this runs on every attempt of every task.
+          const tryRecord: AttemptRecord = { node_id: client.nodeId, ms: Math.round(attemptMs * 10) / 10 }
+          if (attemptStatus !== undefined) tryRecord.status = attemptStatus
+          if (attemptKind !== undefined) tryRecord.kind = attemptKind
+          tries.push(tryRecord)
           this.deps.onAttempt?.(client, attemptMs)
         }
       }
-      const record = taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), tries)
-      record.durationMs = clock.monotonic() - startedMonotonicMs
-      this.deps.onFinished(record)
+      const durationMs = clock.monotonic() - startedMonotonicMs
+      this.deps.onFinished(taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), durationMs, tries))
       return outcome
     } finally {
       this.deps.deadlines.end(deadline)
@@ -244,6 +242,7 @@ function taskRecord(
   failedCount: number,
   startedMs: number,
   nowMs: number,
+  durationMs: number,
   tries: AttemptRecord[],
 ): TaskRecord {
   const answered = outcome.kind === 'answered'
@@ -256,6 +255,7 @@ function taskRecord(
     outcome: answered ? 'ok' : NOBODY_TO_ASK.has(outcome.kind) ? 'no_client' : outcome.kind === 'timed_out' ? 'timeout' : 'failed',
     attempts: answered ? failedCount + 1 : failedCount,
     latency_ms: nowMs - startedMs,
+    durationMs,
     finishedAtMs: nowMs,
     tries,
   }
