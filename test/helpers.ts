@@ -255,6 +255,18 @@ export async function startWsAgent(
   return { ...peer, nodeId: options.nodeId, received }
 }
 
+/** Everything the streams print, read as it comes: the returned function gives the text so far. */
+export function collectOutput(...streams: ReadableStream<Uint8Array>[]): () => string {
+  let output = ''
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    const decoder = new TextDecoder()
+    const reader = stream.getReader()
+    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) output += decoder.decode(chunk.value, { stream: true })
+  }
+  for (const stream of streams) void pump(stream)
+  return () => output
+}
+
 /** Polls `condition` until it is true or `timeoutMs` passes (then throws with `what`). */
 export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs
@@ -300,23 +312,16 @@ export function startCli(args: string[], options: CliOptions = {}): CliProcess {
     stdout: 'pipe',
     stderr: 'pipe',
   })
-  let output = ''
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder()
-    const reader = stream.getReader()
-    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) output += decoder.decode(chunk.value, { stream: true })
-  }
-  void pump(child.stdout)
-  void pump(child.stderr)
-  const matches = (text: string | RegExp) => (typeof text === 'string' ? output.includes(text) : text.test(output))
+  const output = collectOutput(child.stdout, child.stderr)
+  const matches = (text: string | RegExp) => (typeof text === 'string' ? output().includes(text) : text.test(output()))
   return {
     process: child,
-    output: () => output,
+    output,
     waitForOutput: async (text, timeoutMs = 10_000) => {
       await waitFor(() => matches(text) || child.exitCode !== null, `output ${text}`, timeoutMs)
-      if (!matches(text)) throw new Error(`exited (${child.exitCode}) before printing ${text}:\n${output}`)
+      if (!matches(text)) throw new Error(`exited (${child.exitCode}) before printing ${text}:\n${output()}`)
     },
-    count: (text) => output.split(text).length - 1,
+    count: (text) => output().split(text).length - 1,
     exited: child.exited,
     kill: (signal = 'SIGTERM') => child.kill(signal),
   }

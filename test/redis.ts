@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Subprocess } from 'bun'
+import { collectOutput } from './helpers.ts'
 
 const READY_WITHIN_MS = 10_000
 const STOP_WITHIN_MS = 3000
@@ -107,20 +108,13 @@ async function launch(binary: string, port: number, dir: string, password: strin
   const child = Bun.spawn([binary, ...args], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
   running.add(child)
   void child.exited.then(() => running.delete(child))
-  let output = ''
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder()
-    const reader = stream.getReader()
-    for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) output += decoder.decode(chunk.value, { stream: true })
-  }
-  void pump(child.stdout)
-  void pump(child.stderr)
+  const output = collectOutput(child.stdout, child.stderr)
   const deadline = Date.now() + READY_WITHIN_MS
-  while (!output.includes('Ready to accept connections')) {
+  while (!output().includes('Ready to accept connections')) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL')
       await child.exited
-      throw new Error(`redis-server on port ${port} did not start:\n${output}`)
+      throw new Error(`redis-server on port ${port} did not start:\n${output()}`)
     }
     await Bun.sleep(10)
   }
