@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { startBenchHttpAgent, startBunRelay } from './lib/bench-processes.ts'
 import { BENCH_TOKEN, startMoonlight, waitForHttp } from './lib/moonlight.ts'
-import { type Child, childPids, cpuTimeUs, freePort, loadAverage, spawnChild } from './lib/proc.ts'
+import { type Child, childPids, cpuTimeUs, freePort, loadAverage, mainThreadCpuUs, spawnChild } from './lib/proc.ts'
 import { median, round } from './lib/stats.ts'
 import { BODY, type WrkTarget, wrk } from './lib/wrk.ts'
 import { spawnWsAgents } from './lib/ws-agents.ts'
@@ -16,8 +16,12 @@ import { spawnWsAgents } from './lib/ws-agents.ts'
 export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws'] as const
 /** With `--before REF`: the same two Moonlight paths, from an older commit, in the same rounds. */
 export const BEFORE_TARGETS = ['before-http', 'before-ws'] as const
-/** With `--floor`: a bare Bun relay (agents/bun-relay.ts), the least any proxy on Bun costs: calling agents with fetch, with a bare socket pool, and over WebSocket. */
-export const FLOOR_TARGETS = ['floor-http', 'floor-socket', 'floor-ws'] as const
+/**
+ * With `--floor`: a bare Bun relay (agents/bun-relay.ts), the least any proxy on Bun costs: calling
+ * agents with fetch, with a bare socket pool, through Moonlight's own pool and through its
+ * HttpTransport (each a step towards Moonlight), and over WebSocket.
+ */
+export const FLOOR_TARGETS = ['floor-http', 'floor-socket', 'floor-pool', 'floor-transport', 'floor-ws'] as const
 export type Target = (typeof TARGETS)[number] | (typeof BEFORE_TARGETS)[number] | (typeof FLOOR_TARGETS)[number]
 
 export interface HttpPathOptions {
@@ -47,7 +51,11 @@ export interface WrkRun {
   errors: number
   /** CPU time (user + system, all threads) of the proxy per request; for direct, of the agent. */
   proxy_cpu_us_per_req: number
+  /** The same for the proxy's main thread alone (all of nginx's, one thread per process). */
+  proxy_main_cpu_us_per_req: number
   agent_cpu_us_per_req: number
+  /** wrk's own CPU per request: with the proxy's and the agent's, what one task costs the whole box. */
+  wrk_cpu_us_per_req: number
   load1: number
 }
 
@@ -56,7 +64,9 @@ export interface TargetSummary {
   p50_us: number
   p99_us: number
   proxy_cpu_us_per_req: number
+  proxy_main_cpu_us_per_req: number
   agent_cpu_us_per_req: number
+  wrk_cpu_us_per_req: number
   errors: number
 }
 
@@ -81,6 +91,8 @@ export interface HttpPathResult {
     floor_http_rps_vs_nginx?: number
     floor_socket_rps_vs_nginx?: number
     floor_socket_p99_vs_nginx?: number
+    floor_pool_rps_vs_nginx?: number
+    floor_transport_rps_vs_nginx?: number
     http_rps_vs_floor_socket?: number
     floor_ws_rps_vs_nginx?: number
   }
@@ -158,6 +170,12 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       children.push(socketRelay)
       endpoints['floor-socket'] = { url: `${socketRelayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [socketRelay.pid] }
       agentPids['floor-socket'] = [agent.pid]
+      for (const client of ['pool', 'transport'] as const) {
+        const { child: ownRelay, url: ownRelayUrl } = await startBunRelay(agentPort, WS_REGION, client)
+        children.push(ownRelay)
+        endpoints[`floor-${client}`] = { url: `${ownRelayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [ownRelay.pid] }
+        agentPids[`floor-${client}`] = [agent.pid]
+      }
       endpoints['floor-ws'] = { url: `${relayUrl}/task/request`, body: BODY(WS_REGION), proxyPids: () => [relay.pid] }
       agentPids['floor-http'] = [agent.pid]
       agentPids['floor-ws'] = [relayWsAgent.pid]
@@ -178,9 +196,11 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
         const proxyPids = endpoint.proxyPids()
         const load1 = loadAverage()
         const proxyCpuBefore = sumCpu(proxyPids)
+        const proxyMainBefore = sumMainThreadCpu(proxyPids)
         const agentCpuBefore = sumCpu(agentPids[target]!)
         const result = await wrk(endpoint, options.connections, options.durationS)
         const proxyCpu = sumCpu(proxyPids) - proxyCpuBefore
+        const proxyMainCpu = sumMainThreadCpu(proxyPids) - proxyMainBefore
         const agentCpu = sumCpu(agentPids[target]!) - agentCpuBefore
         const run: WrkRun = {
           target,
@@ -193,12 +213,14 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
           requests: result.requests,
           errors: result.connect_errors + result.read_errors + result.write_errors + result.non_2xx + result.timeouts,
           proxy_cpu_us_per_req: round(proxyCpu / result.requests),
+          proxy_main_cpu_us_per_req: round(proxyMainCpu / result.requests),
           agent_cpu_us_per_req: round(agentCpu / result.requests),
+          wrk_cpu_us_per_req: round(result.cpu_us / result.requests),
           load1,
         }
         runs.push(run)
         log(
-          `  round ${roundNo} ${target.padEnd(15)} ${run.rps.toFixed(0).padStart(7)} req/s  p50 ${ms(run.p50_us)}  p99 ${ms(run.p99_us)}  proxy CPU ${run.proxy_cpu_us_per_req} µs/req  errors ${run.errors}  load ${load1}`,
+          `  round ${roundNo} ${target.padEnd(15)} ${run.rps.toFixed(0).padStart(7)} req/s  p50 ${ms(run.p50_us)}  p99 ${ms(run.p99_us)}  proxy CPU ${run.proxy_cpu_us_per_req} µs/req (main thread ${run.proxy_main_cpu_us_per_req})  wrk ${run.wrk_cpu_us_per_req}  errors ${run.errors}  load ${load1}`,
         )
       }
     }
@@ -253,6 +275,12 @@ function fill(template: string, values: Record<string, string | number>): string
   })
 }
 
+function sumMainThreadCpu(pids: readonly number[]): number {
+  let total = 0
+  for (const pid of pids) total += mainThreadCpuUs(pid)
+  return total
+}
+
 function sumCpu(pids: readonly number[]): number {
   let total = 0
   for (const pid of pids) total += cpuTimeUs(pid)
@@ -272,7 +300,9 @@ function summarize(runs: readonly WrkRun[], targets: readonly Target[]): Partial
       p50_us: median(mine.map((run) => run.p50_us)),
       p99_us: median(mine.map((run) => run.p99_us)),
       proxy_cpu_us_per_req: round(median(mine.map((run) => run.proxy_cpu_us_per_req))),
+      proxy_main_cpu_us_per_req: round(median(mine.map((run) => run.proxy_main_cpu_us_per_req))),
       agent_cpu_us_per_req: round(median(mine.map((run) => run.agent_cpu_us_per_req))),
+      wrk_cpu_us_per_req: round(median(mine.map((run) => run.wrk_cpu_us_per_req))),
       errors: mine.reduce((sum, run) => sum + run.errors, 0),
     }
   }
@@ -308,6 +338,8 @@ function ratios(runs: readonly WrkRun[], rounds: number, targets: readonly Targe
           floor_http_rps_vs_nginx: perRound((get) => get('floor-http').rps / get('nginx').rps),
           floor_socket_rps_vs_nginx: perRound((get) => get('floor-socket').rps / get('nginx').rps),
           floor_socket_p99_vs_nginx: perRound((get) => get('floor-socket').p99_us / get('nginx').p99_us),
+          floor_pool_rps_vs_nginx: perRound((get) => get('floor-pool').rps / get('nginx').rps),
+          floor_transport_rps_vs_nginx: perRound((get) => get('floor-transport').rps / get('nginx').rps),
           http_rps_vs_floor_socket: perRound((get) => get('moonlight-http').rps / get('floor-socket').rps),
           floor_ws_rps_vs_nginx: perRound((get) => get('floor-ws').rps / get('nginx').rps),
         }

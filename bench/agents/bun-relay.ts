@@ -7,11 +7,24 @@
  * /ws when the body's region is the WebSocket one. Measured beside Moonlight (`--floor`), it separates
  * what Moonlight costs from what the platform costs.
  *
- *   bun bench/agents/bun-relay.ts --agent-port N --ws-region R [--client fetch|socket]
+ * Two more clients put Moonlight's own pieces, and only them, in the bare socket pool's place:
+ * `--client pool` calls the agent through Moonlight's HttpClientPool (src/http-client/pool.ts: the
+ * bound, the parser, the stale-socket rule), `--client transport` through its HttpTransport
+ * (src/transports/http.ts: the pool plus the deadline, the answer's size limit, content codings
+ * and header policy). Socket pool → pool → transport → Moonlight: each step's cost, in one run.
+ *
+ *   bun bench/agents/bun-relay.ts --agent-port N --ws-region R [--client fetch|socket|pool|transport]
  */
 
 import { parseArgs } from 'node:util'
 import type { ServerWebSocket, Socket } from 'bun'
+import { HeaderPolicy } from '../../src/answer-headers.ts'
+import { systemClock } from '../../src/clock.ts'
+import { DeadlineTimer } from '../../src/deadlines.ts'
+import { type AnswerSink, HttpClientPool } from '../../src/http-client/pool.ts'
+import type { ResponseHead } from '../../src/http-client/response-parser.ts'
+import type { Client } from '../../src/registry.ts'
+import { HttpTransport } from '../../src/transports/http.ts'
 
 const { values } = parseArgs({
   options: { 'agent-port': { type: 'string' }, 'ws-region': { type: 'string', default: 'eu-west-1' }, client: { type: 'string', default: 'fetch' } },
@@ -61,9 +74,53 @@ async function viaSocket(payloadJson: string): Promise<Response> {
   socket.write(request)
   return promise
 }
+/** Task ids for the agent (and the WebSocket path's task_id). */
+let sequence = 0
+
+/** Moonlight's own client with nothing around it: the answer's status, content type and body, as the socket relay passes them. */
+const pool = new HttpClientPool({ maxConnections: 64, idleTimeoutMs: 30_000 })
+const agentAddress = { scheme: 'http' as const, host: '127.0.0.1', port: agentPort }
+class BodySink implements AnswerSink {
+  status = 0
+  type = 'application/json'
+  chunks: Uint8Array<ArrayBuffer>[] = []
+  head(head: ResponseHead): number {
+    this.status = head.status
+    for (const [name, value] of head.headers) if (name === 'content-type') this.type = value
+    return 1024 * 1024
+  }
+  body(chunk: Uint8Array): void {
+    this.chunks.push(Uint8Array.prototype.slice.call(chunk) as Uint8Array<ArrayBuffer>)
+  }
+  end(): void {}
+}
+async function viaPool(payloadJson: string): Promise<Response> {
+  const request = `POST /work HTTP/1.1\r\nhost: 127.0.0.1:${agentPort}\r\ncontent-type: application/json\r\nx-task-id: ${++sequence}\r\ncontent-length: ${Buffer.byteLength(payloadJson)}\r\n\r\n${payloadJson}`
+  const sink = new BodySink()
+  await pool.request(agentAddress, request, sink).done
+  return new Response(sink.chunks.length === 1 ? sink.chunks[0]! : Bun.concatArrayBuffers(sink.chunks), {
+    status: sink.status,
+    headers: { 'content-type': sink.type },
+  })
+}
+
+/** Moonlight's HttpTransport, as the dispatcher calls it: one attempt under a deadline (no retries, balancing or stats). */
+const headerPolicy = new HeaderPolicy()
+const transport = new HttpTransport(() => ({ maxAnswerBytes: 1024 * 1024, headerPolicy, maxConnections: 64, idleTimeoutMs: 30_000 }), Date.now)
+const deadlines = new DeadlineTimer(systemClock)
+const agentClient = { scheme: 'http', ip: '127.0.0.1', port: agentPort, nodeId: 'bench-http-1' } as Client
+async function viaTransport(payloadJson: string): Promise<Response> {
+  const deadline = deadlines.start(30_000)
+  try {
+    const answer = await transport.send(agentClient, String(++sequence), payloadJson, deadline)
+    return new Response(answer.body, { status: answer.status, headers: answer.headers })
+  } finally {
+    deadlines.end(deadline)
+  }
+}
+
 const waiting = new Map<string, (answer: string) => void>()
 let agentSocket: ServerWebSocket<undefined> | undefined
-let sequence = 0
 
 const server = Bun.serve({
   hostname: '127.0.0.1',
@@ -75,6 +132,8 @@ const server = Bun.serve({
         const { region, payload } = (await request.json()) as { region: string; payload: unknown }
         if (region !== values['ws-region']) {
           if (values.client === 'socket') return viaSocket(JSON.stringify(payload))
+          if (values.client === 'pool') return viaPool(JSON.stringify(payload))
+          if (values.client === 'transport') return viaTransport(JSON.stringify(payload))
           const answer = await fetch(workUrl, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(payload) })
           return new Response(await answer.arrayBuffer(), {
             status: answer.status,

@@ -21,14 +21,14 @@ export async function startBenchHttpAgent(servers: string[], region: string): Pr
   return { child, port }
 }
 
-/** The bare relay in front of the agent on `agentPort`, calling it with fetch or over its bare socket pool; `bunArgs` go to bun (a profiler). */
+/** The bare relay in front of the agent on `agentPort`, calling it with fetch, over its bare socket pool, or through Moonlight's own pool or transport; `bunArgs` go to bun (a profiler). */
 export async function startBunRelay(
   agentPort: number,
   wsRegion: string,
-  client: 'fetch' | 'socket',
+  client: 'fetch' | 'socket' | 'pool' | 'transport',
   bunArgs: string[] = [],
 ): Promise<{ child: Child; url: string }> {
-  const child = spawnChild(client === 'socket' ? 'bun-socket-relay' : 'bun-relay', [
+  const child = spawnChild(client === 'fetch' ? 'bun-relay' : `bun-${client}-relay`, [
     process.execPath,
     ...bunArgs,
     join(AGENTS, 'bun-relay.ts'),

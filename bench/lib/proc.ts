@@ -76,6 +76,17 @@ export function cpuTimeUs(pid: number): number {
   return ((utime + stime) * 1_000_000) / CLOCK_TICKS_PER_S
 }
 
+/**
+ * User + system CPU time of a process's main thread alone, in microseconds: the thread a Bun
+ * process runs JavaScript (and every socket of its own) on, the one a saturated proxy is bound by;
+ * the JIT, the collector's helpers and fetch's HTTP thread are not counted.
+ */
+export function mainThreadCpuUs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8')
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / CLOCK_TICKS_PER_S
+}
+
 /** Resident set size of a process, in bytes. */
 export function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')

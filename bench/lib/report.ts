@@ -83,6 +83,8 @@ const LABELS: Record<Target, string> = {
   'before-ws': 'Moonlight before the fixes → WebSocket agent',
   'floor-http': 'bare Bun relay → HTTP agent (the floor)',
   'floor-socket': 'bare Bun relay, socket pool → HTTP agent (the floor)',
+  'floor-pool': "bare Bun relay, Moonlight's HttpClientPool → HTTP agent",
+  'floor-transport': "bare Bun relay, Moonlight's HttpTransport → HTTP agent",
   'floor-ws': 'bare Bun relay → WebSocket agent (the floor)',
 }
 
@@ -107,12 +109,12 @@ export function toMarkdown(results: BenchResults): string {
       '',
       `wrk, ${settings.wrk_threads} thread, ${settings.connections} connections, ${settings.duration_s} s per run, ${settings.rounds} rounds (targets interleaved); medians over rounds. Body: \`${settings.body}\`.`,
       '',
-      '| path | req/s | p50 | p99 | proxy CPU / req | agent CPU / req | errors |',
-      '|---|---:|---:|---:|---:|---:|---:|',
+      '| path | req/s | p50 | p99 | proxy CPU / req | its main thread / req | at most, bound by that thread | agent CPU / req | wrk CPU / req | errors |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     )
     for (const [target, row] of Object.entries(http.summary) as Array<[Target, NonNullable<(typeof http.summary)[Target]>]>) {
       lines.push(
-        `| ${LABELS[target]} | ${Math.round(row.rps)} | ${ms(row.p50_us)} | ${ms(row.p99_us)} | ${row.proxy_cpu_us_per_req} µs | ${row.agent_cpu_us_per_req} µs | ${row.errors} |`,
+        `| ${LABELS[target]} | ${Math.round(row.rps)} | ${ms(row.p50_us)} | ${ms(row.p99_us)} | ${row.proxy_cpu_us_per_req} µs | ${row.proxy_main_cpu_us_per_req} µs | ${threadBound(row.proxy_main_cpu_us_per_req)} | ${row.agent_cpu_us_per_req} µs | ${row.wrk_cpu_us_per_req} µs | ${row.errors} |`,
       )
     }
     const { ratios } = http
@@ -124,8 +126,9 @@ export function toMarkdown(results: BenchResults): string {
       '',
       ...(ratios.floor_http_rps_vs_nginx !== undefined
         ? [
-            `A bare Bun relay (bench/agents/bun-relay.ts: no auth, validation, balancing, retries or stats), in the same rounds: HTTP / nginx req/s ${ratios.floor_http_rps_vs_nginx} calling the agent with fetch, ${ratios.floor_socket_rps_vs_nginx} (p99 ${ratios.floor_socket_p99_vs_nginx}) over a bare Bun.connect socket pool; WebSocket / nginx req/s ${ratios.floor_ws_rps_vs_nginx}. Moonlight HTTP / the socket-pool relay req/s ${ratios.http_rps_vs_floor_socket}: what Moonlight's own work costs.`,
+            `A bare Bun relay (bench/agents/bun-relay.ts: no auth, validation, balancing, retries or stats), in the same rounds: HTTP / nginx req/s ${ratios.floor_http_rps_vs_nginx} calling the agent with fetch, ${ratios.floor_socket_rps_vs_nginx} (p99 ${ratios.floor_socket_p99_vs_nginx}) over a bare Bun.connect socket pool, ${ratios.floor_pool_rps_vs_nginx} through Moonlight's HttpClientPool, ${ratios.floor_transport_rps_vs_nginx} through its HttpTransport; WebSocket / nginx req/s ${ratios.floor_ws_rps_vs_nginx}. Moonlight HTTP / the socket-pool relay req/s ${ratios.http_rps_vs_floor_socket}: what Moonlight's own work costs.`,
             '',
+            ...(http.summary.nginx ? [`0.8 × nginx's req/s is ${Math.round(0.8 * http.summary.nginx.rps)} here.`, ''] : []),
           ]
         : []),
       ...(http.before
@@ -134,7 +137,7 @@ export function toMarkdown(results: BenchResults): string {
             '',
           ]
         : []),
-      '"proxy CPU / req" is user + system time of the proxy process (all its threads; nginx master + worker) over the run, per request; for "direct" it is the agent itself.',
+      '"proxy CPU / req" is user + system time of the proxy process (all its threads; nginx master + worker) over the run, per request; for "direct" it is the agent itself. "its main thread" counts only the thread that runs JavaScript and the proxy\'s own sockets (a Bun process\'s JIT and collector helpers and fetch\'s HTTP thread excluded; nginx has one thread). One thread cannot work more than a second per second, so "at most" (10⁶ / main thread µs) is the most that proxy can answer at that cost per task, whatever the rest of the box does. "wrk CPU / req" is the load generator\'s own: proxy + agent + wrk is what one task costs the box.',
       '',
     )
   }
@@ -242,3 +245,8 @@ function clusterMarkdown(cluster: ClusterResult): string[] {
 }
 
 const ms = (us: number) => `${(us / 1000).toFixed(2)} ms`
+
+/** The most requests per second a thread can answer when each costs it `us` µs of CPU. */
+function threadBound(us: number): string {
+  return us > 0 ? `${Math.round(1e6 / us)} req/s` : '–'
+}

@@ -24,6 +24,8 @@ export interface WrkJson {
   p90_us: number
   p99_us: number
   max_us: number
+  /** wrk's own CPU time (user + system) over the run, µs: the load generator shares the box. */
+  cpu_us: number
 }
 
 export async function wrk(endpoint: WrkTarget, connections: number, durationS: number): Promise<WrkJson> {
@@ -32,7 +34,9 @@ export async function wrk(endpoint: WrkTarget, connections: number, durationS: n
   const child = Bun.spawn(command, { env: { ...process.env, BENCH_BODY: endpoint.body, BENCH_TOKEN }, stdout: 'pipe', stderr: 'pipe' })
   const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()])
   await child.exited
+  const usage = child.resourceUsage()
+  const cpuUs = usage ? Number(usage.cpuTime.user + usage.cpuTime.system) : 0
   const line = stdout.split('\n').find((l) => l.startsWith('WRK_JSON '))
   if (!line) throw new Error(`wrk printed no result for ${endpoint.url} (exit ${child.exitCode}):\n${stdout}\n${stderr}`)
-  return JSON.parse(line.slice('WRK_JSON '.length)) as WrkJson
+  return { ...(JSON.parse(line.slice('WRK_JSON '.length)) as Omit<WrkJson, 'cpu_us'>), cpu_us: cpuUs }
 }
