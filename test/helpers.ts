@@ -318,8 +318,9 @@ export function startCli(args: string[], options: CliOptions = {}): CliProcess {
     process: child,
     output,
     waitForOutput: async (text, timeoutMs = 10_000) => {
-      await waitFor(() => matches(text) || child.exitCode !== null, `output ${text}`, timeoutMs)
-      if (!matches(text)) throw new Error(`exited (${child.exitCode}) before printing ${text}:\n${output()}`)
+      // A process ended by a signal has no exit code, only a signal code.
+      await waitFor(() => matches(text) || child.exitCode !== null || child.signalCode !== null, `output ${text}`, timeoutMs)
+      if (!matches(text)) throw new Error(`exited (${child.exitCode ?? child.signalCode}) before printing ${text}:\n${output()}`)
     },
     count: (text) => output().split(text).length - 1,
     exited: child.exited,

@@ -41,6 +41,30 @@ export async function serve(options: ServeOptions): Promise<void> {
     await server.stop(0)
     throw error
   }
+  // The handlers are in place before the server says it is listening: a supervisor may reload or stop
+  // it the moment it does, and SIGHUP's default action would end the process.
+  process.on('SIGHUP', () => {
+    try {
+      const next = load()
+      report(next, log)
+      server.reload(next)
+      current = next
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error
+      log(`[mls] reload rejected, the previous config stays in force:\n${error.message}`, { level: 'error' })
+    }
+  })
+  const stopped = new Promise<void>((resolve) => {
+    const shutdown = (signal: string) => {
+      log(`[mls] ${signal}: finishing in-flight tasks, then stopping`)
+      void server.stop().then(() => {
+        log('[mls] stopped')
+        resolve()
+      })
+    }
+    process.once('SIGTERM', () => shutdown('SIGTERM'))
+    process.once('SIGINT', () => shutdown('SIGINT'))
+  })
   const { cluster } = server
   log(
     cluster
@@ -58,29 +82,7 @@ export async function serve(options: ServeOptions): Promise<void> {
   log(`[mls] pid ${process.pid}: kill -HUP ${process.pid} reloads the config, kill -TERM ${process.pid} stops`, { fields: { pid: process.pid } })
   if (html.enabled) log(`[mls] docs ${server.url}${html.index_path}  dashboard ${server.url}${html.dashboard_path}`)
 
-  process.on('SIGHUP', () => {
-    try {
-      const next = load()
-      report(next, log)
-      server.reload(next)
-      current = next
-    } catch (error) {
-      if (!(error instanceof ConfigError)) throw error
-      log(`[mls] reload rejected, the previous config stays in force:\n${error.message}`, { level: 'error' })
-    }
-  })
-
-  await new Promise<void>((resolve) => {
-    const shutdown = (signal: string) => {
-      log(`[mls] ${signal}: finishing in-flight tasks, then stopping`)
-      void server.stop().then(() => {
-        log('[mls] stopped')
-        resolve()
-      })
-    }
-    process.once('SIGTERM', () => shutdown('SIGTERM'))
-    process.once('SIGINT', () => shutdown('SIGINT'))
-  })
+  await stopped
 }
 
 function report(loaded: LoadedConfig, log: Log): void {

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { HttpClientPool } from '../../src/http-client/pool.ts'
-import { postTask, SEED_CONFIG, type SpawnedServer, spawnServer, startCli, startHttpAgent, startWsAgent, TOKEN, waitFor } from '../helpers.ts'
+import { postTask, ROOT, SEED_CONFIG, type SpawnedServer, spawnServer, startCli, startHttpAgent, startWsAgent, TOKEN, waitFor } from '../helpers.ts'
 
 const spawned: SpawnedServer[] = []
 const cleanups: Array<() => unknown> = []
@@ -187,6 +187,25 @@ describe('SIGHUP reload', () => {
     await child.waitForOutput('reload rejected')
     expect(child.output()).toMatch(/tokens: /)
     expect((await postTask(child.url, { region: 'atlantic', payload: 4 }, 'second-token-bbbb')).status).toBe(200)
+  })
+  test('a SIGHUP or SIGTERM sent the moment the server says it is listening is handled, not fatal', async () => {
+    // A supervisor (systemd's ExecReload, a deploy script) may signal as soon as the server is up. The
+    // preload pauses the server right after it prints "listening on"; a signal sent then must find
+    // the handlers installed, not SIGHUP's default action, which ends the process.
+    const dir = tempDir()
+    const path = writeConfig(dir, SEED_CONFIG)
+    const command = [process.execPath, '--preload', join(ROOT, 'test/fixtures/pause-after-listening.ts'), join(ROOT, 'src/cli.ts')]
+    const reloaded = await spawn(['--config', path, '--port', '0', '--host', '127.0.0.1'], { command })
+    reloaded.process.kill('SIGHUP')
+    await reloaded.waitForOutput('config reloaded')
+    expect(reloaded.process.signalCode).toBeNull()
+    expect(reloaded.process.exitCode).toBeNull()
+    expect((await fetch(`${reloaded.url}/healthz`)).status).toBe(200)
+
+    const stopped = await spawn(['--config', path, '--port', '0', '--host', '127.0.0.1'], { command })
+    stopped.process.kill('SIGTERM')
+    expect(await stopped.exited).toBe(0)
+    expect(stopped.output()).toContain('[mls] stopped')
   })
 })
 
