@@ -24,6 +24,8 @@ export interface SocketData {
   heard: number
   /** Tasks sent over this socket and not yet answered, by task id: failed over at once if it closes. */
   pending: Map<string, Waiter>
+  /** The register under way (or the last one), which the next register on this socket waits for. */
+  registering?: Promise<void>
   topics: readonly string[]
   writeTimer?: ReturnType<typeof setTimeout>
 }

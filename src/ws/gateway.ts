@@ -219,15 +219,17 @@ export class WsGateway {
     switch (message.type) {
       case 'register': {
         const hello = message.payload
-        if (socket.data.nodeId !== undefined && socket.data.nodeId !== hello.node_id) {
-          sendError(socket, `this connection is already registered as "${socket.data.nodeId}"`, 'already_registered')
-          return
-        }
-        // Whatever goes wrong in there is that socket's error frame, never an unhandled rejection (which ends the process).
-        this.register(socket, hello).catch((error: unknown) => {
-          this.deps.log(`[mls] could not register ${hello.node_id}: ${(error as Error)?.stack ?? error}`)
-          sendError(socket, 'the server could not handle this registration', 'internal')
-        })
+        // One register at a time per socket, each after the one before has settled: a register can
+        // wait 1.5 s on the ping to its node's holder, and one sent meanwhile with another node id
+        // would otherwise pass the already_registered check too, leaving a node bound to this socket
+        // that its close does not remove.
+        socket.data.registering = (socket.data.registering ?? Promise.resolve()).then(() =>
+          // Whatever goes wrong in there is that socket's error frame, never an unhandled rejection (which ends the process).
+          this.register(socket, hello).catch((error: unknown) => {
+            this.deps.log(`[mls] could not register ${hello.node_id}: ${(error as Error)?.stack ?? error}`)
+            sendError(socket, 'the server could not handle this registration', 'internal')
+          }),
+        )
         return
       }
       case 'heartbeat': {
@@ -267,6 +269,12 @@ export class WsGateway {
 
   /** Registers the node speaking over `socket`, or says why not. */
   private async register(socket: AgentSocket, hello: WsRegister): Promise<void> {
+    // Closed while an earlier register was decided: the registers queued behind it are moot.
+    if (!this.sockets.has(socket)) return
+    if (socket.data.nodeId !== undefined && socket.data.nodeId !== hello.node_id) {
+      sendError(socket, `this connection is already registered as "${socket.data.nodeId}"`, 'already_registered')
+      return
+    }
     let client: Client
     // The original Moonlight's clients may put the token in the URL instead; either way, the same checks.
     const token = hello.token ?? socket.data.urlToken ?? ''
