@@ -126,12 +126,13 @@ export class Dispatcher {
           if (!(error instanceof AttemptError)) throw error
           attemptKind = error.kind
           // Cut off by the stop or by a cancel, not failed: the attempt is not the client's to answer for.
+          // The client had the task all the same, so it is marked as reached (see reachedNoClient).
           if (load.closing) {
-            outcome = { kind: 'shutting_down', region, failedAttempts }
+            outcome = { kind: 'shutting_down', region, failedAttempts, midAttempt: true }
             break
           }
           if (control?.cancelled) {
-            outcome = { kind: 'cancelled', region, failedAttempts }
+            outcome = { kind: 'cancelled', region, failedAttempts, midAttempt: true }
             break
           }
           failedAttempts.push({ node_id: client.nodeId, kind: error.kind, reason: error.message })
@@ -231,7 +232,9 @@ const NOBODY_TO_ASK = new Set<Outcome['kind']>(['no_client', 'unknown_node', 'no
 /** Whether the task reached no client at all (nobody to ask, or stopped or cancelled before the first attempt): running it again later runs it once. */
 export function reachedNoClient(outcome: Outcome): boolean {
   if (NOBODY_TO_ASK.has(outcome.kind)) return true
-  return (outcome.kind === 'shutting_down' || outcome.kind === 'cancelled') && outcome.failedAttempts.length === 0
+  // A cut first attempt is no failed attempt, but its client had the task: freeing a key for it
+  // would let a retry run the task a second time.
+  return (outcome.kind === 'shutting_down' || outcome.kind === 'cancelled') && outcome.failedAttempts.length === 0 && outcome.midAttempt !== true
 }
 
 function taskRecord(

@@ -21,7 +21,10 @@ export type Outcome =
   | { kind: 'too_large'; region: string; failedAttempts: FailedAttempt[] }
   /** task_timeout (or the task's shorter `timeout`: `ownTimeout`) passed; not retried, since the client may still be running it. */
   | { kind: 'timed_out'; region: string; failedAttempts: FailedAttempt[]; timeoutMs: number; ownTimeout?: boolean }
-  /** Cancelled by its owner (DELETE /task/{id}) before a client answered. */
-  | { kind: 'cancelled'; region: string; failedAttempts: FailedAttempt[] }
-  /** The server stopped before a client answered. */
-  | { kind: 'shutting_down'; region: string; failedAttempts: FailedAttempt[] }
+  /**
+   * Cancelled by its owner (DELETE /task/{id}) before a client answered. `midAttempt`: cut while a
+   * client held the task, which it may have done all the same.
+   */
+  | { kind: 'cancelled'; region: string; failedAttempts: FailedAttempt[]; midAttempt?: true }
+  /** The server stopped before a client answered (`midAttempt`: while a client held the task). */
+  | { kind: 'shutting_down'; region: string; failedAttempts: FailedAttempt[]; midAttempt?: true }

@@ -4,9 +4,30 @@
  * drives the real server over real sockets.
  */
 import { describe, expect, test } from 'bun:test'
-import { openWs, postTask, startWsAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { openWs, postTask, startWsAgent, type TestServer, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { submitTask, TASK_HEADERS } from '../task-calls.ts'
 
 const { defer, server } = testScope()
+
+async function cancel(url: string, taskId: string, headers: Record<string, string> = TASK_HEADERS) {
+  const response = await fetch(`${url}/task/${taskId}`, { method: 'DELETE', headers })
+  return { response, text: await response.text() }
+}
+
+/** A WebSocket agent that holds every task it gets (answers none); `held` lists their ids. */
+async function holdingAgent(mls: TestServer, nodeId: string, region = 'us-east-1') {
+  const held: string[] = []
+  const agent = await startWsAgent(mls.wsUrl, {
+    nodeId,
+    region,
+    answer: (_payload, taskId) => {
+      held.push(taskId)
+      return null
+    },
+  })
+  defer(agent.close)
+  return { agent, held }
+}
 
 describe('WebSocket agents that misbehave', () => {
   test('two registers with different node ids sent together on one socket: once it closes, neither node is left behind', async () => {
@@ -52,5 +73,38 @@ describe('WebSocket agents that misbehave', () => {
     })
     const result = await postTask(mls.url, { region: 'usa', payload: 'still mine' })
     expect([result.status, result.text]).toEqual([200, '"from the peer"'])
+  })
+})
+
+describe('stored tasks against hostile callers', () => {
+  test('a keyed async task cancelled while its agent holds it: a retry with the key is the same cancelled task, never a second run', async () => {
+    const mls = server()
+    const { agent, held } = await holdingAgent(mls, 'slow')
+    const body = { region: 'us-east-1', payload: { charge: 1 }, mode: 'async' }
+    const first = JSON.parse((await submitTask(mls.url, body, { 'idempotency-key': 'charge-1' })).text)
+    await waitFor(() => held.length === 1, 'the agent holds the task')
+    expect((await cancel(mls.url, first.task_id)).response.status).toBe(200)
+    await agent.next('cancel')
+    const retry = await submitTask(mls.url, body, { 'idempotency-key': 'charge-1' })
+    expect(retry.response.status).toBe(202)
+    expect(retry.response.headers.get('idempotent-replayed')).toBe('true')
+    expect(JSON.parse(retry.text)).toMatchObject({ task_id: first.task_id, state: 'cancelled' })
+    await Bun.sleep(300)
+    expect(held).toEqual([first.task_id])
+  })
+
+  test('a keyed sync task cancelled while its agent holds it: the retry with the key replays the cancel, never a second run', async () => {
+    const mls = server()
+    const { held } = await holdingAgent(mls, 'slow')
+    const body = { region: 'us-east-1', payload: { charge: 2 } }
+    const call = submitTask(mls.url, body, { 'idempotency-key': 'charge-2' })
+    await waitFor(() => held.length === 1, 'the agent holds the task')
+    expect((await cancel(mls.url, held[0]!)).response.status).toBe(200)
+    const first = await call
+    expect([first.response.status, JSON.parse(first.text).code]).toEqual([409, 'cancelled'])
+    const retry = await submitTask(mls.url, body, { 'idempotency-key': 'charge-2' })
+    expect([retry.response.status, JSON.parse(retry.text).code, retry.response.headers.get('idempotent-replayed')]).toEqual([409, 'cancelled', 'true'])
+    await Bun.sleep(300)
+    expect(held).toHaveLength(1)
   })
 })

@@ -240,7 +240,8 @@ describe('dispatcher', () => {
     expect(core.load.inFlight).toBe(1)
     core.load.closing = true
     core.deadlines.expireAll()
-    expect(await pending).toEqual({ kind: 'shutting_down', region: 'usa', failedAttempts: [] })
+    // midAttempt: the client had the task, so a keyed task keeps its key (see reachedNoClient).
+    expect(await pending).toEqual({ kind: 'shutting_down', region: 'usa', failedAttempts: [], midAttempt: true })
     expect(core.transports.http.sentTo).toEqual(['a'])
     expect(a).toMatchObject({ failures: 0, consecutiveFailures: 0, inFlight: 0 })
     expect(core.load.inFlight).toBe(0)
