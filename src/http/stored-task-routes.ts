@@ -1,5 +1,5 @@
 import type { Hono } from 'hono'
-import { tokenDigest } from '../access.ts'
+import { type Grant, tokenDigest } from '../access.ts'
 import { MoonlightError } from '../errors.ts'
 import type { Settings } from '../settings.ts'
 import type { StoredTasks } from '../stored-tasks.ts'
@@ -17,7 +17,12 @@ const RETRY_AFTER_S = 1
  */
 export function mountStoredTaskRoutes(app: Hono<AppEnv>, settings: Settings, tasks: StoredTasks): void {
   const own = async (request: Request, server: AppEnv['Bindings'], taskId: string, task: StoredTask | undefined): Promise<StoredTask> => {
-    if (task && mayRead(settings, request, server, task)) return task
+    // The token is checked whether or not the task exists: a 401 for an id that exists and a 404 for
+    // one that does not would tell a caller without a valid token which ids exist (they count up).
+    const grant = settings.config.require_task_token
+      ? authorize(settings, request.headers, 'submit', () => clientAddress(settings, server, request))
+      : undefined
+    if (task && mayRead(settings, request, grant, task)) return task
     throw unknownTask(taskId)
   }
 
@@ -61,10 +66,9 @@ export function ownerOf(request: Request): string {
   return token === '' ? '' : tokenDigest(token)
 }
 
-/** With tokens required, the owner's token (still valid) or an admin's; without, anyone who has the id. */
-function mayRead(settings: Settings, request: Request, server: AppEnv['Bindings'], task: StoredTask): boolean {
-  if (!settings.config.require_task_token) return true
-  const grant = authorize(settings, request.headers, 'submit', () => clientAddress(settings, server, request))
+/** With tokens required (`grant`: the request's, still valid), the owner's token or an admin's; without, anyone who has the id. */
+function mayRead(settings: Settings, request: Request, grant: Grant | undefined, task: StoredTask): boolean {
+  if (grant === undefined) return true
   return ownerOf(request) === task.owner || settings.access.holds(grant, 'admin')
 }
 

@@ -9,6 +9,11 @@ import { submitTask, TASK_HEADERS } from '../task-calls.ts'
 
 const { defer, server } = testScope()
 
+async function get(url: string, path: string, headers: Record<string, string> = TASK_HEADERS) {
+  const response = await fetch(`${url}${path}`, { headers })
+  return { response, text: await response.text() }
+}
+
 async function cancel(url: string, taskId: string, headers: Record<string, string> = TASK_HEADERS) {
   const response = await fetch(`${url}/task/${taskId}`, { method: 'DELETE', headers })
   return { response, text: await response.text() }
@@ -106,5 +111,23 @@ describe('stored tasks against hostile callers', () => {
     expect([retry.response.status, JSON.parse(retry.text).code, retry.response.headers.get('idempotent-replayed')]).toEqual([409, 'cancelled', 'true'])
     await Bun.sleep(300)
     expect(held).toHaveLength(1)
+  })
+
+  test('without a token, a task that exists and one that does not answer alike: no oracle for task ids', async () => {
+    const mls = server()
+    await holdingAgent(mls, 'any')
+    const { task_id } = JSON.parse((await submitTask(mls.url, { region: 'us-east-1', payload: 1, mode: 'async' })).text)
+    const prefix = task_id.slice(0, task_id.lastIndexOf('-'))
+    const unknown = `${prefix}-zzzz`
+    const callers: Record<string, string>[] = [{}, { authorization: 'Bearer not-a-real-token-000' }]
+    for (const headers of callers) {
+      const existing = await get(mls.url, `/task/${task_id}`, headers)
+      const missing = await get(mls.url, `/task/${unknown}`, headers)
+      expect([missing.response.status, JSON.parse(missing.text).code]).toEqual([existing.response.status, JSON.parse(existing.text).code])
+      const cancelExisting = await cancel(mls.url, task_id, headers)
+      const cancelMissing = await cancel(mls.url, unknown, headers)
+      expect(cancelMissing.response.status).toBe(cancelExisting.response.status)
+    }
+    expect(JSON.parse((await get(mls.url, `/task/${task_id}`)).text).state).not.toBe('cancelled')
   })
 })
