@@ -4,6 +4,7 @@
  * drives the real server over real sockets.
  */
 import { describe, expect, test } from 'bun:test'
+import { connect } from 'node:net'
 import { openWs, postTask, startWsAgent, type TestServer, TOKEN, testScope, waitFor } from '../helpers.ts'
 import { submitTask, TASK_HEADERS } from '../task-calls.ts'
 
@@ -32,6 +33,38 @@ async function holdingAgent(mls: TestServer, nodeId: string, region = 'us-east-1
   })
   defer(agent.close)
   return { agent, held }
+}
+
+/** A masked client frame written by hand: any opcode, any bytes (fin set). */
+function clientFrame(opcode: number, payload: Buffer): Buffer {
+  const mask = Buffer.from([9, 8, 7, 6])
+  const length = payload.length
+  const header = length < 126 ? Buffer.from([0x80 | opcode, 0x80 | length]) : Buffer.from([0x80 | opcode, 0x80 | 126, length >> 8, length & 0xff])
+  return Buffer.concat([header, mask, Buffer.from(payload.map((byte, i) => byte ^ mask[i % 4]!))])
+}
+
+/** A raw TCP WebSocket client: upgrade by hand, then write whatever frames a test wants. */
+async function rawWs(mls: TestServer) {
+  const url = new URL(mls.wsUrl)
+  const socket = connect(Number(url.port), url.hostname)
+  defer(() => socket.destroy())
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+  let received = Buffer.alloc(0)
+  const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+  socket.on('data', (chunk: Buffer) => {
+    received = Buffer.concat([received, chunk])
+  })
+  socket.write(
+    `GET ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+  )
+  await waitFor(() => received.includes('\r\n\r\n'), 'the upgrade answer')
+  return {
+    write: (frame: Buffer) => socket.write(frame),
+    text: (text: string) => socket.write(clientFrame(0x1, Buffer.from(text))),
+    received: () => received,
+    ended,
+  }
 }
 
 describe('WebSocket agents that misbehave', () => {
@@ -78,6 +111,71 @@ describe('WebSocket agents that misbehave', () => {
     })
     const result = await postTask(mls.url, { region: 'usa', payload: 'still mine' })
     expect([result.status, result.text]).toEqual([200, '"from the peer"'])
+  })
+
+  test('an agent answering a task it was not given gets unknown_task; the caller gets the answer of the agent that had it', async () => {
+    const mls = server()
+    const { agent, held } = await holdingAgent(mls, 'owner', 'usa')
+    const thief = await openWs(mls.wsUrl)
+    defer(thief.close)
+    thief.send({ type: 'register', payload: { node_id: 'thief', token: TOKEN, region: 'europe' } })
+    await thief.next('registered')
+    const call = postTask(mls.url, { region: 'usa', payload: 'mine' })
+    await waitFor(() => held.length === 1, 'the owner holds the task')
+    const taskId = held[0]!
+    thief.send({ type: 'task_response', payload: { task_id: taskId, response: 'forged', status: 200 } })
+    expect((await thief.next('error')).payload).toMatchObject({ code: 'unknown_task' })
+    agent.send({ type: 'task_response', payload: { task_id: taskId, response: 'real' } })
+    const result = await call
+    expect([result.status, result.text, result.headers.get('x-moonlight-node')]).toEqual([200, '"real"', 'owner'])
+    // A second answer to the same task is no one's: unknown_task, and the thief was not blamed for trying.
+    agent.send({ type: 'task_response', payload: { task_id: taskId, response: 'again' } })
+    expect((await agent.next('error')).payload).toMatchObject({ code: 'unknown_task' })
+    expect(mls.server.registry.get('owner')).toMatchObject({ state: 'healthy', consecutiveFailures: 0 })
+  })
+
+  test('a text frame of invalid UTF-8 from an agent holding a task: the socket is cut, the task is retried on another agent, the server lives', async () => {
+    const mls = server()
+    const raw = await rawWs(mls)
+    raw.text(JSON.stringify({ type: 'register', payload: { node_id: 'garbled', token: TOKEN, region: 'usa' } }))
+    await waitFor(() => mls.server.registry.get('garbled') !== undefined, 'garbled to register')
+    const call = postTask(mls.url, { region: 'usa', payload: 'x' })
+    await waitFor(() => raw.received().includes('"type":"task"'), 'the task to reach garbled')
+    const good = await startWsAgent(mls.wsUrl, { nodeId: 'good', region: 'usa' })
+    defer(good.close)
+    raw.write(clientFrame(0x1, Buffer.from([0x7b, 0xff, 0xfe, 0x7d])))
+    await raw.ended
+    const result = await call
+    expect([result.status, result.headers.get('x-moonlight-node'), result.headers.get('x-moonlight-attempts')]).toEqual([200, 'good', '2'])
+    expect(mls.server.registry.get('garbled')).toBeUndefined()
+  })
+
+  test('a message that is a top-level array nested 100 000 deep gets invalid_message; the socket stays usable', async () => {
+    const mls = server()
+    const peer = await openWs(mls.wsUrl)
+    defer(peer.close)
+    peer.send(`${'['.repeat(100_000)}${']'.repeat(100_000)}`)
+    expect((await peer.next('error')).payload.code).toBe('invalid_message')
+    peer.send({ type: 'register', payload: { node_id: 'after-deep', token: TOKEN, region: 'usa' } })
+    expect((await peer.next('registered')).payload.node_id).toBe('after-deep')
+  })
+
+  test('heartbeats with a weight of the wrong type or range are invalid_message each, and the weight stays', async () => {
+    const mls = server()
+    const agent = await startWsAgent(mls.wsUrl, { nodeId: 'beating', region: 'usa', weight: 3 })
+    defer(agent.close)
+    for (const weight of ['"2"', '-1', '1.5', '1001', 'null', '1e400', '[1]', '{}']) {
+      agent.send(`{"type":"heartbeat","payload":{"weight":${weight}}}`)
+      expect([weight, (await agent.next()).payload.code]).toEqual([weight, 'invalid_message'])
+    }
+    for (const payload of ['null', '[]', '"x"']) {
+      agent.send(`{"type":"heartbeat","payload":${payload}}`)
+      expect([payload, (await agent.next()).payload.code]).toEqual([payload, 'invalid_message'])
+    }
+    expect(mls.server.registry.get('beating')?.weight).toBe(3)
+    agent.send({ type: 'heartbeat', payload: { weight: 2 } })
+    expect((await agent.next()).type).toBe('heartbeat_ack')
+    expect(mls.server.registry.get('beating')?.weight).toBe(2)
   })
 })
 
@@ -129,5 +227,67 @@ describe('stored tasks against hostile callers', () => {
       expect(cancelMissing.response.status).toBe(cancelExisting.response.status)
     }
     expect(JSON.parse((await get(mls.url, `/task/${task_id}`)).text).state).not.toBe('cancelled')
+  })
+
+  test('?wait= that is not a number of seconds from 0 to 60 is a 400 in JSON', async () => {
+    const mls = server()
+    await holdingAgent(mls, 'any')
+    const { task_id } = JSON.parse((await submitTask(mls.url, { region: 'us-east-1', payload: 1, mode: 'async' })).text)
+    for (const wait of ['NaN', '-1', '1e400', 'Infinity', '-Infinity', 'abc', '60.001', '1e9']) {
+      const result = await get(mls.url, `/task/${task_id}/result?wait=${wait}`)
+      expect([wait, result.response.status, JSON.parse(result.text).code]).toEqual([wait, 400, 'invalid_body'])
+    }
+  })
+
+  test('odd task ids (very long, percent-encoded slashes, NUL, broken escapes, non-ASCII) are a 404 unknown_task in JSON', async () => {
+    const mls = server()
+    for (const id of ['x'.repeat(8000), '..%2f..%2fclients', '%00', '%E0%A4%A', '%ZZ', 'a%2Fb', encodeURIComponent('☃')]) {
+      for (const method of ['GET', 'DELETE']) {
+        const response = await fetch(`${mls.url}/task/${id}`, { method, headers: TASK_HEADERS })
+        expect([method, id.slice(0, 20), response.status, (await response.json()).code]).toEqual([method, id.slice(0, 20), 404, 'unknown_task'])
+      }
+    }
+  })
+
+  test('an Idempotency-Key reused with the same body in another key order or spacing is 422 (the bytes are compared), and nothing runs again', async () => {
+    const mls = server()
+    const agent = await startWsAgent(mls.wsUrl, { nodeId: 'counted', region: 'us-east-1' })
+    defer(agent.close)
+    const first = await submitTask(mls.url, '{"region":"us-east-1","payload":{"a":1,"b":2}}', { 'idempotency-key': 'bytes' })
+    expect(first.response.status).toBe(200)
+    for (const body of [
+      '{"payload":{"a":1,"b":2},"region":"us-east-1"}',
+      '{"region":"us-east-1", "payload":{"a":1,"b":2}}',
+      '{"region":"us-east-1","payload":{"b":2,"a":1}}',
+    ]) {
+      const again = await submitTask(mls.url, body, { 'idempotency-key': 'bytes' })
+      expect([again.response.status, JSON.parse(again.text).code]).toEqual([422, 'idempotency_mismatch'])
+    }
+    const same = await submitTask(mls.url, '{"region":"us-east-1","payload":{"a":1,"b":2}}', { 'idempotency-key': 'bytes' })
+    expect([same.response.status, same.response.headers.get('idempotent-replayed')]).toEqual([200, 'true'])
+    expect(agent.received).toEqual([{ a: 1, b: 2 }])
+  })
+})
+
+describe('operator actions against hostile bodies', () => {
+  test('eject bodies that are not {"seconds": 0 < n <= 86400} are a 400 in JSON and eject nothing', async () => {
+    const mls = server()
+    const agent = await startWsAgent(mls.wsUrl, { nodeId: 'target', region: 'usa' })
+    defer(agent.close)
+    const cases: Array<[string, string]> = [
+      ['{"seconds":0}', 'invalid_body'],
+      ['{"seconds":1e400}', 'invalid_body'],
+      ['{"seconds":"30"}', 'invalid_body'],
+      ['{"seconds":30,"extra":1}', 'invalid_body'],
+      ['{"__proto__":{"seconds":1}}', 'invalid_body'],
+      ['null', 'invalid_body'],
+      ['nope', 'invalid_json'],
+      [`${'['.repeat(5000)}${']'.repeat(5000)}`, 'too_deep'],
+    ]
+    for (const [body, code] of cases) {
+      const response = await fetch(`${mls.url}/clients/target/eject`, { method: 'POST', headers: TASK_HEADERS, body })
+      expect([body.slice(0, 30), response.status, (await response.json()).code]).toEqual([body.slice(0, 30), 400, code])
+    }
+    expect(mls.server.registry.get('target')?.state).toBe('healthy')
   })
 })
