@@ -6,6 +6,9 @@ import type { TaskLatency } from './wire/monitor.ts'
  * What /metrics counts beyond the registry and the task totals: how long tasks and attempts take
  * (histograms), retries, ejections and bad messages. Fed by the server's wiring; no I/O.
  */
+/** The region label of the tasks sent to a region neither the hierarchy nor any client names; no region name has parentheses. */
+export const OTHER_REGION_LABEL = '(other)'
+
 export class Observations {
   /** Per task, all attempts included: `moonlight_task_duration_seconds{region,outcome}`. */
   readonly taskDuration = new Histogram(DURATION_BUCKETS_S)
@@ -19,10 +22,20 @@ export class Observations {
   /** WebSocket messages refused, by error code (invalid_json, invalid_message, too_deep, binary_not_supported, internal). */
   readonly badMessages = new Map<string, number>()
 
+  constructor(
+    /**
+     * Whether a task's region gets its own series: callers may name any region, and a series per
+     * made-up name would grow /metrics and memory without end. The server's: the hierarchy names
+     * it, or a client is registered in it; the others share `region="(other)"`.
+     */
+    private readonly labelled: (region: string) => boolean = () => true,
+  ) {}
+
   onTask(record: TaskRecord): void {
     // Region names are validated names (no quotes or backslashes), safe inside a label as they are.
     const seconds = (record.durationMs ?? record.latency_ms) / 1000
-    this.taskDuration.observe(`region="${record.region}",outcome="${record.outcome}"`, seconds)
+    const region = this.labelled(record.region) ? record.region : OTHER_REGION_LABEL
+    this.taskDuration.observe(`region="${region}",outcome="${record.outcome}"`, seconds)
     this.anyTask.observe('', seconds)
     if (record.mode === 'single' && record.attempts > 1) this.retries += record.attempts - 1
   }

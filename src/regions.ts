@@ -15,8 +15,12 @@ export class Regions {
   private readonly parents: ReadonlyMap<string, string>
   private readonly chains = new Map<string, readonly string[]>()
 
+  /** Every name the hierarchy has, as a region or as a parent, and the root: looked up per task. */
+  private readonly named: ReadonlySet<string>
+
   constructor(hierarchy: Record<string, string>) {
     this.parents = new Map(Object.entries(hierarchy))
+    this.named = new Set([ROOT_REGION, ...this.parents.keys(), ...this.parents.values()])
   }
 
   /** Maps the caller's region to a region name; empty, "global" and "default" mean the root. */
@@ -44,6 +48,11 @@ export class Regions {
       this.chains.set(region, chain)
     }
     return chain
+  }
+
+  /** Whether the hierarchy names `region` (as a region or as a parent), or it is the root. */
+  names(region: string): boolean {
+    return this.named.has(region)
   }
 
   /** True if `region` is `ancestor` or lies under it. */

@@ -95,6 +95,8 @@ export class Registry {
   private readonly remote = new Set<string>()
   /** Only regions with a client that can take tasks have one; a region's last client leaving forgets it. */
   private balancers = new Map<string, Balancer<string>>()
+  /** How many clients are registered in each region (their own region, not its ancestors). */
+  private readonly perRegion = new Map<string, number>()
   /** Clients whose slow start is under way: advanceRamps looks only at these, not at the whole fleet. */
   private readonly ramping = new Set<Client>()
   private nextConnectionId = 1
@@ -116,6 +118,17 @@ export class Registry {
   /** Whether `nodeId` may register: it is known already, or there is room under maxClients. */
   hasRoomFor(nodeId: string): boolean {
     return this.clients.size < this.maxClients || this.clients.has(nodeId)
+  }
+
+  /** Whether any client is registered in `region` itself (whatever its health). */
+  hasClientsIn(region: string): boolean {
+    return this.perRegion.has(region)
+  }
+
+  private countIn(region: string, change: 1 | -1): void {
+    const count = (this.perRegion.get(region) ?? 0) + change
+    if (count > 0) this.perRegion.set(region, count)
+    else this.perRegion.delete(region)
   }
 
   /** How many regions have balancer state now: bounded by where clients are, not by every name ever seen. */
@@ -150,6 +163,8 @@ export class Registry {
       existing.port = announcement.port
       if (existing.region !== announcement.region || existing.weight !== announcement.weight) {
         this.leaveBalancers(existing)
+        this.countIn(existing.region, -1)
+        this.countIn(announcement.region, 1)
         existing.region = announcement.region
         existing.weight = announcement.weight
         this.syncBalancers(existing)
@@ -175,6 +190,8 @@ export class Registry {
       failures: existing?.failures ?? 0,
       latencyMs: existing?.latencyMs ?? 0,
     }
+    if (existing) this.countIn(existing.region, -1)
+    this.countIn(client.region, 1)
     this.clients.set(client.nodeId, client)
     if (client.instance === undefined) this.remote.delete(client.nodeId)
     else this.remote.add(client.nodeId)
@@ -225,6 +242,7 @@ export class Registry {
     const client = this.clients.get(nodeId)
     if (!client || (connectionId !== undefined && client.connectionId !== connectionId)) return undefined
     this.clients.delete(nodeId)
+    this.countIn(client.region, -1)
     this.remote.delete(nodeId)
     this.ramping.delete(client)
     this.leaveBalancers(client)

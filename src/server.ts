@@ -93,7 +93,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const publish = (topic: string, message: string) => listeners?.publish(topic, message)
   const report = (error: unknown) => log(`[mls] unhandled error: ${(error as Error)?.stack ?? error}`, { level: 'error' })
 
-  const observations = new Observations()
+  const observations = new Observations((region) => settings.regions.names(region) || registry.hasClientsIn(region))
   const eventLoopDelay = new EventLoopDelay(clock)
   eventLoopDelay.start()
   const registry = new Registry(settings.regions, healthPolicy(started), (event) => {

@@ -69,4 +69,26 @@ describe('/metrics', () => {
     expect(sample(text, 'moonlight_event_loop_delay_seconds{stat="max"}')).toBeGreaterThanOrEqual(0)
     expect(sample(text, 'moonlight_clients{region="us-east-1",protocol="http",state="healthy"}')).toBeGreaterThanOrEqual(1)
   })
+
+  test('a region label only for regions the config names or a client is in: made-up names fold into one series', async () => {
+    // Callers name any region they like; a series per name would grow /metrics (and memory) without end.
+    const mls = server()
+    const agent = await startHttpAgent(mls.url, { nodeId: 'outside', region: 'lab-7' })
+    defer(agent.stop)
+    const before = (await (await fetch(`${mls.url}/metrics`)).text()).length
+    // Each climbs to global, where the one agent takes it.
+    for (let i = 0; i < 300; i++) expect((await postTask(mls.url, { region: `made-up-${i}`, payload: i })).status).toBe(200)
+    expect((await postTask(mls.url, { region: 'lab-7', payload: 'x' })).status).toBe(200)
+    expect((await postTask(mls.url, { region: 'us-east-1', payload: 'y', fallback: 'none' })).status).toBe(503)
+
+    const text = await (await fetch(`${mls.url}/metrics`)).text()
+    expect(promtoolProblems(text)).toBe('')
+    expect(text).not.toContain('made-up-')
+    expect(sample(text, 'moonlight_task_duration_seconds_count{region="(other)",outcome="ok"}')).toBe(300)
+    // A region a client registered in, and one the hierarchy names, keep their own series.
+    expect(sample(text, 'moonlight_task_duration_seconds_count{region="lab-7",outcome="ok"}')).toBe(1)
+    expect(sample(text, 'moonlight_task_duration_seconds_count{region="us-east-1",outcome="no_client"}')).toBe(1)
+    // 300 made-up regions add one series (its buckets, sum and count), not 300.
+    expect(text.length - before).toBeLessThan(20_000)
+  })
 })

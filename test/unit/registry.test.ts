@@ -254,6 +254,24 @@ describe('registry bounds and pools', () => {
     expect(registry.trackedRegions).toBe(0)
   })
 
+  test('hasClientsIn follows each client to its region: a move, a new record for the node, a removal', () => {
+    const { registry } = setup()
+    registry.announce(client('a', 'lab-1'), 0)
+    expect(registry.hasClientsIn('lab-1')).toBe(true)
+    expect(registry.hasClientsIn('global')).toBe(false)
+    // The same client announcing another region moves.
+    registry.announce(client('a', 'lab-2'), 1)
+    expect([registry.hasClientsIn('lab-1'), registry.hasClientsIn('lab-2')]).toEqual([false, true])
+    // The node back at another address is a new record, in a third region; the old record's region is left.
+    registry.announce(client('a', 'lab-3', { port: 4002 }), 2)
+    expect([registry.hasClientsIn('lab-2'), registry.hasClientsIn('lab-3')]).toEqual([false, true])
+    registry.announce(client('b', 'lab-3', { port: 4003 }), 2)
+    registry.remove('a', 'gone')
+    expect(registry.hasClientsIn('lab-3')).toBe(true)
+    registry.remove('b', 'gone')
+    expect(registry.hasClientsIn('lab-3')).toBe(false)
+  })
+
   test('max_clients: new node ids are refused past it, known ones keep refreshing', () => {
     const { registry } = setup()
     registry.maxClients = 2
