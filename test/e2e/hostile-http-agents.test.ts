@@ -1,0 +1,120 @@
+/**
+ * Hostile and broken HTTP agents against the server's own HTTP/1.1 client (src/http-client/,
+ * src/transports/http.ts): a real server, raw TCP agents that write whatever bytes a test wants, real
+ * callers. Each test asserts what the caller gets and that the agent's pool is left with nothing busy.
+ */
+import { describe, expect, test } from 'bun:test'
+import type { Socket } from 'bun'
+import { postTask, TOKEN, testScope, waitFor } from '../helpers.ts'
+
+const { defer, server } = testScope()
+
+interface AgentRequest {
+  head: string
+  body: string
+  taskId: string
+}
+
+interface RawSocket {
+  buffered: string
+  id: number
+}
+
+type Reply = (socket: Socket<RawSocket>, request: AgentRequest, connection: number) => void
+
+async function heartbeat(url: string, nodeId: string, port: number): Promise<void> {
+  const response = await fetch(`${url}/client/heartbeat`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ip: '127.0.0.1', node_id: nodeId, token: TOKEN, region: 'usa', port }),
+  })
+  expect(response.status).toBe(200)
+}
+
+/** A raw TCP agent registered by heartbeat: `reply` gets each whole request (head and declared body) and writes any bytes it likes. */
+async function rawAgent(url: string, reply: Reply, nodeId = 'raw') {
+  let connections = 0
+  const requests: AgentRequest[] = []
+  const listener = Bun.listen<RawSocket>({
+    hostname: '127.0.0.1',
+    port: 0,
+    socket: {
+      open(socket) {
+        socket.data = { buffered: '', id: ++connections }
+      },
+      data(socket, data) {
+        socket.data.buffered += data.toString('latin1')
+        for (;;) {
+          const end = socket.data.buffered.indexOf('\r\n\r\n')
+          if (end === -1) return
+          const head = socket.data.buffered.slice(0, end)
+          const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0)
+          if (socket.data.buffered.length < end + 4 + length) return
+          const request = { head, body: socket.data.buffered.slice(end + 4, end + 4 + length), taskId: /x-task-id: (\S+)/i.exec(head)?.[1] ?? '' }
+          socket.data.buffered = socket.data.buffered.slice(end + 4 + length)
+          requests.push(request)
+          reply(socket, request, socket.data.id)
+        }
+      },
+    },
+  })
+  defer(() => listener.stop(true))
+  await heartbeat(url, nodeId, listener.port)
+  return { connections: () => connections, requests }
+}
+
+/** The HTTP agent pools' figures as GET /metrics reports them. */
+async function poolFigures(url: string): Promise<{ open: number; busy: number; queued: number }> {
+  const text = await (await fetch(`${url}/metrics`)).text()
+  const read = (name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1])
+  return {
+    open: read('moonlight_http_agent_connections{state="open"}'),
+    busy: read('moonlight_http_agent_connections{state="busy"}'),
+    queued: read('moonlight_http_agent_calls_queued'),
+  }
+}
+
+/** Every call to the agents over: nothing busy and nothing waiting (a slot never freed would stay busy). */
+async function expectPoolsSettled(url: string): Promise<void> {
+  await waitFor(async () => {
+    const figures = await poolFigures(url)
+    return figures.busy === 0 && figures.queued === 0
+  }, 'the HTTP agent pools to have nothing busy or queued')
+}
+
+/** An answer whose body is `text`, with a declared length. */
+function answer(text: string, headers = ''): string {
+  return `HTTP/1.1 200 OK\r\n${headers}Content-Length: ${Buffer.byteLength(text, 'latin1')}\r\n\r\n${text}`
+}
+
+describe('hostile HTTP agents: defects found', () => {
+  test('a second whole answer in the same packet is not merged into the first', async () => {
+    const mls = server({ retry_count: 0 })
+    const agent = await rawAgent(mls.url, (socket, request) => {
+      // Answered twice at once: the second answer was never asked for.
+      socket.write(`${answer(request.taskId)}HTTP/1.1 500 Oops\r\nContent-Length: 3\r\n\r\nbad`)
+    })
+    const first = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(first.status).toBe(200)
+    expect(first.text).toBe(first.headers.get('x-task-id')!)
+    // The connection that carried unasked bytes is not trusted with the next task.
+    const second = await postTask(mls.url, { region: 'usa', payload: 2 })
+    expect(second.status).toBe(200)
+    expect(second.text).toBe(second.headers.get('x-task-id')!)
+    expect(agent.connections()).toBe(2)
+    await expectPoolsSettled(mls.url)
+  })
+
+  test('answers pipelined in one packet cannot add up past max_answer_bytes', async () => {
+    const limit = 1000
+    const mls = server({ retry_count: 0, max_answer_bytes: limit })
+    await rawAgent(mls.url, (socket) => {
+      // Each answer alone is within the limit; together they are three times it.
+      socket.write(answer('a'.repeat(limit)) + answer('b'.repeat(limit)) + answer('c'.repeat(limit)))
+    })
+    const result = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(result.status).toBe(200)
+    expect({ length: result.text.length, bytes: [...new Set(result.text)] }).toEqual({ length: limit, bytes: ['a'] })
+    await expectPoolsSettled(mls.url)
+  })
+})
