@@ -180,8 +180,10 @@ class Connection {
       this.reused = true
       this.current = undefined
       request.succeed()
-      // Bytes past the answer were never asked for: such a connection is not trusted with another request.
-      if (failure === undefined && this.keepAlive && this.parser.idle) this.agent.release(this)
+      // Bytes past the answer were never asked for: such a connection is not trusted with another request. Nor is one the
+      // agent answered before taking the whole request: the next request's bytes, written before (or instead of) the
+      // rest, would be read by the agent as this one's body.
+      if (failure === undefined && this.keepAlive && this.parser.idle && this.unwritten === undefined) this.agent.release(this)
       else this.destroy()
       return
     }

@@ -4,6 +4,7 @@
  * callers. Each test asserts what the caller gets and that the agent's pool is left with nothing busy.
  */
 import { describe, expect, test } from 'bun:test'
+import net from 'node:net'
 import type { Socket } from 'bun'
 import { postTask, TOKEN, testScope, waitFor } from '../helpers.ts'
 
@@ -117,4 +118,49 @@ describe('hostile HTTP agents: defects found', () => {
     expect({ length: result.text.length, bytes: [...new Set(result.text)] }).toEqual({ length: limit, bytes: ['a'] })
     await expectPoolsSettled(mls.url)
   })
+
+  test('an agent that answers before reading the whole request: the rest is not lost, and the next task is not eaten as its body', async () => {
+    const mls = server({ retry_count: 0, task_timeout: 5, max_body_bytes: 64 * 1024 * 1024 })
+    // node:net, for pause(): the agent answers at the head, then reads no more for a while, so the
+    // server has most of the payload still to write when the answer has come.
+    const seen: string[] = []
+    const agent = net.createServer((socket) => {
+      let buffered = Buffer.alloc(0)
+      let bodyLeft = 0
+      let first = true
+      socket.on('data', (data: Buffer) => {
+        buffered = Buffer.concat([buffered, data])
+        for (;;) {
+          const skipped = Math.min(bodyLeft, buffered.length)
+          bodyLeft -= skipped
+          buffered = buffered.subarray(skipped)
+          if (bodyLeft > 0) return
+          const end = buffered.indexOf('\r\n\r\n')
+          if (end === -1) return
+          const head = buffered.subarray(0, end).toString('latin1')
+          const taskId = /x-task-id: (\S+)/i.exec(head)?.[1] ?? `not a request head: ${JSON.stringify(head.slice(0, 40))}`
+          seen.push(taskId)
+          bodyLeft = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0)
+          buffered = buffered.subarray(end + 4)
+          socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${taskId.length}\r\n\r\n${taskId}`)
+          if (first) {
+            first = false
+            socket.pause()
+            setTimeout(() => socket.resume(), 300)
+          }
+        }
+      })
+    })
+    await new Promise<void>((resolve) => agent.listen(0, '127.0.0.1', resolve))
+    defer(() => agent.close())
+    await heartbeat(mls.url, 'early', (agent.address() as net.AddressInfo).port)
+    const big = await postTask(mls.url, { region: 'usa', payload: 'x'.repeat(16 * 1024 * 1024) })
+    expect(big.status).toBe(200)
+    expect(big.text).toBe(big.headers.get('x-task-id')!)
+    const next = await postTask(mls.url, { region: 'usa', payload: 'small' })
+    expect(next.status).toBe(200)
+    expect(next.text).toBe(next.headers.get('x-task-id')!)
+    expect(seen).toEqual([big.headers.get('x-task-id')!, next.headers.get('x-task-id')!])
+    await expectPoolsSettled(mls.url)
+  }, 20_000)
 })
