@@ -169,13 +169,19 @@ class Connection {
 
   onData(data: Buffer): void {
     const request = this.current
+    if (!request) {
+      // Bytes on an idle connection were never asked for. Even a piece too short to refuse yet (a late answer's head)
+      // would be kept by the parser and end up as the next request's answer: the connection is dropped at once.
+      this.destroy()
+      return
+    }
     let failure: unknown
     try {
       this.parser.feed(data)
     } catch (error) {
       failure = error
     }
-    if (request && this.answered) {
+    if (this.answered) {
       // The answer came whole before any bad bytes: it stands, whatever followed it.
       this.reused = true
       this.current = undefined
@@ -188,7 +194,7 @@ class Connection {
       return
     }
     if (failure === undefined) return
-    if (request && !request.settled) request.fail(translate(failure))
+    if (!request.settled) request.fail(translate(failure))
     else this.destroy()
   }
 

@@ -163,4 +163,25 @@ describe('hostile HTTP agents: defects found', () => {
     expect(seen).toEqual([big.headers.get('x-task-id')!, next.headers.get('x-task-id')!])
     await expectPoolsSettled(mls.url)
   }, 20_000)
+
+  test("bytes that come on an idle connection are never taken as the next task's answer", async () => {
+    const mls = server({ retry_count: 0, task_timeout: 5 })
+    let answered = 0
+    await rawAgent(mls.url, (socket, request) => {
+      if (answered++ === 0) {
+        socket.write(answer(request.taskId))
+        // A late, second answer to the same task, in two pieces: its head while the connection sits idle,
+        // its body after the next task went out.
+        setTimeout(() => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n'), 20)
+        setTimeout(() => socket.write('\r\nstale'), 200)
+      } else setTimeout(() => socket.write(answer(request.taskId)), 300)
+    })
+    const first = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(first.text).toBe(first.headers.get('x-task-id')!)
+    await Bun.sleep(100)
+    const second = await postTask(mls.url, { region: 'usa', payload: 2 })
+    expect(second.status).toBe(200)
+    expect(second.text).toBe(second.headers.get('x-task-id')!)
+    await expectPoolsSettled(mls.url)
+  })
 })
