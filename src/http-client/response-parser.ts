@@ -53,6 +53,12 @@ const CRLF = Buffer.from('\r\n')
 const HEAD_END = Buffer.from('\r\n\r\n')
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+/**
+ * A NUL, or a CR or LF that is not part of a CRLF, anywhere in a head. Such a field value is invalid
+ * (RFC 9110 §5.5): passed on, it would make the caller's answer fail to build; and an agent that ends
+ * lines with a bare LF sees other headers (a Content-Length, say) than those read here.
+ */
+const BAD_HEAD_BYTES = /\0|\r(?!\n)|(?<!\r)\n/
 /** A chunk-size line: hex digits, then optional extensions (ignored, RFC 9112 §7.1.1). */
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,15})[ \t]*(?:;.*)?$/
 /** A chunk-size line is short; one longer than this is no chunked body. */
@@ -260,6 +266,7 @@ function bodyTooLarge(limit: number): ParseError {
 }
 
 function parseHead(text: string): ResponseHead {
+  if (BAD_HEAD_BYTES.test(text)) throw new ParseError('malformed', 'a NUL, or a CR or LF not ending a line, in the answer head')
   const lines = text.split('\r\n')
   const statusLine = STATUS_LINE.exec(lines[0]!)
   if (!statusLine) throw new ParseError('malformed', `not an HTTP/1.x status line: "${lines[0]!.slice(0, 60)}"`)

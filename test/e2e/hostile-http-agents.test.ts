@@ -184,4 +184,20 @@ describe('hostile HTTP agents: defects found', () => {
     expect(second.text).toBe(second.headers.get('x-task-id')!)
     await expectPoolsSettled(mls.url)
   })
+
+  test('a NUL, a bare CR or a bare LF in a header is refused as an invalid answer, not a 500 from the server', async () => {
+    const mls = server({ retry_count: 0 })
+    const heads = ['X-Evil: a\0b', 'X-Evil: a\rb', 'X-Evil: a\nSet-Cookie: session=stolen', 'Content-Type: text/plain\0', 'X-Fine: 1\nContent-Length: 3']
+    let next = 0
+    await rawAgent(mls.url, (socket) => {
+      socket.write(`HTTP/1.1 200 OK\r\n${heads[next++]}\r\nContent-Length: 2\r\n\r\nok`)
+    })
+    for (const head of heads) {
+      const result = await postTask(mls.url, { region: 'usa', payload: head })
+      expect({ head, status: result.status }).toEqual({ head, status: 502 })
+      expect(result.json()).toMatchObject({ code: 'all_attempts_failed', attempts: [{ node_id: 'raw', kind: 'invalid_answer' }] })
+      expect(result.headers.get('set-cookie')).toBeNull()
+    }
+    await expectPoolsSettled(mls.url)
+  })
 })
