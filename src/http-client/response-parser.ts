@@ -318,8 +318,16 @@ function bodyFraming(head: ResponseHead): 'none' | 'chunked' | 'close' | number 
   }
   // Transfer-Encoding wins over Content-Length, which is then ignored (RFC 9112 §6.3 point 3).
   if (transferEncoding !== undefined) {
-    const codings = transferEncoding.toLowerCase().split(',')
-    return codings[codings.length - 1]!.trim() === 'chunked' ? 'chunked' : 'close'
+    const codings = transferEncoding
+      .toLowerCase()
+      .split(',')
+      .map((coding) => coding.trim())
+      .filter((coding) => coding !== '' && coding !== 'identity')
+    if (codings.length === 0) return 'close'
+    // Only chunked is undone here: under any other transfer coding (gzip, chunked) the body would reach the caller still coded.
+    if (codings.length > 1 || codings[0] !== 'chunked')
+      throw new ParseError('malformed', `a transfer coding the server cannot undo ("${transferEncoding.slice(0, 40)}")`)
+    return 'chunked'
   }
   if (length !== undefined) {
     if (!/^\d{1,15}$/.test(length)) throw new ParseError('malformed', `bad Content-Length "${length.slice(0, 20)}"`)

@@ -5,6 +5,7 @@
  */
 import { describe, expect, test } from 'bun:test'
 import net from 'node:net'
+import zlib from 'node:zlib'
 import type { Socket } from 'bun'
 import { postTask, TOKEN, testScope, waitFor } from '../helpers.ts'
 
@@ -197,6 +198,29 @@ describe('hostile HTTP agents: defects found', () => {
       expect({ head, status: result.status }).toEqual({ head, status: 502 })
       expect(result.json()).toMatchObject({ code: 'all_attempts_failed', attempts: [{ node_id: 'raw', kind: 'invalid_answer' }] })
       expect(result.headers.get('set-cookie')).toBeNull()
+    }
+    await expectPoolsSettled(mls.url)
+  })
+
+  test('a transfer coding other than chunked is refused, not passed on as the body', async () => {
+    const mls = server({ retry_count: 0 })
+    const packed = zlib.gzipSync('hello').toString('latin1')
+    const answers = [
+      // gzip as a transfer coding, under chunked: the server cannot undo it, and must not pass the packed bytes on as the answer.
+      `HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n${packed.length.toString(16)}\r\n${packed}\r\n0\r\n\r\n`,
+      `HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n${packed.length.toString(16)}\r\n${packed}\r\n0\r\n\r\n`,
+      `HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\nConnection: close\r\n\r\n${packed}`,
+    ]
+    let next = 0
+    await rawAgent(mls.url, (socket) => {
+      const last = next === answers.length - 1
+      socket.write(Buffer.from(answers[next++]!, 'latin1'))
+      if (last) socket.end()
+    })
+    for (let index = 0; index < answers.length; index++) {
+      const result = await postTask(mls.url, { region: 'usa', payload: index })
+      expect({ index, status: result.status }).toEqual({ index, status: 502 })
+      expect(result.json()).toMatchObject({ code: 'all_attempts_failed', attempts: [{ node_id: 'raw', kind: 'invalid_answer' }] })
     }
     await expectPoolsSettled(mls.url)
   })

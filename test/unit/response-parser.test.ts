@@ -189,6 +189,9 @@ describe('response parser', () => {
       'HTTP/1.1 200 OK\r\nX-Nul: a\0b\r\nContent-Length: 0\r\n\r\n',
       'HTTP/1.1 200 OK\r\nX-Lf: a\nContent-Length: 0\r\n\r\n',
       'HTTP/1.1 200 OK\r\nX-Cr: a\r\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nabc',
     ]) {
       expect(expectSameAtEverySplit(text).error).toMatchObject({ code: 'malformed' })
     }
