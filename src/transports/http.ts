@@ -123,7 +123,8 @@ class AnswerReader implements AnswerSink {
   /** The body as the caller gets it: unpacked if the agent packed it, at most `limit` bytes. */
   decoded(): ArrayBuffer {
     const packed = this.chunks.length === 1 ? (this.chunks[0]!.buffer as ArrayBuffer) : Bun.concatArrayBuffers(this.chunks)
-    if (this.encoding === undefined) return packed
+    // No body (a 204, a zero length) has nothing to unpack, whatever Content-Encoding says: unpacking nothing fails.
+    if (this.encoding === undefined || packed.byteLength === 0) return packed
     const decode = DECODERS[this.encoding]!
     try {
       const unpacked = decode(new Uint8Array(packed), { maxOutputLength: this.limit })

@@ -224,4 +224,18 @@ describe('hostile HTTP agents: defects found', () => {
     }
     await expectPoolsSettled(mls.url)
   })
+
+  test('a Content-Encoding on an answer with no body (a 204, a zero length) passes the empty answer on', async () => {
+    const mls = server({ retry_count: 0 })
+    const answers = ['HTTP/1.1 204 No Content\r\nContent-Encoding: gzip\r\n\r\n', 'HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 0\r\n\r\n']
+    let next = 0
+    await rawAgent(mls.url, (socket) => {
+      socket.write(answers[next++]!)
+    })
+    const noContent = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect({ status: noContent.status, text: noContent.text }).toEqual({ status: 204, text: '' })
+    const empty = await postTask(mls.url, { region: 'usa', payload: 2 })
+    expect({ status: empty.status, text: empty.text }).toEqual({ status: 200, text: '' })
+    await expectPoolsSettled(mls.url)
+  })
 })
