@@ -104,8 +104,14 @@ class AnswerReader implements AnswerSink {
 
   head(head: ResponseHead): number {
     this.received = head
-    for (const [name, value] of head.headers) if (name === 'content-encoding') this.encoding = value.trim().toLowerCase()
-    if (this.encoding === 'identity' || this.encoding === '') this.encoding = undefined
+    // Every Content-Encoding line is one list (RFC 9110 §5.3), in the order applied: two lines of gzip are a body packed
+    // twice, which is refused below, not unpacked once and passed on still packed.
+    const codings: string[] = []
+    for (const [name, value] of head.headers) {
+      if (name !== 'content-encoding') continue
+      for (const coding of value.toLowerCase().split(',')) if (coding.trim() !== '' && coding.trim() !== 'identity') codings.push(coding.trim())
+    }
+    this.encoding = codings.length === 0 ? undefined : codings.join(', ')
     if (this.encoding !== undefined && !(this.encoding in DECODERS))
       throw new AttemptError('invalid_answer', `answered in a content encoding the server cannot unpack (${this.encoding.slice(0, 40)})`)
     // Packed, the wire bytes may be fewer than the unpacked ones but hardly more: a stream several

@@ -238,4 +238,28 @@ describe('hostile HTTP agents: defects found', () => {
     expect({ status: empty.status, text: empty.text }).toEqual({ status: 200, text: '' })
     await expectPoolsSettled(mls.url)
   })
+
+  test('a body packed twice (Content-Encoding on two lines) is refused, not passed on half unpacked', async () => {
+    const mls = server({ retry_count: 0 })
+    const twice = zlib.gzipSync(zlib.gzipSync('hello'))
+    const packed = zlib.gzipSync('hello')
+    const answers = [
+      Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\nContent-Length: ${twice.length}\r\n\r\n`), twice]),
+      // Read as one list, "gzip, identity" is gzip: the caller must get the unpacked text, not the gzip bytes.
+      Buffer.concat([
+        Buffer.from(`HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: identity\r\nContent-Length: ${packed.length}\r\n\r\n`),
+        packed,
+      ]),
+    ]
+    let next = 0
+    await rawAgent(mls.url, (socket) => {
+      socket.write(answers[next++]!)
+    })
+    const refused = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(refused.status).toBe(502)
+    expect(refused.json()).toMatchObject({ attempts: [{ kind: 'invalid_answer' }] })
+    const unpacked = await postTask(mls.url, { region: 'usa', payload: 2 })
+    expect({ status: unpacked.status, text: unpacked.text }).toEqual({ status: 200, text: 'hello' })
+    await expectPoolsSettled(mls.url)
+  })
 })
