@@ -263,3 +263,200 @@ describe('hostile HTTP agents: defects found', () => {
     await expectPoolsSettled(mls.url)
   })
 })
+
+/** One task answered by whatever the agent writes: its status, body, headers, and the pool settled after it. */
+async function oneTask(answerBytes: string | Buffer, overrides: Parameters<typeof server>[0] = {}, options: { close?: boolean } = {}) {
+  const mls = server({ retry_count: 0, task_timeout: 2, ...overrides })
+  const agent = await rawAgent(mls.url, (socket) => {
+    socket.write(typeof answerBytes === 'string' ? Buffer.from(answerBytes, 'latin1') : answerBytes)
+    if (options.close) socket.end()
+  })
+  const startedMs = Date.now()
+  const result = await postTask(mls.url, { region: 'usa', payload: 1 })
+  const tookMs = Date.now() - startedMs
+  await expectPoolsSettled(mls.url)
+  return { mls, agent, result, tookMs }
+}
+
+describe('hostile HTTP agents: inputs already handled', () => {
+  test('Transfer-Encoding beside a Content-Length: the chunked body is read, the length ignored', async () => {
+    const { result } = await oneTask('HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n')
+    expect({ status: result.status, text: result.text }).toEqual({ status: 200, text: 'hello world' })
+  })
+
+  test('conflicting Content-Lengths are an invalid answer', async () => {
+    const { result } = await oneTask('HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 7\r\n\r\nokHTTP/1')
+    expect(result.status).toBe(502)
+    expect(result.json()).toMatchObject({ attempts: [{ kind: 'invalid_answer', reason: 'sent no valid HTTP answer: conflicting Content-Length headers' }] })
+  })
+
+  test('chunk extensions, quoted ones with ";" inside too, are skipped', async () => {
+    const { result } = await oneTask('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;a="x;y=\\"z"\r\nabc\r\n2 ; b=1\r\nde\r\n0;last\r\n\r\n')
+    expect({ status: result.status, text: result.text }).toEqual({ status: 200, text: 'abcde' })
+  })
+
+  test('a huge chunk size is too large at once, a chunk-size line of 16 hex digits is malformed', async () => {
+    const huge = await oneTask('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nfffffffffffffff\r\nabc')
+    expect(huge.result.status).toBe(502)
+    expect(huge.result.json()).toMatchObject({ code: 'answer_too_large' })
+    expect(huge.tookMs).toBeLessThan(1000)
+    const overflow = await oneTask('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000003\r\nabc\r\n0\r\n\r\n')
+    expect(overflow.result.json()).toMatchObject({ attempts: [{ kind: 'invalid_answer' }] })
+  })
+
+  test('a whole answer with bare LF line endings is no answer: the task ends at its deadline, the socket freed', async () => {
+    const { mls, result, tookMs } = await oneTask('HTTP/1.1 200 OK\nContent-Length: 2\n\nok')
+    expect(result.status).toBe(504)
+    expect(tookMs).toBeLessThan(4000)
+    expect(await poolFigures(mls.url)).toEqual({ open: 0, busy: 0, queued: 0 })
+  })
+
+  test('interim answers without end: the task ends at its deadline', async () => {
+    const mls = server({ retry_count: 0, task_timeout: 1 })
+    await rawAgent(mls.url, (socket) => {
+      const timer = setInterval(() => {
+        if (socket.write('HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n') < 0) clearInterval(timer)
+      }, 5)
+      defer(() => clearInterval(timer))
+    })
+    const startedMs = Date.now()
+    const result = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(result.status).toBe(504)
+    expect(Date.now() - startedMs).toBeLessThan(3000)
+    await expectPoolsSettled(mls.url)
+  })
+
+  test('a 100 Continue then a close is a failed attempt, not a hang', async () => {
+    const { result, tookMs } = await oneTask('HTTP/1.1 100 Continue\r\n\r\n', {}, { close: true })
+    expect(result.status).toBe(502)
+    expect(result.json()).toMatchObject({ code: 'all_attempts_failed' })
+    expect(tookMs).toBeLessThan(1000)
+  })
+
+  test('101 Switching Protocols is an invalid answer', async () => {
+    const { result } = await oneTask('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x02hi')
+    expect(result.json()).toMatchObject({
+      attempts: [{ kind: 'invalid_answer', reason: 'sent no valid HTTP answer: the agent switched protocols (101) unasked' }],
+    })
+  })
+
+  test('204 and 304 with a body: no body passed on, and the connection is not reused', async () => {
+    for (const status of ['204 No Content', '304 Not Modified']) {
+      const mls = server({ retry_count: 0 })
+      const agent = await rawAgent(mls.url, (socket, request) => {
+        if (request.body === '1') socket.write(`HTTP/1.1 ${status}\r\nContent-Length: 5\r\n\r\nhello`)
+        else socket.write(answer(request.taskId))
+      })
+      const empty = await postTask(mls.url, { region: 'usa', payload: 1 })
+      expect({ status: empty.status, text: empty.text }).toEqual({ status: Number(status.slice(0, 3)), text: '' })
+      const next = await postTask(mls.url, { region: 'usa', payload: 2 })
+      expect(next.text).toBe(next.headers.get('x-task-id')!)
+      expect(agent.connections()).toBe(2)
+      await expectPoolsSettled(mls.url)
+    }
+  })
+
+  test('an answer followed by bytes that are no answer: the answer stands, the connection is dropped', async () => {
+    const mls = server({ retry_count: 0 })
+    const agent = await rawAgent(mls.url, (socket, request) => socket.write(`${answer(request.taskId)}SSH-2.0-OpenSSH\r\n\r\n`))
+    for (let index = 0; index < 3; index++) {
+      const result = await postTask(mls.url, { region: 'usa', payload: index })
+      expect(result.text).toBe(result.headers.get('x-task-id')!)
+    }
+    expect(agent.connections()).toBe(3)
+    await expectPoolsSettled(mls.url)
+  })
+
+  test('odd status lines: HTTP/2.0 and HTTP/1.2 are invalid, no reason phrase is fine, a status past 599 counts as a failure', async () => {
+    for (const line of ['HTTP/2.0 200 OK', 'HTTP/1.2 200 OK', 'HTTP/1.1 2000 OK', 'http/1.1 200 OK']) {
+      const { result } = await oneTask(`${line}\r\nContent-Length: 2\r\n\r\nok`)
+      expect({ line, answer: result.json() }).toMatchObject({ line, answer: { attempts: [{ kind: 'invalid_answer' }] } })
+    }
+    const bare = await oneTask('HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok')
+    expect({ status: bare.result.status, text: bare.result.text }).toEqual({ status: 200, text: 'ok' })
+    const odd = await oneTask('HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\nok')
+    expect(odd.result.status).toBe(502)
+    expect(odd.result.json()).toMatchObject({ attempts: [{ kind: 'status', status: 999 }] })
+  })
+
+  test('folded header lines are joined; thousands of tiny headers are read', async () => {
+    const folded = await oneTask('HTTP/1.1 200 OK\r\nX-Folded: one\r\n two\r\n\tthree\r\nContent-Length: 2\r\n\r\nok')
+    expect(folded.result.headers.get('x-folded')).toBe('one two three')
+    const many = await oneTask(`HTTP/1.1 200 OK\r\n${'X-A: 1\r\n'.repeat(8000)}Content-Length: 2\r\n\r\nok`)
+    expect({ status: many.result.status, text: many.result.text }).toEqual({ status: 200, text: 'ok' })
+    expect(many.tookMs).toBeLessThan(1000)
+    const tooMany = await oneTask(`HTTP/1.1 200 OK\r\n${'X-A: 1\r\n'.repeat(10_000)}Content-Length: 2\r\n\r\nok`)
+    expect(tooMany.result.json()).toMatchObject({ attempts: [{ kind: 'invalid_answer', reason: expect.stringContaining('over 65536 bytes') }] })
+  })
+
+  test('a close in the middle of a chunk, or of a declared length, is a lost connection', async () => {
+    for (const cut of ['HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\nabc', 'HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc']) {
+      const { result } = await oneTask(cut, {}, { close: true })
+      expect(result.json()).toMatchObject({ attempts: [{ kind: 'disconnected' }] })
+    }
+  })
+
+  test('compression bombs (gzip, deflate, br) are held to max_answer_bytes by their unpacked size; a good one unpacks whole', async () => {
+    const limit = 64 * 1024
+    const bomb = Buffer.alloc(50 * limit, 'x')
+    for (const [coding, pack] of [
+      ['gzip', zlib.gzipSync],
+      ['deflate', zlib.deflateSync],
+      ['br', zlib.brotliCompressSync],
+    ] as const) {
+      const packed = pack(bomb)
+      const { result } = await oneTask(
+        Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Encoding: ${coding}\r\nContent-Length: ${packed.length}\r\n\r\n`), packed]),
+        { max_answer_bytes: limit },
+      )
+      expect({ coding, answer: result.json() }).toMatchObject({ coding, answer: { code: 'answer_too_large' } })
+    }
+    // Packed, then sent in 7-byte chunks: the body is the unpacked bytes, exactly.
+    const text = Array.from({ length: 2000 }, (_, index) => `line ${index}\n`).join('')
+    const packed = zlib.gzipSync(text)
+    let chunked = ''
+    for (let offset = 0; offset < packed.length; offset += 7) {
+      const piece = packed.subarray(offset, offset + 7)
+      chunked += `${piece.length.toString(16)}\r\n${piece.toString('latin1')}\r\n`
+    }
+    const { result } = await oneTask(
+      `HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n${chunked}0\r\n\r\n`,
+      {
+        max_answer_bytes: limit,
+      },
+    )
+    expect(result.status).toBe(200)
+    expect(result.text).toBe(text)
+  })
+
+  test('an agent that closes after every answer without Connection: close fails no task of many', async () => {
+    const mls = server({ http_agents: { max_connections: 4 } })
+    const agent = await rawAgent(mls.url, (socket, request) => {
+      socket.write(answer(request.taskId))
+      socket.end()
+    })
+    const results = await Promise.all(Array.from({ length: 200 }, (_, index) => postTask(mls.url, { region: 'usa', payload: index })))
+    expect(results.filter((result) => result.status !== 200 || result.text !== result.headers.get('x-task-id'))).toEqual([])
+    expect(agent.connections()).toBeGreaterThanOrEqual(200)
+    await expectPoolsSettled(mls.url)
+  })
+
+  test('an agent that never answers holds its connections only to each task deadline; the bound is free again after', async () => {
+    const mls = server({ retry_count: 0, task_timeout: 1, http_agents: { max_connections: 2 } })
+    let answering = false
+    await rawAgent(mls.url, (socket, request) => {
+      if (answering) socket.write(answer(request.taskId))
+      // Else: read, never answered, never closed.
+    })
+    const startedMs = Date.now()
+    const stalled = await Promise.all(Array.from({ length: 4 }, (_, index) => postTask(mls.url, { region: 'usa', payload: index })))
+    expect(stalled.map((result) => result.status)).toEqual([504, 504, 504, 504])
+    // Every task's deadline counts from its own start, queued or not: four tasks over two connections still end in about 1 s.
+    expect(Date.now() - startedMs).toBeLessThan(3000)
+    expect(await poolFigures(mls.url)).toEqual({ open: 0, busy: 0, queued: 0 })
+    answering = true
+    const results = await Promise.all(Array.from({ length: 4 }, (_, index) => postTask(mls.url, { region: 'usa', payload: index })))
+    expect(results.map((result) => result.text === result.headers.get('x-task-id'))).toEqual([true, true, true, true])
+    await expectPoolsSettled(mls.url)
+  })
+})
