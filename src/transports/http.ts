@@ -91,6 +91,9 @@ const DECODERS: Record<string, (bytes: Uint8Array, options: zlib.ZlibOptions) =>
   br: zlib.brotliDecompressSync as (bytes: Uint8Array, options: zlib.ZlibOptions) => Buffer,
 }
 
+/** Body pieces after the first are copied into blocks of this size, not kept one buffer each. */
+const BODY_BLOCK_BYTES = 64 * 1024
+
 /**
  * Takes one answer from the pool: the head, then the body pieces, held to `max_answer_bytes`. A
  * compressed body is held to the limit by its unpacked size, so a small gzip bomb cannot pass it.
@@ -98,6 +101,9 @@ const DECODERS: Record<string, (bytes: Uint8Array, options: zlib.ZlibOptions) =>
 class AnswerReader implements AnswerSink {
   received: ResponseHead | undefined = undefined
   private chunks: Uint8Array[] = []
+  /** The block later small pieces are copied into, and how much of it they fill. */
+  private block: Uint8Array | undefined = undefined
+  private blockUsed = 0
   private encoding: string | undefined = undefined
 
   constructor(private readonly limit: number) {}
@@ -120,14 +126,35 @@ class AnswerReader implements AnswerSink {
   }
 
   body(chunk: Uint8Array): void {
-    // Copied (Uint8Array's slice, not Buffer's view): the socket's buffer is not ours past this call.
-    this.chunks.push(Uint8Array.prototype.slice.call(chunk))
+    // Copied: the socket's buffer is not ours past this call. A chunked answer may come in millions of
+    // 1-byte chunks; a buffer each would cost the server a hundred times max_answer_bytes in memory.
+    if (this.block !== undefined && this.blockUsed + chunk.length <= this.block.length) {
+      this.block.set(chunk, this.blockUsed)
+      this.blockUsed += chunk.length
+      return
+    }
+    this.closeBlock()
+    if (this.chunks.length === 0 || chunk.length >= BODY_BLOCK_BYTES) {
+      // The first piece (most answers' only one) and large ones: copied as they are (Uint8Array's slice, not Buffer's view).
+      this.chunks.push(Uint8Array.prototype.slice.call(chunk))
+      return
+    }
+    this.block = new Uint8Array(BODY_BLOCK_BYTES)
+    this.block.set(chunk)
+    this.blockUsed = chunk.length
   }
 
   end(): void {}
 
+  private closeBlock(): void {
+    if (this.block !== undefined) this.chunks.push(this.block.subarray(0, this.blockUsed))
+    this.block = undefined
+  }
+
   /** The body as the caller gets it: unpacked if the agent packed it, at most `limit` bytes. */
   decoded(): ArrayBuffer {
+    this.closeBlock()
+    // One piece is a whole buffer of its own (only a block is a part of one).
     const packed = this.chunks.length === 1 ? (this.chunks[0]!.buffer as ArrayBuffer) : Bun.concatArrayBuffers(this.chunks)
     // No body (a 204, a zero length) has nothing to unpack, whatever Content-Encoding says: unpacking nothing fails.
     if (this.encoding === undefined || packed.byteLength === 0) return packed
