@@ -51,7 +51,8 @@ type State = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-data-end' 
 
 const CRLF = Buffer.from('\r\n')
 const HEAD_END = Buffer.from('\r\n\r\n')
-const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/
+/** The status is 100 to 999: one under 100 is no status at all, and would otherwise pass for an interim answer. */
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d{2})(?: (.*))?$/
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 /**
  * A NUL, or a CR or LF that is not part of a CRLF, anywhere in a head. Such a field value is invalid

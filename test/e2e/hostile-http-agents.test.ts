@@ -306,6 +306,19 @@ describe('hostile HTTP agents: defects found', () => {
     expect((peak - before) / limit).toBeLessThan(64)
     await expectPoolsSettled(mls.url)
   }, 60_000)
+
+  test('a status under 100 is an invalid answer at once, not an interim one waited past to the deadline', async () => {
+    const mls = server({ retry_count: 0, task_timeout: 2 })
+    await rawAgent(mls.url, (socket) => {
+      socket.write('HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok')
+    })
+    const startedMs = Date.now()
+    const result = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(result.status).toBe(502)
+    expect(result.json()).toMatchObject({ attempts: [{ kind: 'invalid_answer' }] })
+    expect(Date.now() - startedMs).toBeLessThan(1000)
+    await expectPoolsSettled(mls.url)
+  })
 })
 
 /** One task answered by whatever the agent writes: its status, body, headers, and the pool settled after it. */
