@@ -319,6 +319,54 @@ describe('hostile HTTP agents: defects found', () => {
     expect(Date.now() - startedMs).toBeLessThan(1000)
     await expectPoolsSettled(mls.url)
   })
+
+  test('an answer followed by bytes that are no answer: the answer stands (it failed as invalid_answer), the connection is dropped', async () => {
+    const mls = server({ retry_count: 0 })
+    const agent = await rawAgent(mls.url, (socket, request) => socket.write(`${answer(request.taskId)}SSH-2.0-OpenSSH\r\n\r\n`))
+    for (let index = 0; index < 3; index++) {
+      const result = await postTask(mls.url, { region: 'usa', payload: index })
+      expect(result.text).toBe(result.headers.get('x-task-id')!)
+    }
+    expect(agent.connections()).toBe(3)
+    await expectPoolsSettled(mls.url)
+  })
+
+  test("a mix of every misbehaviour over few connections: no task gets another task's answer, and the bound is freed", async () => {
+    const mls = server({ retry_count: 0, task_timeout: 2, http_agents: { max_connections: 4 } })
+    const behaviours: Array<(socket: Socket<RawSocket>, taskId: string) => void> = [
+      (socket, id) => socket.write(answer(id)),
+      (socket, id) => socket.write(`${answer(id)}${answer('extra')}`),
+      (socket, id) => socket.write(`${answer(id)}garbage`),
+      (socket, id) => socket.write(`HTTP/1.1 100 Continue\r\n\r\n${answer(id)}`),
+      (socket, id) => {
+        socket.write(answer(id))
+        setTimeout(() => socket.write('HTTP/1.1 200 OK\r\nContent-Le'), 1)
+      },
+      (socket, id) => {
+        const bytes = answer(id)
+        socket.write(bytes.slice(0, 20))
+        setTimeout(() => socket.write(bytes.slice(20)), 2)
+      },
+      (socket) => socket.end(),
+      (socket) => {
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\npart')
+        socket.end()
+      },
+      (socket, id) => socket.write(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${id.length.toString(16)}\r\n${id}\r\n0\r\n\r\n`),
+    ]
+    let seed = 7
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return seed / 2 ** 31
+    }
+    await rawAgent(mls.url, (socket, request) => behaviours[Math.floor(random() * behaviours.length)]!(socket, request.taskId))
+    const results = await Promise.all(Array.from({ length: 300 }, (_, index) => postTask(mls.url, { region: 'usa', payload: index })))
+    const answered = results.filter((result) => result.status === 200)
+    expect(answered.length).toBeGreaterThan(100)
+    expect(answered.filter((result) => result.text !== result.headers.get('x-task-id'))).toEqual([])
+    expect(results.filter((result) => result.status !== 200 && result.status !== 502)).toEqual([])
+    await expectPoolsSettled(mls.url)
+  })
 })
 
 /** One task answered by whatever the agent writes: its status, body, headers, and the pool settled after it. */
@@ -411,17 +459,6 @@ describe('hostile HTTP agents: inputs already handled', () => {
       expect(agent.connections()).toBe(2)
       await expectPoolsSettled(mls.url)
     }
-  })
-
-  test('an answer followed by bytes that are no answer: the answer stands, the connection is dropped', async () => {
-    const mls = server({ retry_count: 0 })
-    const agent = await rawAgent(mls.url, (socket, request) => socket.write(`${answer(request.taskId)}SSH-2.0-OpenSSH\r\n\r\n`))
-    for (let index = 0; index < 3; index++) {
-      const result = await postTask(mls.url, { region: 'usa', payload: index })
-      expect(result.text).toBe(result.headers.get('x-task-id')!)
-    }
-    expect(agent.connections()).toBe(3)
-    await expectPoolsSettled(mls.url)
   })
 
   test('odd status lines: HTTP/2.0 and HTTP/1.2 are invalid, no reason phrase is fine, a status past 599 counts as a failure', async () => {
