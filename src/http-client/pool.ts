@@ -125,7 +125,9 @@ class Connection {
       {
         head: (head) => {
           const request = this.current
-          if (!request) throw new ParseError('malformed', 'an answer nobody asked for')
+          // A head after this request's answer ended (a second answer in the same packet) was never asked for: given to the
+          // request's sink, it would replace the answer's status and add its body to the first one's, past max_answer_bytes.
+          if (!request || this.answered) throw new ParseError('malformed', 'an answer nobody asked for')
           this.keepAlive = head.keepAlive
           if (head.keepAliveTimeoutS !== undefined) {
             // Closed a second before the agent would, so that it does not close a socket just handed out.
@@ -167,19 +169,32 @@ class Connection {
 
   onData(data: Buffer): void {
     const request = this.current
+    if (!request) {
+      // Bytes on an idle connection were never asked for. Even a piece too short to refuse yet (a late answer's head)
+      // would be kept by the parser and end up as the next request's answer: the connection is dropped at once.
+      this.destroy()
+      return
+    }
+    let failure: unknown
     try {
       this.parser.feed(data)
     } catch (error) {
-      if (request && !request.settled) request.fail(translate(error))
+      failure = error
+    }
+    if (this.answered) {
+      // The answer came whole before any bad bytes: it stands, whatever followed it.
+      this.reused = true
+      this.current = undefined
+      request.succeed()
+      // Bytes past the answer were never asked for: such a connection is not trusted with another request. Nor is one the
+      // agent answered before taking the whole request: the next request's bytes, written before (or instead of) the
+      // rest, would be read by the agent as this one's body.
+      if (failure === undefined && this.keepAlive && this.parser.idle && this.unwritten === undefined) this.agent.release(this)
       else this.destroy()
       return
     }
-    if (!this.answered || !request) return
-    this.reused = true
-    this.current = undefined
-    request.succeed()
-    // Bytes past the answer were never asked for: such a connection is not trusted with another request.
-    if (this.keepAlive && this.parser.idle) this.agent.release(this)
+    if (failure === undefined) return
+    if (!request.settled) request.fail(translate(failure))
     else this.destroy()
   }
 

@@ -51,8 +51,15 @@ type State = 'head' | 'length' | 'chunk-size' | 'chunk-data' | 'chunk-data-end' 
 
 const CRLF = Buffer.from('\r\n')
 const HEAD_END = Buffer.from('\r\n\r\n')
-const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/
+/** The status is 100 to 999: one under 100 is no status at all, and would otherwise pass for an interim answer. */
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d{2})(?: (.*))?$/
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+/**
+ * A NUL, or a CR or LF that is not part of a CRLF, anywhere in a head. Such a field value is invalid
+ * (RFC 9110 §5.5): passed on, it would make the caller's answer fail to build; and an agent that ends
+ * lines with a bare LF sees other headers (a Content-Length, say) than those read here.
+ */
+const BAD_HEAD_BYTES = /\0|\r(?!\n)|(?<!\r)\n/
 /** A chunk-size line: hex digits, then optional extensions (ignored, RFC 9112 §7.1.1). */
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,15})[ \t]*(?:;.*)?$/
 /** A chunk-size line is short; one longer than this is no chunked body. */
@@ -260,6 +267,7 @@ function bodyTooLarge(limit: number): ParseError {
 }
 
 function parseHead(text: string): ResponseHead {
+  if (BAD_HEAD_BYTES.test(text)) throw new ParseError('malformed', 'a NUL, or a CR or LF not ending a line, in the answer head')
   const lines = text.split('\r\n')
   const statusLine = STATUS_LINE.exec(lines[0]!)
   if (!statusLine) throw new ParseError('malformed', `not an HTTP/1.x status line: "${lines[0]!.slice(0, 60)}"`)
@@ -311,8 +319,16 @@ function bodyFraming(head: ResponseHead): 'none' | 'chunked' | 'close' | number 
   }
   // Transfer-Encoding wins over Content-Length, which is then ignored (RFC 9112 §6.3 point 3).
   if (transferEncoding !== undefined) {
-    const codings = transferEncoding.toLowerCase().split(',')
-    return codings[codings.length - 1]!.trim() === 'chunked' ? 'chunked' : 'close'
+    const codings = transferEncoding
+      .toLowerCase()
+      .split(',')
+      .map((coding) => coding.trim())
+      .filter((coding) => coding !== '' && coding !== 'identity')
+    if (codings.length === 0) return 'close'
+    // Only chunked is undone here: under any other transfer coding (gzip, chunked) the body would reach the caller still coded.
+    if (codings.length > 1 || codings[0] !== 'chunked')
+      throw new ParseError('malformed', `a transfer coding the server cannot undo ("${transferEncoding.slice(0, 40)}")`)
+    return 'chunked'
   }
   if (length !== undefined) {
     if (!/^\d{1,15}$/.test(length)) throw new ParseError('malformed', `bad Content-Length "${length.slice(0, 20)}"`)

@@ -91,6 +91,9 @@ const DECODERS: Record<string, (bytes: Uint8Array, options: zlib.ZlibOptions) =>
   br: zlib.brotliDecompressSync as (bytes: Uint8Array, options: zlib.ZlibOptions) => Buffer,
 }
 
+/** Body pieces after the first are copied into blocks of this size, not kept one buffer each. */
+const BODY_BLOCK_BYTES = 64 * 1024
+
 /**
  * Takes one answer from the pool: the head, then the body pieces, held to `max_answer_bytes`. A
  * compressed body is held to the limit by its unpacked size, so a small gzip bomb cannot pass it.
@@ -98,14 +101,23 @@ const DECODERS: Record<string, (bytes: Uint8Array, options: zlib.ZlibOptions) =>
 class AnswerReader implements AnswerSink {
   received: ResponseHead | undefined = undefined
   private chunks: Uint8Array[] = []
+  /** The block later small pieces are copied into, and how much of it they fill. */
+  private block: Uint8Array | undefined = undefined
+  private blockUsed = 0
   private encoding: string | undefined = undefined
 
   constructor(private readonly limit: number) {}
 
   head(head: ResponseHead): number {
     this.received = head
-    for (const [name, value] of head.headers) if (name === 'content-encoding') this.encoding = value.trim().toLowerCase()
-    if (this.encoding === 'identity' || this.encoding === '') this.encoding = undefined
+    // Every Content-Encoding line is one list (RFC 9110 §5.3), in the order applied: two lines of gzip are a body packed
+    // twice, which is refused below, not unpacked once and passed on still packed.
+    const codings: string[] = []
+    for (const [name, value] of head.headers) {
+      if (name !== 'content-encoding') continue
+      for (const coding of value.toLowerCase().split(',')) if (coding.trim() !== '' && coding.trim() !== 'identity') codings.push(coding.trim())
+    }
+    this.encoding = codings.length === 0 ? undefined : codings.join(', ')
     if (this.encoding !== undefined && !(this.encoding in DECODERS))
       throw new AttemptError('invalid_answer', `answered in a content encoding the server cannot unpack (${this.encoding.slice(0, 40)})`)
     // Packed, the wire bytes may be fewer than the unpacked ones but hardly more: a stream several
@@ -114,16 +126,38 @@ class AnswerReader implements AnswerSink {
   }
 
   body(chunk: Uint8Array): void {
-    // Copied (Uint8Array's slice, not Buffer's view): the socket's buffer is not ours past this call.
-    this.chunks.push(Uint8Array.prototype.slice.call(chunk))
+    // Copied: the socket's buffer is not ours past this call. A chunked answer may come in millions of
+    // 1-byte chunks; a buffer each would cost the server a hundred times max_answer_bytes in memory.
+    if (this.block !== undefined && this.blockUsed + chunk.length <= this.block.length) {
+      this.block.set(chunk, this.blockUsed)
+      this.blockUsed += chunk.length
+      return
+    }
+    this.closeBlock()
+    if (this.chunks.length === 0 || chunk.length >= BODY_BLOCK_BYTES) {
+      // The first piece (most answers' only one) and large ones: copied as they are (Uint8Array's slice, not Buffer's view).
+      this.chunks.push(Uint8Array.prototype.slice.call(chunk))
+      return
+    }
+    this.block = new Uint8Array(BODY_BLOCK_BYTES)
+    this.block.set(chunk)
+    this.blockUsed = chunk.length
   }
 
   end(): void {}
 
+  private closeBlock(): void {
+    if (this.block !== undefined) this.chunks.push(this.block.subarray(0, this.blockUsed))
+    this.block = undefined
+  }
+
   /** The body as the caller gets it: unpacked if the agent packed it, at most `limit` bytes. */
   decoded(): ArrayBuffer {
+    this.closeBlock()
+    // One piece is a whole buffer of its own (only a block is a part of one).
     const packed = this.chunks.length === 1 ? (this.chunks[0]!.buffer as ArrayBuffer) : Bun.concatArrayBuffers(this.chunks)
-    if (this.encoding === undefined) return packed
+    // No body (a 204, a zero length) has nothing to unpack, whatever Content-Encoding says: unpacking nothing fails.
+    if (this.encoding === undefined || packed.byteLength === 0) return packed
     const decode = DECODERS[this.encoding]!
     try {
       const unpacked = decode(new Uint8Array(packed), { maxOutputLength: this.limit })

@@ -186,6 +186,14 @@ describe('response parser', () => {
       'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n',
       'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n',
       'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nX-Nul: a\0b\r\nContent-Length: 0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nX-Lf: a\nContent-Length: 0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nX-Cr: a\r\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n',
+      'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nabc',
+      'HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n',
+      'HTTP/1.1 000 None\r\n\r\n',
     ]) {
       expect(expectSameAtEverySplit(text).error).toMatchObject({ code: 'malformed' })
     }
