@@ -4,10 +4,10 @@
  */
 import { describe, expect, test } from 'bun:test'
 import { RedisClient } from 'bun'
-import { postTask, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { openWs, postTask, TOKEN, testScope, waitFor } from '../helpers.ts'
 import { clusterScope } from './cluster-helpers.ts'
 
-const { defer } = testScope()
+const { defer, server } = testScope()
 const { redisServer, instance, wsAgent } = clusterScope(defer)
 
 /** A plain Redis connection, as a peer (or a buggy peer of another version) would write to the channels. */
@@ -66,4 +66,29 @@ describe('cluster messages over Redis', () => {
     ])
     expect((await clientIds(a.url)).sort()).toEqual(['marker', 'worker'])
   }, 30_000)
+})
+
+describe('tokens compared exactly', () => {
+  test("a token's prefix, case variant or extension is refused in every way a token is sent, and counted as a failed authentication", async () => {
+    const mls = server({ html: { enabled: false }, auth: { max_failures: 1000 } })
+    const variants = [TOKEN.slice(0, -1), TOKEN.toUpperCase(), `${TOKEN}x`, ` ${TOKEN.slice(1)}`]
+    const statuses: number[] = []
+    for (const variant of variants) {
+      const ways: Array<Record<string, string>> = [{ authorization: `Bearer ${variant}` }, { authorization: variant }, { 'x-token': variant }]
+      for (const headers of ways) {
+        statuses.push((await fetch(`${mls.url}/clients`, { headers })).status)
+      }
+      // The WebSocket URL's token, for a register without one.
+      const peer = await openWs(`${mls.wsUrl}?token=${encodeURIComponent(variant)}`)
+      defer(peer.close)
+      peer.send({ type: 'register', payload: { node_id: 'guess', region: 'usa', port: 3000 } })
+      expect([(await peer.next('error')).payload.code, (await peer.closed).code]).toEqual(['invalid_token', 1008])
+    }
+    expect(statuses).toEqual(Array(12).fill(401))
+    const metrics = await (await fetch(`${mls.url}/metrics`)).text()
+    const failures = Number(/^moonlight_auth_failures_total (\d+)/m.exec(metrics)?.[1])
+    expect(failures).toBe(12 + 4)
+    // The token itself still works.
+    expect((await fetch(`${mls.url}/clients`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(200)
+  })
 })
