@@ -2,8 +2,8 @@ import type { Clock } from '../clock.ts'
 import type { DeadlineTimer } from '../deadlines.ts'
 import type { Client, Registry, RegistryEvent } from '../registry.ts'
 import type { Transport } from '../transports/types.ts'
-import type { HealthState, Protocol } from '../wire/names.ts'
 import { ClusterKeys } from './keys.ts'
+import { type FleetMessage, fleetMessageSchema, readMessage, type SharedClient, sharedClientSchema } from './messages.ts'
 import { RedisConnection, redactRedisUrl } from './redis-connection.ts'
 import { deliverRelayed, RelayTransport } from './relay.ts'
 
@@ -25,25 +25,6 @@ export interface InstanceInfo {
   in_flight: number
   refreshed_at: string
 }
-
-/** A client as its holder announces it to the others. */
-interface SharedClient {
-  node_id: string
-  region: string
-  protocol: Protocol
-  ip: string
-  port: number
-  scheme: 'http' | 'https'
-  weight: number
-  holder: string
-  /** The holder's own verdict on its health. */
-  state: HealthState
-}
-
-type FleetMessage =
-  | { instance: string; op: 'set'; client: SharedClient }
-  | { instance: string; op: 'del'; node_id: string }
-  | { instance: string; op: 'reset' | 'gone' }
 
 export interface ClusterDeps {
   settings: ClusterSettings
@@ -307,12 +288,11 @@ export class Cluster {
     const entries = (await this.connection.send('HGETALL', [this.keys.clients(id)])) as Record<string, string> | null
     const held = new Set<string>()
     for (const [nodeId, json] of Object.entries(entries ?? {})) {
-      try {
-        this.applyShared(id, JSON.parse(json) as SharedClient)
-        held.add(nodeId)
-      } catch {
-        // A malformed entry is skipped, not fatal.
-      }
+      // A malformed entry is skipped, not fatal.
+      const shared = readMessage(sharedClientSchema, json)
+      if (shared === undefined) continue
+      this.applyShared(id, shared)
+      held.add(nodeId)
     }
     for (const client of [...this.deps.registry.all()]) {
       if (client.instance === id && !held.has(client.nodeId)) this.deps.registry.remove(client.nodeId, `no longer held by instance ${id}`)
@@ -320,13 +300,9 @@ export class Cluster {
   }
 
   private onFleet(text: string): void {
-    let message: FleetMessage
-    try {
-      message = JSON.parse(text) as FleetMessage
-    } catch {
-      return
-    }
-    if (message.instance === this.instanceId) return
+    // Checked whole before it is read: `null` or a half-written record would otherwise throw here and end the process.
+    const message = readMessage(fleetMessageSchema, text)
+    if (message === undefined || message.instance === this.instanceId) return
     switch (message.op) {
       case 'set':
         if (!this.instances.has(message.instance)) {

@@ -1,21 +1,10 @@
 import type { Deadline, DeadlineTimer, Expirable } from '../deadlines.ts'
 import { memberSpan } from '../json-text.ts'
 import type { Client, Registry } from '../registry.ts'
-import { type Answer, AttemptError, type FailureKind, type Transport, timedOut } from '../transports/types.ts'
+import { type Answer, AttemptError, type Transport, timedOut } from '../transports/types.ts'
 import type { ClusterKeys } from './keys.ts'
+import { type RelayReply, readMessage, relayReplySchema, relayRequestSchema } from './messages.ts'
 import type { RedisConnection } from './redis-connection.ts'
-
-/** What the holder sends back for one relayed attempt. */
-interface RelayReply {
-  key: string
-  status?: number
-  headers?: Record<string, string>
-  body?: string
-  /** The agent's `retry: false` on a 5xx, carried back to the dispatcher at the origin. */
-  retry?: false
-  error?: string
-  kind?: FailureKind
-}
 
 /** One relayed attempt waiting for its reply; fails over at once if its holder goes away. */
 class RelayWaiter implements Expirable {
@@ -90,12 +79,9 @@ export class RelayTransport implements Transport {
 
   /** A reply from a holder (on this instance's reply channel). */
   onReply(text: string): void {
-    let reply: RelayReply
-    try {
-      reply = JSON.parse(text) as RelayReply
-    } catch {
-      return
-    }
+    // Checked whole before it is read: a reply of the wrong shape is dropped, and its waiter fails at its deadline.
+    const reply = readMessage(relayReplySchema, text)
+    if (reply === undefined) return
     const waiter = this.waiting.get(reply.key)
     if (!waiter) return
     this.waiting.delete(reply.key)
@@ -148,12 +134,9 @@ export interface RelayHolderDeps {
  * If the origin died meanwhile, the reply reaches nobody and is gone: nothing accumulates here.
  */
 export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promise<void> {
-  let request: { origin: string; key: string; task_id: string; node_id: string; timeout_ms: number }
-  try {
-    request = JSON.parse(text)
-  } catch {
-    return
-  }
+  // Checked whole before it is read: `null` would otherwise be an unhandled rejection, which ends the process.
+  const request = readMessage(relayRequestSchema, text)
+  if (request === undefined) return
   const payload = memberSpan(text, 'payload')
   const reply = (body: RelayReply) => deps.connection.publish(deps.keys.reply(request.origin), JSON.stringify(body)).catch(() => undefined)
   const client = deps.registry.get(request.node_id)

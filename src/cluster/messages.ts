@@ -1,0 +1,68 @@
+import { z } from 'zod'
+import { attemptFailureSchema } from '../wire/errors.ts'
+import { healthStateSchema, nameSchema, protocolSchema, schemeSchema, weightSchema } from '../wire/names.ts'
+
+/**
+ * What one instance accepts from another over Redis, checked before anything reads it. A message is
+ * another process's text: `null`, a record of another version, or a half-written one must be dropped,
+ * never read as if it had the expected shape (a TypeError in a subscription callback ends the
+ * process, and an ill-typed client would be balanced over and shown as if it were real).
+ */
+
+/** A client as its holder announces it (the fleet channel and the clients hash). */
+export const sharedClientSchema = z.object({
+  node_id: nameSchema,
+  region: nameSchema,
+  protocol: protocolSchema,
+  ip: z.string().max(255),
+  port: z.number().int().min(0).max(65_535),
+  scheme: schemeSchema,
+  weight: weightSchema,
+  holder: z.string().max(128),
+  /** The holder's own verdict on its health. */
+  state: healthStateSchema,
+})
+export type SharedClient = z.infer<typeof sharedClientSchema>
+
+const instanceIdSchema = z.string().min(1).max(256)
+
+export const fleetMessageSchema = z.discriminatedUnion('op', [
+  z.object({ instance: instanceIdSchema, op: z.literal('set'), client: sharedClientSchema }),
+  z.object({ instance: instanceIdSchema, op: z.literal('del'), node_id: z.string() }),
+  z.object({ instance: instanceIdSchema, op: z.enum(['reset', 'gone']) }),
+])
+export type FleetMessage = z.infer<typeof fleetMessageSchema>
+
+/** A task relayed to this instance's WebSocket agents (its payload is read as its own text, not from here). */
+export const relayRequestSchema = z.object({
+  origin: instanceIdSchema,
+  key: z.string(),
+  task_id: z.string(),
+  node_id: z.string(),
+  timeout_ms: z.number().int().min(1),
+})
+
+/** What the holder sends back for one relayed attempt. */
+export const relayReplySchema = z.object({
+  key: z.string(),
+  status: z.number().int().min(100).max(599).optional(),
+  headers: z.record(z.string(), z.string()).optional(),
+  body: z.string().optional(),
+  /** The agent's `retry: false` on a 5xx, carried back to the dispatcher at the origin. */
+  retry: z.literal(false).optional(),
+  error: z.string().optional(),
+  kind: attemptFailureSchema.exclude(['status']).optional(),
+})
+export type RelayReply = z.infer<typeof relayReplySchema>
+
+/** `text` parsed and of `schema`'s shape, or undefined. */
+export function readMessage<Schema extends z.ZodType>(schema: Schema, text: string): z.infer<Schema> | undefined {
+  let value: unknown
+  try {
+    value = JSON.parse(text)
+  } catch {
+    return undefined
+  }
+  const result = schema.safeParse(value)
+  return result.success ? result.data : undefined
+}
