@@ -452,6 +452,16 @@ export function startServer(options: ServerOptions): MoonlightServer {
         makeSettings(plan.config, { externalTokens: loaded.externalTokens, failures: authFailures, generatedToken: settings.generatedToken }),
       )
       registry.reconfigure(settings.regions, healthPolicy(settings.config))
+      // Tokens apply at once, to what they already let in: a client this instance holds whose token was
+      // revoked (or lost the agent role or its region) leaves now — a WebSocket agent sends its token
+      // only in register, and an HTTP agent would otherwise take tasks until client_ttl — and a
+      // dashboard whose token lost the monitor role stops watching. Both sockets close as a refused token's does.
+      for (const client of [...registry.all()]) {
+        if (client.instance !== undefined || settings.access.fingerprintHolds(client.holder, 'agent', client.region)) continue
+        registry.remove(client.nodeId, 'its token was revoked')
+        if (client.protocol === 'ws') wsTransport.socketOf(client.nodeId)?.close(1008, 'token revoked')
+      }
+      gateway.closeMonitors((holder) => !settings.access.fingerprintHolds(holder, 'monitor'), 'token revoked')
       registry.maxClients = settings.config.max_clients
       for (const client of registry.all()) if (client.protocol === 'ws') gateway.syncTopics(client.nodeId)
       housekeeping.start()

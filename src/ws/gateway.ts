@@ -4,6 +4,7 @@ import { errorFrame, errorResponse, MoonlightError } from '../errors.ts'
 import { MAX_JSON_DEPTH, type MemberSpan, memberSpan } from '../json-text.ts'
 import type { MonitorFeed } from '../monitor-feed.ts'
 import { regionTopic } from '../regions.ts'
+import { tokenFingerprint } from '../node-ownership.ts'
 import { type RegistrationDeps, register } from '../registration.ts'
 import type { Client, Registry } from '../registry.ts'
 import type { Settings } from '../settings.ts'
@@ -262,8 +263,16 @@ export class WsGateway {
         this.unregistered.delete(socket)
         this.deps.feed.join(socket, socket.data.monitor)
         socket.data.monitor = true
+        socket.data.monitorHolder = tokenFingerprint(message.payload.token)
         return
       }
+    }
+  }
+
+  /** Closes every dashboard socket whose token `revoked` says no longer may watch (a reload took its monitor role away). */
+  closeMonitors(revoked: (holder: string) => boolean, reason: string): void {
+    for (const socket of this.sockets) {
+      if (socket.data.monitor && socket.data.monitorHolder !== undefined && revoked(socket.data.monitorHolder)) socket.close(1008, reason)
     }
   }
 

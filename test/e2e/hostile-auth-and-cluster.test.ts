@@ -4,7 +4,8 @@
  */
 import { describe, expect, test } from 'bun:test'
 import { RedisClient } from 'bun'
-import { openWs, postTask, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { parseConfig } from '../../src/config.ts'
+import { openWs, postTask, SEED_CONFIG, startHttpAgent, startWsAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
 import { clusterScope } from './cluster-helpers.ts'
 
 const { defer, server } = testScope()
@@ -90,5 +91,49 @@ describe('tokens compared exactly', () => {
     expect(failures).toBe(12 + 4)
     // The token itself still works.
     expect((await fetch(`${mls.url}/clients`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(200)
+  })
+})
+
+describe('a token revoked by a reload', () => {
+  const FLEET = 'fleet-agent-token-1'
+  const OTHER = 'other-agent-token-2'
+  const WATCHER = 'dashboard-token-3'
+
+  test("ends what it let in at once — WebSocket and HTTP agents, a dashboard — while other tokens' stay", async () => {
+    const access = [
+      { token: FLEET, roles: ['agent' as const] },
+      { token: OTHER, roles: ['agent' as const] },
+      { token: WATCHER, roles: ['monitor' as const] },
+    ]
+    const config = { ...SEED_CONFIG, html: { ...SEED_CONFIG.html, enabled: false } }
+    const mls = server({ access, html: { enabled: false } })
+    const revoked = await startWsAgent(mls.wsUrl, { nodeId: 'revoked-ws', region: 'us-east-1', token: FLEET })
+    defer(revoked.close)
+    const revokedHttp = await startHttpAgent(mls.url, { nodeId: 'revoked-http', region: 'us-east-1', token: FLEET })
+    defer(revokedHttp.stop)
+    const kept = await startWsAgent(mls.wsUrl, { nodeId: 'kept', region: 'europe', token: OTHER })
+    defer(kept.close)
+    const dashboard = await openWs(mls.wsUrl)
+    defer(() => dashboard.close())
+    dashboard.send({ type: 'monitor', payload: { token: WATCHER } })
+    expect((await dashboard.next('monitor_ok')).type).toBe('monitor_ok')
+    const keptDashboard = await openWs(mls.wsUrl)
+    defer(() => keptDashboard.close())
+    keptDashboard.send({ type: 'monitor', payload: { token: TOKEN } })
+    expect((await keptDashboard.next('monitor_ok')).type).toBe('monitor_ok')
+
+    // FLEET leaked, and WATCHER is retired: the operator removes both and reloads.
+    mls.server.reload(parseConfig({ ...config, access: [access[1]] }, 'reloaded'))
+
+    const clients = await (await fetch(`${mls.url}/clients`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()
+    expect(clients.clients.map((client: { node_id: string }) => client.node_id)).toEqual(['kept'])
+    // A task for the revoked agents' region climbs the hierarchy to the one agent left.
+    const answered = await postTask(mls.url, { region: 'us-east-1', payload: 1 })
+    expect(answered.json()).toEqual({ node: 'kept', echo: 1 })
+    expect([revoked.received, revokedHttp.received]).toEqual([[], []])
+    // The revoked sockets close as a refused token's do: an agent must not wait for tasks that never come.
+    expect(await revoked.closed).toEqual({ code: 1008, reason: 'token revoked' })
+    expect(await dashboard.closed).toEqual({ code: 1008, reason: 'token revoked' })
+    expect(keptDashboard.socket.readyState).toBe(WebSocket.OPEN)
   })
 })

@@ -157,10 +157,11 @@ describe('start-up', () => {
 describe('SIGHUP reload', () => {
   test('new tokens and settings apply without dropping clients; an invalid file is rejected and the old one stays', async () => {
     const dir = tempDir()
-    const path = writeConfig(dir, { ...SEED_CONFIG, tokens: ['first-token-aaaa'] })
+    // The callers' token is rotated; the agent's stays (a reload ends the agents of a revoked token: hostile-auth-and-cluster.test.ts).
+    const path = writeConfig(dir, { ...SEED_CONFIG, tokens: ['first-token-aaaa', 'agent-token-cccc'] })
     const child = await spawn(['--config', path, '--port', '0', '--host', '127.0.0.1'])
     const wsUrl = `${child.url.replace('http', 'ws')}/ws`
-    const agent = await startWsAgent(wsUrl, { nodeId: 'stays', region: 'us-east-1', token: 'first-token-aaaa' })
+    const agent = await startWsAgent(wsUrl, { nodeId: 'stays', region: 'us-east-1', token: 'agent-token-cccc' })
     cleanups.push(agent.close)
     expect((await postTask(child.url, { region: 'usa', payload: 1 }, 'first-token-aaaa')).status).toBe(200)
 
@@ -168,7 +169,7 @@ describe('SIGHUP reload', () => {
     // ws.enabled only applies at the next start: the running sockets keep their pings and /status says so.
     writeConfig(dir, {
       ...SEED_CONFIG,
-      tokens: ['second-token-bbbb'],
+      tokens: ['second-token-bbbb', 'agent-token-cccc'],
       region_hierarchy: { 'us-east-1': 'atlantic' },
       ws: { ...SEED_CONFIG.ws, enabled: false },
     })
