@@ -144,7 +144,10 @@ function checkoutAt(ref: string): string {
   const root = join(workDir, 'before')
   mkdirSync(root, { recursive: true })
   const repo = join(import.meta.dir, '..')
-  const archive = Bun.spawnSync(['git', '-C', repo, 'archive', '--format=tar', ref, 'src', 'public', 'package.json', 'tsconfig.json'], {
+  // Since issue 16 the server's agent command runs on the SDK's sources (packages/sdk): included where the commit has them.
+  const hasSdk = Bun.spawnSync(['git', '-C', repo, 'cat-file', '-e', `${ref}:packages/sdk`]).exitCode === 0
+  const paths = ['src', 'public', 'package.json', 'tsconfig.json', ...(hasSdk ? ['packages/sdk'] : [])]
+  const archive = Bun.spawnSync(['git', '-C', repo, 'archive', '--format=tar', ref, ...paths], {
     stdout: 'pipe',
     stderr: 'pipe',
   })
