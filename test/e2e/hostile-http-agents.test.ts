@@ -267,43 +267,12 @@ describe('hostile HTTP agents: defects found', () => {
     const limit = 2 * 1024 * 1024
     const mls = server({ retry_count: 0, max_answer_bytes: limit, task_timeout: 60 })
     const wire = Buffer.from(`HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n${'1\r\na\r\n'.repeat(limit)}0\r\n\r\n`)
-    // Written as fast as the server reads it: whatever the kernel does not take goes on at the next drain.
-    const pump = (socket: Socket<{ offset: number }>) => {
-      while (socket.data.offset < wire.length) {
-        const written = socket.write(wire.subarray(socket.data.offset, socket.data.offset + (1 << 20)))
-        if (written <= 0) return
-        socket.data.offset += written
-      }
-    }
-    const listener = Bun.listen<{ offset: number }>({
-      hostname: '127.0.0.1',
-      port: 0,
-      socket: {
-        open(socket) {
-          socket.data = { offset: wire.length }
-        },
-        data(socket) {
-          socket.data.offset = 0
-          pump(socket)
-        },
-        drain: pump,
-      },
-    })
-    defer(() => listener.stop(true))
-    await heartbeat(mls.url, 'tiny-chunks', listener.port)
-    Bun.gc(true)
-    const before = process.memoryUsage().rss
-    let peak = before
-    const sampler = setInterval(() => {
-      peak = Math.max(peak, process.memoryUsage().rss)
-    }, 2)
-    defer(() => clearInterval(sampler))
-    const result = await postTask(mls.url, { region: 'usa', payload: 1 })
-    clearInterval(sampler)
+    await heartbeat(mls.url, 'tiny-chunks', streamingAgent(wire).port)
+    const { result, growth } = await rssGrowth(() => postTask(mls.url, { region: 'usa', payload: 1 }))
     expect(result.status).toBe(200)
     expect({ length: result.text.length, bytes: [...new Set(result.text)] }).toEqual({ length: limit, bytes: ['a'] })
     // A buffer per chunk took about 140 times the answer's size (some 300 MB here); copied into blocks, under 30 times.
-    expect((peak - before) / limit).toBeLessThan(64)
+    expect(growth / limit).toBeLessThan(64)
     await expectPoolsSettled(mls.url)
   }, 60_000)
 
@@ -570,48 +539,63 @@ describe('hostile HTTP agents: inputs already handled', () => {
       ...pieces,
       Buffer.from('0\r\n\r\n'),
     ])
-    const pump = (socket: Socket<{ offset: number }>) => {
-      while (socket.data.offset < wire.length) {
-        const written = socket.write(wire.subarray(socket.data.offset, socket.data.offset + (1 << 20)))
-        if (written <= 0) return
-        socket.data.offset += written
-      }
-    }
-    const listener = Bun.listen<{ offset: number }>({
-      hostname: '127.0.0.1',
-      port: 0,
-      socket: {
-        open(socket) {
-          socket.data = { offset: wire.length }
-        },
-        data(socket) {
-          socket.data.offset = 0
-          pump(socket)
-        },
-        drain: pump,
-      },
+    await heartbeat(mls.url, 'mixed-chunks', streamingAgent(wire).port)
+    const { result, growth } = await rssGrowth(async () => {
+      const response = await fetch(`${mls.url}/task/request`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
+        body: JSON.stringify({ region: 'usa', payload: 1 }),
+      })
+      return { status: response.status, body: Buffer.from(await response.arrayBuffer()) }
     })
-    defer(() => listener.stop(true))
-    await heartbeat(mls.url, 'mixed-chunks', listener.port)
-    Bun.gc(true)
-    const before = process.memoryUsage().rss
-    let peak = before
-    const sampler = setInterval(() => {
-      peak = Math.max(peak, process.memoryUsage().rss)
-    }, 2)
-    defer(() => clearInterval(sampler))
-    const response = await fetch(`${mls.url}/task/request`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}` },
-      body: JSON.stringify({ region: 'usa', payload: 1 }),
-    })
-    const body = Buffer.from(await response.arrayBuffer())
-    clearInterval(sampler)
-    expect(response.status).toBe(200)
+    const { body } = result
+    expect(result.status).toBe(200)
     expect(body.equals(Buffer.concat(expected))).toBe(true)
     // Small pieces share 64 KiB blocks and large ones keep their own: a few times the answer at most (a block per piece would be 16).
-    console.log('RATIO2', (peak - before) / limit)
-    expect((peak - before) / limit).toBeLessThan(8)
+    expect(growth / limit).toBeLessThan(8)
     await expectPoolsSettled(mls.url)
   }, 60_000)
 })
+
+/** An agent that answers every request with `wire`, written as fast as the server reads it (the rest at each drain). */
+function streamingAgent(wire: Buffer): { port: number } {
+  const pump = (socket: Socket<{ offset: number }>) => {
+    while (socket.data.offset < wire.length) {
+      const written = socket.write(wire.subarray(socket.data.offset, socket.data.offset + (1 << 20)))
+      if (written <= 0) return
+      socket.data.offset += written
+    }
+  }
+  const listener = Bun.listen<{ offset: number }>({
+    hostname: '127.0.0.1',
+    port: 0,
+    socket: {
+      open(socket) {
+        socket.data = { offset: wire.length }
+      },
+      data(socket) {
+        socket.data.offset = 0
+        pump(socket)
+      },
+      drain: pump,
+    },
+  })
+  defer(() => listener.stop(true))
+  return listener
+}
+
+/** How far this process's resident memory rose above its level before `during` (after a full collection), at its peak. */
+async function rssGrowth<T>(during: () => Promise<T>): Promise<{ result: T; growth: number }> {
+  Bun.gc(true)
+  const before = process.memoryUsage().rss
+  let peak = before
+  const sampler = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss)
+  }, 2)
+  try {
+    const result = await during()
+    return { result, growth: peak - before }
+  } finally {
+    clearInterval(sampler)
+  }
+}
