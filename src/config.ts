@@ -190,6 +190,12 @@ const tasksSchema = z.object({
   result_ttl: seconds.default(600),
   /** Stored tasks at most; past it the oldest finished one is evicted (counted in /metrics), and with none finished a new one is refused 503. */
   max_results: z.number().int().positive().default(100_000),
+  /** Alone (in memory): the stored tasks' payloads and results together at most, in bytes; past it the oldest finished ones are evicted, and with none finished a new one is refused 503. */
+  max_bytes: z
+    .number()
+    .int()
+    .positive()
+    .default(1024 ** 3),
   /** A task sent with an Idempotency-Key is kept, and the key honoured, this many seconds (unless evicted under max_results). */
   idempotency_ttl: seconds.default(86_400),
   /** Async tasks one instance runs at once; the rest wait in the queue. */

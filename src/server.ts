@@ -187,6 +187,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const storeLimits = (): StoreLimits => ({
     resultTtlMs: settings.config.tasks.result_ttl * 1000,
     maxResults: settings.config.tasks.max_results,
+    maxBytes: settings.config.tasks.max_bytes,
     idempotencyTtlMs: settings.config.tasks.idempotency_ttl * 1000,
   })
   const taskStore: TaskStore = cluster ? new RedisTaskStore(cluster.connection, cluster.keys, storeLimits) : new MemoryTaskStore(storeLimits)

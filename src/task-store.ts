@@ -95,6 +95,8 @@ export interface StoreFigures {
 export interface StoreLimits {
   resultTtlMs: number
   maxResults: number
+  /** Payloads and results held at most, in bytes as stored (a result's body in base64): the memory store's bound on its size, not only its count. */
+  maxBytes: number
   idempotencyTtlMs: number
 }
 
@@ -112,6 +114,8 @@ interface Entry {
   task: StoredTask
   /** Infinity until finished: an accepted task is never dropped before it ran. */
   expiresAtMs: number
+  /** What it holds, counted against tasks.max_bytes: its payload, and its result's body once finished. */
+  bytes: number
 }
 
 /**
@@ -127,6 +131,8 @@ export class MemoryTaskStore implements TaskStore {
   private readonly queue: string[] = []
   private evicted = 0
   private running = 0
+  /** The bytes every entry holds together. */
+  private bytes = 0
 
   constructor(private readonly limits: () => StoreLimits) {}
 
@@ -141,15 +147,22 @@ export class MemoryTaskStore implements TaskStore {
         if (existing) return { added: false, existing, sameBody: held.bodyHash === claim.bodyHash }
       }
     }
-    const { maxResults } = this.limits()
-    if (this.entries.size >= maxResults) {
+    const { maxResults, maxBytes } = this.limits()
+    const bytes = task.payload.length
+    // Room is made from finished tasks, oldest first; an unfinished one is never dropped.
+    while (this.entries.size >= maxResults || this.bytes + bytes > maxBytes) {
       const oldest = this.finished.values().next()
-      if (oldest.done) throw new StoreFullError(`${maxResults} tasks are stored and none has finished (tasks.max_results)`)
-      // An expired one would have gone anyway: only a live result dropped for room counts as evicted.
-      if ((this.entries.get(oldest.value)?.expiresAtMs ?? 0) > nowMs) this.evicted++
-      this.drop(oldest.value)
+      if (oldest.done) {
+        throw new StoreFullError(
+          this.entries.size >= maxResults
+            ? `${maxResults} tasks are stored and none has finished (tasks.max_results)`
+            : `the unfinished tasks hold ${this.bytes} bytes; this one's ${bytes} would pass tasks.max_bytes (${maxBytes})`,
+        )
+      }
+      this.evict(oldest.value, nowMs)
     }
-    this.entries.set(task.task_id, { task: { ...task, state: 'queued', finished_at_ms: null }, expiresAtMs: Number.POSITIVE_INFINITY })
+    this.entries.set(task.task_id, { task: { ...task, state: 'queued', finished_at_ms: null }, expiresAtMs: Number.POSITIVE_INFINITY, bytes })
+    this.bytes += bytes
     if (claim) this.keys.set(keyId(claim), { taskId: task.task_id, bodyHash: claim.bodyHash, expiresAtMs: nowMs + claim.ttlMs })
     if (task.mode === 'async') this.queue.push(task.task_id)
     return { added: true }
@@ -182,6 +195,15 @@ export class MemoryTaskStore implements TaskStore {
     this.end(entry, nowMs)
     entry.task.state = result.state
     entry.task.result = result
+    const resultBytes = result.body_b64.length
+    entry.bytes += resultBytes
+    this.bytes += resultBytes
+    // A result past tasks.max_bytes makes room from the oldest finished tasks — never from this one,
+    // whose caller is about to read it (max_answer_bytes bounds it).
+    for (const oldest of this.finished) {
+      if (this.bytes <= this.limits().maxBytes) break
+      if (oldest !== taskId) this.evict(oldest, nowMs)
+    }
     return true
   }
 
@@ -237,9 +259,17 @@ export class MemoryTaskStore implements TaskStore {
     this.finished.add(entry.task.task_id)
   }
 
+  /** Drops a finished task for room; an expired one would have gone anyway: only a live result dropped counts as evicted. */
+  private evict(taskId: string, nowMs: number): void {
+    if ((this.entries.get(taskId)?.expiresAtMs ?? 0) > nowMs) this.evicted++
+    this.drop(taskId)
+  }
+
   private drop(taskId: string): void {
     const entry = this.entries.get(taskId)
-    if (entry?.task.state === 'running') this.running--
+    if (!entry) return
+    if (entry.task.state === 'running') this.running--
+    this.bytes -= entry.bytes
     this.entries.delete(taskId)
     this.finished.delete(taskId)
   }

@@ -134,7 +134,7 @@ export function settle(): Promise<void> {
 
 /** StoredTasks as a lone server wires it, over a MemoryTaskStore with the config's default limits. */
 export function storedTasksOver(dispatcher: Dispatcher, clock: FakeClock): StoredTasks {
-  const limits = { resultTtlMs: 600_000, maxResults: 100_000, idempotencyTtlMs: 86_400_000 }
+  const limits = { resultTtlMs: 600_000, maxResults: 100_000, maxBytes: 1024 ** 3, idempotencyTtlMs: 86_400_000 }
   return new StoredTasks({
     store: new MemoryTaskStore(() => limits),
     dispatcher,

@@ -2,7 +2,7 @@ import { describe, expect, test } from 'bun:test'
 import { MemoryTaskStore, type NewTask, StoreFullError, type StoreLimits, type TaskResult } from '../../src/task-store.ts'
 import { FakeClock } from '../fake-clock.ts'
 
-const LIMITS: StoreLimits = { resultTtlMs: 1000, maxResults: 3, idempotencyTtlMs: 10_000 }
+const LIMITS: StoreLimits = { resultTtlMs: 1000, maxResults: 3, maxBytes: Number.POSITIVE_INFINITY, idempotencyTtlMs: 10_000 }
 
 function newTask(id: string, extra: Partial<NewTask> = {}): NewTask {
   return { task_id: id, mode: 'async', region: 'us-east-1', payload: '1', owner: 'owner-a', disclosure: 'details', submitted_at_ms: 0, ...extra }
@@ -138,5 +138,50 @@ describe('MemoryTaskStore', () => {
     await store.add(newTask('t2'), undefined, clock.now())
     await store.finish('t2', DONE, clock.now())
     expect(await store.add(newTask('t3'), claim, clock.now())).toEqual({ added: true })
+  })
+
+  describe('tasks.max_bytes: payloads and results held at most', () => {
+    const result = (bytes: number): TaskResult => ({ ...DONE, body_b64: 'x'.repeat(bytes) })
+
+    test('a result that passes it evicts the oldest finished ones (counted), never the task just finished', async () => {
+      const { clock, store } = world({ maxResults: 100, maxBytes: 1000 })
+      for (const id of ['a', 'b', 'c']) {
+        await store.add(newTask(id), undefined, clock.now())
+        await store.finish(id, result(300), clock.now())
+      }
+      expect((await store.figures(clock.now())).evicted).toBe(0)
+      await store.add(newTask('d'), undefined, clock.now())
+      // 3 × 301 stored; d's 400-byte result passes 1000: a, then b, make room.
+      await store.finish('d', result(400), clock.now())
+      expect(await Promise.all(['a', 'b', 'c', 'd'].map(async (id) => (await store.get(id, clock.now()))?.state))).toEqual([
+        undefined,
+        undefined,
+        'done',
+        'done',
+      ])
+      expect((await store.figures(clock.now())).evicted).toBe(2)
+      // A result larger than the whole bound is still kept: the one just finished is never dropped for room.
+      await store.add(newTask('e'), undefined, clock.now())
+      await store.finish('e', result(5000), clock.now())
+      expect((await store.get('e', clock.now()))?.state).toBe('done')
+      expect(await store.get('c', clock.now())).toBeUndefined()
+    })
+
+    test('a payload that would pass it makes room from finished tasks, and with none finished is refused', async () => {
+      const { clock, store } = world({ maxResults: 100, maxBytes: 1000 })
+      await store.add(newTask('old', { payload: 'p'.repeat(500) }), undefined, clock.now())
+      await store.finish('old', result(0), clock.now())
+      await store.add(newTask('running', { payload: 'p'.repeat(400) }), undefined, clock.now())
+      await store.add(newTask('new', { payload: 'p'.repeat(500) }), undefined, clock.now())
+      expect(await store.get('old', clock.now())).toBeUndefined()
+      // 900 bytes of unfinished payloads: another 200 cannot be made room for.
+      await expect(store.add(newTask('refused', { payload: 'p'.repeat(200) }), undefined, clock.now())).rejects.toThrow(StoreFullError)
+      await expect(store.add(newTask('refused', { payload: 'p'.repeat(200) }), undefined, clock.now())).rejects.toThrow(/tasks\.max_bytes/)
+      // Once one finishes and expires, there is room again.
+      await store.finish('running', result(0), clock.now())
+      clock.advance(LIMITS.resultTtlMs + 1)
+      await store.add(newTask('later', { payload: 'p'.repeat(200) }), undefined, clock.now())
+      expect((await store.get('later', clock.now()))?.state).toBe('queued')
+    })
   })
 })
