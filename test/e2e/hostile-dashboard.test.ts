@@ -129,6 +129,14 @@ describe('dashboard under hostile input', () => {
       expect(errors).toEqual([])
       await close()
     })
+
+    test(`at ${width} px a client's detail with a node id and region of 128 characters stays inside its card`, async () => {
+      const { page, errors, close } = await signedIn(width)
+      await openDetail(page, LONG_NODE)
+      expect(await overflowing(page, '#client-detail')).toEqual([])
+      expect(errors).toEqual([])
+      await close()
+    })
   }
 })
 
