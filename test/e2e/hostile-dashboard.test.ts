@@ -137,7 +137,90 @@ describe('dashboard under hostile input', () => {
       expect(errors).toEqual([])
       await close()
     })
+
+    test(`at ${width} px with ${MANY} clients, a long answer and a detail open, nothing on the page reaches past its card`, async () => {
+      const { page, close } = await signedIn(width)
+      await sendTestTask(page, LONG_REGION)
+      await openDetail(page, LONG_NODE)
+      expect(await overflowing(page)).toEqual([])
+      await close()
+    })
   }
+})
+
+describe('dashboard and docs page: headers, and the token kept out of URLs', () => {
+  let browser: Browser
+  let server: TestServer
+
+  beforeAll(async () => {
+    browser = await launchBrowser()
+    server = startTestServer()
+  })
+
+  afterAll(async () => {
+    await server?.stop()
+    await browser?.close()
+  })
+
+  test('both pages and their scripts forbid inline script and sniffing, and send no Referer', async () => {
+    for (const path of ['/', '/dashboard', '/static/dashboard.js', '/static/docs.js']) {
+      const headers = (await fetch(`${server.url}${path}`)).headers
+      const policy = headers.get('content-security-policy') ?? ''
+      expect({ path, nosniff: headers.get('x-content-type-options'), referrer: headers.get('referrer-policy') }).toEqual({
+        path,
+        nosniff: 'nosniff',
+        referrer: 'no-referrer',
+      })
+      // Scripts come from this origin only (default-src, no script-src of its own): no inline script, no eval, no other host.
+      expect({ path, self: policy.includes("default-src 'self'"), formAction: policy.includes("form-action 'none'") }).toEqual({
+        path,
+        self: true,
+        formAction: true,
+      })
+      expect({ path, loosened: /unsafe-inline|unsafe-eval|\*|https?:|script-src/.exec(policy)?.[0] }).toEqual({ path, loosened: undefined })
+    }
+  })
+
+  test('signing in, opening a detail and sending a test task put the token in no URL the page loads', async () => {
+    const agent = await startWsAgent(server.wsUrl, { nodeId: 'url-watch', region: 'eu-west-1' })
+    const { page, close } = await openPage(browser)
+    const urls: string[] = []
+    page.on('request', (request) => urls.push(request.url()))
+    page.on('websocket', (socket) => urls.push(socket.url()))
+    await page.goto(`${server.url}/dashboard`)
+    await page.fill('#token', TOKEN)
+    await page.press('#token', 'Enter')
+    await page.locator('tr[data-node="url-watch"]').waitFor({ timeout: LIVE_MS })
+    await page.click('tr[data-node="url-watch"]')
+    await page.waitForFunction(() => document.querySelector('#detail-tasks')?.childElementCount, undefined, { timeout: LIVE_MS })
+    await page.fill('#test-region', 'eu-west-1')
+    await page.click('#test-send')
+    await page.waitForSelector('#test-result [data-field="status"]', { timeout: LIVE_MS })
+    expect(urls.some((url) => url.endsWith('/clients/url-watch'))).toBe(true)
+    expect(urls.some((url) => url.startsWith('ws://'))).toBe(true)
+    expect(urls.filter((url) => url.includes(TOKEN))).toEqual([])
+    expect(page.url()).toBe(`${server.url}/dashboard`)
+    agent.close()
+    await close()
+  })
+
+  test('with its script not loaded, submitting the sign-in form does not put the token in the address', async () => {
+    const { page, close } = await openPage(browser)
+    // The form has a named field and no method: a plain submit would be GET /dashboard?token=…; the page's form-action 'none' blocks it.
+    await page.route('**/static/dashboard.js', (route) => route.abort())
+    const urls: string[] = []
+    page.on('request', (request) => urls.push(request.url()))
+    page.on('framenavigated', (frame) => urls.push(frame.url()))
+    await page.goto(`${server.url}/dashboard`)
+    await page.fill('#token', TOKEN)
+    // Wait for the blocked submission to be reported, not for a time: Chromium logs the CSP refusal.
+    const refused = page.waitForEvent('console', { predicate: (message) => message.text().includes('form-action'), timeout: LIVE_MS })
+    await page.click('#login-submit', { noWaitAfter: true })
+    expect((await refused).text()).toContain('The request has been blocked.')
+    expect(page.url()).toBe(`${server.url}/dashboard`)
+    expect(urls.filter((url) => url.includes(TOKEN))).toEqual([])
+    await close()
+  })
 })
 
 async function noScriptRan(page: Page): Promise<{ flag: unknown; injected: number }> {
