@@ -42,16 +42,23 @@ export interface RawAnswer {
   body: string
 }
 
-export async function fetchStatus(target: ServerTarget): Promise<Status> {
-  return parseJson(await call(target, 'GET', '/status'), statusAnswerSchema, '/status')
+/**
+ * How long `status`, `clients` and `cluster` wait by default (their --timeout). The server answers
+ * these at once; without a bound, one that accepted the connection and never answered (or sent its
+ * body forever) would hold the command for Bun's 5-minute idle limit, or without end.
+ */
+export const VIEW_TIMEOUT_S = 10
+
+export async function fetchStatus(target: ServerTarget, timeoutMs = VIEW_TIMEOUT_S * 1000): Promise<Status> {
+  return parseJson(await call(target, 'GET', '/status', timeoutMs), statusAnswerSchema, '/status')
 }
 
-export async function fetchCluster(target: ServerTarget): Promise<ClusterView> {
-  return parseJson(await call(target, 'GET', '/cluster'), clusterViewSchema, '/cluster')
+export async function fetchCluster(target: ServerTarget, timeoutMs = VIEW_TIMEOUT_S * 1000): Promise<ClusterView> {
+  return parseJson(await call(target, 'GET', '/cluster', timeoutMs), clusterViewSchema, '/cluster')
 }
 
-export async function fetchClients(target: ServerTarget): Promise<ClientList> {
-  return parseJson(await call(target, 'GET', '/clients'), clientListAnswerSchema, '/clients')
+export async function fetchClients(target: ServerTarget, timeoutMs = VIEW_TIMEOUT_S * 1000): Promise<ClientList> {
+  return parseJson(await call(target, 'GET', '/clients', timeoutMs), clientListAnswerSchema, '/clients')
 }
 
 /** POSTs /task/request and returns the answer whatever its status: the caller decides what failed. */
@@ -92,8 +99,8 @@ export function errorMessage(answer: RawAnswer): string {
   return reason ? `${reason} (HTTP ${answer.status})` : `HTTP ${answer.status}`
 }
 
-async function call(target: ServerTarget, method: string, path: string): Promise<RawAnswer> {
-  const answer = await send(target, method, path)
+async function call(target: ServerTarget, method: string, path: string, timeoutMs?: number): Promise<RawAnswer> {
+  const answer = await send(target, method, path, undefined, timeoutMs)
   if (answer.status >= 400) throw new RequestFailed(errorMessage(answer), answer.status)
   return answer
 }

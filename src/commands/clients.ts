@@ -1,10 +1,10 @@
-import { type ClientList, fetchClients } from '../api-client.ts'
-import { type Command, caOf, type Env, noPositionals, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
+import { type ClientList, fetchClients, VIEW_TIMEOUT_S } from '../api-client.ts'
+import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
 import { duration, printJson, table } from './_output.ts'
 
 export const clientsCommand: Command = {
   summary: 'list the connected clients (agents)',
-  usage: `moonlight clients [--server URL] [--token T] [--ca FILE] [--json]
+  usage: `moonlight clients [--server URL] [--token T] [--ca FILE] [--timeout S] [--json]
 
 Lists every client the server knows (GET /clients): region, protocol, address, weight, health,
 tasks in flight, successes, failures, latency and when it was last heard from.
@@ -12,13 +12,21 @@ tasks in flight, successes, failures, latency and when it was last heard from.
   --server URL   the server's base URL (default $MLS_SERVER, else http://localhost:8080)
   --token T      a token (default $MLS_TOKEN); required
   --ca FILE      a PEM CA bundle to verify an https:// server against (default $MLS_CA)
+  --timeout S    give up after S seconds (default ${VIEW_TIMEOUT_S})
   --json         print the list as JSON instead`,
   run: async (args: string[], env: Env) => {
-    const { values, positionals } = parse(args, { server: { type: 'string' }, token: { type: 'string' }, ca: { type: 'string' }, json: { type: 'boolean' } })
+    const { values, positionals } = parse(args, {
+      server: { type: 'string' },
+      token: { type: 'string' },
+      ca: { type: 'string' },
+      timeout: { type: 'string' },
+      json: { type: 'boolean' },
+    })
     noPositionals(positionals)
+    const timeoutS = optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S
     const token = tokenOf(values.token, env)
     if (!token) throw new UsageError('GET /clients needs a token: pass --token or set MLS_TOKEN')
-    const list = await fetchClients({ server: serverUrl(values.server, env), token, ca: caOf(values.ca, env) })
+    const list = await fetchClients({ server: serverUrl(values.server, env), token, ca: caOf(values.ca, env) }, timeoutS * 1000)
     if (values.json) printJson(list)
     else console.log(describeClients(list, Date.now()))
   },

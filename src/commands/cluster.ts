@@ -1,11 +1,11 @@
-import { fetchCluster } from '../api-client.ts'
+import { fetchCluster, VIEW_TIMEOUT_S } from '../api-client.ts'
 import type { ClusterView } from '../wire/views.ts'
-import { type Command, caOf, type Env, noPositionals, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
+import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
 import { duration, printJson, table } from './_output.ts'
 
 export const clusterCommand: Command = {
   summary: 'list the instances of the cluster',
-  usage: `moonlight cluster [--server URL] [--token T] [--ca FILE] [--json]
+  usage: `moonlight cluster [--server URL] [--token T] [--ca FILE] [--timeout S] [--json]
 
 Shows GET /cluster: every instance with its id, advertised URL, start time, the clients it holds,
 its tasks in flight and when it last refreshed its presence; or that the server runs alone.
@@ -13,13 +13,21 @@ its tasks in flight and when it last refreshed its presence; or that the server 
   --server URL   the server's base URL (default $MLS_SERVER, else http://localhost:8080)
   --token T      a token with the monitor role (default $MLS_TOKEN); required
   --ca FILE      a PEM CA bundle to verify an https:// server against (default $MLS_CA)
+  --timeout S    give up after S seconds (default ${VIEW_TIMEOUT_S})
   --json         print the cluster as JSON instead`,
   run: async (args: string[], env: Env) => {
-    const { values, positionals } = parse(args, { server: { type: 'string' }, token: { type: 'string' }, ca: { type: 'string' }, json: { type: 'boolean' } })
+    const { values, positionals } = parse(args, {
+      server: { type: 'string' },
+      token: { type: 'string' },
+      ca: { type: 'string' },
+      timeout: { type: 'string' },
+      json: { type: 'boolean' },
+    })
     noPositionals(positionals)
+    const timeoutS = optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S
     const token = tokenOf(values.token, env)
     if (!token) throw new UsageError('GET /cluster needs a token: pass --token or set MLS_TOKEN')
-    const view = await fetchCluster({ server: serverUrl(values.server, env), token, ca: caOf(values.ca, env) })
+    const view = await fetchCluster({ server: serverUrl(values.server, env), token, ca: caOf(values.ca, env) }, timeoutS * 1000)
     if (values.json) printJson(view)
     else console.log(describeCluster(view, Date.now()))
   },

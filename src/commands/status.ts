@@ -1,21 +1,23 @@
-import { fetchStatus, type Status } from '../api-client.ts'
-import { type Command, caOf, type Env, noPositionals, parse, serverUrl } from './_command.ts'
+import { fetchStatus, type Status, VIEW_TIMEOUT_S } from '../api-client.ts'
+import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl } from './_command.ts'
 import { duration, printJson, table } from './_output.ts'
 
 export const statusCommand: Command = {
   summary: "show the server's status and clients per region",
-  usage: `moonlight status [--server URL] [--ca FILE] [--json]
+  usage: `moonlight status [--server URL] [--ca FILE] [--timeout S] [--json]
 
 Shows GET /status as a table: the server, WebSocket, tasks, and clients per region with their health.
 
   --server URL   the server's base URL (default $MLS_SERVER, else http://localhost:8080)
   --ca FILE      a PEM CA bundle to verify an https:// server against (default $MLS_CA)
+  --timeout S    give up after S seconds (default ${VIEW_TIMEOUT_S})
   --json         print the status as JSON instead`,
   run: async (args: string[], env: Env) => {
-    const { values, positionals } = parse(args, { server: { type: 'string' }, ca: { type: 'string' }, json: { type: 'boolean' } })
+    const { values, positionals } = parse(args, { server: { type: 'string' }, ca: { type: 'string' }, timeout: { type: 'string' }, json: { type: 'boolean' } })
     noPositionals(positionals)
+    const timeoutS = optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S
     const server = serverUrl(values.server, env)
-    const status = await fetchStatus({ server, ca: caOf(values.ca, env) })
+    const status = await fetchStatus({ server, ca: caOf(values.ca, env) }, timeoutS * 1000)
     if (values.json) printJson(status)
     else console.log(describeStatus(server, status))
   },
