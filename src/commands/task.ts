@@ -89,8 +89,8 @@ async function runTask(args: string[], env: Env): Promise<number> {
   if (values.broadcast) return reportBroadcast(answer)
   if (values.async) {
     if (answer.status !== 202) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
-    const accepted = acceptedTaskSchema.safeParse(JSON.parse(answer.body))
-    if (!accepted.success) throw new RequestFailed('unexpected answer to an async task', answer.status)
+    const accepted = acceptedTaskSchema.safeParse(jsonOf(answer.body))
+    if (!accepted.success) throw new RequestFailed(unexpected('an async task', answer.status), answer.status)
     if (values.json) printJson(accepted.data)
     else console.log(accepted.data.task_id)
     return 0
@@ -112,10 +112,10 @@ async function runGet(taskId: string, args: string[], env: Env): Promise<number>
   const fetching = fetchTaskResult(target, taskId, waitS)
   const answer = waitS === undefined ? await fetching : await withSpinner('waiting for the task…', fetching)
   if (answer.status === 202) {
-    const view = taskViewSchema.safeParse(JSON.parse(answer.body))
-    console.error(
-      `moonlight task: task ${taskId} is ${view.success ? view.data.state : 'not done'}; ask again later${waitS === undefined ? ', or pass --wait S' : ''}`,
-    )
+    const view = taskViewSchema.safeParse(jsonOf(answer.body))
+    // Exit 3 tells a script to ask again: only a real task view may say so, not a proxy's page.
+    if (!view.success) throw new RequestFailed(unexpected('task get', answer.status), answer.status)
+    console.error(`moonlight task: task ${taskId} is ${view.data.state}; ask again later${waitS === undefined ? ', or pass --wait S' : ''}`)
     return NOT_YET
   }
   if (answer.status >= 400) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
@@ -128,8 +128,11 @@ async function runCancel(taskId: string, args: string[], env: Env): Promise<numb
   noPositionals(positionals)
   const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
   const answer = await cancelTask(target, taskId)
-  if (values.json) printJson(JSON.parse(answer.body))
-  else console.log(`cancelled ${taskId}`)
+  if (values.json) {
+    const view = jsonOf(answer.body)
+    if (view === undefined) throw new RequestFailed(unexpected('task cancel', answer.status), answer.status)
+    printJson(view)
+  } else console.log(`cancelled ${taskId}`)
   return 0
 }
 
@@ -202,6 +205,19 @@ function reportBroadcast(answer: Awaited<ReturnType<typeof submitTask>>): number
   const failed = results.filter((result) => result.error !== undefined || result.status >= 400).length
   if (failed === 0) return 0
   throw new RequestFailed(`${failed} of ${results.length} agents failed the broadcast`, answer.status)
+}
+
+/** A body as JSON, or undefined when it is not JSON (a proxy's HTML page): the caller says so in one line, not with the parser's error. */
+function jsonOf(body: string): unknown {
+  try {
+    return JSON.parse(body)
+  } catch {
+    return undefined
+  }
+}
+
+function unexpected(what: string, status: number): string {
+  return `unexpected answer to ${what} (HTTP ${status}): is this a Moonlight server?`
 }
 
 /** The server's 401 speaks HTTP headers; a shell user needs the flag. */

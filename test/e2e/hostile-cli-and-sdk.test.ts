@@ -61,3 +61,40 @@ describe('moonlight status, clients and cluster against a server that never fini
     expect(expectOneLine(stderr)).toContain('--timeout must be a positive number of seconds')
   })
 })
+
+describe('moonlight task against a server that answers HTML or the wrong shape', () => {
+  const html = (status: number) => () => new Response('<html><body><h1>Bad Gateway</h1></body></html>', { status, headers: { 'content-type': 'text/html' } })
+
+  test('--async, task get and task cancel --json: an HTML page where JSON belongs is one clear line, exit 1, never a JSON parser error', async () => {
+    const cases: Array<[string[], number, string]> = [
+      [['task', '--async', '--payload', '1'], 202, 'moonlight task: unexpected answer to an async task (HTTP 202): is this a Moonlight server?'],
+      [['task', 'get', 'abc'], 202, 'moonlight task: unexpected answer to task get (HTTP 202): is this a Moonlight server?'],
+      [['task', 'get', 'abc', '--wait', '1'], 202, 'moonlight task: unexpected answer to task get (HTTP 202): is this a Moonlight server?'],
+      [['task', 'cancel', 'abc', '--json'], 200, 'moonlight task: unexpected answer to task cancel (HTTP 200): is this a Moonlight server?'],
+    ]
+    for (const [args, status, line] of cases) {
+      const url = fakeServer(html(status))
+      const { code, stderr } = await runCli([...args, '--server', url])
+      expect([args.join(' '), code, expectOneLine(stderr)]).toEqual([args.join(' '), 1, line])
+    }
+  })
+
+  test('a JSON 202 of the wrong shape to task get is the same line; a real view still exits 3', async () => {
+    let body: unknown = { hello: 1 }
+    const url = fakeServer(() => Response.json(body, { status: 202 }))
+    const wrong = await runCli(['task', 'get', 'abc', '--server', url])
+    expect([wrong.code, expectOneLine(wrong.stderr)]).toEqual([1, 'moonlight task: unexpected answer to task get (HTTP 202): is this a Moonlight server?'])
+    body = {
+      task_id: 'abc',
+      state: 'running',
+      mode: 'async',
+      region: 'r',
+      node_id: null,
+      attempts: [],
+      submitted_at: '2026-01-01T00:00:00.000Z',
+      finished_at: null,
+    }
+    const running = await runCli(['task', 'get', 'abc', '--server', url])
+    expect([running.code, expectOneLine(running.stderr)]).toEqual([3, 'moonlight task: task abc is running; ask again later, or pass --wait S'])
+  })
+})
