@@ -6,6 +6,8 @@
  * runs as a real process and the SDK is the real package source.
  */
 import { describe, expect, test } from 'bun:test'
+import { createClient, MoonlightError } from '../../packages/sdk/src/index.ts'
+import type { TaskView } from '../../packages/sdk/src/wire.ts'
 import { testScope } from '../helpers.ts'
 import { expectOneLine, runCli } from './cli-helpers.ts'
 
@@ -96,5 +98,79 @@ describe('moonlight task against a server that answers HTML or the wrong shape',
     }
     const running = await runCli(['task', 'get', 'abc', '--server', url])
     expect([running.code, expectOneLine(running.stderr)]).toEqual([3, 'moonlight task: task abc is running; ask again later, or pass --wait S'])
+  })
+})
+
+describe('the SDK client against a server that answers the wrong thing', () => {
+  /** What a call did: the value it resolved with, or the MoonlightError it threw (anything else is a failure). */
+  async function outcome(call: () => Promise<unknown>): Promise<{ resolved: unknown } | { status: number; code: string; message: string }> {
+    try {
+      return { resolved: await call() }
+    } catch (error) {
+      if (!(error instanceof MoonlightError)) throw error
+      return { status: error.status, code: error.code, message: error.message }
+    }
+  }
+
+  test('broadcast, submit, get and cancel throw MoonlightError for an answer of the wrong shape, never return it as data', async () => {
+    let answer = () => new Response('')
+    const url = fakeServer(() => answer())
+    const client = createClient({ server: url, token: 'sometoken' })
+    const html = (status: number) => () => new Response('<html>Bad Gateway</html>', { status, headers: { 'content-type': 'text/html' } })
+    const json = (body: unknown, status: number) => () => Response.json(body, { status })
+    const cases: Array<[string, () => Response, () => Promise<unknown>, number]> = [
+      ['broadcast, a proxy 502 page', html(502), () => client.broadcast('r', 1), 502],
+      ['broadcast, a 200 without results', json({ hello: 1 }, 200), () => client.broadcast('r', 1), 200],
+      ['broadcast, a 502 JSON error without code', json({ error: 'bad gateway' }, 502), () => client.broadcast('r', 1), 502],
+      ['submit, a 202 page', html(202), () => client.submit('r', 1), 202],
+      ['submit, a 202 without task_id', json({}, 202), () => client.submit('r', 1), 202],
+      ['get, a 200 page', html(200), () => client.get('abc'), 200],
+      ['get, a 200 array', json([1], 200), () => client.get('abc'), 200],
+      ['get with wait, a 202 page', html(202), () => client.get('abc', { wait: 1 }), 202],
+      ['cancel, a 200 page', html(200), () => client.cancel('abc'), 200],
+    ]
+    for (const [name, reply, call, status] of cases) {
+      answer = reply
+      const result = await outcome(call)
+      expect({ name, ...result }).toMatchObject({ name, status, code: 'unexpected_answer', message: expect.stringContaining(`HTTP ${status}`) })
+    }
+  })
+
+  test('a real broadcast reply, accepted task and task view still come through', async () => {
+    const view: TaskView = { task_id: 'abc', state: 'done', mode: 'async', region: 'r', node_id: 'n', attempts: [], submitted_at: 'x', finished_at: 'y' }
+    let answer = () => new Response('')
+    const url = fakeServer(() => answer())
+    const client = createClient({ server: url })
+    answer = () =>
+      Response.json(
+        { task_id: 't', region: 'r', targets: 1, answered: 0, results: [{ node_id: 'n', protocol: 'ws', status: 502, error: 'x' }] },
+        { status: 502 },
+      )
+    expect((await client.broadcast('r', 1)).results).toHaveLength(1)
+    answer = () => Response.json({ task_id: 'abc', state: 'queued', status_url: '/task/abc' }, { status: 202 })
+    expect(await client.submit('r', 1)).toBe('abc')
+    answer = () => Response.json(view)
+    expect(await client.get('abc')).toEqual(view)
+    expect(await client.cancel('abc')).toEqual(view)
+  })
+
+  test('a JSON error without code, an HTML error page and a redirect loop each throw a MoonlightError saying what came back', async () => {
+    let answer = () => new Response('')
+    const url = fakeServer(() => answer())
+    const client = createClient({ server: url })
+    answer = () => Response.json({ error: 'boom' }, { status: 500 })
+    expect(await outcome(() => client.task('r', 1))).toEqual({ status: 500, code: 'unexpected_answer', message: 'HTTP 500: {"error":"boom"}' })
+    answer = () => new Response('<html><body>Service Unavailable</body></html>', { status: 503 })
+    expect(await outcome(() => client.task('r', 1))).toEqual({
+      status: 503,
+      code: 'unexpected_answer',
+      message: 'HTTP 503: <html><body>Service Unavailable</body></html>',
+    })
+    answer = () => new Response(null, { status: 302, headers: { location: '/again' } })
+    expect(await outcome(() => client.task('r', 1))).toMatchObject({
+      status: 0,
+      code: 'unreachable',
+      message: expect.stringContaining('redirected too many times'),
+    })
   })
 })

@@ -103,7 +103,8 @@ export function createClient(options: ClientOptions): Client {
       const body = await readBody(response)
       if (isErrorBody(body)) throw errorOf(response.status, body)
       if (!response.ok && response.status !== 502) throw errorOf(response.status, body)
-      return body as BroadcastReply
+      // A 502 is a reply only with every agent's result: a proxy's own 502 page is not one.
+      return expectShape(response.status, body, isBroadcastReply)
     },
     async submit(region, payload, taskOptions = {}) {
       const response = await call(
@@ -115,20 +116,20 @@ export function createClient(options: ClientOptions): Client {
       )
       const body = await readBody(response)
       if (response.status !== 202) throw errorOf(response.status, body)
-      return (body as AcceptedTask).task_id
+      return expectShape(response.status, body, isAcceptedTask).task_id
     },
     async get(taskId, waitOptions = {}) {
       // GET /task/{id} answers at once; a wait goes through /result, whose 202 (not ended yet) is the same view.
       if (waitOptions.wait !== undefined) {
         const response = await call('GET', `${taskPath(taskId)}/result${waitQuery(waitOptions.wait)}`, undefined, {}, waitOptions.signal)
-        if (response.status === 202) return (await readBody(response)) as TaskView
+        if (response.status === 202) return expectShape(202, await readBody(response), isTaskView)
         // Ended (or unknown): the view says how, whatever the result was.
         await response.body?.cancel()
       }
       const response = await call('GET', taskPath(taskId), undefined, {}, waitOptions.signal)
       const body = await readBody(response)
       if (!response.ok) throw errorOf(response.status, body)
-      return body as TaskView
+      return expectShape(response.status, body, isTaskView)
     },
     async result<Body>(taskId: string, waitOptions: WaitOptions = {}) {
       const response = await call('GET', `${taskPath(taskId)}/result${waitQuery(waitOptions.wait)}`, undefined, {}, waitOptions.signal)
@@ -142,7 +143,7 @@ export function createClient(options: ClientOptions): Client {
       const response = await call('DELETE', taskPath(taskId))
       const body = await readBody(response)
       if (!response.ok) throw errorOf(response.status, body)
-      return body as TaskView
+      return expectShape(response.status, body, isTaskView)
     },
   }
 }
@@ -179,6 +180,32 @@ async function readBody(response: Response): Promise<unknown> {
 
 function isErrorBody(body: unknown): body is ErrorBody {
   return typeof body === 'object' && body !== null && typeof (body as ErrorBody).error === 'string' && typeof (body as ErrorBody).code === 'string'
+}
+
+/**
+ * The body, if it has the shape the server's success answers have; else the answer was not the
+ * server's (a proxy's page, another service) and throws `unexpected_answer` rather than reach the
+ * caller as a BroadcastReply, a task id or a TaskView it is not.
+ */
+function expectShape<T>(status: number, body: unknown, is: (body: unknown) => body is T): T {
+  if (is(body)) return body
+  throw errorOf(status, body)
+}
+
+function isRecord(body: unknown): body is Record<string, unknown> {
+  return typeof body === 'object' && body !== null && !Array.isArray(body)
+}
+
+function isBroadcastReply(body: unknown): body is BroadcastReply {
+  return isRecord(body) && Array.isArray(body.results)
+}
+
+function isAcceptedTask(body: unknown): body is AcceptedTask {
+  return isRecord(body) && typeof body.task_id === 'string' && body.task_id !== ''
+}
+
+function isTaskView(body: unknown): body is TaskView {
+  return isRecord(body) && typeof body.task_id === 'string' && typeof body.state === 'string'
 }
 
 function errorOf(status: number, body: unknown): MoonlightError {
