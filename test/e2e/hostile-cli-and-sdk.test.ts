@@ -6,9 +6,9 @@
  * runs as a real process and the SDK is the real package source.
  */
 import { describe, expect, test } from 'bun:test'
-import { createClient, MoonlightError } from '../../packages/sdk/src/index.ts'
+import { createAgent, createClient, MoonlightError } from '../../packages/sdk/src/index.ts'
 import type { TaskView } from '../../packages/sdk/src/wire.ts'
-import { testScope } from '../helpers.ts'
+import { testScope, waitFor } from '../helpers.ts'
 import { expectOneLine, runCli } from './cli-helpers.ts'
 
 const { defer } = testScope()
@@ -172,5 +172,68 @@ describe('the SDK client against a server that answers the wrong thing', () => {
       code: 'unreachable',
       message: expect.stringContaining('redirected too many times'),
     })
+  })
+})
+
+describe('the SDK agent against a hostile WebSocket server', () => {
+  interface FakeWsServer {
+    url: string
+    /** Every text message the agent sent, parsed. */
+    received: Array<{ type: string; payload?: Record<string, unknown> }>
+  }
+
+  /** A fake remote server: on the agent's `register` it answers `onRegister(send)`; it records everything else. */
+  function fakeWsServer(onRegister: (send: (frame: string | Uint8Array) => void) => void): FakeWsServer {
+    const received: FakeWsServer['received'] = []
+    const fake = Bun.serve({
+      hostname: '127.0.0.1',
+      port: 0,
+      fetch: (request, server) => (server.upgrade(request) ? undefined : new Response('upgrade', { status: 426 })),
+      websocket: {
+        message(ws, data) {
+          const message = JSON.parse(String(data)) as FakeWsServer['received'][number]
+          if (message.type === 'register') onRegister((frame) => ws.send(frame))
+          else received.push(message)
+        },
+      },
+    })
+    defer(() => fake.stop(true))
+    return { url: `http://127.0.0.1:${fake.port}`, received }
+  }
+
+  const registered = (heartbeatInterval: number) =>
+    JSON.stringify({ type: 'registered', payload: { node_id: 'n', region: 'r', weight: 1, heartbeat_interval: heartbeatInterval, server_time: '' } })
+
+  function startAgent(url: string, handler: (payload: unknown) => unknown, concurrency = 16) {
+    const warnings: string[] = []
+    const agent = createAgent({
+      servers: url,
+      token: 'sometoken',
+      region: 'r',
+      nodeId: 'n',
+      concurrency,
+      handler,
+      logger: { info: () => {}, warn: (line) => warnings.push(line) },
+    })
+    defer(async () => {
+      await agent.stop()
+      await agent.done.catch(() => {})
+    })
+    return { agent, warnings }
+  }
+
+  test('a heartbeat_interval beyond what a timer can hold (about 24.8 days) does not become a heartbeat every millisecond', async () => {
+    const fake = fakeWsServer((send) => {
+      send(registered(10_000_000))
+      // A task after the registration: once its answer is back, the agent has been registered for a while.
+      send(JSON.stringify({ type: 'task', task_id: 'after', payload: 1 }))
+    })
+    const { agent } = startAgent(fake.url, async () => {
+      await Bun.sleep(300)
+      return 'done'
+    })
+    await agent.ready
+    await waitFor(() => fake.received.some((message) => message.type === 'task_response'), 'the task answered')
+    expect(fake.received.filter((message) => message.type === 'heartbeat')).toEqual([])
   })
 })

@@ -15,6 +15,8 @@ interface SessionEnd {
 const PASSING_REFUSALS = new Set(['register_timeout', 'too_many_clients', 'node_id_in_use'])
 /** A server this many heartbeat intervals silent is presumed gone (a dead link sends no close). */
 const SILENT_INTERVALS = 3
+/** The longest delay setInterval honours (a 32-bit signed count of milliseconds); longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 /** Close codes after which reconnecting would only repeat the refusal. */
 const FATAL_CLOSE_CODES = new Map([[1008, 'the server refused the token']])
 
@@ -129,7 +131,9 @@ export class WsAgent {
             settings.logger.info(`[agent] registered as ${node_id} in ${region} (weight ${weight}) at ${this.wsUrl}`)
             settings.onRegistered()
             if (this.stopping) this.send(socket, { type: 'heartbeat', payload: { weight: 0 } })
-            const intervalMs = heartbeat_interval * 1000
+            // Past 2^31-1 ms a timer fires after 1 ms: a server asking for a heartbeat every 30 days
+            // (or a hostile one) would get one every millisecond. The longest a timer holds is long enough.
+            const intervalMs = Math.min(heartbeat_interval * 1000, MAX_TIMER_MS)
             heartbeat = setInterval(() => {
               if (Date.now() - lastHeardMs > SILENT_INTERVALS * intervalMs) {
                 socket.close(4002, 'server silent')
