@@ -236,4 +236,57 @@ describe('the SDK agent against a hostile WebSocket server', () => {
     await waitFor(() => fake.received.some((message) => message.type === 'task_response'), 'the task answered')
     expect(fake.received.filter((message) => message.type === 'heartbeat')).toEqual([])
   })
+
+  test('garbage frames, tasks without a task_id and binary frames are ignored with a warning; the agent still answers, and a 10 000-character task_id comes back whole', async () => {
+    const longId = 'x'.repeat(10_000)
+    const fake = fakeWsServer((send) => {
+      send(registered(30))
+      for (const frame of [
+        'not json',
+        'null',
+        '[]',
+        '{"type":"task"}',
+        '{"type":"task","task_id":5}',
+        '{"type":"task","task_id":""}',
+        '{"type":"registered"}',
+        '{"type":"error"}',
+        '{"type":"nope"}',
+      ])
+        send(frame)
+      send(new Uint8Array([0, 1, 2, 255]))
+      send(JSON.stringify({ type: 'task', task_id: longId, payload: { n: 2 } }))
+      send(JSON.stringify({ type: 'task', task_id: 'no-payload' }))
+    })
+    const { agent, warnings } = startAgent(fake.url, (payload) => ({ got: payload ?? 'nothing' }))
+    await agent.ready
+    await waitFor(() => fake.received.filter((message) => message.type === 'task_response').length === 2, 'both tasks answered')
+    const answers = fake.received.filter((message) => message.type === 'task_response').map((message) => message.payload)
+    expect(answers).toContainEqual({ task_id: longId, status: 200, response: { got: { n: 2 } } })
+    expect(answers).toContainEqual({ task_id: 'no-payload', status: 200, response: { got: 'nothing' } })
+    expect(warnings.filter((line) => line.startsWith('[agent] ignored an unexpected message'))).toHaveLength(10)
+  })
+
+  test('a flood of 60 tasks to an agent with concurrency 3: never more than 3 run at once, and every one is answered', async () => {
+    const fake = fakeWsServer((send) => {
+      send(registered(30))
+      for (let i = 0; i < 60; i++) send(JSON.stringify({ type: 'task', task_id: `t${i}`, payload: i }))
+    })
+    let running = 0
+    let most = 0
+    const { agent } = startAgent(
+      fake.url,
+      async (payload) => {
+        most = Math.max(most, ++running)
+        await Bun.sleep(5)
+        running--
+        return payload
+      },
+      3,
+    )
+    await agent.ready
+    await waitFor(() => fake.received.filter((message) => message.type === 'task_response').length === 60, 'every task answered')
+    expect(most).toBe(3)
+    const ids = fake.received.filter((message) => message.type === 'task_response').map((message) => message.payload?.task_id)
+    expect(new Set(ids).size).toBe(60)
+  })
 })
