@@ -13,7 +13,7 @@ export interface Clock {
   every(ms: number, job: () => void): () => void
 }
 
-/** Past 2^31-1 ms setTimeout fires at once; a longer wait is cut to this and simply waited again. */
+/** Past 2^31-1 ms setTimeout fires at once (and setInterval every millisecond); a longer wait is cut to this and simply waited again. */
 export const MAX_TIMER_DELAY_MS = 2 ** 31 - 1
 
 export const systemClock: Clock = {
@@ -26,7 +26,8 @@ export const systemClock: Clock = {
     return () => clearTimeout(timer)
   },
   every(ms, job) {
-    const timer = setInterval(job, ms)
+    // As for setTimeout: a period past 2^31-1 ms (ws.heartbeat_interval of 25 days or more) would run every millisecond.
+    const timer = setInterval(job, Math.min(MAX_TIMER_DELAY_MS, ms))
     timer.unref()
     return () => clearInterval(timer)
   },

@@ -6,10 +6,14 @@
  * runs as a real process and the SDK is the real package source.
  */
 import { describe, expect, test } from 'bun:test'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createAgent, createClient, MoonlightError } from '../../packages/sdk/src/index.ts'
 import type { TaskView } from '../../packages/sdk/src/wire.ts'
-import { testScope, waitFor } from '../helpers.ts'
-import { expectOneLine, runCli } from './cli-helpers.ts'
+import { spawnServer, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { ensureStopped, expectOneLine, runCli } from './cli-helpers.ts'
 
 const { defer } = testScope()
 
@@ -288,5 +292,41 @@ describe('the SDK agent against a hostile WebSocket server', () => {
     expect(most).toBe(3)
     const ids = fake.received.filter((message) => message.type === 'task_response').map((message) => message.payload?.task_id)
     expect(new Set(ids).size).toBe(60)
+  })
+})
+
+describe('mls.json: intervals longer than a timer can hold', () => {
+  test('ws.heartbeat_interval of 35 days does not make the server ping every millisecond', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mls-hostile-config-'))
+    const path = join(dir, 'mls.json')
+    // register_timeout: the server itself ends the observation by closing the unregistered socket.
+    writeFileSync(path, JSON.stringify({ tokens: [TOKEN], ws: { heartbeat_interval: 3_000_000, connection_check_interval: 3_000_000, register_timeout: 0.5 } }))
+    const mls = await spawnServer(['--config', path, '--port', '0', '--host', '127.0.0.1'])
+    defer(() => ensureStopped(mls))
+    expect(mls.url).not.toBe('')
+    const { hostname, port } = new URL(mls.url)
+    const socket = connect(Number(port), hostname)
+    defer(() => socket.destroy())
+    let received = Buffer.alloc(0)
+    socket.on('data', (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk])
+    })
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()))
+    socket.write(
+      `GET /ws HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    )
+    await closed
+    const head = received.indexOf('\r\n\r\n')
+    expect(received.subarray(0, head).toString()).toStartWith('HTTP/1.1 101')
+    // Server frames are unmasked: opcode 0x9 is a ping; walk the frames after the handshake.
+    const opcodes: number[] = []
+    for (let at = head + 4; at + 2 <= received.length; ) {
+      const length = received[at + 1]! & 0x7f
+      const [size, start] = length === 126 ? [received.readUInt16BE(at + 2), at + 4] : [length, at + 2]
+      opcodes.push(received[at]! & 0x0f)
+      at = start + size
+    }
+    expect(opcodes.filter((opcode) => opcode === 0x9)).toEqual([])
   })
 })
