@@ -427,7 +427,8 @@ function unknownKeys(schema: z.ZodType, raw: unknown, prefix = ''): string[] {
   if (!shape || typeof raw !== 'object' || raw === null || Array.isArray(raw)) return []
   const found: string[] = []
   for (const [key, value] of Object.entries(raw)) {
-    const child = shape[key]
+    // Own keys only: shape["constructor"] or shape["__proto__"] is Object.prototype's, which would pass such a key as known.
+    const child = Object.hasOwn(shape, key) ? shape[key] : undefined
     if (!child) found.push(prefix + key)
     else found.push(...unknownKeys(child, value, `${prefix}${key}.`))
   }

@@ -330,3 +330,21 @@ describe('mls.json: intervals longer than a timer can hold', () => {
     expect(opcodes.filter((opcode) => opcode === 0x9)).toEqual([])
   })
 })
+
+describe('moonlight config check on hostile mls.json files', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'mls-hostile-check-'))
+  const write = (name: string, text: string | Uint8Array) => {
+    const path = join(dir, name)
+    writeFileSync(path, text)
+    return path
+  }
+
+  test('keys named like Object.prototype members (constructor, toString, __proto__) are unknown keys, warned about like any other', async () => {
+    const path = write('proto-keys.json', '{"constructor": 1, "toString": {"a": 1}, "__proto__": {"port": 1}, "ws": {"hasOwnProperty": true, "valueOf": 2}}')
+    const { code, stdout } = await runCli(['config', 'check', path, '--json'])
+    expect(code).toBe(0)
+    const checked = JSON.parse(stdout) as { unknown_keys: string[]; config: { port: number } }
+    expect(checked.unknown_keys.sort()).toEqual(['__proto__', 'constructor', 'toString', 'ws.hasOwnProperty', 'ws.valueOf'])
+    expect(checked.config.port).toBe(8080)
+  })
+})
