@@ -451,6 +451,10 @@ function objectShape(schema: z.ZodType): Record<string, z.ZodType> | undefined {
 /** A tokens file is a short list; anything this large is a wrong path (a log, a device), not tokens. */
 export const MAX_TOKENS_FILE_BYTES = 1024 * 1024
 
+/** Control characters (a tab or a space within a line's edges is trimmed, not refused) and U+FFFD, what bytes that are not UTF-8 decode to. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this looks for.
+const NOT_TEXT = /[\u0000-\u0008\u000b-\u001f\u007f\ufffd]/
+
 /**
  * The tokens of a tokens_file: one per line, surrounding spaces trimmed; empty lines and lines
  * starting with "#" are skipped. Each must pass the rules of `tokens`; a problem names the line, never the token.
@@ -464,6 +468,11 @@ export function readTokensFile(path: string): string[] {
   }
   if (text === undefined) throw new ConfigError(`tokens_file ${path} is too large (more than ${MAX_TOKENS_FILE_BYTES / 1024} KiB)`)
   const lines = text.split(/\r?\n/).map((line, index) => ({ token: line.trim(), where: `line ${index + 1}` }))
+  // A wrong path to a binary file (a key, an archive) would otherwise become tokens of garbage, each
+  // line of 8 or more bytes one, that no Authorization header can carry: refuse it, naming the line.
+  const binary = lines.findIndex(({ token }) => NOT_TEXT.test(token))
+  if (binary >= 0)
+    throw new ConfigError(`tokens_file ${path} is not text (line ${binary + 1} has a control character or is not UTF-8): it holds one token per line`)
   const listed = lines.filter(({ token }) => token !== '' && !token.startsWith('#'))
   if (listed[0]?.token.startsWith('[')) throw new ConfigError(`tokens_file ${path} holds one token per line, not a JSON array`)
   return checkTokens(listed, `tokens_file ${path}`)

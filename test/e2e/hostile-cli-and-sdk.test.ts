@@ -6,7 +6,7 @@
  * runs as a real process and the SDK is the real package source.
  */
 import { describe, expect, test } from 'bun:test'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -346,5 +346,43 @@ describe('moonlight config check on hostile mls.json files', () => {
     const checked = JSON.parse(stdout) as { unknown_keys: string[]; config: { port: number } }
     expect(checked.unknown_keys.sort()).toEqual(['__proto__', 'constructor', 'toString', 'ws.hasOwnProperty', 'ws.valueOf'])
     expect(checked.config.port).toBe(8080)
+  })
+
+  test('a binary tokens_file (a key, an archive) is refused in one line naming the first line that is not text, never taken as tokens', async () => {
+    const binary = new Uint8Array([
+      0x1f, 0x8b, 0x08, 0x00, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x0a, 0xff, 0xfe, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48,
+    ])
+    const cases: Array<[string, string | Uint8Array, number]> = [
+      ['tokens.gz', binary, 1],
+      ['tokens-nul', 'token-number-one\ntoken\u0000number-two\n', 2],
+      [
+        'tokens-invalid-utf8',
+        new Uint8Array([...new TextEncoder().encode('token-number-one\n'), 0x74, 0x6f, 0x6b, 0xc3, 0x28, 0x65, 0x6e, 0x2d, 0x32, 0x0a]),
+        2,
+      ],
+    ]
+    for (const [name, contents, line] of cases) {
+      const tokens = write(name, contents)
+      const path = write(`${name}.json`, JSON.stringify({ tokens_file: name }))
+      const { code, stderr } = await runCli(['config', 'check', path])
+      expect([name, code, expectOneLine(stderr)]).toEqual([
+        name,
+        1,
+        `moonlight config: tokens_file ${tokens} is not text (line ${line} has a control character or is not UTF-8): it holds one token per line`,
+      ])
+    }
+  })
+
+  test('a tokens_file that is a directory is one line, exit 1; one with a BOM, CRLF lines and spaces around tokens is accepted', async () => {
+    mkdirSync(join(dir, 'tokens-dir'))
+    const dirConfig = write('dir.json', JSON.stringify({ tokens_file: 'tokens-dir' }))
+    const refused = await runCli(['config', 'check', dirConfig])
+    expect([refused.code, expectOneLine(refused.stderr)]).toEqual([
+      1,
+      `moonlight config: cannot read tokens_file ${join(dir, 'tokens-dir')}: EISDIR: illegal operation on a directory, read`,
+    ])
+    write('tokens-crlf', '\ufefftoken-number-one  \r\n\t token-number-two\r\n')
+    const accepted = await runCli(['config', 'check', write('crlf.json', JSON.stringify({ tokens_file: 'tokens-crlf' }))])
+    expect(accepted.code).toBe(0)
   })
 })
