@@ -357,7 +357,8 @@ export function readConfigFile(path: string): LoadedConfig {
   if (text === undefined) throw new ConfigError(`config ${path} is too large (more than ${MAX_CONFIG_BYTES / (1024 * 1024)} MiB)`)
   let raw: unknown
   try {
-    raw = JSON.parse(text)
+    // A byte-order mark (Windows editors save UTF-8 with one) is not JSON, but no part of the config either.
+    raw = JSON.parse(text.replace(/^\uFEFF/, ''))
   } catch (error) {
     throw new ConfigError(`config ${path} is not valid JSON: ${(error as Error).message}`)
   }

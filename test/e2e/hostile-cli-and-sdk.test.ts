@@ -348,6 +348,13 @@ describe('moonlight config check on hostile mls.json files', () => {
     expect(checked.config.port).toBe(8080)
   })
 
+  test('a byte-order mark (as Windows editors save UTF-8) is not an error: the file is read as without it', async () => {
+    const path = write('bom.json', '\ufeff{"port": 9191}')
+    const { code, stdout, stderr } = await runCli(['config', 'check', path, '--json'])
+    expect([code, stderr]).toEqual([0, ''])
+    expect((JSON.parse(stdout) as { config: { port: number } }).config.port).toBe(9191)
+  })
+
   test('a binary tokens_file (a key, an archive) is refused in one line naming the first line that is not text, never taken as tokens', async () => {
     const binary = new Uint8Array([
       0x1f, 0x8b, 0x08, 0x00, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x0a, 0xff, 0xfe, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48,
