@@ -38,9 +38,19 @@ export function execHandler(command: string, timeoutMs?: number): TaskHandler {
     const cancel = () => killGroup(child, 'SIGTERM')
     if (signal.aborted) cancel()
     else signal.addEventListener('abort', cancel, { once: true })
+    let tooLarge = false
+    const overflow = () => {
+      tooLarge = true
+      killGroup(child, 'SIGKILL')
+    }
     try {
-      const [stdout, stderr, exitCode] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
+      const [stdout, stderr, exitCode] = await Promise.all([
+        readCapped(child.stdout, EXEC_MAX_STDOUT_BYTES, overflow),
+        readCapped(child.stderr, EXEC_MAX_STDERR_BYTES),
+        child.exited,
+      ])
       if (timedOut) return { status: 500, body: { error: `the command ran past --exec-timeout (${timeoutMs! / 1000} s) and was killed`, timed_out: true } }
+      if (tooLarge) return { status: 500, body: { error: `the command's output passed ${EXEC_MAX_STDOUT_BYTES / MIB} MiB and it was killed`, too_large: true } }
       if (exitCode === 0) return { status: 200, body: parseOutput(stdout) }
       const why = child.signalCode ? `killed by ${child.signalCode}` : `exited with code ${exitCode}`
       const status = exitCode === EXEC_BAD_REQUEST_EXIT ? 400 : 500
@@ -50,6 +60,34 @@ export function execHandler(command: string, timeoutMs?: number): TaskHandler {
       signal.removeEventListener('abort', cancel)
     }
   }
+}
+
+const MIB = 1024 * 1024
+/**
+ * The most of an --exec command's stdout the agent holds: the server's default max_answer_bytes, past
+ * which it would refuse the answer (and drop the agent's connection) anyway. Past it the command is
+ * killed: one that prints without end (`yes`) would otherwise fill the agent's memory.
+ */
+export const EXEC_MAX_STDOUT_BYTES = 16 * MIB
+/** Of stderr (the error message) only the start is kept; the rest is read and dropped, so the command is not blocked writing it. */
+export const EXEC_MAX_STDERR_BYTES = 64 * 1024
+
+/** A stream's text, at most `maxBytes` of it; past that the rest is drained unkept and `onOver` is called once. */
+async function readCapped(stream: ReadableStream<Uint8Array>, maxBytes: number, onOver?: () => void): Promise<string> {
+  const kept: Uint8Array[] = []
+  let total = 0
+  let over = false
+  const reader = stream.getReader()
+  for (let read = await reader.read(); !read.done; read = await reader.read()) {
+    const chunk = read.value
+    if (total < maxBytes) kept.push(chunk.subarray(0, maxBytes - total))
+    total += chunk.length
+    if (total > maxBytes && !over) {
+      over = true
+      onOver?.()
+    }
+  }
+  return Buffer.concat(kept).toString('utf8')
 }
 
 /** A signal to the child's process group (it leads one: spawned detached); the child alone if the group is gone. */

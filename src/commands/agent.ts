@@ -20,7 +20,8 @@ A ready-made agent. It connects to the server over WebSocket, registers, and ans
   --exec "COMMAND"    run "sh -c COMMAND" per task with the payload JSON on stdin ($MLS_TASK_ID is set);
                       its stdout is the answer (JSON, or text sent as a JSON string); exit 0 → status 200,
                       exit 2 → 400 (the payload's fault: passed to the caller, not retried), any other
-                      exit → 500; stderr is the error
+                      exit → 500; stderr is the error (its first 64 KiB); a stdout past 16 MiB kills
+                      the command: 500
   --exec-timeout S    (--exec) kill a command still running after S seconds, and what it started: 500
   --handler FILE      import FILE (.ts or .js); its default export "async (payload) => result" answers,
                       or returns {status, headers, body} to choose the status; a throw → 500 with the

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createAgent, createClient, MoonlightError } from '../../packages/sdk/src/index.ts'
 import type { TaskView } from '../../packages/sdk/src/wire.ts'
-import { spawnServer, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { postTask, spawnServer, startCli, TOKEN, testScope, waitFor } from '../helpers.ts'
 import { ensureStopped, expectOneLine, runCli } from './cli-helpers.ts'
 
 const { defer } = testScope()
@@ -391,5 +391,38 @@ describe('moonlight config check on hostile mls.json files', () => {
     write('tokens-crlf', '\ufefftoken-number-one  \r\n\t token-number-two\r\n')
     const accepted = await runCli(['config', 'check', write('crlf.json', JSON.stringify({ tokens_file: 'tokens-crlf' }))])
     expect(accepted.code).toBe(0)
+  })
+})
+
+describe('moonlight agent --exec with a command whose output has no end', () => {
+  const { server } = testScope()
+
+  async function execAgent(nodeId: string, command: string) {
+    const mls = server({ retry_count: 0, task_timeout: 30 })
+    const agent = startCli(['agent', '--server', mls.url, '--token', TOKEN, '--region', 'us-east-1', '--node-id', nodeId, '--exec', command])
+    defer(() => ensureStopped(agent))
+    await agent.waitForOutput(`registered as ${nodeId}`)
+    return mls
+  }
+
+  test("stdout beyond 16 MiB kills the command and answers 500 saying so, instead of filling the agent's memory", async () => {
+    // `yes` never ends on its own: only the limit stops it.
+    const mls = await execAgent('flood-1', 'yes')
+    const result = await postTask(mls.url, { region: 'us-east-1', payload: {}, mode: 'broadcast' })
+    expect(result.json().results).toEqual([
+      { node_id: 'flood-1', protocol: 'ws', status: 500, response: { error: "the command's output passed 16 MiB and it was killed", too_large: true } },
+    ])
+  })
+
+  test('a stderr without end is cut to its start: the error is the first 64 KiB', async () => {
+    const mls = await execAgent('noisy-1', 'head -c 50000000 /dev/zero | tr "\\0" e >&2; exit 3')
+    const result = await postTask(mls.url, { region: 'us-east-1', payload: {}, mode: 'broadcast' })
+    expect(result.json().results).toEqual([{ node_id: 'noisy-1', protocol: 'ws', status: 500, response: { error: 'e'.repeat(64 * 1024), exit_code: 3 } }])
+  })
+
+  test('binary stdout arrives as text, each byte that is not UTF-8 as U+FFFD, never a crash', async () => {
+    const mls = await execAgent('bytes-1', "printf 'ok\\377\\376\\000end'")
+    const result = await postTask(mls.url, { region: 'us-east-1', payload: {} })
+    expect([result.status, result.json()]).toEqual([200, 'ok\ufffd\ufffd\u0000end'])
   })
 })
