@@ -355,6 +355,20 @@ describe('moonlight config check on hostile mls.json files', () => {
     expect((JSON.parse(stdout) as { config: { port: number } }).config.port).toBe(9191)
   })
 
+  test('a comment or a deep array is one line, wrong types in every section are each named by key: never a crash', async () => {
+    const comment = await runCli(['config', 'check', write('comment.json', '{"port": 8080 // the port\n}')])
+    expect([comment.code, expectOneLine(comment.stderr)]).toEqual([1, expect.stringMatching(/^moonlight config: config .*comment\.json is not valid JSON: /)])
+    const deep = await runCli(['config', 'check', write('deep.json', `${'['.repeat(100_000)}${']'.repeat(100_000)}`)])
+    expect([deep.code, expectOneLine(deep.stderr)]).toEqual([1, expect.stringMatching(/^moonlight config check: invalid config .*deep\.json \(1 problem\)$/)])
+    const types = await runCli([
+      'config',
+      'check',
+      write('types.json', JSON.stringify({ port: '8080', ws: [], html: 1, health: 'x', tokens: { a: 1 }, cluster: true, task_timeout: '30', tokens_file: 5 })),
+    ])
+    expect(types.code).toBe(1)
+    for (const key of ['port', 'ws', 'html', 'health', 'tokens', 'cluster', 'task_timeout', 'tokens_file']) expect(types.stdout).toContain(`\n  ${key}: `)
+  })
+
   test('a binary tokens_file (a key, an archive) is refused in one line naming the first line that is not text, never taken as tokens', async () => {
     const binary = new Uint8Array([
       0x1f, 0x8b, 0x08, 0x00, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x0a, 0xff, 0xfe, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48,
