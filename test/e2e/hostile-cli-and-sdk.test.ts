@@ -241,6 +241,26 @@ describe('the SDK agent against a hostile WebSocket server', () => {
     expect(fake.received.filter((message) => message.type === 'heartbeat')).toEqual([])
   })
 
+  test('a `registered` sent again and again does not start a heartbeat timer each time: one heartbeat per interval', async () => {
+    let sendTask: (() => void) | undefined
+    const fake = fakeWsServer((send) => {
+      for (let i = 0; i < 5; i++) send(registered(0.2))
+      sendTask = () => send(JSON.stringify({ type: 'task', task_id: 'tick', payload: 1 }))
+    })
+    const { agent } = startAgent(fake.url, (payload) => payload)
+    await agent.ready
+    // On the first heartbeat, a task: its answer comes back long before the next interval, so
+    // everything received before it is what the agent's timers sent at that one tick.
+    await waitFor(() => fake.received.some((message) => message.type === 'heartbeat'), 'a heartbeat')
+    sendTask?.()
+    await waitFor(() => fake.received.some((message) => message.type === 'task_response'), 'the task answered')
+    const beforeAnswer = fake.received.slice(
+      0,
+      fake.received.findIndex((message) => message.type === 'task_response'),
+    )
+    expect(beforeAnswer.map((message) => message.type)).toEqual(['heartbeat'])
+  })
+
   test('garbage frames, tasks without a task_id and binary frames are ignored with a warning; the agent still answers, and a 10 000-character task_id comes back whole', async () => {
     const longId = 'x'.repeat(10_000)
     const fake = fakeWsServer((send) => {

@@ -134,6 +134,9 @@ export class WsAgent {
             // Past 2^31-1 ms a timer fires after 1 ms: a server asking for a heartbeat every 30 days
             // (or a hostile one) would get one every millisecond. The longest a timer holds is long enough.
             const intervalMs = Math.min(heartbeat_interval * 1000, MAX_TIMER_MS)
+            // A second `registered` (a confused or hostile server) replaces the timer: one left running
+            // would add a heartbeat per interval, and outlive the session, since `end` clears only the last.
+            clearInterval(heartbeat)
             heartbeat = setInterval(() => {
               if (Date.now() - lastHeardMs > SILENT_INTERVALS * intervalMs) {
                 socket.close(4002, 'server silent')
