@@ -460,3 +460,50 @@ describe('moonlight agent --exec with a command whose output has no end', () => 
     expect([result.status, result.json()]).toEqual([200, 'ok\ufffd\ufffd\u0000end'])
   })
 })
+
+describe('the SDK HTTP agent against a server whose heartbeat reply asks for an absurd client_ttl', () => {
+  /** A fake remote server answering every heartbeat `ok` with this client_ttl; counts them. */
+  function fakeHeartbeatServer(clientTtl: number) {
+    const heartbeats: number[] = []
+    const url = fakeServer(async (request) => {
+      heartbeats.push(Date.now())
+      await request.text()
+      return Response.json({ status: 'ok', server_time: new Date().toISOString(), node_id: 'n', region: 'r', weight: 1, client_ttl: clientTtl })
+    })
+    return { url, heartbeats }
+  }
+
+  function startHttpAgent(url: string) {
+    const lines: string[] = []
+    const agent = createAgent({
+      servers: url,
+      token: 'sometoken',
+      region: 'r',
+      nodeId: 'n',
+      protocol: 'http',
+      handler: () => 'ok',
+      logger: { info: (line) => lines.push(line), warn: (line) => lines.push(line) },
+    })
+    defer(async () => {
+      await agent.stop()
+      await agent.done.catch(() => {})
+    })
+    return { agent, lines }
+  }
+
+  test('a client_ttl beyond what a timer can hold does not become a heartbeat every millisecond', async () => {
+    const fake = fakeHeartbeatServer(1e10)
+    const { agent, lines } = startHttpAgent(fake.url)
+    await agent.ready
+    await Bun.sleep(300)
+    expect(fake.heartbeats).toHaveLength(1)
+    expect(lines).toContain(`[agent] registered as n in r at ${fake.url} (HTTP, heartbeat every 2147483.6 s)`)
+  })
+
+  test('a client_ttl of a nanosecond is held to a heartbeat every 0.1 s, not a loop of POSTs', async () => {
+    const fake = fakeHeartbeatServer(1e-9)
+    const { agent, lines } = startHttpAgent(fake.url)
+    await agent.ready
+    expect(lines).toContain(`[agent] registered as n in r at ${fake.url} (HTTP, heartbeat every 0.1 s)`)
+  })
+})

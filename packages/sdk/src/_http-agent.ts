@@ -8,6 +8,10 @@ import { type HeartbeatReply, NO_RETRY_HEADER } from './wire.ts'
 /** The server's default client_ttl, used until a heartbeat reply tells us the real one. */
 const DEFAULT_CLIENT_TTL_S = 90
 const HEARTBEAT_TIMEOUT_MS = 10_000
+/** The shortest heartbeat period a server's client_ttl may ask for. */
+const MIN_HEARTBEAT_MS = 100
+/** The longest delay a timer honours (a 32-bit signed count of milliseconds); longer ones fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1
 
 export interface HttpAgentOptions {
   port: number
@@ -102,8 +106,10 @@ export class HttpAgent {
     const reply = parseJson(text) as Partial<HeartbeatReply> | undefined
     if (reply?.status !== 'ok') return this.retryLater(`unexpected heartbeat reply from ${serverUrl}: is this a Moonlight server?`)
     const ttlS = typeof reply.client_ttl === 'number' && reply.client_ttl > 0 ? reply.client_ttl : DEFAULT_CLIENT_TTL_S
-    // Three heartbeats per TTL: one lost heartbeat never expires the agent.
-    const intervalMs = heartbeatIntervalMs ?? (ttlS * 1000) / 3
+    // Three heartbeats per TTL: one lost heartbeat never expires the agent. The server's word is
+    // bounded: a TTL of a nanosecond would be a loop of POSTs, one past what a timer holds
+    // (2^31-1 ms) a heartbeat every millisecond.
+    const intervalMs = Math.min(MAX_TIMER_MS, heartbeatIntervalMs ?? Math.max(MIN_HEARTBEAT_MS, (ttlS * 1000) / 3))
     if (!this.registered) {
       this.settings.logger.info(`[agent] registered as ${nodeId} in ${region} at ${serverUrl} (HTTP, heartbeat every ${Math.round(intervalMs / 100) / 10} s)`)
       this.settings.onRegistered()
