@@ -126,8 +126,13 @@ async function send(
     if (signal?.aborted) throw new RequestFailed(`no answer from ${target.server} within ${timeoutMs! / 1000} s`)
     const certificate = certificateFailure(error)
     if (certificate) throw new RequestFailed(`cannot reach ${target.server}: ${certificate}; ${SERVER_CA_HINT}`)
-    throw new RequestFailed(`cannot reach ${target.server}: ${(error as Error).message}`)
+    throw new RequestFailed(`cannot reach ${target.server}: ${withoutFetchAdvice((error as Error).message)}`)
   }
+}
+
+/** Bun ends some fetch errors (too many redirects, say) with advice to its caller's code, not to a shell user: dropped. */
+function withoutFetchAdvice(message: string): string {
+  return message.replace(/\.?\s*For more information, pass `verbose: true` in the second argument to fetch\(\)\.?$/, '')
 }
 
 function parseJson<T>(answer: RawAnswer, schema: z.ZodType<T>, path: string): T {

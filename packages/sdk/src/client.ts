@@ -71,7 +71,9 @@ export function createClient(options: ClientOptions): Client {
       return await fetchImpl(`${server}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal })
     } catch (error) {
       if (signal?.aborted) throw error
-      throw new MoonlightError(`cannot reach ${server}: ${error instanceof Error ? error.message : String(error)}`, 0, 'unreachable')
+      // Bun ends some fetch errors (too many redirects, say) with advice to pass `verbose: true`: not the caller's concern.
+      const reason = (error instanceof Error ? error.message : String(error)).replace(/\.?\s*For more information, pass `verbose: true`.*$/, '')
+      throw new MoonlightError(`cannot reach ${server}: ${reason}`, 0, 'unreachable')
     }
   }
 
