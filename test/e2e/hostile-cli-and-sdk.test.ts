@@ -97,6 +97,22 @@ describe('moonlight task against a server that answers HTML or the wrong shape',
     }
   })
 
+  test('an HTML error page, a JSON error without code, a body that never ends (--timeout) and a 200 of the wrong shape to --broadcast: one line each, exit 1', async () => {
+    const cases: Array<[() => Response | Promise<Response>, string[], string]> = [
+      [html(502), [], '<html><body><h1>Bad Gateway</h1></body></html> (HTTP 502)'],
+      [() => Response.json({ error: 'boom' }, { status: 500 }), [], '{"error":"boom"} (HTTP 500)'],
+      [() => Response.json({ hello: 1 }), ['--broadcast'], 'unexpected answer to a broadcast (HTTP 200)'],
+    ]
+    for (const [answer, flags, line] of cases) {
+      const url = fakeServer(answer)
+      const { code, stderr } = await runCli(['task', '--payload', '1', ...flags, '--server', url])
+      expect([code, expectOneLine(stderr)]).toEqual([1, `moonlight task: ${line}`])
+    }
+    const url = fakeServer(trickles)
+    const { code, stderr } = await runCli(['task', '--payload', '1', '--timeout', '0.5', '--server', url])
+    expect([code, expectOneLine(stderr)]).toEqual([1, `moonlight task: no answer from ${url} within 0.5 s`])
+  })
+
   test('a JSON 202 of the wrong shape to task get is the same line; a real view still exits 3', async () => {
     let body: unknown = { hello: 1 }
     const url = fakeServer(() => Response.json(body, { status: 202 }))
