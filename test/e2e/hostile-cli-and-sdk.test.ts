@@ -289,6 +289,19 @@ describe('the SDK agent against a hostile WebSocket server', () => {
     expect(beforeAnswer.map((message) => message.type)).toEqual(['heartbeat'])
   })
 
+  test('a server that registers the agent, then never says a word again (no ack, no ping), is left after 3 intervals and registered with again', async () => {
+    let registrations = 0
+    const fake = fakeWsServer((send) => {
+      registrations++
+      send(registered(0.1))
+    })
+    const { agent, warnings } = startAgent(fake.url, () => 'ok')
+    await agent.ready
+    await waitFor(() => registrations >= 2, 'a second registration')
+    expect(warnings[0]).toMatch(/^\[agent\] disconnected: no word from the server for 0\.3 s; reconnecting in [0-9.]+ s$/)
+    expect(fake.received.filter((message) => message.type === 'heartbeat').length).toBeGreaterThan(0)
+  })
+
   test('garbage frames, tasks without a task_id and binary frames are ignored with a warning; the agent still answers, and a 10 000-character task_id comes back whole', async () => {
     const longId = 'x'.repeat(10_000)
     const fake = fakeWsServer((send) => {

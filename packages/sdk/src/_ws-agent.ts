@@ -140,7 +140,8 @@ export class WsAgent {
             heartbeat = setInterval(() => {
               if (Date.now() - lastHeardMs > SILENT_INTERVALS * intervalMs) {
                 socket.close(4002, 'server silent')
-                end(`no word from the server for ${SILENT_INTERVALS * heartbeat_interval} s`)
+                // Rounded: 3 × 0.1 s is 0.30000000000000004 in floating point, not what a log line should say.
+                end(`no word from the server for ${Math.round(SILENT_INTERVALS * heartbeat_interval * 1000) / 1000} s`)
                 return
               }
               this.send(socket, { type: 'heartbeat' })
