@@ -16,7 +16,7 @@ export const EXEC_BAD_REQUEST_EXIT = 2
  * exit 0 → 200, exit 2 → 400 with stderr as the error (the payload's fault), anything else → 500.
  * With `timeoutMs` a command still running then is killed, with everything it started: 500.
  */
-export function execHandler(command: string, timeoutMs?: number): TaskHandler {
+export function execHandler(command: string, timeoutMs?: number, maxOutputBytes = EXEC_MAX_STDOUT_BYTES): TaskHandler {
   return async (payload, { taskId, signal }) => {
     const child = Bun.spawn(['sh', '-c', command], {
       stdin: new Blob([JSON.stringify(payload) ?? 'null']),
@@ -45,12 +45,13 @@ export function execHandler(command: string, timeoutMs?: number): TaskHandler {
     }
     try {
       const [stdout, stderr, exitCode] = await Promise.all([
-        readCapped(child.stdout, EXEC_MAX_STDOUT_BYTES, overflow),
+        readCapped(child.stdout, maxOutputBytes, overflow),
         readCapped(child.stderr, EXEC_MAX_STDERR_BYTES),
         child.exited,
       ])
       if (timedOut) return { status: 500, body: { error: `the command ran past --exec-timeout (${timeoutMs! / 1000} s) and was killed`, timed_out: true } }
-      if (tooLarge) return { status: 500, body: { error: `the command's output passed ${EXEC_MAX_STDOUT_BYTES / MIB} MiB and it was killed`, too_large: true } }
+      if (tooLarge)
+        return { status: 500, body: { error: `the command's output passed --exec-max-output (${maxOutputBytes} bytes) and it was killed`, too_large: true } }
       if (exitCode === 0) return { status: 200, body: parseOutput(stdout) }
       const why = child.signalCode ? `killed by ${child.signalCode}` : `exited with code ${exitCode}`
       const status = exitCode === EXEC_BAD_REQUEST_EXIT ? 400 : 500
@@ -64,9 +65,10 @@ export function execHandler(command: string, timeoutMs?: number): TaskHandler {
 
 const MIB = 1024 * 1024
 /**
- * The most of an --exec command's stdout the agent holds: the server's default max_answer_bytes, past
- * which it would refuse the answer (and drop the agent's connection) anyway. Past it the command is
- * killed: one that prints without end (`yes`) would otherwise fill the agent's memory.
+ * The most of an --exec command's stdout the agent holds by default (--exec-max-output): the server's
+ * default max_answer_bytes, past which it would refuse the answer (and drop the agent's connection)
+ * anyway. Past it the command is killed: one that prints without end (`yes`) would otherwise fill the
+ * agent's memory.
  */
 export const EXEC_MAX_STDOUT_BYTES = 16 * MIB
 /** Of stderr (the error message) only the start is kept; the rest is read and dropped, so the command is not blocked writing it. */

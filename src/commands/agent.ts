@@ -20,9 +20,11 @@ A ready-made agent. It connects to the server over WebSocket, registers, and ans
   --exec "COMMAND"    run "sh -c COMMAND" per task with the payload JSON on stdin ($MLS_TASK_ID is set);
                       its stdout is the answer (JSON, or text sent as a JSON string); exit 0 → status 200,
                       exit 2 → 400 (the payload's fault: passed to the caller, not retried), any other
-                      exit → 500; stderr is the error (its first 64 KiB); a stdout past 16 MiB kills
-                      the command: 500
+                      exit → 500; stderr is the error (its first 64 KiB); a stdout past
+                      --exec-max-output kills the command: 500
   --exec-timeout S    (--exec) kill a command still running after S seconds, and what it started: 500
+  --exec-max-output N (--exec) the most bytes of stdout taken (default 16777216, the server's default
+                      max_answer_bytes; raise both together)
   --handler FILE      import FILE (.ts or .js); its default export "async (payload) => result" answers,
                       or returns {status, headers, body} to choose the status; a throw → 500 with the
                       message, or the error's own "status" (a 4xx is not retried)
@@ -60,6 +62,7 @@ async function runAgent(args: string[], env: Env): Promise<number> {
     concurrency: { type: 'string' },
     exec: { type: 'string' },
     'exec-timeout': { type: 'string' },
+    'exec-max-output': { type: 'string' },
     handler: { type: 'string' },
     'ws-path': { type: 'string' },
     http: { type: 'string' },
@@ -95,6 +98,9 @@ async function runAgent(args: string[], env: Env): Promise<number> {
     throw new UsageError(`the signing secret must be at least ${MIN_SIGNING_SECRET_CHARS} characters, as the server's signing_secret`)
   const execTimeoutS = optionalSeconds(values['exec-timeout'], '--exec-timeout')
   if (execTimeoutS !== undefined && values.exec === undefined) throw new UsageError('--exec-timeout applies to --exec "COMMAND"')
+  const execMaxOutput = optionalInt(values['exec-max-output'], '--exec-max-output')
+  if (execMaxOutput !== undefined && values.exec === undefined) throw new UsageError('--exec-max-output applies to --exec "COMMAND"')
+  if (execMaxOutput === 0) throw new UsageError('--exec-max-output must be at least 1 byte')
   const wsPath = values['ws-path'] ?? '/ws'
   if (!wsPath.startsWith('/')) throw new UsageError(`--ws-path must start with "/", got "${wsPath}"`)
 
@@ -105,7 +111,7 @@ async function runAgent(args: string[], env: Env): Promise<number> {
     nodeId: values['node-id'] ?? `${hostname()}-${process.pid}`,
     weight,
     ca: caOf(values.ca, env),
-    handler: await chooseHandler(values.exec, values.handler, execTimeoutS === undefined ? undefined : execTimeoutS * 1000),
+    handler: await chooseHandler(values.exec, values.handler, execTimeoutS === undefined ? undefined : execTimeoutS * 1000, execMaxOutput),
     concurrency,
     wsPath,
     log: (line) => console.log(line),
@@ -130,9 +136,14 @@ function agentCertificate(certPath: string | undefined, keyPath: string | undefi
   }
 }
 
-async function chooseHandler(command: string | undefined, file: string | undefined, execTimeoutMs: number | undefined): Promise<TaskHandler> {
+async function chooseHandler(
+  command: string | undefined,
+  file: string | undefined,
+  execTimeoutMs: number | undefined,
+  execMaxOutput: number | undefined,
+): Promise<TaskHandler> {
   if ((command === undefined) === (file === undefined)) throw new UsageError('pass exactly one of --exec "COMMAND" or --handler FILE')
-  if (command !== undefined) return execHandler(command, execTimeoutMs)
+  if (command !== undefined) return execHandler(command, execTimeoutMs, execMaxOutput)
   try {
     return await moduleHandler(file!)
   } catch (error) {

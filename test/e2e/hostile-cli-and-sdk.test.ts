@@ -472,9 +472,9 @@ describe('moonlight config check on hostile mls.json files', () => {
 describe('moonlight agent --exec with a command whose output has no end', () => {
   const { server } = testScope()
 
-  async function execAgent(nodeId: string, command: string) {
+  async function execAgent(nodeId: string, command: string, extra: string[] = []) {
     const mls = server({ retry_count: 0, task_timeout: 30 })
-    const agent = startCli(['agent', '--server', mls.url, '--token', TOKEN, '--region', 'us-east-1', '--node-id', nodeId, '--exec', command])
+    const agent = startCli(['agent', '--server', mls.url, '--token', TOKEN, '--region', 'us-east-1', '--node-id', nodeId, '--exec', command, ...extra])
     defer(() => ensureStopped(agent))
     await agent.waitForOutput(`registered as ${nodeId}`)
     return mls
@@ -485,7 +485,27 @@ describe('moonlight agent --exec with a command whose output has no end', () => 
     const mls = await execAgent('flood-1', 'yes')
     const result = await postTask(mls.url, { region: 'us-east-1', payload: {}, mode: 'broadcast' })
     expect(result.json().results).toEqual([
-      { node_id: 'flood-1', protocol: 'ws', status: 500, response: { error: "the command's output passed 16 MiB and it was killed", too_large: true } },
+      {
+        node_id: 'flood-1',
+        protocol: 'ws',
+        status: 500,
+        response: { error: "the command's output passed --exec-max-output (16777216 bytes) and it was killed", too_large: true },
+      },
+    ])
+  })
+
+  test('--exec-max-output sets the bound: under it the whole output is the answer, past it the command is killed', async () => {
+    const mls = await execAgent('bounded-1', 'head -c "$(cat)" /dev/zero | tr "\\0" x', ['--exec-max-output', '1000'])
+    const under = await postTask(mls.url, { region: 'us-east-1', payload: 1000 })
+    expect([under.status, under.json()]).toEqual([200, 'x'.repeat(1000)])
+    const over = await postTask(mls.url, { region: 'us-east-1', payload: 1001, mode: 'broadcast' })
+    expect(over.json().results).toEqual([
+      {
+        node_id: 'bounded-1',
+        protocol: 'ws',
+        status: 500,
+        response: { error: "the command's output passed --exec-max-output (1000 bytes) and it was killed", too_large: true },
+      },
     ])
   })
 
