@@ -22,6 +22,15 @@ export const DEFAULT_SERVER = 'http://localhost:8080'
 type OptionSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>
 
 /** Parses options strictly (an unknown flag is a usage error); --help is always accepted. */
+/** The flags of the commands that print one of the server's token-guarded views (clients, cluster). */
+export const VIEW_FLAGS = {
+  server: { type: 'string' },
+  token: { type: 'string' },
+  ca: { type: 'string' },
+  timeout: { type: 'string' },
+  json: { type: 'boolean' },
+} as const satisfies OptionSpec
+
 export function parse<T extends OptionSpec>(args: string[], options: T) {
   try {
     return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })

@@ -1,5 +1,5 @@
 import { type ClientList, fetchClients, VIEW_TIMEOUT_S } from '../api-client.ts'
-import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
+import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError, VIEW_FLAGS } from './_command.ts'
 import { duration, printJson, table } from './_output.ts'
 
 export const clientsCommand: Command = {
@@ -15,13 +15,7 @@ tasks in flight, successes, failures, latency and when it was last heard from.
   --timeout S    give up after S seconds (default ${VIEW_TIMEOUT_S})
   --json         print the list as JSON instead`,
   run: async (args: string[], env: Env) => {
-    const { values, positionals } = parse(args, {
-      server: { type: 'string' },
-      token: { type: 'string' },
-      ca: { type: 'string' },
-      timeout: { type: 'string' },
-      json: { type: 'boolean' },
-    })
+    const { values, positionals } = parse(args, VIEW_FLAGS)
     noPositionals(positionals)
     const timeoutS = optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S
     const token = tokenOf(values.token, env)

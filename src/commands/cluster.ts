@@ -1,6 +1,6 @@
 import { fetchCluster, VIEW_TIMEOUT_S } from '../api-client.ts'
 import type { ClusterView } from '../wire/views.ts'
-import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
+import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError, VIEW_FLAGS } from './_command.ts'
 import { duration, printJson, table } from './_output.ts'
 
 export const clusterCommand: Command = {
@@ -16,13 +16,7 @@ its tasks in flight and when it last refreshed its presence; or that the server 
   --timeout S    give up after S seconds (default ${VIEW_TIMEOUT_S})
   --json         print the cluster as JSON instead`,
   run: async (args: string[], env: Env) => {
-    const { values, positionals } = parse(args, {
-      server: { type: 'string' },
-      token: { type: 'string' },
-      ca: { type: 'string' },
-      timeout: { type: 'string' },
-      json: { type: 'boolean' },
-    })
+    const { values, positionals } = parse(args, VIEW_FLAGS)
     noPositionals(positionals)
     const timeoutS = optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S
     const token = tokenOf(values.token, env)
