@@ -2,7 +2,11 @@
 export interface TaskContext {
   /** The server's id of the task (`X-Task-ID`); the same on a retry of the same task. */
   taskId: string
-  /** Aborts when the caller cancels the task (`DELETE /task/{id}`) or the server gives up on it. */
+  /**
+   * Aborts when the caller cancels the task (`DELETE /task/{id}`); over HTTP also when the server gives
+   * up on it (its deadline passed: the server cuts the call). Over WebSocket a task the server gave up
+   * on is not cancelled: bound long work with a timeout of its own.
+   */
   signal: AbortSignal
 }
 
