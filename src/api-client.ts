@@ -69,14 +69,14 @@ export async function submitTask(target: ServerTarget, body: string, timeoutMs?:
 }
 
 /** A stored task's answer as-is (`GET /task/{id}/result`), waiting up to `waitS` for it. */
-export async function fetchTaskResult(target: ServerTarget, taskId: string, waitS?: number): Promise<RawAnswer> {
+export async function fetchTaskResult(target: ServerTarget, taskId: string, waitS?: number, timeoutMs?: number): Promise<RawAnswer> {
   const query = waitS === undefined ? '' : `?wait=${waitS}`
-  return send(target, 'GET', `/task/${encodeURIComponent(taskId)}/result${query}`, undefined, undefined, false)
+  return send(target, 'GET', `/task/${encodeURIComponent(taskId)}/result${query}`, undefined, timeoutMs, false)
 }
 
 /** Cancels a stored task (`DELETE /task/{id}`). */
-export async function cancelTask(target: ServerTarget, taskId: string): Promise<RawAnswer> {
-  return call(target, 'DELETE', `/task/${encodeURIComponent(taskId)}`)
+export async function cancelTask(target: ServerTarget, taskId: string, timeoutMs?: number): Promise<RawAnswer> {
+  return call(target, 'DELETE', `/task/${encodeURIComponent(taskId)}`, timeoutMs)
 }
 
 /** The one-line reason an error answer gives: the server's `error` field, else the start of the body. */

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs'
-import { cancelTask, errorMessage, fetchTaskResult, RequestFailed, submitTask } from '../api-client.ts'
+import { cancelTask, errorMessage, fetchTaskResult, RequestFailed, submitTask, VIEW_TIMEOUT_S } from '../api-client.ts'
 import { acceptedTaskSchema, taskViewSchema } from '../wire/async-task.ts'
 import { type BroadcastReply, broadcastReplySchema } from '../wire/task.ts'
-import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError } from './_command.ts'
+import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError, VIEW_FLAGS } from './_command.ts'
 import { printBody, printJson } from './_output.ts'
 import { withSpinner } from './_spinner.ts'
 
@@ -11,8 +11,8 @@ export const taskCommand: Command = {
   usage: `moonlight task [--server URL] [--token T] [--region R] (--payload JSON | --payload-file F | stdin)
                [--broadcast | --async [--json]] [--idempotency-key K] [--timeout S] [--ca FILE]
                [--key K] [--node-id ID] [--fallback parent|none] [--no-retry | --retry] [--task-timeout S]
-       moonlight task get ID [--wait S]     the answer of an async task
-       moonlight task cancel ID [--json]    cancel an async task
+       moonlight task get ID [--wait S] [--timeout S]    the answer of an async task
+       moonlight task cancel ID [--json] [--timeout S]   cancel an async task
 
 Submits a task to POST /task/request and prints the agent's answer: pretty JSON on a terminal,
 exactly as sent when piped. Exits 1 with the server's error message on any error status.
@@ -29,7 +29,8 @@ With --async, prints the task's id at once; \`task get ID\` prints its answer on
   --json               (--async, task cancel) print the server's JSON instead of a line
   --idempotency-key K  a retry with the same key and payload returns the first answer, never runs twice
   --wait S             (task get) wait up to S seconds (at most 60) for the task to finish
-  --timeout S          give up after S seconds
+  --timeout S          give up after S seconds (task get: after its --wait and S more; task get and
+                       task cancel: 10 s by default; a task submitted: no default, the server's task_timeout bounds it)
   --ca FILE            a PEM CA bundle to verify an https:// server against (default $MLS_CA)
 
 Routing (README "Routing, health and failover"):
@@ -104,12 +105,20 @@ async function runTask(args: string[], env: Env): Promise<number> {
 const NOT_YET = 3
 
 async function runGet(taskId: string, args: string[], env: Env): Promise<number> {
-  const { values, positionals } = parse(args, { server: { type: 'string' }, token: { type: 'string' }, wait: { type: 'string' }, ca: { type: 'string' } })
+  const { values, positionals } = parse(args, {
+    server: { type: 'string' },
+    token: { type: 'string' },
+    wait: { type: 'string' },
+    timeout: { type: 'string' },
+    ca: { type: 'string' },
+  })
   noPositionals(positionals)
   const waitS = optionalSeconds(values.wait, '--wait')
   if (waitS !== undefined && waitS > 60) throw new UsageError('--wait must be at most 60 seconds')
+  // A server that never answers must not hold a script for ever: the long poll's --wait, then --timeout more.
+  const timeoutS = (waitS ?? 0) + (optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S)
   const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
-  const fetching = fetchTaskResult(target, taskId, waitS)
+  const fetching = fetchTaskResult(target, taskId, waitS, timeoutS * 1000)
   const answer = waitS === undefined ? await fetching : await withSpinner('waiting for the task…', fetching)
   if (answer.status === 202) {
     const view = taskViewSchema.safeParse(jsonOf(answer.body))
@@ -124,10 +133,11 @@ async function runGet(taskId: string, args: string[], env: Env): Promise<number>
 }
 
 async function runCancel(taskId: string, args: string[], env: Env): Promise<number> {
-  const { values, positionals } = parse(args, { server: { type: 'string' }, token: { type: 'string' }, ca: { type: 'string' }, json: { type: 'boolean' } })
+  const { values, positionals } = parse(args, VIEW_FLAGS)
   noPositionals(positionals)
+  const timeoutS = optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S
   const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
-  const answer = await cancelTask(target, taskId)
+  const answer = await cancelTask(target, taskId, timeoutS * 1000)
   if (values.json) {
     const view = jsonOf(answer.body)
     if (view === undefined) throw new RequestFailed(unexpected('task cancel', answer.status), answer.status)

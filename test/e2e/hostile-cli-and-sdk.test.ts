@@ -54,6 +54,22 @@ describe('moonlight status, clients and cluster against a server that never fini
     })
   }
 
+  test('task get and task cancel --timeout give up on a server that never answers; task get waits its --wait on top', async () => {
+    for (const answer of [neverAnswers, trickles]) {
+      const url = fakeServer(answer)
+      for (const args of [
+        ['task', 'get', 't-1', '--timeout', '0.5'],
+        ['task', 'cancel', 't-1', '--timeout', '0.5'],
+      ]) {
+        const { code, stderr } = await runCli([...args, '--server', url, '--token', 'sometoken'])
+        expect([args[1], code, expectOneLine(stderr)]).toEqual([args[1], 1, `moonlight task: no answer from ${url} within 0.5 s`])
+      }
+      // A long poll is given its --wait before the timeout starts counting.
+      const { code, stderr } = await runCli(['task', 'get', 't-1', '--wait', '0.5', '--timeout', '0.5', '--server', url, '--token', 'sometoken'])
+      expect([code, expectOneLine(stderr)]).toEqual([1, `moonlight task: no answer from ${url} within 1 s`])
+    }
+  })
+
   test('without --timeout, status gives up after its documented default of 10 s', async () => {
     const url = fakeServer(neverAnswers)
     const { code, stderr } = await runCli(['status', '--server', url])
