@@ -185,13 +185,14 @@ export class Dispatcher {
   ): Picked | Extract<Outcome, { kind: 'no_client' }> {
     const { registry } = this.deps
     const climb = routing.fallback !== 'none'
-    const base = { key: routing.key, climb, fromPool: firstPool }
+    const { key } = routing
+    // One options object on a first attempt (every task's): the fallbacks below are built only for a retry.
     const picked =
       !last || !tried
-        ? registry.pickFor(region, { ...base, preferLocal })
-        : (registry.pickFor(region, { ...base, exclude: tried, preferLocal }) ??
-          registry.pickFor(region, { ...base, exclude: new Set([last.nodeId]) }) ??
-          registry.pickFor(region, base))
+        ? registry.pickFor(region, { key, climb, fromPool: firstPool, preferLocal })
+        : (registry.pickFor(region, { key, climb, fromPool: firstPool, exclude: tried, preferLocal }) ??
+          registry.pickFor(region, { key, climb, fromPool: firstPool, exclude: new Set([last.nodeId]) }) ??
+          registry.pickFor(region, { key, climb, fromPool: firstPool }))
     return picked ?? { kind: 'no_client', region, ...(climb ? {} : { fallback: 'none' as const }) }
   }
 
