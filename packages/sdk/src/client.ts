@@ -84,19 +84,15 @@ export function createClient(options: ClientOptions): Client {
   }
 
   const keyHeader = (key: string | undefined): Record<string, string> => (key === undefined ? {} : { 'idempotency-key': key })
+  /** A single or async task: its routing fields, its idempotency key as the header, its signal. */
+  const postTask = (mode: 'single' | 'async', region: string, payload: unknown, taskOptions: TaskOptions) =>
+    call('POST', '/task/request', taskBody(region, payload, mode, taskOptions), keyHeader(taskOptions.idempotencyKey), taskOptions.signal)
   const taskPath = (taskId: string) => `/task/${encodeURIComponent(taskId)}`
   const waitQuery = (wait: number | undefined) => (wait === undefined ? '' : `?wait=${wait}`)
 
   return {
     async task<Body>(region: string, payload: unknown, taskOptions: TaskOptions = {}) {
-      const response = await call(
-        'POST',
-        '/task/request',
-        taskBody(region, payload, 'single', taskOptions),
-        keyHeader(taskOptions.idempotencyKey),
-        taskOptions.signal,
-      )
-      return answerOf<Body>(response)
+      return answerOf<Body>(await postTask('single', region, payload, taskOptions))
     },
     async broadcast(region, payload, broadcastOptions = {}) {
       const { timeout, signal } = broadcastOptions
@@ -109,13 +105,7 @@ export function createClient(options: ClientOptions): Client {
       return expectShape(response.status, body, isBroadcastReply)
     },
     async submit(region, payload, taskOptions = {}) {
-      const response = await call(
-        'POST',
-        '/task/request',
-        taskBody(region, payload, 'async', taskOptions),
-        keyHeader(taskOptions.idempotencyKey),
-        taskOptions.signal,
-      )
+      const response = await postTask('async', region, payload, taskOptions)
       const body = await readBody(response)
       if (response.status !== 202) throw errorOf(response.status, body)
       return expectShape(response.status, body, isAcceptedTask).task_id
