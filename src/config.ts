@@ -174,6 +174,22 @@ const httpAgentsSchema = z.object({
   idle_timeout: seconds.default(30),
 })
 
+/**
+ * What is read of a request body over max_body_bytes before its 413 (src/http/oversized-body.ts): enough
+ * for clients that write the whole body before reading the answer to get it, bounded so that an
+ * endless upload cannot hold a connection.
+ */
+const oversizedBodySchema = z.object({
+  /** A body up to this many bytes in all is read to its end and dropped before the 413; a longer one is cut off there (0: none is read). */
+  discard_bytes: z
+    .number()
+    .int()
+    .min(0)
+    .default(64 * 1024 * 1024),
+  /** Seconds at most spent reading it (nginx's lingering_time): then the 413 is sent and the connection closed, whatever is left. */
+  discard_time: seconds.max(300).default(30),
+})
+
 /** The server's log (src/logger.ts). */
 const logSchema = z.object({
   /** `text`: a timestamp, the level and the message; `json`: one object per line (time, level, msg, fields). */
@@ -261,6 +277,7 @@ export const configSchema = z.object({
     .int()
     .positive()
     .default(1024 * 1024),
+  oversized_body: oversizedBodySchema.prefault({}),
   /** The largest answer taken from a client (an HTTP body, a WebSocket message): a runaway agent must not exhaust the server's memory. */
   max_answer_bytes: z
     .number()

@@ -16,6 +16,7 @@ import type { ClientList, ClusterView, Status } from '../wire/views.ts'
 import { type MetricsSource, renderMetrics } from './metrics.ts'
 import { openApiDocument } from './openapi.ts'
 import { mountOperatorRoutes, type OperatorDeps } from './operator-routes.ts'
+import type { BodyLimits } from './oversized-body.ts'
 import { mountPages } from './pages.ts'
 import { authorize, clientAddress, limitDepth, parseJson, readJsonText, validate } from './request-checks.ts'
 import { requestPath } from './request-path.ts'
@@ -59,7 +60,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   })
 
   app.post('/client/heartbeat', async (c) => {
-    const hello = await readJsonBody(c.req.raw, settings.config.max_body_bytes, heartbeatSchema)
+    const hello = await readJsonBody(c.req.raw, settings.config, heartbeatSchema)
     const sourceIp = clientAddress(settings, c.env, c.req.raw)
     const client = await register(deps.registration, hello, { protocol: 'http', sourceIp })
     const reply: HeartbeatReply = {
@@ -154,8 +155,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
 }
 
 /** A JSON body of `schema`'s shape, through the same checks as a task request's. */
-async function readJsonBody<Schema extends z.ZodType>(request: Request, maxBytes: number, schema: Schema): Promise<z.infer<Schema>> {
-  const text = await readJsonText(request, maxBytes)
+async function readJsonBody<Schema extends z.ZodType>(request: Request, limits: BodyLimits, schema: Schema): Promise<z.infer<Schema>> {
+  const text = await readJsonText(request, limits)
   const value = parseJson(text)
   limitDepth(nestingDepth(text))
   return validate(schema, value)

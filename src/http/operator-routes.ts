@@ -11,6 +11,7 @@ import type { ClientTasks } from '../task-stats.ts'
 import { nameSchema } from '../wire/names.ts'
 import { type ClientActionReply, type ClientDetail, ejectRequestSchema } from '../wire/views.ts'
 import type { AppEnv } from './app.ts'
+import type { BodyLimits } from './oversized-body.ts'
 import { authorize, clientAddress, limitDepth, parseJson, readJsonText, requestToken, validate } from './request-checks.ts'
 
 export interface OperatorDeps {
@@ -75,7 +76,7 @@ export function mountOperatorRoutes(app: Hono<AppEnv>, deps: OperatorDeps): void
   app.post(
     '/clients/:node_id/eject',
     action('eject', async (client, request) => {
-      const { seconds } = await readOptionalBody(request, settings.config.max_body_bytes)
+      const { seconds } = await readOptionalBody(request, settings.config)
       const ms = seconds === undefined ? settings.config.health.ejection_time * 1000 : seconds * 1000
       deps.registry.eject(client.nodeId, deps.clock.now(), ms)
       return `ejected for ${ms / 1000} s`
@@ -111,10 +112,10 @@ function held(deps: OperatorDeps, client: Client): Client {
 }
 
 /** The eject body, which may be absent: `{}` then. */
-async function readOptionalBody(request: Request, maxBytes: number) {
+async function readOptionalBody(request: Request, limits: BodyLimits) {
   const length = request.headers.get('content-length')
   if (length === '0' || (length === null && request.body === null)) return {}
-  const text = await readJsonText(request, maxBytes)
+  const text = await readJsonText(request, limits)
   if (text.trim() === '') return {}
   const value = parseJson(text)
   limitDepth(nestingDepth(text))

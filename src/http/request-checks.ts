@@ -6,6 +6,7 @@ import { MAX_JSON_DEPTH } from '../json-text.ts'
 import type { Settings } from '../settings.ts'
 import { sourceAddress } from '../source-address.ts'
 import { describeIssues } from '../wire/issues.ts'
+import { type BodyLimits, discardOversizedBody } from './oversized-body.ts'
 
 /**
  * The checks every request body and token goes through, each a small function that throws the one
@@ -55,13 +56,14 @@ function requireJsonType(contentType: string | null): void {
 }
 
 /**
- * A JSON body as text, at most `maxBytes`: a declared length over it is refused before anything is
- * read (and before the content type is looked at), a body not declared JSON is refused unread, and a
+ * A JSON body as text, at most `max_body_bytes`: a declared length over it is refused before anything is
+ * kept (and before the content type is looked at), a body not declared JSON is refused unread, and a
  * chunked body is counted as it streams, so no body is ever held whole past the limit.
  */
-export async function readJsonText(request: Request, maxBytes: number): Promise<string> {
+export async function readJsonText(request: Request, limits: BodyLimits): Promise<string> {
+  const maxBytes = limits.max_body_bytes
   const declared = request.headers.get('content-length')
-  if (declared !== null && Number(declared) > maxBytes) throw bodyTooLarge(maxBytes)
+  if (declared !== null && Number(declared) > maxBytes) throw await bodyTooLarge(request, limits)
   requireJsonType(request.headers.get('content-type'))
   // Bun holds a declared-length body to its length.
   if (declared !== null) return request.text()
@@ -73,17 +75,22 @@ export async function readJsonText(request: Request, maxBytes: number): Promise<
     const { done, value } = await reader.read()
     if (done) break
     received += value.byteLength
-    if (received > maxBytes) {
-      void reader.cancel()
-      throw bodyTooLarge(maxBytes)
-    }
+    if (received > maxBytes) throw await bodyTooLarge(request, limits, reader, received)
     chunks.push(value)
   }
   return new TextDecoder().decode(Bun.concatArrayBuffers(chunks))
 }
 
-function bodyTooLarge(maxBytes: number): MoonlightError {
-  // Closed after the answer: otherwise Bun would read and discard the rest of the body to reuse the connection.
+/** The 413, once the rest of the body is read within oversized_body's bounds (see discardOversizedBody). */
+async function bodyTooLarge(
+  request: Request,
+  limits: BodyLimits,
+  reader?: ReadableStreamDefaultReader<Uint8Array>,
+  received?: number,
+): Promise<MoonlightError> {
+  await discardOversizedBody(request, limits, reader, received)
+  const maxBytes = limits.max_body_bytes
+  // Closed after the answer: otherwise Bun would go on reading what is left past the bounds, to reuse the connection.
   return new MoonlightError(
     413,
     'body_too_large',

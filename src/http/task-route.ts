@@ -45,7 +45,7 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       // The token first, before the body is read; the region it may send to once the body says where.
       const grant = config.require_task_token ? authorize(settings, request.headers, 'submit', () => clientAddress(settings, server, request)) : undefined
       const idempotencyKey = readIdempotencyKey(request.headers.get('idempotency-key'))
-      const text = await readJsonText(request, config.max_body_bytes)
+      const text = await readJsonText(request, config)
       const { task, payloadJson } = readTaskRequest(text)
       if (deps.isStopping()) throw shuttingDown()
       const region = Regions.normalize(task.region)

@@ -42,6 +42,7 @@ describe('config', () => {
       retry_count: 3,
       task_timeout: 30,
       max_body_bytes: 1024 * 1024,
+      oversized_body: { discard_bytes: 64 * 1024 * 1024, discard_time: 30 },
       max_answer_bytes: 16 * 1024 * 1024,
       require_task_token: true,
       client_ttl: 90,
