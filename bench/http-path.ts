@@ -1,7 +1,7 @@
 /**
  * Measurements 1 and 2: the same POST load through each path to the same trivial agent.
- * direct (the agent's own /work: the limit), nginx, HAProxy, Moonlight to an HTTP agent and
- * Moonlight to a WebSocket agent. Rounds interleave the targets so drift hits all of them alike.
+ * direct (the agent's own /work: the limit), nginx, HAProxy, Moonlight to an HTTP agent,
+ * Moonlight to a WebSocket agent, and the text relay (the floor of a proxy on Bun). Rounds interleave the targets so drift hits all of them alike.
  */
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
@@ -13,7 +13,8 @@ import { median, round } from './lib/stats.ts'
 import { BODY, type WrkTarget, wrk } from './lib/wrk.ts'
 import { spawnWsAgents } from './lib/ws-agents.ts'
 
-export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws'] as const
+/** floor-text: the text relay (agents/text-relay.ts), the floor CPU per task is held to, always measured. */
+export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws', 'floor-text'] as const
 /** With `--before REF`: the same two Moonlight paths, from an older commit, in the same rounds. */
 export const BEFORE_TARGETS = ['before-http', 'before-ws'] as const
 /**
@@ -85,6 +86,8 @@ export interface HttpPathResult {
     /** Proxy CPU per task over nginx's: steadier than req/s when other work shares the box. */
     http_cpu_vs_nginx: number
     ws_cpu_vs_nginx: number
+    /** Moonlight's HTTP path's proxy CPU per task over the text relay's: what Moonlight's own work costs. */
+    http_cpu_vs_floor_text: number
     before_http_rps_vs_nginx?: number
     before_http_p99_vs_nginx?: number
     before_ws_rps_vs_nginx?: number
@@ -103,7 +106,7 @@ export interface HttpPathResult {
 export const HTTP_REGION = 'us-east-1'
 export const WS_REGION = 'eu-west-1'
 
-interface Endpoint extends WrkTarget {
+export interface Endpoint extends WrkTarget {
   /** Processes whose CPU counts as the proxy's. */
   proxyPids: () => number[]
 }
@@ -138,6 +141,8 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
     const haproxy = startHaproxy(workDir, agentPort)
     children.push(haproxy.child)
     await Promise.all([waitForHttp(nginx.url), waitForHttp(haproxy.url)])
+    const { child: textRelay, url: textRelayUrl } = await startBunRelay(agentPort, WS_REGION, 'text')
+    children.push(textRelay)
 
     const endpoints: Partial<Record<Target, Endpoint>> = {
       direct: { url: `http://127.0.0.1:${agentPort}/work`, body: BODY(HTTP_REGION), proxyPids: () => [agent.pid] },
@@ -145,6 +150,7 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       haproxy: { url: `${haproxy.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [haproxy.child.pid] },
       'moonlight-http': { url: `${moonlight.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [moonlight.pid] },
       'moonlight-ws': { url: `${moonlight.url}/task/request`, body: BODY(WS_REGION), proxyPids: () => [moonlight.pid] },
+      'floor-text': { url: `${textRelayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [textRelay.pid] },
     }
     const agentPids: Partial<Record<Target, number[]>> = {
       direct: [agent.pid],
@@ -152,6 +158,7 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       haproxy: [agent.pid],
       'moonlight-http': [agent.pid],
       'moonlight-ws': [wsAgent.pid],
+      'floor-text': [agent.pid],
     }
     if (before && beforeWsAgent) {
       endpoints['before-http'] = { url: `${before.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [before.pid] }
@@ -236,8 +243,8 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
 }
 
 /** Every path must answer 200 before it is timed: a fast stream of 401s or 503s measures nothing. */
-async function checkAnswers(endpoints: Partial<Record<Target, Endpoint>>): Promise<void> {
-  for (const [target, endpoint] of Object.entries(endpoints) as Array<[Target, Endpoint]>) {
+export async function checkAnswers(endpoints: Partial<Record<string, Endpoint>>): Promise<void> {
+  for (const [target, endpoint] of Object.entries(endpoints) as Array<[string, Endpoint]>) {
     const response = await fetch(endpoint.url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_TOKEN}` },
@@ -248,7 +255,7 @@ async function checkAnswers(endpoints: Partial<Record<Target, Endpoint>>): Promi
   }
 }
 
-function startNginx(workDir: string, agentPort: number): { child: Child; url: string } {
+export function startNginx(workDir: string, agentPort: number): { child: Child; url: string } {
   const dir = join(workDir, 'nginx')
   mkdirSync(dir, { recursive: true })
   const port = freePort()
@@ -275,19 +282,19 @@ function fill(template: string, values: Record<string, string | number>): string
   })
 }
 
-function sumMainThreadCpu(pids: readonly number[]): number {
+export function sumMainThreadCpu(pids: readonly number[]): number {
   let total = 0
   for (const pid of pids) total += mainThreadCpuUs(pid)
   return total
 }
 
-function sumCpu(pids: readonly number[]): number {
+export function sumCpu(pids: readonly number[]): number {
   let total = 0
   for (const pid of pids) total += cpuTimeUs(pid)
   return total
 }
 
-function startWsAgent(wsUrl: string): Child {
+export function startWsAgent(wsUrl: string): Child {
   return spawnWsAgents('ws-agent', wsUrl, { count: 1, region: WS_REGION })
 }
 
@@ -326,6 +333,7 @@ function ratios(runs: readonly WrkRun[], rounds: number, targets: readonly Targe
     http_rps_vs_haproxy: perRound((get) => get('moonlight-http').rps / get('haproxy').rps),
     http_cpu_vs_nginx: perRound((get) => get('moonlight-http').proxy_cpu_us_per_req / get('nginx').proxy_cpu_us_per_req),
     ws_cpu_vs_nginx: perRound((get) => get('moonlight-ws').proxy_cpu_us_per_req / get('nginx').proxy_cpu_us_per_req),
+    http_cpu_vs_floor_text: perRound((get) => get('moonlight-http').proxy_cpu_us_per_req / get('floor-text').proxy_cpu_us_per_req),
     ...(targets.includes('before-http')
       ? {
           before_http_rps_vs_nginx: perRound((get) => get('before-http').rps / get('nginx').rps),

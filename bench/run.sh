@@ -2,7 +2,7 @@
 # Moonlight benchmark suite: installs the comparison proxies, the load generator and redis-server (for
 # the cluster phase) if missing, raises the open-file limit for the WebSocket agents, then runs
 # bench/run.ts with your arguments.
-#   bench/run.sh [--quick] [--rounds N] [--duration S] [--only http,balancer,connections,broadcast,fetch-cap,cluster]
+#   bench/run.sh [--quick] [--rounds N] [--duration S] [--only http,latency,balancer,connections,broadcast,fetch-cap,cluster] [--before REF]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/node_modules/.bin:$PATH:/usr/sbin:/sbin"

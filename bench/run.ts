@@ -3,7 +3,8 @@
  * Every phase is bounded; the whole run gives up (killing what it started) past --budget-s.
  *
  *   bun bench/run.ts [--quick] [--rounds 3] [--duration 8] [--connections 64]
- *                    [--only http,balancer,connections,broadcast,fetch-cap,cluster] [--label NAME]
+ *                    [--only http,latency,balancer,connections,broadcast,fetch-cap,cluster] [--label NAME]
+ *                    [--latency-rate 2000] [--latency-connections 4]   (the latency phase's paced mode)
  *                    [--before GIT_REF]   (also measure Moonlight at that commit, for before/after)
  *                    [--floor]            (also measure a bare Bun relay: the platform's floor)
  * Needs wrk, nginx, haproxy and redis-server on PATH: bench/run.sh installs them (apt-get) first.
@@ -18,6 +19,7 @@ import { runCluster } from './cluster.ts'
 import { runConnections } from './connections.ts'
 import type { FetchCapPoint } from './fetch-cap.ts'
 import { runHttpPath } from './http-path.ts'
+import { LATENCY_BEFORE_TARGETS, LATENCY_TARGETS, runLatency } from './latency.ts'
 import { describeMachine } from './lib/machine.ts'
 import { killAll, spawnChild } from './lib/proc.ts'
 import { type BenchResults, checkTargets, toMarkdown } from './lib/report.ts'
@@ -28,14 +30,16 @@ const { values } = parseArgs({
     rounds: { type: 'string' },
     duration: { type: 'string' },
     connections: { type: 'string', default: '64' },
-    only: { type: 'string', default: 'http,balancer,connections,broadcast,fetch-cap,cluster' },
+    only: { type: 'string', default: 'http,latency,balancer,connections,broadcast,fetch-cap,cluster' },
+    'latency-rate': { type: 'string', default: '2000' },
+    'latency-connections': { type: 'string', default: '4' },
     'idle-agents': { type: 'string', default: '10000' },
     'idle-ceiling': { type: 'string', default: '60000' },
     'broadcast-agents': { type: 'string', default: '1000' },
     label: { type: 'string' },
     before: { type: 'string' },
     floor: { type: 'boolean', default: false },
-    'budget-s': { type: 'string', default: '570' },
+    'budget-s': { type: 'string', default: '900' },
   },
 })
 
@@ -55,7 +59,7 @@ const watchdog = setTimeout(() => giveUp(`over the time budget of ${values['budg
 process.on('SIGINT', () => giveUp('interrupted'))
 process.on('SIGTERM', () => giveUp('terminated'))
 
-const tools: Record<string, string[]> = { http: ['wrk', 'nginx', 'haproxy'], cluster: ['wrk', 'redis-server'] }
+const tools: Record<string, string[]> = { http: ['wrk', 'nginx', 'haproxy'], latency: ['wrk', 'nginx'], cluster: ['wrk', 'redis-server'] }
 for (const [phase, needed] of Object.entries(tools)) {
   for (const tool of needed) {
     if (phases.has(phase) && !Bun.which(tool, { PATH: `${process.env.PATH}:/usr/sbin:/sbin` }))
@@ -69,10 +73,10 @@ const started = performance.now()
 const results: Omit<BenchResults, 'targets'> = { started_at: startedAt.toISOString(), duration_s: 0, machine: describeMachine() }
 log(`bench: ${results.machine.cpu}, ${results.machine.cores} cores; Bun ${results.machine.bun}; work dir ${workDir}`)
 
+const beforeRoot = values.before ? checkoutAt(values.before) : undefined
 try {
   if (phases.has('http')) {
-    log(`\n[1-2] task path: ${rounds} rounds × 5 paths × ${durationS} s, ${values.connections} connections`)
-    const beforeRoot = values.before ? checkoutAt(values.before) : undefined
+    log(`\n[1-2] task path: ${rounds} rounds × 6 paths × ${durationS} s, ${values.connections} connections`)
     results.http = await runHttpPath({
       rounds,
       durationS,
@@ -84,6 +88,26 @@ try {
       floor: values.floor,
     })
     if (values.before) results.http.before = values.before
+  }
+  if (phases.has('latency')) {
+    // Twice the paths of the http phase (two modes): fewer, shorter runs by default keep the suite bounded.
+    const latencyRounds = Number(values.rounds ?? (values.quick ? 1 : 4))
+    const latencyDurationS = Number(values.duration ?? (values.quick ? 2 : 3))
+    const paths = LATENCY_TARGETS.length + (beforeRoot ? LATENCY_BEFORE_TARGETS.length : 0)
+    log(
+      `\n[latency] ${latencyRounds} rounds × 2 modes (1 connection; ${values['latency-rate']} req/s over ${values['latency-connections']}) × ${paths} paths × ${latencyDurationS} s`,
+    )
+    results.latency = await runLatency({
+      rounds: latencyRounds,
+      durationS: latencyDurationS,
+      warmupS: values.quick ? 1 : 2,
+      ratePerS: Number(values['latency-rate']),
+      rateConnections: Number(values['latency-connections']),
+      workDir,
+      log,
+      beforeRoot,
+    })
+    if (values.before) results.latency.before = values.before
   }
   if (phases.has('balancer')) {
     log('\n[3] balancer')

@@ -21,23 +21,27 @@ export async function startBenchHttpAgent(servers: string[], region: string): Pr
   return { child, port }
 }
 
-/** The bare relay in front of the agent on `agentPort`, calling it with fetch, over its bare socket pool, or through Moonlight's own pool or transport; `bunArgs` go to bun (a profiler). */
+/**
+ * The bare relay in front of the agent on `agentPort`, calling it with fetch, over its bare socket pool,
+ * or through Moonlight's own pool or transport; or (`text`) the text relay, passing the body through
+ * unparsed. `bunArgs` go to bun (a profiler, a preload).
+ */
 export async function startBunRelay(
   agentPort: number,
   wsRegion: string,
-  client: 'fetch' | 'socket' | 'pool' | 'transport',
+  client: 'fetch' | 'socket' | 'pool' | 'transport' | 'text',
   bunArgs: string[] = [],
 ): Promise<{ child: Child; url: string }> {
+  const script = client === 'text' ? ['text-relay.ts'] : ['bun-relay.ts', '--client', client]
   const child = spawnChild(client === 'fetch' ? 'bun-relay' : `bun-${client}-relay`, [
     process.execPath,
     ...bunArgs,
-    join(AGENTS, 'bun-relay.ts'),
+    join(AGENTS, script[0]!),
     '--agent-port',
     String(agentPort),
     '--ws-region',
     wsRegion,
-    '--client',
-    client,
+    ...script.slice(1),
   ])
   const [, url] = await child.waitFor(/listening on (http:\/\/\S+)/)
   return { child, url: url! }

@@ -5,6 +5,7 @@ import type { ClusterResult, ClusterTarget, Spread } from '../cluster.ts'
 import type { ConnectionsResult } from '../connections.ts'
 import type { FetchCapPoint } from '../fetch-cap.ts'
 import type { HttpPathResult, Target } from '../http-path.ts'
+import { floorOf, LATENCY_MODES, type LatencyMode, type LatencyResult, type LatencyRow, type LatencyTarget } from '../latency.ts'
 import type { Machine } from './machine.ts'
 
 export interface BenchResults {
@@ -12,6 +13,7 @@ export interface BenchResults {
   duration_s: number
   machine: Machine
   http?: HttpPathResult
+  latency?: LatencyResult
   balancer?: BalancerPoint[]
   connections?: ConnectionsResult
   broadcast?: BroadcastResult
@@ -30,7 +32,7 @@ export interface TargetCheck {
 /** Checks each target the issue sets against what this run measured. */
 export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetCheck[] {
   const checks: TargetCheck[] = []
-  const { http, balancer, connections } = results
+  const { http, latency, balancer, connections } = results
   if (http) {
     const { ratios } = http
     checks.push({
@@ -51,7 +53,14 @@ export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetChec
       measured: `${ratios.ws_rps_vs_nginx.toFixed(2)} ×`,
       met: ratios.ws_rps_vs_nginx >= 1.0,
     })
+    checks.push({
+      name: `HTTP path CPU per task, ${http.settings.connections} connections`,
+      goal: "≤ 1.3 × the bare text relay's",
+      measured: `${ratios.http_cpu_vs_floor_text.toFixed(2)} ×`,
+      met: ratios.http_cpu_vs_floor_text <= 1.3,
+    })
   }
+  if (latency) checks.push(...latencyChecks(latency))
   const atScale = balancer?.find((point) => point.clients === 100_000)
   if (atScale) {
     checks.push({
@@ -86,6 +95,92 @@ const LABELS: Record<Target, string> = {
   'floor-pool': "bare Bun relay, Moonlight's HttpClientPool → HTTP agent",
   'floor-transport': "bare Bun relay, Moonlight's HttpTransport → HTTP agent",
   'floor-ws': 'bare Bun relay → WebSocket agent (the floor)',
+  'floor-text': 'text relay → HTTP agent (the floor: body passed through unparsed)',
+}
+
+/** The latency phase's targets at one connection (the issue's are set there). */
+function latencyChecks(latency: LatencyResult): TargetCheck[] {
+  const one = latency.summary.one
+  const checks: TargetCheck[] = []
+  const nginxAdded = one.nginx?.added_us ?? Number.NaN
+  for (const [target, path] of [
+    ['moonlight-http', 'HTTP'],
+    ['moonlight-ws', 'WebSocket'],
+  ] as const) {
+    const row = one[target]
+    if (!row) continue
+    checks.push({
+      name: `One connection, ${path} path: latency added over direct`,
+      goal: '≤ 2 × what nginx adds',
+      measured: `${row.added_vs_nginx.toFixed(2)} × (+${us(row.added_us)} vs nginx +${us(nginxAdded)})`,
+      met: row.added_vs_nginx <= 2,
+    })
+    checks.push({
+      name: `One connection, ${path} path: p99`,
+      goal: "≤ 1.5 × the bare text relay's",
+      measured: `${row.p99_vs_floor.toFixed(2)} × (${us(row.p99_us)} vs ${us(one[floorOf(target)]?.p99_us ?? Number.NaN)})`,
+      met: row.p99_vs_floor <= 1.5,
+    })
+  }
+  const http = one['moonlight-http']
+  if (http) {
+    checks.push({
+      name: 'One connection, HTTP path: CPU per task',
+      goal: "≤ 1.3 × the bare text relay's",
+      measured: `${http.cpu_vs_floor.toFixed(2)} × (${us(http.proxy_cpu_us_per_task)} vs ${us(one['floor-text']?.proxy_cpu_us_per_task ?? Number.NaN)})`,
+      met: http.cpu_vs_floor <= 1.3,
+    })
+  }
+  return checks
+}
+
+const LATENCY_LABELS: Record<LatencyTarget, string> = {
+  direct: 'direct to the agent',
+  nginx: 'nginx',
+  'floor-socket': 'socket relay → HTTP agent (parses the body)',
+  'floor-text': 'text relay → HTTP agent (the floor)',
+  'floor-text-ws': 'text relay → WebSocket agent (the floor)',
+  'moonlight-http': 'Moonlight → HTTP agent',
+  'moonlight-ws': 'Moonlight → WebSocket agent',
+  'before-http': 'Moonlight before → HTTP agent',
+  'before-ws': 'Moonlight before → WebSocket agent',
+}
+
+function latencyMarkdown(latency: LatencyResult): string[] {
+  const { settings } = latency
+  const modeTitle: Record<LatencyMode, string> = {
+    one: 'One connection, requests back to back (`wrk -t1 -c1`)',
+    rate: `A fixed rate: ${settings.rate_per_s} requests/s paced over ${settings.rate_connections} connections`,
+  }
+  const lines = [
+    '## Latency: one connection, and a fixed moderate rate',
+    '',
+    `wrk, ${settings.duration_s} s per run, ${settings.rounds} rounds, paths and modes interleaved; medians over rounds, ratios are medians of per-round ratios.${latency.before ? ` "Moonlight before" is ${latency.before}.` : ''}`,
+    '',
+  ]
+  for (const mode of LATENCY_MODES) {
+    lines.push(
+      `### ${modeTitle[mode]}`,
+      '',
+      "| path | req/s | p50 | p99 | p99.9 | added over direct | × nginx's added | p99 × text relay's | proxy CPU / task | main thread / task | CPU × text relay's | GCs / 1000 tasks | native bytes / task | native allocations / task | JS heap kept / task | errors |",
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    )
+    for (const [target, row] of Object.entries(latency.summary[mode]) as Array<[LatencyTarget, LatencyRow]>) {
+      const isDirect = target === 'direct'
+      const heap = row.heap
+      lines.push(
+        `| ${LATENCY_LABELS[target]} | ${Math.round(row.rps)} | ${us(row.p50_us)} | ${us(row.p99_us)} | ${us(row.p999_us)} | ${isDirect ? '–' : `${us(row.added_us)}`} | ${isDirect ? '–' : row.added_vs_nginx.toFixed(2)} | ${row.p99_vs_floor.toFixed(2)} | ${us(row.proxy_cpu_us_per_task)} | ${us(row.proxy_main_cpu_us_per_task)} | ${row.cpu_vs_floor.toFixed(2)} | ${heap ? heap.collections_per_1000 : '–'} | ${heap ? `${heap.native_bytes} B` : '–'} | ${heap ? heap.native_allocations : '–'} | ${heap ? `${heap.retained_bytes} B, ${heap.retained_objects} objects` : '–'} | ${row.errors} |`,
+      )
+    }
+    lines.push('')
+  }
+  lines.push(
+    `"added over direct" is the path's p50 less direct's p50 in the same round. The WebSocket paths are held to the text relay's WebSocket path, every other to its HTTP path. "proxy CPU / task" is user + system time of the proxy process (all threads; nginx master + worker; for direct, the agent) over the run, per task; "main thread" counts only the thread that runs JavaScript and the proxy's sockets (nginx's one thread).`,
+    '',
+    `The last four columns are read, for the Bun processes only, by a probe preloaded into them (bench/lib/heap-probe.ts) before and after each run. JavaScriptCore exposes neither a collection count nor the bytes allocated in its own heap, so: "GCs / 1000 tasks" counts collections, young or full, by a FinalizationRegistry sentinel re-armed each time it is collected (a lower bound; a young collection starts when the young space fills, so for the same heap size it grows with what a task allocates in the JS heap). "native bytes / task" and "native allocations / task" are the change in mimalloc's running totals, the allocator Bun uses outside the JS heap (string contents, buffers, Bun's native request, response and socket objects, the compilers' data; other threads' as mimalloc merges them): JS objects themselves are not in them. "JS heap kept / task" is the growth of the JS heap's size and cell count between forced full collections before and after the run: what stayed reachable, not what was allocated. The Moonlight process serves both its paths and the text relay both of its: each run is read on its own.`,
+    '',
+  )
+  return lines
 }
 
 export function toMarkdown(results: BenchResults): string {
@@ -122,7 +217,7 @@ export function toMarkdown(results: BenchResults): string {
       '',
       `Ratios (median of per-round ratios): Moonlight HTTP / nginx req/s **${ratios.http_rps_vs_nginx}**, p99 **${ratios.http_p99_vs_nginx}**; ` +
         `Moonlight WebSocket / nginx req/s **${ratios.ws_rps_vs_nginx}**; Moonlight HTTP / HAProxy req/s ${ratios.http_rps_vs_haproxy}; Moonlight HTTP / direct ${ratios.http_rps_vs_direct}. ` +
-        `Proxy CPU per task over nginx's: HTTP path ${ratios.http_cpu_vs_nginx}, WebSocket path ${ratios.ws_cpu_vs_nginx}.`,
+        `Proxy CPU per task over nginx's: HTTP path ${ratios.http_cpu_vs_nginx}, WebSocket path ${ratios.ws_cpu_vs_nginx}; Moonlight HTTP over the text relay's (bench/agents/text-relay.ts: the body passed through unparsed, the floor) **${ratios.http_cpu_vs_floor_text}**.`,
       '',
       ...(ratios.floor_http_rps_vs_nginx !== undefined
         ? [
@@ -141,6 +236,7 @@ export function toMarkdown(results: BenchResults): string {
       '',
     )
   }
+  if (results.latency) lines.push(...latencyMarkdown(results.latency))
   if (results.balancer) {
     lines.push(
       '## 3. Weighted balancing at scale (the balancer alone)',
@@ -245,6 +341,7 @@ function clusterMarkdown(cluster: ClusterResult): string[] {
 }
 
 const ms = (us: number) => `${(us / 1000).toFixed(2)} ms`
+const us = (value: number) => `${Math.round(value)} µs`
 
 /** The most requests per second a thread can answer when each costs it `us` µs of CPU. */
 function threadBound(us: number): string {

@@ -23,15 +23,21 @@ export interface WrkJson {
   p50_us: number
   p90_us: number
   p99_us: number
+  p999_us: number
   max_us: number
   /** wrk's own CPU time (user + system) over the run, µs: the load generator shares the box. */
   cpu_us: number
 }
 
-export async function wrk(endpoint: WrkTarget, connections: number, durationS: number): Promise<WrkJson> {
+/** `ratePerS`: pace requests on a fixed schedule (all connections together) instead of back to back. */
+export async function wrk(endpoint: WrkTarget, connections: number, durationS: number, ratePerS?: number): Promise<WrkJson> {
   // `timeout` bounds wrk even if a target hangs; wrk's own --timeout bounds each request.
   const command = ['timeout', String(durationS + 20), 'wrk', '-t1', `-c${connections}`, `-d${durationS}s`, '--timeout', '10s', '-s', WRK_SCRIPT, endpoint.url]
-  const child = Bun.spawn(command, { env: { ...process.env, BENCH_BODY: endpoint.body, BENCH_TOKEN }, stdout: 'pipe', stderr: 'pipe' })
+  const child = Bun.spawn(command, {
+    env: { ...process.env, BENCH_BODY: endpoint.body, BENCH_TOKEN, BENCH_RATE: ratePerS === undefined ? '' : String(ratePerS) },
+    stdout: 'pipe',
+    stderr: 'pipe',
+  })
   const [stdout, stderr] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text()])
   await child.exited
   const usage = child.resourceUsage()
