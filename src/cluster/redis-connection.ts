@@ -65,7 +65,8 @@ export class RedisConnection {
 
   /** A command; throws at once while Redis is down, and within the command timeout if it hangs. */
   send(command: string, args: string[]): Promise<unknown> {
-    if (!this.up || !this.commands) return Promise.reject(new Error(`redis is down${this.downReason ? ` (${this.downReason})` : ''}`))
+    // Without the reason: this message reaches callers (503 store_unavailable), and the reason names Redis's address.
+    if (!this.up || !this.commands) return Promise.reject(new Error('redis is down'))
     const id = ++this.sequence
     this.unanswered.set(id, this.clock.monotonic())
     return this.commands.send(command, args).finally(() => this.unanswered.delete(id))
