@@ -285,8 +285,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
       if (!cluster) return undefined
       if (!joined) return 'joining the cluster (claiming the instance id, loading the shared view)'
       if (cluster.redisUp) return undefined
-      const why = cluster.redisDownReason === undefined ? '' : ` (${cluster.redisDownReason})`
-      return `the cluster store (Redis) cannot be reached${why}: serving degraded, without the shared view`
+      const why = cluster.redisDownReason === undefined ? '' : `: ${cluster.redisDownReason}`
+      return `the cluster store (Redis) cannot be reached${why}; serving degraded, without the shared view`
     },
     taskFigures: () => taskStore.figures(clock.now()),
     operator: {

@@ -48,7 +48,7 @@ export class RedisConnection {
   private sequence = 0
   private closed = false
   up = false
-  /** Why Redis counts as lost, while it does (the line logged when it was lost). */
+  /** Why Redis counts as lost, while it does, without its address: shown by the public /readyz. */
   downReason: string | undefined
 
   constructor(
@@ -110,25 +110,28 @@ export class RedisConnection {
     } catch (error) {
       commands.close()
       subscriber.close()
-      this.retryLater(`cannot connect to ${redactRedisUrl(this.url)}: ${(error as Error).message}`)
+      this.retryLater(`cannot connect to ${redactRedisUrl(this.url)}: ${(error as Error).message}`, 'it cannot be connected to')
       return false
     }
     this.commands = commands
     this.subscriber = subscriber
-    const lost = (reason: string) => {
+    const lost = (reason: string, shownReason: string) => {
       if (this.commands !== commands) return
       this.drop()
-      this.retryLater(reason)
+      this.retryLater(reason, shownReason)
     }
-    const closed = (error: Error | undefined) => lost(`lost the connection to ${redactRedisUrl(this.url)}${error?.message ? `: ${error.message}` : ''}`)
+    const closed = (error: Error | undefined) =>
+      lost(`lost the connection to ${redactRedisUrl(this.url)}${error?.message ? `: ${error.message}` : ''}`, 'the connection to it was lost')
     commands.onclose = closed
     subscriber.onclose = closed
     this.up = true
     this.downReason = undefined
     this.retryMs = FIRST_RETRY_MS
     this.cancelWatch = this.clock.every(Math.max(10, Math.min(WATCH_EVERY_MS, this.commandTimeoutMs / 4)), () => {
-      if (this.oldestUnansweredMs() > this.commandTimeoutMs)
-        lost(`${redactRedisUrl(this.url)} did not answer within ${this.commandTimeoutMs / 1000} s (cluster.command_timeout)`)
+      if (this.oldestUnansweredMs() > this.commandTimeoutMs) {
+        const late = `did not answer within ${this.commandTimeoutMs / 1000} s (cluster.command_timeout)`
+        lost(`${redactRedisUrl(this.url)} ${late}`, `it ${late}`)
+      }
     })
     try {
       await this.events.up()
@@ -173,12 +176,13 @@ export class RedisConnection {
     subscriber?.close()
   }
 
-  private retryLater(reason: string): void {
+  /** `reason` is logged; `shownReason` (no address in it) is what /readyz says. */
+  private retryLater(reason: string, shownReason: string): void {
     const wasUp = this.up
     this.up = false
     if (this.closed) return
     if (wasUp || this.retryMs === FIRST_RETRY_MS) {
-      this.downReason = reason
+      this.downReason = shownReason
       this.events.down(reason)
     }
     const delayMs = this.retryMs
