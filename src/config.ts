@@ -153,6 +153,8 @@ const clusterSchema = z.object({
     .default('mls:'),
   /** An instance that has not refreshed its presence for this long is dead, and its clients are dropped. */
   instance_ttl: seconds.min(1).max(300).default(5),
+  /** Every Redis command must be answered within this: a Redis that hangs then counts as lost (degraded, /readyz 503). */
+  command_timeout: seconds.min(0.1).max(60).default(2),
   /** How other instances and operators reach this one (shown in /cluster); default: http(s)://<host name>:<port>. */
   advertise_url: z.string().url().optional(),
   /** Prefer agents held by this instance, saving the hop through Redis, at the price of exact shares cluster-wide. */

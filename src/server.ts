@@ -144,6 +144,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
         instanceId,
         keyPrefix: started.cluster.key_prefix,
         instanceTtlMs: started.cluster.instance_ttl * 1000,
+        commandTimeoutMs: started.cluster.command_timeout * 1000,
         advertiseUrl: started.cluster.advertise_url ?? '',
       }
     : undefined
@@ -155,6 +156,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
         deadlines,
         localWs: wsTransport,
         load: () => ({ clients: localClients(), inFlight: load.inFlight }),
+        // Bound once the store exists (below): called only after the cluster has started.
+        restoreTasks: (): Promise<string[]> => redisStore?.restore(storedTasks.runningHere(), instanceId) ?? Promise.resolve([]),
         log,
       })
     : undefined
@@ -190,7 +193,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
     maxBytes: settings.config.tasks.max_bytes,
     idempotencyTtlMs: settings.config.tasks.idempotency_ttl * 1000,
   })
-  const taskStore: TaskStore = cluster ? new RedisTaskStore(cluster.connection, cluster.keys, storeLimits) : new MemoryTaskStore(storeLimits)
+  const redisStore: RedisTaskStore | undefined = cluster ? new RedisTaskStore(cluster.connection, cluster.keys, storeLimits) : undefined
+  const taskStore: TaskStore = redisStore ?? new MemoryTaskStore(storeLimits)
   const taskNews: TaskNews = cluster
     ? {
         queued: () => void cluster.connection.publish(cluster.keys.taskEvents, '{"type":"queued"}').catch(() => undefined),
@@ -280,7 +284,9 @@ export function startServer(options: ServerOptions): MoonlightServer {
       if (stopping) return 'the server is shutting down'
       if (!cluster) return undefined
       if (!joined) return 'joining the cluster (claiming the instance id, loading the shared view)'
-      return cluster.redisUp ? undefined : 'the cluster store (Redis) cannot be reached: serving degraded, without the shared view'
+      if (cluster.redisUp) return undefined
+      const why = cluster.redisDownReason === undefined ? '' : `: ${cluster.redisDownReason}`
+      return `the cluster store (Redis) cannot be reached${why}; serving degraded, without the shared view`
     },
     taskFigures: () => taskStore.figures(clock.now()),
     operator: {

@@ -57,8 +57,8 @@ const RECHECK_EVERY_MS = 1000
  * claiming one task); this class runs tasks and wakes whoever waits on them.
  */
 export class StoredTasks {
-  /** Tasks running here, for cancelling them. */
-  private readonly controls = new Map<string, TaskControl>()
+  /** Tasks running here: for cancelling them, and for writing them back into a store that lost them. */
+  private readonly running = new Map<string, { task: StoredTask; control: TaskControl }>()
   private readonly waiters = new Map<string, Set<() => void>>()
   private workers = 0
   private pumping = false
@@ -130,6 +130,11 @@ export class StoredTasks {
       if (!task || FINAL_STATES.has(task.state) || leftMs <= 0 || this.stopped) return task
       await this.sleep(taskId, Math.min(leftMs, RECHECK_EVERY_MS))
     }
+  }
+
+  /** The tasks running here now, as they were when they started. */
+  runningHere(): StoredTask[] {
+    return [...this.running.values()].map(({ task }) => task)
   }
 
   /** Cancels a queued or running task; the task as it was before, or undefined if unknown. */
@@ -207,12 +212,12 @@ export class StoredTasks {
   private async execute(task: StoredTask, strict: boolean): Promise<Response> {
     const { dispatcher, store, clock } = this.deps
     const control = new TaskControl()
-    this.controls.set(task.task_id, control)
+    this.running.set(task.task_id, { task, control })
     let outcome: Outcome
     try {
       outcome = await dispatcher.dispatch(task.region, task.payload, task.task_id, task.routing, control)
     } finally {
-      this.controls.delete(task.task_id)
+      this.running.delete(task.task_id)
     }
     const response = this.deps.respond(outcome, task.task_id, task.disclosure)
     try {
@@ -235,7 +240,7 @@ export class StoredTasks {
   private stopHere(taskId: string): void {
     // The agent first, while its attempt still waits: the cancel then cuts the attempt here.
     this.deps.tellAgentCancelled(taskId)
-    this.controls.get(taskId)?.cancel()
+    this.running.get(taskId)?.control.cancel()
   }
 
   private sleep(taskId: string, ms: number): Promise<void> {

@@ -1,5 +1,6 @@
 /**
- * A real `redis-server` for the cluster tests, on a free port of 127.0.0.1, keeping nothing on disk.
+ * A real `redis-server` for the cluster tests, on a free port of 127.0.0.1, keeping nothing on disk
+ * unless a test asks for its own settings.
  * The tests are never skipped: where redis-server is missing it is installed when we can (root with
  * apt-get, like scripts/ensure-chromium.mjs does for Chromium), otherwise start-up fails naming the
  * one command that installs it.
@@ -31,15 +32,28 @@ export interface TestRedis {
   stop: () => Promise<void>
   /** `kill -9`: gone at once, nothing flushed. */
   kill: () => Promise<void>
-  /** `kill -9`, then a fresh, empty redis-server on the same port. */
+  /** `kill -9`, then a fresh redis-server on the same port (empty, unless its settings persist to its directory). */
   restart: () => Promise<void>
+  /** SIGSTOP: the process is there, its sockets accept, and it answers nothing, like a Redis that hangs. */
+  freeze: () => void
+  /** SIGCONT: it answers again, with everything it held. */
+  thaw: () => void
 }
 
-/** Starts redis-server (`--save '' --appendonly no`) on a free port and resolves once it accepts connections. */
-export async function startRedis(options: { password?: string } = {}): Promise<TestRedis> {
+export interface RedisOptions {
+  password?: string
+  /** redis-server settings in place of the default `--save '' --appendonly no`, e.g. `['--appendonly', 'yes']`. */
+  settings?: string[]
+}
+
+const NOTHING_ON_DISK = ['--save', '', '--appendonly', 'no']
+
+/** Starts redis-server (`--save '' --appendonly no` unless `settings`) on a free port and resolves once it accepts connections. */
+export async function startRedis(options: RedisOptions = {}): Promise<TestRedis> {
   const binary = ensureRedisServer()
   const dir = mkdtempSync(join(tmpdir(), 'mls-redis-'))
-  const started = await launchOnFreePort(binary, dir, options.password).catch((error) => {
+  const settings = options.settings ?? NOTHING_ON_DISK
+  const started = await launchOnFreePort(binary, dir, options.password, settings).catch((error) => {
     rmSync(dir, { recursive: true, force: true })
     throw error
   })
@@ -55,6 +69,8 @@ export async function startRedis(options: { password?: string } = {}): Promise<T
     kill,
     stop: async () => {
       if (child.exitCode === null && child.signalCode === null) {
+        // A frozen one would act on SIGTERM only once continued.
+        child.kill('SIGCONT')
         child.kill('SIGTERM')
         const exited = await Promise.race([child.exited.then(() => true), Bun.sleep(STOP_WITHIN_MS).then(() => false)])
         if (!exited) await kill()
@@ -63,8 +79,10 @@ export async function startRedis(options: { password?: string } = {}): Promise<T
     },
     restart: async () => {
       await kill()
-      child = await launch(binary, port, dir, options.password)
+      child = await launch(binary, port, dir, options.password, settings)
     },
+    freeze: () => process.kill(child.pid, 'SIGSTOP'),
+    thaw: () => process.kill(child.pid, 'SIGCONT'),
   }
 }
 
@@ -91,19 +109,25 @@ function freePort(): number {
 }
 
 /** Another process may take the free port between the probe and redis-server's bind: then another port. */
-async function launchOnFreePort(binary: string, dir: string, password: string | undefined) {
+async function launchOnFreePort(binary: string, dir: string, password: string | undefined, settings: string[]) {
   for (let attempt = 1; ; attempt++) {
     const port = freePort()
     try {
-      return { port, child: await launch(binary, port, dir, password) }
+      return { port, child: await launch(binary, port, dir, password, settings) }
     } catch (error) {
       if (attempt === START_ATTEMPTS) throw error
     }
   }
 }
 
-async function launch(binary: string, port: number, dir: string, password: string | undefined): Promise<Subprocess<'ignore', 'pipe', 'pipe'>> {
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--logfile', '']
+async function launch(
+  binary: string,
+  port: number,
+  dir: string,
+  password: string | undefined,
+  settings: string[],
+): Promise<Subprocess<'ignore', 'pipe', 'pipe'>> {
+  const args = ['--port', String(port), '--bind', '127.0.0.1', ...settings, '--dir', dir, '--logfile', '']
   if (password !== undefined) args.push('--requirepass', password)
   const child = Bun.spawn([binary, ...args], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe' })
   running.add(child)

@@ -1,17 +1,21 @@
 import type { Clock } from '../clock.ts'
 import type { DeadlineTimer } from '../deadlines.ts'
+import type { Log } from '../logger.ts'
 import type { Client, Registry, RegistryEvent } from '../registry.ts'
 import type { Transport } from '../transports/types.ts'
 import { ClusterKeys } from './keys.ts'
 import { type FleetMessage, fleetMessageSchema, readMessage, type SharedClient, sharedClientSchema } from './messages.ts'
 import { RedisConnection, redactRedisUrl } from './redis-connection.ts'
 import { deliverRelayed, RelayTransport } from './relay.ts'
+import { cameBackEmpty, configValue, type RedisSettings, riskySettings } from './store-checks.ts'
 
 export interface ClusterSettings {
   redisUrl: string
   instanceId: string
   keyPrefix: string
   instanceTtlMs: number
+  /** A Redis command not answered within this makes Redis count as lost (cluster.command_timeout). */
+  commandTimeoutMs: number
   advertiseUrl: string
 }
 
@@ -35,7 +39,9 @@ export interface ClusterDeps {
   localWs: Transport
   /** Clients held here and tasks in flight, for the presence key. */
   load: () => { clients: number; inFlight: number }
-  log: (line: string) => void
+  /** Writes the tasks running here back into a Redis that came back empty; the ids written. */
+  restoreTasks: () => Promise<string[]>
+  log: Log
 }
 
 /** Start-up refused: another running instance has this instance_id. */
@@ -67,12 +73,14 @@ export class Cluster {
   private withdrawn = false
   private cancelTicks: (() => void) | undefined
   private ticking = false
+  /** The marker key's value as last read: Redis lost its data when it is gone or changed. */
+  private marker: string | undefined
 
   constructor(private readonly deps: ClusterDeps) {
     const { settings } = deps
     this.keys = new ClusterKeys(settings.keyPrefix)
     this.startedAt = new Date(deps.clock.now()).toISOString()
-    this.connection = new RedisConnection(settings.redisUrl, deps.clock, {
+    this.connection = new RedisConnection(settings.redisUrl, deps.clock, settings.commandTimeoutMs, {
       up: () => this.onUp(),
       down: (reason) => this.onDown(reason),
     })
@@ -85,6 +93,11 @@ export class Cluster {
 
   get redisUp(): boolean {
     return this.connection.up
+  }
+
+  /** Why Redis counts as lost, while it does. */
+  get redisDownReason(): string | undefined {
+    return this.connection.downReason
   }
 
   /** Connects and claims this instance's id; throws ClusterConflictError if a running instance has it. Redis down: starts degraded. */
@@ -210,6 +223,8 @@ export class Cluster {
     if (!(await this.claimPresence())) return
     this.claimed = true
     this.deps.log(`[mls] cluster: connected to ${this.redisUrl} as ${this.instanceId}`)
+    await this.checkSettings()
+    await this.checkMarker()
     // Announce everything held here afresh: Redis may have restarted empty.
     const id = this.instanceId
     const mine: string[] = []
@@ -229,12 +244,43 @@ export class Cluster {
   }
 
   private onDown(reason: string): void {
-    this.deps.log(`[mls] cluster: ${reason}; serving the agents held here and the HTTP agents known, until Redis is back`)
+    this.deps.log(`[mls] cluster: ${reason}; serving the agents held here and the HTTP agents known, until Redis is back`, { level: 'warn' })
     // Another instance's WebSocket agents are reachable only through Redis; its HTTP agents are called directly.
     for (const client of [...this.deps.registry.all()]) {
       if (client.route === 'relay') this.deps.registry.remove(client.nodeId, 'the cluster store is down')
     }
     this.relay.failAll('the cluster store went down before the answer came back')
+  }
+
+  /** Says, once per connection, which of Redis's settings would lose async tasks (it cannot be told from outside otherwise). */
+  private async checkSettings(): Promise<void> {
+    let settings: RedisSettings
+    try {
+      const read = async (name: string) => configValue(await this.connection.send('CONFIG', ['GET', name]), name)
+      settings = { appendonly: await read('appendonly'), save: await read('save'), maxmemoryPolicy: await read('maxmemory-policy') }
+    } catch (error) {
+      if (!this.connection.up) throw error
+      // A managed Redis or an ACL user may refuse CONFIG: the risks are named all the same.
+      this.deps.log(
+        `[mls] cluster: cannot read the settings of Redis at ${this.redisUrl} (${(error as Error).message}): async tasks survive a Redis restart only with appendonly yes, and memory pressure only with maxmemory-policy noeviction; check both`,
+        { level: 'warn' },
+      )
+      return
+    }
+    for (const risk of riskySettings(settings, this.redisUrl)) this.deps.log(`[mls] cluster: ${risk}`, { level: 'warn' })
+  }
+
+  /** Sets the marker key if it is missing; if this instance had read another value (or any), Redis lost its data meanwhile. */
+  private async checkMarker(): Promise<void> {
+    const key = this.keys.marker
+    const fresh = crypto.randomUUID()
+    const set = await this.connection.send('SET', [key, fresh, 'NX'])
+    const current = set === null ? String(await this.connection.send('GET', [key])) : fresh
+    const lost = this.marker !== undefined && current !== this.marker
+    this.marker = current
+    if (!lost) return
+    const restored = await this.deps.restoreTasks()
+    this.deps.log(`[mls] cluster: ${cameBackEmpty(this.redisUrl, key, restored)}`, { level: 'warn' })
   }
 
   /** SET NX the presence key; at start-up a fresh one of another incarnation means another instance has this id. */

@@ -56,6 +56,11 @@ export class ClusterKeys {
     return `${this.prefix}tasks:events`
   }
 
+  /** A random value set once and never expired: gone (or another value) means Redis lost its data since an instance last read it. */
+  get marker(): string {
+    return `${this.prefix}marker`
+  }
+
   /** An owner's idempotency key: "<task id> <body hash>". */
   idempotency(owner: string, key: string): string {
     return `${this.prefix}idem:${owner}:${key}`

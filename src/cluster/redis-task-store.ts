@@ -72,6 +72,20 @@ if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
 return 1`
 
 /**
+ * Writes back a task running here into a Redis that lost it: running, claimed by this instance, so
+ * that its answer is stored when it ends (a record that is there already is left as it is). Its queue
+ * entry is not re-made (no other instance must claim and run it again), so it expires after the
+ * time a finished one is kept, should this instance die before finishing it. Its idempotency key
+ * comes back too, so that a retry is answered from it rather than run again.
+ */
+const RESTORE = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'running', 'claimed_by', ARGV[1], 'task', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if KEYS[2] ~= '' then redis.call('SET', KEYS[2], ARGV[4], 'NX', 'PX', ARGV[5]) end
+return 1`
+
+/**
  * The store in a cluster, in Redis (keys in src/cluster/keys.ts): a hash per task, the queue as a
  * stream with one consumer group, so a task claimed by an instance that dies stays pending and is
  * taken over by another (XAUTOCLAIM), and idempotency keys as plain keys with their TTL.
@@ -146,6 +160,31 @@ export class RedisTaskStore implements TaskStore {
   async release(task: StoredTask, dropTask: boolean): Promise<void> {
     const key = task.idempotency ? this.keys.idempotency(task.owner, task.idempotency.key) : ''
     await this.redis.send('EVAL', [RELEASE, '2', this.keys.task(task.task_id), key, task.task_id, dropTask ? '1' : '0'])
+  }
+
+  /** After Redis came back empty: the tasks running here, written back (see RESTORE); the ids written. */
+  async restore(tasks: StoredTask[], instance: string): Promise<string[]> {
+    // The consumer group went with the rest: made again at the next claim.
+    this.groupReady = false
+    const limits = this.limits()
+    const restored: string[] = []
+    for (const task of tasks) {
+      const { state: _state, claimed_by: _claimedBy, finished_at_ms: _finishedAt, result: _result, ...asAdded } = task
+      const key = task.idempotency ? this.keys.idempotency(task.owner, task.idempotency.key) : ''
+      const written = await this.redis.send('EVAL', [
+        RESTORE,
+        '2',
+        this.keys.task(task.task_id),
+        key,
+        instance,
+        JSON.stringify(asAdded),
+        String(keptForMs(task, limits)),
+        task.idempotency ? `${task.task_id} ${task.idempotency.body_hash}` : '',
+        String(limits.idempotencyTtlMs),
+      ])
+      if (written === 1) restored.push(task.task_id)
+    }
+    return restored
   }
 
   async claim(instance: string, count: number): Promise<string[]> {
