@@ -33,7 +33,8 @@ function readSeedConfig(path: string): SeedConfig {
   return raw as SeedConfig
 }
 
-type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] }
+// NonNullable: an optional section (cluster) is partial too.
+type DeepPartial<T> = { [K in keyof T]?: NonNullable<T[K]> extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<NonNullable<T[K]>>) : T[K] }
 
 export interface TestServer {
   server: MoonlightServer

@@ -60,8 +60,10 @@ function moonlight(args: string[], options: CliOptions = {}) {
 }
 
 describe('the binary', () => {
-  test('--version prints the embedded version; --help lists the commands', async () => {
-    expect(await moonlight(['--version'])).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: '' })
+  test('--version prints the embedded version and the commit it was built from; --help lists the commands', async () => {
+    const version = await moonlight(['--version'])
+    expect(version).toEqual({ code: 0, stdout: expect.stringMatching(/^\S+ \(commit [0-9a-f]{12}(-dirty)?\)\n$/), stderr: '' })
+    expect(version.stdout).toStartWith(`${pkg.version} (commit `)
     const help = await moonlight(['--help'])
     expect(help.code).toBe(0)
     for (const name of ['serve', 'agent', 'task', 'status', 'clients', 'config']) expect(help.stdout).toMatch(new RegExp(`^  ${name}\\s`, 'm'))
