@@ -1,5 +1,6 @@
 /**
- * `npm run release`: dist/release/ with a `moonlight` binary per platform and their SHA256SUMS.
+ * `npm run release`: dist/release/ with a `moonlight` binary per platform, the SDK's npm tarball
+ * (moonlight-sdk-<version>.tgz, installable before it is on the registry) and their SHA256SUMS.
  * Bun cross-compiles: for another platform it fetches that platform's runtime from the npm registry.
  *
  *   bun scripts/release.ts [--out DIR]    (default dist/release)
@@ -8,7 +9,8 @@
  * checked where this is built and tested; on Alpine, run the image or build with --target=bun-linux-x64-musl.
  */
 import { createHash } from 'node:crypto'
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { buildBinary, buildCommit, ROOT } from './build.ts'
@@ -31,6 +33,33 @@ function checksums(dir: string, names: string[]): string {
     .join('')
 }
 
+/**
+ * The SDK's npm tarball in `out`, the file `npm publish` uploads (`npm publish moonlight-sdk-<version>.tgz`).
+ * Built in a staged copy with the LICENSE beside it, so a release never writes into packages/sdk.
+ */
+function packSdk(out: string): string {
+  const staged = mkdtempSync(join(tmpdir(), 'moonlight-sdk-'))
+  try {
+    for (const [from, to] of [
+      ['packages/sdk/package.json', 'package.json'],
+      ['packages/sdk/README.md', 'README.md'],
+      ['LICENSE', 'LICENSE'],
+    ] as const)
+      copyFileSync(join(ROOT, from), join(staged, to))
+    run([join(ROOT, 'node_modules/.bin/tsc'), '-p', join(ROOT, 'packages/sdk'), '--outDir', join(staged, 'dist')], ROOT)
+    // --ignore-scripts: prepack's tsc has just run, into the staged copy.
+    return run(['npm', 'pack', '--silent', '--ignore-scripts', '--pack-destination', out], staged).trim()
+  } finally {
+    rmSync(staged, { recursive: true, force: true })
+  }
+}
+
+function run(command: string[], cwd: string): string {
+  const result = Bun.spawnSync(command, { cwd, stdout: 'pipe', stderr: 'pipe' })
+  if (result.exitCode !== 0) throw new Error(`${command.join(' ')} failed:\n${result.stdout.toString()}${result.stderr.toString()}`)
+  return result.stdout.toString()
+}
+
 if (import.meta.main) {
   const { values } = parseArgs({ options: { out: { type: 'string', default: join(ROOT, 'dist/release') } }, strict: true })
   const out = values.out
@@ -44,6 +73,8 @@ if (import.meta.main) {
   }
   // --sourcemap leaves a .map beside each binary; what is published is the binaries.
   for (const file of readdirSync(out)) if (file.endsWith('.map')) rmSync(join(out, file))
-  writeFileSync(join(out, 'SHA256SUMS'), checksums(out, names))
+  const tarball = packSdk(out)
+  console.log(`packed ${tarball}`)
+  writeFileSync(join(out, 'SHA256SUMS'), checksums(out, [...names, tarball]))
   console.log(`wrote ${out} (commit ${commit})`)
 }

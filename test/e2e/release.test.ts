@@ -7,6 +7,7 @@ import { closeSync, mkdtempSync, openSync, readdirSync, readSync } from 'node:fs
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pkg from '../../package.json' with { type: 'json' }
+import sdk from '../../packages/sdk/package.json' with { type: 'json' }
 import { ROOT } from '../helpers.ts'
 
 const out = join(mkdtempSync(join(tmpdir(), 'mls-release-')), 'release')
@@ -27,10 +28,21 @@ beforeAll(() => {
 }, 240_000)
 
 describe('npm run release', () => {
-  test('writes the linux x64 and arm64 binaries and their SHA256SUMS, nothing else', () => {
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'moonlight-linux-arm64', 'moonlight-linux-x64'])
+  test("writes the linux x64 and arm64 binaries, the SDK's tarball and their SHA256SUMS, nothing else", () => {
+    const tarball = `moonlight-sdk-${sdk.version}.tgz`
+    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'moonlight-linux-arm64', 'moonlight-linux-x64', tarball])
     const check = Bun.spawnSync(['sha256sum', '--check', 'SHA256SUMS'], { cwd: out, stdout: 'pipe', stderr: 'pipe' })
-    expect({ code: check.exitCode, output: check.stdout.toString() }).toEqual({ code: 0, output: 'moonlight-linux-arm64: OK\nmoonlight-linux-x64: OK\n' })
+    expect({ code: check.exitCode, output: check.stdout.toString() }).toEqual({
+      code: 0,
+      output: `moonlight-linux-arm64: OK\nmoonlight-linux-x64: OK\n${tarball}: OK\n`,
+    })
+    // What npm publish would upload: the built package with its licence.
+    const listing = Bun.spawnSync(['tar', '-tzf', join(out, tarball)], { stdout: 'pipe' })
+      .stdout.toString()
+      .split('\n')
+    expect(listing).toEqual(
+      expect.arrayContaining(['package/LICENSE', 'package/README.md', 'package/package.json', 'package/dist/index.js', 'package/dist/index.d.ts']),
+    )
   })
 
   test("each binary is built for its platform; this machine's says its version and commit", () => {
