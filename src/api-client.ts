@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { certificateFailure, SERVER_CA_HINT } from './tls-failures.ts'
 import { errorBodySchema } from './wire/errors.ts'
-import { type ClientList, type ClusterView, clientViewSchema, clusterViewSchema, type Status, statusSchema } from './wire/views.ts'
+import { type ClientList, type ClusterView, clientViewSchema, clusterViewSchema, readyzSchema, type Status, statusSchema } from './wire/views.ts'
 
 export type { ClientList, Status } from './wire/views.ts'
 
@@ -59,6 +59,11 @@ export async function fetchCluster(target: ServerTarget, timeoutMs = VIEW_TIMEOU
 
 export async function fetchClients(target: ServerTarget, timeoutMs = VIEW_TIMEOUT_S * 1000): Promise<ClientList> {
   return parseJson(await call(target, 'GET', '/clients', timeoutMs), clientListAnswerSchema, '/clients')
+}
+
+/** Resolves when GET /readyz says the server may take traffic; a 503 throws `RequestFailed` with the reason. */
+export async function fetchReadiness(target: ServerTarget, timeoutMs: number): Promise<void> {
+  parseJson(await call(target, 'GET', '/readyz', timeoutMs), readyzSchema, '/readyz')
 }
 
 /** POSTs /task/request and returns the answer whatever its status: the caller decides what failed. */

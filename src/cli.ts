@@ -5,17 +5,19 @@ import { clientsCommand } from './commands/clients.ts'
 import { clusterCommand } from './commands/cluster.ts'
 import { completionCommand } from './commands/completion.ts'
 import { configCommand } from './commands/config.ts'
+import { healthcheckCommand } from './commands/healthcheck.ts'
 import { openapiCommand } from './commands/openapi.ts'
 import { serveCommand } from './commands/serve.ts'
 import { statusCommand } from './commands/status.ts'
 import { taskCommand } from './commands/task.ts'
-import { VERSION } from './version.ts'
+import { COMMIT, VERSION } from './version.ts'
 
 const commands: Record<string, Command> = {
   serve: serveCommand,
   agent: agentCommand,
   task: taskCommand,
   status: statusCommand,
+  healthcheck: healthcheckCommand,
   clients: clientsCommand,
   cluster: clusterCommand,
   config: configCommand,
@@ -32,7 +34,7 @@ ${Object.entries(commands)
   .map(([name, command]) => `  ${name.padEnd(14)}${command.summary}`)
   .join('\n')}
 
-Run "moonlight <command> --help" for a command's options; --version prints the version.
+Run "moonlight <command> --help" for a command's options; --version prints the version and commit.
 Defaults from the environment: MLS_SERVER (the server's URL, default http://localhost:8080),
 MLS_TOKEN (the token), MLS_CONFIG (serve's config file), MLS_CA (a PEM CA bundle for an https://
 server from a private CA), MLS_SIGNING_SECRET (agent --http: the secret calls must be signed with).
@@ -53,7 +55,7 @@ export async function main(argv: string[], env: Env = process.env): Promise<numb
     return 0
   }
   if (name === '--version' || name === '-v' || name === '-V') {
-    console.log(VERSION)
+    console.log(`${VERSION} (commit ${COMMIT})`)
     return 0
   }
   const command = commands[name]

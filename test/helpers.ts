@@ -33,7 +33,8 @@ function readSeedConfig(path: string): SeedConfig {
   return raw as SeedConfig
 }
 
-type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<T[K]>) : T[K] }
+// NonNullable: an optional section (cluster) is partial too.
+type DeepPartial<T> = { [K in keyof T]?: NonNullable<T[K]> extends object ? (T[K] extends unknown[] ? T[K] : DeepPartial<NonNullable<T[K]>>) : T[K] }
 
 export interface TestServer {
   server: MoonlightServer
@@ -268,6 +269,14 @@ export function collectOutput(...streams: ReadableStream<Uint8Array>[]): () => s
 }
 
 /** Polls `condition` until it is true or `timeoutMs` passes (then throws with `what`). */
+/** A port nothing listens on now: the kernel's pick for a listener that is closed at once. */
+export function freePort(): number {
+  const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  const { port } = probe
+  probe.stop(true)
+  return port
+}
+
 export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!(await condition())) {

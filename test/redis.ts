@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Subprocess } from 'bun'
-import { collectOutput } from './helpers.ts'
+import { collectOutput, freePort } from './helpers.ts'
 
 const READY_WITHIN_MS = 10_000
 const STOP_WITHIN_MS = 3000
@@ -98,14 +98,6 @@ export function ensureRedisServer(): string {
   execFileSync('apt-get', ['install', '-y', '-qq', 'redis-server'], { stdio: 'inherit', env })
   if (!existsSync(DEBIAN_PATH)) throw new Error(`apt-get installed redis-server, but ${DEBIAN_PATH} is not there`)
   return DEBIAN_PATH
-}
-
-/** A port nothing listens on now: the kernel's pick for a listener that is closed at once. */
-function freePort(): number {
-  const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
-  const { port } = probe
-  probe.stop(true)
-  return port
 }
 
 /** Another process may take the free port between the probe and redis-server's bind: then another port. */

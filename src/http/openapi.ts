@@ -12,6 +12,7 @@ import {
   ejectRequestSchema,
   forgottenClientSchema,
   healthzSchema,
+  readyzSchema,
   regionNodeSchema,
   statusSchema,
 } from '../wire/views.ts'
@@ -489,7 +490,7 @@ export const ANSWER_SCHEMAS = {
   ClusterView: clusterViewSchema,
   RegionNode: regionNodeSchema,
   Healthz: healthzSchema,
-  Ready: z.object({ ready: z.literal(true) }),
+  Ready: readyzSchema,
 } as const
 
 /** Every schema of the document, generated from the wire's zod schemas; references between them point into components. */

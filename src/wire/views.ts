@@ -157,3 +157,6 @@ export const ejectRequestSchema = z.strictObject({ seconds: z.number().positive(
 
 /** `GET /healthz`: the process is up. */
 export const healthzSchema = z.object({ ok: z.literal(true) })
+
+/** `GET /readyz`: the server may take traffic (a 503 `not_ready` says why not). */
+export const readyzSchema = z.object({ ready: z.literal(true) })

@@ -3,12 +3,12 @@
  * started from a directory that has nothing of the project in it. Built here if missing or stale.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { existsSync, mkdtempSync, readdirSync, statSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pkg from '../../package.json' with { type: 'json' }
-import { ROOT, type SpawnedServer, spawnServer, TOKEN, waitFor } from '../helpers.ts'
-import { BINARY, type CliOptions, type CliProcess, ensureStopped, expectOneLine, FIXTURES, runCli, startCli } from './cli-helpers.ts'
+import { type SpawnedServer, spawnServer, TOKEN, waitFor } from '../helpers.ts'
+import { BINARY, type CliOptions, type CliProcess, ensureBinary, ensureStopped, expectOneLine, FIXTURES, runCli, startCli } from './cli-helpers.ts'
 
 const elsewhere = mkdtempSync(join(tmpdir(), 'mls-binary-'))
 const GOOD_CONFIG = join(FIXTURES, 'mls.good.json')
@@ -17,21 +17,7 @@ const binary: CliOptions = { command: [BINARY], cwd: elsewhere }
 const servers: SpawnedServer[] = []
 const agents: CliProcess[] = []
 
-/** The newest modification time of anything the binary is built from. */
-function newestSourceMs(path: string): number {
-  const stat = statSync(path)
-  if (!stat.isDirectory()) return stat.mtimeMs
-  return Math.max(stat.mtimeMs, ...readdirSync(path).map((name) => newestSourceMs(join(path, name))))
-}
-
-beforeAll(() => {
-  const inputs = ['src', 'public', 'package.json'].map((name) => join(ROOT, name)).filter(existsSync)
-  const stale = !existsSync(BINARY) || statSync(BINARY).mtimeMs < Math.max(...inputs.map(newestSourceMs))
-  if (stale) {
-    const build = Bun.spawnSync([process.execPath, 'run', 'build'], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
-    if (build.exitCode !== 0) throw new Error(`bun run build failed:\n${build.stderr.toString()}`)
-  }
-})
+beforeAll(ensureBinary)
 
 afterAll(async () => {
   await Promise.all(agents.map(ensureStopped))
@@ -60,8 +46,10 @@ function moonlight(args: string[], options: CliOptions = {}) {
 }
 
 describe('the binary', () => {
-  test('--version prints the embedded version; --help lists the commands', async () => {
-    expect(await moonlight(['--version'])).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: '' })
+  test('--version prints the embedded version and the commit it was built from; --help lists the commands', async () => {
+    const version = await moonlight(['--version'])
+    expect(version).toEqual({ code: 0, stdout: expect.stringMatching(/^\S+ \(commit [0-9a-f]{12}(-dirty)?\)\n$/), stderr: '' })
+    expect(version.stdout).toStartWith(`${pkg.version} (commit `)
     const help = await moonlight(['--help'])
     expect(help.code).toBe(0)
     for (const name of ['serve', 'agent', 'task', 'status', 'clients', 'config']) expect(help.stdout).toMatch(new RegExp(`^  ${name}\\s`, 'm'))

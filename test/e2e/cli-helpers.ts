@@ -2,6 +2,7 @@
  * Helpers for driving the `moonlight` CLI: in this process through `main(argv, env)`, or as a real
  * subprocess where the process itself is the point (its exit, signals, stdin, a terminal, the binary).
  */
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { format } from 'node:util'
 import { main } from '../../src/cli.ts'
@@ -10,6 +11,23 @@ import { type CliOptions, type CliProcess, cleanEnv, ROOT, SOURCE_CLI } from '..
 export { type CliOptions, type CliProcess, SOURCE_CLI, startCli } from '../helpers.ts'
 
 export const BINARY = join(ROOT, 'dist/moonlight')
+
+/** The newest modification time of anything the binary is built from. */
+function newestSourceMs(path: string): number {
+  const stat = statSync(path)
+  if (!stat.isDirectory()) return stat.mtimeMs
+  return Math.max(stat.mtimeMs, ...readdirSync(path).map((name) => newestSourceMs(join(path, name))))
+}
+
+/** Builds dist/moonlight (`bun run build`) when it is missing or older than its sources; `npm test` has built it already. */
+export function ensureBinary(): void {
+  const inputs = ['src', 'public', 'package.json'].map((name) => join(ROOT, name)).filter(existsSync)
+  const stale = !existsSync(BINARY) || statSync(BINARY).mtimeMs < Math.max(...inputs.map(newestSourceMs))
+  if (stale) {
+    const build = Bun.spawnSync([process.execPath, 'run', 'build'], { cwd: ROOT, stdout: 'pipe', stderr: 'pipe' })
+    if (build.exitCode !== 0) throw new Error(`bun run build failed:\n${build.stderr.toString()}`)
+  }
+}
 export const FIXTURES = join(ROOT, 'test/fixtures')
 
 export interface CliResult {

@@ -258,6 +258,27 @@ describe('moonlight status', () => {
   })
 })
 
+describe('moonlight healthcheck', () => {
+  test('a ready server: exit 0', async () => {
+    expect(await runMain(['healthcheck', ...server()])).toEqual({ code: 0, stdout: `ready: ${mls.url}\n`, stderr: '' })
+  })
+
+  test('a server that is up but not ready (joining a cluster whose Redis is unreachable) exits 1 with the reason; so does no server', async () => {
+    // Nothing listens on port 9: the instance serves alone, and /readyz answers 503 until Redis is reachable.
+    const member = startTestServer({ cluster: { redis_url: 'redis://127.0.0.1:9', instance_id: 'never-ready' } })
+    try {
+      const result = await runMain(['healthcheck', '--server', member.url])
+      expect(result.code).toBe(1)
+      expect(expectOneLine(result.stderr)).toMatch(/^moonlight healthcheck: not ready: .+ \(HTTP 503\)$/)
+    } finally {
+      await member.stop()
+    }
+    const unreachable = await runMain(['healthcheck', '--server', 'http://127.0.0.1:9'])
+    expect(unreachable.code).toBe(1)
+    expect(expectOneLine(unreachable.stderr)).toStartWith('moonlight healthcheck: cannot reach http://127.0.0.1:9')
+  })
+})
+
 describe('moonlight cluster', () => {
   test('alone: says so, with this instance in the table; --json prints GET /cluster', async () => {
     const result = await runMain(['cluster', ...auth()])
@@ -367,9 +388,9 @@ describe('moonlight config check', () => {
 })
 
 describe('help, version and exit codes', () => {
-  test('--version prints the package version', async () => {
+  test('--version prints the package version, and no commit when run from the sources', async () => {
     const result = await runMain(['--version'])
-    expect(result).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: '' })
+    expect(result).toEqual({ code: 0, stdout: `${pkg.version} (commit unknown)\n`, stderr: '' })
   })
 
   test('--help lists every command; each command has its own --help', async () => {
