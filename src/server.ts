@@ -26,7 +26,7 @@ import type { RegistrationDeps } from './registration.ts'
 import { Registry, type RegistryEvent } from './registry.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
 import { StoredTasks, type TaskNews } from './stored-tasks.ts'
-import { TaskIds } from './task-ids.ts'
+import { RandomTaskIds } from './task-ids.ts'
 import { ClientTasks, type TaskRecord, TaskStats } from './task-stats.ts'
 import { MemoryTaskStore, type StoreLimits, type TaskStore } from './task-store.ts'
 import { type CertificatePair, describeCertificate, readConfiguredTls } from './tls-files.ts'
@@ -295,7 +295,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     settings,
     dispatcher,
     broadcaster,
-    taskIds: new TaskIds(),
+    taskIds: new RandomTaskIds(),
     storedTasks,
     now: () => clock.now(),
     clientRegion: (nodeId) => registry.get(nodeId)?.region,
