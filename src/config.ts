@@ -5,7 +5,7 @@ import { z } from 'zod'
 import { findRegrant } from './access.ts'
 import { PRIVATE_NETWORKS, parseCidr } from './networks.ts'
 import { ROOT_REGION } from './regions.ts'
-import { payloadFormatSchema } from './wire/names.ts'
+import { nameSchema, payloadFormatSchema, RESERVED_NAME, reservedNameMessage } from './wire/names.ts'
 import { fallbackSchema } from './wire/task.ts'
 
 const seconds = z.number().positive()
@@ -90,21 +90,15 @@ const routingSchema = z.object({
   fallback: fallbackSchema.default('parent'),
 })
 
-/** Objects built from a config assign keys, and assigning "__proto__" sets the prototype: zod's record drops such a key without a word. */
-const PROTO_KEY = '__proto__'
-const protoMessage = `"${PROTO_KEY}" cannot be a region name`
-const regionName = z
-  .string()
-  .min(1)
-  .refine((name) => name !== PROTO_KEY, protoMessage)
-
+// Region names follow the agents' rule (nameSchema): a region the config names is one an agent can register in.
 const hierarchySchema = z
   .unknown()
   // Before the record, which skips a "__proto__" key (JSON.parse makes it an own property) instead of running the key schema on it.
   .superRefine((raw, ctx) => {
-    if (typeof raw === 'object' && raw !== null && Object.hasOwn(raw, PROTO_KEY)) ctx.addIssue({ code: 'custom', path: [PROTO_KEY], message: protoMessage })
+    if (typeof raw === 'object' && raw !== null && Object.hasOwn(raw, RESERVED_NAME))
+      ctx.addIssue({ code: 'custom', path: [RESERVED_NAME], message: reservedNameMessage })
   })
-  .pipe(z.record(regionName, regionName))
+  .pipe(z.record(nameSchema, nameSchema))
   .default({})
   .superRefine((hierarchy, ctx) => {
     if (Object.hasOwn(hierarchy, ROOT_REGION)) ctx.addIssue({ code: 'custom', path: [ROOT_REGION], message: '"global" is the root and cannot have a parent' })
@@ -251,7 +245,7 @@ const accessEntrySchema = z
       .optional(),
     roles: z.array(roleSchema).min(1, 'name at least one role'),
     /** Where the token may register agents and send tasks (each region with everything under it); absent: everywhere. */
-    regions: z.array(regionName).min(1, 'name at least one region, or leave "regions" out for every region').optional(),
+    regions: z.array(nameSchema).min(1, 'name at least one region, or leave "regions" out for every region').optional(),
   })
   .refine((entry) => (entry.token === undefined) !== (entry.token_sha256 === undefined), 'give exactly one of "token" and "token_sha256"')
 export type AccessEntry = z.infer<typeof accessEntrySchema>

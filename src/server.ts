@@ -16,6 +16,7 @@ import { createApp } from './http/app.ts'
 import { requestPath } from './http/request-path.ts'
 import { outcomeResponse } from './http/task-outcome.ts'
 import { createTaskRoute } from './http/task-route.ts'
+import { randomToken } from './kept-token.ts'
 import { Listeners } from './listeners.ts'
 import { consoleWrite, createLog, type Log, type LogFields } from './logger.ts'
 import { LocalMembership } from './membership.ts'
@@ -26,7 +27,7 @@ import type { RegistrationDeps } from './registration.ts'
 import { Registry, type RegistryEvent } from './registry.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
 import { StoredTasks, type TaskNews } from './stored-tasks.ts'
-import { TaskIds } from './task-ids.ts'
+import { RandomTaskIds } from './task-ids.ts'
 import { ClientTasks, type TaskRecord, TaskStats } from './task-stats.ts'
 import { MemoryTaskStore, type StoreLimits, type TaskStore } from './task-store.ts'
 import { type CertificatePair, describeCertificate, readConfiguredTls } from './tls-files.ts'
@@ -47,6 +48,8 @@ export interface ServerOptions {
   clock?: Clock
   /** This instance's name among others (a cluster's instance_id); the host name and port by default. */
   instanceId?: string
+  /** The token to use while none is configured (serve: the one kept for the next start); asked at most once. A random one by default. */
+  generatedToken?: () => string
 }
 
 export interface MoonlightServer {
@@ -72,7 +75,13 @@ export function startServer(options: ServerOptions): MoonlightServer {
   const started = options.loaded.config
   // Failed authentications per address, on the monotonic clock; one table for the server's life, through every reload.
   const authFailures = new AuthFailures(() => clock.monotonic())
-  const settings = makeSettings(started, { externalTokens: options.loaded.externalTokens, failures: authFailures })
+  // Asked at most once, at start or at the first reload that leaves no token configured: the same token for the server's life.
+  let generated: string | undefined
+  const generatedToken = () => {
+    generated ??= (options.generatedToken ?? randomToken)()
+    return generated
+  }
+  const settings = makeSettings(started, { externalTokens: options.loaded.externalTokens, failures: authFailures, generatedToken })
   // A caller's own sink (tests) gets the messages as they are; otherwise log.format and log.level, as reloaded.
   const given = options.log
   const log: Log = given
@@ -301,7 +310,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     settings,
     dispatcher,
     broadcaster,
-    taskIds: new TaskIds(),
+    taskIds: new RandomTaskIds(),
     storedTasks,
     now: () => clock.now(),
     clientRegion: (nodeId) => registry.get(nodeId)?.region,
@@ -454,10 +463,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       if (nextTls.certificate) renewCertificate(nextTls.certificate)
       tlsFiles = nextTls
       if (plan.atNextStart.length > 0) log(`[mls] reload: ${plan.atNextStart.join(', ')} take effect at the next start`)
-      Object.assign(
-        settings,
-        makeSettings(plan.config, { externalTokens: loaded.externalTokens, failures: authFailures, generatedToken: settings.generatedToken }),
-      )
+      Object.assign(settings, makeSettings(plan.config, { externalTokens: loaded.externalTokens, failures: authFailures, generatedToken }))
       registry.reconfigure(settings.regions, healthPolicy(settings.config))
       // Tokens apply at once, to what they already let in: a client this instance holds whose token was
       // revoked (or lost the agent role or its region) leaves now — a WebSocket agent sends its token

@@ -3,6 +3,7 @@ import { HeaderPolicy } from './answer-headers.ts'
 import type { AuthFailures } from './auth-failures.ts'
 import type { Config } from './config.ts'
 import type { HealthPolicy } from './health.ts'
+import { randomToken } from './kept-token.ts'
 import { Networks } from './networks.ts'
 import { Regions } from './regions.ts'
 
@@ -28,14 +29,19 @@ export interface SettingsSources {
   externalTokens: readonly string[]
   /** Failed authentications per address: they outlive a reload. */
   failures: AuthFailures
-  /** The token generated before, kept while still no token is configured. */
-  generatedToken?: string
+  /** The token to use when none is configured (serve: the one kept for the next start); called only then. A random one by default. */
+  generatedToken?: () => string
 }
 
-/** Builds the settings; with no token configured anywhere it keeps `generatedToken` (or makes a new one). */
+/** Whether any token is configured (`tokens`, `access`, tokens_file, MLS_TOKENS): without one the server generates one rather than run open. */
+export function configuresTokens(config: Config, externalTokens: readonly string[]): boolean {
+  return config.tokens.length > 0 || config.access.length > 0 || externalTokens.length > 0
+}
+
+/** Builds the settings; with no token configured anywhere it takes `generatedToken()`. */
 export function makeSettings(config: Config, sources: SettingsSources): Settings {
   const configured = [...config.tokens, ...sources.externalTokens]
-  const token = configured.length > 0 || config.access.length > 0 ? undefined : (sources.generatedToken ?? randomToken())
+  const token = configuresTokens(config, sources.externalTokens) ? undefined : (sources.generatedToken ?? randomToken)()
   const regions = new Regions(config.region_hierarchy)
   const access = new Access({
     everyRole: token === undefined ? configured : [token],
@@ -51,7 +57,8 @@ export function makeSettings(config: Config, sources: SettingsSources): Settings
     headerPolicy: new HeaderPolicy(config.answers.pass_headers),
     allowedNetworks: Networks.parse(config.agents.allowed_networks),
     trustedProxies: Networks.parse(config.trusted_proxies),
-    ...(token === undefined ? {} : { generatedToken: token }),
+    // Set even when undefined: a reload that configures tokens swaps the fields in place, and must clear it.
+    generatedToken: token,
   }
 }
 
@@ -63,9 +70,4 @@ export function healthPolicy(config: Config): HealthPolicy {
     maxEjectedPercent: config.health.max_ejected_percent,
     slowStartMs: config.health.slow_start * 1000,
   }
-}
-
-function randomToken(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(24))
-  return `mls_${Buffer.from(bytes).toString('base64url')}`
 }

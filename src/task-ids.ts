@@ -1,13 +1,38 @@
-/**
- * Task ids: a prefix random per process, then a counter. Short (they are in every answer's headers
- * and every log line), unique across restarts, and cheap: no UUID per task.
- */
-export class TaskIds {
-  private sequence = 0
+/** Where a task's id comes from: the server's are RandomTaskIds; a test may hand out fixed ones. */
+export interface TaskIds {
+  next(): string
+}
 
-  constructor(private readonly prefix: string = Math.random().toString(36).slice(2, 8)) {}
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789'
+/** 17 characters of 62: 101 random bits, past the 96 that leave an id unguessable. */
+const ID_LENGTH = 17
+export const TASK_ID_PATTERN = /^[A-Za-z0-9]{17}$/
+// 248 = 4 × 62: a byte below it picks a character without bias; the few at or above it are skipped.
+const UNBIASED_BELOW = 248
+// Random bytes are drawn a pool at a time: one call per ~200 tasks, not one per task.
+const POOL_BYTES = 4096
+
+/**
+ * Task ids: 17 random letters and digits. Unguessable, unlike a counter, which let anyone holding one
+ * id count every tenant's tasks; short, as they are in every answer's headers and every log line; and
+ * without `-` or `_`, so an id never reads as a command-line flag and a double click selects it whole.
+ */
+export class RandomTaskIds implements TaskIds {
+  private readonly pool = new Uint8Array(POOL_BYTES)
+  private offset = POOL_BYTES
+
+  constructor(private readonly fill: (bytes: Uint8Array) => void = (bytes) => void crypto.getRandomValues(bytes)) {}
 
   next(): string {
-    return `${this.prefix}-${(++this.sequence).toString(36)}`
+    let id = ''
+    while (id.length < ID_LENGTH) {
+      if (this.offset === POOL_BYTES) {
+        this.fill(this.pool)
+        this.offset = 0
+      }
+      const byte = this.pool[this.offset++]!
+      if (byte < UNBIASED_BELOW) id += ALPHABET[byte % ALPHABET.length]
+    }
+    return id
   }
 }

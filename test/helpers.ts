@@ -1,6 +1,7 @@
 /** Shared test helpers: a real server on port 0, real HTTP and WebSocket agents, real sockets. */
 import { afterEach } from 'bun:test'
-import { readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Subprocess } from 'bun'
 import type { z } from 'zod'
@@ -288,9 +289,29 @@ export async function waitFor(condition: () => boolean | Promise<boolean>, what:
 /** The CLI from the sources; binary tests pass their own `command` instead. */
 export const SOURCE_CLI = [process.execPath, join(ROOT, 'src/cli.ts')]
 
-/** Environment with none of the caller's own Moonlight settings leaking in. */
+let stateHome: string | undefined
+/** One XDG_STATE_HOME for the test process's servers, removed when it exits: a server with no token keeps one there, never in the real home. */
+function testStateHome(): string {
+  if (stateHome === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), 'mls-state-'))
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }))
+    stateHome = dir
+  }
+  return stateHome
+}
+
+/** Environment with none of the caller's own Moonlight settings leaking in, and the user's state directory out of reach. */
 export function cleanEnv(extra: Record<string, string> = {}): Record<string, string | undefined> {
-  return { ...process.env, MLS_SERVER: '', MLS_TOKEN: '', MLS_CONFIG: '', MLS_TOKENS: '', MLS_REDIS_URL: '', ...extra }
+  return {
+    ...process.env,
+    MLS_SERVER: '',
+    MLS_TOKEN: '',
+    MLS_CONFIG: '',
+    MLS_TOKENS: '',
+    MLS_REDIS_URL: '',
+    XDG_STATE_HOME: testStateHome(),
+    ...extra,
+  }
 }
 
 export interface CliOptions {

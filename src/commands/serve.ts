@@ -1,4 +1,6 @@
+import { homedir } from 'node:os'
 import { ConfigError, type LoadedConfig, loadConfig, withRedisUrl } from '../config.ts'
+import { type KeptToken, keepToken, keptTokenPath } from '../kept-token.ts'
 import { consoleWrite, createLog, type Log } from '../logger.ts'
 import { startServer } from '../server.ts'
 import { type Command, noPositionals, optionalInt, parse } from './_command.ts'
@@ -9,11 +11,19 @@ export const serveCommand: Command = {
 
 Starts Moonlight Server. Config: --config, $MLS_CONFIG, ./mls.json, ~/.config/moonlight/mls.json,
 /etc/moonlight/mls.json, else the embedded default. SIGHUP reloads it; SIGTERM stops gracefully.
---redis URL (or $MLS_REDIS_URL) joins a cluster through that Redis (cluster.redis_url).`,
+--redis URL (or $MLS_REDIS_URL) joins a cluster through that Redis (cluster.redis_url).
+With no token configured, it generates one and keeps it for the next start in
+$XDG_STATE_HOME/moonlight/token (default ~/.local/state/moonlight/token, mode 0600).`,
   run: async (args, env) => {
     const { values, positionals } = parse(args, { config: { type: 'string' }, port: { type: 'string' }, host: { type: 'string' }, redis: { type: 'string' } })
     noPositionals(positionals)
-    await serve({ config: values.config, port: optionalInt(values.port, '--port'), host: values.host, redis: values.redis ?? (env.MLS_REDIS_URL || undefined) })
+    await serve({
+      config: values.config,
+      port: optionalInt(values.port, '--port'),
+      host: values.host,
+      redis: values.redis ?? (env.MLS_REDIS_URL || undefined),
+      keptTokenPath: keptTokenPath(env, homedir()),
+    })
   },
 }
 
@@ -23,6 +33,8 @@ export interface ServeOptions {
   host?: string
   /** Overrides cluster.redis_url. */
   redis?: string
+  /** Where the token generated while none is configured is kept for the next start; read or written only then. */
+  keptTokenPath: string
 }
 
 /** Runs the server until SIGTERM/SIGINT; SIGHUP reloads the config. Resolves when stopped. */
@@ -34,7 +46,21 @@ export async function serve(options: ServeOptions): Promise<void> {
   let current = loaded
   const log = createLog(() => current.config.log, consoleWrite, Date.now)
   report(loaded, log)
-  const server = startServer({ loaded, port: options.port, host: options.host })
+  // Read (or written) only when no token is configured: a config that names tokens never touches the file.
+  let kept: KeptToken | undefined
+  const generatedToken = () => {
+    kept ??= keepToken(options.keptTokenPath)
+    return kept.token
+  }
+  const server = startServer({ loaded, port: options.port, host: options.host, generatedToken })
+  let shown = false
+  const showKeptToken = () => {
+    if (shown || !kept || !server.settings.generatedToken) return
+    shown = true
+    // The one token ever printed, and not through the log: a log may be shipped elsewhere.
+    console.log(`[mls] no tokens configured: ${describeKept(kept)} (set "tokens" in mls.json to choose your own):`)
+    console.log(`[mls]   ${kept.token}`)
+  }
   try {
     await server.ready
   } catch (error) {
@@ -49,6 +75,8 @@ export async function serve(options: ServeOptions): Promise<void> {
       report(next, log)
       server.reload(next)
       current = next
+      // A reload that leaves no token configured uses the kept one: said once, as at start-up.
+      showKeptToken()
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error
       log(`[mls] reload rejected, the previous config stays in force:\n${error.message}`, { level: 'error' })
@@ -71,11 +99,7 @@ export async function serve(options: ServeOptions): Promise<void> {
       ? `[mls] cluster: instance ${cluster.instanceId} through ${cluster.redisUrl}, ${cluster.redisUp ? `with ${describePeers(cluster.peers().map((peer) => peer.instance_id))}` : 'Redis not reachable yet (serving alone until it is)'}`
       : '[mls] running alone (no cluster configured)',
   )
-  if (server.settings.generatedToken) {
-    // The one token ever printed, and not through the log: it exists nowhere else, and a log may be shipped elsewhere.
-    console.log(`[mls] no tokens configured: generated this one for this run (set "tokens" in mls.json to choose your own):`)
-    console.log(`[mls]   ${server.settings.generatedToken}`)
-  }
+  showKeptToken()
   const { ws, html } = server.settings.config
   log(`[mls] listening on ${server.url}${ws.enabled ? ` (WebSocket ${ws.path})` : ''}`, { fields: { url: server.url } })
   // `npm start` puts npm in front of this process, and npm does not pass SIGHUP on: say where signals go.
@@ -92,4 +116,10 @@ function report(loaded: LoadedConfig, log: Log): void {
 
 function describePeers(peers: string[]): string {
   return peers.length === 0 ? 'no other instance yet' : peers.join(', ')
+}
+
+function describeKept(kept: KeptToken): string {
+  if (kept.how === 'created') return `generated a token and kept it in ${kept.path} for the next start`
+  if (kept.how === 'read') return `using the token kept in ${kept.path} at an earlier start`
+  return `generated a token for this run only (could not keep it in ${kept.path}: ${kept.problem})`
 }

@@ -18,7 +18,7 @@ const RETRY_AFTER_S = 1
 export function mountStoredTaskRoutes(app: Hono<AppEnv>, settings: Settings, tasks: StoredTasks): void {
   const own = async (request: Request, server: AppEnv['Bindings'], taskId: string, task: StoredTask | undefined): Promise<StoredTask> => {
     // The token is checked whether or not the task exists: a 401 for an id that exists and a 404 for
-    // one that does not would tell a caller without a valid token which ids exist (they count up).
+    // one that does not would tell a caller without a valid token which ids exist.
     const grant = settings.config.require_task_token
       ? authorize(settings, request.headers, 'submit', () => clientAddress(settings, server, request))
       : undefined

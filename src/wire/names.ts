@@ -1,11 +1,20 @@
 import { z } from 'zod'
 
-/** Node ids and regions end up in logs, topics and the dashboard: keep them printable and short. */
+/** Objects keyed by name assign keys, and assigning "__proto__" sets the prototype instead of adding a key. */
+export const RESERVED_NAME = '__proto__'
+export const reservedNameMessage = `"${RESERVED_NAME}" cannot be a node id or a region name`
+
+/**
+ * The one rule for node ids and region names, wherever they come from: the config (region_hierarchy,
+ * access regions), an agent's heartbeat or register, a task, the cluster. They end up in logs, topics and
+ * the dashboard: printable and short.
+ */
 export const nameSchema = z
   .string()
   .min(1)
   .max(128)
   .regex(/^[\w.:@-]+$/, 'only letters, digits and . _ : @ - are allowed')
+  .refine((name) => name !== RESERVED_NAME, reservedNameMessage)
 
 /** A client's share of tasks; 0 drains it. */
 export const weightSchema = z.number().int().min(0).max(1000)

@@ -210,7 +210,7 @@ describe('docs page', () => {
     expect(overview).toContain('prints it at start-up')
     expect(overview).toContain('export MLS_TOKEN=')
     // What `moonlight serve` really prints with no token configured, so a reader recognises the line.
-    expect(overview).toContain('[mls] no tokens configured: generated this one for this run')
+    expect(overview).toContain('[mls] no tokens configured: generated a token and kept it in')
     expect(errors).toEqual([])
     await close()
   })

@@ -208,6 +208,21 @@ describe('async tasks', () => {
     expect((await get(mls.url, `/task/${task_id}`, {})).response.status).toBe(401)
   })
 
+  test("task ids are 17 random letters and digits, not a count: another token's ids cannot be guessed from one's own", async () => {
+    const mls = server()
+    await startHttpAgent(mls.url, { nodeId: 'plain', region: 'us-east-1' }).then((agent) => defer(agent.stop))
+    const ids: string[] = []
+    for (let i = 0; i < 3; i++) {
+      const sync = await submit(mls.url, { region: 'us-east-1', payload: i })
+      ids.push(sync.response.headers.get('x-task-id') ?? '')
+      ids.push(JSON.parse((await submit(mls.url, { region: 'us-east-1', payload: i, mode: 'async' })).text).task_id)
+    }
+    for (const id of ids) expect(id).toMatch(/^[A-Za-z0-9]{17}$/)
+    expect(new Set(ids).size).toBe(ids.length)
+    // Consecutive ids share no prefix a counter would leave (odds of 8 shared leading characters: 62^-8).
+    for (let i = 1; i < ids.length; i++) expect(ids[i]!.slice(0, 8)).not.toBe(ids[i - 1]!.slice(0, 8))
+  })
+
   test('results expire after tasks.result_ttl: then 404', async () => {
     const mls = server({ tasks: { result_ttl: 0.5 } })
     await startHttpAgent(mls.url, { nodeId: 'plain', region: 'us-east-1' }).then((agent) => defer(agent.stop))

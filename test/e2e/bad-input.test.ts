@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { connect } from 'node:net'
+import { parseConfig } from '../../src/config.ts'
 import { openWs, postJson, postTask, startTestServer, startWsAgent, type TestServer, TOKEN, upgradeRequest } from '../helpers.ts'
 
 describe('bad input gets a clear JSON answer over HTTP', () => {
@@ -212,5 +213,50 @@ describe('heartbeat addresses and tokens', () => {
   test('the Bearer scheme name is case-insensitive', async () => {
     const response = await fetch(`${mls.url}/clients`, { headers: { authorization: `bearer ${TOKEN}` } })
     expect(response.status).toBe(200)
+  })
+})
+
+describe('names: one rule for the config and for agents', () => {
+  let mls: TestServer
+  beforeAll(() => {
+    mls = startTestServer()
+  })
+  afterAll(() => mls.stop())
+
+  /** What the config says of a region name, read from a config file's text (JSON.parse makes "__proto__" an own key, as a file would). */
+  function configRefusal(name: string): string {
+    try {
+      parseConfig(JSON.parse(`{ "region_hierarchy": { "usa": ${JSON.stringify(name)} } }`), 'names.json')
+    } catch (error) {
+      const line = /region_hierarchy\.usa: (.*)/.exec((error as Error).message)
+      if (line) return line[1]!
+    }
+    throw new Error(`the config accepts the region name ${name}`)
+  }
+
+  test('a heartbeat or a WebSocket register naming "__proto__" as node_id or region is refused with the config\'s words', async () => {
+    const refusal = configRefusal('__proto__')
+    for (const field of ['node_id', 'region']) {
+      // A computed key: an own property named "__proto__", as JSON.parse makes it on the server.
+      const hello = { node_id: 'named-proto', token: TOKEN, region: 'usa', port: 80, [field]: '__proto__' }
+      const heartbeat = await postJson(`${mls.url}/client/heartbeat`, hello)
+      expect({ field, status: heartbeat.status, body: heartbeat.json() }).toMatchObject({
+        field,
+        status: 400,
+        body: { code: 'invalid_body', issues: [{ path: field, message: refusal }] },
+      })
+      const peer = await openWs(mls.wsUrl)
+      peer.send({ type: 'register', payload: hello })
+      expect((await peer.next('error')).payload).toMatchObject({ code: 'invalid_message', message: `invalid message: payload.${field}: ${refusal}` })
+      peer.close()
+    }
+    expect([...mls.server.registry.all()].map((client) => client.nodeId)).not.toContain('named-proto')
+    expect(mls.server.registry.get('__proto__')).toBeUndefined()
+  })
+
+  test('a region name agents may not use (a space in it) is refused by the config in the same words', async () => {
+    const spaced = await postJson(`${mls.url}/client/heartbeat`, { node_id: 'spaced', token: TOKEN, region: 'us east', port: 80 })
+    expect(spaced.status).toBe(400)
+    expect(configRefusal('us east')).toBe(spaced.json().issues[0].message)
   })
 })

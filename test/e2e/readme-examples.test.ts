@@ -8,8 +8,9 @@
 import { afterEach, describe, expect, test } from 'bun:test'
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { ROOT, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { dirname, join } from 'node:path'
+import { cleanEnv, collectOutput, postJson, ROOT, TOKEN, testScope, waitFor } from '../helpers.ts'
+import { ensureRedisServer } from '../redis.ts'
 
 const SECTIONS = ['Run an agent', 'Submit tasks from the shell']
 const { server } = testScope()
@@ -117,5 +118,72 @@ describe('README examples', () => {
     process.kill(-child.pid, 'SIGTERM')
     await child.exited
     await pumped.catch(() => undefined)
+  }, 60_000)
+})
+
+/** A port nothing listens on now (the kernel's pick for a listener closed at once). */
+function freePort(): number {
+  const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data: () => {} } })
+  const { port } = probe
+  probe.stop(true)
+  return port
+}
+
+describe('README cluster quick start', () => {
+  test('its commands start a Redis and two instances that both take the one token it exports', async () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+    const section = readme.slice(readme.indexOf('\n## Cluster mode\n'))
+    const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? ''
+    expect(block).toContain('redis-server --port 6379')
+    const [redisPort, portA, portB] = [freePort(), freePort(), freePort()]
+    const dir = mkdtempSync(join(tmpdir(), 'mls-readme-cluster-'))
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }))
+    // The only edits: free ports for the README's fixed ones (others share this machine), Redis's append-only
+    // file in the test's directory rather than the checkout it runs from, and a line reporting the token.
+    const script = [
+      'set -eo pipefail',
+      block
+        .replace('redis-server --port 6379', `redis-server --port 6379 --dir '${dir}'`)
+        .replaceAll('6379', String(redisPort))
+        .replaceAll('8081', String(portA))
+        .replaceAll('8082', String(portB)),
+      'echo "::token $MLS_TOKEN"',
+      'wait',
+    ].join('\n')
+    writeFileSync(join(dir, 'cluster.sh'), script)
+    // From the repository (the block runs node_modules/.bin/bun src/cli.ts), with a home of its own: no config, no kept token.
+    const child = Bun.spawn(['setsid', 'bash', join(dir, 'cluster.sh')], {
+      cwd: ROOT,
+      env: cleanEnv({ HOME: dir, XDG_STATE_HOME: join(dir, 'state'), PATH: `${dirname(ensureRedisServer())}:${process.env.PATH}` }),
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+    cleanup.push(() => {
+      try {
+        process.kill(-child.pid, 'SIGKILL')
+      } catch {
+        // Already gone.
+      }
+    })
+    const output = collectOutput(child.stdout, child.stderr)
+    await waitFor(() => output().includes('::token ') || child.exitCode !== null, 'the token line', 20_000)
+    const token = /::token (\S+)/.exec(output())?.[1] ?? ''
+    expect({ token, output: output() }).toMatchObject({ token: expect.stringMatching(/^[\w-]{8,}$/) })
+    const urls = [portA, portB].map((port) => `http://127.0.0.1:${port}`)
+    const ready = async (url: string) => (await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200
+    await waitFor(async () => (await ready(urls[0]!)) && (await ready(urls[1]!)), 'both instances ready', 30_000)
+    // No token was generated: both run on the exported one, and an agent failing over between them is let in by each.
+    expect(output()).not.toContain('no tokens configured')
+    for (const url of urls) {
+      const heartbeat = await postJson(`${url}/client/heartbeat`, { ip: '127.0.0.1', node_id: 'roamer', token, region: 'usa', port: 9 })
+      expect({ url, status: heartbeat.status }).toEqual({ url, status: 200 })
+    }
+    await waitFor(
+      async () => ((await (await fetch(`${urls[1]}/cluster`, { headers: { authorization: `Bearer ${token}` } })).json()).instances?.length ?? 0) === 2,
+      'two instances in /cluster',
+      10_000,
+    )
+    process.kill(-child.pid, 'SIGTERM')
+    await child.exited
   }, 60_000)
 })

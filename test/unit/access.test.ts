@@ -237,8 +237,16 @@ describe('access in the config', () => {
     expect(fromFile.access.authorize(credential('from-file-token-1'), 'admin')).toBeDefined()
     const generated = makeSettings(parse({}), sources)
     expect(generated.access.authorize(credential(generated.generatedToken ?? ''), 'admin')).toBeDefined()
-    // Kept across a reload that still configures none.
-    expect(makeSettings(parse({}), { ...sources, generatedToken: generated.generatedToken }).generatedToken).toBe(generated.generatedToken)
+    // The server's own token (kept across reloads, or from the file of an earlier start) when it gives one; asked only when none is configured.
+    const asked: string[] = []
+    const given = () => {
+      asked.push('asked')
+      return 'mls_given-by-the-server'
+    }
+    expect(makeSettings(parse({}), { ...sources, generatedToken: given }).generatedToken).toBe('mls_given-by-the-server')
+    expect(makeSettings(parse({ tokens: [SEED_TOKEN] }), { ...sources, generatedToken: given }).generatedToken).toBeUndefined()
+    expect(makeSettings(parse({}), { externalTokens: ['from-file-token-1'], failures, generatedToken: given }).generatedToken).toBeUndefined()
+    expect(asked).toEqual(['asked'])
   })
 })
 

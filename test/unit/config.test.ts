@@ -131,12 +131,12 @@ describe('config', () => {
     )
   })
 
-  test('"__proto__" is refused as a region name, as a key and as a parent', () => {
+  test('"__proto__" is refused as a region name, as a key and as a parent, in the words agents get', () => {
     // JSON.parse makes "__proto__" an own key, as a config file would; an object literal would set the prototype instead.
     const asKey = JSON.parse('{ "region_hierarchy": { "__proto__": "global", "usa": "global" } }')
-    expect(() => parseConfig(asKey, 'proto.json')).toThrow('  region_hierarchy.__proto__: "__proto__" cannot be a region name')
+    expect(() => parseConfig(asKey, 'proto.json')).toThrow('  region_hierarchy.__proto__: "__proto__" cannot be a node id or a region name')
     const asParent = JSON.parse('{ "region_hierarchy": { "usa": "__proto__" } }')
-    expect(() => parseConfig(asParent, 'proto.json')).toThrow('  region_hierarchy.usa: "__proto__" cannot be a region name')
+    expect(() => parseConfig(asParent, 'proto.json')).toThrow('  region_hierarchy.usa: "__proto__" cannot be a node id or a region name')
   })
 
   test('unknown keys are reported as warnings, not errors', () => {

@@ -10,7 +10,6 @@ import { NodeConflicts } from '../../src/node-conflicts.ts'
 import { Observations } from '../../src/observations.ts'
 import { Registry } from '../../src/registry.ts'
 import { healthPolicy, makeSettings } from '../../src/settings.ts'
-import { TaskIds } from '../../src/task-ids.ts'
 import { ClientTasks, TaskStats } from '../../src/task-stats.ts'
 import { heartbeatReplySchema } from '../../src/wire/agent-hello.ts'
 import { errorBodySchema } from '../../src/wire/errors.ts'
@@ -283,7 +282,8 @@ function taskRouteWorld(options: { http?: FakeTransport; config?: Record<string,
     settings,
     dispatcher: core.dispatcher,
     broadcaster: core.broadcaster,
-    taskIds: new TaskIds('test'),
+    // One task per world: a fixed id the answers below can name.
+    taskIds: { next: () => 'test-1' },
     storedTasks: core.storedTasks(),
     now: () => core.clock.now(),
     isStopping: () => state.stopping,
