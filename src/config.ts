@@ -1,4 +1,4 @@
-import { closeSync, existsSync, openSync, readSync } from 'node:fs'
+import { closeSync, openSync, readSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { z } from 'zod'
@@ -419,6 +419,23 @@ export function configCandidates(places: SearchPlaces = {}): string[] {
 }
 
 /**
+ * Whether a well-known config path holds something. Only "no such file" is absence: a directory the
+ * server may not enter (a root-owned /etc/moonlight of mode 0700 for a container's non-root user) hides
+ * whether a config is there, and serving the embedded default with a generated token instead would
+ * silently ignore the operator's file.
+ */
+function isPresent(path: string): boolean {
+  try {
+    statSync(path)
+    return true
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'ENOENT' || code === 'ENOTDIR') return false
+    throw new ConfigError(`cannot read config ${path}: ${code === 'EACCES' ? 'permission denied' : (error as Error).message} (a config may be there)`)
+  }
+}
+
+/**
  * Loads the first config found. An explicitly named file (--config or $MLS_CONFIG) must exist;
  * the well-known places are optional and fall through to the embedded default.
  */
@@ -431,7 +448,7 @@ export function loadConfig(places: SearchPlaces = {}): LoadedConfig {
 
 function readFirstCandidate(places: SearchPlaces): LoadedConfig {
   for (const path of configCandidates(places)) {
-    if (existsSync(path)) return readConfigFile(path)
+    if (isPresent(path)) return readConfigFile(path)
   }
   return parseConfig(EMBEDDED_DEFAULT, 'embedded default')
 }

@@ -3,7 +3,7 @@
  * started from a directory that has nothing of the project in it. Built here if missing or stale.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdtempSync } from 'node:fs'
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pkg from '../../package.json' with { type: 'json' }
@@ -78,6 +78,30 @@ describe('the binary', () => {
     expect(bad.stdout).toContain('ws.path: must start with "/"')
     expect(bad.stdout).toContain('tokens.0: tokens must be at least 8 characters')
     expect(expectOneLine(bad.stderr)).toContain('(3 problems)')
+  })
+})
+
+describe('a config the server cannot read', () => {
+  test('a config directory it may not enter is an error naming the path, not the embedded default with a generated token', async () => {
+    // As a container's non-root user meets a root-owned /etc/moonlight of mode 0700: the tests run as
+    // root, who may enter anything, so the binary runs as nobody (setpriv) from a directory nobody may read.
+    const base = mkdtempSync(join(tmpdir(), 'mls-unreadable-'))
+    chmodSync(base, 0o755)
+    const home = join(base, 'home')
+    mkdirSync(join(home, '.config', 'moonlight'), { recursive: true, mode: 0o755 })
+    writeFileSync(join(home, '.config', 'moonlight', 'mls.json'), JSON.stringify({ tokens: ['unreadable-token-0'] }))
+    chmodSync(join(home, '.config', 'moonlight'), 0o700)
+    copyFileSync(BINARY, join(base, 'moonlight'))
+    chmodSync(join(base, 'moonlight'), 0o755)
+    try {
+      const asNobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', join(base, 'moonlight')]
+      const result = await runCli(['config', 'check'], { command: asNobody, cwd: base, env: { HOME: home } })
+      expect(result.code).toBe(1)
+      expect(expectOneLine(result.stderr)).toContain(join(home, '.config', 'moonlight', 'mls.json'))
+      expect(result.stderr).toContain('permission denied')
+    } finally {
+      rmSync(base, { recursive: true, force: true })
+    }
   })
 })
 
