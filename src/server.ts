@@ -25,6 +25,7 @@ import { Observations } from './observations.ts'
 import type { RegistrationDeps } from './registration.ts'
 import { Registry, type RegistryEvent } from './registry.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
+import { SlotQueue } from './slot-queue.ts'
 import { StoredTasks, type TaskNews } from './stored-tasks.ts'
 import { TaskIds } from './task-ids.ts'
 import { ClientTasks, type TaskRecord, TaskStats } from './task-stats.ts'
@@ -180,6 +181,11 @@ export function startServer(options: ServerOptions): MoonlightServer {
     clock,
     onFinished,
     onAttempt: (client: { protocol: 'http' | 'ws' }, ms: number) => observations.onAttempt(client.protocol, ms),
+    slots: new SlotQueue(registry, clock, () => ({
+      timeoutMs: settings.config.queue.timeout * 1000,
+      max: settings.config.queue.max,
+      promoteAfterMs: settings.config.queue.promote_after * 1000,
+    })),
   }
   const dispatcher = new Dispatcher(taskDeps)
   const broadcaster = new Broadcaster(taskDeps)
@@ -474,6 +480,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
       // connections at once, and a request already on its way over one would be lost (a reset).
       // Until then every new request gets refuseWhileStopping's answer instead.
       stopping = true
+      // Tasks waiting for a slot are answered now: the agents they wait for may be the ones going away.
+      taskDeps.slots.close()
       // No task is claimed any more: in a cluster the queued ones wait for the other instances.
       storedTasks.stop()
       sweepStore?.()

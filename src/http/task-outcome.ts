@@ -6,6 +6,9 @@ import type { Outcome } from '../outcome.ts'
 import { ROOT_REGION } from '../regions.ts'
 import type { FailedAttempt } from '../wire/errors.ts'
 
+/** When a caller turned away by a full queue may try again: soon, as slots free task by task. */
+const QUEUE_RETRY_AFTER_S = 1
+
 /** What a caller may learn of agents' failures: everything (the monitor role), or only which node and a generic reason. */
 export type Disclosure = 'details' | 'generic'
 
@@ -75,6 +78,22 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
         region: outcome.region,
         attempts: attempts(outcome.failedAttempts),
       })
+    case 'queue_timeout':
+      return new MoonlightError(
+        status,
+        'queue_timeout',
+        `every client of region "${outcome.region}" was busy and no slot freed within ${outcome.timeoutMs / 1000} s`,
+        { region: outcome.region, waited_ms: Math.round(outcome.waitedMs) },
+        { 'retry-after': String(QUEUE_RETRY_AFTER_S) },
+      )
+    case 'queue_full':
+      return new MoonlightError(
+        status,
+        'queue_full',
+        `every client of region "${outcome.region}" is busy and ${outcome.max} tasks already wait for a slot`,
+        { region: outcome.region, pool: outcome.pool, max: outcome.max },
+        { 'retry-after': String(QUEUE_RETRY_AFTER_S) },
+      )
     case 'shutting_down':
       return new MoonlightError(status, 'shutting_down', 'the server shut down before a client answered', {
         region: outcome.region,
