@@ -98,6 +98,8 @@ const queueSchema = z.object({
 const routingSchema = z.object({
   /** A task's `fallback` when it gives none: "parent" climbs the hierarchy when a region has no candidate, "none" never leaves it. */
   fallback: fallbackSchema.default('parent'),
+  /** "round_robin": smooth weighted round-robin; "least_request": the less loaded (in flight / weight) of two random clients, which favours fast agents. */
+  balance: z.enum(['round_robin', 'least_request']).default('round_robin'),
 })
 
 /** Objects built from a config assign keys, and assigning "__proto__" sets the prototype: zod's record drops such a key without a word. */

@@ -108,6 +108,11 @@ export class Registry {
   private readonly ramping = new Set<Client>()
   /** Per pool (a region and every ancestor of a full client's region): how many of its clients could take a task but for their slots. */
   private fullIn = new Map<string, number>()
+  /** routing.balance: smooth weighted round-robin, or least-request (power of two choices on in-flight / weight). */
+  balance: 'round_robin' | 'least_request' = 'round_robin'
+  /** Where least-request's draws come from; injected in tests. */
+  random: () => number = Math.random
+  private readonly loadOf = (nodeId: string): number => this.clients.get(nodeId)!.inFlight
   /** Hands a client with room a task waiting for a slot (src/task-queue.ts); none: nothing ever waits. */
   offerSlot: SlotOffer<Client> | undefined = undefined
   private nextConnectionId = 1
@@ -317,7 +322,12 @@ export class Registry {
       const balancer = this.balancers.get(pool)
       if (!balancer) continue
       // A keyed pick looks at every client of the pool (rendezvous hashing keeps no table); others are one heap pick.
-      const nodeId = options.key === undefined ? balancer.pick(exclude) : balancer.pickByKey(options.key, exclude)
+      const nodeId =
+        options.key !== undefined
+          ? balancer.pickByKey(options.key, exclude)
+          : this.balance === 'least_request'
+            ? balancer.pickLeastLoaded(this.loadOf, this.random, exclude)
+            : balancer.pick(exclude)
       if (nodeId === undefined) continue
       return { client: this.clients.get(nodeId)!, pool }
     }

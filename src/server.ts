@@ -109,6 +109,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     })
   })
   registry.maxClients = started.max_clients
+  registry.balance = started.routing.balance
   // The default id names the port listened on, known only once listening (port 0 picks one): settled below.
   let instanceId = options.instanceId ?? started.cluster?.instance_id ?? `${hostname()}:${options.port ?? started.port}`
   const conflicts = new NodeConflicts({
@@ -470,6 +471,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       }
       gateway.closeMonitors((holder) => !settings.access.fingerprintHolds(holder, 'monitor'), 'token revoked')
       registry.maxClients = settings.config.max_clients
+      registry.balance = settings.config.routing.balance
       for (const client of registry.all()) if (client.protocol === 'ws') gateway.syncTopics(client.nodeId)
       housekeeping.start()
       log(`[mls] config reloaded from ${loaded.source}`)

@@ -30,7 +30,7 @@ export const DEFAULT_ROUTING: TaskRouting = { fallback: 'parent', retry: true }
  */
 export function taskRouting(
   task: Pick<TaskRequest, 'key' | 'node_id' | 'fallback' | 'retry' | 'timeout' | 'priority' | 'queue_timeout'>,
-  config: Pick<Config, 'routing'>,
+  config: { routing: Pick<Config['routing'], 'fallback'> },
 ): TaskRouting {
   return {
     ...(task.key === undefined ? {} : { key: task.key }),

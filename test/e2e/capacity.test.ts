@@ -215,3 +215,24 @@ describe('the queue', () => {
     await stopping
   })
 })
+
+describe('least-request balancing', () => {
+  test('a slow/fast pair under eight callers: least_request sends most tasks to the fast agent, round_robin half', async () => {
+    const shares: Record<string, number> = {}
+    for (const balance of ['round_robin', 'least_request'] as const) {
+      const mls = server({ routing: { balance } })
+      const slow = await slowWsAgent(mls.wsUrl, 'slow', 'eu-west-1', 80)
+      const fast = await slowWsAgent(mls.wsUrl, 'fast', 'eu-west-1', 2)
+      // Eight callers, each sending its next task when the last is answered.
+      await Promise.all(
+        Array.from({ length: 8 }, async (_, caller) => {
+          for (let n = 0; n < 8; n++) expect((await postTask(mls.url, { region: 'eu-west-1', payload: { caller, n } })).status).toBe(200)
+        }),
+      )
+      shares[balance] = fast.occupancy.served / (fast.occupancy.served + slow.occupancy.served)
+      await mls.stop()
+    }
+    expect(shares.round_robin).toBeLessThan(0.7)
+    expect(shares.least_request).toBeGreaterThan(0.75)
+  })
+})
