@@ -100,6 +100,8 @@ const routingSchema = z.object({
   fallback: fallbackSchema.default('parent'),
   /** "round_robin": smooth weighted round-robin; "least_request": the less loaded (in flight / weight) of two random clients, which favours fast agents. */
   balance: z.enum(['round_robin', 'least_request']).default('round_robin'),
+  /** Retries in a region pool at most `percent` of its tasks in flight, or `min` (Envoy's defaults), so a failing region is not flooded. */
+  retry_budget: z.object({ percent: z.number().min(0).max(100).default(20), min: z.number().int().min(0).default(3) }).prefault({}),
 })
 
 /** Objects built from a config assign keys, and assigning "__proto__" sets the prototype: zod's record drops such a key without a word. */

@@ -3,6 +3,7 @@ import type { Clock } from './clock.ts'
 import type { DeadlineTimer } from './deadlines.ts'
 import type { Outcome } from './outcome.ts'
 import { type Client, isDraining, type Registry } from './registry.ts'
+import type { RetryBudget } from './retry-budget.ts'
 import type { SlotQueue } from './slot-queue.ts'
 import type { TaskControl } from './task-control.ts'
 import { DEFAULT_ROUTING, type TaskRouting } from './task-routing.ts'
@@ -35,6 +36,8 @@ export interface DispatcherDeps {
   onAttempt?: (client: Client, ms: number) => void
   /** Where a task waits when every agent of its pool is full (src/slot-queue.ts); none: it fails as no_client. */
   slots?: SlotQueue
+  /** routing.retry_budget: retries per pool bounded by its tasks in flight (src/retry-budget.ts); none, no bound. */
+  retryBudget?: RetryBudget
 }
 
 const BODY_EXCERPT_CHARS = 1024
@@ -69,6 +72,8 @@ export class Dispatcher {
     let last: Client | undefined
     // Where the first attempt found candidates: retries look there first (see pickAnother).
     let firstPool: string | undefined
+    // Whether the retry budget let this task retry (it then counts as retrying until it ends).
+    let retrying = false
     const deadline = this.deps.deadlines.start(timeoutMs)
     if (control) control.deadline = deadline
     load.inFlight++
@@ -83,6 +88,13 @@ export class Dispatcher {
           outcome = { kind: 'cancelled', region, failedAttempts }
           break
         }
+        if (attempt > 0 && !retrying && firstPool !== undefined && this.deps.retryBudget) {
+          if (!this.deps.retryBudget.mayRetry(firstPool)) {
+            outcome = { kind: 'all_failed', region, failedAttempts, reason: 'retry_budget_exhausted' }
+            break
+          }
+          retrying = true
+        }
         if (last !== undefined) {
           tried ??= new Set()
           tried.add(last.nodeId)
@@ -96,7 +108,10 @@ export class Dispatcher {
           break
         }
         const { client, pool } = picked
-        firstPool ??= pool
+        if (firstPool === undefined) {
+          firstPool = pool
+          this.deps.retryBudget?.started(pool)
+        }
         last = client
         if (control) control.client = client
         registry.beginAttempt(client)
@@ -171,6 +186,7 @@ export class Dispatcher {
       this.deps.onFinished(taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), durationMs, tries))
       return outcome
     } finally {
+      if (firstPool !== undefined) this.deps.retryBudget?.ended(firstPool, retrying)
       this.deps.deadlines.end(deadline)
       load.inFlight--
     }

@@ -16,7 +16,7 @@ export type Outcome =
   /** The task's node_id names a client that cannot take tasks now (ejected, on trial, draining). */
   | { kind: 'node_unavailable'; region: string; nodeId: string; why: string }
   /** Every attempt failed (unreachable, disconnected, 5xx) and retries ran out. */
-  | { kind: 'all_failed'; region: string; failedAttempts: FailedAttempt[] }
+  | { kind: 'all_failed'; region: string; failedAttempts: FailedAttempt[]; reason?: 'retry_budget_exhausted' }
   /** A client did the work, but its answer passed max_answer_bytes: doing it again would not make it smaller. */
   | { kind: 'too_large'; region: string; failedAttempts: FailedAttempt[] }
   /** task_timeout (or the task's shorter `timeout`: `ownTimeout`) passed; not retried, since the client may still be running it. */

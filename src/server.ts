@@ -24,6 +24,7 @@ import { NodeConflicts } from './node-conflicts.ts'
 import { Observations } from './observations.ts'
 import type { RegistrationDeps } from './registration.ts'
 import { Registry, type RegistryEvent } from './registry.ts'
+import { RetryBudget } from './retry-budget.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
 import { SlotQueue } from './slot-queue.ts'
 import { StoredTasks, type TaskNews } from './stored-tasks.ts'
@@ -182,6 +183,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     clock,
     onFinished,
     onAttempt: (client: { protocol: 'http' | 'ws' }, ms: number) => observations.onAttempt(client.protocol, ms),
+    retryBudget: new RetryBudget(() => settings.config.routing.retry_budget),
     slots: new SlotQueue(registry, clock, () => ({
       timeoutMs: settings.config.queue.timeout * 1000,
       max: settings.config.queue.max,

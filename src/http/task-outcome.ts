@@ -54,10 +54,17 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
         reason: outcome.why,
       })
     case 'all_failed':
-      return new MoonlightError(status, 'all_attempts_failed', `every attempt failed (${outcome.failedAttempts.length})`, {
-        region: outcome.region,
-        attempts: attempts(outcome.failedAttempts),
-      })
+      return outcome.reason === 'retry_budget_exhausted'
+        ? new MoonlightError(
+            status,
+            'all_attempts_failed',
+            `the attempt failed and the region's retry budget allows no retry now (${outcome.failedAttempts.length} attempt)`,
+            { region: outcome.region, reason: outcome.reason, attempts: attempts(outcome.failedAttempts) },
+          )
+        : new MoonlightError(status, 'all_attempts_failed', `every attempt failed (${outcome.failedAttempts.length})`, {
+            region: outcome.region,
+            attempts: attempts(outcome.failedAttempts),
+          })
     case 'too_large':
       return new MoonlightError(status, 'answer_too_large', "the client's answer was too large", {
         region: outcome.region,

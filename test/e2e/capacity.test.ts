@@ -236,3 +236,35 @@ describe('least-request balancing', () => {
     expect(shares.least_request).toBeGreaterThan(0.75)
   })
 })
+
+describe('retry budget', () => {
+  test('a failing region is not flooded with retries while a healthy region is served', async () => {
+    const mls = server({ retry_count: 3, health: { max_ejected_percent: 0 }, routing: { retry_budget: { percent: 20, min: 2 } } })
+    let failingCalls = 0
+    for (const n of [1, 2]) {
+      const failing = await startHttpAgent(mls.url, {
+        nodeId: `eu-${n}`,
+        region: 'eu-west-1',
+        work: async () => {
+          failingCalls++
+          await Bun.sleep(40)
+          return Response.json({ error: 'down' }, { status: 500 })
+        },
+      })
+      defer(failing.stop)
+    }
+    const healthy = await startHttpAgent(mls.url, { nodeId: 'us-1', region: 'us-east-1' })
+    defer(healthy.stop)
+    const [failed, served] = await Promise.all([
+      Promise.all(Array.from({ length: 20 }, (_, job) => postTask(mls.url, { region: 'eu-west-1', payload: { job }, fallback: 'none' }))),
+      Promise.all(Array.from({ length: 20 }, (_, job) => postTask(mls.url, { region: 'us-east-1', payload: { job } }))),
+    ])
+    expect(served.map((result) => result.status)).toEqual(Array(20).fill(200))
+    expect(failed.map((result) => result.status)).toEqual(Array(20).fill(502))
+    const refused = failed.filter((result) => result.json().reason === 'retry_budget_exhausted')
+    expect(refused.length).toBeGreaterThan(0)
+    expect(refused[0]!.json().attempts).toHaveLength(1)
+    // Without the budget every task would have been tried four times: 80 calls.
+    expect(failingCalls).toBeLessThan(80)
+  })
+})
