@@ -53,11 +53,4 @@ export class RetryBudget {
     // Pools come and go with the fleet: an idle one is forgotten.
     if (counts.active === 0) this.pools.delete(pool)
   }
-
-  /** Every pool's refused retries, summed (/status). */
-  get refusedTotal(): number {
-    let total = 0
-    for (const count of this.refused.values()) total += count
-    return total
-  }
 }

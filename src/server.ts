@@ -266,6 +266,12 @@ export function startServer(options: ServerOptions): MoonlightServer {
     inFlight: () => load.inFlight,
     wsConnections: () => gateway.sockets.size,
     metrics: {
+      capacity: () => ({
+        queued: taskDeps.slots.depth,
+        waits: taskDeps.slots.waits,
+        shed: taskDeps.slots.shed,
+        retriesRefused: taskDeps.retryBudget.refused,
+      }),
       httpAgentPools: () => httpTransport.figures(),
       authFailures: () => ({ failures: authFailures.failures, throttled: authFailures.throttled }),
       observations,

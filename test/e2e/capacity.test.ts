@@ -103,6 +103,7 @@ describe('slots', () => {
     await a.peer.next('heartbeat_ack')
     const pending = Promise.all(Array.from({ length: 3 }, (_, job) => postTask(mls.url, { region: 'eu-west-1', payload: { job } })))
     await waitFor(async () => (await clients(mls.url))[0]!.in_flight === 3, 'three tasks in flight')
+    expect((await clients(mls.url))[0]).toMatchObject({ in_flight: 3, max_in_flight: 3 })
     expect((await pending).map((result) => result.status)).toEqual([200, 200, 200])
     expect(a.occupancy.most).toBe(3)
   })
@@ -136,6 +137,11 @@ describe('the queue', () => {
     expect(second.json()).toMatchObject({ code: 'queue_timeout', region: 'eu-west-1' })
     expect(second.headers.get('retry-after')).toBe('1')
     expect((await first).status).toBe(200)
+    const metrics = await (await fetch(`${mls.url}/metrics`)).text()
+    expect(metrics).toContain('moonlight_queue_shed_total{reason="queue_timeout"} 1')
+    expect(metrics).toContain('moonlight_queue_wait_seconds_count 1')
+    const status = await (await fetch(`${mls.url}/status`)).json()
+    expect(status.queue).toEqual({ depth: 0, shed: { queue_timeout: 1, queue_full: 0, shutting_down: 0 }, retries_refused: 0 })
   })
 
   test("a task's own queue_timeout shortens the wait", async () => {
@@ -266,5 +272,7 @@ describe('retry budget', () => {
     expect(refused[0]!.json().attempts).toHaveLength(1)
     // Without the budget every task would have been tried four times: 80 calls.
     expect(failingCalls).toBeLessThan(80)
+    const metrics = await (await fetch(`${mls.url}/metrics`)).text()
+    expect(metrics).toContain(`moonlight_retries_refused_total{pool="eu-west-1"} ${refused.length}`)
   })
 })
