@@ -1,5 +1,6 @@
 /** Agent slots and the queue (issue 24): real agents announce max_in_flight, the server never overloads them, bursts wait. */
 import { describe, expect, test } from 'bun:test'
+import { createAgent } from '../../packages/sdk/src/index.ts'
 import { openWs, postTask, startHttpAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
 import { submitTask, TASK_HEADERS, taskResult } from '../task-calls.ts'
 
@@ -115,6 +116,36 @@ describe('slots', () => {
     expect(results.map((result) => result.status)).toEqual([200, 200, 200])
     expect(a.occupancy.most).toBe(1)
   })
+})
+
+describe('the SDK announces its concurrency as slots', () => {
+  for (const protocol of ['ws', 'http'] as const) {
+    test(`${protocol}: concurrency 1 is max_in_flight 1, and three tasks at once never overlap on it`, async () => {
+      const mls = server()
+      let holding = 0
+      let most = 0
+      const agent = createAgent({
+        servers: mls.url,
+        token: TOKEN,
+        region: 'eu-west-1',
+        nodeId: `sdk-${protocol}`,
+        protocol,
+        concurrency: 1,
+        handler: async (payload) => {
+          most = Math.max(most, ++holding)
+          await Bun.sleep(30)
+          holding--
+          return payload
+        },
+      })
+      defer(() => agent.stop())
+      await agent.ready
+      expect((await clients(mls.url))[0]).toMatchObject({ node_id: `sdk-${protocol}`, max_in_flight: 1 })
+      const results = await Promise.all([1, 2, 3].map((n) => postTask(mls.url, { region: 'eu-west-1', payload: n })))
+      expect(results.map((result) => result.status)).toEqual([200, 200, 200])
+      expect(most).toBe(1)
+    })
+  }
 })
 
 describe('the queue', () => {
