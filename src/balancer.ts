@@ -1,3 +1,4 @@
+import { pickLeastRequest } from './least-request.ts'
 import { keySeeds, memberHash, rendezvousDraw, rendezvousScore, rendezvousUnit } from './rendezvous.ts'
 
 /**
@@ -20,6 +21,8 @@ export class Balancer<Id> {
   /** `classes[i].heap[0].key` and `classes[i].weight`, kept in step, for pick's scan. */
   private readonly topKeys: number[] = []
   private readonly classWeights: number[] = []
+  /** Every member in one flat array, for least-request's random draws (src/least-request.ts). */
+  private readonly members: Entry<Id>[] = []
   private totalWeight = 0
   private step = 0
   private nextOrder = 0
@@ -53,7 +56,16 @@ export class Balancer<Id> {
       return
     }
     // A newcomer starts with zero credit, as in nginx.
-    const entry: Entry<Id> = { id, weight, key: -weight * this.step, order: this.nextOrder++, index: -1, hash: memberHash(String(id)) }
+    const entry: Entry<Id> = {
+      id,
+      weight,
+      key: -weight * this.step,
+      order: this.nextOrder++,
+      index: -1,
+      hash: memberHash(String(id)),
+      slot: this.members.length,
+    }
+    this.members.push(entry)
     this.entries.set(id, entry)
     this.attach(entry)
   }
@@ -63,6 +75,17 @@ export class Balancer<Id> {
     if (!entry) return
     this.entries.delete(id)
     this.detach(entry)
+    // The last member takes its place: O(1), and the order of the array means nothing.
+    const last = this.members.pop()!
+    if (last !== entry) {
+      this.members[entry.slot] = last
+      last.slot = entry.slot
+    }
+  }
+
+  /** Least-request instead of round-robin: the less loaded of two random members (src/least-request.ts); leaves the round-robin credit alone. */
+  pickLeastLoaded(loadOf: (id: Id) => number, random: () => number, exclude?: Excluded<Id>): Id | undefined {
+    return pickLeastRequest(this.members, loadOf, random, exclude)
   }
 
   /** The next member in smooth weighted order, skipping `exclude`; undefined if none is left. */
@@ -222,6 +245,8 @@ interface Entry<Id> {
   index: number
   /** Its rendezvous hash, computed once (src/rendezvous.ts). */
   hash: number
+  /** Position in `members`. */
+  slot: number
 }
 
 interface WeightClass<Id> {

@@ -53,11 +53,13 @@ export class Broadcaster {
     const byRoute = Map.groupBy(targets, (client) => client.route)
     for (const [route, clients] of byRoute) {
       const transport = this.deps.transports[route]
+      // An agent with slots is on no topic (a publish cannot skip a full one): it gets its part by a send of its own.
+      const slotted = transport.fanOut ? clients.filter((client) => client.maxInFlight !== undefined) : clients
       if (transport.fanOut) {
-        for (const [nodeId, answer] of transport.fanOut(region, taskId, payloadJson, clients, deadline)) answers.set(nodeId, answer)
-      } else {
-        for (const client of clients) answers.set(client.nodeId, transport.send(client, taskId, payloadJson, deadline))
+        const unslotted = slotted.length === 0 ? clients : clients.filter((client) => client.maxInFlight === undefined)
+        for (const [nodeId, answer] of transport.fanOut(region, taskId, payloadJson, unslotted, deadline)) answers.set(nodeId, answer)
       }
+      for (const client of slotted) answers.set(client.nodeId, transport.send(client, taskId, payloadJson, deadline))
     }
     return answers
   }
@@ -66,7 +68,7 @@ export class Broadcaster {
     const { registry, clock, load } = this.deps
     const startedMs = clock.monotonic()
     const base = { node_id: client.nodeId, protocol: client.protocol }
-    client.inFlight++
+    registry.acquire(client)
     try {
       const answer = await pending
       // The pool of a broadcast is its region: a client fails it like any task drawn from there.
@@ -79,7 +81,7 @@ export class Broadcaster {
       if (error.countsAgainstClient) registry.recordFailure(client, clock.now(), region)
       return { ...base, status: error.kind === 'timeout' ? 504 : 502, kind: error.kind, error: error.message }
     } finally {
-      client.inFlight--
+      registry.release(client)
     }
   }
 

@@ -84,10 +84,24 @@ const healthSchema = z.object({
   slow_start: z.number().min(0).max(3600).default(0),
 })
 
+/** Tasks waiting for an agent's slot when every agent of their pool is full (README "Slots and the queue"). */
+const queueSchema = z.object({
+  /** Seconds a task may wait for a slot (a task's own queue_timeout may say otherwise); past it, 503 queue_timeout. */
+  timeout: seconds.default(10),
+  /** Tasks that may wait in one pool's queue; past it, 503 queue_full. */
+  max: z.number().int().min(0).max(1_000_000).default(1000),
+  /** Seconds of waiting that count as one priority class up, so low tasks are never starved. */
+  promote_after: seconds.default(5),
+})
+
 /** How tasks find clients (README "Routing, health and failover"). */
 const routingSchema = z.object({
   /** A task's `fallback` when it gives none: "parent" climbs the hierarchy when a region has no candidate, "none" never leaves it. */
   fallback: fallbackSchema.default('parent'),
+  /** "round_robin": smooth weighted round-robin; "least_request": the less loaded (in flight / weight) of two random clients, which favours fast agents. */
+  balance: z.enum(['round_robin', 'least_request']).default('round_robin'),
+  /** Retries in a region pool at most `percent` of its tasks in flight, or `min` (Envoy's defaults), so a failing region is not flooded. */
+  retry_budget: z.object({ percent: z.number().min(0).max(100).default(20), min: z.number().int().min(0).default(3) }).prefault({}),
 })
 
 // Region names follow the agents' rule (nameSchema): a region the config names is one an agent can register in.
@@ -286,6 +300,7 @@ export const configSchema = z.object({
   max_clients: z.number().int().positive().default(100_000),
   health: healthSchema.prefault({}),
   routing: routingSchema.prefault({}),
+  queue: queueSchema.prefault({}),
   ws: wsSchema.prefault({}),
   html: htmlSchema.prefault({}),
   region_hierarchy: hierarchySchema,

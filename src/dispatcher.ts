@@ -1,7 +1,10 @@
+import { hasSlot } from './agent-slots.ts'
 import type { Clock } from './clock.ts'
 import type { DeadlineTimer } from './deadlines.ts'
 import type { Outcome } from './outcome.ts'
 import { type Client, isDraining, type Registry } from './registry.ts'
+import type { RetryBudget } from './retry-budget.ts'
+import type { SlotQueue } from './slot-queue.ts'
 import type { TaskControl } from './task-control.ts'
 import { DEFAULT_ROUTING, type TaskRouting } from './task-routing.ts'
 import type { AttemptRecord, TaskRecord } from './task-stats.ts'
@@ -31,6 +34,10 @@ export interface DispatcherDeps {
   onFinished: (record: TaskRecord) => void
   /** Each attempt's duration, by the client's protocol (the attempt histogram of /metrics). */
   onAttempt?: (client: Client, ms: number) => void
+  /** Where a task waits when every agent of its pool is full (src/slot-queue.ts); none: it fails as no_client. */
+  slots?: SlotQueue
+  /** routing.retry_budget: retries per pool bounded by its tasks in flight (src/retry-budget.ts); none, no bound. */
+  retryBudget?: RetryBudget
 }
 
 const BODY_EXCERPT_CHARS = 1024
@@ -65,6 +72,8 @@ export class Dispatcher {
     let last: Client | undefined
     // Where the first attempt found candidates: retries look there first (see pickAnother).
     let firstPool: string | undefined
+    // Whether the retry budget let this task retry (it then counts as retrying until it ends).
+    let retrying = false
     const deadline = this.deps.deadlines.start(timeoutMs)
     if (control) control.deadline = deadline
     load.inFlight++
@@ -79,27 +88,40 @@ export class Dispatcher {
           outcome = { kind: 'cancelled', region, failedAttempts }
           break
         }
+        if (attempt > 0 && !retrying && firstPool !== undefined && this.deps.retryBudget) {
+          if (!this.deps.retryBudget.mayRetry(firstPool)) {
+            outcome = { kind: 'all_failed', region, failedAttempts, reason: 'retry_budget_exhausted' }
+            break
+          }
+          retrying = true
+        }
         if (last !== undefined) {
           tried ??= new Set()
           tried.add(last.nodeId)
         }
-        const picked =
+        let picked: Picked | Outcome =
           routing.nodeId === undefined ? this.pickAnother(region, routing, tried, last, firstPool, preferLocal) : this.pickNamed(region, routing.nodeId)
+        // Only a pick that found nobody looks at the queue: the hot path never touches it.
+        if ('kind' in picked && this.deps.slots) picked = await this.deps.slots.waitAfter(picked, region, routing, firstPool, deadline, control)
         if ('kind' in picked) {
           if (attempt === 0) outcome = picked
           break
         }
         const { client, pool } = picked
-        firstPool ??= pool
+        if (firstPool === undefined) {
+          firstPool = pool
+          this.deps.retryBudget?.started(pool)
+        }
         last = client
         if (control) control.client = client
         registry.beginAttempt(client)
+        // A slot handed over from the queue is counted already.
+        if (picked.acquired !== true) registry.acquire(client)
         const attemptStartedMs = clock.monotonic()
         // Every way an attempt ends gives a verdict on the client, or says there is none (which ends a trial).
         let judged = false
         let attemptStatus: number | undefined
         let attemptKind: AttemptRecord['kind']
-        client.inFlight++
         try {
           const answer = await this.deps.transports[client.route].send(client, taskId, payloadJson, deadline)
           judged = true
@@ -149,7 +171,7 @@ export class Dispatcher {
             break
           }
         } finally {
-          client.inFlight--
+          registry.release(client)
           if (!judged) registry.recordNoVerdict(client)
           const attemptMs = clock.monotonic() - attemptStartedMs
           // Built without spreads: this runs on every attempt of every task.
@@ -164,6 +186,7 @@ export class Dispatcher {
       this.deps.onFinished(taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), durationMs, tries))
       return outcome
     } finally {
+      if (firstPool !== undefined) this.deps.retryBudget?.ended(firstPool, retrying)
       this.deps.deadlines.end(deadline)
       load.inFlight--
     }
@@ -202,8 +225,14 @@ export class Dispatcher {
     const client = registry.get(nodeId)
     // A region given with the node is a constraint, not a hint: the node must be at or under it.
     if (!client || !registry.isIn(client, region)) return { kind: 'unknown_node', region, nodeId }
-    if (!registry.canTakeTasks(client)) {
-      const why = isDraining(client) ? 'draining' : client.state === 'ejected' ? 'ejected' : 'on probation, its trial task under way'
+    if (!registry.canTakeTasks(client) || !hasSlot(client)) {
+      const why = isDraining(client)
+        ? 'draining'
+        : client.state === 'ejected'
+          ? 'ejected'
+          : client.state === 'probation'
+            ? 'on probation, its trial task under way'
+            : `full (all ${client.maxInFlight} of its slots taken)`
       return { kind: 'node_unavailable', region, nodeId, why }
     }
     return { client, pool: client.region }
@@ -213,6 +242,8 @@ export class Dispatcher {
 interface Picked {
   client: Client
   pool: string
+  /** Handed over by the slot queue, which counted the slot already. */
+  acquired?: true
 }
 
 /** The HTTP status a caller gets for each way a task ends (the record the dashboard and /metrics count). */
@@ -225,10 +256,12 @@ export const OUTCOME_STATUS = {
   timed_out: 504,
   shutting_down: 503,
   cancelled: 409,
+  queue_timeout: 503,
+  queue_full: 503,
 } as const
 
 /** Outcomes where no client was asked at all: counted as no_client on the dashboard and in /metrics. */
-const NOBODY_TO_ASK = new Set<Outcome['kind']>(['no_client', 'unknown_node', 'node_unavailable'])
+const NOBODY_TO_ASK = new Set<Outcome['kind']>(['no_client', 'unknown_node', 'node_unavailable', 'queue_timeout', 'queue_full'])
 
 /** Whether the task reached no client at all (nobody to ask, or stopped or cancelled before the first attempt): running it again later runs it once. */
 export function reachedNoClient(outcome: Outcome): boolean {

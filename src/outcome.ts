@@ -16,7 +16,7 @@ export type Outcome =
   /** The task's node_id names a client that cannot take tasks now (ejected, on trial, draining). */
   | { kind: 'node_unavailable'; region: string; nodeId: string; why: string }
   /** Every attempt failed (unreachable, disconnected, 5xx) and retries ran out. */
-  | { kind: 'all_failed'; region: string; failedAttempts: FailedAttempt[] }
+  | { kind: 'all_failed'; region: string; failedAttempts: FailedAttempt[]; reason?: 'retry_budget_exhausted' }
   /** A client did the work, but its answer passed max_answer_bytes: doing it again would not make it smaller. */
   | { kind: 'too_large'; region: string; failedAttempts: FailedAttempt[] }
   /** task_timeout (or the task's shorter `timeout`: `ownTimeout`) passed; not retried, since the client may still be running it. */
@@ -26,5 +26,9 @@ export type Outcome =
    * client held the task, which it may have done all the same.
    */
   | { kind: 'cancelled'; region: string; failedAttempts: FailedAttempt[]; midAttempt?: true }
+  /** Every agent of its pool was full and the task waited for a slot longer than queue.timeout (or its own queue_timeout, or its deadline). */
+  | { kind: 'queue_timeout'; region: string; waitedMs: number; timeoutMs: number }
+  /** Every agent of its pool was full and queue.max tasks already waited there. */
+  | { kind: 'queue_full'; region: string; pool: string; max: number }
   /** The server stopped before a client answered (`midAttempt`: while a client held the task). */
   | { kind: 'shutting_down'; region: string; failedAttempts: FailedAttempt[]; midAttempt?: true }

@@ -57,6 +57,7 @@ export async function register(deps: RegistrationDeps, hello: ClientHello & Part
       port,
       scheme: hello.scheme,
       weight: hello.weight ?? 1,
+      maxInFlight: hello.max_in_flight,
     },
     deps.clock.now(),
     source.connectionId,

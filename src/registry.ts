@@ -1,3 +1,4 @@
+import { hasSlot, type SlotOffer } from './agent-slots.ts'
 import { Balancer, type Excluded } from './balancer.ts'
 import type { HealthPolicy, HealthRecord } from './health.ts'
 import * as health from './health.ts'
@@ -39,6 +40,10 @@ export interface Client extends HealthRecord {
   registeredAt: number
   lastSeen: number
   inFlight: number
+  /** Its slots (`max_in_flight`): never more of its tasks in flight at once; undefined, no limit. */
+  maxInFlight?: number | undefined
+  /** Counted in `fullIn` (eligible but out of the balancers for want of a slot). */
+  countedFull?: boolean
   successes: number
   failures: number
   /** Exponentially weighted mean of answered attempts, in ms; 0 until the first answer. */
@@ -61,6 +66,8 @@ export interface ClientAnnouncement {
   /** `http` unless the client says otherwise. */
   scheme?: Scheme
   weight: number
+  /** Its slots; absent, no limit. */
+  maxInFlight?: number | undefined
 }
 
 /** How one pick looks for a client (the dispatcher's per-task routing). */
@@ -99,6 +106,15 @@ export class Registry {
   private readonly perRegion = new Map<string, number>()
   /** Clients whose slow start is under way: advanceRamps looks only at these, not at the whole fleet. */
   private readonly ramping = new Set<Client>()
+  /** Per pool (a region and every ancestor of a full client's region): how many of its clients could take a task but for their slots. */
+  private fullIn = new Map<string, number>()
+  /** routing.balance: smooth weighted round-robin, or least-request (power of two choices on in-flight / weight). */
+  balance: 'round_robin' | 'least_request' = 'round_robin'
+  /** Where least-request's draws come from; injected in tests. */
+  random: () => number = Math.random
+  private readonly loadOf = (nodeId: string): number => this.clients.get(nodeId)!.inFlight
+  /** Hands a client with room a task waiting for a slot (src/task-queue.ts); none: nothing ever waits. */
+  offerSlot: SlotOffer<Client> | undefined = undefined
   private nextConnectionId = 1
 
   constructor(
@@ -161,12 +177,13 @@ export class Registry {
       // A holder's client may move or change address without a new record here.
       existing.ip = announcement.ip
       existing.port = announcement.port
-      if (existing.region !== announcement.region || existing.weight !== announcement.weight) {
+      if (existing.region !== announcement.region || existing.weight !== announcement.weight || existing.maxInFlight !== announcement.maxInFlight) {
         this.leaveBalancers(existing)
         this.countIn(existing.region, -1)
         this.countIn(announcement.region, 1)
         existing.region = announcement.region
         existing.weight = announcement.weight
+        existing.maxInFlight = announcement.maxInFlight
         this.syncBalancers(existing)
         this.onEvent({ type: 'updated', client: existing })
       }
@@ -214,6 +231,29 @@ export class Registry {
     client.weight = weight
     this.syncBalancers(client)
     this.onEvent({ type: 'updated', client })
+  }
+
+  /** A WebSocket heartbeat announces new slots: more of them may take waiting tasks at once. */
+  setMaxInFlight(nodeId: string, maxInFlight: number | undefined): void {
+    const client = this.clients.get(nodeId)
+    if (!client || client.maxInFlight === maxInFlight) return
+    client.maxInFlight = maxInFlight
+    this.syncBalancers(client)
+    this.onEvent({ type: 'updated', client })
+  }
+
+  /** A task goes to `client` (any kind: single, broadcast, relayed): it takes one of its slots; full, it leaves the balancers. */
+  acquire(client: Client): void {
+    client.inFlight++
+    // Only a client that announced slots can fill up: for the others this is the whole cost.
+    if (client.maxInFlight !== undefined && client.inFlight >= client.maxInFlight && !client.countedFull && this.isCurrent(client)) this.syncBalancers(client)
+  }
+
+  /** A task on `client` ended: its slot goes to the task waiting longest for one there, else back to the balancers. */
+  release(client: Client): void {
+    client.inFlight--
+    if (client.maxInFlight === undefined || !this.isCurrent(client)) return
+    if (client.countedFull || this.offerSlot !== undefined) this.syncBalancers(client)
   }
 
   /** An operator drains (true) or undrains (false) the client; false if there is no such client. */
@@ -282,7 +322,12 @@ export class Registry {
       const balancer = this.balancers.get(pool)
       if (!balancer) continue
       // A keyed pick looks at every client of the pool (rendezvous hashing keeps no table); others are one heap pick.
-      const nodeId = options.key === undefined ? balancer.pick(exclude) : balancer.pickByKey(options.key, exclude)
+      const nodeId =
+        options.key !== undefined
+          ? balancer.pickByKey(options.key, exclude)
+          : this.balance === 'least_request'
+            ? balancer.pickLeastLoaded(this.loadOf, this.random, exclude)
+            : balancer.pick(exclude)
       if (nodeId === undefined) continue
       return { client: this.clients.get(nodeId)!, pool }
     }
@@ -322,11 +367,11 @@ export class Registry {
     return this.regions.isWithin(client.region, region)
   }
 
-  /** Healthy, non-draining clients at or under `region` (no fallback): the targets of a broadcast. */
+  /** Healthy, non-draining clients at or under `region` (no fallback) with a free slot: the targets of a broadcast. */
   within(region: string): Client[] {
     const found: Client[] = []
     for (const client of this.clients.values()) {
-      if (this.canTakeTasks(client) && this.regions.isWithin(client.region, region)) found.push(client)
+      if (this.canTakeTasks(client) && hasSlot(client) && this.regions.isWithin(client.region, region)) found.push(client)
     }
     return found
   }
@@ -396,6 +441,9 @@ export class Registry {
     this.regions = regions
     this.policy = policy
     this.balancers = new Map()
+    // The counts were kept along the old hierarchy's chains.
+    this.fullIn = new Map()
+    for (const client of this.clients.values()) client.countedFull = false
     for (const client of this.clients.values()) this.syncBalancers(client)
   }
 
@@ -421,9 +469,34 @@ export class Registry {
     this.onEvent({ type: 'state', client })
   }
 
-  /** Whether the client may be given a new task now (healthy or awaiting its trial, and not draining). */
+  /** Whether the client may be given a new task now (healthy or awaiting its trial, and not draining); its slots aside. */
   canTakeTasks(client: Client): boolean {
     return !isDraining(client) && health.isEligible(client)
+  }
+
+  /** Whether a pool (looked at from `region` up, as a pick climbs) has a client that could take a task but for its slots: a task there waits rather than fails. */
+  fullPoolFor(region: string, climb: boolean): string | undefined {
+    if (this.fullIn.size === 0) return undefined
+    const chain = this.regions.chain(region)
+    const pools = climb ? chain.length : 1
+    // The widest such pool: a slot freed anywhere in it may serve the task, as a pick would climb to it.
+    for (let at = pools - 1; at >= 0; at--) if (this.fullIn.has(chain[at]!)) return chain[at]
+    return undefined
+  }
+
+  /** The pools a client serves, its own region first: where tasks waiting for its slots are queued. */
+  poolsOf(client: Client): readonly string[] {
+    return this.regions.chain(client.region)
+  }
+
+  private countFull(client: Client, full: boolean): void {
+    if (client.countedFull === full) return
+    client.countedFull = full
+    for (const region of this.regions.chain(client.region)) {
+      const count = (this.fullIn.get(region) ?? 0) + (full ? 1 : -1)
+      if (count > 0) this.fullIn.set(region, count)
+      else this.fullIn.delete(region)
+    }
   }
 
   /** Whether one more client of `pool` (a region and everything under it) may be ejected. A scan, but only when a client reaches the failure threshold. */
@@ -443,6 +516,17 @@ export class Registry {
       this.leaveBalancers(client)
       return
     }
+    // Room again (or a new client): tasks waiting for a slot come before anything new, as in HAProxy's server queue.
+    // Healthy only: a client on probation gets its one trial through a pick.
+    if (this.offerSlot !== undefined && client.state === 'healthy' && this.isCurrent(client)) {
+      while (hasSlot(client) && this.offerSlot(client)) client.inFlight++
+    }
+    if (!hasSlot(client)) {
+      this.leaveBalancers(client)
+      if (this.isCurrent(client)) this.countFull(client, true)
+      return
+    }
+    this.countFull(client, false)
     for (const region of this.regions.chain(client.region)) {
       let balancer = this.balancers.get(region)
       if (!balancer) {
@@ -454,6 +538,7 @@ export class Registry {
   }
 
   private leaveBalancers(client: Client): void {
+    this.countFull(client, false)
     for (const region of this.regions.chain(client.region)) {
       const balancer = this.balancers.get(region)
       if (!balancer) continue
@@ -490,6 +575,7 @@ export function clientView(client: Client, localInstance?: string): ClientView {
     registered_at: new Date(client.registeredAt).toISOString(),
     last_seen: new Date(client.lastSeen).toISOString(),
     in_flight: client.inFlight,
+    ...(client.maxInFlight === undefined ? {} : { max_in_flight: client.maxInFlight }),
     successes: client.successes,
     failures: client.failures,
     consecutive_failures: client.consecutiveFailures,

@@ -25,7 +25,9 @@ import { NodeConflicts } from './node-conflicts.ts'
 import { Observations } from './observations.ts'
 import type { RegistrationDeps } from './registration.ts'
 import { Registry, type RegistryEvent } from './registry.ts'
+import { RetryBudget } from './retry-budget.ts'
 import { healthPolicy, makeSettings, type Settings } from './settings.ts'
+import { SlotQueue } from './slot-queue.ts'
 import { StoredTasks, type TaskNews } from './stored-tasks.ts'
 import { RandomTaskIds } from './task-ids.ts'
 import { ClientTasks, type TaskRecord, TaskStats } from './task-stats.ts'
@@ -117,6 +119,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     })
   })
   registry.maxClients = started.max_clients
+  registry.balance = started.routing.balance
   // The default id names the port listened on, known only once listening (port 0 picks one): settled below.
   let instanceId = options.instanceId ?? started.cluster?.instance_id ?? `${hostname()}:${options.port ?? started.port}`
   const conflicts = new NodeConflicts({
@@ -192,6 +195,12 @@ export function startServer(options: ServerOptions): MoonlightServer {
     clock,
     onFinished,
     onAttempt: (client: { protocol: 'http' | 'ws' }, ms: number) => observations.onAttempt(client.protocol, ms),
+    retryBudget: new RetryBudget(() => settings.config.routing.retry_budget),
+    slots: new SlotQueue(registry, clock, () => ({
+      timeoutMs: settings.config.queue.timeout * 1000,
+      max: settings.config.queue.max,
+      promoteAfterMs: settings.config.queue.promote_after * 1000,
+    })),
   }
   const dispatcher = new Dispatcher(taskDeps)
   const broadcaster = new Broadcaster(taskDeps)
@@ -270,6 +279,12 @@ export function startServer(options: ServerOptions): MoonlightServer {
     inFlight: () => load.inFlight,
     wsConnections: () => gateway.sockets.size,
     metrics: {
+      capacity: () => ({
+        queued: taskDeps.slots.depth,
+        waits: taskDeps.slots.waits,
+        shed: taskDeps.slots.shed,
+        retriesRefused: taskDeps.retryBudget.refused,
+      }),
       httpAgentPools: () => httpTransport.figures(),
       authFailures: () => ({ failures: authFailures.failures, throttled: authFailures.throttled }),
       observations,
@@ -476,6 +491,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
       }
       gateway.closeMonitors((holder) => !settings.access.fingerprintHolds(holder, 'monitor'), 'token revoked')
       registry.maxClients = settings.config.max_clients
+      registry.balance = settings.config.routing.balance
       for (const client of registry.all()) if (client.protocol === 'ws') gateway.syncTopics(client.nodeId)
       housekeeping.start()
       log(`[mls] config reloaded from ${loaded.source}`)
@@ -486,6 +502,8 @@ export function startServer(options: ServerOptions): MoonlightServer {
       // connections at once, and a request already on its way over one would be lost (a reset).
       // Until then every new request gets refuseWhileStopping's answer instead.
       stopping = true
+      // Tasks waiting for a slot are answered now: the agents they wait for may be the ones going away.
+      taskDeps.slots.close()
       // No task is claimed any more: in a cluster the queued ones wait for the other instances.
       storedTasks.stop()
       sweepStore?.()

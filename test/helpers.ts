@@ -229,6 +229,8 @@ export async function startWsAgent(
     weight?: number
     token?: string
     answer?: (payload: unknown, taskId: string) => { response: unknown; status?: number; headers?: Record<string, string> } | null
+    /** More fields for its register (max_in_flight, payload_format). */
+    register?: Record<string, unknown>
   },
 ): Promise<WsAgent> {
   const peer = await openWs(wsUrl)
@@ -250,6 +252,7 @@ export async function startWsAgent(
       region: options.region,
       port: 3000,
       ...(options.weight === undefined ? {} : { weight: options.weight }),
+      ...options.register,
     },
   })
   const registered = await peer.next()

@@ -145,7 +145,8 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
     return
   }
   const deadline = deps.deadlines.start(request.timeout_ms)
-  client.inFlight++
+  // The holder counts relayed tasks in the agent's slots like its own (exact: it alone holds the socket).
+  deps.registry.acquire(client)
   try {
     const answer = await deps.local.send(client, request.task_id, text.slice(payload.start, payload.end), deadline)
     const body = typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
@@ -154,7 +155,7 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
     const kind = error instanceof AttemptError ? error.kind : 'disconnected'
     await reply({ key: request.key, error: (error as Error).message, kind })
   } finally {
-    client.inFlight--
+    deps.registry.release(client)
     deps.deadlines.end(deadline)
   }
 }

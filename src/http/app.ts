@@ -91,6 +91,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       cluster: cluster.mode === 'alone' ? 'alone' : cluster.redis === 'up' ? 'ok' : 'degraded',
       instance_id: cluster.instance_id,
     }
+    const capacity = deps.metrics.capacity?.()
+    if (capacity) {
+      let refused = 0
+      for (const count of capacity.retriesRefused.values()) refused += count
+      status.queue = { depth: capacity.queued, shed: { ...capacity.shed }, retries_refused: refused }
+    }
     return c.json(status)
   })
 

@@ -25,6 +25,20 @@ export interface MetricsSource {
   process: () => { residentBytes: number; eventLoopDelayWorstS: number; eventLoopDelayMeanS: number }
   /** The stored tasks (async, idempotent): undefined when the store could not be read (Redis down). */
   tasks?: StoreFigures | undefined
+  /** Agent slots, the slot queue and the retry budget (src/slot-queue.ts, src/retry-budget.ts). */
+  capacity?: () => CapacityFigures
+}
+
+/** What /metrics and /status show of the slot queue and the retry budget. */
+export interface CapacityFigures {
+  /** Tasks waiting for a slot now. */
+  queued: number
+  /** How long tasks waited for a slot (served or shed). */
+  waits: Histogram
+  /** Tasks turned away by the queue, by reason. */
+  shed: Readonly<Record<string, number>>
+  /** Retries refused by the retry budget, per region pool. */
+  retriesRefused: ReadonlyMap<string, number>
 }
 
 /**
@@ -53,6 +67,23 @@ export function renderMetrics(source: MetricsSource): string {
     Object.entries(source.stats.byOutcome).map(([outcome, count]) => [`{outcome="${outcome}"}`, count]),
   )
   metric('moonlight_tasks_in_flight', 'gauge', 'Tasks waiting for an answer now.', [['', source.inFlight()]])
+  const capacity = source.capacity?.()
+  if (capacity) {
+    metric('moonlight_queue_depth', 'gauge', 'Tasks waiting for an agent slot now (every agent of their pool full).', [['', capacity.queued]])
+    histogram('moonlight_queue_wait_seconds', 'Time tasks waited for an agent slot, whether they got one or were shed.', capacity.waits)
+    metric(
+      'moonlight_queue_shed_total',
+      'counter',
+      'Tasks turned away by the slot queue, by reason (queue_timeout, queue_full, shutting_down).',
+      Object.entries(capacity.shed).map(([reason, count]) => [`{reason="${reason}"}`, count]),
+    )
+    metric(
+      'moonlight_retries_refused_total',
+      'counter',
+      'Retries refused by routing.retry_budget, by region pool (the task ended with reason retry_budget_exhausted).',
+      [...capacity.retriesRefused].map(([pool, count]) => [`{pool="${pool}"}`, count]),
+    )
+  }
   const { observations } = source
   histogram('moonlight_task_duration_seconds', 'Time from a task accepted to its answer or error, all attempts included.', observations.taskDuration)
   histogram('moonlight_attempt_duration_seconds', 'Time of one attempt on one client, by its protocol.', observations.attemptDuration)

@@ -459,8 +459,8 @@ function errorResponses(): Record<string, unknown> {
     422: 'idempotency_mismatch',
     426: 'upgrade_required',
     429: 'too_many_failures (with Retry-After)',
-    502: 'all_attempts_failed (with attempts), answer_too_large',
-    503: 'not_ready, no_client, shutting_down, too_many_clients, too_many_connections, too_many_unregistered, too_many_tasks, store_unavailable',
+    502: 'all_attempts_failed (with attempts; reason retry_budget_exhausted when the retry budget refused a retry), answer_too_large',
+    503: 'not_ready, no_client, queue_timeout and queue_full (every agent of the pool full; with Retry-After), shutting_down, too_many_clients, too_many_connections, too_many_unregistered, too_many_tasks, store_unavailable',
     504: 'timeout (with attempts)',
   }
   return Object.fromEntries(

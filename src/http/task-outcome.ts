@@ -6,6 +6,9 @@ import type { Outcome } from '../outcome.ts'
 import { ROOT_REGION } from '../regions.ts'
 import type { FailedAttempt } from '../wire/errors.ts'
 
+/** When a caller turned away by a full queue may try again: soon, as slots free task by task. */
+const QUEUE_RETRY_AFTER_S = 1
+
 /** What a caller may learn of agents' failures: everything (the monitor role), or only which node and a generic reason. */
 export type Disclosure = 'details' | 'generic'
 
@@ -51,10 +54,17 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
         reason: outcome.why,
       })
     case 'all_failed':
-      return new MoonlightError(status, 'all_attempts_failed', `every attempt failed (${outcome.failedAttempts.length})`, {
-        region: outcome.region,
-        attempts: attempts(outcome.failedAttempts),
-      })
+      return outcome.reason === 'retry_budget_exhausted'
+        ? new MoonlightError(
+            status,
+            'all_attempts_failed',
+            `the attempt failed and the region's retry budget allows no retry now (${outcome.failedAttempts.length} attempt)`,
+            { region: outcome.region, reason: outcome.reason, attempts: attempts(outcome.failedAttempts) },
+          )
+        : new MoonlightError(status, 'all_attempts_failed', `every attempt failed (${outcome.failedAttempts.length})`, {
+            region: outcome.region,
+            attempts: attempts(outcome.failedAttempts),
+          })
     case 'too_large':
       return new MoonlightError(status, 'answer_too_large', "the client's answer was too large", {
         region: outcome.region,
@@ -75,6 +85,22 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
         region: outcome.region,
         attempts: attempts(outcome.failedAttempts),
       })
+    case 'queue_timeout':
+      return new MoonlightError(
+        status,
+        'queue_timeout',
+        `every client of region "${outcome.region}" was busy and no slot freed within ${outcome.timeoutMs / 1000} s`,
+        { region: outcome.region, waited_ms: Math.round(outcome.waitedMs) },
+        { 'retry-after': String(QUEUE_RETRY_AFTER_S) },
+      )
+    case 'queue_full':
+      return new MoonlightError(
+        status,
+        'queue_full',
+        `every client of region "${outcome.region}" is busy and ${outcome.max} tasks already wait for a slot`,
+        { region: outcome.region, pool: outcome.pool, max: outcome.max },
+        { 'retry-after': String(QUEUE_RETRY_AFTER_S) },
+      )
     case 'shutting_down':
       return new MoonlightError(status, 'shutting_down', 'the server shut down before a client answered', {
         region: outcome.region,

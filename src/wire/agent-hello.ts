@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { nameSchema, schemeSchema, weightSchema } from './names.ts'
+import { maxInFlightSchema, nameSchema, schemeSchema, weightSchema } from './names.ts'
 
 /** What an agent says about itself: the HTTP heartbeat body and the WebSocket register payload. */
 export const clientHelloSchema = z.object({
@@ -17,6 +17,8 @@ export const clientHelloSchema = z.object({
   region: nameSchema,
   port: z.number().int().min(1).max(65535).optional(),
   weight: weightSchema.optional(),
+  /** Its slots: at most this many of its tasks in flight at once; absent, no limit. A later hello may change it. */
+  max_in_flight: maxInFlightSchema.optional(),
 })
 export type ClientHello = z.infer<typeof clientHelloSchema>
 

@@ -27,6 +27,9 @@ export const errorCodeSchema = z.enum([
   'answer_too_large',
   'timeout',
   'shutting_down',
+  // Every agent of the task's pool was full (its slots taken) and the task could not wait: too long (queue.timeout) or too many waiting (queue.max); 503 with Retry-After
+  'queue_timeout',
+  'queue_full',
   'too_many_clients',
   'too_many_connections',
   'too_many_unregistered',

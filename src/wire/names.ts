@@ -19,6 +19,16 @@ export const nameSchema = z
 /** A client's share of tasks; 0 drains it. */
 export const weightSchema = z.number().int().min(0).max(1000)
 
+/**
+ * How many tasks an agent takes at once (its slots): the server never has more of its tasks in flight
+ * on it. Absent: no limit. Bounded so a typo cannot make the server count to nonsense.
+ */
+export const maxInFlightSchema = z.number().int().min(1).max(100_000)
+
+/** A task's class in the queue that forms when every agent of its pool is full: higher classes are served first. */
+export const prioritySchema = z.enum(['high', 'normal', 'low'])
+export type Priority = z.infer<typeof prioritySchema>
+
 export const protocolSchema = z.enum(['http', 'ws'])
 export type Protocol = z.infer<typeof protocolSchema>
 

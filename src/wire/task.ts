@@ -1,13 +1,13 @@
 import { z } from 'zod'
 import { attemptFailureSchema } from './errors.ts'
-import { nameSchema, protocolSchema } from './names.ts'
+import { nameSchema, prioritySchema, protocolSchema } from './names.ts'
 
 /** Whether a task whose region has no candidate may climb to the parent (today's behaviour) or must stay at or under it. */
 export const fallbackSchema = z.enum(['parent', 'none'])
 export type Fallback = z.infer<typeof fallbackSchema>
 
 /** Fields that choose one client among many: a broadcast goes to them all, so it takes none of them. */
-const SINGLE_ONLY = ['key', 'node_id', 'fallback', 'retry'] as const
+const SINGLE_ONLY = ['key', 'node_id', 'fallback', 'retry', 'priority', 'queue_timeout'] as const
 
 /**
  * `POST /task/request`. Every routing field is optional and its absence is the original behaviour,
@@ -29,6 +29,10 @@ export const taskRequestSchema = z
     retry: z.boolean().optional(),
     /** Seconds; shorter than task_timeout to give up sooner (a longer one is cut to task_timeout). */
     timeout: z.number().positive().optional(),
+    /** Its class in the queue that forms when every agent of its pool is full (README "Slots and the queue"). Default: normal. */
+    priority: prioritySchema.optional(),
+    /** Seconds it may wait for a slot; default queue.timeout; never past its own timeout. */
+    queue_timeout: z.number().positive().optional(),
   })
   .superRefine((task, ctx) => {
     if (task.mode !== 'broadcast') return

@@ -36,6 +36,8 @@ export const clientViewSchema = z.object({
   registered_at: z.string(),
   last_seen: z.string(),
   in_flight: z.number().int(),
+  /** Its slots, when it announced them: in_flight never passes it. */
+  max_in_flight: z.number().int().optional(),
   successes: z.number().int(),
   failures: z.number().int(),
   consecutive_failures: z.number().int(),
@@ -70,6 +72,8 @@ export const statusSchema = z.object({
   /** `alone` without a cluster; in one, `ok` while Redis is reachable, `degraded` while it is not. */
   cluster: z.enum(['alone', 'ok', 'degraded']),
   instance_id: z.string(),
+  /** The slot queue and the retry budget: tasks waiting for a slot now, tasks shed by reason, retries refused. */
+  queue: z.object({ depth: z.number().int(), shed: z.record(z.string(), z.number().int()), retries_refused: z.number().int() }).optional(),
 })
 export type Status = z.infer<typeof statusSchema>
 

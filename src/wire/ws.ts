@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import { clientHelloSchema } from './agent-hello.ts'
 import { errorFrameSchema } from './errors.ts'
-import { type PayloadFormat, payloadFormatSchema, weightSchema } from './names.ts'
+import { maxInFlightSchema, type PayloadFormat, payloadFormatSchema, weightSchema } from './names.ts'
 
 /**
  * What an HTTP response can carry (RFC 9110 §5.5): a token for the name; for the value visible
@@ -35,7 +35,7 @@ export type WsRegister = z.infer<typeof wsRegisterSchema>
 /** Messages a WebSocket peer may send the server. `monitor` is the dashboard joining the live feed. */
 export const wsInboundSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('register'), payload: wsRegisterSchema }),
-  z.object({ type: z.literal('heartbeat'), payload: z.object({ weight: weightSchema.optional() }).optional() }),
+  z.object({ type: z.literal('heartbeat'), payload: z.object({ weight: weightSchema.optional(), max_in_flight: maxInFlightSchema.optional() }).optional() }),
   z.object({ type: z.literal('task_response'), payload: taskResponseSchema }),
   z.object({ type: z.literal('monitor'), payload: z.object({ token: z.string().min(1) }) }),
 ])

@@ -138,7 +138,8 @@ export class WsGateway {
     const { registry, settings } = this.deps
     const client = registry.get(nodeId)
     if (client?.protocol !== 'ws') return
-    const topics = registry.canTakeTasks(client) ? settings.regions.chain(client.region).map(regionTopic) : []
+    // An agent with slots gets broadcasts one by one (src/broadcast.ts), so a full one can be skipped.
+    const topics = registry.canTakeTasks(client) && client.maxInFlight === undefined ? settings.regions.chain(client.region).map(regionTopic) : []
     this.deps.transport.subscribe(nodeId, topics)
   }
 
@@ -239,6 +240,8 @@ export class WsGateway {
           return
         }
         if (message.payload?.weight !== undefined) registry.setWeight(socket.data.nodeId, message.payload.weight)
+        // Absent, the slots stay as announced: a WebSocket heartbeat says only what changed.
+        if (message.payload?.max_in_flight !== undefined) registry.setMaxInFlight(socket.data.nodeId, message.payload.max_in_flight)
         socket.send(JSON.stringify({ type: 'heartbeat_ack', payload: { server_time: new Date(this.deps.clock.now()).toISOString() } }))
         return
       }

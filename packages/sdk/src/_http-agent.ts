@@ -82,6 +82,7 @@ export class HttpAgent {
       region,
       port: this.listener?.port,
       ...(weight === undefined ? {} : { weight }),
+      ...(this.settings.maxInFlight === undefined ? {} : { max_in_flight: this.settings.maxInFlight }),
       ...(ip ? { ip } : {}),
       ...(this.listener?.scheme === 'https' ? { scheme: 'https' } : {}),
     }

@@ -114,8 +114,17 @@ export class WsAgent {
       let opened = false
       socket.addEventListener('open', () => {
         opened = true
-        const { nodeId, token, region, weight } = settings
-        this.send(socket, { type: 'register', payload: { node_id: nodeId, token, region, ...(weight === undefined ? {} : { weight }) } })
+        const { nodeId, token, region, weight, maxInFlight } = settings
+        this.send(socket, {
+          type: 'register',
+          payload: {
+            node_id: nodeId,
+            token,
+            region,
+            ...(weight === undefined ? {} : { weight }),
+            ...(maxInFlight === undefined ? {} : { max_in_flight: maxInFlight }),
+          },
+        })
       })
       socket.addEventListener('message', (event: { data: unknown }) => {
         lastHeardMs = Date.now()

@@ -59,6 +59,12 @@ export interface AgentOptions<Payload = unknown> {
   weight?: number
   /** Tasks run at once; more wait their turn. Default 16. */
   concurrency?: number
+  /**
+   * Announce `concurrency` to the server as the agent's slots (`max_in_flight`), so the server never
+   * sends more at once and queues the rest where another agent can take them. Default true; false,
+   * the server sends what it likes and the agent queues locally (before Moonlight 24's slots).
+   */
+  announceSlots?: boolean
   handler: TaskHandler<Payload>
   /** `ws` (default): one WebSocket to the server. `http`: serve `POST /work` and register by heartbeat. */
   protocol?: 'ws' | 'http'
@@ -111,6 +117,8 @@ export interface AgentSettings {
   nodeId: string
   weight: number | undefined
   concurrency: number
+  /** What the agent announces as its slots (`max_in_flight`); undefined: none. */
+  maxInFlight: number | undefined
   handler: TaskHandler
   logger: AgentLogger
   fetch: FetchLike
@@ -140,6 +148,7 @@ export function createAgent<Payload = unknown>(options: AgentOptions<Payload>): 
     nodeId: options.nodeId,
     weight: options.weight,
     concurrency,
+    maxInFlight: options.announceSlots === false ? undefined : concurrency,
     handler: options.handler as TaskHandler,
     logger: options.logger ?? { info: () => {}, warn: (line) => console.warn(line) },
     fetch: options.fetch ?? ((input, init) => globalThis.fetch(input, init)),

@@ -23,6 +23,10 @@ export interface RoutingOptions {
   retry?: boolean
   /** Seconds; gives up sooner than the server's task_timeout. */
   timeout?: number
+  /** Its class in the server's queue when every agent of its pool is full: high before normal before low. */
+  priority?: 'high' | 'normal' | 'low'
+  /** Seconds it may wait there for a slot (default the server's queue.timeout); past it, 503 queue_timeout. */
+  queue_timeout?: number
 }
 
 export type TaskState = 'queued' | 'running' | 'done' | 'failed' | 'cancelled'
