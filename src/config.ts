@@ -6,7 +6,7 @@ import { findRegrant } from './access.ts'
 import { PRIVATE_NETWORKS, parseCidr } from './networks.ts'
 import { ROOT_REGION } from './regions.ts'
 import { payloadFormatSchema } from './wire/names.ts'
-import { fallbackSchema } from './wire/task.ts'
+import { fallbackSchema, RETRY_ON_ALL, retryOnListSchema } from './wire/task.ts'
 
 const seconds = z.number().positive()
 
@@ -88,6 +88,8 @@ const healthSchema = z.object({
 const routingSchema = z.object({
   /** A task's `fallback` when it gives none: "parent" climbs the hierarchy when a region has no candidate, "none" never leaves it. */
   fallback: fallbackSchema.default('parent'),
+  /** The attempt failures a task may be retried after (a task may narrow it, never widen it); default: all three. */
+  retry_on: retryOnListSchema.default([...RETRY_ON_ALL]),
 })
 
 /** Objects built from a config assign keys, and assigning "__proto__" sets the prototype: zod's record drops such a key without a word. */

@@ -75,6 +75,8 @@ export interface PickOptions {
   climb?: boolean
   /** Look from this pool up (where an earlier attempt of the task found candidates), not from the region itself. */
   fromPool?: string
+  /** Never climb past this region (a token's boundary); a chain that does not reach it has no pool at all. */
+  boundary?: string
 }
 
 export type RegistryEvent = { type: 'joined' | 'updated' | 'state'; client: Client } | { type: 'left'; client: Client; reason: string }
@@ -276,7 +278,9 @@ export class Registry {
 
   private pickIn(region: string, options: PickOptions, exclude?: Excluded<string>): { client: Client; pool: string } | undefined {
     const chain = this.regions.chain(options.fromPool ?? region)
-    const pools = options.climb === false ? 1 : chain.length
+    // Past the boundary nothing is looked at, whatever fallback says: a token's regions are a limit, not a preference.
+    const top = options.boundary === undefined ? chain.length : chain.indexOf(options.boundary) + 1
+    const pools = options.climb === false ? Math.min(1, top) : top
     for (let at = 0; at < pools; at++) {
       const pool = chain[at]!
       const balancer = this.balancers.get(pool)

@@ -6,8 +6,25 @@ import { nameSchema, protocolSchema } from './names.ts'
 export const fallbackSchema = z.enum(['parent', 'none'])
 export type Fallback = z.infer<typeof fallbackSchema>
 
+/**
+ * The attempt failures a task may be retried after (Envoy's `retry_on`, HAProxy's `retry-on`):
+ * `unreachable`, the agent never got the task; `lost`, the task was sent and no usable answer came
+ * back (the connection, the agent or the instance holding it went away); `status`, a 5xx answer.
+ * Retrying after `lost` or `status` may run the task twice. A timeout is never retried.
+ */
+export const retryOnSchema = z.enum(['unreachable', 'lost', 'status'])
+export type RetryOn = z.infer<typeof retryOnSchema>
+/** Every class: retries after any attempt failure, the behaviour before retry_on existed. */
+export const RETRY_ON_ALL: readonly RetryOn[] = retryOnSchema.options
+
+/** A retry_on list: each class at most once (a repeat is a mistake worth saying, not a no-op to hide). */
+export const retryOnListSchema = z
+  .array(retryOnSchema)
+  .max(RETRY_ON_ALL.length)
+  .refine((list) => new Set(list).size === list.length, 'lists a failure class twice')
+
 /** Fields that choose one client among many: a broadcast goes to them all, so it takes none of them. */
-const SINGLE_ONLY = ['key', 'node_id', 'fallback', 'retry'] as const
+const SINGLE_ONLY = ['key', 'node_id', 'fallback', 'retry', 'retry_on'] as const
 
 /**
  * `POST /task/request`. Every routing field is optional and its absence is the original behaviour,
@@ -27,6 +44,8 @@ export const taskRequestSchema = z
     fallback: fallbackSchema.optional(),
     /** false: never retried (work that must not run twice). Default: true, but false with node_id. */
     retry: z.boolean().optional(),
+    /** The failures this task may be retried after; at most the config's routing.retry_on (narrower only). Default: the config's. */
+    retry_on: retryOnListSchema.optional(),
     /** Seconds; shorter than task_timeout to give up sooner (a longer one is cut to task_timeout). */
     timeout: z.number().positive().optional(),
   })
