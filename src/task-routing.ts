@@ -42,9 +42,14 @@ export function taskRouting(
   const allowed = config.routing.retry_on ?? RETRY_ON_ALL
   const wider = task.retry_on?.find((each) => !allowed.includes(each))
   if (wider !== undefined)
-    throw new MoonlightError(400, 'invalid_body', `retry_on may only narrow the server's routing.retry_on (${JSON.stringify(allowed)}): "${wider}" is not in it`, {
-      issues: [{ path: 'retry_on', message: `"${wider}" is not in the server's routing.retry_on` }],
-    })
+    throw new MoonlightError(
+      400,
+      'invalid_body',
+      `retry_on may only narrow the server's routing.retry_on (${JSON.stringify(allowed)}): "${wider}" is not in it`,
+      {
+        issues: [{ path: 'retry_on', message: `"${wider}" is not in the server's routing.retry_on` }],
+      },
+    )
   const retryOn = task.retry_on ?? allowed
   return {
     ...(task.key === undefined ? {} : { key: task.key }),

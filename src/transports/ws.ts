@@ -166,10 +166,7 @@ export class WsTransport implements Transport {
     for (const { nodeId } of clients) {
       const socket = this.sockets.get(nodeId)
       if (socket?.data.payloadFormat === 'string') anyString = true
-      answers.set(
-        nodeId,
-        socket ? this.expect(taskId, socket, deadline) : Promise.reject(new AttemptError('unreachable', 'the client has no open connection')),
-      )
+      answers.set(nodeId, socket ? this.expect(taskId, socket, deadline) : Promise.reject(new AttemptError('unreachable', 'the client has no open connection')))
     }
     this.publish(regionTopic(region), taskFrame(taskId, payloadJson))
     if (anyString) this.publish(stringTopic(regionTopic(region)), taskFrame(taskId, payloadJson, 'string'))
