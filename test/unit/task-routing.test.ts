@@ -5,9 +5,10 @@ import { outcomeResponse } from '../../src/http/task-outcome.ts'
 import type { Outcome } from '../../src/outcome.ts'
 import { Regions } from '../../src/regions.ts'
 import { DEFAULT_ROUTING, scopeBoundary, type TaskRouting, taskRouting } from '../../src/task-routing.ts'
+import { MemoryTaskStore } from '../../src/task-store.ts'
 import { RETRY_CLASS } from '../../src/transports/types.ts'
 import type { RetryOn } from '../../src/wire/task.ts'
-import { answers, FakeTransport, failsWith, hangs, type Reply, TEST_POLICY, taskCore } from '../fake-transport.ts'
+import { answers, FakeTransport, failsWith, hangs, type Reply, STORE_LIMITS, TEST_POLICY, taskCore } from '../fake-transport.ts'
 
 function expectKind<Kind extends Outcome['kind']>(outcome: Outcome, kind: Kind): Extract<Outcome, { kind: Kind }> {
   expect({ kind: outcome.kind, outcome }).toMatchObject({ kind })
@@ -292,5 +293,42 @@ describe("a token's region boundary", () => {
       error:
         'no healthy client in region "us-east-1" or under it; this token is limited to regions, and its tasks are never sent outside them (boundary "us-east-1")',
     })
+  })
+})
+
+describe('retry_on and a stored task taken over from an instance that had started it', () => {
+  const keyed = (retryOn?: RetryOn[]) => ({
+    task: {
+      task_id: 't1',
+      mode: 'single' as const,
+      region: 'usa',
+      payload: '1',
+      routing: routing(retryOn ? { retryOn } : {}),
+      owner: '',
+      disclosure: 'details' as const,
+      submitted_at_ms: 0,
+    },
+    idempotency: { key: 'k1', bodyHash: 'h1' },
+  })
+
+  test('without "lost" it is not run again: 502 naming "lost", nothing sent; with it, it runs here', async () => {
+    const cases: Array<[RetryOn[] | undefined, { status: number; sentTo: string[] }]> = [
+      [['unreachable'], { status: 502, sentTo: [] }],
+      [undefined, { status: 200, sentTo: ['a'] }],
+    ]
+    for (const [retryOn, expected] of cases) {
+      const http = new FakeTransport(answers(200, '"ok"'))
+      const core = taskCore({ http })
+      core.join('a', 'usa')
+      const store = new MemoryTaskStore(() => STORE_LIMITS)
+      const tasks = core.storedTasks(store)
+      const { task } = await tasks.submit(keyed(retryOn))
+      // Another instance started it and died: the task is running, claimed by it.
+      expect(await store.start(task.task_id, 'dead-instance', false)).toBe(true)
+      const running = await tasks.get(task.task_id)
+      const response = (await tasks.runHere(running!, true))!
+      expect({ retryOn, status: response.status, sentTo: http.sentTo }).toEqual({ retryOn, ...expected })
+      if (response.status === 502) expect(await response.json()).toMatchObject({ code: 'all_attempts_failed', not_retried: 'lost', attempts: [] })
+    }
   })
 })
