@@ -6,8 +6,7 @@ import type { TaskControl } from './task-control.ts'
 import { DEFAULT_ROUTING, type TaskRouting } from './task-routing.ts'
 import type { AttemptRecord, TaskRecord } from './task-stats.ts'
 import { type Answer, AttemptError, RETRY_CLASS, type Transports } from './transports/types.ts'
-import type { FailedAttempt } from './wire/errors.ts'
-import type { RetryOn } from './wire/task.ts'
+import type { FailedAttempt, RetryOn } from './wire/errors.ts'
 
 export interface DispatchSettings {
   retryCount: number

@@ -1,7 +1,6 @@
 import type { Client } from './registry.ts'
 import type { Answer } from './transports/types.ts'
-import type { FailedAttempt } from './wire/errors.ts'
-import type { RetryOn } from './wire/task.ts'
+import type { FailedAttempt, RetryOn } from './wire/errors.ts'
 
 /**
  * How one task ended, as the dispatcher reports it. The core never speaks HTTP: the HTTP layer maps

@@ -1,7 +1,8 @@
 import type { Config } from './config.ts'
 import { MoonlightError } from './errors.ts'
 import type { Regions } from './regions.ts'
-import { type Fallback, RETRY_ON_ALL, type RetryOn, type TaskRequest } from './wire/task.ts'
+import type { RetryOn } from './wire/errors.ts'
+import { type Fallback, RETRY_ON_ALL, type TaskRequest } from './wire/task.ts'
 
 /** How one task is routed: the per-task fields of `POST /task/request`, resolved against the config. */
 export interface TaskRouting {

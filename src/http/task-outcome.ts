@@ -4,8 +4,7 @@ import { OUTCOME_STATUS } from '../dispatcher.ts'
 import { errorResponse, MoonlightError } from '../errors.ts'
 import type { Outcome } from '../outcome.ts'
 import { ROOT_REGION } from '../regions.ts'
-import type { FailedAttempt } from '../wire/errors.ts'
-import type { RetryOn } from '../wire/task.ts'
+import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
 
 /** What a caller may learn of agents' failures: everything (the monitor role), or only which node and a generic reason. */
 export type Disclosure = 'details' | 'generic'

@@ -1,7 +1,6 @@
 import type { Deadline } from '../deadlines.ts'
 import type { Client, Route } from '../registry.ts'
-import type { AttemptFailure } from '../wire/errors.ts'
-import type { RetryOn } from '../wire/task.ts'
+import type { AttemptFailure, RetryOn } from '../wire/errors.ts'
 
 /** A client's answer to one task, passed back to the caller as-is. */
 export interface Answer {

@@ -1,19 +1,11 @@
 import { z } from 'zod'
-import { attemptFailureSchema } from './errors.ts'
+import { attemptFailureSchema, type RetryOn, retryOnSchema } from './errors.ts'
 import { nameSchema, protocolSchema } from './names.ts'
 
 /** Whether a task whose region has no candidate may climb to the parent (today's behaviour) or must stay at or under it. */
 export const fallbackSchema = z.enum(['parent', 'none'])
 export type Fallback = z.infer<typeof fallbackSchema>
 
-/**
- * The attempt failures a task may be retried after (Envoy's `retry_on`, HAProxy's `retry-on`):
- * `unreachable`, the agent never got the task; `lost`, the task was sent and no usable answer came
- * back (the connection, the agent or the instance holding it went away); `status`, a 5xx answer.
- * Retrying after `lost` or `status` may run the task twice. A timeout is never retried.
- */
-export const retryOnSchema = z.enum(['unreachable', 'lost', 'status'])
-export type RetryOn = z.infer<typeof retryOnSchema>
 /** Every class: retries after any attempt failure, the behaviour before retry_on existed. */
 export const RETRY_ON_ALL: readonly RetryOn[] = retryOnSchema.options
 
@@ -45,7 +37,11 @@ export const taskRequestSchema = z
     /** false: never retried (work that must not run twice). Default: true, but false with node_id. */
     retry: z.boolean().optional(),
     /** The failures this task may be retried after; at most the config's routing.retry_on (narrower only). Default: the config's. */
-    retry_on: retryOnListSchema.optional(),
+    retry_on: retryOnListSchema
+      .optional()
+      .describe(
+        'The attempt failures this task may be retried after: "unreachable" (the agent never got it), "lost" (sent, no usable answer came back: it may have run), "status" (a 5xx). Only narrower than the server\'s routing.retry_on (a wider list is a 400). ["unreachable"]: never sent twice.',
+      ),
     /** Seconds; shorter than task_timeout to give up sooner (a longer one is cut to task_timeout). */
     timeout: z.number().positive().optional(),
   })

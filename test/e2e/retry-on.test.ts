@@ -4,6 +4,7 @@
  */
 import { describe, expect, test } from 'bun:test'
 import type { Socket } from 'bun'
+import { createClient } from '../../packages/sdk/src/index.ts'
 import { deadPort, postJson, postTask, startHttpAgent, startWsAgent, TOKEN, testScope } from '../helpers.ts'
 
 const { defer, server } = testScope()
@@ -65,6 +66,15 @@ describe('retry_on', () => {
     })
     expect(result.json().error).toContain('"lost"')
     expect(dropper.bodies).toEqual(['{"job":1}'])
+    expect(good.received).toEqual([])
+  })
+
+  test('the SDK client sends retry_on: the same task, once, and a MoonlightError naming "lost"', async () => {
+    const { mls, dropper, good } = await dropStory()
+    const client = createClient({ server: mls.url, token: TOKEN })
+    const failure = await client.task('us-east-1', { job: 2 }, { retry_on: ['unreachable'] }).catch((error: unknown) => error)
+    expect(failure).toMatchObject({ name: 'MoonlightError', status: 502, code: 'all_attempts_failed', details: { not_retried: 'lost' } })
+    expect(dropper.bodies).toEqual(['{"job":2}'])
     expect(good.received).toEqual([])
   })
 

@@ -7,7 +7,7 @@ import { Regions } from '../../src/regions.ts'
 import { DEFAULT_ROUTING, scopeBoundary, type TaskRouting, taskRouting } from '../../src/task-routing.ts'
 import { MemoryTaskStore } from '../../src/task-store.ts'
 import { RETRY_CLASS } from '../../src/transports/types.ts'
-import type { RetryOn } from '../../src/wire/task.ts'
+import type { RetryOn } from '../../src/wire/errors.ts'
 import { answers, FakeTransport, failsWith, hangs, type Reply, STORE_LIMITS, TEST_POLICY, taskCore } from '../fake-transport.ts'
 
 function expectKind<Kind extends Outcome['kind']>(outcome: Outcome, kind: Kind): Extract<Outcome, { kind: Kind }> {
