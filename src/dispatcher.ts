@@ -53,8 +53,9 @@ export class Dispatcher {
     const preferLocal = settings.preferLocal ?? false
     const retryCount = routing.retry ? settings.retryCount : 0
     const { retryOn } = routing
-    // Without "lost" a task goes out once: not even the HTTP pool's resend on a fresh connection.
-    const mayResend = retryOn === undefined || retryOn.includes('lost')
+    // With no retry, or none after a lost attempt, a task goes out once: not even the HTTP pool's resend
+    // on a fresh connection after a pooled one closed as the task was written (the agent may have read it).
+    const mayResend = routing.retry && (retryOn === undefined || retryOn.includes('lost'))
     // A task may ask to give up sooner, never later: task_timeout is the operator's bound on every wait.
     const ownTimeout = routing.timeoutMs !== undefined && routing.timeoutMs < settings.taskTimeoutMs
     const timeoutMs = ownTimeout ? routing.timeoutMs! : settings.taskTimeoutMs

@@ -164,17 +164,19 @@ describe('retry_on', () => {
     expect(broadcast.status).toBe(400)
   })
 
-  test('["unreachable"]: a pooled connection the agent closes as it reads the task is not resent on a fresh one (the agent may have run it)', async () => {
-    const at = async (retryOn: string[] | undefined) => {
+  test('["unreachable"] or "retry": false: a pooled connection the agent closes as it reads the task is not resent on a fresh one (the agent may have run it)', async () => {
+    const at = async (retryOn: string[] | undefined, retry?: boolean) => {
       const mls = server({ retry_count: 0 })
       // The second request over the first connection is read, then the connection closed: the pool's stale-socket case.
       const agent = await rawAgent(mls.url, 'closer', 'us-east-1', (_body, index) => index === 1)
       expect((await postTask(mls.url, { region: 'us-east-1', payload: 'one' })).status).toBe(200)
-      const second = await postTask(mls.url, { region: 'us-east-1', payload: 'two', ...(retryOn ? { retry_on: retryOn } : {}) })
+      const second = await postTask(mls.url, { region: 'us-east-1', payload: 'two', retry, ...(retryOn ? { retry_on: retryOn } : {}) })
       return { status: second.status, twos: agent.bodies.filter((body) => body === '"two"').length }
     }
     // Today's default: the pool sends it once more on a fresh connection, and the agent sees it twice.
     expect(await at(undefined)).toEqual({ status: 200, twos: 2 })
     expect(await at(['unreachable'])).toEqual({ status: 502, twos: 1 })
+    // "retry": false is one attempt, sent once.
+    expect(await at(undefined, false)).toEqual({ status: 502, twos: 1 })
   })
 })
