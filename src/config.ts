@@ -6,7 +6,7 @@ import { findRegrant } from './access.ts'
 import { PRIVATE_NETWORKS, parseCidr } from './networks.ts'
 import { ROOT_REGION } from './regions.ts'
 import { nameSchema, payloadFormatSchema, RESERVED_NAME, reservedNameMessage } from './wire/names.ts'
-import { fallbackSchema } from './wire/task.ts'
+import { fallbackSchema, RETRY_ON_ALL, retryOnListSchema } from './wire/task.ts'
 
 const seconds = z.number().positive()
 
@@ -102,6 +102,8 @@ const routingSchema = z.object({
   balance: z.enum(['round_robin', 'least_request']).default('round_robin'),
   /** Retries in a region pool at most `percent` of its tasks in flight, or `min` (Envoy's defaults), so a failing region is not flooded. */
   retry_budget: z.object({ percent: z.number().min(0).max(100).default(20), min: z.number().int().min(0).default(3) }).prefault({}),
+  /** The attempt failures a task may be retried after (a task may narrow it, never widen it); default: all three. */
+  retry_on: retryOnListSchema.default([...RETRY_ON_ALL]),
 })
 
 // Region names follow the agents' rule (nameSchema): a region the config names is one an agent can register in.

@@ -8,8 +8,8 @@ import type { SlotQueue } from './slot-queue.ts'
 import type { TaskControl } from './task-control.ts'
 import { DEFAULT_ROUTING, type TaskRouting } from './task-routing.ts'
 import type { AttemptRecord, TaskRecord } from './task-stats.ts'
-import { type Answer, AttemptError, type Transports } from './transports/types.ts'
-import type { FailedAttempt } from './wire/errors.ts'
+import { type Answer, AttemptError, RETRY_CLASS, type Transports } from './transports/types.ts'
+import type { FailedAttempt, RetryOn } from './wire/errors.ts'
 
 export interface DispatchSettings {
   retryCount: number
@@ -44,10 +44,10 @@ const BODY_EXCERPT_CHARS = 1024
 
 /**
  * Runs single tasks: picks a client, sends, and on a retryable failure (unreachable, connection
- * lost, 5xx) tries a different client, up to retry_count more times, all within task_timeout; the
- * task's routing (src/task-routing.ts) may name the client, key it, keep it in its region, forbid
- * retries or shorten the timeout. A
- * timeout is not retried: the client may still be running the task, and running it twice is worse
+ * lost, 5xx — as far as the task's retry_on allows) tries a different client, up to retry_count
+ * more times, all within task_timeout; the task's routing (src/task-routing.ts) may name the
+ * client, key it, keep it in its region or its token's boundary, forbid retries or shorten the
+ * timeout. A timeout is not retried: the client may still be running the task, and running it twice is worse
  * for most work than answering 504. Returns how the task ended; it never throws for a task's fate.
  */
 export class Dispatcher {
@@ -59,6 +59,10 @@ export class Dispatcher {
     const settings = this.deps.settings()
     const preferLocal = settings.preferLocal ?? false
     const retryCount = routing.retry ? settings.retryCount : 0
+    const { retryOn } = routing
+    // With no retry, or none after a lost attempt, a task goes out once: not even the HTTP pool's resend
+    // on a fresh connection after a pooled one closed as the task was written (the agent may have read it).
+    const mayResend = routing.retry && (retryOn === undefined || retryOn.includes('lost'))
     // A task may ask to give up sooner, never later: task_timeout is the operator's bound on every wait.
     const ownTimeout = routing.timeoutMs !== undefined && routing.timeoutMs < settings.taskTimeoutMs
     const timeoutMs = ownTimeout ? routing.timeoutMs! : settings.taskTimeoutMs
@@ -100,7 +104,9 @@ export class Dispatcher {
           tried.add(last.nodeId)
         }
         let picked: Picked | Outcome =
-          routing.nodeId === undefined ? this.pickAnother(region, routing, tried, last, firstPool, preferLocal) : this.pickNamed(region, routing.nodeId)
+          routing.nodeId === undefined
+            ? this.pickAnother(region, routing, tried, last, firstPool, preferLocal)
+            : this.pickNamed(region, routing.nodeId, routing.boundary)
         // Only a pick that found nobody looks at the queue: the hot path never touches it.
         if ('kind' in picked && this.deps.slots) picked = await this.deps.slots.waitAfter(picked, region, routing, firstPool, deadline, control)
         if ('kind' in picked) {
@@ -123,7 +129,7 @@ export class Dispatcher {
         let attemptStatus: number | undefined
         let attemptKind: AttemptRecord['kind']
         try {
-          const answer = await this.deps.transports[client.route].send(client, taskId, payloadJson, deadline)
+          const answer = await this.deps.transports[client.route].send(client, taskId, payloadJson, deadline, mayResend)
           judged = true
           attemptStatus = answer.status
           if (answer.status >= 500) {
@@ -138,6 +144,10 @@ export class Dispatcher {
             })
             // The client knows whether its failure may be repeated elsewhere (the work may be half done).
             if (answer.retry === false) break
+            if (retryOn !== undefined && !retryOn.includes('status')) {
+              outcome = notRetried(region, failedAttempts, 'status')
+              break
+            }
             continue
           }
           // A 4xx is the client's honest answer to this payload, not a sign the client is unwell.
@@ -168,6 +178,11 @@ export class Dispatcher {
           }
           if (error.kind === 'timeout') {
             outcome = { kind: 'timed_out', region, failedAttempts, timeoutMs, ...(ownTimeout ? { ownTimeout } : {}) }
+            break
+          }
+          const failureClass = RETRY_CLASS[error.kind]
+          if (retryOn !== undefined && failureClass !== undefined && !retryOn.includes(failureClass)) {
+            outcome = notRetried(region, failedAttempts, failureClass)
             break
           }
         } finally {
@@ -208,23 +223,26 @@ export class Dispatcher {
   ): Picked | Extract<Outcome, { kind: 'no_client' }> {
     const { registry } = this.deps
     const climb = routing.fallback !== 'none'
-    const { key } = routing
+    const { key, boundary } = routing
     // One options object on a first attempt (every task's): the fallbacks below are built only for a retry.
     const picked =
       !last || !tried
-        ? registry.pickFor(region, { key, climb, fromPool: firstPool, preferLocal })
-        : (registry.pickFor(region, { key, climb, fromPool: firstPool, exclude: tried, preferLocal }) ??
-          registry.pickFor(region, { key, climb, fromPool: firstPool, exclude: new Set([last.nodeId]) }) ??
-          registry.pickFor(region, { key, climb, fromPool: firstPool }))
-    return picked ?? { kind: 'no_client', region, ...(climb ? {} : { fallback: 'none' as const }) }
+        ? registry.pickFor(region, { key, climb, fromPool: firstPool, preferLocal, boundary })
+        : (registry.pickFor(region, { key, climb, fromPool: firstPool, exclude: tried, preferLocal, boundary }) ??
+          registry.pickFor(region, { key, climb, fromPool: firstPool, exclude: new Set([last.nodeId]), boundary }) ??
+          registry.pickFor(region, { key, climb, fromPool: firstPool, boundary }))
+    if (picked) return picked
+    return { kind: 'no_client', region, ...(climb ? {} : { fallback: 'none' as const }), ...(boundary === undefined ? {} : { boundary }) }
   }
 
   /** The one client a task names, if it can take the task now; a retry of such a task goes to it again. */
-  private pickNamed(region: string, nodeId: string): Picked | Extract<Outcome, { kind: 'unknown_node' | 'node_unavailable' }> {
+  private pickNamed(region: string, nodeId: string, boundary: string | undefined): Picked | Extract<Outcome, { kind: 'unknown_node' | 'node_unavailable' }> {
     const { registry } = this.deps
     const client = registry.get(nodeId)
-    // A region given with the node is a constraint, not a hint: the node must be at or under it.
-    if (!client || !registry.isIn(client, region)) return { kind: 'unknown_node', region, nodeId }
+    // A region given with the node is a constraint, not a hint: the node must be at or under it, and
+    // within the token's boundary (a stored task runs later, when the node may have come back elsewhere).
+    if (!client || !registry.isIn(client, region) || (boundary !== undefined && !registry.isIn(client, boundary)))
+      return { kind: 'unknown_node', region, nodeId }
     if (!registry.canTakeTasks(client) || !hasSlot(client)) {
       const why = isDraining(client)
         ? 'draining'
@@ -237,6 +255,11 @@ export class Dispatcher {
     }
     return { client, pool: client.region }
   }
+}
+
+/** A task that failed in a class its retry_on leaves out: it ends here, retries left or not. */
+function notRetried(region: string, failedAttempts: FailedAttempt[], failureClass: RetryOn): Outcome {
+  return { kind: 'all_failed', region, failedAttempts, notRetried: failureClass }
 }
 
 interface Picked {

@@ -1,6 +1,6 @@
 import type { Client } from './registry.ts'
 import type { Answer } from './transports/types.ts'
-import type { FailedAttempt } from './wire/errors.ts'
+import type { FailedAttempt, RetryOn } from './wire/errors.ts'
 
 /**
  * How one task ended, as the dispatcher reports it. The core never speaks HTTP: the HTTP layer maps
@@ -9,14 +9,21 @@ import type { FailedAttempt } from './wire/errors.ts'
  */
 export type Outcome =
   | { kind: 'answered'; answer: Answer; client: Client; failedAttempts: FailedAttempt[] }
-  /** No healthy client at or above the region (at or under it only, with fallback "none"). */
-  | { kind: 'no_client'; region: string; fallback?: 'none' }
+  /**
+   * No healthy client at or above the region (at or under it only, with fallback "none"; no higher
+   * than `boundary`, the top of the caller's token's regions).
+   */
+  | { kind: 'no_client'; region: string; fallback?: 'none'; boundary?: string }
   /** The task's node_id names no client. */
   | { kind: 'unknown_node'; region: string; nodeId: string }
   /** The task's node_id names a client that cannot take tasks now (ejected, on trial, draining). */
   | { kind: 'node_unavailable'; region: string; nodeId: string; why: string }
-  /** Every attempt failed (unreachable, disconnected, 5xx) and retries ran out. */
-  | { kind: 'all_failed'; region: string; failedAttempts: FailedAttempt[]; reason?: 'retry_budget_exhausted' }
+  /**
+   * Every attempt failed (unreachable, disconnected, 5xx) and retries ran out — or, with
+   * `notRetried`, the last failed in a class the task's retry_on leaves out, and was not retried;
+   * with `reason`, the retry budget refused the next attempt.
+   */
+  | { kind: 'all_failed'; region: string; failedAttempts: FailedAttempt[]; notRetried?: RetryOn; reason?: 'retry_budget_exhausted' }
   /** A client did the work, but its answer passed max_answer_bytes: doing it again would not make it smaller. */
   | { kind: 'too_large'; region: string; failedAttempts: FailedAttempt[] }
   /** task_timeout (or the task's shorter `timeout`: `ownTimeout`) passed; not retried, since the client may still be running it. */

@@ -82,6 +82,8 @@ export interface PickOptions {
   climb?: boolean
   /** Look from this pool up (where an earlier attempt of the task found candidates), not from the region itself. */
   fromPool?: string
+  /** Never climb past this region (a token's boundary); a chain that does not reach it has no pool at all. */
+  boundary?: string
 }
 
 export type RegistryEvent = { type: 'joined' | 'updated' | 'state'; client: Client } | { type: 'left'; client: Client; reason: string }
@@ -316,7 +318,9 @@ export class Registry {
 
   private pickIn(region: string, options: PickOptions, exclude?: Excluded<string>): { client: Client; pool: string } | undefined {
     const chain = this.regions.chain(options.fromPool ?? region)
-    const pools = options.climb === false ? 1 : chain.length
+    // Past the boundary nothing is looked at, whatever fallback says: a token's regions are a limit, not a preference.
+    const top = options.boundary === undefined ? chain.length : chain.indexOf(options.boundary) + 1
+    const pools = options.climb === false ? Math.min(1, top) : top
     for (let at = 0; at < pools; at++) {
       const pool = chain[at]!
       const balancer = this.balancers.get(pool)
@@ -475,10 +479,12 @@ export class Registry {
   }
 
   /** Whether a pool (looked at from `region` up, as a pick climbs) has a client that could take a task but for its slots: a task there waits rather than fails. */
-  fullPoolFor(region: string, climb: boolean): string | undefined {
+  fullPoolFor(region: string, climb: boolean, boundary?: string): string | undefined {
     if (this.fullIn.size === 0) return undefined
     const chain = this.regions.chain(region)
-    const pools = climb ? chain.length : 1
+    // A token's boundary holds for waiting too: a slot freed past it must never serve the task.
+    const top = boundary === undefined ? chain.length : chain.indexOf(boundary) + 1
+    const pools = climb ? top : Math.min(1, top)
     // The widest such pool: a slot freed anywhere in it may serve the task, as a pick would climb to it.
     for (let at = pools - 1; at >= 0; at--) if (this.fullIn.has(chain[at]!)) return chain[at]
     return undefined

@@ -84,7 +84,7 @@ export class SlotQueue {
   private placeFor(failed: Outcome, region: string, routing: TaskRouting, fromPool: string | undefined): QueuePlace | undefined {
     const { registry } = this
     if (failed.kind === 'no_client') {
-      const pool = registry.fullPoolFor(fromPool ?? region, routing.fallback !== 'none')
+      const pool = registry.fullPoolFor(fromPool ?? region, routing.fallback !== 'none', routing.boundary)
       return pool === undefined ? undefined : { pool }
     }
     if (failed.kind === 'node_unavailable') {

@@ -113,7 +113,7 @@ export class StoredTasks {
     // Not started: cancelled, taken over or finished meanwhile; the caller answers from the store.
     if (!(await guard(() => this.deps.store.start(task.task_id, this.deps.instanceId(), takeover)))) return undefined
     if (takeover) this.deps.log(`[mls] tasks: took over ${task.task_id} (its instance did not finish it in time)`)
-    return this.execute(task, false)
+    return this.execute(task, false, takeover && task.state === 'running')
   }
 
   async get(taskId: string): Promise<StoredTask | undefined> {
@@ -191,7 +191,7 @@ export class StoredTasks {
         const task = await store.get(taskId, clock.now())
         if (task && (await store.start(taskId, this.deps.instanceId(), takeover))) {
           if (takeover) this.deps.log(`[mls] tasks: took over ${taskId}, claimed by ${task.claimed_by ?? 'another instance'} and not finished in time`)
-          await this.execute(task, true)
+          await this.execute(task, true, takeover && task.state === 'running')
         }
         await store.ack(taskId)
       } catch (error) {
@@ -209,15 +209,22 @@ export class StoredTasks {
    * dropped by the store); returns the caller's answer. A store that fails throws when `strict` (the
    * queued task stays unacked, to be taken over), else is logged.
    */
-  private async execute(task: StoredTask, strict: boolean): Promise<Response> {
+  private async execute(task: StoredTask, strict: boolean, startedElsewhere: boolean): Promise<Response> {
     const { dispatcher, store, clock } = this.deps
-    const control = new TaskControl()
-    this.running.set(task.task_id, { task, control })
     let outcome: Outcome
-    try {
-      outcome = await dispatcher.dispatch(task.region, task.payload, task.task_id, task.routing, control)
-    } finally {
-      this.running.delete(task.task_id)
+    // Taken over from an instance that had started it: an agent may have it, so running it again is a
+    // retry after a lost attempt, which a retry_on without "lost" forbids.
+    const retryOn = task.routing?.retryOn
+    if (startedElsewhere && retryOn !== undefined && !retryOn.includes('lost')) {
+      outcome = { kind: 'all_failed', region: task.region, failedAttempts: [], notRetried: 'lost' }
+    } else {
+      const control = new TaskControl()
+      this.running.set(task.task_id, { task, control })
+      try {
+        outcome = await dispatcher.dispatch(task.region, task.payload, task.task_id, task.routing, control)
+      } finally {
+        this.running.delete(task.task_id)
+      }
     }
     const response = this.deps.respond(outcome, task.task_id, task.disclosure)
     try {

@@ -119,7 +119,7 @@ export function taskCore(options: TaskCoreOptions = {}) {
     finished,
     dispatcher: new Dispatcher(deps),
     /** Stored tasks over an in-memory store, on this core's dispatcher and clock. */
-    storedTasks: () => storedTasksOver(new Dispatcher(deps), clock),
+    storedTasks: (store?: MemoryTaskStore) => storedTasksOver(new Dispatcher(deps), clock, store),
     broadcaster: new Broadcaster(deps),
     /** Registers a client (HTTP unless said otherwise) at the clock's time. */
     join: (nodeId: string, region: string, extra: Partial<ClientAnnouncement> = {}): Client =>
@@ -133,10 +133,13 @@ export function settle(): Promise<void> {
 }
 
 /** StoredTasks as a lone server wires it, over a MemoryTaskStore with the config's default limits. */
-export function storedTasksOver(dispatcher: Dispatcher, clock: FakeClock): StoredTasks {
-  const limits = { resultTtlMs: 600_000, maxResults: 100_000, maxBytes: 1024 ** 3, idempotencyTtlMs: 86_400_000 }
+export const STORE_LIMITS = { resultTtlMs: 600_000, maxResults: 100_000, maxBytes: 1024 ** 3, idempotencyTtlMs: 86_400_000 }
+
+/** StoredTasks as a lone server wires it, over a MemoryTaskStore (`store`, for a test that acts as another instance) with the config's default limits. */
+export function storedTasksOver(dispatcher: Dispatcher, clock: FakeClock, store = new MemoryTaskStore(() => STORE_LIMITS)): StoredTasks {
+  const limits = STORE_LIMITS
   return new StoredTasks({
-    store: new MemoryTaskStore(() => limits),
+    store,
     dispatcher,
     clock,
     settings: () => ({ concurrency: 100, claimTimeoutMs: 35_000, resultTtlMs: limits.resultTtlMs, idempotencyTtlMs: limits.idempotencyTtlMs }),

@@ -87,6 +87,14 @@ export async function postJson(url: string, body: unknown, headers: Record<strin
   return { status: response.status, headers: response.headers, text, json: () => JSON.parse(text) }
 }
 
+/** A port nothing listens on: a real "connection refused" on this machine. */
+export function deadPort(): number {
+  const listener = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
+  const { port } = listener
+  listener.stop(true)
+  return port
+}
+
 export interface HttpAgent {
   nodeId: string
   port: number

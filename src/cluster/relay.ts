@@ -69,10 +69,11 @@ export class RelayTransport implements Transport {
     try {
       receivers = Number(await this.connection.publish(this.keys.relay(holder), message))
     } catch (error) {
-      this.fail(key, new AttemptError('unreachable', `cannot relay to instance ${holder}: ${(error as Error).message}`))
+      // The store may have passed the message on before the failure reached us: lost, not unreachable.
+      this.fail(key, new AttemptError('disconnected', `cannot relay to instance ${holder}: ${(error as Error).message}`))
     }
-    // Nobody listening on the holder's channel: it is gone, whatever its presence key still says.
-    if (receivers === 0) this.fail(key, new AttemptError('disconnected', `instance ${holder} is not listening`))
+    // Nobody listening on the holder's channel: it is gone, whatever its presence key still says, and never got the task.
+    if (receivers === 0) this.fail(key, new AttemptError('unreachable', `instance ${holder} is not listening`))
     this.relayed++
     return answer
   }
@@ -141,7 +142,8 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
   const reply = (body: RelayReply) => deps.connection.publish(deps.keys.reply(request.origin), JSON.stringify(body)).catch(() => undefined)
   const client = deps.registry.get(request.node_id)
   if (!client || client.instance !== undefined || client.route !== 'ws' || payload.start === -1) {
-    await reply({ key: request.key, error: 'the client is no longer connected to this instance', kind: 'disconnected' })
+    // Not sent to the agent at all: the origin may retry it without the task running twice.
+    await reply({ key: request.key, error: 'the client is no longer connected to this instance', kind: 'unreachable' })
     return
   }
   const deadline = deps.deadlines.start(request.timeout_ms)

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { cancelTask, errorMessage, fetchTaskResult, RequestFailed, submitTask, VIEW_TIMEOUT_S } from '../api-client.ts'
 import { acceptedTaskSchema, taskViewSchema } from '../wire/async-task.ts'
+import { type RetryOn, retryOnSchema } from '../wire/errors.ts'
 import { type BroadcastReply, broadcastReplySchema } from '../wire/task.ts'
 import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError, VIEW_FLAGS } from './_command.ts'
 import { printBody, printJson } from './_output.ts'
@@ -10,7 +11,8 @@ export const taskCommand: Command = {
   summary: 'submit a task and print the answer',
   usage: `moonlight task [--server URL] [--token T] [--region R] (--payload JSON | --payload-file F | stdin)
                [--broadcast | --async [--json]] [--idempotency-key K] [--timeout S] [--ca FILE]
-               [--key K] [--node-id ID] [--fallback parent|none] [--no-retry | --retry] [--task-timeout S]
+               [--key K] [--node-id ID] [--fallback parent|none] [--no-retry | --retry] [--retry-on LIST]
+               [--task-timeout S]
        moonlight task get ID [--wait S] [--timeout S]    the answer of an async task
        moonlight task cancel ID [--json] [--timeout S]   cancel an async task
 
@@ -41,6 +43,9 @@ Routing (README "Routing, health and failover"):
                        leave the region); default: the server's routing.fallback
   --no-retry           one attempt only, for work that must never run twice
   --retry              allow retries (with --node-id: on that agent again)
+  --retry-on LIST      the failures a retry may follow, comma-separated: unreachable (the agent never
+                       got the task), lost (sent, no answer came back: it may have run), status (a 5xx);
+                       narrower than the server's routing.retry_on. "unreachable": never sent twice
   --task-timeout S     the server gives up after S seconds (at most its task_timeout) and answers 504
 
 With neither --payload nor --payload-file, the payload is read from stdin.`,
@@ -69,6 +74,7 @@ async function runTask(args: string[], env: Env): Promise<number> {
     fallback: { type: 'string' },
     retry: { type: 'boolean' },
     'no-retry': { type: 'boolean' },
+    'retry-on': { type: 'string' },
     'task-timeout': { type: 'string' },
   })
   noPositionals(positionals)
@@ -153,19 +159,36 @@ function routingFields(values: {
   fallback?: string
   retry?: boolean
   'no-retry'?: boolean
+  'retry-on'?: string
   'task-timeout'?: string
 }): Record<string, unknown> {
   if (values.retry && values['no-retry']) throw new UsageError('pass --retry or --no-retry, not both')
   if (values.fallback !== undefined && values.fallback !== 'parent' && values.fallback !== 'none')
     throw new UsageError(`--fallback must be "parent" or "none", got "${values.fallback}"`)
   const timeoutS = optionalSeconds(values['task-timeout'], '--task-timeout')
+  const retryOn = retryOnList(values['retry-on'])
   return {
     ...(values.key === undefined ? {} : { key: values.key }),
     ...(values['node-id'] === undefined ? {} : { node_id: values['node-id'] }),
     ...(values.fallback === undefined ? {} : { fallback: values.fallback }),
     ...(values.retry ? { retry: true } : values['no-retry'] ? { retry: false } : {}),
+    ...(retryOn === undefined ? {} : { retry_on: retryOn }),
     ...(timeoutS === undefined ? {} : { timeout: timeoutS }),
   }
+}
+
+/** `--retry-on a,b` as the list; "" is the empty list (no retry after any failure). */
+function retryOnList(flag: string | undefined): RetryOn[] | undefined {
+  if (flag === undefined) return undefined
+  const names = flag
+    .split(',')
+    .map((name) => name.trim())
+    .filter((name) => name !== '')
+  return names.map((name) => {
+    const parsed = retryOnSchema.safeParse(name)
+    if (!parsed.success) throw new UsageError(`--retry-on takes unreachable, lost and status, comma-separated; got "${name}"`)
+    return parsed.data
+  })
 }
 
 /** The payload from exactly one source; it must be JSON, since the agent receives it parsed. */

@@ -41,6 +41,8 @@ export class HttpClientError extends Error {
     message: string,
     /** The TLS verification failure behind a `tls` error, with its OpenSSL `code`. */
     override readonly cause?: unknown,
+    /** A `closed` error after some of the request was written: the agent may have read it, and run it. */
+    readonly requestWritten = false,
   ) {
     super(message)
   }
@@ -62,6 +64,8 @@ export class PendingRequest implements Expirable {
   connection: Connection | undefined = undefined
   /** Sent once more already, after a reused connection died before answering. */
   resent = false
+  /** Whether any of its bytes went to a socket: from then on the agent may have read it. */
+  written = false
   settled = false
 
   /** The request's length on the wire (a string is written as UTF-8). */
@@ -72,6 +76,8 @@ export class PendingRequest implements Expirable {
     /** The whole request; a string is written as it is, without first being copied into a buffer. */
     readonly bytes: string | Uint8Array,
     readonly sink: AnswerSink,
+    /** false: never sent a second time, not even by the stale-socket rule (a task that must run at most once). */
+    readonly mayResend = true,
   ) {
     this.byteLength = typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length
     this.done = new Promise<void>((resolve, reject) => {
@@ -156,6 +162,7 @@ class Connection {
 
   write(bytes: string | Uint8Array, byteLength: number): void {
     const written = this.socket!.write(bytes)
+    if (written > 0 && this.current) this.current.written = true
     // What the kernel did not take waits for drain; only then is a string turned into bytes.
     this.unwritten = written < byteLength ? (typeof bytes === 'string' ? Buffer.from(bytes) : bytes).subarray(Math.max(0, written)) : undefined
   }
@@ -210,7 +217,7 @@ class Connection {
     request.connection = undefined
     // The stale-socket rule: the agent closed a pooled socket as the request went out, and no byte of an
     // answer came, so the agent cannot have seen it. Once more on a fresh connection, in this one's place; never twice.
-    if (this.reused && !this.parser.started && !request.resent) {
+    if (this.reused && !this.parser.started && !request.resent && request.mayResend) {
       request.resent = true
       this.agent.forget(this, request)
       return
@@ -224,7 +231,10 @@ class Connection {
     }
     if (this.answered) request.succeed()
     else if (this.tlsFailure) request.fail(new HttpClientError('tls', `TLS verification failed: ${this.tlsFailure.message}`, this.tlsFailure))
-    else request.fail(new HttpClientError('closed', `the agent closed the connection before answering${error ? ` (${error.message})` : ''}`))
+    else
+      request.fail(
+        new HttpClientError('closed', `the agent closed the connection before answering${error ? ` (${error.message})` : ''}`, undefined, request.written),
+      )
   }
 }
 
@@ -376,7 +386,7 @@ export class HttpClientPool {
   }
 
   /** Sends `bytes` (a whole request) to the agent; the answer goes to `sink`. */
-  request(address: AgentAddress, bytes: string | Uint8Array, sink: AnswerSink): PendingRequest {
+  request(address: AgentAddress, bytes: string | Uint8Array, sink: AnswerSink, mayResend = true): PendingRequest {
     const key = `${address.scheme}://${address.host}:${address.port}`
     let agent = this.agents.get(key)
     if (!agent) {
@@ -387,7 +397,7 @@ export class HttpClientPool {
       agent.ca = address.ca
       for (const connection of [...agent.idle]) connection.destroy()
     }
-    const request = new PendingRequest(agent, bytes, sink)
+    const request = new PendingRequest(agent, bytes, sink, mayResend)
     agent.submit(request)
     return request
   }

@@ -4,7 +4,7 @@ import { OUTCOME_STATUS } from '../dispatcher.ts'
 import { errorResponse, MoonlightError } from '../errors.ts'
 import type { Outcome } from '../outcome.ts'
 import { ROOT_REGION } from '../regions.ts'
-import type { FailedAttempt } from '../wire/errors.ts'
+import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
 
 /** When a caller turned away by a full queue may try again: soon, as slots free task by task. */
 const QUEUE_RETRY_AFTER_S = 1
@@ -38,6 +38,7 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
   const attempts = (list: FailedAttempt[]) => (disclosure === 'details' ? list : list.map(generic))
   switch (outcome.kind) {
     case 'no_client':
+      if (outcome.boundary !== undefined) return outsideBoundary(outcome.region, outcome.boundary, outcome.fallback)
       return outcome.fallback === 'none'
         ? new MoonlightError(status, 'no_client', `no healthy client in region "${outcome.region}" or under it (fallback "none")`, { region: outcome.region })
         : new MoonlightError(status, 'no_client', `no healthy client in region "${outcome.region}" or above it`, { region: outcome.region })
@@ -54,17 +55,23 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
         reason: outcome.why,
       })
     case 'all_failed':
-      return outcome.reason === 'retry_budget_exhausted'
-        ? new MoonlightError(
-            status,
-            'all_attempts_failed',
-            `the attempt failed and the region's retry budget allows no retry now (${outcome.failedAttempts.length} attempt)`,
-            { region: outcome.region, reason: outcome.reason, attempts: attempts(outcome.failedAttempts) },
-          )
-        : new MoonlightError(status, 'all_attempts_failed', `every attempt failed (${outcome.failedAttempts.length})`, {
-            region: outcome.region,
-            attempts: attempts(outcome.failedAttempts),
-          })
+      if (outcome.reason === 'retry_budget_exhausted')
+        return new MoonlightError(
+          status,
+          'all_attempts_failed',
+          `the attempt failed and the region's retry budget allows no retry now (${outcome.failedAttempts.length} attempt)`,
+          { region: outcome.region, reason: outcome.reason, attempts: attempts(outcome.failedAttempts) },
+        )
+      if (outcome.notRetried !== undefined)
+        return new MoonlightError(status, 'all_attempts_failed', NOT_RETRIED[outcome.notRetried], {
+          region: outcome.region,
+          not_retried: outcome.notRetried,
+          attempts: attempts(outcome.failedAttempts),
+        })
+      return new MoonlightError(status, 'all_attempts_failed', `every attempt failed (${outcome.failedAttempts.length})`, {
+        region: outcome.region,
+        attempts: attempts(outcome.failedAttempts),
+      })
     case 'too_large':
       return new MoonlightError(status, 'answer_too_large', "the client's answer was too large", {
         region: outcome.region,
@@ -107,6 +114,24 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
         attempts: attempts(outcome.failedAttempts),
       })
   }
+}
+
+/** Why a failed attempt was the last: its class is not in the task's retry_on. */
+const NOT_RETRIED: Record<RetryOn, string> = {
+  unreachable: 'the attempt could not reach its client, and retry_on leaves out "unreachable": not retried',
+  lost: 'the attempt was lost after the task was sent (the client may have run it), and retry_on leaves out "lost": not retried, so the task ran at most once',
+  status: 'the client answered with a 5xx, and retry_on leaves out "status": not retried',
+}
+
+/** A token limited to regions found no client inside them: its tasks are never sent outside, whatever fallback says. */
+function outsideBoundary(region: string, boundary: string, fallback: 'none' | undefined): MoonlightError {
+  const where = fallback === 'none' || region === boundary ? `in region "${region}" or under it` : `in region "${region}" or above it up to "${boundary}"`
+  return new MoonlightError(
+    OUTCOME_STATUS.no_client,
+    'no_client',
+    `no healthy client ${where}; this token is limited to regions, and its tasks are never sent outside them (boundary "${boundary}")`,
+    { region, boundary },
+  )
 }
 
 /**

@@ -7,7 +7,7 @@ import { Regions } from '../regions.ts'
 import type { Settings } from '../settings.ts'
 import type { StoredTasks } from '../stored-tasks.ts'
 import type { TaskIds } from '../task-ids.ts'
-import { taskRouting } from '../task-routing.ts'
+import { scopeBoundary, taskRouting } from '../task-routing.ts'
 import type { StoredTask } from '../task-store.ts'
 import { FINAL_STATES, idempotencyKeySchema } from '../wire/async-task.ts'
 import { authorize, clientAddress, readJsonText, requestToken } from './request-checks.ts'
@@ -57,7 +57,8 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       server.timeout(request, 0)
       // Agents' addresses and failure details are for operators (the monitor role): others get the node and a generic reason.
       const disclosure = settings.access.holds(grant ?? settings.access.peek(requestToken(request.headers)), 'monitor') ? 'details' : 'generic'
-      const routing = taskRouting(task, config)
+      // A token limited to regions is a boundary its tasks never cross, stored with the task (async, replays) too.
+      const routing = taskRouting(task, config, scopeBoundary(settings.regions, region, grant?.regions))
       if (task.mode === 'broadcast') {
         if (idempotencyKey !== undefined)
           throw new MoonlightError(400, 'bad_request', 'Idempotency-Key is for single and async tasks, not broadcasts (each client would answer anew)')

@@ -46,7 +46,7 @@ export class HttpTransport implements Transport {
     this.pool.close()
   }
 
-  async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer> {
+  async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, mayResend = true): Promise<Answer> {
     if (deadline.expired) throw timedOut()
     const { maxAnswerBytes: limit, agentCa, signingSecret, headerPolicy, maxConnections, idleTimeoutMs } = this.settings()
     this.pool.maxConnections = maxConnections
@@ -62,6 +62,7 @@ export class HttpTransport implements Transport {
       { scheme: client.scheme, host: client.ip, port: client.port, ca: client.scheme === 'https' ? agentCa : undefined },
       request,
       answer,
+      mayResend,
     )
     // Redirects are never followed: a 3xx is the agent's answer, passed back as such (its Location is not on the allow-list).
     deadline.watch(pending)
@@ -198,8 +199,10 @@ function attemptFailure(error: unknown, client: Client, answerStarted: boolean, 
     case 'connect':
       return new AttemptError('unreachable', `cannot reach ${client.ip}:${client.port}: ${error.message}`)
     case 'closed':
-      return answerStarted
-        ? new AttemptError('disconnected', `connection lost before the answer: ${error.message}`)
+      // Once any of the task was written the agent may have read it and be running it: lost, not unreachable.
+      if (answerStarted) return new AttemptError('disconnected', `connection lost before the answer: ${error.message}`)
+      return error.requestWritten
+        ? new AttemptError('disconnected', `connection lost after the task was sent: ${error.message}`)
         : new AttemptError('unreachable', `cannot reach ${client.ip}:${client.port}: ${error.message}`)
   }
 }

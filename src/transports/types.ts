@@ -1,6 +1,6 @@
 import type { Deadline } from '../deadlines.ts'
 import type { Client, Route } from '../registry.ts'
-import type { AttemptFailure } from '../wire/errors.ts'
+import type { AttemptFailure, RetryOn } from '../wire/errors.ts'
 
 /** A client's answer to one task, passed back to the caller as-is. */
 export interface Answer {
@@ -19,6 +19,24 @@ export interface Answer {
  * worse for most work than saying so.
  */
 export type FailureKind = Exclude<AttemptFailure, 'status'>
+
+/**
+ * The retry_on class of an attempt failure (README "Retries and delivery"), or undefined for the two
+ * never retried. `unreachable`: the task never reached an agent that would run it (no connection,
+ * TLS refused, no open socket, a send buffer that dropped it, an agent refusing the signature, an
+ * instance not listening for relays). `lost`: it was sent, or may have been, and no usable answer
+ * came back (`disconnected`, `invalid_answer`). `status`: a 5xx answer.
+ */
+export const RETRY_CLASS: Readonly<Record<AttemptFailure, RetryOn | undefined>> = {
+  unreachable: 'unreachable',
+  dropped: 'unreachable',
+  refused: 'unreachable',
+  disconnected: 'lost',
+  invalid_answer: 'lost',
+  status: 'status',
+  timeout: undefined,
+  too_large: undefined,
+}
 
 export class AttemptError extends Error {
   override name = 'AttemptError'
@@ -40,7 +58,11 @@ export class AttemptError extends Error {
  * attempt watches `deadline` and fails with kind `timeout` when it expires.
  */
 export interface Transport {
-  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer>
+  /**
+   * `mayResend` false: the task must not go out twice, not even once more on a fresh connection after
+   * a pooled one closed as it was written (the agent might have read it): the attempt fails as lost.
+   */
+  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, mayResend?: boolean): Promise<Answer>
   /**
    * Sends one task to many of its clients at once, if the transport can do better than a send each
    * (WebSocket: one publish on the region's topic). Returns each client's answer by node id.

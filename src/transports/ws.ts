@@ -119,7 +119,8 @@ export class WsTransport implements Transport {
 
   send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer> {
     const socket = this.sockets.get(client.nodeId)
-    if (!socket) return Promise.reject(new AttemptError('disconnected', 'the client has no open connection'))
+    // Nothing was sent: the task never reached the agent (retry_on "unreachable").
+    if (!socket) return Promise.reject(new AttemptError('unreachable', 'the client has no open connection'))
     const answer = this.expect(taskId, socket, deadline)
     let queue = this.outbox.get(socket)
     if (!queue) {
@@ -165,10 +166,7 @@ export class WsTransport implements Transport {
     for (const { nodeId } of clients) {
       const socket = this.sockets.get(nodeId)
       if (socket?.data.payloadFormat === 'string') anyString = true
-      answers.set(
-        nodeId,
-        socket ? this.expect(taskId, socket, deadline) : Promise.reject(new AttemptError('disconnected', 'the client has no open connection')),
-      )
+      answers.set(nodeId, socket ? this.expect(taskId, socket, deadline) : Promise.reject(new AttemptError('unreachable', 'the client has no open connection')))
     }
     this.publish(regionTopic(region), taskFrame(taskId, payloadJson))
     if (anyString) this.publish(stringTopic(regionTopic(region)), taskFrame(taskId, payloadJson, 'string'))

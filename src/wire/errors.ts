@@ -58,6 +58,15 @@ export type ErrorCode = z.infer<typeof errorCodeSchema>
 export const attemptFailureSchema = z.enum(['unreachable', 'disconnected', 'dropped', 'invalid_answer', 'refused', 'timeout', 'too_large', 'status'])
 export type AttemptFailure = z.infer<typeof attemptFailureSchema>
 
+/**
+ * The attempt failures a task may be retried after (Envoy's `retry_on`, HAProxy's `retry-on`):
+ * `unreachable`, the agent never got the task; `lost`, the task was sent and no usable answer came
+ * back (the connection, the agent or the instance holding it went away); `status`, a 5xx answer.
+ * Retrying after `lost` or `status` may run the task twice. A timeout is never retried.
+ */
+export const retryOnSchema = z.enum(['unreachable', 'lost', 'status'])
+export type RetryOn = z.infer<typeof retryOnSchema>
+
 /** One failed attempt of a task, as 502 and 504 bodies list them. */
 export const failedAttemptSchema = z.object({
   node_id: z.string(),
@@ -77,6 +86,10 @@ export const errorBodySchema = z.looseObject({
   issues: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
   region: z.string().optional(),
   attempts: z.array(failedAttemptSchema).optional(),
+  /** 502 all_attempts_failed: the class of the last failure, which the task's retry_on leaves out, so it was not retried. */
+  not_retried: retryOnSchema.optional(),
+  /** 503 no_client for a token limited to regions: the highest region its tasks may reach; none is sent outside it. */
+  boundary: z.string().optional(),
 })
 export type ErrorBody = z.infer<typeof errorBodySchema>
 

@@ -1,13 +1,22 @@
 import { z } from 'zod'
-import { attemptFailureSchema } from './errors.ts'
+import { attemptFailureSchema, type RetryOn, retryOnSchema } from './errors.ts'
 import { nameSchema, prioritySchema, protocolSchema } from './names.ts'
 
 /** Whether a task whose region has no candidate may climb to the parent (today's behaviour) or must stay at or under it. */
 export const fallbackSchema = z.enum(['parent', 'none'])
 export type Fallback = z.infer<typeof fallbackSchema>
 
+/** Every class: retries after any attempt failure, the behaviour before retry_on existed. */
+export const RETRY_ON_ALL: readonly RetryOn[] = retryOnSchema.options
+
+/** A retry_on list: each class at most once (a repeat is a mistake worth saying, not a no-op to hide). */
+export const retryOnListSchema = z
+  .array(retryOnSchema)
+  .max(RETRY_ON_ALL.length)
+  .refine((list) => new Set(list).size === list.length, 'lists a failure class twice')
+
 /** Fields that choose one client among many: a broadcast goes to them all, so it takes none of them. */
-const SINGLE_ONLY = ['key', 'node_id', 'fallback', 'retry', 'priority', 'queue_timeout'] as const
+const SINGLE_ONLY = ['key', 'node_id', 'fallback', 'retry', 'retry_on', 'priority', 'queue_timeout'] as const
 
 /**
  * `POST /task/request`. Every routing field is optional and its absence is the original behaviour,
@@ -27,6 +36,12 @@ export const taskRequestSchema = z
     fallback: fallbackSchema.optional(),
     /** false: never retried (work that must not run twice). Default: true, but false with node_id. */
     retry: z.boolean().optional(),
+    /** The failures this task may be retried after; at most the config's routing.retry_on (narrower only). Default: the config's. */
+    retry_on: retryOnListSchema
+      .optional()
+      .describe(
+        'The attempt failures this task may be retried after: "unreachable" (the agent never got it), "lost" (sent, no usable answer came back: it may have run), "status" (a 5xx). Only narrower than the server\'s routing.retry_on (a wider list is a 400). ["unreachable"]: never sent twice.',
+      ),
     /** Seconds; shorter than task_timeout to give up sooner (a longer one is cut to task_timeout). */
     timeout: z.number().positive().optional(),
     /** Its class in the queue that forms when every agent of its pool is full (README "Slots and the queue"). Default: normal. */

@@ -73,6 +73,17 @@ describe('moonlight task routing flags', () => {
     expect(expectOneLine(bad.stderr)).toContain('--fallback must be "parent" or "none"')
   })
 
+  test('--retry-on status retries a failing 5xx; --retry-on unreachable,lost does not; an unknown class exits 2', async () => {
+    const retried = await task('--region', 'eu-west-1', '--fallback', 'none', '--retry-on', 'status')
+    expect(expectOneLine(retried.stderr)).toContain('every attempt failed (3)')
+    const once = await task('--region', 'eu-west-1', '--fallback', 'none', '--retry-on', 'unreachable,lost')
+    expect(once.code).toBe(1)
+    expect(expectOneLine(once.stderr)).toContain('retry_on leaves out "status"')
+    const bad = await task('--retry-on', 'sometimes')
+    expect(bad.code).toBe(2)
+    expect(expectOneLine(bad.stderr)).toContain('--retry-on takes unreachable, lost and status')
+  })
+
   test('--no-retry makes one attempt; --task-timeout has the server give up with 504', async () => {
     const once = await task('--region', 'eu-west-1', '--fallback', 'none', '--no-retry')
     expect(once.code).toBe(1)

@@ -1,18 +1,10 @@
 /** What callers learn of agents' failures: details for operators (the monitor role), the node and a generic reason for everyone else. */
 import { describe, expect, test } from 'bun:test'
-import { postJson, postTask, startHttpAgent, TOKEN, testScope } from '../helpers.ts'
+import { deadPort, postJson, postTask, startHttpAgent, TOKEN, testScope } from '../helpers.ts'
 
 const { defer, server } = testScope()
 const SUBMIT_ONLY = 'submit-only-token-1'
 const OPERATOR = 'operator-token-0001'
-
-/** A port nothing listens on: a real "connection refused" on this machine. */
-function deadPort(): number {
-  const listener = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
-  const { port } = listener
-  listener.stop(true)
-  return port
-}
 
 function secured(extra: Record<string, unknown> = {}) {
   return server({

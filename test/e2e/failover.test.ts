@@ -1,15 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import { join } from 'node:path'
 import { parseConfig } from '../../src/config.ts'
-import { postJson, postTask, SEED_CONFIG, startHttpAgent, startTestServer, startWsAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
-
-/** A port nothing listens on: a real "connection refused". */
-function deadPort(): number {
-  const listener = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data() {} } })
-  const port = listener.port
-  listener.stop(true)
-  return port
-}
+import { deadPort, postJson, postTask, SEED_CONFIG, startHttpAgent, startTestServer, startWsAgent, TOKEN, testScope, waitFor } from '../helpers.ts'
 
 async function registerDead(url: string, nodeId: string, region: string): Promise<void> {
   const result = await postJson(`${url}/client/heartbeat`, { ip: '127.0.0.1', node_id: nodeId, token: TOKEN, region, port: deadPort() })

@@ -78,8 +78,8 @@ export function createClient(options: ClientOptions): Client {
   }
 
   function taskBody(region: string, payload: unknown, mode: string, routing: RoutingOptions): Record<string, unknown> {
-    const { key, node_id, fallback, retry, timeout, priority, queue_timeout } = routing
-    const fields = { key, node_id, fallback, retry, timeout, priority, queue_timeout }
+    const { key, node_id, fallback, retry, retry_on, timeout, priority, queue_timeout } = routing
+    const fields = { key, node_id, fallback, retry, retry_on, timeout, priority, queue_timeout }
     return { region, payload, mode, ...Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)) }
   }
 

@@ -21,6 +21,12 @@ export interface RoutingOptions {
   fallback?: 'parent' | 'none'
   /** false: one attempt only. */
   retry?: boolean
+  /**
+   * The attempt failures the task may be retried after, narrower than the server's routing.retry_on:
+   * `unreachable` (the agent never got it), `lost` (sent, no usable answer: it may have run), `status`
+   * (a 5xx). `['unreachable']`: the task is never sent twice.
+   */
+  retry_on?: Array<'unreachable' | 'lost' | 'status'>
   /** Seconds; gives up sooner than the server's task_timeout. */
   timeout?: number
   /** Its class in the server's queue when every agent of its pool is full: high before normal before low. */
