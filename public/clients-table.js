@@ -18,14 +18,14 @@ const LABELS = {
   latency: 'Latency',
   last_seen: 'Last seen',
 }
-const STATE_ORDER = { healthy: 0, probation: 1, ejected: 2 }
+const STATE_ORDER = { healthy: 0, probation: 1, failing: 2, ejected: 3 }
 /** What each column sorts by; ties fall back to region, then node id. */
 const SORT_KEYS = {
   node: (view) => view.node_id,
   region: (view) => view.region,
   protocol: (view) => view.protocol,
   weight: (view) => (view.draining ? -1 : (view.effective_weight ?? view.weight)),
-  state: (view) => STATE_ORDER[view.state] ?? 3,
+  state: (view) => STATE_ORDER[view.state] ?? 4,
   in_flight: (view) => view.in_flight,
   successes: (view) => view.successes,
   failures: (view) => view.failures,
@@ -251,7 +251,10 @@ function stateBadges(view, goneReason) {
   if (goneReason !== undefined) return [h('span', { class: 'badge bad', title: goneReason }, 'left'), ' ', h('span', { class: 'muted small' }, goneReason)]
   const badges = []
   if (view.state === 'healthy') badges.push(h('span', { class: 'badge ok' }, 'healthy'))
-  else if (view.state === 'ejected') {
+  else if (view.state === 'failing') {
+    const title = `${view.consecutive_failures} failures in a row: kept in service only because ejecting it would leave its pool with too few clients`
+    badges.push(h('span', { class: 'badge bad', title }, 'failing'))
+  } else if (view.state === 'ejected') {
     badges.push(h('span', { class: 'badge bad', title: `after ${view.consecutive_failures} failures in a row` }, 'ejected'))
     if (view.ejected_until) badges.push(' ', h('span', { class: 'muted small' }, `until ${clockTime(view.ejected_until)}`))
   } else badges.push(h('span', { class: 'badge warn', title: 'the next task decides whether it is healthy again' }, 'probation'))

@@ -103,7 +103,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     cluster?.onRegistryEvent(event)
     const { client } = event
     log(describeEvent(event), {
-      level: event.type === 'state' && client.state === 'ejected' ? 'warn' : 'info',
+      level: event.type === 'state' && (client.state === 'ejected' || client.state === 'failing') ? 'warn' : 'info',
       fields: { node_id: client.nodeId, region: client.region, protocol: client.protocol },
     })
   })
@@ -561,8 +561,10 @@ function describeEvent(event: RegistryEvent): string {
     case 'left':
       return `[mls] ${who} left: ${event.reason}`
     case 'state':
-      return client.state === 'ejected'
-        ? `[mls] ${who} ejected after ${client.consecutiveFailures} consecutive failures, until ${new Date(client.ejectedUntil).toISOString()}`
-        : `[mls] ${who} is ${client.state === 'probation' ? 'on probation: the next task decides' : 'healthy again'}`
+      if (client.state === 'ejected')
+        return `[mls] ${who} ejected after ${client.consecutiveFailures} consecutive failures, until ${new Date(client.ejectedUntil).toISOString()}`
+      if (client.state === 'failing')
+        return `[mls] ${who} is failing (${client.consecutiveFailures} consecutive failures): kept in service, as ejecting it would leave its pool with too few clients (health.max_ejected_percent)`
+      return `[mls] ${who} is ${client.state === 'probation' ? 'on probation: the next task decides' : 'healthy again'}`
   }
 }

@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pkg from '../../package.json' with { type: 'json' }
-import { startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../helpers.ts'
+import { postJson, startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../helpers.ts'
 import { expectOneLine, FIXTURES, runCli, runCliInTerminal, runMain } from './cli-helpers.ts'
 
 let mls: TestServer
@@ -298,6 +298,34 @@ describe('moonlight clients', () => {
     const refused = await runMain(['clients', ...server(), '--token', 'wrong-token'])
     expect(refused.code).toBe(1)
     expect(expectOneLine(refused.stderr)).toContain('(HTTP 401)')
+  })
+})
+
+describe('a failing client (kept in service by the ejection cap) in status and clients', () => {
+  test('is named failing, in red on a terminal (not with NO_COLOR), plain when piped', async () => {
+    const own = startTestServer({ retry_count: 0, health: { failures_to_eject: 1 } })
+    const lone = await startWsAgent(own.wsUrl, { nodeId: 'lone-1', region: 'eu-west-1', answer: () => ({ status: 500, response: { error: 'disk full' } }) })
+    try {
+      await postJson(`${own.url}/task/request`, { region: 'eu-west-1', payload: {} }, { authorization: `Bearer ${TOKEN}` })
+      const target = ['--server', own.url, '--token', TOKEN]
+      const clients = await runMain(['clients', ...target])
+      expect(clients.stdout).toMatch(/^lone-1\s+eu-west-1\s+ws\s+127\.0\.0\.1\s+1\s+failing\s/m)
+      const status = await runMain(['status', '--server', own.url])
+      expect(status.stdout).toMatch(/^eu-west-1\s+1\s+1\s+failing \(1 of 1 active\)$/m)
+      const RED = '\x1b[31m'
+      for (const args of [['clients', ...target], ['status', '--server', own.url]]) {
+        expect((await runCliInTerminal(args)).screen).toContain(`${RED}failing`)
+        expect((await runCliInTerminal(args, { env: { NO_COLOR: '1' } })).screen).not.toContain(RED)
+        expect((await runCli(args)).stdout).not.toContain(RED)
+      }
+      // The columns stay aligned around the colour codes.
+      const header = (await runCliInTerminal(['clients', ...target])).screen.split('\n').find((line) => line.startsWith('NODE'))!
+      const row = (await runCliInTerminal(['clients', ...target])).screen.split('\n').find((line) => line.startsWith('lone-1'))!
+      expect(row.replace(/\x1b\[[0-9;]*m/g, '').indexOf(' 0 ') + 1).toBe(header.indexOf('IN-FLIGHT'))
+    } finally {
+      lone.close()
+      await own.stop()
+    }
   })
 })
 
