@@ -172,7 +172,8 @@ export class ClientsTable {
       h('span', { class: 'address', 'data-instance': view.instance }, address),
       ...conflictNote(view.conflict),
     )
-    cells.region.textContent = view.region
+    // One flex item beside the cell's label on a phone card (see dashboard.css): it moves under the label whole rather than break.
+    cells.region.replaceChildren(h('span', { class: 'value' }, view.region))
     cells.protocol.replaceChildren(h('span', { class: 'badge accent' }, view.protocol.toUpperCase()))
     // While it ramps up (health.slow_start) the share it gets now, beside the weight it will have.
     if (view.effective_weight === undefined) cells.weight.textContent = String(view.weight)
@@ -186,7 +187,7 @@ export class ClientsTable {
           `now ${round(view.effective_weight)}`,
         ),
       )
-    cells.state.replaceChildren(...stateBadges(view, gone ? entry.reason : undefined))
+    cells.state.replaceChildren(h('span', { class: 'value' }, ...stateBadges(view, gone ? entry.reason : undefined)))
     cells.in_flight.textContent = formatCount(view.in_flight)
     cells.successes.textContent = formatCount(view.successes)
     cells.failures.textContent = formatCount(view.failures)
