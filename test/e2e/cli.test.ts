@@ -313,7 +313,10 @@ describe('a failing client (kept in service by the ejection cap) in status and c
       const status = await runMain(['status', '--server', own.url])
       expect(status.stdout).toMatch(/^eu-west-1\s+1\s+1\s+failing \(1 of 1 active\)$/m)
       const RED = '\x1b[31m'
-      for (const args of [['clients', ...target], ['status', '--server', own.url]]) {
+      for (const args of [
+        ['clients', ...target],
+        ['status', '--server', own.url],
+      ]) {
         expect((await runCliInTerminal(args)).screen).toContain(`${RED}failing`)
         expect((await runCliInTerminal(args, { env: { NO_COLOR: '1' } })).screen).not.toContain(RED)
         expect((await runCli(args)).stdout).not.toContain(RED)
@@ -321,7 +324,7 @@ describe('a failing client (kept in service by the ejection cap) in status and c
       // The columns stay aligned around the colour codes.
       const header = (await runCliInTerminal(['clients', ...target])).screen.split('\n').find((line) => line.startsWith('NODE'))!
       const row = (await runCliInTerminal(['clients', ...target])).screen.split('\n').find((line) => line.startsWith('lone-1'))!
-      expect(row.replace(/\x1b\[[0-9;]*m/g, '').indexOf(' 0 ') + 1).toBe(header.indexOf('IN-FLIGHT'))
+      expect(row.replaceAll(RED, '').replaceAll('\x1b[39m', '').indexOf(' 0 ') + 1).toBe(header.indexOf('IN-FLIGHT'))
     } finally {
       lone.close()
       await own.stop()
