@@ -1,4 +1,4 @@
-import { ConfigError, type LoadedConfig, loadConfig, withRedisUrl } from '../config.ts'
+import { ConfigError, type LoadedConfig, loadConfig, unknownKeyWarning, withRedisUrl } from '../config.ts'
 import { consoleWrite, createLog, type Log } from '../logger.ts'
 import { startServer } from '../server.ts'
 import { type Command, noPositionals, optionalInt, parse } from './_command.ts'
@@ -87,7 +87,7 @@ export async function serve(options: ServeOptions): Promise<void> {
 
 function report(loaded: LoadedConfig, log: Log): void {
   log(`[mls] config: ${loaded.source}`)
-  for (const key of loaded.unknownKeys) log(`[mls] warning: unknown config key "${key}" is ignored`, { level: 'warn' })
+  for (const key of loaded.unknownKeys) log(`[mls] warning: ${unknownKeyWarning(key)}`, { level: 'warn' })
 }
 
 function describePeers(peers: string[]): string {

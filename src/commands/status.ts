@@ -25,12 +25,13 @@ Shows GET /status as a table: the server, WebSocket, tasks, and clients per regi
 
 function describeStatus(server: string, status: Status, colour: boolean): string {
   const uptime = status.uptime_s === undefined ? '' : ` (up ${duration(status.uptime_s)})`
-  const connections =
-    status.websocket_connections === undefined ? '' : ` (${status.websocket_connections} connection${status.websocket_connections === 1 ? '' : 's'})`
+  // "Connected" is the original's word for "enabled" (kept in /status for its clients); beside a count of 0 it would mislead.
+  const count = status.websocket_connections
+  const websocket = status.websocket === 'Disabled' ? 'disabled' : `enabled, ${count === 0 ? 'no' : count} connection${count === 1 ? '' : 's'}`
   const totals = status.tasks_total === undefined ? '' : `, ${status.tasks_total} done, ${status.tasks_failed ?? 0} failed`
   const summary = table([
     ['server', `${status.server}${uptime} at ${server}${status.version ? `, version ${status.version}` : ''}`],
-    ['websocket', `${status.websocket}${connections}`],
+    ['websocket', websocket],
     ['clients', String(status.clients)],
     ['tasks', `${status.tasks} in flight${totals}`],
   ])
