@@ -527,7 +527,8 @@ function listen<T>(port: number, start: () => T): T {
 
 /** log.access: one line per task, with what an operator greps for; never its payload or the caller's token. */
 function accessLine(record: TaskRecord): string {
-  const to = record.node_id === null ? 'no client' : record.node_id
+  // A broadcast has no one node: how many of the clients it reached answered.
+  const to = record.node_id ?? (record.answered === undefined || record.attempts === 0 ? 'no client' : `${record.answered} of ${record.attempts} answered`)
   return `[mls] task ${record.task_id} ${record.mode} ${record.region || 'global'} → ${to}: ${record.status} in ${durationOf(record)} ms, ${record.attempts} attempt${record.attempts === 1 ? '' : 's'}`
 }
 
@@ -545,6 +546,7 @@ function accessFields(record: TaskRecord): LogFields {
     status: record.status,
     outcome: record.outcome,
     attempts: record.attempts,
+    ...(record.answered === undefined ? {} : { answered: record.answered }),
     duration_ms: durationOf(record),
   }
 }
