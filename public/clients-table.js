@@ -18,14 +18,14 @@ const LABELS = {
   latency: 'Latency',
   last_seen: 'Last seen',
 }
-const STATE_ORDER = { healthy: 0, probation: 1, ejected: 2 }
+const STATE_ORDER = { healthy: 0, probation: 1, failing: 2, ejected: 3 }
 /** What each column sorts by; ties fall back to region, then node id. */
 const SORT_KEYS = {
   node: (view) => view.node_id,
   region: (view) => view.region,
   protocol: (view) => view.protocol,
   weight: (view) => (view.draining ? -1 : (view.effective_weight ?? view.weight)),
-  state: (view) => STATE_ORDER[view.state] ?? 3,
+  state: (view) => STATE_ORDER[view.state] ?? 4,
   in_flight: (view) => view.in_flight,
   successes: (view) => view.successes,
   failures: (view) => view.failures,
@@ -172,7 +172,8 @@ export class ClientsTable {
       h('span', { class: 'address', 'data-instance': view.instance }, address),
       ...conflictNote(view.conflict),
     )
-    cells.region.textContent = view.region
+    // One flex item beside the cell's label on a phone card (see dashboard.css): it moves under the label whole rather than break.
+    cells.region.replaceChildren(h('span', { class: 'value' }, view.region))
     cells.protocol.replaceChildren(h('span', { class: 'badge accent' }, view.protocol.toUpperCase()))
     // While it ramps up (health.slow_start) the share it gets now, beside the weight it will have.
     if (view.effective_weight === undefined) cells.weight.textContent = String(view.weight)
@@ -186,7 +187,7 @@ export class ClientsTable {
           `now ${round(view.effective_weight)}`,
         ),
       )
-    cells.state.replaceChildren(...stateBadges(view, gone ? entry.reason : undefined))
+    cells.state.replaceChildren(h('span', { class: 'value' }, ...stateBadges(view, gone ? entry.reason : undefined)))
     cells.in_flight.textContent = formatCount(view.in_flight)
     cells.successes.textContent = formatCount(view.successes)
     cells.failures.textContent = formatCount(view.failures)
@@ -251,7 +252,10 @@ function stateBadges(view, goneReason) {
   if (goneReason !== undefined) return [h('span', { class: 'badge bad', title: goneReason }, 'left'), ' ', h('span', { class: 'muted small' }, goneReason)]
   const badges = []
   if (view.state === 'healthy') badges.push(h('span', { class: 'badge ok' }, 'healthy'))
-  else if (view.state === 'ejected') {
+  else if (view.state === 'failing') {
+    const title = `${view.consecutive_failures} failures in a row: kept in service only because ejecting it would leave its pool with too few clients`
+    badges.push(h('span', { class: 'badge bad', title }, 'failing'))
+  } else if (view.state === 'ejected') {
     badges.push(h('span', { class: 'badge bad', title: `after ${view.consecutive_failures} failures in a row` }, 'ejected'))
     if (view.ejected_until) badges.push(' ', h('span', { class: 'muted small' }, `until ${clockTime(view.ejected_until)}`))
   } else badges.push(h('span', { class: 'badge warn', title: 'the next task decides whether it is healthy again' }, 'probation'))

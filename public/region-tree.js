@@ -10,7 +10,10 @@ export function renderRegionTree(list, root) {
     if (node.total === 0) classes.push('empty-region')
     else if (node.total_active < node.total) classes.push('has-clients', 'degraded')
     else classes.push('has-clients')
-    const title = `${node.clients} registered here (${node.active} taking tasks); ${node.total} at or under ${node.region}`
+    // Its own clients only: a failing one is kept in service, so the counts alone would look fine.
+    if (node.failing > 0) classes.push('failing')
+    const failing = node.failing > 0 ? `, ${node.failing} of them failing` : ''
+    const title = `${node.clients} registered here (${node.active} taking tasks${failing}); ${node.total} at or under ${node.region}`
     return h(
       'li',
       { 'data-region': node.region },

@@ -30,7 +30,7 @@ export class Broadcaster {
     const startedMs = clock.now()
     const startedMonotonicMs = clock.monotonic()
     if (targets.length === 0) {
-      this.finish(taskId, region, 503, 'no_client', 0, startedMs, startedMonotonicMs)
+      this.finish(taskId, region, 503, 'no_client', 0, 0, startedMs, startedMonotonicMs)
       return { kind: 'no_client', region }
     }
     const deadline = this.deps.deadlines.start(Math.min(this.deps.settings().taskTimeoutMs, timeoutMs ?? Number.POSITIVE_INFINITY))
@@ -39,7 +39,7 @@ export class Broadcaster {
       const answers = this.send(region, taskId, payloadJson, targets, deadline)
       const results = await Promise.all(targets.map((client) => this.settle(client, answers.get(client.nodeId)!, region)))
       const answered = results.filter((result) => result.error === undefined).length
-      this.finish(taskId, region, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, startedMs, startedMonotonicMs)
+      this.finish(taskId, region, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, answered, startedMs, startedMonotonicMs)
       return { kind: 'delivered', results }
     } finally {
       this.deps.deadlines.end(deadline)
@@ -91,6 +91,7 @@ export class Broadcaster {
     status: number,
     outcome: TaskRecord['outcome'],
     attempts: number,
+    answered: number,
     startedMs: number,
     startedMonotonicMs: number,
   ): void {
@@ -103,6 +104,7 @@ export class Broadcaster {
       status,
       outcome,
       attempts,
+      answered,
       latency_ms: nowMs - startedMs,
       durationMs: this.deps.clock.monotonic() - startedMonotonicMs,
       finishedAtMs: nowMs,

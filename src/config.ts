@@ -3,6 +3,8 @@ import { homedir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { z } from 'zod'
 import { findRegrant } from './access.ts'
+import { syntaxErrorAt } from './json-syntax.ts'
+import { nearestName } from './near-name.ts'
 import { PRIVATE_NETWORKS, parseCidr } from './networks.ts'
 import { ROOT_REGION } from './regions.ts'
 import { nameSchema, payloadFormatSchema, RESERVED_NAME, reservedNameMessage } from './wire/names.ts'
@@ -386,11 +388,15 @@ export function readConfigFile(path: string): LoadedConfig {
   }
   if (text === undefined) throw new ConfigError(`config ${path} is too large (more than ${MAX_CONFIG_BYTES / (1024 * 1024)} MiB)`)
   let raw: unknown
+  // A byte-order mark (Windows editors save UTF-8 with one) is not JSON, but no part of the config either.
+  const json = text.replace(/^\uFEFF/, '')
   try {
-    // A byte-order mark (Windows editors save UTF-8 with one) is not JSON, but no part of the config either.
-    raw = JSON.parse(text.replace(/^\uFEFF/, ''))
+    raw = JSON.parse(json)
   } catch (error) {
-    throw new ConfigError(`config ${path} is not valid JSON: ${(error as Error).message}`)
+    // Bun's JSON.parse says what is wrong but not where: a person editing the file needs both.
+    const at = syntaxErrorAt(json)
+    const where = at === undefined ? '' : ` at line ${at.line}, column ${at.column}`
+    throw new ConfigError(`config ${path} is not valid JSON${where}: ${(error as Error).message}`)
   }
   const loaded = parseConfig(raw, path)
   const { tokens_file } = loaded.config
@@ -468,6 +474,16 @@ function readFirstCandidate(places: SearchPlaces): LoadedConfig {
     if (isPresent(path)) return readConfigFile(path)
   }
   return parseConfig(EMBEDDED_DEFAULT, 'embedded default')
+}
+
+/** The warning for an unknown key (as unknownKeys names it), with the known key beside it that it is likely a typo of. */
+export function unknownKeyWarning(key: string): string {
+  const path = key.split('.')
+  const name = path.pop()!
+  let shape = objectShape(configSchema)
+  for (const part of path) shape = shape && Object.hasOwn(shape, part) ? objectShape(shape[part]!) : undefined
+  const near = shape && nearestName(name, Object.keys(shape))
+  return `unknown config key "${key}" is ignored${near ? ` (did you mean "${[...path, near].join('.')}"?)` : ''}`
 }
 
 function unknownKeys(schema: z.ZodType, raw: unknown, prefix = ''): string[] {

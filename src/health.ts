@@ -30,9 +30,9 @@ export function freshHealth(now: number): HealthRecord {
   return { state: 'healthy', consecutiveFailures: 0, ejections: 0, ejectedUntil: 0, recoveredAt: now, trialInFlight: false }
 }
 
-/** Whether it may be given a task: healthy, or on probation with no trial under way. */
+/** Whether it may be given a task: healthy or failing, or on probation with no trial under way. */
 export function isEligible(health: HealthRecord): boolean {
-  return health.state === 'healthy' || (health.state === 'probation' && !health.trialInFlight)
+  return health.state === 'healthy' || health.state === 'failing' || (health.state === 'probation' && !health.trialInFlight)
 }
 
 /** An attempt begins: a client on probation is on its trial, and gets no other task until it ends. True if it started one. */
@@ -42,9 +42,16 @@ export function beginAttempt(health: HealthRecord): boolean {
   return true
 }
 
-/** An answer (a 4xx included: that is about the payload). True if it changed the state: a client on probation passed its trial. */
+/**
+ * An answer (a 4xx included: that is about the payload). True if it changed the state: a client on
+ * probation passed its trial, or a failing one answered (it never left service: no new recovery).
+ */
 export function succeed(health: HealthRecord, now: number): boolean {
   health.consecutiveFailures = 0
+  if (health.state === 'failing') {
+    health.state = 'healthy'
+    return true
+  }
   // An answer to an attempt begun before the ejection does not end the back-off: the trial decides.
   if (health.state !== 'probation') return false
   health.state = 'healthy'
@@ -55,13 +62,20 @@ export function succeed(health: HealthRecord, now: number): boolean {
 
 /**
  * A failure the client is to blame for (refused, reset, 5xx, timeout). Ejects it once the failures
- * reach the threshold and `mayEject()` allows it, or at once when it fails its trial. True if ejected.
+ * reach the threshold and `mayEject()` allows it, or at once when it fails its trial; past the
+ * threshold and kept by `mayEject()`, it is failing. True if the state changed.
  */
 export function fail(health: HealthRecord, now: number, policy: HealthPolicy, mayEject: () => boolean): boolean {
   health.consecutiveFailures++
   if (health.state === 'ejected') return false
   const failedTrial = health.state === 'probation'
-  if (!failedTrial && (health.consecutiveFailures < policy.failuresToEject || !mayEject())) return false
+  if (!failedTrial && health.consecutiveFailures < policy.failuresToEject) return false
+  if (!failedTrial && !mayEject()) {
+    // Kept in service so its pool is not left empty, but shown for what it is.
+    if (health.state === 'failing') return false
+    health.state = 'failing'
+    return true
+  }
   // A client healthy for longer than the longest back-off starts over; a failed trial never does.
   if (!failedTrial && now - health.recoveredAt > policy.maxEjectionMs) health.ejections = 0
   health.ejections++

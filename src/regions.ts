@@ -89,11 +89,12 @@ export class Regions {
     for (let at = order.length - 1; at >= 0; at--) {
       const region = order[at]!
       const kids = (children.get(region) ?? []).map((kid) => nodes.get(kid)!)
-      const { clients, active } = counts.get(region) ?? { clients: 0, active: 0 }
+      const { clients, active, failing } = counts.get(region) ?? { clients: 0, active: 0, failing: 0 }
       nodes.set(region, {
         region,
         clients,
         active,
+        failing,
         total: kids.reduce((sum, kid) => sum + kid.total, clients),
         total_active: kids.reduce((sum, kid) => sum + kid.total_active, active),
         children: kids,

@@ -387,7 +387,13 @@ export class Registry {
       client.consecutiveFailures = 0
       return
     }
+    const wasFailing = client.state === 'failing'
     if (!health.succeed(client, now)) return
+    // A failing client never left the balancers: it keeps its share.
+    if (wasFailing) {
+      this.changed(client)
+      return
+    }
     // Back from an ejection: it ramps up again like a newcomer.
     client.rampFactor = this.rampStart()
     if (client.rampFactor < 1) this.ramping.add(client)
@@ -451,14 +457,16 @@ export class Registry {
     for (const client of this.clients.values()) this.syncBalancers(client)
   }
 
-  /** Per region where clients registered: how many, and how many can take tasks now. */
+  /** Per region where clients registered: how many, how many can take tasks now, how many of those are failing. */
   regionCounts(): Map<string, RegionCounts> {
     const counts = new Map<string, RegionCounts>()
     for (const client of this.clients.values()) {
-      const entry = counts.get(client.region) ?? { clients: 0, active: 0 }
-      entry.clients++
-      if (this.canTakeTasks(client)) entry.active++
+      const entry = counts.get(client.region) ?? { clients: 0, active: 0, failing: 0 }
       counts.set(client.region, entry)
+      entry.clients++
+      if (!this.canTakeTasks(client)) continue
+      entry.active++
+      if (client.state === 'failing') entry.failing++
     }
     return counts
   }

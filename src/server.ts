@@ -114,7 +114,7 @@ export function startServer(options: ServerOptions): MoonlightServer {
     cluster?.onRegistryEvent(event)
     const { client } = event
     log(describeEvent(event), {
-      level: event.type === 'state' && client.state === 'ejected' ? 'warn' : 'info',
+      level: event.type === 'state' && (client.state === 'ejected' || client.state === 'failing') ? 'warn' : 'info',
       fields: { node_id: client.nodeId, region: client.region, protocol: client.protocol },
     })
   })
@@ -557,7 +557,8 @@ function listen<T>(port: number, start: () => T): T {
 
 /** log.access: one line per task, with what an operator greps for; never its payload or the caller's token. */
 function accessLine(record: TaskRecord): string {
-  const to = record.node_id === null ? 'no client' : record.node_id
+  // A broadcast has no one node: how many of the clients it reached answered.
+  const to = record.node_id ?? (record.answered === undefined || record.attempts === 0 ? 'no client' : `${record.answered} of ${record.attempts} answered`)
   return `[mls] task ${record.task_id} ${record.mode} ${record.region || 'global'} → ${to}: ${record.status} in ${durationOf(record)} ms, ${record.attempts} attempt${record.attempts === 1 ? '' : 's'}`
 }
 
@@ -575,6 +576,7 @@ function accessFields(record: TaskRecord): LogFields {
     status: record.status,
     outcome: record.outcome,
     attempts: record.attempts,
+    ...(record.answered === undefined ? {} : { answered: record.answered }),
     duration_ms: durationOf(record),
   }
 }
@@ -591,8 +593,10 @@ function describeEvent(event: RegistryEvent): string {
     case 'left':
       return `[mls] ${who} left: ${event.reason}`
     case 'state':
-      return client.state === 'ejected'
-        ? `[mls] ${who} ejected after ${client.consecutiveFailures} consecutive failures, until ${new Date(client.ejectedUntil).toISOString()}`
-        : `[mls] ${who} is ${client.state === 'probation' ? 'on probation: the next task decides' : 'healthy again'}`
+      if (client.state === 'ejected')
+        return `[mls] ${who} ejected after ${client.consecutiveFailures} consecutive failures, until ${new Date(client.ejectedUntil).toISOString()}`
+      if (client.state === 'failing')
+        return `[mls] ${who} is failing (${client.consecutiveFailures} consecutive failures): kept in service, as ejecting it would leave its pool with too few clients (health.max_ejected_percent)`
+      return `[mls] ${who} is ${client.state === 'probation' ? 'on probation: the next task decides' : 'healthy again'}`
   }
 }

@@ -30,10 +30,12 @@ export interface TaskRecord {
   finishedAtMs: number
   /** Every attempt, in order (single tasks; a broadcast's parts are not kept). */
   tries?: AttemptRecord[]
+  /** A broadcast: how many of its `attempts` clients answered (the access log says so; node_id is null). */
+  answered?: number
 }
 
 /** The feed's and /status's view: without the attempts, which only a client's detail shows, or the precise duration. */
-export function taskView({ finishedAtMs, tries: _tries, durationMs: _durationMs, ...record }: TaskRecord): TaskView {
+export function taskView({ finishedAtMs, tries: _tries, durationMs: _durationMs, answered: _answered, ...record }: TaskRecord): TaskView {
   return { ...record, at: new Date(finishedAtMs).toISOString() }
 }
 

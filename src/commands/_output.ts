@@ -29,11 +29,28 @@ export function printJson(value: unknown, terminal = stdoutIsTerminal()): void {
   process.stdout.write(`${terminal ? JSON.stringify(value, null, 2) : JSON.stringify(value)}\n`)
 }
 
+/** Whether to colour what a person reads: on a terminal, unless NO_COLOR is set (https://no-color.org). */
+export function colourOn(env: Record<string, string | undefined>, terminal = stdoutIsTerminal()): boolean {
+  return terminal && !env.NO_COLOR
+}
+
+/** Red when `colour` is on, as the dashboard shows what needs a person's attention; the text as it is otherwise. */
+export function red(text: string, colour: boolean): string {
+  return colour ? `\x1b[31m${text}\x1b[39m` : text
+}
+
+/** A cell's width on screen: colour codes take none. */
+function visibleLength(cell: string): number {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the escape character is what is being matched.
+  return cell.replace(/\x1b\[[0-9;]*m/g, '').length
+}
+
 /** Left-aligned columns separated by two spaces; the header is the first row. */
 export function table(rows: string[][]): string {
   const widths: number[] = []
-  for (const row of rows) for (const [column, cell] of row.entries()) widths[column] = Math.max(widths[column] ?? 0, cell.length)
-  return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ')).join('\n')
+  for (const row of rows) for (const [column, cell] of row.entries()) widths[column] = Math.max(widths[column] ?? 0, visibleLength(cell))
+  const pad = (cell: string, width: number) => cell + ' '.repeat(Math.max(0, width - visibleLength(cell)))
+  return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : pad(cell, widths[column] ?? 0))).join('  ')).join('\n')
 }
 
 /** "3s", "4m 5s", "2h 3m", "5d 1h": how long ago or how long for. */

@@ -48,7 +48,8 @@ A ready-made agent. It connects to the server over WebSocket, registers, and ans
                       gets 401 (default $MLS_SIGNING_SECRET)
 
 It reconnects with backoff when the server goes away and registers again. On SIGTERM or SIGINT it
-takes no new tasks, finishes the ones it holds, then exits; a second signal exits at once.`,
+takes no new tasks, finishes the ones it holds, then exits; a second signal exits at once. An HTTP
+agent first waits (5 s at most) for the server to answer its weight 0, and logs it if none does.`,
   run: runAgent,
 }
 

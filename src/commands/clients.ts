@@ -1,6 +1,6 @@
 import { type ClientList, fetchClients, VIEW_TIMEOUT_S } from '../api-client.ts'
 import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError, VIEW_FLAGS } from './_command.ts'
-import { duration, printJson, table } from './_output.ts'
+import { colourOn, duration, printJson, red, table } from './_output.ts'
 
 export const clientsCommand: Command = {
   summary: 'list the connected clients (agents)',
@@ -22,11 +22,11 @@ tasks in flight, successes, failures, latency and when it was last heard from.
     if (!token) throw new UsageError('GET /clients needs a token: pass --token or set MLS_TOKEN')
     const list = await fetchClients({ server: serverUrl(values.server, env), token, ca: caOf(values.ca, env) }, timeoutS * 1000)
     if (values.json) printJson(list)
-    else console.log(describeClients(list, Date.now()))
+    else console.log(describeClients(list, Date.now(), colourOn(env)))
   },
 }
 
-function describeClients(list: ClientList, nowMs: number): string {
+function describeClients(list: ClientList, nowMs: number, colour: boolean): string {
   if (list.clients.length === 0) return 'no clients connected'
   const rows = [...list.clients]
     .sort((a, b) => a.region.localeCompare(b.region) || a.node_id.localeCompare(b.node_id))
@@ -37,7 +37,8 @@ function describeClients(list: ClientList, nowMs: number): string {
       client.protocol === 'http' ? `${client.ip}:${client.port}` : client.ip,
       // While it ramps up (health.slow_start): the share the balancer gives it now.
       client.effective_weight === undefined ? String(client.weight) : `${client.weight} (now ${Math.round(client.effective_weight * 100) / 100})`,
-      client.draining ? `${client.state} (draining)` : client.state,
+      // Failing: kept in service only by the ejection cap, and as alarming as an ejection.
+      client.state === 'failing' || client.state === 'ejected' ? red(stateText(client), colour) : stateText(client),
       String(client.in_flight),
       String(client.successes),
       String(client.failures),
@@ -45,4 +46,8 @@ function describeClients(list: ClientList, nowMs: number): string {
       `${duration((nowMs - Date.parse(client.last_seen)) / 1000)} ago`,
     ])
   return table([['NODE', 'REGION', 'PROTOCOL', 'ADDRESS', 'WEIGHT', 'STATE', 'IN-FLIGHT', 'OK', 'FAILED', 'LATENCY', 'LAST SEEN'], ...rows])
+}
+
+function stateText(client: ClientList['clients'][number]): string {
+  return client.draining ? `${client.state} (draining)` : client.state
 }

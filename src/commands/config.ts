@@ -1,5 +1,5 @@
 import { redactRedisUrl } from '../cluster/redis-connection.ts'
-import { type Config, ConfigError, type LoadedConfig, loadConfig } from '../config.ts'
+import { type Config, ConfigError, type LoadedConfig, loadConfig, unknownKeyWarning } from '../config.ts'
 import { type Command, type Env, parse, UsageError } from './_command.ts'
 import { printJson } from './_output.ts'
 
@@ -27,8 +27,11 @@ function check(path: string | undefined, env: Env, json: boolean): number {
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error
     const [headline = '', ...problems] = error.message.split('\n')
-    // Unreadable or not JSON: one line says it all.
-    if (problems.length === 0) throw error
+    // Unreadable or not JSON: one line says it all, under this command's name as every other failure of it.
+    if (problems.length === 0) {
+      console.error(`moonlight config check: ${headline}`)
+      return 1
+    }
     // The problems are this command's output; stderr gets the one-line verdict.
     console.log(error.message)
     console.error(`moonlight config check: ${headline.replace(/:$/, '')} (${problems.length} problem${problems.length === 1 ? '' : 's'})`)
@@ -39,7 +42,7 @@ function check(path: string | undefined, env: Env, json: boolean): number {
     return 0
   }
   console.log(`${loaded.source}: OK`)
-  for (const key of loaded.unknownKeys) console.log(`warning: unknown config key "${key}" is ignored`)
+  for (const key of loaded.unknownKeys) console.log(`warning: ${unknownKeyWarning(key)}`)
   console.log('effective config:')
   console.log(JSON.stringify(redactTokens(loaded.config), null, 2))
   return 0

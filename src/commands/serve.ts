@@ -1,5 +1,5 @@
 import { homedir } from 'node:os'
-import { ConfigError, type LoadedConfig, loadConfig, withRedisUrl } from '../config.ts'
+import { ConfigError, type LoadedConfig, loadConfig, unknownKeyWarning, withRedisUrl } from '../config.ts'
 import { type KeptToken, keepToken, keptTokenPath } from '../kept-token.ts'
 import { consoleWrite, createLog, type Log } from '../logger.ts'
 import { startServer } from '../server.ts'
@@ -111,7 +111,7 @@ export async function serve(options: ServeOptions): Promise<void> {
 
 function report(loaded: LoadedConfig, log: Log): void {
   log(`[mls] config: ${loaded.source}`)
-  for (const key of loaded.unknownKeys) log(`[mls] warning: unknown config key "${key}" is ignored`, { level: 'warn' })
+  for (const key of loaded.unknownKeys) log(`[mls] warning: ${unknownKeyWarning(key)}`, { level: 'warn' })
 }
 
 function describePeers(peers: string[]): string {

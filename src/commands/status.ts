@@ -1,6 +1,6 @@
 import { fetchStatus, type Status, VIEW_TIMEOUT_S } from '../api-client.ts'
 import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl } from './_command.ts'
-import { duration, printJson, table } from './_output.ts'
+import { colourOn, duration, printJson, red, table } from './_output.ts'
 
 export const statusCommand: Command = {
   summary: "show the server's status and clients per region",
@@ -19,29 +19,34 @@ Shows GET /status as a table: the server, WebSocket, tasks, and clients per regi
     const server = serverUrl(values.server, env)
     const status = await fetchStatus({ server, ca: caOf(values.ca, env) }, timeoutS * 1000)
     if (values.json) printJson(status)
-    else console.log(describeStatus(server, status))
+    else console.log(describeStatus(server, status, colourOn(env)))
   },
 }
 
-function describeStatus(server: string, status: Status): string {
+function describeStatus(server: string, status: Status, colour: boolean): string {
   const uptime = status.uptime_s === undefined ? '' : ` (up ${duration(status.uptime_s)})`
-  const connections =
-    status.websocket_connections === undefined ? '' : ` (${status.websocket_connections} connection${status.websocket_connections === 1 ? '' : 's'})`
+  // "Connected" is the original's word for "enabled" (kept in /status for its clients); beside a count of 0 it would mislead.
+  const count = status.websocket_connections
+  const websocket = status.websocket === 'Disabled' ? 'disabled' : `enabled, ${count === 0 ? 'no' : count} connection${count === 1 ? '' : 's'}`
   const totals = status.tasks_total === undefined ? '' : `, ${status.tasks_total} done, ${status.tasks_failed ?? 0} failed`
   const summary = table([
     ['server', `${status.server}${uptime} at ${server}${status.version ? `, version ${status.version}` : ''}`],
-    ['websocket', `${status.websocket}${connections}`],
+    ['websocket', websocket],
     ['clients', String(status.clients)],
     ['tasks', `${status.tasks} in flight${totals}`],
   ])
   const regions = Object.entries(status.regions).sort(([a], [b]) => a.localeCompare(b))
   if (regions.length === 0) return `${summary}\n\nno clients connected`
-  const rows = regions.map(([region, counts]) => [region, String(counts.clients), String(counts.active), health(counts.clients, counts.active)])
+  const rows = regions.map(([region, counts]) => [region, String(counts.clients), String(counts.active), health(counts, colour)])
   return `${summary}\n\n${table([['REGION', 'CLIENTS', 'ACTIVE', 'HEALTH'], ...rows])}`
 }
 
-/** Active clients are those that may take a task now: not ejected, not draining. */
-function health(clients: number, active: number): string {
-  if (active === 0) return 'down'
+/**
+ * Active clients are those that may take a task now: not ejected, not draining. A failing one is
+ * active only because the ejection cap keeps it: the region is not ok while one is.
+ */
+function health({ clients, active, failing }: Status['regions'][string], colour: boolean): string {
+  if (active === 0) return red('down', colour)
+  if (failing > 0) return red(`failing (${failing} of ${active} active)`, colour)
   return active < clients ? 'degraded' : 'ok'
 }

@@ -54,7 +54,9 @@ With neither --payload nor --payload-file, the payload is read from stdin.`,
 
 async function runTask(args: string[], env: Env): Promise<number> {
   const [first, taskId, ...rest] = args
-  if ((first === 'get' || first === 'cancel') && taskId !== undefined && !taskId.startsWith('-')) {
+  if (first === 'get' || first === 'cancel') {
+    // A task is submitted with flags only: a first word "get" or "cancel" is always the action.
+    if (taskId === undefined || taskId.startsWith('-')) throw new UsageError(`task ${first} needs the task id: moonlight task ${first} ID`)
     return first === 'get' ? runGet(taskId, rest, env) : runCancel(taskId, rest, env)
   }
   const { values, positionals } = parse(args, {

@@ -43,6 +43,10 @@ export type Scheme = z.infer<typeof schemeSchema>
 export const payloadFormatSchema = z.enum(['object', 'string'])
 export type PayloadFormat = z.infer<typeof payloadFormatSchema>
 
-export const healthStateSchema = z.enum(['healthy', 'ejected', 'probation'])
-/** healthy: takes tasks; ejected: skipped until its back-off ends; probation: one trial task decides. */
+export const healthStateSchema = z.enum(['healthy', 'failing', 'ejected', 'probation'])
+/**
+ * healthy: takes tasks; failing: failed failures_to_eject times in a row but kept in service, as ejecting
+ * it would take its pool past max_ejected_percent (it may be the last client its tasks can reach);
+ * ejected: skipped until its back-off ends; probation: one trial task decides.
+ */
 export type HealthState = z.infer<typeof healthStateSchema>

@@ -51,8 +51,8 @@ export type ClientView = z.infer<typeof clientViewSchema>
 export const clientListSchema = z.object({ clients: z.array(clientViewSchema) })
 export type ClientList = z.infer<typeof clientListSchema>
 
-/** Per region where clients registered: how many, and how many can take tasks now. */
-export const regionCountsSchema = z.object({ clients: z.number().int(), active: z.number().int() })
+/** Per region where clients registered: how many, how many can take tasks now, and how many of those are failing (kept only so the region is not left empty). */
+export const regionCountsSchema = z.object({ clients: z.number().int(), active: z.number().int(), failing: z.number().int() })
 export type RegionCounts = z.infer<typeof regionCountsSchema>
 
 /** `GET /status`: public, counts only, no addresses. */
@@ -108,6 +108,7 @@ export const regionNodeSchema: z.ZodType<RegionNode> = z.object({
   region: z.string(),
   clients: z.number().int(),
   active: z.number().int(),
+  failing: z.number().int(),
   total: z.number().int(),
   total_active: z.number().int(),
   get children() {

@@ -158,6 +158,37 @@ describe('dashboard: operator actions, detail, filter and sort, quantiles, narro
     expect(errors).toEqual([])
     await close()
   })
+
+  test('at 390 px a draining client\'s badges stay inside its card, and "ap-southeast-1" is not broken at its hyphen', async () => {
+    const draining = await startWsAgent(server.wsUrl, { nodeId: 'echo-sg', region: 'ap-southeast-1', weight: 0 })
+    const { page, errors, close } = await signedIn(390)
+    try {
+      await page.locator('tr[data-node="echo-sg"] [data-field="state"] .badge:text("draining")').waitFor({ timeout: LIVE_MS })
+      const layout = await page.evaluate(() => {
+        const row = document.querySelector('tr[data-node="echo-sg"]')!
+        const card = row.getBoundingClientRect()
+        const badges = Array.from(row.querySelectorAll('[data-field="state"] .badge'), (badge) => badge.getBoundingClientRect())
+        const regionCell = row.querySelector('[data-field="region"]')!
+        // The text itself, not the boxes around it.
+        const text = document.createRange()
+        text.selectNodeContents(document.createTreeWalker(regionCell, NodeFilter.SHOW_TEXT).nextNode()!)
+        // One line box per line the text takes: fragments on one line share their top.
+        const lines = new Set(Array.from(text.getClientRects(), (rect) => Math.round(rect.top)))
+        return {
+          badgesInside: badges.length === 2 && badges.every((badge) => badge.left >= card.left && badge.right <= card.right),
+          regionText: regionCell.textContent,
+          regionLines: lines.size,
+        }
+      })
+      await screenshot(page, 'dashboard-draining-390')
+      expect(layout).toEqual({ badgesInside: true, regionText: 'ap-southeast-1', regionLines: 1 })
+      expect(await horizontalOverflow(page)).toBe(0)
+      expect(errors).toEqual([])
+    } finally {
+      draining.close()
+      await close()
+    }
+  })
 })
 
 function region(nodeId: string): string {

@@ -170,6 +170,31 @@ describe('dashboard', () => {
     await close()
   })
 
+  test('shows a lone client that fails every task as failing, in red, and its region in red', async () => {
+    const { page, errors, close } = await signedIn()
+    // Alone in its region: the ejection cap keeps it in service, failing.
+    const lone = await startHttpAgent(server.url, { nodeId: 'lonely-1', region: 'eu-north-1', work: () => new Response('boom', { status: 500 }) })
+    try {
+      expect((await postTask(server.url, { region: 'eu-north-1', payload: {} })).status).toBe(502)
+      const badge = 'tr[data-node="lonely-1"] [data-field="state"] .badge'
+      await waitForText(page, badge, 'failing')
+      expect(await page.getAttribute(badge, 'title')).toContain('kept in service only because ejecting it would leave its pool')
+      const red = await page.evaluate(() => {
+        const probe = document.body.appendChild(document.createElement('span'))
+        probe.style.color = 'var(--bad)'
+        const color = getComputedStyle(probe).color
+        probe.remove()
+        return color
+      })
+      expect(await page.$eval(badge, (element) => getComputedStyle(element).color)).toBe(red)
+      expect(await page.$eval('[data-region="eu-north-1"] > .node .count', (element) => getComputedStyle(element).color)).toBe(red)
+    } finally {
+      lone.stop()
+    }
+    expect(errors).toEqual([])
+    await close()
+  })
+
   test('sends a test task from the page and shows the answer', async () => {
     const agent = await startHttpAgent(server.url, { nodeId: 'answer-1', region: 'us-west-1' })
     const { page, errors, close } = await signedIn()

@@ -231,3 +231,47 @@ describe('SIGTERM', () => {
     })
   }
 })
+
+describe('SIGTERM: the server hears an HTTP agent leave', () => {
+  test('each of 8 HTTP agents has told the server it drains (weight 0) by the time its process has exited', async () => {
+    const nodeIds = Array.from({ length: 8 }, (_, index) => `leaving-${index}`)
+    const children = await Promise.all(nodeIds.map((nodeId) => agent(nodeId, ['--region', 'us-east-1', '--http', '0', '--exec', 'cat'])))
+    // Read at the moment each process is seen to have exited, long before client_ttl could expire it.
+    const seenAtExit = await Promise.all(
+      children.map(async (child, index) => {
+        child.kill('SIGTERM')
+        const code = await child.exited
+        const client = mls.registry.get(nodeIds[index]!)
+        return { nodeId: nodeIds[index], code, weight: client?.weight }
+      }),
+    )
+    expect(seenAtExit).toEqual(nodeIds.map((nodeId) => ({ nodeId, code: 0, weight: 0 })))
+    // Nobody left to take a task or hear a broadcast.
+    expect((await postTask(mls.url, { region: 'us-east-1', payload: {} })).status).toBe(503)
+  })
+})
+
+describe('SIGTERM: an HTTP agent the server cannot hear', () => {
+  test('with the server gone, it says it could not tell the server it leaves, and exits 0', async () => {
+    const child = await agent('unheard-gone', ['--region', 'us-east-1', '--http', '0', '--exec', 'cat'])
+    await mls.stop(0)
+    child.kill('SIGTERM')
+    expect(await child.exited).toBe(0)
+    expect(child.output()).toContain('could not tell the server this agent is leaving (cannot reach')
+  })
+
+  test('with a server that takes the goodbye and never answers, it waits 5 s at most, says so, and exits 0', async () => {
+    const child = await agent('unheard-mute', ['--region', 'us-east-1', '--http', '0', '--exec', 'cat'])
+    const port = mls.port
+    await mls.stop(0)
+    // Where the server was, something that accepts the heartbeat and never answers it.
+    const mute = Bun.listen({ hostname: '127.0.0.1', port, socket: { data() {} } })
+    try {
+      child.kill('SIGTERM')
+      expect(await child.exited).toBe(0)
+      expect(child.output()).toContain('could not tell the server this agent is leaving (no answer within 5 s)')
+    } finally {
+      mute.stop(true)
+    }
+  })
+})

@@ -4,11 +4,11 @@
  * the CLI as a real process (runCli, runCliInTerminal).
  */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pkg from '../../package.json' with { type: 'json' }
-import { startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../helpers.ts'
+import { postJson, ROOT, startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../helpers.ts'
 import { expectOneLine, FIXTURES, runCli, runCliInTerminal, runMain } from './cli-helpers.ts'
 
 let mls: TestServer
@@ -225,6 +225,14 @@ describe('moonlight task', () => {
     }
   })
 
+  test('task get and task cancel without an id say the id is missing, exit 2', async () => {
+    for (const action of ['get', 'cancel']) {
+      const result = await runMain(['task', action, ...auth()])
+      expect(result.code).toBe(2)
+      expect(expectOneLine(result.stderr)).toBe(`moonlight task: task ${action} needs the task id: moonlight task ${action} ID (see moonlight task --help)`)
+    }
+  })
+
   test('an empty stdin is bad usage too, exit 2 with one line', async () => {
     // A real process: with no payload flag the payload is read from its stdin, here piped empty.
     const result = await runCli(['task', ...auth()])
@@ -242,6 +250,25 @@ describe('moonlight status', () => {
     expect(result.stdout).toMatch(/^REGION\s+CLIENTS\s+ACTIVE\s+HEALTH$/m)
     expect(result.stdout).toMatch(/^us-east-1\s+1\s+1\s+ok$/m)
     expect(result.stdout).toMatch(/^eu-west-1\s+1\s+1\s+ok$/m)
+  })
+
+  test('says how many WebSocket connections there are, never "Connected (0 connections)"', async () => {
+    const own = startTestServer()
+    try {
+      const none = await runMain(['status', '--server', own.url])
+      expect(none.stdout).toMatch(/^websocket\s+enabled, no connections$/m)
+      expect(none.stdout).not.toContain('Connected')
+      const disabled = startTestServer({ ws: { enabled: false } })
+      try {
+        expect((await runMain(['status', '--server', disabled.url])).stdout).toMatch(/^websocket\s+disabled$/m)
+      } finally {
+        await disabled.stop()
+      }
+    } finally {
+      await own.stop()
+    }
+    // The shared server has four WebSocket agents.
+    expect((await runMain(['status', ...server()])).stdout).toMatch(/^websocket\s+enabled, 4 connections$/m)
   })
 
   test('--json prints the server status', async () => {
@@ -322,6 +349,37 @@ describe('moonlight clients', () => {
   })
 })
 
+describe('a failing client (kept in service by the ejection cap) in status and clients', () => {
+  test('is named failing, in red on a terminal (not with NO_COLOR), plain when piped', async () => {
+    const own = startTestServer({ retry_count: 0, health: { failures_to_eject: 1 } })
+    const lone = await startWsAgent(own.wsUrl, { nodeId: 'lone-1', region: 'eu-west-1', answer: () => ({ status: 500, response: { error: 'disk full' } }) })
+    try {
+      await postJson(`${own.url}/task/request`, { region: 'eu-west-1', payload: {} }, { authorization: `Bearer ${TOKEN}` })
+      const target = ['--server', own.url, '--token', TOKEN]
+      const clients = await runMain(['clients', ...target])
+      expect(clients.stdout).toMatch(/^lone-1\s+eu-west-1\s+ws\s+127\.0\.0\.1\s+1\s+failing\s/m)
+      const status = await runMain(['status', '--server', own.url])
+      expect(status.stdout).toMatch(/^eu-west-1\s+1\s+1\s+failing \(1 of 1 active\)$/m)
+      const RED = '\x1b[31m'
+      for (const args of [
+        ['clients', ...target],
+        ['status', '--server', own.url],
+      ]) {
+        expect((await runCliInTerminal(args)).screen).toContain(`${RED}failing`)
+        expect((await runCliInTerminal(args, { env: { NO_COLOR: '1' } })).screen).not.toContain(RED)
+        expect((await runCli(args)).stdout).not.toContain(RED)
+      }
+      // The columns stay aligned around the colour codes.
+      const header = (await runCliInTerminal(['clients', ...target])).screen.split('\n').find((line) => line.startsWith('NODE'))!
+      const row = (await runCliInTerminal(['clients', ...target])).screen.split('\n').find((line) => line.startsWith('lone-1'))!
+      expect(row.replaceAll(RED, '').replaceAll('\x1b[39m', '').indexOf(' 0 ') + 1).toBe(header.indexOf('IN-FLIGHT'))
+    } finally {
+      lone.close()
+      await own.stop()
+    }
+  })
+})
+
 describe('moonlight config check', () => {
   test('a good file prints OK and the effective config with defaults filled in, tokens hidden', async () => {
     const path = join(FIXTURES, 'mls.good.json')
@@ -377,7 +435,33 @@ describe('moonlight config check', () => {
   test('an endless file (/dev/zero) exits 1 with one line saying it is too large', async () => {
     const result = await runMain(['config', 'check', '/dev/zero'])
     expect(result.code).toBe(1)
-    expect(expectOneLine(result.stderr)).toBe('moonlight config: config /dev/zero is too large (more than 16 MiB)')
+    expect(expectOneLine(result.stderr)).toBe('moonlight config check: config /dev/zero is too large (more than 16 MiB)')
+  })
+
+  test('a JSON syntax error names its line and column', async () => {
+    const path = join(tmp, 'trailing-comma.json')
+    writeFileSync(path, '{\n  "port": 8080,\n  "retry_count": 2,\n}\n')
+    const result = await runMain(['config', 'check', path])
+    expect(result.code).toBe(1)
+    expect(expectOneLine(result.stderr)).toStartWith(`moonlight config check: config ${path} is not valid JSON at line 4, column 1: `)
+  })
+
+  test('a misspelt key is warned about with the key it is near', async () => {
+    const path = join(tmp, 'misspelt.json')
+    writeFileSync(path, JSON.stringify({ regoin_hierarchy: { 'us-east-1': 'usa' }, ws: { pth: '/ws' }, colour: 'blue' }))
+    const result = await runMain(['config', 'check', path])
+    expect(result.code).toBe(0)
+    expect(result.stdout).toContain('warning: unknown config key "regoin_hierarchy" is ignored (did you mean "region_hierarchy"?)')
+    expect(result.stdout).toContain('warning: unknown config key "ws.pth" is ignored (did you mean "ws.path"?)')
+    // Near nothing: no guess.
+    expect(result.stdout).toContain('warning: unknown config key "colour" is ignored\n')
+  })
+
+  test('every failure of config check has the one prefix "moonlight config check:"', async () => {
+    for (const path of [join(tmp, 'nowhere.json'), '/dev/zero', join(FIXTURES, 'mls.bad.json')]) {
+      const result = await runMain(['config', 'check', path])
+      expect(expectOneLine(result.stderr)).toStartWith('moonlight config check: ')
+    }
   })
 
   test('an unknown action exits 2', async () => {
@@ -402,6 +486,17 @@ describe('help, version and exit codes', () => {
       expect(own.code).toBe(0)
       expect(own.stdout).toStartWith(`moonlight ${name}`)
     }
+  })
+
+  test("the README's command table has a row for every command; serve's row and usage list --redis", async () => {
+    const help = (await runMain(['--help'])).stdout
+    const names = [...help.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((match) => match[1]!)
+    expect(names).toContain('cluster')
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+    const rows = readme.split('\n').filter((line) => line.startsWith('| `moonlight '))
+    for (const name of names) expect({ name, row: rows.some((row) => row.startsWith(`| \`moonlight ${name}`)) }).toEqual({ name, row: true })
+    expect(rows.find((row) => row.startsWith('| `moonlight serve'))).toContain('--redis URL')
+    expect((await runMain(['serve', '--help'])).stdout.split('\n')[0]).toContain('[--redis URL]')
   })
 
   test('no command or an unknown one exits 2', async () => {

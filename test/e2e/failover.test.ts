@@ -41,7 +41,7 @@ describe('failover', () => {
     expect(broken.received).toHaveLength(3)
     const clients = (await (await fetch(`${mls.url}/clients`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()).clients
     expect(clients.find((client: { node_id: string }) => client.node_id === 'broken')).toMatchObject({ state: 'ejected', failures: 3 })
-    expect((await (await fetch(`${mls.url}/status`)).json()).regions.europe).toEqual({ clients: 3, active: 2 })
+    expect((await (await fetch(`${mls.url}/status`)).json()).regions.europe).toEqual({ clients: 3, active: 2, failing: 0 })
   })
 
   test("a client's 4xx is its answer: returned as-is, not retried, not counted against it", async () => {

@@ -119,6 +119,52 @@ describe('health checks', () => {
     const hole = await startWsAgent(mls.wsUrl, { nodeId: 'hole', region: 'eu-west-1', answer: () => null })
     defer(hole.close)
     for (let i = 0; i < 5; i++) expect((await postTask(mls.url, { region: 'eu-west-1', payload: i })).status).toBe(504)
-    expect(mls.server.registry.get('hole')!.state).toBe('healthy')
+    // Kept in service, but not called healthy: failing, kept because ejecting it would leave its pool empty.
+    expect(mls.server.registry.get('hole')!.state).toBe('failing')
+  })
+
+  test('a lone client failing every task is shown failing in /clients, /status and /metrics; one answer makes it healthy again', async () => {
+    const mls = server({ retry_count: 0 })
+    let broken = true
+    const agent = await startHttpAgent(mls.url, {
+      nodeId: 'lone',
+      region: 'eu-west-1',
+      work: () => (broken ? Response.json({ error: 'broken' }, { status: 500 }) : Response.json({ ok: true })),
+    })
+    defer(agent.stop)
+    const view = async () => {
+      const response = await fetch(`${mls.url}/clients`, { headers: { authorization: `Bearer ${TOKEN}` } })
+      const { clients } = (await response.json()) as { clients: Array<{ node_id: string; state: string }> }
+      return clients.find((client) => client.node_id === 'lone')?.state
+    }
+    const status = async () => ((await (await fetch(`${mls.url}/status`)).json()) as { regions: Record<string, unknown> }).regions['eu-west-1']
+    const metrics = async () => (await (await fetch(`${mls.url}/metrics`)).text()).split('\n').filter((line) => line.startsWith('moonlight_clients{'))
+    // Below failures_to_eject (3) it is healthy, as any client with a bad moment.
+    for (let i = 0; i < 2; i++) expect((await postTask(mls.url, { region: 'eu-west-1', payload: i })).status).toBe(502)
+    expect(await view()).toBe('healthy')
+    expect((await postTask(mls.url, { region: 'eu-west-1', payload: 2 })).status).toBe(502)
+    expect(await view()).toBe('failing')
+    expect(await status()).toEqual({ clients: 1, active: 1, failing: 1 })
+    expect(await metrics()).toEqual(['moonlight_clients{region="eu-west-1",protocol="http",state="failing"} 1'])
+    // Still in service: the next task goes to it, and an answer ends it.
+    broken = false
+    expect((await postTask(mls.url, { region: 'eu-west-1', payload: 3 })).status).toBe(200)
+    expect(await view()).toBe('healthy')
+    expect(await status()).toEqual({ clients: 1, active: 1, failing: 0 })
+    expect(await metrics()).toEqual(['moonlight_clients{region="eu-west-1",protocol="http",state="healthy"} 1'])
+  })
+
+  test('a failing client is ejected by its next failure once its pool has another client', async () => {
+    const mls = server({ retry_count: 0 })
+    const failing = await startHttpAgent(mls.url, { nodeId: 'failing', region: 'eu-west-1', work: () => Response.json({ error: 'broken' }, { status: 500 }) })
+    defer(failing.stop)
+    for (let i = 0; i < 3; i++) await postTask(mls.url, { region: 'eu-west-1', payload: i })
+    expect(mls.server.registry.get('failing')!.state).toBe('failing')
+    const good = await startHttpAgent(mls.url, { nodeId: 'good', region: 'eu-west-1' })
+    defer(good.stop)
+    await waitFor(async () => {
+      await postTask(mls.url, { region: 'eu-west-1', payload: 'next' })
+      return mls.server.registry.get('failing')!.state === 'ejected'
+    }, 'the failing client to be ejected')
   })
 })

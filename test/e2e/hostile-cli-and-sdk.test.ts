@@ -434,7 +434,10 @@ describe('moonlight config check on hostile mls.json files', () => {
 
   test('a comment or a deep array is one line, wrong types in every section are each named by key: never a crash', async () => {
     const comment = await runCli(['config', 'check', write('comment.json', '{"port": 8080 // the port\n}')])
-    expect([comment.code, expectOneLine(comment.stderr)]).toEqual([1, expect.stringMatching(/^moonlight config: config .*comment\.json is not valid JSON: /)])
+    expect([comment.code, expectOneLine(comment.stderr)]).toEqual([
+      1,
+      expect.stringMatching(/^moonlight config check: config .*comment\.json is not valid JSON at line 1, column 15: /),
+    ])
     const deep = await runCli(['config', 'check', write('deep.json', `${'['.repeat(100_000)}${']'.repeat(100_000)}`)])
     expect([deep.code, expectOneLine(deep.stderr)]).toEqual([1, expect.stringMatching(/^moonlight config check: invalid config .*deep\.json \(1 problem\)$/)])
     const types = await runCli([
@@ -466,7 +469,7 @@ describe('moonlight config check on hostile mls.json files', () => {
       expect([name, code, expectOneLine(stderr)]).toEqual([
         name,
         1,
-        `moonlight config: tokens_file ${tokens} is not text (line ${line} has a control character or is not UTF-8): it holds one token per line`,
+        `moonlight config check: tokens_file ${tokens} is not text (line ${line} has a control character or is not UTF-8): it holds one token per line`,
       ])
     }
   })
@@ -477,7 +480,7 @@ describe('moonlight config check on hostile mls.json files', () => {
     const refused = await runCli(['config', 'check', dirConfig])
     expect([refused.code, expectOneLine(refused.stderr)]).toEqual([
       1,
-      `moonlight config: cannot read tokens_file ${join(dir, 'tokens-dir')}: EISDIR: illegal operation on a directory, read`,
+      `moonlight config check: cannot read tokens_file ${join(dir, 'tokens-dir')}: EISDIR: illegal operation on a directory, read`,
     ])
     write('tokens-crlf', '\ufefftoken-number-one  \r\n\t token-number-two\r\n')
     const accepted = await runCli(['config', 'check', write('crlf.json', JSON.stringify({ tokens_file: 'tokens-crlf' }))])

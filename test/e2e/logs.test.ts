@@ -108,6 +108,29 @@ describe('log.format', () => {
   }, 20_000)
 })
 
+describe('log.access for a broadcast', () => {
+  test('says how many clients answered, not "no client"; "no client" only when there was none', async () => {
+    const child = await serve({ log: { access: true } })
+    const good = await startHttpAgent(child.url, { nodeId: 'answers', region: 'us-east-1' })
+    const gone = await startHttpAgent(child.url, { nodeId: 'gone', region: 'us-east-1' })
+    defer(good.stop)
+    // Still registered, but nothing listens: its part fails unanswered.
+    gone.stop()
+    const some = await postTask(child.url, { region: 'us-east-1', mode: 'broadcast', payload: {} })
+    const someId = some.headers.get('x-task-id')!
+    const none = await postTask(child.url, { region: 'eu-west-1', mode: 'broadcast', payload: {} })
+    const noneId = none.headers.get('x-task-id')!
+    await waitFor(() => child.output().includes(`task ${someId}`) && child.output().includes(`task ${noneId}`), 'the access lines')
+    const line = (taskId: string) =>
+      child
+        .output()
+        .split('\n')
+        .find((each) => each.includes(`task ${taskId}`))!
+    expect(line(someId)).toMatch(new RegExp(`\\[mls\\] task ${someId} broadcast us-east-1 → 1 of 2 answered: 200 in [\\d.]+ ms, 2 attempts .*answered=1`))
+    expect(line(noneId)).toMatch(new RegExp(`\\[mls\\] task ${noneId} broadcast eu-west-1 → no client: 503 in [\\d.]+ ms, 0 attempts`))
+  })
+})
+
 describe('GET /readyz', () => {
   test('alone: 200 {"ready":true}; in a cluster with Redis gone: 503 not_ready with the reason, and 200 again once it is back', async () => {
     const alone = await serve({})

@@ -108,7 +108,7 @@ describe('routing with the seed config, an HTTP agent and a WebSocket agent', ()
       websocket: 'Connected',
       clients: expect.any(Number),
       tasks: 0,
-      regions: { 'us-east-1': { clients: 1, active: 1 }, 'us-west': { clients: 1, active: 1 } },
+      regions: { 'us-east-1': { clients: 1, active: 1, failing: 0 }, 'us-west': { clients: 1, active: 1, failing: 0 } },
       version: expect.any(String),
       uptime_s: expect.any(Number),
       tasks_total: expect.any(Number),

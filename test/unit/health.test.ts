@@ -44,7 +44,7 @@ describe('health', () => {
     expect(isEligible(health)).toBe(false)
   })
 
-  test('mayEject is asked only at the threshold, and its veto keeps the client healthy', () => {
+  test('mayEject is asked only at the threshold, and its veto keeps the client in service, failing', () => {
     const health = freshHealth(0)
     let asked = 0
     const veto = () => {
@@ -54,12 +54,25 @@ describe('health', () => {
     fail(health, 10, POLICY, veto)
     fail(health, 10, POLICY, veto)
     expect(asked).toBe(0)
-    expect(fail(health, 10, POLICY, veto)).toBe(false)
+    // A change of state: kept in service, but no longer called healthy.
+    expect(fail(health, 10, POLICY, veto)).toBe(true)
     expect(asked).toBe(1)
-    expect(health).toMatchObject({ state: 'healthy', consecutiveFailures: 3, ejections: 0 })
+    expect(health).toMatchObject({ state: 'failing', consecutiveFailures: 3, ejections: 0 })
+    expect(isEligible(health)).toBe(true)
+    // Failing again and vetoed again: no change to report.
+    expect(fail(health, 15, POLICY, veto)).toBe(false)
+    expect(health).toMatchObject({ state: 'failing', consecutiveFailures: 4 })
     // Past the threshold, each further failure asks again; once allowed, it ejects.
     expect(fail(health, 20, POLICY, allow)).toBe(true)
-    expect(health).toMatchObject({ state: 'ejected', consecutiveFailures: 4, ejectedUntil: 1020 })
+    expect(health).toMatchObject({ state: 'ejected', consecutiveFailures: 5, ejectedUntil: 1020 })
+  })
+
+  test('a failing client that answers is healthy again, without counting as a return from ejection', () => {
+    const health = freshHealth(0)
+    for (let i = 0; i < 3; i++) fail(health, 10, POLICY, () => false)
+    expect(health.state).toBe('failing')
+    expect(succeed(health, 50)).toBe(true)
+    expect(health).toMatchObject({ state: 'healthy', consecutiveFailures: 0, recoveredAt: 0, ejections: 0 })
   })
 
   test('a success resets the run of failures; a healthy client stays healthy and reports no change', () => {

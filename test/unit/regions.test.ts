@@ -32,8 +32,8 @@ describe('regions', () => {
   test('the tree counts clients at each region and under it', () => {
     const tree = regions.tree(
       new Map([
-        ['us-east-1', { clients: 2, active: 1 }],
-        ['us-west', { clients: 1, active: 1 }],
+        ['us-east-1', { clients: 2, active: 1, failing: 0 }],
+        ['us-west', { clients: 1, active: 1, failing: 0 }],
       ]),
     )
     expect(tree.region).toBe('global')
@@ -58,7 +58,7 @@ describe('a deep hierarchy', () => {
     const hierarchy: Record<string, string> = {}
     for (let i = 1; i < 100_000; i++) hierarchy[`r${i}`] = `r${i - 1}`
     const regions = new Regions(hierarchy)
-    let node = regions.tree(new Map([['r99999', { clients: 2, active: 1 }]]))
+    let node = regions.tree(new Map([['r99999', { clients: 2, active: 1, failing: 0 }]]))
     expect(node).toMatchObject({ region: 'global', total: 2, total_active: 1 })
     let depth = 0
     while (node.children.length > 0) {

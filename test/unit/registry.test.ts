@@ -75,7 +75,7 @@ describe('registry', () => {
     registry.announce(client('b', 'usa', { port: 4001 }), 0)
     registry.setWeight('a', 0)
     expect([pickForTask(registry, 'usa')?.nodeId, pickForTask(registry, 'usa')?.nodeId]).toEqual(['b', 'b'])
-    expect(registry.regionCounts().get('usa')).toEqual({ clients: 2, active: 1 })
+    expect(registry.regionCounts().get('usa')).toEqual({ clients: 2, active: 1, failing: 0 })
   })
 
   test('consecutive failures eject; a success in between resets the count; 4xx-style successes do not count', () => {
@@ -97,14 +97,16 @@ describe('registry', () => {
     failTimes(registry, 'b', 3, 0)
     failTimes(registry, 'c', 3, 0)
     // floor(3 * 50%) = 1 may be ejected at once.
-    expect(['a', 'b', 'c'].map((id) => registry.get(id)!.state)).toEqual(['ejected', 'healthy', 'healthy'])
+    expect(['a', 'b', 'c'].map((id) => registry.get(id)!.state)).toEqual(['ejected', 'failing', 'failing'])
   })
 
   test('a lone client is never ejected: one bad payload cannot take a region down', () => {
     const { registry } = setup()
     registry.announce(client('solo', 'eu-west-1'), 0)
     failTimes(registry, 'solo', 10, 0)
-    expect(registry.get('solo')!.state).toBe('healthy')
+    // Kept, and still picked, but shown as failing.
+    expect(registry.get('solo')!.state).toBe('failing')
+    expect(pickForTask(registry, 'eu-west-1')?.nodeId).toBe('solo')
     expect(pickForTask(registry, 'eu-west-1')?.nodeId).toBe('solo')
   })
 
@@ -211,7 +213,7 @@ describe('registry bounds and pools', () => {
     registry.announce(client('west', 'us-west-1'), 0)
     // Tasks for us-east-1 draw from us-east-1 alone: its one client is kept.
     for (let i = 0; i < 5; i++) registry.recordFailure(registry.get('east')!, 0, registry.pickFrom('us-east-1')!.pool)
-    expect(registry.get('east')!.state).toBe('healthy')
+    expect(registry.get('east')!.state).toBe('failing')
     // Tasks for usa draw from both: one of two may go.
     expect(registry.pickFrom('us-east-1')!.pool).toBe('us-east-1')
     expect(registry.pickFrom('us-west-1')!.pool).toBe('us-west-1')
@@ -221,7 +223,7 @@ describe('registry bounds and pools', () => {
     expect(registry.pickFrom('us-east-1')).toMatchObject({ client: { nodeId: 'west' }, pool: 'usa' })
     // And the last one in usa's pool is kept.
     failTimes(registry, 'west', 5, 0)
-    expect(registry.get('west')!.state).toBe('healthy')
+    expect(registry.get('west')!.state).toBe('failing')
   })
 
   test('an attempt with no verdict ends a trial, so the client gets the next trial', () => {

@@ -118,7 +118,7 @@ describe('http app', () => {
       websocket: 'Connected',
       clients: 2,
       tasks: 2,
-      regions: { 'us-east-1': { clients: 2, active: 1 } },
+      regions: { 'us-east-1': { clients: 2, active: 1, failing: 0 } },
       version: '9.9.9-test',
       uptime_s: 61,
       started_at: new Date(world.deps.startedAtMs).toISOString(),
