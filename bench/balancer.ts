@@ -6,7 +6,7 @@
  *   bun bench/balancer.ts [--budget-ms 1500]
  */
 import { parseArgs } from 'node:util'
-import { Balancer } from '../src/balancer.ts'
+import { Balancer } from '../src/fleet/balancer.ts'
 
 const { values } = parseArgs({ options: { 'budget-ms': { type: 'string', default: '1500' } } })
 const budgetMs = Number(values['budget-ms'])

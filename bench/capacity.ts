@@ -11,8 +11,8 @@
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { parseConfig } from '../src/config.ts'
-import { startServer } from '../src/server.ts'
+import { parseConfig } from '../src/config/config.ts'
+import { startServer } from '../src/server/server.ts'
 
 const { values } = parseArgs({ options: { seconds: { type: 'string', default: '5' } } })
 const runMs = Number(values.seconds) * 1000

@@ -8,7 +8,7 @@
  * what Moonlight costs from what the platform costs.
  *
  * Two more clients put Moonlight's own pieces, and only them, in the bare socket pool's place:
- * `--client pool` calls the agent through Moonlight's HttpClientPool (src/http-client/pool.ts: the
+ * `--client pool` calls the agent through Moonlight's HttpClientPool (src/transports/http-client/pool.ts: the
  * bound, the parser, the stale-socket rule), `--client transport` through its HttpTransport
  * (src/transports/http.ts: the pool plus the deadline, the answer's size limit, content codings
  * and header policy). Socket pool → pool → transport → Moonlight: each step's cost, in one run.
@@ -18,13 +18,13 @@
 
 import { parseArgs } from 'node:util'
 import type { ServerWebSocket, Socket } from 'bun'
-import { HeaderPolicy } from '../../src/answer-headers.ts'
 import { systemClock } from '../../src/clock.ts'
-import { DeadlineTimer } from '../../src/deadlines.ts'
-import { type AnswerSink, HttpClientPool } from '../../src/http-client/pool.ts'
-import type { ResponseHead } from '../../src/http-client/response-parser.ts'
-import type { Client } from '../../src/registry.ts'
+import type { Client } from '../../src/fleet/registry.ts'
+import { HeaderPolicy } from '../../src/security/answer-headers.ts'
+import { DeadlineTimer } from '../../src/tasks/deadlines.ts'
 import { HttpTransport } from '../../src/transports/http.ts'
+import { type AnswerSink, HttpClientPool } from '../../src/transports/http-client/pool.ts'
+import type { ResponseHead } from '../../src/transports/http-client/response-parser.ts'
 
 const { values } = parseArgs({
   options: { 'agent-port': { type: 'string' }, 'ws-region': { type: 'string', default: 'eu-west-1' }, client: { type: 'string', default: 'fetch' } },

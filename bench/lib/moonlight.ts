@@ -1,7 +1,7 @@
 /** Starting Moonlight itself, as its own process, the way an operator runs it. */
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { SEED_HIERARCHY } from '../../src/config.ts'
+import { SEED_HIERARCHY } from '../../src/config/config.ts'
 import { type Child, spawnChild } from './proc.ts'
 
 export const BENCH_TOKEN = 'bench-token-0123456789'

@@ -9,7 +9,7 @@ import {
   type StoreLimits,
   type TaskResult,
   type TaskStore,
-} from '../task-store.ts'
+} from '../tasks/stored/store.ts'
 import type { TaskState } from '../wire/async-task.ts'
 import { type ClusterKeys, TASK_GROUP } from './keys.ts'
 

@@ -1,16 +1,16 @@
-import type { Histogram } from '../histogram.ts'
-import type { AgentPoolFigures } from '../http-client/pool.ts'
-import type { Membership } from '../membership.ts'
-import type { Observations } from '../observations.ts'
-import { isDraining } from '../registry.ts'
-import type { TaskStats } from '../task-stats.ts'
-import type { StoreFigures } from '../task-store.ts'
+import type { Membership } from '../fleet/membership.ts'
+import { isDraining } from '../fleet/registry.ts'
+import type { Histogram } from '../observe/histogram.ts'
+import type { Observations } from '../observe/observations.ts'
+import type { TaskStats } from '../observe/task-stats.ts'
+import type { StoreFigures } from '../tasks/stored/store.ts'
+import type { AgentPoolFigures } from '../transports/http-client/pool.ts'
 
 export interface MetricsSource {
   membership: Membership
   stats: TaskStats
   inFlight: () => number
-  /** Each HTTP agent's connection pool (src/http-client/pool.ts). */
+  /** Each HTTP agent's connection pool (src/transports/http-client/pool.ts). */
   httpAgentPools: () => AgentPoolFigures[]
   wsConnections: () => number
   /** Failed authentications so far, and how many of them were throttled (AuthFailures). */
@@ -19,13 +19,13 @@ export interface MetricsSource {
   cluster?: () => { redisUp: boolean; instances: number; relayed: number; relaysPending: number }
   startedAtMs: number
   nowMs: number
-  /** Durations, retries, ejections, bad messages (src/observations.ts). */
+  /** Durations, retries, ejections, bad messages (src/observe/observations.ts). */
   observations: Observations
   /** This process: resident memory, and how late the event loop runs its timers. */
   process: () => { residentBytes: number; eventLoopDelayWorstS: number; eventLoopDelayMeanS: number }
   /** The stored tasks (async, idempotent): undefined when the store could not be read (Redis down). */
   tasks?: StoreFigures | undefined
-  /** Agent slots, the slot queue and the retry budget (src/slot-queue.ts, src/retry-budget.ts). */
+  /** Agent slots, the slot queue and the retry budget (src/tasks/slot-waiting.ts, src/tasks/retry-budget.ts). */
   capacity?: () => CapacityFigures
 }
 

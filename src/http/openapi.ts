@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import type { Config } from '../config.ts'
+import type { Config } from '../config/config.ts'
 import { heartbeatReplySchema, heartbeatSchema } from '../wire/agent-hello.ts'
 import { acceptedTaskSchema, taskViewSchema as storedTaskViewSchema } from '../wire/async-task.ts'
 import { errorBodySchema, errorCodeSchema } from '../wire/errors.ts'

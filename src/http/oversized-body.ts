@@ -1,4 +1,4 @@
-import type { Config } from '../config.ts'
+import type { Config } from '../config/config.ts'
 
 /** The config keys that bound what is read of a request body. */
 export type BodyLimits = Pick<Config, 'max_body_bytes' | 'oversized_body'>

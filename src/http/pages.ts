@@ -17,7 +17,7 @@ import regionTreeJs from '../../public/region-tree.js' with { type: 'file' }
 import tasksListJs from '../../public/tasks-list.js' with { type: 'file' }
 import testTaskJs from '../../public/test-task.js' with { type: 'file' }
 import uiJs from '../../public/ui.js' with { type: 'file' }
-import type { Config } from '../config.ts'
+import type { Config } from '../config/config.ts'
 import type { AppEnv } from './app.ts'
 
 /** bun-types calls an `.html` import an HTML bundle; imported `with { type: 'file' }` it is a plain path. */

@@ -1,11 +1,11 @@
 import type { Server } from 'bun'
 import type { z } from 'zod'
-import type { Grant, Role } from '../access.ts'
+import type { Settings } from '../config/settings.ts'
 import { MoonlightError } from '../errors.ts'
-import { MAX_JSON_DEPTH } from '../json-text.ts'
-import type { Settings } from '../settings.ts'
-import { sourceAddress } from '../source-address.ts'
+import type { Grant, Role } from '../security/access.ts'
+import { sourceAddress } from '../security/caller-address.ts'
 import { describeIssues } from '../wire/issues.ts'
+import { MAX_JSON_DEPTH } from '../wire/json-text.ts'
 import { type BodyLimits, discardOversizedBody } from './oversized-body.ts'
 
 /**

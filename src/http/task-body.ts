@@ -1,4 +1,4 @@
-import { memberSpan } from '../json-text.ts'
+import { memberSpan } from '../wire/json-text.ts'
 import { type TaskRequest, taskRequestSchema } from '../wire/task.ts'
 import { limitDepth, parseJson, validate } from './request-checks.ts'
 

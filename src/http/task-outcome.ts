@@ -1,9 +1,9 @@
-import { TASK_ANSWER_HEADERS } from '../answer-headers.ts'
-import { type BroadcastOutcome, type BroadcastPart, broadcastJson } from '../broadcast.ts'
-import { OUTCOME_STATUS } from '../dispatcher.ts'
 import { errorResponse, MoonlightError } from '../errors.ts'
-import type { Outcome } from '../outcome.ts'
-import { ROOT_REGION } from '../regions.ts'
+import { ROOT_REGION } from '../fleet/regions.ts'
+import { TASK_ANSWER_HEADERS } from '../security/answer-headers.ts'
+import { type BroadcastOutcome, type BroadcastPart, broadcastJson } from '../tasks/broadcast.ts'
+import { OUTCOME_STATUS } from '../tasks/dispatcher.ts'
+import type { Outcome } from '../tasks/outcome.ts'
 import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
 
 /** When a caller turned away by a full queue may try again: soon, as slots free task by task. */

@@ -1,12 +1,12 @@
 import zlib from 'node:zlib'
-import type { HeaderPolicy } from '../answer-headers.ts'
-import type { Deadline } from '../deadlines.ts'
-import { type AgentPoolFigures, type AnswerSink, HttpClientError, HttpClientPool } from '../http-client/pool.ts'
-import type { ResponseHead } from '../http-client/response-parser.ts'
-import type { Client } from '../registry.ts'
-import { signatureHeaders } from '../signing.ts'
-import { certificateFailure } from '../tls-failures.ts'
+import type { Client } from '../fleet/registry.ts'
+import type { HeaderPolicy } from '../security/answer-headers.ts'
+import { certificateFailure } from '../security/peer-certificate-errors.ts'
+import { signatureHeaders } from '../security/signing.ts'
+import type { Deadline } from '../tasks/deadlines.ts'
 import { NO_RETRY_HEADER } from '../wire/task.ts'
+import { type AgentPoolFigures, type AnswerSink, HttpClientError, HttpClientPool } from './http-client/pool.ts'
+import type { ResponseHead } from './http-client/response-parser.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from './types.ts'
 
 /** What each call reads from the settings in force, so a reload applies to the next call. */
@@ -14,7 +14,7 @@ export interface HttpCallSettings {
   maxAnswerBytes: number
   /** The PEM bundle HTTPS agents are verified against (`agents.ca`); the system's CAs without it. */
   agentCa?: string
-  /** Every call is signed with it (`signing_secret`, src/signing.ts). */
+  /** Every call is signed with it (`signing_secret`, src/security/signing.ts). */
   signingSecret?: string
   /** Which of an answer's headers reach the caller (answers.pass_headers). */
   headerPolicy: HeaderPolicy

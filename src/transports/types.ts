@@ -1,5 +1,5 @@
-import type { Deadline } from '../deadlines.ts'
-import type { Client, Route } from '../registry.ts'
+import type { Client, Route } from '../fleet/registry.ts'
+import type { Deadline } from '../tasks/deadlines.ts'
 import type { AttemptFailure, RetryOn } from '../wire/errors.ts'
 
 /** A client's answer to one task, passed back to the caller as-is. */

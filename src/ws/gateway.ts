@@ -1,17 +1,17 @@
 import type { Server, WebSocketHandler } from 'bun'
 import type { Clock } from '../clock.ts'
+import type { Settings } from '../config/settings.ts'
 import { errorFrame, errorResponse, MoonlightError } from '../errors.ts'
-import { MAX_JSON_DEPTH, type MemberSpan, memberSpan } from '../json-text.ts'
-import type { MonitorFeed } from '../monitor-feed.ts'
-import { tokenFingerprint } from '../node-ownership.ts'
-import { regionTopic } from '../regions.ts'
-import { type RegistrationDeps, register } from '../registration.ts'
-import type { Client, Registry } from '../registry.ts'
-import type { Settings } from '../settings.ts'
-import { sourceAddress } from '../source-address.ts'
+import { tokenFingerprint } from '../fleet/node-claims.ts'
+import { regionTopic } from '../fleet/regions.ts'
+import { type RegistrationDeps, register } from '../fleet/registration.ts'
+import type { Client, Registry } from '../fleet/registry.ts'
+import type { MonitorFeed } from '../observe/monitor-feed.ts'
+import { sourceAddress } from '../security/caller-address.ts'
 import type { AgentSocket, SocketData, WsTransport } from '../transports/ws.ts'
 import type { ErrorCode } from '../wire/errors.ts'
 import { summarizeIssues } from '../wire/issues.ts'
+import { MAX_JSON_DEPTH, type MemberSpan, memberSpan } from '../wire/json-text.ts'
 import { type Registered, type WsInbound, type WsRegister, wsInboundSchema } from '../wire/ws.ts'
 import { Unregistered } from './unregistered.ts'
 
@@ -138,7 +138,7 @@ export class WsGateway {
     const { registry, settings } = this.deps
     const client = registry.get(nodeId)
     if (client?.protocol !== 'ws') return
-    // An agent with slots gets broadcasts one by one (src/broadcast.ts), so a full one can be skipped.
+    // An agent with slots gets broadcasts one by one (src/tasks/broadcast.ts), so a full one can be skipped.
     const topics = registry.canTakeTasks(client) && client.maxInFlight === undefined ? settings.regions.chain(client.region).map(regionTopic) : []
     this.deps.transport.subscribe(nodeId, topics)
   }

@@ -1,11 +1,11 @@
 /** The dashboard of one instance shows the whole cluster: agents held by another instance appear, and leave, live. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Browser } from 'playwright-core'
-import { parseConfig } from '../../src/config.ts'
-import { type MoonlightServer, startServer } from '../../src/server.ts'
-import { SEED_CONFIG, startWsAgent, TOKEN } from '../helpers.ts'
-import { startRedis, type TestRedis } from '../redis.ts'
-import { launchBrowser, openPage, screenshot } from './browser.ts'
+import { parseConfig } from '../../src/config/config.ts'
+import { type MoonlightServer, startServer } from '../../src/server/server.ts'
+import { launchBrowser, openPage, screenshot } from '../support/browser.ts'
+import { SEED_CONFIG, startWsAgent, TOKEN } from '../support/helpers.ts'
+import { startRedis, type TestRedis } from '../support/redis.ts'
 
 const LIVE_MS = 10_000
 

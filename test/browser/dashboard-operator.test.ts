@@ -1,8 +1,8 @@
 /** The dashboard's operator side: a client's detail and actions, filter and sort, p50/p95/p99, and rows as cards at 390 px. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Browser, Page } from 'playwright-core'
-import { postTask, startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../helpers.ts'
-import { horizontalOverflow, launchBrowser, openPage, screenshot } from './browser.ts'
+import { horizontalOverflow, launchBrowser, openPage, screenshot } from '../support/browser.ts'
+import { postTask, startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../support/helpers.ts'
 
 const LIVE_MS = 10_000
 const MONITOR_ONLY = 'monitor-only-token-0123456789'

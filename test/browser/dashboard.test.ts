@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Browser, Page } from 'playwright-core'
-import { parseConfig } from '../../src/config.ts'
-import { type MoonlightServer, startServer } from '../../src/server.ts'
-import { openWs, postTask, SEED_CONFIG, startHttpAgent, startTestServer, startWsAgent, type TestServer, TOKEN } from '../helpers.ts'
-import { horizontalOverflow, launchBrowser, openPage, screenshot, type WatchedPage } from './browser.ts'
+import { parseConfig } from '../../src/config/config.ts'
+import { type MoonlightServer, startServer } from '../../src/server/server.ts'
+import { horizontalOverflow, launchBrowser, openPage, screenshot, type WatchedPage } from '../support/browser.ts'
+import { openWs, postTask, SEED_CONFIG, startHttpAgent, startTestServer, startWsAgent, type TestServer, TOKEN } from '../support/helpers.ts'
 
 const TOKEN_KEY = 'moonlight.token'
 /** Long enough for a 500 ms batch to reach the page on a loaded machine; the feed itself is not timed here. */

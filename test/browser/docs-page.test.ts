@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Browser, Page } from 'playwright-core'
 import { z } from 'zod'
-import { configSchema } from '../../src/config.ts'
+import { configSchema } from '../../src/config/config.ts'
 import { taskRequestSchema } from '../../src/wire/task.ts'
-import { type HttpAgent, SOURCE_CLI, startHttpAgent, startTestServer, startWsAgent, type TestServer, type WsAgent } from '../helpers.ts'
-import { horizontalOverflow, launchBrowser, openPage, screenshot } from './browser.ts'
+import { horizontalOverflow, launchBrowser, openPage, screenshot } from '../support/browser.ts'
+import { type HttpAgent, SOURCE_CLI, startHttpAgent, startTestServer, startWsAgent, type TestServer, type WsAgent } from '../support/helpers.ts'
 
 /** The topics the page must have, each its own top-level section, in this order (others may follow). */
 const TOPICS = ['Overview', 'Key Features', 'Configuration', 'API Reference', 'WebSocket protocol', 'Client Implementation']

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import type { Browser } from 'playwright-core'
-import { startTestServer, TOKEN } from '../helpers.ts'
-import { launchBrowser, openPage } from './browser.ts'
+import { launchBrowser, openPage } from '../support/browser.ts'
+import { startTestServer, TOKEN } from '../support/helpers.ts'
 
 const CONTENT_TYPES: Record<string, string> = {
   css: 'text/css; charset=utf-8',

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { FAKE_EPOCH_MS, FakeClock } from '../fake-clock.ts'
+import { FAKE_EPOCH_MS, FakeClock } from '../support/fake-clock.ts'
 
 describe('fake clock', () => {
   test('starts at fixed times and moves only when advanced, wall and monotonic together', () => {

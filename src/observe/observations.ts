@@ -1,0 +1,67 @@
+import type { TaskLatency } from '../wire/monitor.ts'
+import { DURATION_BUCKETS_S, Histogram } from './histogram.ts'
+import type { TaskRecord } from './task-stats.ts'
+
+/**
+ * What /metrics counts beyond the registry and the task totals: how long tasks and attempts take
+ * (histograms), retries, ejections and bad messages. Fed by the server's wiring; no I/O.
+ */
+/** The region label of the tasks sent to a region neither the hierarchy nor any client names; no region name has parentheses. */
+export const OTHER_REGION_LABEL = '(other)'
+
+export class Observations {
+  /** Per task, all attempts included: `moonlight_task_duration_seconds{region,outcome}`. */
+  readonly taskDuration = new Histogram(DURATION_BUCKETS_S)
+  /** Every task in one series: the dashboard's p50/p95/p99 (not rendered in /metrics, where the labelled one sums to it). */
+  readonly anyTask = new Histogram(DURATION_BUCKETS_S)
+  /** Per attempt, by the client's protocol: `moonlight_attempt_duration_seconds{protocol}`. */
+  readonly attemptDuration = new Histogram(DURATION_BUCKETS_S)
+  /** Attempts beyond each task's first. */
+  retries = 0
+  ejections = 0
+  /** WebSocket messages refused, by error code (invalid_json, invalid_message, too_deep, binary_not_supported, internal). */
+  readonly badMessages = new Map<string, number>()
+
+  constructor(
+    /**
+     * Whether a task's region gets its own series: callers may name any region, and a series per
+     * made-up name would grow /metrics and memory without end. The server's: the hierarchy names
+     * it, or a client is registered in it; the others share `region="(other)"`.
+     */
+    private readonly labelled: (region: string) => boolean = () => true,
+  ) {}
+
+  onTask(record: TaskRecord): void {
+    // Region names are validated names (no quotes or backslashes), safe inside a label as they are.
+    const seconds = (record.durationMs ?? record.latency_ms) / 1000
+    const region = this.labelled(record.region) ? record.region : OTHER_REGION_LABEL
+    this.taskDuration.observe(`region="${region}",outcome="${record.outcome}"`, seconds)
+    this.anyTask.observe('', seconds)
+    if (record.mode === 'single' && record.attempts > 1) this.retries += record.attempts - 1
+  }
+
+  /**
+   * p50/p95/p99 of every task since the start, in ms at bucket resolution (the bucket's upper bound,
+   * as Prometheus's histogram_quantile would bound it); null past the last bucket (60 s). Undefined before the first task.
+   */
+  taskLatency(): TaskLatency | undefined {
+    const at = (quantile: number) => {
+      const seconds = this.anyTask.quantile('', quantile)
+      return seconds === undefined || seconds === Number.POSITIVE_INFINITY ? null : Math.round(seconds * 1e6) / 1e3
+    }
+    if (this.anyTask.quantile('', 0.5) === undefined) return undefined
+    return { p50_ms: at(0.5), p95_ms: at(0.95), p99_ms: at(0.99) }
+  }
+
+  onAttempt(protocol: 'http' | 'ws', ms: number): void {
+    this.attemptDuration.observe(protocol === 'http' ? 'protocol="http"' : 'protocol="ws"', ms / 1000)
+  }
+
+  onEjected(): void {
+    this.ejections++
+  }
+
+  onBadMessage(code: string): void {
+    this.badMessages.set(code, (this.badMessages.get(code) ?? 0) + 1)
+  }
+}

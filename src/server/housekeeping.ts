@@ -1,0 +1,85 @@
+import type { Clock } from '../clock.ts'
+import type { Config } from '../config/config.ts'
+import type { Registry } from '../fleet/registry.ts'
+
+/** One periodic job: what it does with the time it is given, and how often. */
+export interface Job {
+  name: string
+  everyMs: number
+  run: (nowMs: number) => void
+}
+
+export interface HousekeepingDeps {
+  config: () => Config
+  registry: Registry
+  /** The WebSocket gateway's sweeps, when WebSocket is on. */
+  sockets?: { pingAll(): void; closeSilent(nowMs: number): void; closeUnregistered(nowMs: number): void }
+  /** The dashboards' feed: a batch every flush. */
+  flushFeed: () => void
+  /** Anything else to look at once a second. */
+  everySecond?: (nowMs: number) => void
+}
+
+const MONITOR_FLUSH_MS = 500
+const SECOND_MS = 1000
+
+/** Every periodic job of the server, from the config in force: one list, so each has one home. */
+export function housekeepingJobs(deps: HousekeepingDeps): Job[] {
+  const { ws, client_ttl } = deps.config()
+  const { registry, sockets } = deps
+  const jobs: Job[] = [
+    {
+      name: 'health and membership',
+      everyMs: SECOND_MS,
+      run: (nowMs) => {
+        registry.endBackoffs(nowMs)
+        for (const client of registry.silent('http', client_ttl * 1000, nowMs)) registry.remove(client.nodeId, `no heartbeat for ${client_ttl} s`)
+        sockets?.closeUnregistered(nowMs)
+        deps.everySecond?.(nowMs)
+      },
+    },
+    { name: 'monitor feed', everyMs: MONITOR_FLUSH_MS, run: () => deps.flushFeed() },
+  ]
+  const slowStartMs = deps.config().health.slow_start * 1000
+  // Twenty steps per ramp (src/fleet/slow-start.ts), looked at about twice per step; a second at most, so a long ramp still shows its progress.
+  if (slowStartMs > 0) jobs.push({ name: 'slow start', everyMs: clamp(slowStartMs / 40, 50, SECOND_MS), run: (nowMs) => registry.advanceRamps(nowMs) })
+  if (sockets && ws.enabled) {
+    jobs.push({ name: 'pings', everyMs: ws.heartbeat_interval * 1000, run: () => sockets.pingAll() })
+    jobs.push({ name: 'silent sockets', everyMs: ws.connection_check_interval * 1000, run: (nowMs) => sockets.closeSilent(nowMs) })
+  }
+  return jobs
+}
+
+function clamp(value: number, min: number, max: number): number {
+  return Math.min(max, Math.max(min, value))
+}
+
+/** Runs the jobs on the injected clock; restarted on reload, since their periods come from the config. */
+export class Housekeeping {
+  private cancels: Array<() => void> = []
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly jobs: () => Job[],
+    private readonly log: (line: string) => void,
+  ) {}
+
+  start(): void {
+    this.stop()
+    this.cancels = this.jobs().map((job) => this.clock.every(job.everyMs, () => this.run(job)))
+  }
+
+  /** A job that throws is logged and runs again next time: an exception in a timer would end the process. */
+  private run(job: Job): void {
+    try {
+      job.run(this.clock.now())
+    } catch (error) {
+      this.log(`[mls] housekeeping job "${job.name}" failed: ${(error as Error)?.stack ?? error}`)
+    }
+  }
+
+  stop(): void {
+    for (const cancel of this.cancels) cancel()
+    this.cancels = []
+  }
+}

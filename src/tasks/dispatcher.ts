@@ -1,0 +1,332 @@
+import type { Clock } from '../clock.ts'
+import { type Client, isDraining, type Registry } from '../fleet/registry.ts'
+import { hasSlot } from '../fleet/slots.ts'
+import type { AttemptRecord, TaskRecord } from '../observe/task-stats.ts'
+import { type Answer, AttemptError, RETRY_CLASS, type Transports } from '../transports/types.ts'
+import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
+import type { TaskControl } from './control.ts'
+import type { DeadlineTimer } from './deadlines.ts'
+import type { Outcome } from './outcome.ts'
+import type { RetryBudget } from './retry-budget.ts'
+import { DEFAULT_ROUTING, type TaskRouting } from './routing.ts'
+import type { SlotQueue } from './slot-waiting.ts'
+
+export interface DispatchSettings {
+  retryCount: number
+  taskTimeoutMs: number
+  /** cluster.prefer_local: this instance's own clients before others'. */
+  preferLocal?: boolean
+}
+
+/** Tasks under way, single and broadcast alike, and whether the server is stopping: shared by the dispatcher and the broadcaster. */
+export class TaskLoad {
+  inFlight = 0
+  closing = false
+}
+
+export interface DispatcherDeps {
+  registry: Registry
+  transports: Transports
+  settings: () => DispatchSettings
+  deadlines: DeadlineTimer
+  load: TaskLoad
+  clock: Clock
+  onFinished: (record: TaskRecord) => void
+  /** Each attempt's duration, by the client's protocol (the attempt histogram of /metrics). */
+  onAttempt?: (client: Client, ms: number) => void
+  /** Where a task waits when every agent of its pool is full (src/tasks/slot-waiting.ts); none: it fails as no_client. */
+  slots?: SlotQueue
+  /** routing.retry_budget: retries per pool bounded by its tasks in flight (src/tasks/retry-budget.ts); none, no bound. */
+  retryBudget?: RetryBudget
+}
+
+const BODY_EXCERPT_CHARS = 1024
+
+/**
+ * Runs single tasks: picks a client, sends, and on a retryable failure (unreachable, connection
+ * lost, 5xx — as far as the task's retry_on allows) tries a different client, up to retry_count
+ * more times, all within task_timeout; the task's routing (src/tasks/routing.ts) may name the
+ * client, key it, keep it in its region or its token's boundary, forbid retries or shorten the
+ * timeout. A timeout is not retried: the client may still be running the task, and running it twice is worse
+ * for most work than answering 504. Returns how the task ended; it never throws for a task's fate.
+ */
+export class Dispatcher {
+  constructor(private readonly deps: DispatcherDeps) {}
+
+  /** `control`, when given, can cancel the task while it runs (a stored task's DELETE). */
+  async dispatch(region: string, payloadJson: string, taskId: string, routing: TaskRouting = DEFAULT_ROUTING, control?: TaskControl): Promise<Outcome> {
+    const { registry, clock, load } = this.deps
+    const settings = this.deps.settings()
+    const preferLocal = settings.preferLocal ?? false
+    const retryCount = routing.retry ? settings.retryCount : 0
+    const { retryOn } = routing
+    // With no retry, or none after a lost attempt, a task goes out once: not even the HTTP pool's resend
+    // on a fresh connection after a pooled one closed as the task was written (the agent may have read it).
+    const mayResend = routing.retry && (retryOn === undefined || retryOn.includes('lost'))
+    // A task may ask to give up sooner, never later: task_timeout is the operator's bound on every wait.
+    const ownTimeout = routing.timeoutMs !== undefined && routing.timeoutMs < settings.taskTimeoutMs
+    const timeoutMs = ownTimeout ? routing.timeoutMs! : settings.taskTimeoutMs
+    const startedMs = clock.now()
+    const startedMonotonicMs = clock.monotonic()
+    const failedAttempts: FailedAttempt[] = []
+    // Every attempt with its time, for the clients' detail (src/observe/task-stats.ts ClientTasks): bounded by retry_count.
+    const tries: AttemptRecord[] = []
+    // Made on the first retry: most tasks never need it.
+    let tried: Set<string> | undefined
+    let last: Client | undefined
+    // Where the first attempt found candidates: retries look there first (see pickAnother).
+    let firstPool: string | undefined
+    // Whether the retry budget let this task retry (it then counts as retrying until it ends).
+    let retrying = false
+    const deadline = this.deps.deadlines.start(timeoutMs)
+    if (control) control.deadline = deadline
+    load.inFlight++
+    let outcome: Outcome = { kind: 'all_failed', region, failedAttempts }
+    try {
+      for (let attempt = 0; attempt <= retryCount; attempt++) {
+        if (load.closing) {
+          outcome = { kind: 'shutting_down', region, failedAttempts }
+          break
+        }
+        if (control?.cancelled) {
+          outcome = { kind: 'cancelled', region, failedAttempts }
+          break
+        }
+        if (attempt > 0 && !retrying && firstPool !== undefined && this.deps.retryBudget) {
+          if (!this.deps.retryBudget.mayRetry(firstPool)) {
+            outcome = { kind: 'all_failed', region, failedAttempts, reason: 'retry_budget_exhausted' }
+            break
+          }
+          retrying = true
+        }
+        if (last !== undefined) {
+          tried ??= new Set()
+          tried.add(last.nodeId)
+        }
+        let picked: Picked | Outcome =
+          routing.nodeId === undefined
+            ? this.pickAnother(region, routing, tried, last, firstPool, preferLocal)
+            : this.pickNamed(region, routing.nodeId, routing.boundary)
+        // Only a pick that found nobody looks at the queue: the hot path never touches it.
+        if ('kind' in picked && this.deps.slots) picked = await this.deps.slots.waitAfter(picked, region, routing, firstPool, deadline, control)
+        if ('kind' in picked) {
+          if (attempt === 0) outcome = picked
+          break
+        }
+        const { client, pool } = picked
+        if (firstPool === undefined) {
+          firstPool = pool
+          this.deps.retryBudget?.started(pool)
+        }
+        last = client
+        if (control) control.client = client
+        registry.beginAttempt(client)
+        // A slot handed over from the queue is counted already.
+        if (picked.acquired !== true) registry.acquire(client)
+        const attemptStartedMs = clock.monotonic()
+        // Every way an attempt ends gives a verdict on the client, or says there is none (which ends a trial).
+        let judged = false
+        let attemptStatus: number | undefined
+        let attemptKind: AttemptRecord['kind']
+        try {
+          const answer = await this.deps.transports[client.route].send(client, taskId, payloadJson, deadline, mayResend)
+          judged = true
+          attemptStatus = answer.status
+          if (answer.status >= 500) {
+            attemptKind = 'status'
+            registry.recordFailure(client, clock.now(), pool)
+            failedAttempts.push({
+              node_id: client.nodeId,
+              kind: 'status',
+              reason: answer.retry === false ? `answered ${answer.status}, not to be retried` : `answered ${answer.status}`,
+              status: answer.status,
+              body: bodyExcerpt(answer),
+            })
+            // The client knows whether its failure may be repeated elsewhere (the work may be half done).
+            if (answer.retry === false) break
+            if (retryOn !== undefined && !retryOn.includes('status')) {
+              outcome = notRetried(region, failedAttempts, 'status')
+              break
+            }
+            continue
+          }
+          // A 4xx is the client's honest answer to this payload, not a sign the client is unwell.
+          registry.recordSuccess(client, clock.monotonic() - attemptStartedMs, clock.now())
+          outcome = { kind: 'answered', answer, client, failedAttempts }
+          break
+        } catch (error) {
+          if (!(error instanceof AttemptError)) throw error
+          attemptKind = error.kind
+          // Cut off by the stop or by a cancel, not failed: the attempt is not the client's to answer for.
+          // The client had the task all the same, so it is marked as reached (see reachedNoClient).
+          if (load.closing) {
+            outcome = { kind: 'shutting_down', region, failedAttempts, midAttempt: true }
+            break
+          }
+          if (control?.cancelled) {
+            outcome = { kind: 'cancelled', region, failedAttempts, midAttempt: true }
+            break
+          }
+          failedAttempts.push({ node_id: client.nodeId, kind: error.kind, reason: error.message })
+          if (error.countsAgainstClient) {
+            registry.recordFailure(client, clock.now(), pool)
+            judged = true
+          }
+          if (error.kind === 'too_large') {
+            outcome = { kind: 'too_large', region, failedAttempts }
+            break
+          }
+          if (error.kind === 'timeout') {
+            outcome = { kind: 'timed_out', region, failedAttempts, timeoutMs, ...(ownTimeout ? { ownTimeout } : {}) }
+            break
+          }
+          const failureClass = RETRY_CLASS[error.kind]
+          if (retryOn !== undefined && failureClass !== undefined && !retryOn.includes(failureClass)) {
+            outcome = notRetried(region, failedAttempts, failureClass)
+            break
+          }
+        } finally {
+          registry.release(client)
+          if (!judged) registry.recordNoVerdict(client)
+          const attemptMs = clock.monotonic() - attemptStartedMs
+          // Built without spreads: this runs on every attempt of every task.
+          const tryRecord: AttemptRecord = { node_id: client.nodeId, ms: Math.round(attemptMs * 10) / 10 }
+          if (attemptStatus !== undefined) tryRecord.status = attemptStatus
+          if (attemptKind !== undefined) tryRecord.kind = attemptKind
+          tries.push(tryRecord)
+          this.deps.onAttempt?.(client, attemptMs)
+        }
+      }
+      const durationMs = clock.monotonic() - startedMonotonicMs
+      this.deps.onFinished(taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), durationMs, tries))
+      return outcome
+    } finally {
+      if (firstPool !== undefined) this.deps.retryBudget?.ended(firstPool, retrying)
+      this.deps.deadlines.end(deadline)
+      load.inFlight--
+    }
+  }
+
+  /**
+   * An untried client first; else one other than the last; the same client only if it is alone.
+   * Retries look from the pool where the first attempt found candidates, so a task that found
+   * clients in its own region stays there while any untried one is left, and climbs only when none
+   * is and its fallback allows it. A keyed task takes the next client in its key's order.
+   */
+  private pickAnother(
+    region: string,
+    routing: TaskRouting,
+    tried: ReadonlySet<string> | undefined,
+    last: Client | undefined,
+    firstPool: string | undefined,
+    preferLocal: boolean,
+  ): Picked | Extract<Outcome, { kind: 'no_client' }> {
+    const { registry } = this.deps
+    const climb = routing.fallback !== 'none'
+    const { key, boundary } = routing
+    // One options object on a first attempt (every task's): the fallbacks below are built only for a retry.
+    const picked =
+      !last || !tried
+        ? registry.pickFor(region, { key, climb, fromPool: firstPool, preferLocal, boundary })
+        : (registry.pickFor(region, { key, climb, fromPool: firstPool, exclude: tried, preferLocal, boundary }) ??
+          registry.pickFor(region, { key, climb, fromPool: firstPool, exclude: new Set([last.nodeId]), boundary }) ??
+          registry.pickFor(region, { key, climb, fromPool: firstPool, boundary }))
+    if (picked) return picked
+    return { kind: 'no_client', region, ...(climb ? {} : { fallback: 'none' as const }), ...(boundary === undefined ? {} : { boundary }) }
+  }
+
+  /** The one client a task names, if it can take the task now; a retry of such a task goes to it again. */
+  private pickNamed(region: string, nodeId: string, boundary: string | undefined): Picked | Extract<Outcome, { kind: 'unknown_node' | 'node_unavailable' }> {
+    const { registry } = this.deps
+    const client = registry.get(nodeId)
+    // A region given with the node is a constraint, not a hint: the node must be at or under it, and
+    // within the token's boundary (a stored task runs later, when the node may have come back elsewhere).
+    if (!client || !registry.isIn(client, region) || (boundary !== undefined && !registry.isIn(client, boundary)))
+      return { kind: 'unknown_node', region, nodeId }
+    if (!registry.canTakeTasks(client) || !hasSlot(client)) {
+      const why = isDraining(client)
+        ? 'draining'
+        : client.state === 'ejected'
+          ? 'ejected'
+          : client.state === 'probation'
+            ? 'on probation, its trial task under way'
+            : `full (all ${client.maxInFlight} of its slots taken)`
+      return { kind: 'node_unavailable', region, nodeId, why }
+    }
+    return { client, pool: client.region }
+  }
+}
+
+/** A task that failed in a class its retry_on leaves out: it ends here, retries left or not. */
+function notRetried(region: string, failedAttempts: FailedAttempt[], failureClass: RetryOn): Outcome {
+  return { kind: 'all_failed', region, failedAttempts, notRetried: failureClass }
+}
+
+interface Picked {
+  client: Client
+  pool: string
+  /** Handed over by the slot queue, which counted the slot already. */
+  acquired?: true
+}
+
+/** The HTTP status a caller gets for each way a task ends (the record the dashboard and /metrics count). */
+export const OUTCOME_STATUS = {
+  no_client: 503,
+  unknown_node: 404,
+  node_unavailable: 503,
+  all_failed: 502,
+  too_large: 502,
+  timed_out: 504,
+  shutting_down: 503,
+  cancelled: 409,
+  queue_timeout: 503,
+  queue_full: 503,
+} as const
+
+/** Outcomes where no client was asked at all: counted as no_client on the dashboard and in /metrics. */
+const NOBODY_TO_ASK = new Set<Outcome['kind']>(['no_client', 'unknown_node', 'node_unavailable', 'queue_timeout', 'queue_full'])
+
+/** Whether the task reached no client at all (nobody to ask, or stopped or cancelled before the first attempt): running it again later runs it once. */
+export function reachedNoClient(outcome: Outcome): boolean {
+  if (NOBODY_TO_ASK.has(outcome.kind)) return true
+  // A cut first attempt is no failed attempt, but its client had the task: freeing a key for it
+  // would let a retry run the task a second time.
+  return (outcome.kind === 'shutting_down' || outcome.kind === 'cancelled') && outcome.failedAttempts.length === 0 && outcome.midAttempt !== true
+}
+
+function taskRecord(
+  taskId: string,
+  region: string,
+  outcome: Outcome,
+  last: Client | undefined,
+  failedCount: number,
+  startedMs: number,
+  nowMs: number,
+  durationMs: number,
+  tries: AttemptRecord[],
+): TaskRecord {
+  const answered = outcome.kind === 'answered'
+  return {
+    task_id: taskId,
+    region,
+    mode: 'single',
+    node_id: last?.nodeId ?? null,
+    status: answered ? outcome.answer.status : OUTCOME_STATUS[outcome.kind],
+    outcome: answered ? 'ok' : NOBODY_TO_ASK.has(outcome.kind) ? 'no_client' : outcome.kind === 'timed_out' ? 'timeout' : 'failed',
+    attempts: answered ? failedCount + 1 : failedCount,
+    latency_ms: nowMs - startedMs,
+    durationMs,
+    finishedAtMs: nowMs,
+    tries,
+  }
+}
+
+/** An answer's body as text, for excerpts and broadcasts. */
+export function bodyText(answer: Answer): string {
+  return typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
+}
+
+function bodyExcerpt(answer: Answer): string {
+  const text = bodyText(answer)
+  return text.length > BODY_EXCERPT_CHARS ? `${text.slice(0, BODY_EXCERPT_CHARS)}…` : text
+}

@@ -1,0 +1,97 @@
+/** `moonlight task`'s routing flags against a real server and real WebSocket agents. */
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
+import { expectOneLine, runMain } from '../../support/cli.ts'
+import { startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../../support/helpers.ts'
+
+let mls: TestServer
+let agents: WsAgent[] = []
+
+beforeAll(async () => {
+  mls = startTestServer({ retry_count: 2, task_timeout: 5, health: { max_ejected_percent: 0 } })
+  agents = [
+    await startWsAgent(mls.wsUrl, { nodeId: 'east-1', region: 'us-east-1' }),
+    await startWsAgent(mls.wsUrl, { nodeId: 'east-2', region: 'us-east-1' }),
+    await startWsAgent(mls.wsUrl, { nodeId: 'eu-broken', region: 'eu-west-1', answer: () => ({ status: 500, response: { error: 'disk full' } }) }),
+    await startWsAgent(mls.wsUrl, { nodeId: 'mute-1', region: 'mars', answer: () => null }),
+  ]
+})
+
+afterAll(async () => {
+  for (const agent of agents) agent.close()
+  await mls?.stop()
+})
+
+const task = (...args: string[]) => runMain(['task', '--server', mls.url, '--token', TOKEN, '--payload', '{"n":1}', ...args])
+
+describe('moonlight clients', () => {
+  test("shows a ramping client's effective weight beside its weight", async () => {
+    const ramping = startTestServer({ health: { slow_start: 30 } })
+    const agent = await startWsAgent(ramping.wsUrl, { nodeId: 'cold-1', region: 'usa', weight: 10 })
+    try {
+      const listed = await runMain(['clients', '--server', ramping.url, '--token', TOKEN])
+      expect(listed.code).toBe(0)
+      expect(listed.stdout).toMatch(/cold-1\s+usa\s+ws\s+\S+\s+10 \(now 1\)\s+healthy/)
+    } finally {
+      agent.close()
+      await ramping.stop()
+    }
+  })
+})
+
+describe('moonlight task routing flags', () => {
+  test("--node-id reaches that agent; an unknown one exits 1 with the server's reason", async () => {
+    const [east1, east2] = agents
+    const before = east2!.received.length
+    for (let i = 0; i < 3; i++) expect((await task('--node-id', 'east-2')).code).toBe(0)
+    expect(east2!.received.length - before).toBe(3)
+    expect(east1!.received.length).toBe(0)
+    const unknown = await task('--node-id', 'nobody')
+    expect(unknown.code).toBe(1)
+    expect(expectOneLine(unknown.stderr)).toContain('no client "nobody"')
+  })
+
+  test('--key sends every task with the key to one agent', async () => {
+    const seen = new Set<string>()
+    for (let i = 0; i < 6; i++) {
+      const before = agents.map((agent) => agent.received.length)
+      expect((await task('--region', 'us-east-1', '--key', 'user-42')).code).toBe(0)
+      agents.forEach((agent, at) => {
+        if (agent.received.length > before[at]!) seen.add(agent.nodeId)
+      })
+    }
+    expect(seen.size).toBe(1)
+  })
+
+  test('--fallback none keeps a failing eu-west-1 task in eu-west-1: exit 1, nothing reaches us-east-1', async () => {
+    const before = agents[0]!.received.length + agents[1]!.received.length
+    const result = await task('--region', 'eu-west-1', '--fallback', 'none')
+    expect(result.code).toBe(1)
+    expect(expectOneLine(result.stderr)).toContain('every attempt failed (3)')
+    expect(agents[0]!.received.length + agents[1]!.received.length).toBe(before)
+    const bad = await task('--fallback', 'up')
+    expect(bad.code).toBe(2)
+    expect(expectOneLine(bad.stderr)).toContain('--fallback must be "parent" or "none"')
+  })
+
+  test('--retry-on status retries a failing 5xx; --retry-on unreachable,lost does not; an unknown class exits 2', async () => {
+    const retried = await task('--region', 'eu-west-1', '--fallback', 'none', '--retry-on', 'status')
+    expect(expectOneLine(retried.stderr)).toContain('every attempt failed (3)')
+    const once = await task('--region', 'eu-west-1', '--fallback', 'none', '--retry-on', 'unreachable,lost')
+    expect(once.code).toBe(1)
+    expect(expectOneLine(once.stderr)).toContain('retry_on leaves out "status"')
+    const bad = await task('--retry-on', 'sometimes')
+    expect(bad.code).toBe(2)
+    expect(expectOneLine(bad.stderr)).toContain('--retry-on takes unreachable, lost and status')
+  })
+
+  test('--no-retry makes one attempt; --task-timeout has the server give up with 504', async () => {
+    const once = await task('--region', 'eu-west-1', '--fallback', 'none', '--no-retry')
+    expect(once.code).toBe(1)
+    expect(expectOneLine(once.stderr)).toContain('every attempt failed (1)')
+    const startedMs = Date.now()
+    const late = await task('--region', 'mars', '--task-timeout', '0.3')
+    expect(late.code).toBe(1)
+    expect(expectOneLine(late.stderr)).toContain("no answer within the task's timeout (0.3 s)")
+    expect(Date.now() - startedMs).toBeLessThan(3000)
+  })
+})

@@ -1,0 +1,189 @@
+/**
+ * The README's shell examples of "Run an agent" and "Submit tasks from the shell" run as written, one
+ * after the other in one bash, against a real server: the agents the first blocks start answer the
+ * tasks the later ones send. What a reader copies must work, so nothing here edits a block except the
+ * server's address (the README says localhost:8080; the test server is on a free port, the way a
+ * reader's MLS_SERVER names theirs). The token comes from the environment, as the README says.
+ */
+import { afterEach, describe, expect, test } from 'bun:test'
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { cleanEnv, collectOutput, postJson, ROOT, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
+import { ensureRedisServer } from '../../support/redis.ts'
+
+const SECTIONS = ['Run an agent', 'Submit tasks from the shell']
+const { server } = testScope()
+
+/** The ```sh blocks of a `## heading` section (up to the next `## `), fences indented in lists included. */
+export function shellBlocks(markdown: string, heading: string): string[] {
+  const start = markdown.indexOf(`\n## ${heading}\n`)
+  if (start < 0) throw new Error(`README has no section "## ${heading}"`)
+  const end = markdown.indexOf('\n## ', start + 1)
+  const section = markdown.slice(start, end < 0 ? undefined : end)
+  const blocks: string[] = []
+  for (const match of section.matchAll(/^( *)```sh\n([\s\S]*?)^\1```$/gm)) {
+    const indent = match[1]!.length
+    blocks.push(
+      match[2]!
+        .split('\n')
+        .map((line) => line.slice(Math.min(indent, line.length - line.trimStart().length)))
+        .join('\n'),
+    )
+  }
+  return blocks
+}
+
+const cleanup: Array<() => void> = []
+afterEach(() => {
+  for (const undo of cleanup.splice(0).reverse()) undo()
+})
+
+describe('README examples', () => {
+  test('the shell blocks of "Run an agent" and "Submit tasks from the shell" run in order with bash, each succeeding', async () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+    const blocks = SECTIONS.flatMap((heading) => shellBlocks(readme, heading).map((text) => ({ heading, text })))
+    // Three agents and a dozen tasks: if the sections lose their blocks, this test must not pass empty.
+    expect(blocks.length).toBeGreaterThanOrEqual(2)
+    expect(blocks.filter((block) => block.heading === SECTIONS[1]).length).toBeGreaterThanOrEqual(1)
+    for (const block of blocks) expect(block.text).not.toContain(TOKEN)
+
+    const mls = server()
+    const dir = mkdtempSync(join(tmpdir(), 'mls-readme-'))
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }))
+    // `moonlight` on PATH, as the README assumes: the program from the sources.
+    const bin = join(dir, 'bin')
+    mkdirSync(bin)
+    writeFileSync(join(bin, 'moonlight'), `#!/bin/sh\nexec '${process.execPath}' '${join(ROOT, 'src/cli.ts')}' "$@"\n`)
+    chmodSync(join(bin, 'moonlight'), 0o755)
+    const script = [
+      // Any failing command stops the run and is named; agents started in the background go with it.
+      'set -eo pipefail',
+      `trap 'echo "::failed: $BASH_COMMAND" >&2' ERR`,
+      ...blocks.flatMap((block, i) => [`echo "::block ${i} start"`, block.text.replaceAll('http://localhost:8080', mls.url), `echo "::block ${i} ok"`]),
+    ].join('\n')
+    writeFileSync(join(dir, 'examples.sh'), script)
+    // Its own process group (setsid), so every agent it started is stopped with it whatever happens.
+    const child = Bun.spawn(['setsid', 'bash', join(dir, 'examples.sh')], {
+      cwd: dir,
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, MLS_TOKEN: TOKEN, MLS_SERVER: '', MLS_CONFIG: '', MLS_TOKENS: '' },
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+    cleanup.push(() => {
+      try {
+        process.kill(-child.pid, 'SIGKILL')
+      } catch {
+        // Already gone.
+      }
+    })
+    let stdout = ''
+    let stderr = ''
+    const pump = async (stream: ReadableStream<Uint8Array>, into: (text: string) => void) => {
+      const decoder = new TextDecoder()
+      const reader = stream.getReader()
+      for (let chunk = await reader.read(); !chunk.done; chunk = await reader.read()) into(decoder.decode(chunk.value, { stream: true }))
+    }
+    const pumped = Promise.all([pump(child.stdout, (text) => (stdout += text)), pump(child.stderr, (text) => (stderr += text))])
+    // The script's last block done: the agents keep it open, so its end is that line, not its exit.
+    await waitFor(() => stdout.includes(`::block ${blocks.length - 1} ok`) || child.exitCode !== null, 'the last block', 50_000).catch(() => undefined)
+    const report = { exit: child.exitCode, stdout, stderr: stderr.split('\n').filter((line) => line.startsWith('::failed') || /moonlight \w+:/.test(line)) }
+    expect({ ...report, done: blocks.map((_, i) => stdout.includes(`::block ${i} ok`)) }).toMatchObject({ done: blocks.map(() => true) })
+    // What the README's comments say each answers, in order. Piped, an answer is the agent's exact bytes
+    // with no newline added, so they run together; the broadcast's results name the agent under usa.
+    const answers = [
+      '{"sum":6}',
+      '{"sum":9}',
+      '{"sum":13}',
+      '"node_id":"sum-1"',
+      '{"sum":42}',
+      '{"doubled":42}',
+      '{"doubled":4}',
+      '3',
+      '{"done":7}',
+      'cancelled ',
+      '{"sum":42}',
+    ]
+    let from = stdout.indexOf(`::block ${blocks.findIndex((block) => block.heading === SECTIONS[1])} start`)
+    for (const answer of answers) {
+      const at = stdout.indexOf(answer, from)
+      expect({ answer, after: stdout.slice(from, from + 200), found: at >= 0 }).toMatchObject({ answer, found: true })
+      from = at + answer.length
+    }
+    // The three agents the first block started, at the server, answered it all.
+    const clients = (await (await fetch(`${mls.url}/clients`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as {
+      clients: Array<{ node_id: string }>
+    }
+    expect(clients.clients.map((client) => client.node_id).sort()).toEqual(['eu-worker-1', 'jobs-1', 'sum-1'])
+    process.kill(-child.pid, 'SIGTERM')
+    await child.exited
+    await pumped.catch(() => undefined)
+  }, 60_000)
+})
+
+/** A port nothing listens on now (the kernel's pick for a listener closed at once). */
+function freePort(): number {
+  const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data: () => {} } })
+  const { port } = probe
+  probe.stop(true)
+  return port
+}
+
+describe('README cluster quick start', () => {
+  test('its commands start a Redis and two instances that both take the one token it exports', async () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
+    const section = readme.slice(readme.indexOf('\n## Cluster mode\n'))
+    const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? ''
+    expect(block).toContain('redis-server --port 6379')
+    const [redisPort, portA, portB] = [freePort(), freePort(), freePort()]
+    const dir = mkdtempSync(join(tmpdir(), 'mls-readme-cluster-'))
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }))
+    // The only edits: free ports for the README's fixed ones (others share this machine), Redis's append-only
+    // file in the test's directory rather than the checkout it runs from, and a line reporting the token.
+    const script = [
+      'set -eo pipefail',
+      block
+        .replace('redis-server --port 6379', `redis-server --port 6379 --dir '${dir}'`)
+        .replaceAll('6379', String(redisPort))
+        .replaceAll('8081', String(portA))
+        .replaceAll('8082', String(portB)),
+      'echo "::token $MLS_TOKEN"',
+      'wait',
+    ].join('\n')
+    writeFileSync(join(dir, 'cluster.sh'), script)
+    // From the repository (the block runs node_modules/.bin/bun src/cli.ts), with a home of its own: no config, no kept token.
+    const child = Bun.spawn(['setsid', 'bash', join(dir, 'cluster.sh')], {
+      cwd: ROOT,
+      env: cleanEnv({ HOME: dir, XDG_STATE_HOME: join(dir, 'state'), PATH: `${dirname(ensureRedisServer())}:${process.env.PATH}` }),
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+    cleanup.push(() => {
+      try {
+        process.kill(-child.pid, 'SIGKILL')
+      } catch {
+        // Already gone.
+      }
+    })
+    const output = collectOutput(child.stdout, child.stderr)
+    await waitFor(() => output().includes('::token ') || child.exitCode !== null, 'the token line', 20_000)
+    const token = /::token (\S+)/.exec(output())?.[1] ?? ''
+    expect({ token, output: output() }).toMatchObject({ token: expect.stringMatching(/^[\w-]{8,}$/) })
+    const urls = [portA, portB].map((port) => `http://127.0.0.1:${port}`)
+    const ready = async (url: string) => (await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200
+    await waitFor(async () => (await ready(urls[0]!)) && (await ready(urls[1]!)), 'both instances ready', 30_000)
+    // No token was generated: both run on the exported one, and an agent failing over between them is let in by each.
+    expect(output()).not.toContain('no tokens configured')
+    for (const url of urls) {
+      const heartbeat = await postJson(`${url}/client/heartbeat`, { ip: '127.0.0.1', node_id: 'roamer', token, region: 'usa', port: 9 })
+      expect({ url, status: heartbeat.status }).toEqual({ url, status: 200 })
+    }
+    await waitFor(
+      async () => ((await (await fetch(`${urls[1]}/cluster`, { headers: { authorization: `Bearer ${token}` } })).json()).instances?.length ?? 0) === 2,
+      'two instances in /cluster',
+      10_000,
+    )
+    process.kill(-child.pid, 'SIGTERM')
+    await child.exited
+  }, 60_000)
+})

@@ -1,0 +1,135 @@
+import { describe, expect, test } from 'bun:test'
+import { openWs, postTask, TOKEN, testScope } from '../../support/helpers.ts'
+
+const { defer, server } = testScope()
+
+/** Payload texts that parsing and serializing again would change. */
+const FRAGILE = {
+  'an integer beyond 2^53': '12345678901234567890',
+  'a number out of range': '1e400',
+  'duplicate keys': '{"a":1,"a":2}',
+  'spacing and escapes': '{ "text" : "caf\\u00e9 \\/ \\"q\\"" ,\n "n": 1.50 }',
+  'a negative zero and an exponent': '[-0, 1E+2, 0.1e-5]',
+  // Written as UTF-8 straight from the string: the declared length must count bytes, not characters.
+  'characters of two, three and four UTF-8 bytes': '{"text":"café ☃ 😀"}',
+}
+
+/** An HTTP agent that records the exact bytes of each /work body. */
+function rawHttpAgent(mls: ReturnType<typeof server>, nodeId: string) {
+  const bodies: string[] = []
+  const agent = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    fetch: async (request) => {
+      bodies.push(await request.text())
+      return Response.json({ ok: true })
+    },
+  })
+  defer(() => agent.stop(true))
+  return {
+    bodies,
+    register: () =>
+      fetch(`${mls.url}/client/heartbeat`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ip: '127.0.0.1', node_id: nodeId, token: TOKEN, region: 'usa', port: agent.port }),
+      }),
+  }
+}
+
+/** A WebSocket agent that records the exact text of each task message and answers it. */
+async function rawWsAgent(mls: ReturnType<typeof server>, nodeId: string) {
+  const frames: string[] = []
+  const peer = await openWs(mls.wsUrl)
+  defer(peer.close)
+  peer.socket.addEventListener('message', (event) => {
+    const text = String(event.data)
+    const message = JSON.parse(text)
+    if (message.type !== 'task') return
+    frames.push(text)
+    peer.send({ type: 'task_response', payload: { task_id: message.task_id, response: { ok: true } } })
+  })
+  peer.send({ type: 'register', payload: { node_id: nodeId, token: TOKEN, region: 'usa' } })
+  await peer.next('registered')
+  return frames
+}
+
+describe('the payload reaches the agent byte for byte', () => {
+  for (const [what, payload] of Object.entries(FRAGILE)) {
+    test(`${what}: HTTP agent, WebSocket agent and broadcast`, async () => {
+      const mls = server()
+      const http = rawHttpAgent(mls, 'http-1')
+      expect((await http.register()).status).toBe(200)
+      const body = `{"region":"usa","payload":${payload}}`
+      expect((await postTask(mls.url, body)).status).toBe(200)
+      expect(http.bodies).toEqual([payload])
+
+      mls.server.registry.remove('http-1', 'test')
+      const frames = await rawWsAgent(mls, 'ws-1')
+      expect((await postTask(mls.url, body)).status).toBe(200)
+      expect(frames).toHaveLength(1)
+      expect(frames[0]).toEndWith(`"payload":${payload}}`)
+
+      expect((await http.register()).status).toBe(200)
+      const broadcast = await postTask(mls.url, `{"region":"usa","mode":"broadcast","payload":${payload}}`)
+      expect(broadcast.status).toBe(200)
+      expect(broadcast.json().answered).toBe(2)
+      expect(http.bodies[1]).toBe(payload)
+      expect(frames[1]).toEndWith(`"payload":${payload}}`)
+    })
+  }
+
+  test('the last of two payload keys is the one sent, as JSON.parse reads the body', async () => {
+    const mls = server()
+    const http = rawHttpAgent(mls, 'http-1')
+    await http.register()
+    expect((await postTask(mls.url, '{"payload":1,"region":"usa","payload":{"second":12345678901234567890}}')).status).toBe(200)
+    expect(http.bodies).toEqual(['{"second":12345678901234567890}'])
+  })
+
+  test("an agent's JSON answer comes back byte for byte, alone and in a broadcast", async () => {
+    const mls = server()
+    const answer = '{"big":12345678901234567890,"tiny":1e400,"dup":1,"dup":2}'
+    const peer = await openWs(mls.wsUrl)
+    defer(peer.close)
+    peer.socket.addEventListener('message', (event) => {
+      const message = JSON.parse(String(event.data))
+      if (message.type === 'task') peer.send(`{"type":"task_response","payload":{"task_id":${JSON.stringify(message.task_id)},"response":${answer}}}`)
+    })
+    peer.send({ type: 'register', payload: { node_id: 'ws-1', token: TOKEN, region: 'usa' } })
+    await peer.next('registered')
+    const single = await postTask(mls.url, { region: 'usa', payload: 1 })
+    expect(single.text).toBe(answer)
+    const broadcast = await postTask(mls.url, { region: 'usa', payload: 1, mode: 'broadcast' })
+    expect(broadcast.text).toContain(`"response":${answer}}`)
+  })
+})
+
+describe('a payload the server will not pass on gets a clear 400', () => {
+  test('nested 100 000 deep: 400 too_deep, not 500', async () => {
+    const mls = server({ max_body_bytes: 1024 * 1024 })
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000)
+    const result = await postTask(mls.url, `{"region":"usa","payload":${deep}}`)
+    expect(result.status).toBe(400)
+    expect(result.json()).toEqual({ error: 'request body is nested deeper than 1000 levels', code: 'too_deep', max_depth: 1000 })
+  })
+
+  test('the same through the Hono route (a chunked body) gives the same answer', async () => {
+    const mls = server({ max_body_bytes: 1024 * 1024 })
+    const deep = '['.repeat(100_000) + ']'.repeat(100_000)
+    const body = new TextEncoder().encode(`{"region":"usa","payload":${deep}}`)
+    const response = await fetch(`${mls.url}/task/request`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      // A stream has no declared length: it takes the Hono route.
+      body: new ReadableStream({
+        start(controller) {
+          controller.enqueue(body)
+          controller.close()
+        },
+      }),
+    })
+    expect(response.status).toBe(400)
+    expect(await response.json()).toMatchObject({ code: 'too_deep' })
+  })
+})
