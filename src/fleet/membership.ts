@@ -23,8 +23,8 @@ export interface Membership {
 export class LocalMembership implements Membership {
   constructor(
     private readonly registry: Registry,
-    /** Settled once the server listens (a default id names the port it got). */
-    public instanceId: string,
+    /** This instance's id: settled once the server listens (a default id names the port it got). */
+    private readonly instanceId: () => string,
     /** In a cluster, views name each client's instance. */
     private readonly clustered = false,
     /** Node ids another live agent claims: shown on the holder's view. */
@@ -48,7 +48,7 @@ export class LocalMembership implements Membership {
   }
 
   view(client: Client): ClientView {
-    const view = clientView(client, this.clustered ? this.instanceId : undefined)
+    const view = clientView(client, this.clustered ? this.instanceId() : undefined)
     const conflict = this.conflicts?.view(client.nodeId)
     return conflict === undefined ? view : { ...view, conflict }
   }

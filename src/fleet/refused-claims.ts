@@ -15,8 +15,6 @@ export interface NodeConflictsDeps {
   now: () => number
   /** How long a conflict is shown after the last refused claim: two client_ttl, as reloaded. */
   forgetMs: () => number
-  /** A conflict began, or counted again: the holder's view changed (the dashboard's feed follows). */
-  changed?: (nodeId: string) => void
 }
 
 /**
@@ -27,6 +25,9 @@ export interface NodeConflictsDeps {
  */
 export class NodeConflicts {
   private readonly byNode = new Map<string, Conflict>()
+
+  /** A conflict began, or counted again: the holder's view changed (the dashboard's feed, wired after the fleet, follows). */
+  onChanged?: (nodeId: string) => void
 
   constructor(private readonly deps: NodeConflictsDeps) {}
 
@@ -51,7 +52,7 @@ export class NodeConflicts {
           `(${conflict.count} time${conflict.count === 1 ? '' : 's'} since ${new Date(conflict.sinceMs).toISOString()}; give each agent its own node id)`,
       )
     }
-    this.deps.changed?.(nodeId)
+    this.onChanged?.(nodeId)
   }
 
   /** The conflict on `nodeId` as /clients shows it, if one is current. */

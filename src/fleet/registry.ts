@@ -158,6 +158,13 @@ export class Registry {
     return this.clients.values()
   }
 
+  /** How many clients this instance holds itself (in a cluster the registry also keeps the others'). */
+  localCount(): number {
+    let count = 0
+    for (const client of this.clients.values()) if (client.instance === undefined) count++
+    return count
+  }
+
   /**
    * Registers a client or refreshes it; a changed region or weight moves it between balancers.
    * An HTTP client is the same client while its address is; a WebSocket client while it speaks over

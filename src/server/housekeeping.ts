@@ -18,12 +18,24 @@ export interface HousekeepingDeps {
   flushFeed: () => void
   /** Anything else to look at once a second. */
   everySecond?: (nowMs: number) => void
+  /** The in-memory task store's expiry sweep (a Redis store expires its own keys). */
+  sweepStore?: (nowMs: number) => void
 }
 
 const MONITOR_FLUSH_MS = 500
 const SECOND_MS = 1000
+const STORE_SWEEP_MS = 5000
 
-/** Every periodic job of the server, from the config in force: one list, so each has one home. */
+/**
+ * The server's periodic jobs over the fleet, the sockets, the feed and the task store, from the config
+ * in force: one list, so each has one home. Timers that belong to one object's own life stay with it
+ * (each on the injected Clock): a task's deadline (tasks/deadlines.ts), a queued task's wait
+ * (tasks/slot-waiting.ts), the stored tasks' long polls and claims (tasks/stored/runner.ts), the
+ * cluster's presence and reconnects (cluster/), the event-loop probe (observe/event-loop-delay.ts).
+ * The agent connection pool's idle sweep, a WebSocket send's write timeout (transports/) and the
+ * bound on discarding an oversized body (http/oversized-body.ts) run on Bun's own timers: they
+ * measure real socket time, never a test's fake clock.
+ */
 export function housekeepingJobs(deps: HousekeepingDeps): Job[] {
   const { ws, client_ttl } = deps.config()
   const { registry, sockets } = deps
@@ -40,6 +52,8 @@ export function housekeepingJobs(deps: HousekeepingDeps): Job[] {
     },
     { name: 'monitor feed', everyMs: MONITOR_FLUSH_MS, run: () => deps.flushFeed() },
   ]
+  const { sweepStore } = deps
+  if (sweepStore) jobs.push({ name: 'task store expiry', everyMs: STORE_SWEEP_MS, run: (nowMs) => sweepStore(nowMs) })
   const slowStartMs = deps.config().health.slow_start * 1000
   // Twenty steps per ramp (src/fleet/slow-start.ts), looked at about twice per step; a second at most, so a long ramp still shows its progress.
   if (slowStartMs > 0) jobs.push({ name: 'slow start', everyMs: clamp(slowStartMs / 40, 50, SECOND_MS), run: (nowMs) => registry.advanceRamps(nowMs) })

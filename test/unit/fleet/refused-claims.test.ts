@@ -5,7 +5,8 @@ function conflicts() {
   const logs: string[] = []
   const changed: string[] = []
   let nowMs = Date.parse('2026-01-01T00:00:00Z')
-  const tracker = new NodeConflicts({ log: (line) => void logs.push(line), now: () => nowMs, forgetMs: () => 180_000, changed: (id) => void changed.push(id) })
+  const tracker = new NodeConflicts({ log: (line) => void logs.push(line), now: () => nowMs, forgetMs: () => 180_000 })
+  tracker.onChanged = (id) => void changed.push(id)
   return {
     tracker,
     logs,

@@ -31,7 +31,7 @@ function appWorld(overrides: Record<string, unknown> = {}) {
   })
   const registry = new Registry(settings.regions, healthPolicy(settings.config))
   registry.maxClients = settings.config.max_clients
-  const membership = new LocalMembership(registry, 'test-instance')
+  const membership = new LocalMembership(registry, () => 'test-instance')
   const stats = new TaskStats()
   const reported: unknown[] = []
   const state = { stopping: false, inFlight: 0 }

@@ -97,7 +97,7 @@ function gatewayWorld(overrides: Record<string, unknown> = {}) {
     publish,
     () => settings.headerPolicy,
   )
-  const membership = new LocalMembership(registry, 'test-instance')
+  const membership = new LocalMembership(registry, () => 'test-instance')
   const stats = new TaskStats()
   const feed = new MonitorFeed({
     membership,

@@ -1,0 +1,53 @@
+import { accessFields, accessLine } from '../observe/event-lines.ts'
+import { EventLoopDelay } from '../observe/event-loop-delay.ts'
+import { MonitorFeed } from '../observe/monitor-feed.ts'
+import { Observations } from '../observe/observations.ts'
+import { ClientTasks, type TaskRecord, TaskStats } from '../observe/task-stats.ts'
+import type { ServerContext } from './context.ts'
+import type { FleetWiring } from './fleet-wiring.ts'
+
+/** What the server sees of itself: totals, histograms, each client's recent tasks, the dashboards' feed. */
+export interface ObserveWiring {
+  stats: TaskStats
+  clientTasks: ClientTasks
+  observations: Observations
+  eventLoopDelay: EventLoopDelay
+  feed: MonitorFeed
+  /** Every finished task, once: counted, kept in the client's history, logged, and sent to the dashboards. */
+  onFinished: (record: TaskRecord) => void
+}
+
+export function wireObservation(ctx: ServerContext, fleet: FleetWiring): ObserveWiring {
+  const { clock, log, load } = ctx
+  const { registry, membership } = fleet
+  const stats = new TaskStats()
+  const clientTasks = new ClientTasks()
+  const observations = new Observations((region) => ctx.settings.regions.names(region) || registry.hasClientsIn(region))
+  const eventLoopDelay = new EventLoopDelay(clock)
+  eventLoopDelay.start()
+  const statusLine = () => {
+    const latency = observations.taskLatency()
+    return { clients: membership.size, in_flight: load.inFlight, tasks_total: stats.total, tasks_failed: stats.failed, ...(latency ? { latency } : {}) }
+  }
+  const feed = new MonitorFeed({
+    membership,
+    regions: () => ctx.settings.regions,
+    stats,
+    statusLine,
+    clock,
+    publish: (topic, message) => ctx.publish(topic, message),
+  })
+  fleet.onRegistryEvent((event) => {
+    if (event.type === 'state' && event.client.state === 'ejected') observations.onEjected()
+    feed.onRegistryEvent(event)
+  })
+  fleet.conflicts.onChanged = (nodeId) => feed.touch(nodeId)
+  const onFinished = (record: TaskRecord) => {
+    stats.record(record, record.finishedAtMs)
+    clientTasks.record(record)
+    observations.onTask(record)
+    if (ctx.settings.config.log.access) log(accessLine(record), { fields: accessFields(record) })
+    feed.onTask(record)
+  }
+  return { stats, clientTasks, observations, eventLoopDelay, feed, onFinished }
+}
