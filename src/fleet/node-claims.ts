@@ -22,7 +22,7 @@ export type ClaimVerdict =
   | 'probe'
 
 export interface Claim {
-  /** A fingerprint of the token the claim comes with (never the token itself). */
+  /** The digest of the token the claim comes with (security/access.ts tokenDigest; never the token itself). */
   holder: string
   protocol: Protocol
   ip: string
@@ -42,9 +42,4 @@ export function claimVerdict(existing: Client | undefined, claim: Claim, nowMs: 
   // A WebSocket holder is there for as long as its connection is open; only asking tells whether it still answers.
   if (existing.protocol === 'ws') return claim.protocol === 'ws' ? 'probe' : 'held'
   return nowMs - existing.lastSeen > silenceMs ? 'takeover' : 'held'
-}
-
-/** Token fingerprints: what a client record keeps to know its holder, without keeping the token. */
-export function tokenFingerprint(token: string): string {
-  return new Bun.CryptoHasher('sha256').update(token).digest('hex').slice(0, 32)
 }

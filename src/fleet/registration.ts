@@ -1,10 +1,11 @@
 import type { Clock } from '../clock.ts'
 import type { Settings } from '../config/settings.ts'
 import { MoonlightError, tooManyClients } from '../errors.ts'
+import { tokenDigest } from '../security/access.ts'
 import { agentAddress, type Resolve } from '../security/agent-call-address.ts'
 import type { ClientHello, Heartbeat } from '../wire/agent-hello.ts'
 import type { Protocol } from '../wire/names.ts'
-import { type Claim, claimVerdict, tokenFingerprint } from './node-claims.ts'
+import { type Claim, claimVerdict } from './node-claims.ts'
 import type { NodeConflicts } from './refused-claims.ts'
 import type { Client, Registry } from './registry.ts'
 
@@ -44,7 +45,7 @@ export async function register(deps: RegistrationDeps, hello: ClientHello & Part
   // from, with no port (port 0 here, null in the view).
   const ip = source.protocol === 'http' ? await agentAddress(hello.ip, source.sourceIp, settings.allowedNetworks, deps.resolve) : source.sourceIp
   const port = source.protocol === 'http' ? (hello.port ?? 0) : 0
-  const claim: Claim = { holder: tokenFingerprint(hello.token), protocol: source.protocol, ip, port, connectionId: source.connectionId }
+  const claim: Claim = { holder: tokenDigest(hello.token), protocol: source.protocol, ip, port, connectionId: source.connectionId }
   // An HTTP agent is told apart by its port too: two on one host share the address.
   await checkClaim(deps, hello.node_id, claim, source.protocol === 'http' ? `${ip}:${claim.port}` : source.sourceIp)
   const { client, previous } = registry.announce(

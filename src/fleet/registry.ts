@@ -16,7 +16,7 @@ export interface Client extends HealthRecord {
   /** The holder's own verdict on its health, when another instance holds it. */
   holderState?: HealthState
   route: Route
-  /** A fingerprint of the token that registered it. */
+  /** The digest of the token (security/access.ts tokenDigest) that registered it. */
   holder: string
   nodeId: string
   region: string
@@ -56,7 +56,7 @@ export type Route = 'http' | 'ws' | 'relay'
 export interface ClientAnnouncement {
   /** The instance that holds it (its WebSocket, or its heartbeats); absent: this one. */
   instance?: string
-  /** A fingerprint of the token that registered it: the node id belongs to that token (src/fleet/node-claims.ts). */
+  /** The digest of the token (security/access.ts tokenDigest) that registered it: the node id belongs to that token (src/fleet/node-claims.ts). */
   holder: string
   nodeId: string
   region: string

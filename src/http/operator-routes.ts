@@ -3,10 +3,10 @@ import type { Clock } from '../clock.ts'
 import type { Settings } from '../config/settings.ts'
 import { MoonlightError } from '../errors.ts'
 import type { Membership } from '../fleet/membership.ts'
-import { tokenFingerprint } from '../fleet/node-claims.ts'
 import type { Client, Registry } from '../fleet/registry.ts'
 import type { Log } from '../observe/logger.ts'
 import type { ClientTasks } from '../observe/task-stats.ts'
+import { tokenDigest } from '../security/access.ts'
 import { nestingDepth } from '../wire/json-text.ts'
 import { nameSchema } from '../wire/names.ts'
 import { type ClientActionReply, type ClientDetail, ejectRequestSchema } from '../wire/views.ts'
@@ -51,10 +51,10 @@ export function mountOperatorRoutes(app: Hono<AppEnv>, deps: OperatorDeps): void
     authorize(settings, c.req.raw.headers, 'admin', () => clientAddress(settings, c.env, c.req.raw))
     const client = held(deps, known(deps, c.req.param('node_id')))
     const done = await act(client, c.req.raw)
-    // Which token acted, as a fingerprint (never the token): several operators may share a server.
+    // Which token acted, as the start of its digest (never the token): several operators may share a server.
     deps.log(`[mls] operator: ${done} ${client.protocol} client ${client.nodeId} (${client.region})`, {
       level: 'warn',
-      fields: { action: name, node_id: client.nodeId, region: client.region, by: tokenFingerprint(requestToken(c.req.raw.headers)).slice(0, 12) },
+      fields: { action: name, node_id: client.nodeId, region: client.region, by: tokenDigest(requestToken(c.req.raw.headers)).slice(0, 12) },
     })
     return c.json(name === 'forget' ? { forgotten: client.nodeId } : ({ client: deps.membership.view(client) } satisfies ClientActionReply))
   }

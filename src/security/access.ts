@@ -61,11 +61,6 @@ export class Access {
    * plaintext at all. Measured in Bun 1.4.5: about 0.2 µs a check, nearly all of it the hash.
    */
   private readonly grants = new Map<string, Grant>()
-  /**
-   * The same grants by token fingerprint (src/fleet/node-claims.ts tokenFingerprint: the digest's first
-   * 16 bytes as hex), which is all a client record or a dashboard socket keeps of its token.
-   */
-  private readonly byFingerprint = new Map<string, Grant>()
   private readonly regions: Regions
   private readonly failures: AuthFailures
   private readonly limits: FailureLimits
@@ -77,15 +72,15 @@ export class Access {
     for (const token of options.everyRole) this.grants.set(tokenDigest(token), EVERYWHERE)
     // The config refuses a token granted twice (findRegrant), so no entry overwrites another grant.
     for (const entry of options.entries) this.grants.set(entryDigest(entry), grantOf(entry))
-    for (const [digest, grant] of this.grants) this.byFingerprint.set(Buffer.from(digest, 'base64').toString('hex').slice(0, 32), grant)
   }
 
   /**
-   * Whether the token of fingerprint `holder` still holds `role` (in `region`, when given): after a
-   * reload, what a token since revoked or narrowed let in must not stay in.
+   * Whether the token of digest `holder` (tokenDigest: all a client record, a dashboard socket or a
+   * stored task keeps of its token) still holds `role` (in `region`, when given): after a reload,
+   * what a token since revoked or narrowed let in must not stay in.
    */
-  fingerprintHolds(holder: string, role: Role, region?: string): boolean {
-    const grant = this.byFingerprint.get(holder)
+  digestHolds(holder: string, role: Role, region?: string): boolean {
+    const grant = this.grants.get(holder)
     if (grant === undefined || !this.holds(grant, role)) return false
     const allowed = grant.regions
     return region === undefined || allowed === undefined || allowed.some((each) => this.regions.isWithin(region, each))
@@ -146,7 +141,10 @@ export class Access {
   }
 }
 
-/** The SHA-256 of a token as base64: the key of its grant. */
+/**
+ * A token's one identity: its SHA-256 as base64. The key of its grant, and all that a client record
+ * (its holder), a dashboard socket or a stored task (its owner) keeps of the token.
+ */
 export function tokenDigest(token: string): string {
   return Bun.SHA256.hash(token, 'base64')
 }

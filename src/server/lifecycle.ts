@@ -40,11 +40,11 @@ export function reload(wired: Wired, loaded: LoadedConfig): void {
   // only in register, and an HTTP agent would otherwise take tasks until client_ttl — and a
   // dashboard whose token lost the monitor role stops watching. Both sockets close as a refused token's does.
   for (const client of [...registry.all()]) {
-    if (client.instance !== undefined || settings.access.fingerprintHolds(client.holder, 'agent', client.region)) continue
+    if (client.instance !== undefined || settings.access.digestHolds(client.holder, 'agent', client.region)) continue
     registry.remove(client.nodeId, 'its token was revoked')
     if (client.protocol === 'ws') tasks.wsTransport.socketOf(client.nodeId)?.close(1008, 'token revoked')
   }
-  edges.gateway.closeMonitors((holder) => !settings.access.fingerprintHolds(holder, 'monitor'), 'token revoked')
+  edges.gateway.closeMonitors((holder) => !settings.access.digestHolds(holder, 'monitor'), 'token revoked')
   registry.maxClients = settings.config.max_clients
   registry.balance = settings.config.routing.balance
   for (const client of registry.all()) if (client.protocol === 'ws') edges.gateway.syncTopics(client.nodeId)

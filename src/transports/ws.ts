@@ -19,7 +19,7 @@ export interface SocketData {
   urlToken?: string
   /** The dashboard's live feed instead of an agent. */
   monitor: boolean
-  /** The fingerprint of the token a dashboard joined the feed with: a reload that revokes it closes the socket. */
+  /** The digest (security/access.ts tokenDigest) of the token a dashboard joined the feed with: a reload that revokes it closes the socket. */
   monitorHolder?: string
   lastSeenMs: number
   /** Messages and pongs heard so far: whether a ping was answered, whatever the clock's resolution. */

@@ -2,11 +2,11 @@ import type { Server, WebSocketHandler } from 'bun'
 import type { Clock } from '../clock.ts'
 import type { Settings } from '../config/settings.ts'
 import { errorFrame, errorResponse, MoonlightError } from '../errors.ts'
-import { tokenFingerprint } from '../fleet/node-claims.ts'
 import { regionTopic } from '../fleet/regions.ts'
 import { type RegistrationDeps, register } from '../fleet/registration.ts'
 import type { Client, Registry } from '../fleet/registry.ts'
 import type { MonitorFeed } from '../observe/monitor-feed.ts'
+import { tokenDigest } from '../security/access.ts'
 import { sourceAddress } from '../security/caller-address.ts'
 import type { AgentSocket, SocketData, WsTransport } from '../transports/ws.ts'
 import type { ErrorCode } from '../wire/errors.ts'
@@ -266,7 +266,7 @@ export class WsGateway {
         this.unregistered.delete(socket)
         this.deps.feed.join(socket, socket.data.monitor)
         socket.data.monitor = true
-        socket.data.monitorHolder = tokenFingerprint(message.payload.token)
+        socket.data.monitorHolder = tokenDigest(message.payload.token)
         return
       }
     }
