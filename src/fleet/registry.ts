@@ -300,20 +300,12 @@ export class Registry {
   }
 
   /**
-   * The next client for `region` by weighted round-robin, skipping `exclude`. If the region and
-   * everything under it has no eligible client, climbs to the parent, up to global.
+   * The next client for `region` by the balance in force, skipping `options.exclude`, and the pool it
+   * was drawn from (the task's region, or the ancestor it climbed to). If the region and everything
+   * under it has no eligible client, climbs to the parent, up to global (or the boundary), unless the
+   * task's routing says otherwise: a sticky key, no climbing, a pool to start from.
    */
-  pick(region: string, exclude?: ReadonlySet<string>): Client | undefined {
-    return this.pickFrom(region, exclude)?.client
-  }
-
-  /** pick(), also saying which region's pool the client was drawn from (the task's region, or the ancestor it climbed to). */
-  pickFrom(region: string, exclude?: ReadonlySet<string>, preferLocal = false): { client: Client; pool: string } | undefined {
-    return this.pickFor(region, { exclude, preferLocal })
-  }
-
-  /** pickFrom() with a task's routing: a sticky key, no climbing, a pool to start from. */
-  pickFor(region: string, options: PickOptions): { client: Client; pool: string } | undefined {
+  pick(region: string, options: PickOptions = {}): { client: Client; pool: string } | undefined {
     const { exclude } = options
     // cluster.prefer_local: this instance's own clients first, saving the hop; the others only when it has none left.
     if (options.preferLocal && this.remote.size > 0) {

@@ -2,8 +2,8 @@ import { errorResponse, MoonlightError } from '../errors.ts'
 import { ROOT_REGION } from '../fleet/regions.ts'
 import { TASK_ANSWER_HEADERS } from '../security/answer-headers.ts'
 import { type BroadcastOutcome, type BroadcastPart, broadcastJson } from '../tasks/broadcast.ts'
-import { OUTCOME_STATUS } from '../tasks/dispatcher.ts'
 import type { Outcome } from '../tasks/outcome.ts'
+import { OUTCOME_STATUS } from '../tasks/outcome.ts'
 import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
 
 /** When a caller turned away by a full queue may try again: soon, as slots free task by task. */

@@ -3,7 +3,7 @@ import type { TaskRecord } from '../observe/task-stats.ts'
 import { type Answer, AttemptError } from '../transports/types.ts'
 import { MAX_JSON_DEPTH, nestingDepth } from '../wire/json-text.ts'
 import type { BroadcastResult } from '../wire/task.ts'
-import type { Deadline } from './deadlines.ts'
+import { type Deadline, taskTimeout } from './deadlines.ts'
 import { bodyText, type DispatcherDeps } from './dispatcher.ts'
 
 /** The same pieces the dispatcher runs on: one wiring serves both. */
@@ -33,7 +33,7 @@ export class Broadcaster {
       this.finish(taskId, region, 503, 'no_client', 0, 0, startedMs, startedMonotonicMs)
       return { kind: 'no_client', region }
     }
-    const deadline = this.deps.deadlines.start(Math.min(this.deps.settings().taskTimeoutMs, timeoutMs ?? Number.POSITIVE_INFINITY))
+    const deadline = this.deps.deadlines.start(taskTimeout(this.deps.settings().taskTimeoutMs, timeoutMs).timeoutMs)
     load.inFlight++
     try {
       const answers = this.send(region, taskId, payloadJson, targets, deadline)

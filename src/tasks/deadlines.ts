@@ -160,3 +160,9 @@ export class DeadlineTimer {
     if (next !== undefined) this.arm(next)
   }
 }
+
+/** A task's own `timeout` shortens task_timeout, never lengthens it; `ownTimeout` says the task's own one applies. */
+export function taskTimeout(taskTimeoutMs: number, ownMs: number | undefined): { timeoutMs: number; ownTimeout: boolean } {
+  const ownTimeout = ownMs !== undefined && ownMs < taskTimeoutMs
+  return { timeoutMs: ownTimeout ? ownMs : taskTimeoutMs, ownTimeout }
+}

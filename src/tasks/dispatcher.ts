@@ -5,8 +5,8 @@ import type { AttemptRecord, TaskRecord } from '../observe/task-stats.ts'
 import { type Answer, AttemptError, RETRY_CLASS, type Transports } from '../transports/types.ts'
 import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
 import type { TaskControl } from './control.ts'
-import type { DeadlineTimer } from './deadlines.ts'
-import type { Outcome } from './outcome.ts'
+import { type DeadlineTimer, taskTimeout } from './deadlines.ts'
+import { NOBODY_TO_ASK, OUTCOME_STATUS, type Outcome } from './outcome.ts'
 import type { RetryBudget } from './retry-budget.ts'
 import { DEFAULT_ROUTING, type TaskRouting } from './routing.ts'
 import type { SlotQueue } from './slot-waiting.ts'
@@ -64,8 +64,7 @@ export class Dispatcher {
     // on a fresh connection after a pooled one closed as the task was written (the agent may have read it).
     const mayResend = routing.retry && (retryOn === undefined || retryOn.includes('lost'))
     // A task may ask to give up sooner, never later: task_timeout is the operator's bound on every wait.
-    const ownTimeout = routing.timeoutMs !== undefined && routing.timeoutMs < settings.taskTimeoutMs
-    const timeoutMs = ownTimeout ? routing.timeoutMs! : settings.taskTimeoutMs
+    const { timeoutMs, ownTimeout } = taskTimeout(settings.taskTimeoutMs, routing.timeoutMs)
     const startedMs = clock.now()
     const startedMonotonicMs = clock.monotonic()
     const failedAttempts: FailedAttempt[] = []
@@ -227,10 +226,10 @@ export class Dispatcher {
     // One options object on a first attempt (every task's): the fallbacks below are built only for a retry.
     const picked =
       !last || !tried
-        ? registry.pickFor(region, { key, climb, fromPool: firstPool, preferLocal, boundary })
-        : (registry.pickFor(region, { key, climb, fromPool: firstPool, exclude: tried, preferLocal, boundary }) ??
-          registry.pickFor(region, { key, climb, fromPool: firstPool, exclude: new Set([last.nodeId]), boundary }) ??
-          registry.pickFor(region, { key, climb, fromPool: firstPool, boundary }))
+        ? registry.pick(region, { key, climb, fromPool: firstPool, preferLocal, boundary })
+        : (registry.pick(region, { key, climb, fromPool: firstPool, exclude: tried, preferLocal, boundary }) ??
+          registry.pick(region, { key, climb, fromPool: firstPool, exclude: new Set([last.nodeId]), boundary }) ??
+          registry.pick(region, { key, climb, fromPool: firstPool, boundary }))
     if (picked) return picked
     return { kind: 'no_client', region, ...(climb ? {} : { fallback: 'none' as const }), ...(boundary === undefined ? {} : { boundary }) }
   }
@@ -267,31 +266,6 @@ interface Picked {
   pool: string
   /** Handed over by the slot queue, which counted the slot already. */
   acquired?: true
-}
-
-/** The HTTP status a caller gets for each way a task ends (the record the dashboard and /metrics count). */
-export const OUTCOME_STATUS = {
-  no_client: 503,
-  unknown_node: 404,
-  node_unavailable: 503,
-  all_failed: 502,
-  too_large: 502,
-  timed_out: 504,
-  shutting_down: 503,
-  cancelled: 409,
-  queue_timeout: 503,
-  queue_full: 503,
-} as const
-
-/** Outcomes where no client was asked at all: counted as no_client on the dashboard and in /metrics. */
-const NOBODY_TO_ASK = new Set<Outcome['kind']>(['no_client', 'unknown_node', 'node_unavailable', 'queue_timeout', 'queue_full'])
-
-/** Whether the task reached no client at all (nobody to ask, or stopped or cancelled before the first attempt): running it again later runs it once. */
-export function reachedNoClient(outcome: Outcome): boolean {
-  if (NOBODY_TO_ASK.has(outcome.kind)) return true
-  // A cut first attempt is no failed attempt, but its client had the task: freeing a key for it
-  // would let a retry run the task a second time.
-  return (outcome.kind === 'shutting_down' || outcome.kind === 'cancelled') && outcome.failedAttempts.length === 0 && outcome.midAttempt !== true
 }
 
 function taskRecord(

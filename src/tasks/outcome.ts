@@ -3,9 +3,9 @@ import type { Answer } from '../transports/types.ts'
 import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
 
 /**
- * How one task ended, as the dispatcher reports it. The core never speaks HTTP: the HTTP layer maps
- * each kind to a status (src/http/task-outcome.ts), and an async task or a cluster relay can map it
- * to something else.
+ * How one task ended, as the dispatcher reports it. The core never builds an HTTP answer: the HTTP
+ * edge turns an outcome into one (src/http/task-outcome.ts), a stored task keeps that answer, and the
+ * status each kind stands for (OUTCOME_STATUS, below) is also what the dashboard and /metrics count.
  */
 export type Outcome =
   | { kind: 'answered'; answer: Answer; client: Client; failedAttempts: FailedAttempt[] }
@@ -39,3 +39,28 @@ export type Outcome =
   | { kind: 'queue_full'; region: string; pool: string; max: number }
   /** The server stopped before a client answered (`midAttempt`: while a client held the task). */
   | { kind: 'shutting_down'; region: string; failedAttempts: FailedAttempt[]; midAttempt?: true }
+
+/** The HTTP status a caller gets for each way a task ends (the record the dashboard and /metrics count). */
+export const OUTCOME_STATUS = {
+  no_client: 503,
+  unknown_node: 404,
+  node_unavailable: 503,
+  all_failed: 502,
+  too_large: 502,
+  timed_out: 504,
+  shutting_down: 503,
+  cancelled: 409,
+  queue_timeout: 503,
+  queue_full: 503,
+} as const
+
+/** Outcomes where no client was asked at all: counted as no_client on the dashboard and in /metrics. */
+export const NOBODY_TO_ASK = new Set<Outcome['kind']>(['no_client', 'unknown_node', 'node_unavailable', 'queue_timeout', 'queue_full'])
+
+/** Whether the task reached no client at all (nobody to ask, or stopped or cancelled before the first attempt): running it again later runs it once. */
+export function reachedNoClient(outcome: Outcome): boolean {
+  if (NOBODY_TO_ASK.has(outcome.kind)) return true
+  // A cut first attempt is no failed attempt, but its client had the task: freeing a key for it
+  // would let a retry run the task a second time.
+  return (outcome.kind === 'shutting_down' || outcome.kind === 'cancelled') && outcome.failedAttempts.length === 0 && outcome.midAttempt !== true
+}

@@ -3,8 +3,9 @@ import { MoonlightError } from '../../errors.ts'
 import { FINAL_STATES, type TaskAttempt } from '../../wire/async-task.ts'
 import type { FailedAttempt } from '../../wire/errors.ts'
 import { TaskControl } from '../control.ts'
-import { type Dispatcher, reachedNoClient } from '../dispatcher.ts'
+import type { Dispatcher } from '../dispatcher.ts'
 import type { Outcome } from '../outcome.ts'
+import { reachedNoClient } from '../outcome.ts'
 import { type IdempotencyClaim, type NewTask, type StoredTask, StoreFullError, type TaskResult, type TaskStore } from './store.ts'
 
 export interface StoredTasksSettings {

@@ -22,7 +22,7 @@ function setup(policy = POLICY) {
 
 /** What the dispatcher does for each attempt: pick, then begin the attempt (the trial, for a client on probation). */
 function pickForTask(registry: Registry, region: string) {
-  const picked = registry.pickFrom(region)
+  const picked = registry.pick(region)
   if (picked) registry.beginAttempt(picked.client)
   return picked?.client
 }
@@ -212,15 +212,15 @@ describe('registry bounds and pools', () => {
     registry.announce(client('east', 'us-east-1'), 0)
     registry.announce(client('west', 'us-west-1'), 0)
     // Tasks for us-east-1 draw from us-east-1 alone: its one client is kept.
-    for (let i = 0; i < 5; i++) registry.recordFailure(registry.get('east')!, 0, registry.pickFrom('us-east-1')!.pool)
+    for (let i = 0; i < 5; i++) registry.recordFailure(registry.get('east')!, 0, registry.pick('us-east-1')!.pool)
     expect(registry.get('east')!.state).toBe('failing')
     // Tasks for usa draw from both: one of two may go.
-    expect(registry.pickFrom('us-east-1')!.pool).toBe('us-east-1')
-    expect(registry.pickFrom('us-west-1')!.pool).toBe('us-west-1')
+    expect(registry.pick('us-east-1')!.pool).toBe('us-east-1')
+    expect(registry.pick('us-west-1')!.pool).toBe('us-west-1')
     registry.recordFailure(registry.get('east')!, 0, 'usa')
     expect(registry.get('east')!.state).toBe('ejected')
     // A task for us-east-1 now climbs to usa.
-    expect(registry.pickFrom('us-east-1')).toMatchObject({ client: { nodeId: 'west' }, pool: 'usa' })
+    expect(registry.pick('us-east-1')).toMatchObject({ client: { nodeId: 'west' }, pool: 'usa' })
     // And the last one in usa's pool is kept.
     failTimes(registry, 'west', 5, 0)
     expect(registry.get('west')!.state).toBe('failing')
@@ -293,12 +293,12 @@ describe('clients held by other instances (cluster mode)', () => {
     registry.announce(client('local', 'usa'), 0)
     registry.announce(client('remote', 'usa', { instance: 'b', protocol: 'ws' }), 0)
     expect(registry.get('remote')!.route).toBe('relay')
-    const shared = Array.from({ length: 4 }, () => registry.pickFrom('usa')!.client.nodeId)
+    const shared = Array.from({ length: 4 }, () => registry.pick('usa')!.client.nodeId)
     expect(new Set(shared)).toEqual(new Set(['local', 'remote']))
-    const preferred = Array.from({ length: 4 }, () => registry.pickFrom('usa', undefined, true)!.client.nodeId)
+    const preferred = Array.from({ length: 4 }, () => registry.pick('usa', { preferLocal: true })!.client.nodeId)
     expect(preferred).toEqual(['local', 'local', 'local', 'local'])
     registry.remove('local', 'gone')
-    expect(registry.pickFrom('usa', undefined, true)!.client.nodeId).toBe('remote')
+    expect(registry.pick('usa', { preferLocal: true })!.client.nodeId).toBe('remote')
   })
 
   test("another instance's clients are the same record while that instance says so, and are not expired here", () => {

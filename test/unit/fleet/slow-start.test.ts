@@ -38,7 +38,7 @@ function rampingFleet() {
   /** How many of `count` picks for us-east-1 went to `nodeId`. */
   const share = (nodeId: string, count: number) => {
     let got = 0
-    for (let i = 0; i < count; i++) if (registry.pick('us-east-1')?.nodeId === nodeId) got++
+    for (let i = 0; i < count; i++) if (registry.pick('us-east-1')?.client.nodeId === nodeId) got++
     return got
   }
   return { clock, registry, join, share, stop: () => housekeeping.stop() }
