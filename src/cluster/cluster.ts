@@ -1,10 +1,10 @@
 import type { Clock } from '../clock.ts'
-import type { Client, Registry, RegistryEvent } from '../fleet/registry.ts'
+import type { Registry, RegistryEvent } from '../fleet/registry.ts'
 import type { Log } from '../observe/logger.ts'
 import type { DeadlineTimer } from '../tasks/deadlines.ts'
 import type { Transport } from '../transports/types.ts'
 import { ClusterKeys } from './keys.ts'
-import { type FleetMessage, fleetMessageSchema, readMessage, type SharedClient, sharedClientSchema } from './messages.ts'
+import { announcementOf, type FleetMessage, fleetMessageSchema, readMessage, type SharedClient, share, sharedClientSchema } from './messages.ts'
 import { RedisConnection, redactRedisUrl } from './redis-connection.ts'
 import { deliverRelayed, RelayTransport } from './relay.ts'
 import { cameBackEmpty, configValue, type RedisSettings, riskySettings } from './store-checks.ts'
@@ -376,20 +376,7 @@ export class Cluster {
     const existing = registry.get(shared.node_id)
     // This instance's own client of that id wins here; the other instance sees its own.
     if (existing && existing.instance === undefined) return
-    const { client } = registry.announce(
-      {
-        instance,
-        holder: shared.holder,
-        nodeId: shared.node_id,
-        region: shared.region,
-        protocol: shared.protocol,
-        ip: shared.ip,
-        port: shared.port,
-        scheme: shared.scheme,
-        weight: shared.weight,
-      },
-      clock.now(),
-    )
+    const { client } = registry.announce(announcementOf(instance, shared), clock.now())
     // Health is judged by each instance from what it sees: the holder's verdict is shown beside this one's.
     client.holderState = shared.state
   }
@@ -409,21 +396,6 @@ export class Cluster {
 const REFRESHES_PER_TTL = 3
 /** The longest wait between two refreshes: also how late a dead instance may be noticed after its presence expired. */
 const MAX_TICK_EVERY_MS = 1000
-
-function share(client: Client): SharedClient {
-  return {
-    node_id: client.nodeId,
-    region: client.region,
-    protocol: client.protocol,
-    ip: client.ip,
-    port: client.port,
-    scheme: client.scheme,
-    // Drained by an operator here: the other instances must not send it tasks either.
-    weight: client.operatorDrained ? 0 : client.weight,
-    holder: client.holder,
-    state: client.state,
-  }
-}
 
 /** Refreshes the presence key only if this incarnation holds it: a restarted twin must not be refreshed by the old one. */
 const REFRESH_IF_OURS = `

@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import type { Client, ClientAnnouncement } from '../fleet/registry.ts'
 import { attemptFailureSchema } from '../wire/errors.ts'
 import { healthStateSchema, nameSchema, protocolSchema, schemeSchema, weightSchema } from '../wire/names.ts'
 
@@ -23,6 +24,28 @@ export const sharedClientSchema = z.object({
   state: healthStateSchema,
 })
 export type SharedClient = z.infer<typeof sharedClientSchema>
+
+/** A client held here, as the other instances are told of it. */
+export function share(client: Client): SharedClient {
+  return {
+    node_id: client.nodeId,
+    region: client.region,
+    protocol: client.protocol,
+    ip: client.ip,
+    port: client.port,
+    scheme: client.scheme,
+    // Drained by an operator here: the other instances must not send it tasks either.
+    weight: client.operatorDrained ? 0 : client.weight,
+    holder: client.holder,
+    state: client.state,
+  }
+}
+
+/** Another instance's client, as this registry records it (its health verdict is kept beside, not in it). */
+export function announcementOf(instance: string, shared: SharedClient): ClientAnnouncement {
+  const { node_id, holder, region, protocol, ip, port, scheme, weight } = shared
+  return { instance, holder, nodeId: node_id, region, protocol, ip, port, scheme, weight }
+}
 
 const instanceIdSchema = z.string().min(1).max(256)
 

@@ -53,22 +53,13 @@ export interface Client extends HealthRecord {
 /** How a task reaches a client: HTTP (any instance calls an HTTP agent itself), its WebSocket here, or relayed to the instance holding its WebSocket. */
 export type Route = 'http' | 'ws' | 'relay'
 
-export interface ClientAnnouncement {
-  /** The instance that holds it (its WebSocket, or its heartbeats); absent: this one. */
-  instance?: string
-  /** The digest of the token (security/access.ts tokenDigest) that registered it: the node id belongs to that token (src/fleet/node-claims.ts). */
-  holder: string
-  nodeId: string
-  region: string
-  protocol: Protocol
-  ip: string
-  port: number
-  /** `http` unless the client says otherwise. */
-  scheme?: Scheme
-  weight: number
-  /** Its slots; absent, no limit. */
-  maxInFlight?: number | undefined
-}
+/**
+ * What an agent (or, in a cluster, the instance holding it) says of itself: the part of the client
+ * record that comes from outside, the rest being this registry's own bookkeeping. Derived from
+ * `Client` so the two cannot drift; the cluster's wire record (src/cluster/messages.ts) converts to it.
+ */
+export type ClientAnnouncement = Pick<Client, 'holder' | 'nodeId' | 'region' | 'protocol' | 'ip' | 'port' | 'weight'> &
+  Partial<Pick<Client, 'instance' | 'scheme' | 'maxInFlight'>>
 
 /** How one pick looks for a client (the dispatcher's per-task routing). */
 export interface PickOptions {

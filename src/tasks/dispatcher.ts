@@ -91,7 +91,11 @@ export class Dispatcher {
           outcome = { kind: 'cancelled', region, failedAttempts }
           break
         }
-        if (attempt > 0 && !retrying && firstPool !== undefined && this.deps.retryBudget) {
+        // The budget bounds retries after an agent answered with a failure (5xx): that is the work a
+        // failing region would otherwise get again and again. A retry after the agent never got the
+        // task, or was lost with its connection or its instance, is failover: it redoes no work that
+        // was done, and an instance's death fails many tasks at once that must all find another agent.
+        if (attempt > 0 && !retrying && firstPool !== undefined && this.deps.retryBudget && failedAttempts.at(-1)?.kind === 'status') {
           if (!this.deps.retryBudget.mayRetry(firstPool)) {
             outcome = { kind: 'all_failed', region, failedAttempts, reason: 'retry_budget_exhausted' }
             break

@@ -3,7 +3,9 @@
  * are retrying may be at most `percent` of the pool's tasks in flight, or `min`, whichever is more.
  * A region that fails every task would otherwise see each task up to retry_count + 1 times, a load
  * multiplied just when it can least take it; with the budget the extra load is bounded by `percent`.
- * The pool is where a task's first attempt found its client. Pure: counts only.
+ * The pool is where a task's first attempt found its client. Only retries after a 5xx answer ask the
+ * budget (the dispatcher decides): a retry after an agent that never got the task, or was lost, is
+ * failover, not more load on a failing region. Pure: counts only.
  */
 export interface RetryBudgetSettings {
   percent: number
