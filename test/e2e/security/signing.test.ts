@@ -121,7 +121,7 @@ describe('signed calls to agents', () => {
     writeFileSync(
       join(tmp, 'node-agent.mjs'),
       `import http from 'node:http'
-import { verifyMoonlightSignature } from '../verify-moonlight.mjs'
+import { verifyMoonlightSignature } from './verify-moonlight.mjs'
 const server = http.createServer((request, response) => {
   const chunks = []
   request.on('data', (chunk) => chunks.push(chunk))
