@@ -1,4 +1,4 @@
-/** Every key and channel the cluster keeps in Redis, under one prefix (README "Cluster mode" lists them). */
+/** Every key and channel the cluster keeps in Redis, under one prefix (docs/cluster.md lists them). */
 export class ClusterKeys {
   constructor(readonly prefix: string) {}
 

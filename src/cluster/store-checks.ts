@@ -18,8 +18,8 @@ export function riskySettings(settings: RedisSettings, redisUrl: string): string
   if (settings.appendonly !== 'yes') {
     risks.push(
       settings.save.trim() === ''
-        ? `Redis at ${redisUrl} keeps nothing on disk (appendonly ${settings.appendonly}, save ""): a Redis restart loses every queued and stored async task, silently (404 unknown_task); for async tasks run it with appendonly yes (README "Cluster mode")`
-        : `Redis at ${redisUrl} persists only by snapshots (appendonly ${settings.appendonly}, save "${settings.save}"): a Redis restart loses the async tasks accepted since the last snapshot; for async tasks run it with appendonly yes (README "Cluster mode")`,
+        ? `Redis at ${redisUrl} keeps nothing on disk (appendonly ${settings.appendonly}, save ""): a Redis restart loses every queued and stored async task, silently (404 unknown_task); for async tasks run it with appendonly yes (docs/cluster.md)`
+        : `Redis at ${redisUrl} persists only by snapshots (appendonly ${settings.appendonly}, save "${settings.save}"): a Redis restart loses the async tasks accepted since the last snapshot; for async tasks run it with appendonly yes (docs/cluster.md)`,
     )
   }
   if (settings.maxmemoryPolicy !== 'noeviction') {

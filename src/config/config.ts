@@ -28,21 +28,39 @@ export const SEED_HIERARCHY: Record<string, string> = {
 
 const wsSchema = z
   .object({
-    enabled: z.boolean().default(true),
-    path: z.string().startsWith('/', 'must start with "/"').default('/ws'),
-    max_connections: z.number().int().positive().default(1000),
-    read_timeout: seconds.default(300),
-    write_timeout: seconds.default(30),
-    heartbeat_interval: seconds.default(30),
-    connection_check_interval: seconds.default(60),
-    /** A socket that has neither registered nor joined the monitor feed by then is closed: pongs alone keep a squatter alive. */
-    /** Origins besides the server's own whose pages may open a WebSocket (a dashboard served elsewhere). */
-    allowed_origins: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'must be an origin such as https://ops.example.com')).default([]),
-    register_timeout: seconds.default(10),
-    /** The payload format of an agent whose `register` names none: `string` for the original Moonlight's clients. */
-    payload_format: payloadFormatSchema.default('object'),
-    /** Sockets not yet registered, at most; the rest of max_connections is kept for registered agents. Default: maxUnregisteredFor(max_connections). */
-    max_unregistered: z.number().int().positive().optional(),
+    enabled: z.boolean().default(true).describe('The WebSocket endpoint for agents and the dashboard; applies at the next start.'),
+    path: z.string().startsWith('/', 'must start with "/"').default('/ws').describe('Where it listens; applies at the next start.'),
+    max_connections: z.number().int().positive().default(1000).describe('Further upgrades get `503 too_many_connections`.'),
+    read_timeout: seconds.default(300).describe('A socket silent this long (no message, no pong) is dropped and its tasks fail over.'),
+    write_timeout: seconds.default(30).describe('A socket that does not read what we send for this long is dropped (backpressure).'),
+    heartbeat_interval: seconds.default(30).describe('How often the server pings every socket.'),
+    connection_check_interval: seconds.default(60).describe('How often silent sockets are swept.'),
+    allowed_origins: z
+      .array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'must be an origin such as https://ops.example.com'))
+      .default([])
+      .describe(
+        "Origins besides the server's own whose pages may open the WebSocket, for a dashboard served elsewhere (see [WebSocket Origin](security.md#websocket-origin)).",
+      ),
+    // Pongs alone do not count: they would keep a squatter's socket alive.
+    register_timeout: seconds
+      .default(10)
+      .describe(
+        'A socket that has not sent an accepted `register` (or `monitor`) by then gets `{"type":"error","payload":{"message":"…","code":"register_timeout"}}` and is closed with 1008; pongs do not count. Checked once a second.',
+      ),
+    payload_format: payloadFormatSchema
+      .default('object')
+      .describe(
+        "How a WebSocket agent whose `register` names no `payload_format` gets a task's payload: `object`, the JSON value itself; `string`, its JSON text as a JSON string, for the original Moonlight's clients that `JSON.parse(message.payload)` (see [Coming from the original Moonlight](migrating.md)). Applies to agents registering after a reload.",
+      ),
+    // The rest of max_connections is kept for registered agents; absent, maxUnregisteredFor(max_connections).
+    max_unregistered: z
+      .number()
+      .int()
+      .positive()
+      .optional()
+      .describe(
+        'Sockets not registered yet, at most; further upgrades get `503 too_many_unregistered`. Default: a tenth of `ws.max_connections`, at least 1. Must be below `ws.max_connections` (1 if that is 1), so registered agents always find room.',
+      ),
   })
   .superRefine((ws, ctx) => {
     if (ws.max_unregistered === undefined || ws.max_unregistered <= unregisteredCeiling(ws.max_connections)) return
@@ -68,44 +86,82 @@ function maxUnregisteredFor(maxConnections: number): number {
 }
 
 const htmlSchema = z.object({
-  enabled: z.boolean().default(true),
-  static_path: z.string().startsWith('/', 'must start with "/"').default('/static'),
-  index_path: z.string().startsWith('/', 'must start with "/"').default('/'),
-  dashboard_path: z.string().startsWith('/', 'must start with "/"').default('/dashboard'),
+  enabled: z.boolean().default(true).describe('`false` removes the docs page, the dashboard and their assets; the API stays.'),
+  static_path: z.string().startsWith('/', 'must start with "/"').default('/static').describe("The pages' assets."),
+  index_path: z.string().startsWith('/', 'must start with "/"').default('/').describe('The docs page (see [Docs page and dashboard](dashboard.md)).'),
+  dashboard_path: z.string().startsWith('/', 'must start with "/"').default('/dashboard').describe('The live dashboard.'),
 })
 
 const healthSchema = z.object({
-  /** Consecutive failures (refused, reset, 5xx, timeout) that eject a client. */
-  failures_to_eject: z.number().int().positive().default(3),
-  /** First ejection lasts this long; each further one doubles it. */
-  ejection_time: seconds.default(30),
-  max_ejection_time: seconds.default(300),
-  /** A region never has more than this share of its clients ejected at once. */
-  max_ejected_percent: z.number().min(0).max(100).default(50),
-  /** Seconds over which a client that joins or returns from ejection ramps from 10 % to 100 % of its weight; 0: at once. */
-  slow_start: z.number().min(0).max(3600).default(0),
+  failures_to_eject: z.number().int().positive().default(3).describe('Consecutive failures (refused, reset, 5xx, timeout) that eject a client.'),
+  ejection_time: seconds.default(30).describe("The first ejection's back-off; each further ejection doubles it…"),
+  max_ejection_time: seconds.default(300).describe('…up to this; a client healthy for this long starts over.'),
+  max_ejected_percent: z
+    .number()
+    .min(0)
+    .max(100)
+    .default(50)
+    .describe('Never eject more than this share of the clients a task draws from at once (see [Routing, health and failover](routing.md)).'),
+  slow_start: z
+    .number()
+    .min(0)
+    .max(3600)
+    .default(0)
+    .describe('Seconds over which a client that joins or returns from ejection ramps from 10 % to 100 % of its weight; 0: off, at once.'),
 })
 
-/** Tasks waiting for an agent's slot when every agent of their pool is full (README "Slots and the queue"). */
+/** Tasks waiting for an agent's slot when every agent of their pool is full (docs/routing.md "Slots, the queue…"). */
 const queueSchema = z.object({
-  /** Seconds a task may wait for a slot (a task's own queue_timeout may say otherwise); past it, 503 queue_timeout. */
-  timeout: seconds.default(10),
-  /** Tasks that may wait in one pool's queue; past it, 503 queue_full. */
-  max: z.number().int().min(0).max(1_000_000).default(1000),
-  /** Seconds of waiting that count as one priority class up, so low tasks are never starved. */
-  promote_after: seconds.default(5),
+  timeout: seconds
+    .default(10)
+    .describe(
+      "Seconds a task may wait for a slot (a task's own `queue_timeout` may say otherwise); time queued counts against the task's own deadline. Past it, `503 queue_timeout` with `Retry-After: 1`.",
+    ),
+  max: z
+    .number()
+    .int()
+    .min(0)
+    .max(1_000_000)
+    .default(1000)
+    .describe("Tasks that may wait in one pool's queue; past it, `503 queue_full` with `Retry-After: 1`."),
+  promote_after: seconds
+    .default(5)
+    .describe(
+      'Seconds of waiting that count as one priority class up, so a low task is never passed by high ones that arrived more than 2 × `promote_after` after it.',
+    ),
 })
 
-/** How tasks find clients (README "Routing, health and failover"). */
+/** How tasks find clients (docs/routing.md). */
 const routingSchema = z.object({
-  /** A task's `fallback` when it gives none: "parent" climbs the hierarchy when a region has no candidate, "none" never leaves it. */
-  fallback: fallbackSchema.default('parent'),
-  /** "round_robin": smooth weighted round-robin; "least_request": the less loaded (in flight / weight) of two random clients, which favours fast agents. */
-  balance: z.enum(['round_robin', 'least_request']).default('round_robin'),
-  /** Retries in a region pool at most `percent` of its tasks in flight, or `min` (Envoy's defaults), so a failing region is not flooded. */
-  retry_budget: z.object({ percent: z.number().min(0).max(100).default(20), min: z.number().int().min(0).default(3) }).prefault({}),
-  /** The attempt failures a task may be retried after (a task may narrow it, never widen it); default: all three. */
-  retry_on: retryOnListSchema.default([...RETRY_ON_ALL]),
+  fallback: fallbackSchema
+    .default('parent')
+    .describe(
+      'A task\'s `fallback` when it gives none: `"parent"` climbs the hierarchy when a region has no candidate, `"none"` keeps tasks at or under their region ([Per-task routing](routing.md#per-task-routing)).',
+    ),
+  balance: z
+    .enum(['round_robin', 'least_request'])
+    .default('round_robin')
+    .describe(
+      '`round_robin`: smooth weighted round-robin; `least_request`: of two clients drawn at random, the one with fewer tasks in flight per unit of weight, which favours fast agents ([Slots, the queue, least-request and the retry budget](routing.md#slots-the-queue-least-request-and-the-retry-budget)).',
+    ),
+  // Envoy's defaults: a failing region sees about 1.2 × its tasks instead of retry_count + 1 times them.
+  retry_budget: z
+    .object({
+      percent: z.number().min(0).max(100).default(20).describe("Retries at once in a region pool, at most this share of the pool's tasks in flight…"),
+      min: z
+        .number()
+        .int()
+        .min(0)
+        .default(3)
+        .describe('…or this many; a retry the budget refuses ends the task, `502 all_attempts_failed` with `"reason": "retry_budget_exhausted"`.'),
+    })
+    .prefault({})
+    .describe('How many retries a region pool may run at once, so a failing region is not flooded.'),
+  retry_on: retryOnListSchema
+    .default([...RETRY_ON_ALL])
+    .describe(
+      "The attempt failures a task may be retried after; a task's `retry_on` may narrow it, never widen it ([Retries and delivery](routing.md#retries-and-delivery)).",
+    ),
 })
 
 // Region names follow the agents' rule (nameSchema): a region the config names is one an agent can register in.
@@ -148,44 +204,73 @@ function findCycle(hierarchy: Readonly<Record<string, string>>): string[] | unde
 
 const cidrSchema = z.string().refine((text) => parseCidr(text) !== undefined, 'must be an IP address or a CIDR such as 10.0.0.0/8')
 
-/** Several instances as one through Redis (README "Cluster mode"). */
+/** Several instances as one through Redis (docs/cluster.md). */
 const clusterSchema = z.object({
-  /** redis:// or rediss:// (TLS), with a password (redis://:secret@host) and a database number (/2) if needed. */
   redis_url: z
     .string()
-    .refine((url) => /^rediss?:\/\/[^\s]+$/.test(url) && URL.canParse(url), 'must be a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379'),
-  /** This instance's name among the others; default: the host name and the port. */
+    .refine((url) => /^rediss?:\/\/[^\s]+$/.test(url) && URL.canParse(url), 'must be a redis:// or rediss:// URL, e.g. redis://127.0.0.1:6379')
+    .describe(
+      '`redis://host:port`, `redis://:password@host/2` (a database number), `rediss://` for TLS. `MLS_REDIS_URL` and `serve --redis URL` override it. Its password never appears in a log line, `/status`, `/cluster` or an error (`***`).',
+    ),
   instance_id: z
     .string()
     .regex(/^[\w.:@-]{1,128}$/, 'only letters, digits and . _ : @ - (at most 128)')
-    .optional(),
+    .optional()
+    .describe("This instance's name; default: the host name and the port. A second instance with the same id on the same Redis refuses to start, saying so."),
   key_prefix: z
     .string()
     .regex(/^[\w.:-]{0,64}$/, 'only letters, digits and . _ : - (at most 64)')
-    .default('mls:'),
-  /** An instance that has not refreshed its presence for this long is dead, and its clients are dropped. */
-  instance_ttl: seconds.min(1).max(300).default(5),
-  /** Every Redis command must be answered within this: a Redis that hangs then counts as lost (degraded, /readyz 503). */
-  command_timeout: seconds.min(0.1).max(60).default(2),
-  /** How other instances and operators reach this one (shown in /cluster); default: http(s)://<host name>:<port>. */
-  advertise_url: z.string().url().optional(),
-  /** Prefer agents held by this instance, saving the hop through Redis, at the price of exact shares cluster-wide. */
-  prefer_local: z.boolean().default(false),
+    .default('mls:')
+    .describe('Every key and channel in Redis starts with it ([what Redis holds](cluster.md)).'),
+  instance_ttl: seconds
+    .min(1)
+    .max(300)
+    .default(5)
+    .describe('An instance that has not refreshed its presence for this long is dead: the others drop its clients.'),
+  command_timeout: seconds
+    .min(0.1)
+    .max(60)
+    .default(2)
+    .describe(
+      'Seconds Redis has to answer any command; a Redis that hangs (stopped, swapping, stuck) then counts as lost, as a killed one does (degraded, `/readyz` 503).',
+    ),
+  advertise_url: z.string().url().optional().describe('How operators reach this instance (shown in `/cluster`); default: `http(s)://<host name>:<port>`.'),
+  prefer_local: z
+    .boolean()
+    .default(false)
+    .describe('Prefer eligible agents held by the receiving instance (saving the hop through Redis), at the price of exact shares.'),
 })
 
 /** Where HTTP agents may be called (see src/security/agent-call-address.ts). */
 const agentsSchema = z.object({
-  allowed_networks: z.array(cidrSchema).default(PRIVATE_NETWORKS),
-  /** A PEM bundle: the CA (a private one) that HTTPS agents' certificates are verified against. Re-read on SIGHUP. */
-  ca: z.string().min(1).optional(),
+  allowed_networks: z
+    .array(cidrSchema)
+    .default(PRIVATE_NETWORKS)
+    .describe(
+      'Where an HTTP agent may be called besides the address its heartbeat came from; default: the private ranges (see [Where agents may be called](security.md#where-agents-may-be-called)).',
+    ),
+  ca: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      "A PEM bundle that HTTPS agents' certificates are verified against, for a private CA; default: the system's CAs. Re-read on SIGHUP (see [HTTPS agents](security.md#https-agents)).",
+    ),
 })
 
 /** The server's keep-alive connections to HTTP agents (src/transports/http-client/pool.ts). */
 const httpAgentsSchema = z.object({
-  /** Connections to one agent at most; calls past it wait in order for one. */
-  max_connections: z.number().int().positive().default(64),
-  /** An unused connection to an agent is closed after this many seconds (sooner if the agent's Keep-Alive: timeout says so). */
-  idle_timeout: seconds.default(30),
+  max_connections: z
+    .number()
+    .int()
+    .positive()
+    .default(64)
+    .describe(
+      'Keep-alive connections to one HTTP agent at most; calls past it wait in order for one (see [Calls to HTTP agents](agents.md#calls-to-http-agents)).',
+    ),
+  idle_timeout: seconds
+    .default(30)
+    .describe("Seconds an unused connection to an HTTP agent stays open; sooner when the agent's `Keep-Alive: timeout=N` says so."),
 })
 
 /**
@@ -194,52 +279,81 @@ const httpAgentsSchema = z.object({
  * endless upload cannot hold a connection.
  */
 const oversizedBodySchema = z.object({
-  /** A body up to this many bytes in all is read to its end and dropped before the 413; a longer one is cut off there (0: none is read). */
   discard_bytes: z
     .number()
     .int()
     .min(0)
-    .default(64 * 1024 * 1024),
-  /** Seconds at most spent reading it (nginx's lingering_time): then the 413 is sent and the connection closed, whatever is left. */
-  discard_time: seconds.max(300).default(30),
+    .default(64 * 1024 * 1024)
+    .describe(
+      "A body over `max_body_bytes` up to this many bytes in all is read to its end and dropped (never kept) before its `413`, so that clients that write the whole body before reading the answer (Node's `fetch`, Python's `urllib`, most SDKs) get the JSON rather than `EPIPE` / `Broken pipe`. A body declared longer is not read at all, and a client still sending past it is cut off (curl, which reads while it writes, gets the answer anyway). `0` reads nothing.",
+    ),
+  discard_time: seconds
+    .max(300)
+    .default(30)
+    .describe("Seconds at most spent reading it (nginx's `lingering_time`), whichever bound comes first: then the `413` is sent and the connection closed."),
 })
 
 /** The server's log (src/observe/logger.ts). */
 const logSchema = z.object({
-  /** `text`: a timestamp, the level and the message; `json`: one object per line (time, level, msg, fields). */
-  format: z.enum(['text', 'json']).default('text'),
-  /** The least level written. */
-  level: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
-  /** One line per task request answered: its id, region, node, status, attempts and duration. */
-  access: z.boolean().default(false),
+  format: z
+    .enum(['text', 'json'])
+    .default('text')
+    .describe(
+      '`text`: a line per event, starting with an ISO timestamp and the level (`2026-12-01T12:00:00.000Z INFO  [mls] …`), fields after as `key=value`; `json`: one object per line, `{"time","level","msg", …fields}` (`node_id`, `region`, `task_id`, `status`, …).',
+    ),
+  level: z
+    .enum(['debug', 'info', 'warn', 'error'])
+    .default('info')
+    .describe('The least level written: `debug`, `info`, `warn` (ejections, unknown keys), `error` (rejected reloads, unhandled errors).'),
+  access: z
+    .boolean()
+    .default(false)
+    .describe(
+      'One line per task request answered: task id, mode, region, node (a broadcast: how many of its clients answered, `→ 3 of 4 answered`, and `answered=3`), status, outcome, attempts and duration. No log line ever holds a token, a password or a payload (the one exception is the token generated when none is configured, printed once at start-up, outside the log).',
+    ),
 })
 
 /** Stored tasks: async ones, and any task sent with an Idempotency-Key (src/tasks/stored/store.ts). */
 const tasksSchema = z.object({
-  /** A finished task's result is kept this many seconds. */
-  result_ttl: seconds.default(600),
-  /** Stored tasks at most; past it the oldest finished one is evicted (counted in /metrics), and with none finished a new one is refused 503. */
-  max_results: z.number().int().positive().default(100_000),
-  /** Alone (in memory): the stored tasks' payloads and results together at most, in bytes; past it the oldest finished ones are evicted, and with none finished a new one is refused 503. */
+  result_ttl: seconds
+    .default(600)
+    .describe(
+      'Seconds a finished [stored task](http-api.md#async-tasks-and-idempotency-keys) (async, or sent with an `Idempotency-Key`) is kept; then `GET /task/{id}` is `404`.',
+    ),
+  max_results: z
+    .number()
+    .int()
+    .positive()
+    .default(100_000)
+    .describe(
+      'Stored tasks at most; past it the oldest finished one is evicted (`moonlight_stored_tasks_evicted_total`); with none finished, a new one gets `503 too_many_tasks`.',
+    ),
   max_bytes: z
     .number()
     .int()
     .positive()
-    .default(1024 ** 3),
-  /** A task sent with an Idempotency-Key is kept, and the key honoured, this many seconds (unless evicted under max_results). */
-  idempotency_ttl: seconds.default(86_400),
-  /** Async tasks one instance runs at once; the rest wait in the queue. */
-  concurrency: z.number().int().positive().default(1000),
-  /** In a cluster: a claimed task not finished within task_timeout plus this many seconds is taken over by another instance. */
-  claim_margin: seconds.default(5),
+    .default(1024 ** 3)
+    .describe(
+      "Alone (in memory): the stored tasks' payloads and results together at most, in bytes (a result's body counted in base64); past it the oldest finished ones are evicted (counted as above), with none finished a new one gets `503 too_many_tasks`; the task just finished is never the one dropped. In a cluster the tasks are in Redis: bound them with Redis's own `maxmemory`.",
+    ),
+  idempotency_ttl: seconds
+    .default(86_400)
+    .describe('Seconds an `Idempotency-Key` is honoured (its task is kept that long), unless the task is evicted under `tasks.max_results`.'),
+  concurrency: z.number().int().positive().default(1000).describe('Async tasks one instance runs at once; the rest wait in the queue.'),
+  claim_margin: seconds
+    .default(5)
+    .describe('In a cluster, a claimed async task not finished within `task_timeout` plus this is taken over by another instance.'),
 })
 
-// Security (README "Security"): TLS for the server, HTTPS agents, signed calls to agents.
+// Security (docs/security.md): TLS for the server, HTTPS agents, signed calls to agents.
 
 const pemPath = z.string({ error: (issue) => (issue.input === undefined ? 'required: "tls" needs both "cert" and "key"' : 'must be a file path') }).min(1)
 
 /** The server's certificate chain and key (PEM files): HTTPS and WSS on `port`. Re-read on SIGHUP, so a renewed certificate applies without a restart. */
-const tlsSchema = z.object({ cert: pemPath, key: pemPath })
+const tlsSchema = z.object({
+  cert: pemPath.describe('The PEM certificate chain (a file path).'),
+  key: pemPath.describe('The PEM private key of its first certificate (a file path).'),
+})
 
 /** Signs every call to an HTTP agent (src/security/signing.ts); long enough that guessing it is not the easy way in. */
 const signingSecretSchema = z.string().min(16, 'must be at least 16 characters')
@@ -254,77 +368,149 @@ export type Role = z.infer<typeof roleSchema>
 // Strict: a misspelt "region" must be an error, not a token silently allowed everywhere.
 const accessEntrySchema = z
   .strictObject({
-    token: tokenSchema.optional(),
-    /** The SHA-256 of the token as hex (`printf %s "$TOKEN" | sha256sum`), so the secret itself stays out of this file. */
+    token: tokenSchema.optional().describe('The token itself; give exactly one of `token` and `token_sha256`.'),
     token_sha256: z
       .string()
       .regex(/^[0-9a-fA-F]{64}$/, 'must be the SHA-256 of the token as 64 hex digits')
       .transform((hex) => hex.toLowerCase())
-      .optional(),
-    roles: z.array(roleSchema).min(1, 'name at least one role'),
-    /** Where the token may register agents and send tasks (each region with everything under it); absent: everywhere. */
-    regions: z.array(nameSchema).min(1, 'name at least one region, or leave "regions" out for every region').optional(),
+      .optional()
+      .describe('The SHA-256 of the token as hex (`printf %s "$TOKEN" | sha256sum`), so the secret itself stays out of this file.'),
+    roles: z.array(roleSchema).min(1, 'name at least one role').describe('At least one of `agent`, `submit`, `monitor`, `admin`.'),
+    regions: z
+      .array(nameSchema)
+      .min(1, 'name at least one region, or leave "regions" out for every region')
+      .optional()
+      .describe('Where the token may register agents and send tasks (each region with everything under it); absent: everywhere.'),
   })
   .refine((entry) => (entry.token === undefined) !== (entry.token_sha256 === undefined), 'give exactly one of "token" and "token_sha256"')
 export type AccessEntry = z.infer<typeof accessEntrySchema>
 
 const authSchema = z.object({
-  /** Failed authentications an address may make within `window` before further failures get 429. */
-  max_failures: z.number().int().positive().max(1000).default(20),
-  window: seconds.max(86_400).default(60),
+  max_failures: z
+    .number()
+    .int()
+    .positive()
+    .max(1000)
+    .default(20)
+    .describe(
+      'Failed authentications (a missing or wrong token) one address may make per sliding `window`; past it, further failures get `429 too_many_failures` with `Retry-After`. Valid tokens are never held up.',
+    ),
+  window: seconds.max(86_400).default(60).describe('The sliding window of `max_failures`, in seconds.'),
 })
 
 export const configSchema = z.object({
-  note: z.string().optional(),
-  tokens: z.array(tokenSchema).default([]),
+  note: z.string().optional().describe('Free text, ignored.'),
+  tokens: z
+    .array(tokenSchema)
+    .default([])
+    .describe(
+      'Tokens that may do everything (every role, every region): agents send one in `register`/heartbeat; callers send `Authorization: Bearer <token>`. With no token configured anywhere (`tokens`, `access`, `tokens_file`, `MLS_TOKENS`), a random one is generated, printed at start-up and kept for the next start (see the [README](../README.md)).',
+    ),
   // Access (src/security/access.ts): roles per token, tokens from a file, limits on failed authentication.
-  access: z.array(accessEntrySchema).default([]),
-  /** A file of tokens, one per line, each meaning every role like `tokens`; read again on every reload. */
-  tokens_file: z.string().min(1).optional(),
-  auth: authSchema.prefault({}),
-  retry_count: z.number().int().min(0).max(10).default(3),
-  port: z.number().int().min(0).max(65535).default(8080),
-  host: z.string().min(1).default('0.0.0.0'),
-  task_timeout: seconds.default(30),
+  access: z
+    .array(accessEntrySchema)
+    .default([])
+    .describe(
+      'Tokens with roles and, optionally, regions: `{"token": "…" or "token_sha256": "<64 hex>", "roles": ["agent", "submit", "monitor", "admin"], "regions": ["us-east-1"]}` (see [Roles and tokens](security.md#roles-and-tokens)).',
+    ),
+  tokens_file: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'A file of tokens, one per line, each meaning every role like `tokens`; relative to the config file; read again on every reload. `MLS_TOKENS` (comma-separated, in the environment) adds more.',
+    ),
+  auth: authSchema.prefault({}).describe('Failed authentications, throttled per source address.'),
+  retry_count: z.number().int().min(0).max(10).default(3).describe('Retries of a failed task on other clients (so up to 4 attempts).'),
+  port: z.number().int().min(0).max(65535).default(8080).describe('Where the server listens (`--port` overrides it); applies at the next start.'),
+  host: z.string().min(1).default('0.0.0.0').describe('The address it listens on (`--host` overrides it); applies at the next start.'),
+  task_timeout: seconds
+    .default(30)
+    .describe(
+      "The longest a caller waits for an answer, all attempts included → `504`. It is the only limit: no idle limit cuts a call to an agent (the server's own client waits for the deadline alone), and Bun's 5-minute idle limit on `fetch` is off for `moonlight task`, so a long task is not cut (and re-run elsewhere) at 5 minutes.",
+    ),
   max_body_bytes: z
     .number()
     .int()
     .positive()
-    .default(1024 * 1024),
-  oversized_body: oversizedBodySchema.prefault({}),
-  /** The largest answer taken from a client (an HTTP body, a WebSocket message): a runaway agent must not exhaust the server's memory. */
+    .default(1024 * 1024)
+    .describe('Larger request bodies get `413` before being read whole.'),
+  oversized_body: oversizedBodySchema
+    .prefault({})
+    .describe(
+      'What is read of a body over `max_body_bytes` before its `413`: up to 64 MiB in all and for 30 s at most, whichever comes first; then the `413` is sent and the connection closed.',
+    ),
+  // A runaway agent must not exhaust the server's memory.
   max_answer_bytes: z
     .number()
     .int()
     .positive()
-    .default(16 * 1024 * 1024),
-  require_task_token: z.boolean().default(true),
-  client_ttl: seconds.default(90),
-  /** Registered clients at most; past it a new node id is refused (503 too_many_clients), so a flood of ids cannot grow the server without bound. */
-  max_clients: z.number().int().positive().default(100_000),
-  health: healthSchema.prefault({}),
-  routing: routingSchema.prefault({}),
-  queue: queueSchema.prefault({}),
-  ws: wsSchema.prefault({}),
-  html: htmlSchema.prefault({}),
-  region_hierarchy: hierarchySchema,
-  agents: agentsSchema.prefault({}),
-  http_agents: httpAgentsSchema.prefault({}),
-  tasks: tasksSchema.prefault({}),
-  log: logSchema.prefault({}),
+    .default(16 * 1024 * 1024)
+    .describe(
+      "The largest answer taken from a client. An HTTP answer over it (by its declared length, or counted as it arrives when chunked or compressed, by its unpacked size) is cut off and the caller gets `502 answer_too_large`, not retried and not counted against the client's health: the work was done, and doing it again elsewhere would not make the answer smaller. Over WebSocket the limit is on the whole message (the `task_response` envelope included): Bun closes a socket whose message passes it (1009) before Moonlight can read which task it answered, so every task that socket owed is retried elsewhere, like any disconnect, and each attempt names the limit. For WebSocket messages it applies at the next start.",
+    ),
+  require_task_token: z
+    .boolean()
+    .default(true)
+    .describe(
+      '`false` opens `POST /task/request` without a token, and without its role and region checks (heartbeats, `/clients` and the dashboard still need one).',
+    ),
+  client_ttl: seconds.default(90).describe('An HTTP client with no heartbeat for this long is removed.'),
+  // So that a flood of node ids cannot grow the server without bound.
+  max_clients: z
+    .number()
+    .int()
+    .positive()
+    .default(100_000)
+    .describe(
+      'Registered clients at most: past it a new `node_id` gets `503 too_many_clients` (heartbeat), or an error frame with that code and close 1013 (WebSocket); clients already known keep refreshing.',
+    ),
+  health: healthSchema
+    .prefault({})
+    .describe('Passive health: when a failing client is ejected, and for how long ([Routing, health and failover](routing.md)).'),
+  routing: routingSchema.prefault({}).describe('How tasks find clients ([Routing, health and failover](routing.md)).'),
+  queue: queueSchema
+    .prefault({})
+    .describe(
+      "Tasks waiting for an agent's slot when every agent they may reach is full ([Slots, the queue, least-request and the retry budget](routing.md#slots-the-queue-least-request-and-the-retry-budget)).",
+    ),
+  ws: wsSchema.prefault({}).describe('The WebSocket endpoint ([WebSocket protocol](websocket-protocol.md)).'),
+  html: htmlSchema.prefault({}).describe('The docs page, the dashboard and their assets; these apply at the next start.'),
+  region_hierarchy: hierarchySchema.describe(
+    "Child → parent; the root is `global`; cycles are rejected. `{}` in a file; the embedded default has the example's map. Region names (here, in `access`, and an agent's `region` and `node_id`) follow one rule: 1-128 letters, digits and `. _ : @ -`, and not `__proto__`; anything else is refused, at start-up here, with `400 invalid_body` (heartbeat) or an `invalid_message` frame (WebSocket) from an agent.",
+  ),
+  agents: agentsSchema.prefault({}).describe('Where HTTP agents may be called, and the CA their certificates are checked against.'),
+  http_agents: httpAgentsSchema.prefault({}).describe("The server's keep-alive connections to HTTP agents, pooled per agent."),
+  tasks: tasksSchema.prefault({}).describe('Stored tasks: async ones, and any task sent with an `Idempotency-Key`.'),
+  log: logSchema.prefault({}).describe("The server's log."),
   answers: z
     .object({
-      /** Agent answer headers passed to the caller besides the defaults (content type, language, cache control, ETag, Last-Modified, X-*). */
-      pass_headers: z.array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a header name')).default([]),
+      pass_headers: z
+        .array(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a header name'))
+        .default([])
+        .describe(
+          "Agent answer headers passed to callers besides the defaults (content type, language, cache control, ETag, Last-Modified, `X-*`; see [What agents' answers may carry](security.md#what-agents-answers-may-carry)).",
+        ),
     })
-    .prefault({}),
-  /** Proxies whose X-Forwarded-For is believed for the source address (heartbeats' own address, failed-login counts). */
-  trusted_proxies: z.array(cidrSchema).default([]),
+    .prefault({})
+    .describe("What of an agent's answer reaches the caller."),
+  trusted_proxies: z
+    .array(cidrSchema)
+    .default([])
+    .describe("Proxies (CIDRs) whose `X-Forwarded-For` gives the source address (heartbeats' own address, failed-authentication counts)."),
   // Cluster mode (src/cluster/): several instances sharing one fleet through Redis. Absent: one process, in memory.
-  cluster: clusterSchema.optional(),
+  cluster: clusterSchema.optional().describe('Several instances acting as one through Redis; absent: one process, in memory ([Cluster mode](cluster.md)).'),
   // Security: TLS, HTTPS agents, signed calls to agents.
-  tls: tlsSchema.optional(),
-  signing_secret: signingSecretSchema.optional(),
+  tls: tlsSchema
+    .optional()
+    .describe(
+      'PEM certificate chain and private key, both or neither; absent: plain HTTP. HTTPS and WSS on `port`; re-read on SIGHUP, so a renewed certificate applies without a restart (see [TLS](security.md#tls)).',
+    ),
+  signing_secret: signingSecretSchema
+    .optional()
+    .describe(
+      '16 characters at least: every call to an HTTP agent is signed with it; absent: calls are unsigned (see [Signed calls to agents](security.md#signed-calls-to-agents)).',
+    ),
 })
 
 /** The config schema with the checks across keys: an `access` token must not be granted again in `tokens` or another entry. */

@@ -21,7 +21,7 @@ export interface Answer {
 export type FailureKind = Exclude<AttemptFailure, 'status'>
 
 /**
- * The retry_on class of an attempt failure (README "Retries and delivery"), or undefined for the two
+ * The retry_on class of an attempt failure (docs/routing.md "Retries and delivery"), or undefined for the two
  * never retried. `unreachable`: the task never reached an agent that would run it (no connection,
  * TLS refused, no open socket, a send buffer that dropped it, an agent refusing the signature, an
  * instance not listening for relays). `lost`: it was sent, or may have been, and no usable answer

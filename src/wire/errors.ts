@@ -1,6 +1,6 @@
 import { z } from 'zod'
 
-/** Every machine code an HTTP error body or a WebSocket error frame carries (documented in the README). */
+/** Every machine code an HTTP error body or a WebSocket error frame carries (documented in docs/http-api.md and docs/websocket-protocol.md). */
 export const errorCodeSchema = z.enum([
   // HTTP
   'invalid_json',

@@ -44,7 +44,7 @@ export const taskRequestSchema = z
       ),
     /** Seconds; shorter than task_timeout to give up sooner (a longer one is cut to task_timeout). */
     timeout: z.number().positive().optional(),
-    /** Its class in the queue that forms when every agent of its pool is full (README "Slots and the queue"). Default: normal. */
+    /** Its class in the queue that forms when every agent of its pool is full (docs/routing.md "Slots, the queue…"). Default: normal. */
     priority: prioritySchema.optional(),
     /** Seconds it may wait for a slot; default queue.timeout; never past its own timeout. */
     queue_timeout: z.number().positive().optional(),

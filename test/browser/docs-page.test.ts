@@ -215,7 +215,7 @@ describe('docs page', () => {
     await close()
   })
 
-  test('has the moonlight binary with every command its --help lists, and points migrating users to the README', async () => {
+  test('has the moonlight binary with every command its --help lists, and points migrating users to docs/migrating.md', async () => {
     const help = Bun.spawnSync([...SOURCE_CLI, '--help']).stdout.toString()
     const commands = [...help.slice(help.indexOf('Commands:')).matchAll(/^ {2}([a-z]+) {2,}/gm)].map((match) => match[1]!)
     expect(commands).toContain('serve')
@@ -228,6 +228,7 @@ describe('docs page', () => {
     for (const variable of ['MLS_SERVER', 'MLS_TOKEN', 'MLS_CA']) expect(cli).toContain(variable)
     const original = (await page.textContent('#original')) ?? ''
     expect(original).toContain('README')
+    expect(original).toContain('docs/migrating.md')
     expect(original).toContain('Coming from the original Moonlight')
     for (const fix of ['require_task_token', 'payload_format', 'node_id', 'gRPC']) expect(original).toContain(fix)
     expect(errors).toEqual([])

@@ -35,7 +35,7 @@ With --async, prints the task's id at once; \`task get ID\` prints its answer on
                        task cancel: 10 s by default; a task submitted: no default, the server's task_timeout bounds it)
   --ca FILE            a PEM CA bundle to verify an https:// server against (default $MLS_CA)
 
-Routing (README "Routing, health and failover"):
+Routing (docs/routing.md):
   --key K              sticky routing: tasks with the same key go to the same agent while it is eligible
   --node-id ID         exactly this agent (404 if unknown, 503 if ejected or draining); not retried
                        unless --retry

@@ -121,7 +121,7 @@ interface Entry {
 /**
  * The store alone, in memory: bounded by max_results (the oldest finished task goes first), each
  * finished task kept for result_ttl (idempotency_ttl if it had a key). A restart loses it all: the
- * README says so. Single-threaded, so every operation is atomic by itself.
+ * docs say so (docs/http-api.md). Single-threaded, so every operation is atomic by itself.
  */
 export class MemoryTaskStore implements TaskStore {
   private readonly entries = new Map<string, Entry>()

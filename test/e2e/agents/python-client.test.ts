@@ -1,7 +1,7 @@
 /**
  * The original Moonlight's Python client, as written (test/fixtures/original_python_client.py: standard
  * library only, its own RFC 6455 framing), against the real server: it json.loads every payload, so it
- * works with ws.payload_format "string" and fails without it, as the README's migration section says.
+ * works with ws.payload_format "string" and fails without it, as docs/migrating.md says.
  */
 import { describe, expect, test } from 'bun:test'
 import { join } from 'node:path'

@@ -488,12 +488,12 @@ describe('help, version and exit codes', () => {
     }
   })
 
-  test("the README's command table has a row for every command; serve's row and usage list --redis", async () => {
+  test("docs/cli.md's command table has a row for every command; serve's row and usage list --redis", async () => {
     const help = (await runMain(['--help'])).stdout
     const names = [...help.matchAll(/^ {2}([a-z]+) {2,}/gm)].map((match) => match[1]!)
     expect(names).toContain('cluster')
-    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
-    const rows = readme.split('\n').filter((line) => line.startsWith('| `moonlight '))
+    const page = readFileSync(join(ROOT, 'docs/cli.md'), 'utf8')
+    const rows = page.split('\n').filter((line) => line.startsWith('| `moonlight '))
     for (const name of names) expect({ name, row: rows.some((row) => row.startsWith(`| \`moonlight ${name}`)) }).toEqual({ name, row: true })
     expect(rows.find((row) => row.startsWith('| `moonlight serve'))).toContain('--redis URL')
     expect((await runMain(['serve', '--help'])).stdout.split('\n')[0]).toContain('[--redis URL]')

@@ -1,9 +1,10 @@
 /**
- * The README's shell examples of "Run an agent" and "Submit tasks from the shell" run as written, one
- * after the other in one bash, against a real server: the agents the first blocks start answer the
- * tasks the later ones send. What a reader copies must work, so nothing here edits a block except the
- * server's address (the README says localhost:8080; the test server is on a free port, the way a
- * reader's MLS_SERVER names theirs). The token comes from the environment, as the README says.
+ * The docs' shell examples run as written: the README's quick start; "Run an agent" (docs/agents.md)
+ * and "Submit tasks from the shell" (docs/cli.md), one after the other in one bash, against a real
+ * server: the agents the first blocks start answer the tasks the later ones send; and the cluster quick
+ * start (docs/cluster.md). What a reader copies must work, so nothing here edits a block except the
+ * server's address or port (the docs say localhost:8080; the test server is on a free port, the way a
+ * reader's MLS_SERVER names theirs). The token comes from the environment, as the docs say.
  */
 import { afterEach, describe, expect, test } from 'bun:test'
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -12,13 +13,22 @@ import { dirname, join } from 'node:path'
 import { cleanEnv, collectOutput, postJson, ROOT, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
 import { ensureRedisServer } from '../../support/redis.ts'
 
-const SECTIONS = ['Run an agent', 'Submit tasks from the shell']
+/** The sections whose blocks run in one shell, in order, and the page each is on. */
+const SECTIONS = [
+  { heading: 'Run an agent', page: 'docs/agents.md' },
+  { heading: 'Submit tasks from the shell', page: 'docs/cli.md' },
+]
+
+/** A page of the docs (or the README), as a reader has it. */
+function doc(page: string): string {
+  return readFileSync(join(ROOT, page), 'utf8')
+}
 const { server } = testScope()
 
 /** The ```sh blocks of a `## heading` section (up to the next `## `), fences indented in lists included. */
 export function shellBlocks(markdown: string, heading: string): string[] {
   const start = markdown.indexOf(`\n## ${heading}\n`)
-  if (start < 0) throw new Error(`README has no section "## ${heading}"`)
+  if (start < 0) throw new Error(`no section "## ${heading}"`)
   const end = markdown.indexOf('\n## ', start + 1)
   const section = markdown.slice(start, end < 0 ? undefined : end)
   const blocks: string[] = []
@@ -39,19 +49,18 @@ afterEach(() => {
   for (const undo of cleanup.splice(0).reverse()) undo()
 })
 
-describe('README examples', () => {
+describe('docs examples', () => {
   test('the shell blocks of "Run an agent" and "Submit tasks from the shell" run in order with bash, each succeeding', async () => {
-    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
-    const blocks = SECTIONS.flatMap((heading) => shellBlocks(readme, heading).map((text) => ({ heading, text })))
+    const blocks = SECTIONS.flatMap(({ heading, page }) => shellBlocks(doc(page), heading).map((text) => ({ heading, text })))
     // Three agents and a dozen tasks: if the sections lose their blocks, this test must not pass empty.
     expect(blocks.length).toBeGreaterThanOrEqual(2)
-    expect(blocks.filter((block) => block.heading === SECTIONS[1]).length).toBeGreaterThanOrEqual(1)
+    expect(blocks.filter((block) => block.heading === SECTIONS[1]!.heading).length).toBeGreaterThanOrEqual(1)
     for (const block of blocks) expect(block.text).not.toContain(TOKEN)
 
     const mls = server()
     const dir = mkdtempSync(join(tmpdir(), 'mls-readme-'))
     cleanup.push(() => rmSync(dir, { recursive: true, force: true }))
-    // `moonlight` on PATH, as the README assumes: the program from the sources.
+    // `moonlight` on PATH, as these pages assume: the program from the sources.
     const bin = join(dir, 'bin')
     mkdirSync(bin)
     writeFileSync(join(bin, 'moonlight'), `#!/bin/sh\nexec '${process.execPath}' '${join(ROOT, 'src/cli.ts')}' "$@"\n`)
@@ -89,7 +98,7 @@ describe('README examples', () => {
     await waitFor(() => stdout.includes(`::block ${blocks.length - 1} ok`) || child.exitCode !== null, 'the last block', 50_000).catch(() => undefined)
     const report = { exit: child.exitCode, stdout, stderr: stderr.split('\n').filter((line) => line.startsWith('::failed') || /moonlight \w+:/.test(line)) }
     expect({ ...report, done: blocks.map((_, i) => stdout.includes(`::block ${i} ok`)) }).toMatchObject({ done: blocks.map(() => true) })
-    // What the README's comments say each answers, in order. Piped, an answer is the agent's exact bytes
+    // What the blocks' comments say each answers, in order. Piped, an answer is the agent's exact bytes
     // with no newline added, so they run together; the broadcast's results name the agent under usa.
     const answers = [
       '{"sum":6}',
@@ -104,7 +113,7 @@ describe('README examples', () => {
       'cancelled ',
       '{"sum":42}',
     ]
-    let from = stdout.indexOf(`::block ${blocks.findIndex((block) => block.heading === SECTIONS[1])} start`)
+    let from = stdout.indexOf(`::block ${blocks.findIndex((block) => block.heading === SECTIONS[1]!.heading)} start`)
     for (const answer of answers) {
       const at = stdout.indexOf(answer, from)
       expect({ answer, after: stdout.slice(from, from + 200), found: at >= 0 }).toMatchObject({ answer, found: true })
@@ -129,16 +138,15 @@ function freePort(): number {
   return port
 }
 
-describe('README cluster quick start', () => {
+describe('docs/cluster.md quick start', () => {
   test('its commands start a Redis and two instances that both take the one token it exports', async () => {
-    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
-    const section = readme.slice(readme.indexOf('\n## Cluster mode\n'))
-    const block = /```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? ''
+    // The page's first shell block.
+    const block = /```sh\n([\s\S]*?)```/.exec(doc('docs/cluster.md'))?.[1] ?? ''
     expect(block).toContain('redis-server --port 6379')
     const [redisPort, portA, portB] = [freePort(), freePort(), freePort()]
     const dir = mkdtempSync(join(tmpdir(), 'mls-readme-cluster-'))
     cleanup.push(() => rmSync(dir, { recursive: true, force: true }))
-    // The only edits: free ports for the README's fixed ones (others share this machine), Redis's append-only
+    // The only edits: free ports for the page's fixed ones (others share this machine), Redis's append-only
     // file in the test's directory rather than the checkout it runs from, and a line reporting the token.
     const script = [
       'set -eo pipefail',
@@ -183,6 +191,56 @@ describe('README cluster quick start', () => {
       'two instances in /cluster',
       10_000,
     )
+    process.kill(-child.pid, 'SIGTERM')
+    await child.exited
+  }, 60_000)
+})
+
+describe('README quick start', () => {
+  test('runs as written from the checkout: the server, an agent, a task by npx moonlight and one by curl, the dashboard', async () => {
+    const block = shellBlocks(doc('README.md'), 'Quick start')[0] ?? ''
+    expect(block).toContain('npx moonlight serve --port 8080')
+    const port = freePort()
+    const dir = mkdtempSync(join(tmpdir(), 'mls-readme-quick-'))
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }))
+    // The only edit: a free port for the README's 8080 (others share this machine).
+    const script = ['set -eo pipefail', `trap 'echo "::failed: $BASH_COMMAND" >&2' ERR`, block.replaceAll('8080', String(port)), 'echo "::done"', 'wait'].join(
+      '\n',
+    )
+    writeFileSync(join(dir, 'quick-start.sh'), script)
+    // From the checkout, as the README says, with a home of its own (no config, no kept token); npm offline,
+    // so npx can only run the checkout's own binary, never fetch a package of that name.
+    const child = Bun.spawn(['setsid', 'bash', join(dir, 'quick-start.sh')], {
+      cwd: ROOT,
+      env: cleanEnv({ HOME: dir, XDG_STATE_HOME: join(dir, 'state'), npm_config_offline: 'true', npm_config_update_notifier: 'false' }),
+      stdout: 'pipe',
+      stderr: 'pipe',
+    })
+    cleanup.push(() => {
+      try {
+        process.kill(-child.pid, 'SIGKILL')
+      } catch {
+        // Already gone.
+      }
+    })
+    const output = collectOutput(child.stdout, child.stderr)
+    await waitFor(() => output().includes('::done') || child.exitCode !== null, 'the quick start to finish', 50_000)
+    expect({ exit: child.exitCode, failed: output().includes('::failed'), done: output().includes('::done') }).toEqual({
+      exit: null,
+      failed: false,
+      done: true,
+    })
+    // What its comments say the two tasks answer, and where the dashboard is.
+    const server = `http://localhost:${port}`
+    for (const line of ['{"sum":6}', '{"sum":9}', `dashboard: ${server}/dashboard (sign in with `])
+      expect({ line, output: output() }).toMatchObject({ output: expect.stringContaining(line) })
+    const token = /sign in with (\S+)\)/.exec(output())?.[1] ?? ''
+    const dashboard = await fetch(`${server}/dashboard`)
+    expect({ status: dashboard.status, type: dashboard.headers.get('content-type') }).toMatchObject({ status: 200, type: expect.stringContaining('text/html') })
+    const clients = (await (await fetch(`${server}/clients`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      clients: Array<{ node_id: string }>
+    }
+    expect(clients.clients.map((client) => client.node_id)).toEqual(['sum-1'])
     process.kill(-child.pid, 'SIGTERM')
     await child.exited
   }, 60_000)

@@ -1,4 +1,4 @@
-/** Signed calls to HTTP agents: the server signs with signing_secret, `moonlight agent --http --signing-secret` and the README's Node lines check. */
+/** Signed calls to HTTP agents: the server signs with signing_secret, `moonlight agent --http --signing-secret` and the Node lines of docs/security.md check. */
 import { afterEach, describe, expect, test } from 'bun:test'
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -110,10 +110,10 @@ describe('signed calls to agents', () => {
     expect(agent.runs()).toBe(1)
   })
 
-  test("the README's Node lines verify a real signed call under Node, and refuse one signed with another secret", async () => {
-    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8')
-    const snippet = /```js\n(import \{ createHmac, timingSafeEqual \} from 'node:crypto'[\s\S]*?)```/.exec(readme)?.[1]
-    if (!snippet) throw new Error('README has no Node verification snippet')
+  test("docs/security.md's Node lines verify a real signed call under Node, and refuse one signed with another secret", async () => {
+    const page = readFileSync(join(ROOT, 'docs/security.md'), 'utf8')
+    const snippet = /```js\n(import \{ createHmac, timingSafeEqual \} from 'node:crypto'[\s\S]*?)```/.exec(page)?.[1]
+    if (!snippet) throw new Error('docs/security.md has no Node verification snippet')
     expect(snippet).toContain('export function verifyMoonlightSignature(')
     expect(snippet.trim().split('\n').length).toBeLessThanOrEqual(11)
     writeFileSync(join(tmp, 'verify-moonlight.mjs'), snippet)
@@ -121,7 +121,7 @@ describe('signed calls to agents', () => {
     writeFileSync(
       join(tmp, 'node-agent.mjs'),
       `import http from 'node:http'
-import { verifyMoonlightSignature } from '../verify-moonlight.mjs'
+import { verifyMoonlightSignature } from './verify-moonlight.mjs'
 const server = http.createServer((request, response) => {
   const chunks = []
   request.on('data', (chunk) => chunks.push(chunk))

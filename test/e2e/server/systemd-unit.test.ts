@@ -1,6 +1,6 @@
 /**
  * deploy/moonlight.service: systemd's own checker accepts it (no unknown keys, a runnable command),
- * and it has what the README promises: reload by SIGHUP, restart on failure, the hardening.
+ * and it has what docs/operations.md promises: reload by SIGHUP, restart on failure, the hardening.
  */
 import { describe, expect, test } from 'bun:test'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'

@@ -85,7 +85,7 @@ describe('health', () => {
   })
 
   test('a success while ejected (from an attempt begun before the ejection) does not end the back-off', () => {
-    // README: consecutive failures "eject a client for health.ejection_time ... when the back-off ends
+    // docs/routing.md: consecutive failures "eject a client for health.ejection_time ... when the back-off ends
     // the client is on probation and one trial task decides".
     const health = freshHealth(0)
     failTimes(health, 3, 0)

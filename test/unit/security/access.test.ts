@@ -250,12 +250,12 @@ describe('access in the config', () => {
   })
 })
 
-describe('the README', () => {
+describe('docs/security.md', () => {
   test('the Roles and tokens example is a valid config, and its token_sha256 is that of the token it names', async () => {
-    const readme = await Bun.file(`${import.meta.dir}/../../../README.md`).text()
-    const section = readme.slice(readme.indexOf('### Roles and tokens'))
+    const page = await Bun.file(`${import.meta.dir}/../../../docs/security.md`).text()
+    const section = page.slice(page.indexOf('## Roles and tokens'))
     const example = /```json\n([\s\S]*?)```/.exec(section)?.[1] ?? ''
-    const { config } = parseConfig(JSON.parse(example), 'README')
+    const { config } = parseConfig(JSON.parse(example), 'docs/security.md')
     expect(config.access.map((entry) => entry.roles)).toEqual([['agent'], ['submit'], ['submit', 'monitor']])
     const named = /the example's is that of `([^`]+)`/.exec(section)?.[1] ?? ''
     expect(config.access[2]?.token_sha256).toBe(sha256(named))
