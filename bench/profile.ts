@@ -2,12 +2,15 @@
  * Profiles Moonlight under the benchmark's load: starts it with `bun --cpu-prof`, drives one path
  * with wrk, stops it gracefully (the profile is written at exit) and prints where the time went.
  *
- *   bun bench/profile.ts [http|ws|relay|floor] [seconds]
+ *   bun bench/profile.ts [http|ws|relay|floor|text-http|text-ws] [seconds] [connections]
  *
  * floor: the bare relay of `--floor` calling the same HTTP agent over its bare socket pool
  * (bench/agents/bun-relay.ts --client socket), profiled the same way, to set Moonlight's HTTP path
  * beside it function by function. Each line shows its share of the samples and, from the sampling
  * interval and the tasks answered, the JS thread's µs per task it stands for.
+ *
+ * text-http, text-ws: the text relay (bench/agents/text-relay.ts), the floor CPU per task is held to,
+ * to its HTTP agent or its one WebSocket agent. connections: wrk's (default 64; 1 for latency).
  *
  * relay: a redis-server and two instances in one cluster, both profiled; wrk calls A for the agent
  * B holds, so every task goes A → Redis → B → agent and back.
@@ -24,7 +27,9 @@ import type { Child } from './lib/proc.ts'
 import { BODY, wrk } from './lib/wrk.ts'
 import { spawnWsAgents } from './lib/ws-agents.ts'
 
-const path = process.argv[2] === 'ws' || process.argv[2] === 'relay' || process.argv[2] === 'floor' ? process.argv[2] : 'http'
+const PATHS = ['http', 'ws', 'relay', 'floor', 'text-http', 'text-ws'] as const
+const path = PATHS.find((each) => each === process.argv[2]) ?? 'http'
+const connections = Number(process.argv[4] ?? 64)
 const INTERVAL_US = 200
 const seconds = Number(process.argv[3] ?? 8)
 const dir = mkdtempSync(join(tmpdir(), 'mls-profile-'))
@@ -33,6 +38,7 @@ const profiled = (name: string) => ['--cpu-prof', `--cpu-prof-dir=${join(dir, na
 try {
   if (path === 'relay') await profileRelay()
   else if (path === 'floor') await profileFloor()
+  else if (path === 'text-http' || path === 'text-ws') await profileText(path)
   else await profileOne()
 } finally {
   await Promise.all(children.reverse().map((child) => child.stop()))
@@ -91,6 +97,26 @@ async function profileFloor(): Promise<void> {
   printTop(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile, result.requests)
 }
 
+async function profileText(which: 'text-http' | 'text-ws'): Promise<void> {
+  const { child: agent, port: agentPort } = await startBenchHttpAgent([], HTTP_REGION)
+  children.push(agent)
+  const { child: relay, url: relayUrl } = await startBunRelay(agentPort, WS_REGION, 'text', profiled('text'))
+  children.push(relay)
+  if (which === 'text-ws') {
+    const wsAgent = spawnWsAgents('ws-agent', `${relayUrl.replace(/^http/, 'ws')}/ws`, { count: 1, region: WS_REGION })
+    children.push(wsAgent)
+    await wsAgent.waitFor(/registered 1 in/)
+  }
+  const result = await wrk({ url: `${relayUrl}/task/request`, body: BODY(which === 'text-ws' ? WS_REGION : HTTP_REGION) }, connections, seconds)
+  console.log(`${which}: ${(result.requests / (result.duration_us / 1e6)).toFixed(0)} req/s at ${connections} connections under the profiler`)
+  await relay.stop()
+  const profileDir = join(dir, 'text')
+  const file = readdirSync(profileDir).find((entry) => entry.endsWith('.cpuprofile'))
+  if (!file) throw new Error(`no .cpuprofile in ${profileDir}`)
+  console.log(`profile: ${join(profileDir, file)}\n`)
+  printTop(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile, result.requests)
+}
+
 async function profileOne(): Promise<void> {
   const moonlight = await startMoonlight(dir, { bunArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`, '--cpu-prof-interval=200'] })
   children.push(moonlight)
@@ -100,8 +126,10 @@ async function profileOne(): Promise<void> {
     children.push(agent)
     await agent.waitFor(/registered 1 in/)
   }
-  const result = await wrk({ url: `${moonlight.url}/task/request`, body: BODY(path === 'http' ? HTTP_REGION : WS_REGION) }, 64, seconds)
-  console.log(`${path}: ${(result.requests / (result.duration_us / 1e6)).toFixed(0)} req/s under the profiler (slower than without it)`)
+  const result = await wrk({ url: `${moonlight.url}/task/request`, body: BODY(path === 'http' ? HTTP_REGION : WS_REGION) }, connections, seconds)
+  console.log(
+    `${path}: ${(result.requests / (result.duration_us / 1e6)).toFixed(0)} req/s at ${connections} connections under the profiler (slower than without it)`,
+  )
   await moonlight.stop()
   const file = readdirSync(dir).find((name) => name.endsWith('.cpuprofile'))
   if (!file) throw new Error(`no .cpuprofile in ${dir}`)
