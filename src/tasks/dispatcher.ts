@@ -5,7 +5,7 @@ import type { AttemptRecord, TaskRecord } from '../observe/task-stats.ts'
 import { type Answer, AttemptError, RETRY_CLASS, type Transports } from '../transports/types.ts'
 import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
 import type { TaskControl } from './control.ts'
-import { type DeadlineTimer, taskTimeout } from './deadlines.ts'
+import { type Deadline, type DeadlineTimer, taskTimeout } from './deadlines.ts'
 import { NOBODY_TO_ASK, OUTCOME_STATUS, type Outcome } from './outcome.ts'
 import type { RetryBudget } from './retry-budget.ts'
 import { DEFAULT_ROUTING, type TaskRouting } from './routing.ts'
@@ -55,21 +55,32 @@ export class Dispatcher {
 
   /** `control`, when given, can cancel the task while it runs (a stored task's DELETE). */
   async dispatch(region: string, payloadJson: string, taskId: string, routing: TaskRouting = DEFAULT_ROUTING, control?: TaskControl): Promise<Outcome> {
-    const { registry, clock, load } = this.deps
+    const { clock, load } = this.deps
     const settings = this.deps.settings()
     const preferLocal = settings.preferLocal ?? false
     const retryCount = routing.retry ? settings.retryCount : 0
-    const { retryOn } = routing
-    // With no retry, or none after a lost attempt, a task goes out once: not even the HTTP pool's resend
-    // on a fresh connection after a pooled one closed as the task was written (the agent may have read it).
-    const mayResend = routing.retry && (retryOn === undefined || retryOn.includes('lost'))
     // A task may ask to give up sooner, never later: task_timeout is the operator's bound on every wait.
     const { timeoutMs, ownTimeout } = taskTimeout(settings.taskTimeoutMs, routing.timeoutMs)
     const startedMs = clock.now()
     const startedMonotonicMs = clock.monotonic()
-    const failedAttempts: FailedAttempt[] = []
-    // Every attempt with its time, for the clients' detail (src/observe/task-stats.ts ClientTasks): bounded by retry_count.
-    const tries: AttemptRecord[] = []
+    const deadline = this.deps.deadlines.start(timeoutMs)
+    if (control) control.deadline = deadline
+    const task: TaskRun = {
+      region,
+      payloadJson,
+      taskId,
+      routing,
+      control,
+      deadline,
+      timeoutMs,
+      ownTimeout,
+      // With no retry, or none after a lost attempt, a task goes out once: not even the HTTP pool's resend
+      // on a fresh connection after a pooled one closed as the task was written (the agent may have read it).
+      mayResend: routing.retry && (routing.retryOn === undefined || routing.retryOn.includes('lost')),
+      failedAttempts: [],
+      tries: [],
+    }
+    const { failedAttempts } = task
     // Made on the first retry: most tasks never need it.
     let tried: Set<string> | undefined
     let last: Client | undefined
@@ -77,12 +88,10 @@ export class Dispatcher {
     let firstPool: string | undefined
     // Whether the retry budget let this task retry (it then counts as retrying until it ends).
     let retrying = false
-    const deadline = this.deps.deadlines.start(timeoutMs)
-    if (control) control.deadline = deadline
     load.inFlight++
-    let outcome: Outcome = { kind: 'all_failed', region, failedAttempts }
+    let outcome: Outcome | undefined
     try {
-      for (let attempt = 0; attempt <= retryCount; attempt++) {
+      for (let attempt = 0; attempt <= retryCount && outcome === undefined; attempt++) {
         if (load.closing) {
           outcome = { kind: 'shutting_down', region, failedAttempts }
           break
@@ -116,97 +125,91 @@ export class Dispatcher {
           if (attempt === 0) outcome = picked
           break
         }
-        const { client, pool } = picked
         if (firstPool === undefined) {
-          firstPool = pool
-          this.deps.retryBudget?.started(pool)
+          firstPool = picked.pool
+          this.deps.retryBudget?.started(picked.pool)
         }
-        last = client
-        if (control) control.client = client
-        registry.beginAttempt(client)
-        // A slot handed over from the queue is counted already.
-        if (picked.acquired !== true) registry.acquire(client)
-        const attemptStartedMs = clock.monotonic()
-        // Every way an attempt ends gives a verdict on the client, or says there is none (which ends a trial).
-        let judged = false
-        let attemptStatus: number | undefined
-        let attemptKind: AttemptRecord['kind']
-        try {
-          const answer = await this.deps.transports[client.route].send(client, taskId, payloadJson, deadline, mayResend)
-          judged = true
-          attemptStatus = answer.status
-          if (answer.status >= 500) {
-            attemptKind = 'status'
-            registry.recordFailure(client, clock.now(), pool)
-            failedAttempts.push({
-              node_id: client.nodeId,
-              kind: 'status',
-              reason: answer.retry === false ? `answered ${answer.status}, not to be retried` : `answered ${answer.status}`,
-              status: answer.status,
-              body: bodyExcerpt(answer),
-            })
-            // The client knows whether its failure may be repeated elsewhere (the work may be half done).
-            if (answer.retry === false) break
-            if (retryOn !== undefined && !retryOn.includes('status')) {
-              outcome = notRetried(region, failedAttempts, 'status')
-              break
-            }
-            continue
-          }
-          // A 4xx is the client's honest answer to this payload, not a sign the client is unwell.
-          registry.recordSuccess(client, clock.monotonic() - attemptStartedMs, clock.now())
-          outcome = { kind: 'answered', answer, client, failedAttempts }
-          break
-        } catch (error) {
-          if (!(error instanceof AttemptError)) throw error
-          attemptKind = error.kind
-          // Cut off by the stop or by a cancel, not failed: the attempt is not the client's to answer for.
-          // The client had the task all the same, so it is marked as reached (see reachedNoClient).
-          if (load.closing) {
-            outcome = { kind: 'shutting_down', region, failedAttempts, midAttempt: true }
-            break
-          }
-          if (control?.cancelled) {
-            outcome = { kind: 'cancelled', region, failedAttempts, midAttempt: true }
-            break
-          }
-          failedAttempts.push({ node_id: client.nodeId, kind: error.kind, reason: error.message })
-          if (error.countsAgainstClient) {
-            registry.recordFailure(client, clock.now(), pool)
-            judged = true
-          }
-          if (error.kind === 'too_large') {
-            outcome = { kind: 'too_large', region, failedAttempts }
-            break
-          }
-          if (error.kind === 'timeout') {
-            outcome = { kind: 'timed_out', region, failedAttempts, timeoutMs, ...(ownTimeout ? { ownTimeout } : {}) }
-            break
-          }
-          const failureClass = RETRY_CLASS[error.kind]
-          if (retryOn !== undefined && failureClass !== undefined && !retryOn.includes(failureClass)) {
-            outcome = notRetried(region, failedAttempts, failureClass)
-            break
-          }
-        } finally {
-          registry.release(client)
-          if (!judged) registry.recordNoVerdict(client)
-          const attemptMs = clock.monotonic() - attemptStartedMs
-          // Built without spreads: this runs on every attempt of every task.
-          const tryRecord: AttemptRecord = { node_id: client.nodeId, ms: Math.round(attemptMs * 10) / 10 }
-          if (attemptStatus !== undefined) tryRecord.status = attemptStatus
-          if (attemptKind !== undefined) tryRecord.kind = attemptKind
-          tries.push(tryRecord)
-          this.deps.onAttempt?.(client, attemptMs)
-        }
+        last = picked.client
+        outcome = await this.attempt(task, picked)
       }
+      outcome ??= { kind: 'all_failed', region, failedAttempts }
       const durationMs = clock.monotonic() - startedMonotonicMs
-      this.deps.onFinished(taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), durationMs, tries))
+      this.deps.onFinished(taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), durationMs, task.tries))
       return outcome
     } finally {
       if (firstPool !== undefined) this.deps.retryBudget?.ended(firstPool, retrying)
       this.deps.deadlines.end(deadline)
       load.inFlight--
+    }
+  }
+
+  /**
+   * One attempt on the picked client: how the task ended, or undefined when it may be retried. Every
+   * way an attempt ends gives a verdict on the client, or says there is none (which ends a trial).
+   */
+  private async attempt(task: TaskRun, picked: Picked): Promise<Outcome | undefined> {
+    const { registry, clock, load } = this.deps
+    const { client, pool } = picked
+    const { region, failedAttempts, control, routing } = task
+    const { retryOn } = routing
+    if (control) control.client = client
+    registry.beginAttempt(client)
+    // A slot handed over from the queue is counted already.
+    if (picked.acquired !== true) registry.acquire(client)
+    const attemptStartedMs = clock.monotonic()
+    let judged = false
+    let attemptStatus: number | undefined
+    let attemptKind: AttemptRecord['kind']
+    try {
+      const answer = await this.deps.transports[client.route].send(client, task.taskId, task.payloadJson, task.deadline, task.mayResend)
+      judged = true
+      attemptStatus = answer.status
+      if (answer.status < 500) {
+        // A 4xx is the client's honest answer to this payload, not a sign the client is unwell.
+        registry.recordSuccess(client, clock.monotonic() - attemptStartedMs, clock.now())
+        return { kind: 'answered', answer, client, failedAttempts }
+      }
+      attemptKind = 'status'
+      registry.recordFailure(client, clock.now(), pool)
+      failedAttempts.push({
+        node_id: client.nodeId,
+        kind: 'status',
+        reason: answer.retry === false ? `answered ${answer.status}, not to be retried` : `answered ${answer.status}`,
+        status: answer.status,
+        body: bodyExcerpt(answer),
+      })
+      // The client knows whether its failure may be repeated elsewhere (the work may be half done).
+      if (answer.retry === false) return { kind: 'all_failed', region, failedAttempts }
+      if (retryOn !== undefined && !retryOn.includes('status')) return notRetried(region, failedAttempts, 'status')
+      return undefined
+    } catch (error) {
+      if (!(error instanceof AttemptError)) throw error
+      attemptKind = error.kind
+      // Cut off by the stop or by a cancel, not failed: the attempt is not the client's to answer for.
+      // The client had the task all the same, so it is marked as reached (see reachedNoClient).
+      if (load.closing) return { kind: 'shutting_down', region, failedAttempts, midAttempt: true }
+      if (control?.cancelled) return { kind: 'cancelled', region, failedAttempts, midAttempt: true }
+      failedAttempts.push({ node_id: client.nodeId, kind: error.kind, reason: error.message })
+      if (error.countsAgainstClient) {
+        registry.recordFailure(client, clock.now(), pool)
+        judged = true
+      }
+      if (error.kind === 'too_large') return { kind: 'too_large', region, failedAttempts }
+      if (error.kind === 'timeout')
+        return { kind: 'timed_out', region, failedAttempts, timeoutMs: task.timeoutMs, ...(task.ownTimeout ? { ownTimeout: true } : {}) }
+      const failureClass = RETRY_CLASS[error.kind]
+      if (retryOn !== undefined && failureClass !== undefined && !retryOn.includes(failureClass)) return notRetried(region, failedAttempts, failureClass)
+      return undefined
+    } finally {
+      registry.release(client)
+      if (!judged) registry.recordNoVerdict(client)
+      const attemptMs = clock.monotonic() - attemptStartedMs
+      // Built without spreads: this runs on every attempt of every task.
+      const tryRecord: AttemptRecord = { node_id: client.nodeId, ms: Math.round(attemptMs * 10) / 10 }
+      if (attemptStatus !== undefined) tryRecord.status = attemptStatus
+      if (attemptKind !== undefined) tryRecord.kind = attemptKind
+      task.tries.push(tryRecord)
+      this.deps.onAttempt?.(client, attemptMs)
     }
   }
 
@@ -263,6 +266,24 @@ export class Dispatcher {
 /** A task that failed in a class its retry_on leaves out: it ends here, retries left or not. */
 function notRetried(region: string, failedAttempts: FailedAttempt[], failureClass: RetryOn): Outcome {
   return { kind: 'all_failed', region, failedAttempts, notRetried: failureClass }
+}
+
+/** One task across its attempts: what each attempt needs and adds to. */
+interface TaskRun {
+  region: string
+  payloadJson: string
+  taskId: string
+  routing: TaskRouting
+  control: TaskControl | undefined
+  deadline: Deadline
+  timeoutMs: number
+  /** The task's own timeout, shorter than task_timeout, is the one in force. */
+  ownTimeout: boolean
+  /** Whether the HTTP pool may resend on a fresh connection (see dispatch). */
+  mayResend: boolean
+  failedAttempts: FailedAttempt[]
+  /** Every attempt with its time, for the clients' detail (src/observe/task-stats.ts ClientTasks): bounded by retry_count. */
+  tries: AttemptRecord[]
 }
 
 interface Picked {
