@@ -5,7 +5,7 @@ import { MoonlightError } from '../errors.ts'
 import type { Grant, Role } from '../security/access.ts'
 import { sourceAddress } from '../security/caller-address.ts'
 import { describeIssues } from '../wire/issues.ts'
-import { MAX_JSON_DEPTH } from '../wire/json-text.ts'
+import { MAX_JSON_DEPTH, nestingDepth } from '../wire/json-text.ts'
 import { type BodyLimits, discardOversizedBody } from './oversized-body.ts'
 
 /**
@@ -125,4 +125,12 @@ export function validate<Schema extends z.ZodType>(schema: Schema, value: unknow
 
 function tooDeep(): MoonlightError {
   return new MoonlightError(400, 'too_deep', `request body is nested deeper than ${MAX_JSON_DEPTH} levels`, { max_depth: MAX_JSON_DEPTH })
+}
+
+/** A JSON body of `schema`'s shape, through the same checks as a task request's. */
+export async function readJsonBody<Schema extends z.ZodType>(request: Request, limits: BodyLimits, schema: Schema): Promise<z.infer<Schema>> {
+  const text = await readJsonText(request, limits)
+  const value = parseJson(text)
+  limitDepth(nestingDepth(text))
+  return validate(schema, value)
 }

@@ -1,15 +1,13 @@
 import type { Hono } from 'hono'
 import type { Settings } from '../config/settings.ts'
 import { MoonlightError } from '../errors.ts'
-import { type Grant, tokenDigest } from '../security/access.ts'
+import type { Grant } from '../security/access.ts'
 import type { StoredTasks } from '../tasks/stored/runner.ts'
 import type { StoredTask } from '../tasks/stored/store.ts'
-import { type AcceptedTask, FINAL_STATES, resultQuerySchema, type TaskView } from '../wire/async-task.ts'
+import { FINAL_STATES, resultQuerySchema } from '../wire/async-task.ts'
 import type { AppEnv } from './app.ts'
-import { authorize, clientAddress, requestToken, validate } from './request-checks.ts'
-
-/** How long a caller is told to wait before asking again for a result that is not ready. */
-const RETRY_AFTER_S = 1
+import { authorize, clientAddress, validate } from './request-checks.ts'
+import { ownerOf, resultResponse, viewOf } from './stored-task-answers.ts'
 
 /**
  * `GET /task/{id}`, `GET /task/{id}/result` and `DELETE /task/{id}`: a stored task is its owner's
@@ -60,12 +58,6 @@ export function mountStoredTaskRoutes(app: Hono<AppEnv>, settings: Settings, tas
   })
 }
 
-/** The SHA-256 of the request's token (any header that carries one): who a stored task belongs to. '' without a token. */
-export function ownerOf(request: Request): string {
-  const token = requestToken(request.headers)
-  return token === '' ? '' : tokenDigest(token)
-}
-
 /** With tokens required (`grant`: the request's, still valid), the owner's token or an admin's; without, anyone who has the id. */
 function mayRead(settings: Settings, request: Request, grant: Grant | undefined, task: StoredTask): boolean {
   if (grant === undefined) return true
@@ -76,84 +68,4 @@ function unknownTask(taskId: string): MoonlightError {
   return new MoonlightError(404, 'unknown_task', `no task ${taskId}: it never existed, its result expired (tasks.result_ttl), or it is not yours`, {
     task_id: taskId,
   })
-}
-
-/** `202` for an async submission: where to find the task. */
-export function acceptedResponse(task: StoredTask, replayed: boolean): Response {
-  const statusUrl = `/task/${encodeURIComponent(task.task_id)}`
-  const body: AcceptedTask = { task_id: task.task_id, state: task.state, status_url: statusUrl }
-  return new Response(JSON.stringify(body), {
-    status: 202,
-    headers: {
-      'content-type': 'application/json',
-      'x-content-type-options': 'nosniff',
-      location: statusUrl,
-      'x-task-id': task.task_id,
-      ...(replayed ? { 'idempotent-replayed': 'true' } : {}),
-    },
-  })
-}
-
-/** The task's answer as-is, as a sync call would have had it; `202` with Retry-After while it is not ready. */
-export function resultResponse(task: StoredTask, replayed: boolean): Response {
-  const replay: Record<string, string> = replayed ? { 'idempotent-replayed': 'true' } : {}
-  if (task.result) {
-    const { status, headers, body_b64 } = task.result
-    return new Response(Buffer.from(body_b64, 'base64'), { status, headers: { ...headers, ...replay } })
-  }
-  if (task.state === 'cancelled') {
-    const error = new MoonlightError(409, 'cancelled', `task ${task.task_id} was cancelled`, { task_id: task.task_id })
-    return new Response(JSON.stringify({ error: error.message, code: error.code, ...error.details }), {
-      status: 409,
-      headers: { 'content-type': 'application/json', 'x-content-type-options': 'nosniff', 'x-task-id': task.task_id, ...replay },
-    })
-  }
-  return new Response(JSON.stringify(viewOf(task)), {
-    status: 202,
-    headers: {
-      'content-type': 'application/json',
-      'x-content-type-options': 'nosniff',
-      'retry-after': String(RETRY_AFTER_S),
-      'x-task-id': task.task_id,
-      ...replay,
-    },
-  })
-}
-
-/** `GET /task/{id}`: the task's state, and once ended its answer in JSON. */
-export function viewOf(task: StoredTask): TaskView {
-  const { result } = task
-  const view: TaskView = {
-    task_id: task.task_id,
-    state: task.state,
-    mode: task.mode,
-    region: task.region,
-    node_id: result?.node_id ?? null,
-    attempts: result?.attempts ?? [],
-    submitted_at: new Date(task.submitted_at_ms).toISOString(),
-    finished_at: task.finished_at_ms === null ? null : new Date(task.finished_at_ms).toISOString(),
-  }
-  if (!result) return view
-  const body = Buffer.from(result.body_b64, 'base64')
-  const content = decodeBody(body, result.headers['content-type'])
-  if (result.state === 'done') return { ...view, status: result.status, headers: result.headers, response: content }
-  return { ...view, status: result.status, error: content }
-}
-
-/** A JSON body as its value; any other text as a string; bytes that are not UTF-8 as base64. */
-function decodeBody(body: Buffer, contentType: string | undefined): unknown {
-  let text: string
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(body)
-  } catch {
-    return { base64: body.toString('base64') }
-  }
-  if (contentType?.includes('json')) {
-    try {
-      return JSON.parse(text)
-    } catch {
-      return text
-    }
-  }
-  return text
 }

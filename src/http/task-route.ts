@@ -11,7 +11,7 @@ import type { StoredTasks } from '../tasks/stored/runner.ts'
 import type { StoredTask } from '../tasks/stored/store.ts'
 import { FINAL_STATES, idempotencyKeySchema } from '../wire/async-task.ts'
 import { authorize, clientAddress, readJsonText, requestToken } from './request-checks.ts'
-import { acceptedResponse, ownerOf, resultResponse } from './stored-task-routes.ts'
+import { acceptedResponse, ownerOf, resultResponse } from './stored-task-answers.ts'
 import { readTaskRequest } from './task-body.ts'
 import { broadcastResponse, outcomeResponse } from './task-outcome.ts'
 
