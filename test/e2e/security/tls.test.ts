@@ -143,7 +143,10 @@ describe('moonlight serve with tls', () => {
   test('prints https:// URLs', async () => {
     const child = await serve({ cert: first.certPath, key: first.keyPath })
     expect(child.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/)
-    expect(child.output()).toContain(`docs ${child.url}/  dashboard ${child.url}/dashboard`)
+    // Two lines after "listening on", which is all spawnServer waits for: under load it may come in a later chunk.
+    const docsLine = `docs ${child.url}/  dashboard ${child.url}/dashboard`
+    await waitFor(() => child.output().includes(docsLine), 'the docs line', 5000)
+    expect(child.output()).toContain(docsLine)
     expect(child.output()).toContain(`TLS: serving CN=server-one (serial ${first.serial}`)
   })
 
