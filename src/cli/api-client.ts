@@ -1,7 +1,16 @@
 import { z } from 'zod'
 import { certificateFailure, SERVER_CA_HINT } from '../security/peer-certificate-errors.ts'
 import { errorBodySchema } from '../wire/errors.ts'
-import { type ClientList, type ClusterView, clientViewSchema, clusterViewSchema, readyzSchema, type Status, statusSchema } from '../wire/views.ts'
+import {
+  type ClientList,
+  type ClusterView,
+  clientViewSchema,
+  clusterViewSchema,
+  readyzSchema,
+  regionCountsSchema,
+  type Status,
+  statusSchema,
+} from '../wire/views.ts'
 
 export type { ClientList, Status } from '../wire/views.ts'
 
@@ -32,7 +41,9 @@ export class RequestFailed extends Error {
 }
 
 /** What the CLI reads is parsed with the server's own wire schemas; fields it does not know pass through for --json. */
-const statusAnswerSchema = statusSchema.loose()
+// A server from before the failing state sends no `failing` count per region: read as none, so the CLI
+// still shows an older server's status rather than refusing it as the wrong shape.
+const statusAnswerSchema = statusSchema.extend({ regions: z.record(z.string(), regionCountsSchema.extend({ failing: z.number().int().default(0) })) }).loose()
 const clientListAnswerSchema = z.object({ clients: z.array(clientViewSchema.loose()) }).loose()
 
 /** A raw answer: the status and body exactly as the server sent them. */

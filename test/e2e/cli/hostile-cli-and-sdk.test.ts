@@ -587,3 +587,27 @@ describe('the SDK HTTP agent against a server whose heartbeat reply asks for an 
     expect(lines).toContain(`[agent] registered as n in r at ${fake.url} (HTTP, heartbeat every 0.1 s)`)
   })
 })
+
+describe('moonlight status against a server of an earlier version', () => {
+  test("a /status without the regions' failing count (before the failing state) is shown, not refused as the wrong shape", async () => {
+    const earlier = {
+      server: 'Online',
+      websocket: 'Connected',
+      clients: 2,
+      tasks: 0,
+      regions: { 'us-east-1': { clients: 2, active: 2 } },
+      version: '0.1.0',
+      uptime_s: 5,
+      started_at: '2026-11-24T12:00:00.000Z',
+      tasks_total: 7,
+      tasks_failed: 0,
+      websocket_connections: 1,
+      cluster: 'alone',
+      instance_id: 'host:8080',
+    }
+    const url = fakeServer(() => Response.json(earlier))
+    const result = await runCli(['status', '--server', url])
+    expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: '' })
+    expect(result.stdout).toContain('us-east-1')
+  })
+})
