@@ -1,7 +1,7 @@
 /** `moonlight task`'s routing flags against a real server and real WebSocket agents. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { expectOneLine, runMain } from '../../support/cli.ts'
-import { startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../../support/helpers.ts'
+import { postTask, startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent, waitFor } from '../../support/helpers.ts'
 
 let mls: TestServer
 let agents: WsAgent[] = []
@@ -93,5 +93,56 @@ describe('moonlight task routing flags', () => {
     expect(late.code).toBe(1)
     expect(expectOneLine(late.stderr)).toContain("no answer within the task's timeout (0.3 s)")
     expect(Date.now() - startedMs).toBeLessThan(3000)
+  })
+})
+
+describe('moonlight task queue flags', () => {
+  test('--queue-timeout gives up on a full agent after S seconds; --priority high is served before a low task queued earlier', async () => {
+    const queued = startTestServer({ queue: { timeout: 10 } })
+    const held: string[] = []
+    const agent = await startWsAgent(queued.wsUrl, {
+      nodeId: 'one-slot',
+      region: 'eu',
+      register: { max_in_flight: 1 },
+      answer: (_payload, taskId) => {
+        held.push(taskId)
+        return null
+      },
+    })
+    const answer = (taskId: string) => agent.send({ type: 'task_response', payload: { task_id: taskId, response: { done: true } } })
+    try {
+      const first = postTask(queued.url, { region: 'eu', payload: 'first' })
+      await waitFor(() => held.length === 1, 'the agent holds the first task')
+      const gaveUp = await runMain(['task', '--server', queued.url, '--token', TOKEN, '--region', 'eu', '--payload', '"late"', '--queue-timeout', '0.3'])
+      expect(gaveUp.code).toBe(1)
+      expect(expectOneLine(gaveUp.stderr)).toContain('no slot freed within 0.3 s')
+      expect(agent.received).toEqual(['first'])
+
+      const low = postTask(queued.url, { region: 'eu', payload: 'low', priority: 'low' })
+      await waitFor(
+        async () => (await (await fetch(`${queued.url}/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()).queue?.depth === 1,
+        'the low task waits',
+      )
+      const high = runMain(['task', '--server', queued.url, '--token', TOKEN, '--region', 'eu', '--payload', '"high"', '--priority', 'high'])
+      await waitFor(
+        async () => (await (await fetch(`${queued.url}/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()).queue?.depth === 2,
+        'the high task waits',
+      )
+      answer(held[0]!)
+      await waitFor(() => held.length === 2, 'the agent holds the next task')
+      expect(agent.received[1]).toBe('high')
+      answer(held[1]!)
+      expect((await high).code).toBe(0)
+      await waitFor(() => held.length === 3, 'the agent holds the low task')
+      answer(held[2]!)
+      expect([(await first).status, (await low).status]).toEqual([200, 200])
+
+      const bad = await runMain(['task', '--server', queued.url, '--token', TOKEN, '--payload', '1', '--priority', 'urgent'])
+      expect(bad.code).toBe(2)
+      expect(expectOneLine(bad.stderr)).toContain('--priority must be high, normal or low')
+    } finally {
+      agent.close()
+      await queued.stop()
+    }
   })
 })
