@@ -89,7 +89,10 @@ export class Cluster {
     })
     this.relay = new RelayTransport(this.connection, this.keys, () => this.deps.settings.instanceId)
     // A WebSocket agent held here filled up or has room again: the others skip it, or may send again.
-    deps.registry.onFullChange = (client) => this.onRegistryEvent({ type: 'updated', client })
+    // (An HTTP agent's fullness is each instance's own: they call it directly, each within its share.)
+    deps.registry.watchFull((client) => {
+      if (client.route === 'ws') this.onRegistryEvent({ type: 'updated', client })
+    })
   }
 
   get instanceId(): string {

@@ -44,7 +44,7 @@ export function share(client: Client): SharedClient {
     state: client.state,
     ...(client.maxInFlight === undefined ? {} : { max_in_flight: client.maxInFlight }),
     // What the registry last said of it (src/fleet/registry.ts noteFull), so a later "room again" is never skipped as no change.
-    ...(client.sharedFull === true ? { full: true } : {}),
+    ...(client.sharedFull === true && client.route === 'ws' ? { full: true } : {}),
   }
 }
 

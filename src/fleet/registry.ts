@@ -46,7 +46,7 @@ export interface Client extends HealthRecord {
   slotShare?: number | undefined
   /** Another instance holds this WebSocket agent and says its slots are all taken there. */
   holderFull?: boolean | undefined
-  /** A WebSocket agent held here: whether the other instances were last told it is full. */
+  /** A client held here: whether the listeners (watchFull) were last told it is full. */
   sharedFull?: boolean
   /** Counted in `fullIn` (eligible but out of the balancers for want of a slot). */
   countedFull?: boolean
@@ -111,11 +111,11 @@ export class Registry {
   balance: 'round_robin' | 'least_request' = 'round_robin'
   /** Where least-request's draws come from; injected in tests. */
   random: () => number = Math.random
-  private readonly loadOf = (nodeId: string): number => this.clients.get(nodeId)!.inFlight
   /** Hands a client with room a task waiting for a slot (src/tasks/priority-queue.ts); none: nothing ever waits. */
+  private readonly loadOf = (nodeId: string): number => this.clients.get(nodeId)!.inFlight
   offerSlot: SlotOffer<Client> | undefined = undefined
-  /** A WebSocket agent held here filled up or has room again: the cluster tells the other instances (src/cluster/cluster.ts). */
-  onFullChange: ((client: Client) => void) | undefined = undefined
+  /** Told when a client held here fills up or has room again: the cluster tells the other instances, the dashboards show it. */
+  private readonly fullListeners: Array<(client: Client) => void> = []
   /** Live instances of the cluster (1 alone): an HTTP agent's slots are shared among them. */
   private instances = 1
   private nextConnectionId = 1
@@ -295,13 +295,18 @@ export class Registry {
     else this.noteFull(client)
   }
 
-  /** A WebSocket agent held here: tells the other instances when it fills up or has room again, and only then. */
+  /** Calls `listener` each time a client held here fills up or has room again; not on every task, which would be as often as tasks end. */
+  watchFull(listener: (client: Client) => void): void {
+    this.fullListeners.push(listener)
+  }
+
+  /** A client held here: tells the listeners when it fills up or has room again, and only then. */
   private noteFull(client: Client): void {
-    if (client.route !== 'ws' || this.onFullChange === undefined || !this.isCurrent(client)) return
+    if (client.instance !== undefined || this.fullListeners.length === 0 || !this.isCurrent(client)) return
     const full = !hasSlot(client)
     if (full === (client.sharedFull === true)) return
     client.sharedFull = full
-    this.onFullChange(client)
+    for (const listener of this.fullListeners) listener(client)
   }
 
   /** An operator drains (true) or undrains (false) the client; false if there is no such client. */

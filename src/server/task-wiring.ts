@@ -100,6 +100,19 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
   const taskStore: TaskStore = redisStore ?? new MemoryTaskStore(storeLimits)
 
   const retryBudget = new RetryBudget(() => config().routing.retry_budget)
+  observe.queueLine.read = () => {
+    const waitS = slots.waits.quantile('', 0.5)
+    let shed = 0
+    for (const count of Object.values(slots.shed)) shed += count
+    let refused = 0
+    for (const count of retryBudget.refused.values()) refused += count
+    return {
+      depth: slots.depth,
+      wait_p50_ms: waitS === undefined || waitS === Number.POSITIVE_INFINITY ? null : Math.round(waitS * 1e6) / 1e3,
+      shed,
+      retries_refused: refused,
+    }
+  }
   const taskDeps = {
     registry,
     transports: { http: httpTransport, ws: wsTransport, relay: cluster?.relay ?? NO_RELAY },

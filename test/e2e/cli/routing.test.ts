@@ -38,6 +38,37 @@ describe('moonlight clients', () => {
   })
 })
 
+describe('moonlight clients slots', () => {
+  test("shows an agent's tasks in flight of its slots (1/2), and only the count for an agent without slots", async () => {
+    const slotted = startTestServer({})
+    const held: string[] = []
+    const busy = await startWsAgent(slotted.wsUrl, {
+      nodeId: 'gpu-1',
+      region: 'eu',
+      register: { max_in_flight: 2 },
+      answer: (_payload, taskId) => {
+        held.push(taskId)
+        return null
+      },
+    })
+    const plain = await startWsAgent(slotted.wsUrl, { nodeId: 'cpu-1', region: 'us' })
+    try {
+      const running = postTask(slotted.url, { region: 'eu', payload: 1 })
+      await waitFor(() => held.length === 1, 'the agent holds the task')
+      const listed = await runMain(['clients', '--server', slotted.url, '--token', TOKEN])
+      expect(listed.code).toBe(0)
+      expect(listed.stdout).toMatch(/gpu-1\s+eu\s+ws\s+\S+\s+1\s+healthy\s+1\/2\s+0\s+0/)
+      expect(listed.stdout).toMatch(/cpu-1\s+us\s+ws\s+\S+\s+1\s+healthy\s+0\s+0\s+0/)
+      busy.send({ type: 'task_response', payload: { task_id: held[0], response: {} } })
+      expect((await running).status).toBe(200)
+    } finally {
+      busy.close()
+      plain.close()
+      await slotted.stop()
+    }
+  })
+})
+
 describe('moonlight task routing flags', () => {
   test("--node-id reaches that agent; an unknown one exits 1 with the server's reason", async () => {
     const [east1, east2] = agents
