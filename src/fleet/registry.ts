@@ -112,7 +112,6 @@ export class Registry {
   /** Where least-request's draws come from; injected in tests. */
   random: () => number = Math.random
   /** Hands a client with room a task waiting for a slot (src/tasks/priority-queue.ts); none: nothing ever waits. */
-  private readonly loadOf = (nodeId: string): number => this.clients.get(nodeId)!.inFlight
   offerSlot: SlotOffer<Client> | undefined = undefined
   /** Told when a client held here fills up or has room again: the cluster tells the other instances, the dashboards show it. */
   private readonly fullListeners: Array<(client: Client) => void> = []
@@ -373,7 +372,7 @@ export class Registry {
         options.key !== undefined
           ? balancer.pickByKey(options.key, exclude)
           : this.balance === 'least_request'
-            ? balancer.pickLeastLoaded(this.loadOf, this.random, exclude)
+            ? balancer.pickLeastLoaded(this.random, exclude)
             : balancer.pick(exclude)
       if (nodeId === undefined) continue
       return { client: this.clients.get(nodeId)!, pool }
@@ -595,7 +594,7 @@ export class Registry {
         balancer = new Balancer<string>()
         this.balancers.set(region, balancer)
       }
-      balancer.set(client.nodeId, effectiveWeight(client.weight, client.rampFactor))
+      balancer.set(client.nodeId, effectiveWeight(client.weight, client.rampFactor), client)
     }
   }
 
