@@ -345,3 +345,22 @@ describe('a reload', () => {
     expect(timedOut.json().error).toContain('within 0.2 s')
   })
 })
+
+describe('slots echoed', () => {
+  test('registered and heartbeat_ack say the slots the server counts; an agent without slots gets no max_in_flight', async () => {
+    const mls = server()
+    const peer = await openWs(mls.wsUrl)
+    defer(peer.close)
+    peer.send({ type: 'register', payload: { node_id: 'echo-1', token: TOKEN, region: 'eu-west-1', max_in_flight: 2 } })
+    expect((await peer.next('registered')).payload.max_in_flight).toBe(2)
+    peer.send({ type: 'heartbeat', payload: { max_in_flight: 3 } })
+    expect((await peer.next('heartbeat_ack')).payload.max_in_flight).toBe(3)
+    peer.send({ type: 'heartbeat' })
+    expect((await peer.next('heartbeat_ack')).payload.max_in_flight).toBe(3)
+
+    const plain = await openWs(mls.wsUrl)
+    defer(plain.close)
+    plain.send({ type: 'register', payload: { node_id: 'echo-2', token: TOKEN, region: 'eu-west-1' } })
+    expect('max_in_flight' in (await plain.next('registered')).payload).toBe(false)
+  })
+})
