@@ -188,7 +188,10 @@ export class ClientsTable {
         ),
       )
     cells.state.replaceChildren(h('span', { class: 'value' }, ...stateBadges(view, gone ? entry.reason : undefined)))
-    cells.in_flight.textContent = formatCount(view.in_flight)
+    // Its slots, when it announced them: in flight of the most it takes at once.
+    cells.in_flight.textContent =
+      view.max_in_flight === undefined ? formatCount(view.in_flight) : `${formatCount(view.in_flight)} / ${formatCount(view.max_in_flight)}`
+    cells.in_flight.title = view.max_in_flight === undefined ? '' : `${view.in_flight} of its ${view.max_in_flight} slots taken (max_in_flight)`
     cells.successes.textContent = formatCount(view.successes)
     cells.failures.textContent = formatCount(view.failures)
     cells.latency.textContent = view.latency_ms > 0 ? formatMs(view.latency_ms) : '–'

@@ -152,7 +152,12 @@ function showStatus(status, lastSecond) {
   $('tile-failed').textContent = `${formatCount(status.tasks_failed)} failed`
   $('tile-rate').textContent = formatCount(lastSecond?.tasks ?? 0)
   $('tile-latency').textContent = lastSecond?.tasks ? `avg ${formatMs(lastSecond.avg_latency_ms)}` : 'last second'
-  const { latency } = status
+  const { latency, queue } = status
+  if (queue) {
+    $('tile-queue').textContent = formatCount(queue.depth)
+    const wait = queue.wait_p50_ms === null ? 'wait –' : `wait p50 ${quantile(queue.wait_p50_ms)}`
+    $('tile-queue-sub').textContent = `${wait} · ${formatCount(queue.shed)} shed · ${formatCount(queue.retries_refused)} retries refused`
+  }
   $('tile-p50').textContent = latency ? quantile(latency.p50_ms) : '–'
   $('tile-quantiles').textContent = latency ? `p95 ${quantile(latency.p95_ms)} · p99 ${quantile(latency.p99_ms)}` : 'p95 – · p99 –'
 }

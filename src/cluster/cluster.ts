@@ -2,6 +2,7 @@ import type { Clock } from '../clock.ts'
 import type { Registry, RegistryEvent } from '../fleet/registry.ts'
 import type { Log } from '../observe/logger.ts'
 import type { DeadlineTimer } from '../tasks/deadlines.ts'
+import type { SlotQueue } from '../tasks/slot-waiting.ts'
 import type { Transport } from '../transports/types.ts'
 import { ClusterKeys } from './keys.ts'
 import { announcementOf, type FleetMessage, fleetMessageSchema, readMessage, type SharedClient, share, sharedClientSchema } from './messages.ts'
@@ -37,6 +38,8 @@ export interface ClusterDeps {
   deadlines: DeadlineTimer
   /** How a relayed task reaches a WebSocket agent of this instance. */
   localWs: Transport
+  /** Where a relayed task waits while its agent's slots are all taken here. */
+  slots: SlotQueue
   /** Clients held here and tasks in flight, for the presence key. */
   load: () => { clients: number; inFlight: number }
   /** Writes the tasks running here back into a Redis that came back empty; the ids written. */
@@ -85,6 +88,11 @@ export class Cluster {
       down: (reason) => this.onDown(reason),
     })
     this.relay = new RelayTransport(this.connection, this.keys, () => this.deps.settings.instanceId)
+    // A WebSocket agent held here filled up or has room again: the others skip it, or may send again.
+    // (An HTTP agent's fullness is each instance's own: they call it directly, each within its share.)
+    deps.registry.watchFull((client) => {
+      if (client.route === 'ws') this.onRegistryEvent({ type: 'updated', client })
+    })
   }
 
   get instanceId(): string {
@@ -108,7 +116,14 @@ export class Cluster {
       // "no longer connected" for the running instance's agents (the origin would retry, the agent run it twice).
       if (!this.claimed) return
       void deliverRelayed(
-        { connection: this.connection, keys: this.keys, registry: this.deps.registry, local: this.deps.localWs, deadlines: this.deps.deadlines },
+        {
+          connection: this.connection,
+          keys: this.keys,
+          registry: this.deps.registry,
+          local: this.deps.localWs,
+          deadlines: this.deps.deadlines,
+          slots: this.deps.slots,
+        },
         message,
       )
     })
@@ -188,6 +203,7 @@ export class Cluster {
         this.instances.set(id, info)
         if (!known) await this.loadInstance(id)
       }
+      this.countInstances()
     } catch (error) {
       this.deps.log(`[mls] cluster: housekeeping failed: ${(error as Error).message}`)
     } finally {
@@ -241,6 +257,7 @@ export class Cluster {
       this.instances.set(other, info)
       await this.loadInstance(other)
     }
+    this.countInstances()
   }
 
   private onDown(reason: string): void {
@@ -354,6 +371,7 @@ export class Cluster {
         if (!this.instances.has(message.instance)) {
           // A newcomer: the next tick reads its presence; its clients count already.
           this.instances.set(message.instance, { instance_id: message.instance } as InstanceInfo)
+          this.countInstances()
         }
         this.applyShared(message.instance, message.client)
         return
@@ -381,8 +399,14 @@ export class Cluster {
     client.holderState = shared.state
   }
 
+  /** An HTTP agent's slots are shared among the live instances (src/fleet/slots.ts httpSlotShare). */
+  private countInstances(): void {
+    this.deps.registry.setInstanceCount(this.instances.size + 1)
+  }
+
   private dropInstance(id: string, why: string): void {
     this.instances.delete(id)
+    this.countInstances()
     this.relay.failHolder(id, why)
     for (const client of [...this.deps.registry.all()]) if (client.instance === id) this.deps.registry.remove(client.nodeId, why)
   }

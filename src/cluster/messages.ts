@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import type { Client, ClientAnnouncement } from '../fleet/registry.ts'
 import { attemptFailureSchema } from '../wire/errors.ts'
-import { healthStateSchema, nameSchema, protocolSchema, schemeSchema, weightSchema } from '../wire/names.ts'
+import { healthStateSchema, maxInFlightSchema, nameSchema, protocolSchema, schemeSchema, weightSchema } from '../wire/names.ts'
 
 /**
  * What one instance accepts from another over Redis, checked before anything reads it. A message is
@@ -22,6 +22,10 @@ export const sharedClientSchema = z.object({
   holder: z.string().max(128),
   /** The holder's own verdict on its health. */
   state: healthStateSchema,
+  /** Its slots, as the agent announced them. */
+  max_in_flight: maxInFlightSchema.optional(),
+  /** A WebSocket agent whose slots are all taken at its holder: the others send it nothing until it has room. */
+  full: z.boolean().optional(),
 })
 export type SharedClient = z.infer<typeof sharedClientSchema>
 
@@ -38,13 +42,16 @@ export function share(client: Client): SharedClient {
     weight: client.operatorDrained ? 0 : client.weight,
     holder: client.holder,
     state: client.state,
+    ...(client.maxInFlight === undefined ? {} : { max_in_flight: client.maxInFlight }),
+    // What the registry last said of it (src/fleet/registry.ts noteFull), so a later "room again" is never skipped as no change.
+    ...(client.sharedFull === true && client.route === 'ws' ? { full: true } : {}),
   }
 }
 
 /** Another instance's client, as this registry records it (its health verdict is kept beside, not in it). */
 export function announcementOf(instance: string, shared: SharedClient): ClientAnnouncement {
-  const { node_id, holder, region, protocol, ip, port, scheme, weight } = shared
-  return { instance, holder, nodeId: node_id, region, protocol, ip, port, scheme, weight }
+  const { node_id, holder, region, protocol, ip, port, scheme, weight, max_in_flight, full } = shared
+  return { instance, holder, nodeId: node_id, region, protocol, ip, port, scheme, weight, maxInFlight: max_in_flight, holderFull: full === true }
 }
 
 const instanceIdSchema = z.string().min(1).max(256)
@@ -75,6 +82,8 @@ export const relayReplySchema = z.object({
   retry: z.literal(false).optional(),
   error: z.string().optional(),
   kind: attemptFailureSchema.exclude(['status']).optional(),
+  /** Never sent: the agent's slots stayed full at the holder for queue.timeout. Says nothing of the agent's health. */
+  full: z.literal(true).optional(),
 })
 export type RelayReply = z.infer<typeof relayReplySchema>
 

@@ -1,5 +1,7 @@
 import type { Client, Registry } from '../fleet/registry.ts'
+import { hasSlot } from '../fleet/slots.ts'
 import type { Deadline, DeadlineTimer, Expirable } from '../tasks/deadlines.ts'
+import type { SlotQueue } from '../tasks/slot-waiting.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from '../transports/types.ts'
 import { memberSpan } from '../wire/json-text.ts'
 import type { ClusterKeys } from './keys.ts'
@@ -88,7 +90,7 @@ export class RelayTransport implements Transport {
     this.waiting.delete(reply.key)
     waiter.deadline.unwatch(waiter)
     if (reply.error !== undefined || reply.status === undefined) {
-      waiter.reject(new AttemptError(reply.kind ?? 'disconnected', `via instance ${waiter.instance}: ${reply.error ?? 'no answer'}`))
+      waiter.reject(new AttemptError(reply.kind ?? 'disconnected', `via instance ${waiter.instance}: ${reply.error ?? 'no answer'}`, reply.full === true))
       return
     }
     waiter.resolve({
@@ -127,6 +129,8 @@ export interface RelayHolderDeps {
   /** How a task reaches a WebSocket agent of this instance. */
   local: Transport
   deadlines: DeadlineTimer
+  /** Where a relayed task waits while the agent's slots are all taken here. */
+  slots: SlotQueue
 }
 
 /**
@@ -147,17 +151,29 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
     return
   }
   const deadline = deps.deadlines.start(request.timeout_ms)
-  // The holder counts relayed tasks in the agent's slots like its own (exact: it alone holds the socket).
-  deps.registry.acquire(client)
+  // The holder counts relayed tasks in the agent's slots like its own, and it alone holds the socket:
+  // that makes the slots exact across the cluster. A task relayed while the agent is full (the origin
+  // had not yet heard so) waits here for the agent's next slot, as a task naming it would.
+  let agent = client
+  if (hasSlot(client)) deps.registry.acquire(client)
+  else {
+    const waited = await deps.slots.waitForAgent(client, deadline)
+    if (!('acquired' in waited)) {
+      deps.deadlines.end(deadline)
+      await reply({ key: request.key, error: `the agent's slots stayed full here (${waited.kind})`, kind: 'unreachable', full: true })
+      return
+    }
+    agent = waited.client
+  }
   try {
-    const answer = await deps.local.send(client, request.task_id, text.slice(payload.start, payload.end), deadline)
+    const answer = await deps.local.send(agent, request.task_id, text.slice(payload.start, payload.end), deadline)
     const body = typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
     await reply({ key: request.key, status: answer.status, headers: answer.headers, body, ...(answer.retry === false ? { retry: false as const } : {}) })
   } catch (error) {
     const kind = error instanceof AttemptError ? error.kind : 'disconnected'
     await reply({ key: request.key, error: (error as Error).message, kind })
   } finally {
-    deps.registry.release(client)
+    deps.registry.release(agent)
     deps.deadlines.end(deadline)
   }
 }

@@ -1,4 +1,4 @@
-import { pickLeastRequest } from './least-request.ts'
+import { type Load, pickLeastRequest } from './least-request.ts'
 import { keySeeds, memberHash, rendezvousDraw, rendezvousScore, rendezvousUnit } from './rendezvous.ts'
 
 /**
@@ -39,14 +39,19 @@ export class Balancer<Id> {
     return this.entries.get(id)?.weight
   }
 
-  /** Adds a member, or changes its weight keeping its accumulated credit. Weight 0 removes it (drain). */
-  set(id: Id, weight: number): void {
+  /**
+   * Adds a member, or changes its weight keeping its accumulated credit. Weight 0 removes it (drain).
+   * `load` is what least-request reads of it (the client record: its tasks in flight).
+   */
+  set(id: Id, weight: number, load: Load = NO_LOAD): void {
     if (!(weight > 0)) {
       this.remove(id)
       return
     }
     const existing = this.entries.get(id)
     if (existing) {
+      // A node that registered again is a new record under the same id.
+      existing.load = load
       if (existing.weight === weight) return
       const current = existing.key + existing.weight * this.step
       this.detach(existing)
@@ -64,6 +69,7 @@ export class Balancer<Id> {
       index: -1,
       hash: memberHash(String(id)),
       slot: this.members.length,
+      load,
     }
     this.members.push(entry)
     this.entries.set(id, entry)
@@ -84,8 +90,8 @@ export class Balancer<Id> {
   }
 
   /** Least-request instead of round-robin: the less loaded of two random members (src/fleet/least-request.ts); leaves the round-robin credit alone. */
-  pickLeastLoaded(loadOf: (id: Id) => number, random: () => number, exclude?: Excluded<Id>): Id | undefined {
-    return pickLeastRequest(this.members, loadOf, random, exclude)
+  pickLeastLoaded(random: () => number, exclude?: Excluded<Id>): Id | undefined {
+    return pickLeastRequest(this.members, random, exclude)
   }
 
   /** The next member in smooth weighted order, skipping `exclude`; undefined if none is left. */
@@ -247,7 +253,12 @@ interface Entry<Id> {
   hash: number
   /** Position in `members`. */
   slot: number
+  /** Its tasks in flight, for least-request. */
+  load: Load
 }
+
+/** A member added without a load: never busy, for users of round-robin alone. */
+const NO_LOAD: Load = Object.freeze({ inFlight: 0 })
 
 interface WeightClass<Id> {
   weight: number

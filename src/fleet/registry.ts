@@ -4,7 +4,7 @@ import { Balancer, type Excluded } from './balancer.ts'
 import type { HealthPolicy, HealthRecord } from './health.ts'
 import * as health from './health.ts'
 import type { Regions } from './regions.ts'
-import { hasSlot, type SlotOffer } from './slots.ts'
+import { hasSlot, httpSlotShare, type SlotOffer, slotLimit } from './slots.ts'
 import { effectiveWeight, RAMP_START_FACTOR, rampFactor } from './slow-start.ts'
 
 export type { Protocol } from '../wire/names.ts'
@@ -42,6 +42,12 @@ export interface Client extends HealthRecord {
   inFlight: number
   /** Its slots (`max_in_flight`): never more of its tasks in flight at once; undefined, no limit. */
   maxInFlight?: number | undefined
+  /** In a cluster, an HTTP agent's slots this instance may use (src/fleet/slots.ts httpSlotShare); undefined: all of them. */
+  slotShare?: number | undefined
+  /** Another instance holds this WebSocket agent and says its slots are all taken there. */
+  holderFull?: boolean | undefined
+  /** A client held here: whether the listeners (watchFull) were last told it is full. */
+  sharedFull?: boolean
   /** Counted in `fullIn` (eligible but out of the balancers for want of a slot). */
   countedFull?: boolean
   successes: number
@@ -59,7 +65,7 @@ export type Route = 'http' | 'ws' | 'relay'
  * `Client` so the two cannot drift; the cluster's wire record (src/cluster/messages.ts) converts to it.
  */
 export type ClientAnnouncement = Pick<Client, 'holder' | 'nodeId' | 'region' | 'protocol' | 'ip' | 'port' | 'weight'> &
-  Partial<Pick<Client, 'instance' | 'scheme' | 'maxInFlight'>>
+  Partial<Pick<Client, 'instance' | 'scheme' | 'maxInFlight' | 'holderFull'>>
 
 /** How one pick looks for a client (the dispatcher's per-task routing). */
 export interface PickOptions {
@@ -105,9 +111,12 @@ export class Registry {
   balance: 'round_robin' | 'least_request' = 'round_robin'
   /** Where least-request's draws come from; injected in tests. */
   random: () => number = Math.random
-  private readonly loadOf = (nodeId: string): number => this.clients.get(nodeId)!.inFlight
   /** Hands a client with room a task waiting for a slot (src/tasks/priority-queue.ts); none: nothing ever waits. */
   offerSlot: SlotOffer<Client> | undefined = undefined
+  /** Told when a client held here fills up or has room again: the cluster tells the other instances, the dashboards show it. */
+  private readonly fullListeners: Array<(client: Client) => void> = []
+  /** Live instances of the cluster (1 alone): an HTTP agent's slots are shared among them. */
+  private instances = 1
   private nextConnectionId = 1
 
   constructor(
@@ -184,8 +193,14 @@ export class Registry {
         existing.region = announcement.region
         existing.weight = announcement.weight
         existing.maxInFlight = announcement.maxInFlight
+        existing.holderFull = announcement.holderFull
+        existing.slotShare = this.shareOf(existing)
         this.syncBalancers(existing)
         this.onEvent({ type: 'updated', client: existing })
+      } else if ((existing.holderFull === true) !== (announcement.holderFull === true)) {
+        // The holder filled up or has room again: as often as its tasks end, so no event (nor log line) for it.
+        existing.holderFull = announcement.holderFull
+        this.syncBalancers(existing)
       }
       return { client: existing }
     }
@@ -207,6 +222,7 @@ export class Registry {
       failures: existing?.failures ?? 0,
       latencyMs: existing?.latencyMs ?? 0,
     }
+    client.slotShare = this.shareOf(client)
     if (existing) this.countIn(existing.region, -1)
     this.countIn(client.region, 1)
     this.clients.set(client.nodeId, client)
@@ -238,15 +254,36 @@ export class Registry {
     const client = this.clients.get(nodeId)
     if (!client || client.maxInFlight === maxInFlight) return
     client.maxInFlight = maxInFlight
+    client.slotShare = this.shareOf(client)
     this.syncBalancers(client)
     this.onEvent({ type: 'updated', client })
+  }
+
+  /** The cluster's live instances changed: every HTTP agent's share of slots follows (src/fleet/slots.ts httpSlotShare). */
+  setInstanceCount(instances: number): void {
+    if (instances === this.instances) return
+    this.instances = instances
+    for (const client of this.clients.values()) {
+      const share = this.shareOf(client)
+      if (share === client.slotShare) continue
+      client.slotShare = share
+      this.syncBalancers(client)
+    }
+  }
+
+  /** This instance's share of an HTTP agent's slots in a cluster; undefined: it may use them all. */
+  private shareOf(client: Client): number | undefined {
+    if (client.protocol !== 'http' || client.maxInFlight === undefined || this.instances === 1) return undefined
+    return httpSlotShare(client.maxInFlight, this.instances)
   }
 
   /** A task goes to `client` (any kind: single, broadcast, relayed): it takes one of its slots; full, it leaves the balancers. */
   acquire(client: Client): void {
     client.inFlight++
     // Only a client that announced slots can fill up: for the others this is the whole cost.
-    if (client.maxInFlight !== undefined && client.inFlight >= client.maxInFlight && !client.countedFull && this.isCurrent(client)) this.syncBalancers(client)
+    if (client.maxInFlight === undefined) return
+    if (client.inFlight >= slotLimit(client)! && !client.countedFull && this.isCurrent(client)) this.syncBalancers(client)
+    else this.noteFull(client)
   }
 
   /** A task on `client` ended: its slot goes to the task waiting longest for one there, else back to the balancers. */
@@ -254,6 +291,21 @@ export class Registry {
     client.inFlight--
     if (client.maxInFlight === undefined || !this.isCurrent(client)) return
     if (client.countedFull || this.offerSlot !== undefined) this.syncBalancers(client)
+    else this.noteFull(client)
+  }
+
+  /** Calls `listener` each time a client held here fills up or has room again; not on every task, which would be as often as tasks end. */
+  watchFull(listener: (client: Client) => void): void {
+    this.fullListeners.push(listener)
+  }
+
+  /** A client held here: tells the listeners when it fills up or has room again, and only then. */
+  private noteFull(client: Client): void {
+    if (client.instance !== undefined || this.fullListeners.length === 0 || !this.isCurrent(client)) return
+    const full = !hasSlot(client)
+    if (full === (client.sharedFull === true)) return
+    client.sharedFull = full
+    for (const listener of this.fullListeners) listener(client)
   }
 
   /** An operator drains (true) or undrains (false) the client; false if there is no such client. */
@@ -320,7 +372,7 @@ export class Registry {
         options.key !== undefined
           ? balancer.pickByKey(options.key, exclude)
           : this.balance === 'least_request'
-            ? balancer.pickLeastLoaded(this.loadOf, this.random, exclude)
+            ? balancer.pickLeastLoaded(this.random, exclude)
             : balancer.pick(exclude)
       if (nodeId === undefined) continue
       return { client: this.clients.get(nodeId)!, pool }
@@ -516,6 +568,11 @@ export class Registry {
   }
 
   private syncBalancers(client: Client): void {
+    this.placeInBalancers(client)
+    if (client.maxInFlight !== undefined || client.sharedFull === true) this.noteFull(client)
+  }
+
+  private placeInBalancers(client: Client): void {
     if (!this.canTakeTasks(client)) {
       this.leaveBalancers(client)
       return
@@ -537,7 +594,7 @@ export class Registry {
         balancer = new Balancer<string>()
         this.balancers.set(region, balancer)
       }
-      balancer.set(client.nodeId, effectiveWeight(client.weight, client.rampFactor))
+      balancer.set(client.nodeId, effectiveWeight(client.weight, client.rampFactor), client)
     }
   }
 

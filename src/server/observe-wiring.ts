@@ -3,6 +3,7 @@ import { EventLoopDelay } from '../observe/event-loop-delay.ts'
 import { MonitorFeed } from '../observe/monitor-feed.ts'
 import { Observations } from '../observe/observations.ts'
 import { ClientTasks, type TaskRecord, TaskStats } from '../observe/task-stats.ts'
+import type { QueueLine, StatusLine } from '../wire/monitor.ts'
 import type { ServerContext } from './context.ts'
 import type { FleetWiring } from './fleet-wiring.ts'
 
@@ -15,6 +16,8 @@ export interface ObserveWiring {
   feed: MonitorFeed
   /** Every finished task, once: counted, kept in the client's history, logged, and sent to the dashboards. */
   onFinished: (record: TaskRecord) => void
+  /** The queue's figures for the dashboards' status line: set by the task wiring, which owns the queue. */
+  queueLine: { read: (() => QueueLine) | undefined }
 }
 
 export function wireObservation(ctx: ServerContext, fleet: FleetWiring): ObserveWiring {
@@ -25,9 +28,18 @@ export function wireObservation(ctx: ServerContext, fleet: FleetWiring): Observe
   const observations = new Observations((region) => ctx.settings.regions.names(region) || registry.hasClientsIn(region))
   const eventLoopDelay = new EventLoopDelay(clock)
   eventLoopDelay.start()
-  const statusLine = () => {
+  const queueLine: ObserveWiring['queueLine'] = { read: undefined }
+  const statusLine = (): StatusLine => {
     const latency = observations.taskLatency()
-    return { clients: membership.size, in_flight: load.inFlight, tasks_total: stats.total, tasks_failed: stats.failed, ...(latency ? { latency } : {}) }
+    const queue = queueLine.read?.()
+    return {
+      clients: membership.size,
+      in_flight: load.inFlight,
+      tasks_total: stats.total,
+      tasks_failed: stats.failed,
+      ...(latency ? { latency } : {}),
+      ...(queue ? { queue } : {}),
+    }
   }
   const feed = new MonitorFeed({
     membership,
@@ -42,6 +54,8 @@ export function wireObservation(ctx: ServerContext, fleet: FleetWiring): Observe
     feed.onRegistryEvent(event)
   })
   fleet.conflicts.onChanged = (nodeId) => feed.touch(nodeId)
+  // A client with slots filled up or has room again: its row shows it (in flight / max) without waiting for another change.
+  registry.watchFull((client) => feed.onRegistryEvent({ type: 'updated', client }))
   const onFinished = (record: TaskRecord) => {
     stats.record(record, record.finishedAtMs)
     clientTasks.record(record)
@@ -49,5 +63,5 @@ export function wireObservation(ctx: ServerContext, fleet: FleetWiring): Observe
     if (ctx.settings.config.log.access) log(accessLine(record), { fields: accessFields(record) })
     feed.onTask(record)
   }
-  return { stats, clientTasks, observations, eventLoopDelay, feed, onFinished }
+  return { stats, clientTasks, observations, eventLoopDelay, feed, onFinished, queueLine }
 }

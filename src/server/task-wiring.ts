@@ -63,6 +63,11 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
     maxBytes: config().tasks.max_bytes,
     idempotencyTtlMs: config().tasks.idempotency_ttl * 1000,
   })
+  const slots = new SlotQueue(registry, clock, () => ({
+    timeoutMs: config().queue.timeout * 1000,
+    max: config().queue.max,
+    promoteAfterMs: config().queue.promote_after * 1000,
+  }))
   // Cluster mode: another instance's WebSocket agents are reached through it, over Redis.
   const cluster: Cluster | undefined = started.cluster
     ? new Cluster({
@@ -83,6 +88,7 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
         clock,
         deadlines,
         localWs: wsTransport,
+        slots,
         load: () => ({ clients: registry.localCount(), inFlight: load.inFlight }),
         // Called only after the cluster has started, when the store below exists.
         restoreTasks: (): Promise<string[]> => redisStore?.restore(storedTasks.runningHere(), identity.instanceId) ?? Promise.resolve([]),
@@ -94,11 +100,19 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
   const taskStore: TaskStore = redisStore ?? new MemoryTaskStore(storeLimits)
 
   const retryBudget = new RetryBudget(() => config().routing.retry_budget)
-  const slots = new SlotQueue(registry, clock, () => ({
-    timeoutMs: config().queue.timeout * 1000,
-    max: config().queue.max,
-    promoteAfterMs: config().queue.promote_after * 1000,
-  }))
+  observe.queueLine.read = () => {
+    const waitS = slots.waits.quantile('', 0.5)
+    let shed = 0
+    for (const count of Object.values(slots.shed)) shed += count
+    let refused = 0
+    for (const count of retryBudget.refused.values()) refused += count
+    return {
+      depth: slots.depth,
+      wait_p50_ms: waitS === undefined || waitS === Number.POSITIVE_INFINITY ? null : Math.round(waitS * 1e6) / 1e3,
+      shed,
+      retries_refused: refused,
+    }
+  }
   const taskDeps = {
     registry,
     transports: { http: httpTransport, ws: wsTransport, relay: cluster?.relay ?? NO_RELAY },

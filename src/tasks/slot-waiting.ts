@@ -6,7 +6,7 @@ import type { TaskControl } from './control.ts'
 import { type Deadline, DeadlineTimer, type Expirable } from './deadlines.ts'
 import type { Outcome } from './outcome.ts'
 import { type QueuePlace, TaskQueue, type Waiting } from './priority-queue.ts'
-import type { TaskRouting } from './routing.ts'
+import { DEFAULT_ROUTING, type TaskRouting } from './routing.ts'
 
 /** The config's `queue` section, in ms. */
 export interface QueueSettings {
@@ -79,6 +79,11 @@ export class SlotQueue {
     const place = this.placeFor(failed, region, routing, fromPool)
     if (place === undefined) return failed
     return this.wait(place, region, routing, deadline, control)
+  }
+
+  /** A task another instance relayed to `client`, held here, while it is full: it waits for that agent's next slot (src/cluster/relay.ts). */
+  waitForAgent(client: Client, deadline: Deadline): Promise<QueueResult> {
+    return this.wait({ pool: client.region, nodeId: client.nodeId }, client.region, DEFAULT_ROUTING, deadline)
   }
 
   private placeFor(failed: Outcome, region: string, routing: TaskRouting, fromPool: string | undefined): QueuePlace | undefined {

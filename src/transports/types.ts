@@ -43,13 +43,15 @@ export class AttemptError extends Error {
   constructor(
     readonly kind: FailureKind,
     message: string,
+    /** Not the client's fault (its slots stayed full at the instance holding it): no verdict on its health. */
+    private readonly blameless = false,
   ) {
     super(message)
   }
 
   /** Whether it speaks of the client's health: a too-large answer means the client did the work, only for this payload too much of it. */
   get countsAgainstClient(): boolean {
-    return this.kind !== 'too_large'
+    return this.kind !== 'too_large' && !this.blameless
   }
 }
 

@@ -9,6 +9,19 @@ export type SeriesPoint = z.infer<typeof seriesPointSchema>
 export const taskLatencySchema = z.object({ p50_ms: z.number().nullable(), p95_ms: z.number().nullable(), p99_ms: z.number().nullable() })
 export type TaskLatency = z.infer<typeof taskLatencySchema>
 
+/** The slot queue and the retry budget, for the dashboard's queue tile. */
+export const queueLineSchema = z.object({
+  /** Tasks waiting for a slot now. */
+  depth: z.number().int(),
+  /** The median wait for a slot since the start, in ms, at bucket resolution; null: none waited yet, or above the last bucket (60 s). */
+  wait_p50_ms: z.number().nullable(),
+  /** Tasks turned away from the queue since the start (queue_timeout, queue_full, shutting_down). */
+  shed: z.number().int(),
+  /** Retries the retry budget refused since the start. */
+  retries_refused: z.number().int(),
+})
+export type QueueLine = z.infer<typeof queueLineSchema>
+
 /** The totals line every snapshot and update carries. */
 export const statusLineSchema = z.object({
   clients: z.number().int(),
@@ -17,6 +30,7 @@ export const statusLineSchema = z.object({
   tasks_failed: z.number().int(),
   /** From moonlight_task_duration_seconds's buckets; absent until a task has finished. */
   latency: taskLatencySchema.optional(),
+  queue: queueLineSchema.optional(),
 })
 export type StatusLine = z.infer<typeof statusLineSchema>
 

@@ -51,11 +51,17 @@ export const registeredSchema = z.object({
     server_time: z.string(),
     /** How this agent's task payloads come: its register's choice, else ws.payload_format. */
     payload_format: payloadFormatSchema.optional(),
+    /** Its slots as the server counts them (the register's max_in_flight); absent: no limit. */
+    max_in_flight: z.number().int().optional(),
   }),
 })
 export type Registered = z.infer<typeof registeredSchema>
 
-export const heartbeatAckSchema = z.object({ type: z.literal('heartbeat_ack'), payload: z.object({ server_time: z.string() }) })
+export const heartbeatAckSchema = z.object({
+  type: z.literal('heartbeat_ack'),
+  /** max_in_flight: the agent's slots as the server counts them after this heartbeat; absent, no limit. */
+  payload: z.object({ server_time: z.string(), max_in_flight: z.number().int().optional() }),
+})
 export type HeartbeatAck = z.infer<typeof heartbeatAckSchema>
 
 /** A task for an agent; the server writes it by hand around the payload's own text (see taskFrame). */

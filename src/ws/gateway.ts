@@ -12,7 +12,7 @@ import type { AgentSocket, SocketData, WsTransport } from '../transports/ws.ts'
 import type { ErrorCode } from '../wire/errors.ts'
 import { summarizeIssues } from '../wire/issues.ts'
 import { MAX_JSON_DEPTH, type MemberSpan, memberSpan } from '../wire/json-text.ts'
-import { type Registered, type WsInbound, type WsRegister, wsInboundSchema } from '../wire/ws.ts'
+import { type HeartbeatAck, type Registered, type WsInbound, type WsRegister, wsInboundSchema } from '../wire/ws.ts'
 import { Unregistered } from './unregistered.ts'
 
 export interface GatewayDeps {
@@ -242,7 +242,12 @@ export class WsGateway {
         if (message.payload?.weight !== undefined) registry.setWeight(socket.data.nodeId, message.payload.weight)
         // Absent, the slots stay as announced: a WebSocket heartbeat says only what changed.
         if (message.payload?.max_in_flight !== undefined) registry.setMaxInFlight(socket.data.nodeId, message.payload.max_in_flight)
-        socket.send(JSON.stringify({ type: 'heartbeat_ack', payload: { server_time: new Date(this.deps.clock.now()).toISOString() } }))
+        const maxInFlight = registry.get(socket.data.nodeId)?.maxInFlight
+        const ack: HeartbeatAck = {
+          type: 'heartbeat_ack',
+          payload: { server_time: new Date(this.deps.clock.now()).toISOString(), ...(maxInFlight === undefined ? {} : { max_in_flight: maxInFlight }) },
+        }
+        socket.send(JSON.stringify(ack))
         return
       }
       case 'task_response': {
@@ -323,6 +328,8 @@ export class WsGateway {
         heartbeat_interval: this.deps.settings.config.ws.heartbeat_interval,
         server_time: new Date(this.deps.clock.now()).toISOString(),
         payload_format: socket.data.payloadFormat,
+        // Echoed so an agent can tell its slots were understood (or that it announced none).
+        ...(client.maxInFlight === undefined ? {} : { max_in_flight: client.maxInFlight }),
       },
     }
     socket.send(JSON.stringify(registered))

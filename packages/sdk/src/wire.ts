@@ -81,8 +81,12 @@ export interface BroadcastReply {
 
 /** What a WebSocket agent receives. */
 export type AgentInbound =
-  | { type: 'registered'; payload: { node_id: string; region: string; weight: number; heartbeat_interval: number; server_time: string } }
-  | { type: 'heartbeat_ack'; payload: { server_time: string } }
+  | {
+      type: 'registered'
+      /** max_in_flight: its slots as the server counts them; absent, none. */
+      payload: { node_id: string; region: string; weight: number; heartbeat_interval: number; server_time: string; max_in_flight?: number }
+    }
+  | { type: 'heartbeat_ack'; payload: { server_time: string; max_in_flight?: number } }
   | { type: 'task'; task_id: string; payload?: unknown }
   | { type: 'cancel'; task_id: string }
   | { type: 'error'; payload: { message: string; code: string } }

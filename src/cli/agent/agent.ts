@@ -15,6 +15,8 @@ export interface CliAgentOptions {
   nodeId: string
   weight?: number
   concurrency: number
+  /** false (`--no-slots`): the concurrency is not announced as the agent's slots (max_in_flight). */
+  announceSlots?: boolean
   handler: TaskHandler
   log: (line: string) => void
   warn: (line: string) => void
@@ -48,6 +50,7 @@ export function startCliAgent(options: CliAgentOptions): Agent {
     nodeId: options.nodeId,
     weight: options.weight,
     concurrency: options.concurrency,
+    ...(options.announceSlots === false ? { announceSlots: false } : {}),
     handler: options.handler,
     wsPath: options.wsPath,
     logger: { info: options.log, warn: options.warn },

@@ -12,7 +12,7 @@ const MIN_SIGNING_SECRET_CHARS = 16
 export const agentCommand: Command = {
   summary: 'run an agent that answers tasks',
   usage: `moonlight agent --server URL --token T --region R (--exec "COMMAND" [--exec-timeout S] | --handler FILE)
-                [--node-id ID] [--weight W] [--concurrency N] [--ca FILE]
+                [--node-id ID] [--weight W] [--concurrency N] [--no-slots] [--ca FILE]
                 [--http PORT [--ip IP] [--tls-cert F --tls-key F] [--signing-secret S]]
 
 A ready-made agent. It connects to the server over WebSocket, registers, and answers each task:
@@ -36,7 +36,9 @@ A ready-made agent. It connects to the server over WebSocket, registers, and ans
   --region R          the region this agent serves
   --node-id ID        a unique name (default <hostname>-<pid>)
   --weight W          its share of tasks, 0-1000 (default 1; 0 = none)
-  --concurrency N     tasks run at once; more wait their turn (default ${DEFAULT_CONCURRENCY})
+  --concurrency N     tasks run at once; more wait their turn (default ${DEFAULT_CONCURRENCY}); announced
+                      to the server as the agent's slots (max_in_flight), so it never sends more at once
+  --no-slots          do not announce --concurrency: the server sends tasks regardless, they wait here
   --ws-path PATH      the server's WebSocket path (default /ws)
   --ca FILE           a PEM CA bundle to verify an https:// server against (default $MLS_CA)
   --http PORT         be an HTTP agent instead: serve POST /work on PORT and register by heartbeat
@@ -61,6 +63,7 @@ async function runAgent(args: string[], env: Env): Promise<number> {
     'node-id': { type: 'string' },
     weight: { type: 'string' },
     concurrency: { type: 'string' },
+    'no-slots': { type: 'boolean' },
     exec: { type: 'string' },
     'exec-timeout': { type: 'string' },
     'exec-max-output': { type: 'string' },
@@ -114,6 +117,7 @@ async function runAgent(args: string[], env: Env): Promise<number> {
     ca: caOf(values.ca, env),
     handler: await chooseHandler(values.exec, values.handler, execTimeoutS === undefined ? undefined : execTimeoutS * 1000, execMaxOutput),
     concurrency,
+    announceSlots: values['no-slots'] !== true,
     wsPath,
     log: (line) => console.log(line),
     warn: (line) => console.error(line),

@@ -7,7 +7,7 @@ export const clientsCommand: Command = {
   usage: `moonlight clients [--server URL] [--token T] [--ca FILE] [--timeout S] [--json]
 
 Lists every client the server knows (GET /clients): region, protocol, address, weight, health,
-tasks in flight, successes, failures, latency and when it was last heard from.
+tasks in flight (of its slots, "2/4", when it announced max_in_flight), successes, failures, latency and when it was last heard from.
 
   --server URL   the server's base URL (default $MLS_SERVER, else http://localhost:8080)
   --token T      a token (default $MLS_TOKEN); required
@@ -39,7 +39,8 @@ function describeClients(list: ClientList, nowMs: number, colour: boolean): stri
       client.effective_weight === undefined ? String(client.weight) : `${client.weight} (now ${Math.round(client.effective_weight * 100) / 100})`,
       // Failing: kept in service only by the ejection cap, and as alarming as an ejection.
       client.state === 'failing' || client.state === 'ejected' ? red(stateText(client), colour) : stateText(client),
-      String(client.in_flight),
+      // Its slots, when it announced them: "in flight/max", as full as it looks.
+      client.max_in_flight === undefined ? String(client.in_flight) : `${client.in_flight}/${client.max_in_flight}`,
       String(client.successes),
       String(client.failures),
       `${client.latency_ms} ms`,

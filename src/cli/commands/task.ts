@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { acceptedTaskSchema, taskViewSchema } from '../../wire/async-task.ts'
 import { type RetryOn, retryOnSchema } from '../../wire/errors.ts'
+import { prioritySchema } from '../../wire/names.ts'
 import { type BroadcastReply, broadcastReplySchema } from '../../wire/task.ts'
 import { cancelTask, errorMessage, fetchTaskResult, RequestFailed, submitTask, VIEW_TIMEOUT_S } from '../api-client.ts'
 import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError, VIEW_FLAGS } from './_command.ts'
@@ -12,7 +13,7 @@ export const taskCommand: Command = {
   usage: `moonlight task [--server URL] [--token T] [--region R] (--payload JSON | --payload-file F | stdin)
                [--broadcast | --async [--json]] [--idempotency-key K] [--timeout S] [--ca FILE]
                [--key K] [--node-id ID] [--fallback parent|none] [--no-retry | --retry] [--retry-on LIST]
-               [--task-timeout S]
+               [--task-timeout S] [--priority high|normal|low] [--queue-timeout S]
        moonlight task get ID [--wait S] [--timeout S]    the answer of an async task
        moonlight task cancel ID [--json] [--timeout S]   cancel an async task
 
@@ -47,6 +48,8 @@ Routing (docs/routing.md):
                        got the task), lost (sent, no answer came back: it may have run), status (a 5xx);
                        narrower than the server's routing.retry_on. "unreachable": never sent twice
   --task-timeout S     the server gives up after S seconds (at most its task_timeout) and answers 504
+  --priority P         high, normal or low: its class while it waits for an agent's slot (default normal)
+  --queue-timeout S    wait at most S seconds for a slot, then 503 queue_timeout (default: queue.timeout)
 
 With neither --payload nor --payload-file, the payload is read from stdin.`,
   run: runTask,
@@ -78,6 +81,8 @@ async function runTask(args: string[], env: Env): Promise<number> {
     'no-retry': { type: 'boolean' },
     'retry-on': { type: 'string' },
     'task-timeout': { type: 'string' },
+    priority: { type: 'string' },
+    'queue-timeout': { type: 'string' },
   })
   noPositionals(positionals)
   if (values.broadcast && values.async) throw new UsageError('--broadcast and --async do not go together')
@@ -163,12 +168,17 @@ function routingFields(values: {
   'no-retry'?: boolean
   'retry-on'?: string
   'task-timeout'?: string
+  priority?: string
+  'queue-timeout'?: string
 }): Record<string, unknown> {
   if (values.retry && values['no-retry']) throw new UsageError('pass --retry or --no-retry, not both')
   if (values.fallback !== undefined && values.fallback !== 'parent' && values.fallback !== 'none')
     throw new UsageError(`--fallback must be "parent" or "none", got "${values.fallback}"`)
   const timeoutS = optionalSeconds(values['task-timeout'], '--task-timeout')
   const retryOn = retryOnList(values['retry-on'])
+  const queueTimeoutS = optionalSeconds(values['queue-timeout'], '--queue-timeout')
+  const priority = values.priority === undefined ? undefined : prioritySchema.safeParse(values.priority)
+  if (priority !== undefined && !priority.success) throw new UsageError(`--priority must be high, normal or low, got "${values.priority}"`)
   return {
     ...(values.key === undefined ? {} : { key: values.key }),
     ...(values['node-id'] === undefined ? {} : { node_id: values['node-id'] }),
@@ -176,6 +186,8 @@ function routingFields(values: {
     ...(values.retry ? { retry: true } : values['no-retry'] ? { retry: false } : {}),
     ...(retryOn === undefined ? {} : { retry_on: retryOn }),
     ...(timeoutS === undefined ? {} : { timeout: timeoutS }),
+    ...(priority === undefined ? {} : { priority: priority.data }),
+    ...(queueTimeoutS === undefined ? {} : { queue_timeout: queueTimeoutS }),
   }
 }
 

@@ -75,6 +75,17 @@ describe('moonlight agent --exec (WebSocket)', () => {
   })
 })
 
+describe('moonlight agent slots', () => {
+  test('--concurrency is announced as its slots (max_in_flight); --no-slots announces none', async () => {
+    await agent('slots-1', ['--region', 'us-east-1', '--concurrency', '3', '--exec', 'cat'])
+    await agent('noslots-1', ['--region', 'us-east-1', '--concurrency', '3', '--no-slots', '--exec', 'cat'])
+    const byNode = Object.fromEntries((await clients()).map((client) => [client.node_id, client]))
+    expect(byNode['slots-1']!.max_in_flight).toBe(3)
+    expect(byNode['noslots-1']).toBeDefined()
+    expect(byNode['noslots-1']!.max_in_flight).toBeUndefined()
+  })
+})
+
 describe('moonlight agent --handler', () => {
   test("the module's default export answers; a throw answers 500 with the message", async () => {
     await agent('module-1', ['--region', 'us-west-1', '--handler', HANDLER])

@@ -1,7 +1,7 @@
 /** `moonlight task`'s routing flags against a real server and real WebSocket agents. */
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test'
 import { expectOneLine, runMain } from '../../support/cli.ts'
-import { startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent } from '../../support/helpers.ts'
+import { postTask, startTestServer, startWsAgent, type TestServer, TOKEN, type WsAgent, waitFor } from '../../support/helpers.ts'
 
 let mls: TestServer
 let agents: WsAgent[] = []
@@ -34,6 +34,37 @@ describe('moonlight clients', () => {
     } finally {
       agent.close()
       await ramping.stop()
+    }
+  })
+})
+
+describe('moonlight clients slots', () => {
+  test("shows an agent's tasks in flight of its slots (1/2), and only the count for an agent without slots", async () => {
+    const slotted = startTestServer({})
+    const held: string[] = []
+    const busy = await startWsAgent(slotted.wsUrl, {
+      nodeId: 'gpu-1',
+      region: 'eu',
+      register: { max_in_flight: 2 },
+      answer: (_payload, taskId) => {
+        held.push(taskId)
+        return null
+      },
+    })
+    const plain = await startWsAgent(slotted.wsUrl, { nodeId: 'cpu-1', region: 'us' })
+    try {
+      const running = postTask(slotted.url, { region: 'eu', payload: 1 })
+      await waitFor(() => held.length === 1, 'the agent holds the task')
+      const listed = await runMain(['clients', '--server', slotted.url, '--token', TOKEN])
+      expect(listed.code).toBe(0)
+      expect(listed.stdout).toMatch(/gpu-1\s+eu\s+ws\s+\S+\s+1\s+healthy\s+1\/2\s+0\s+0/)
+      expect(listed.stdout).toMatch(/cpu-1\s+us\s+ws\s+\S+\s+1\s+healthy\s+0\s+0\s+0/)
+      busy.send({ type: 'task_response', payload: { task_id: held[0], response: {} } })
+      expect((await running).status).toBe(200)
+    } finally {
+      busy.close()
+      plain.close()
+      await slotted.stop()
     }
   })
 })
@@ -93,5 +124,56 @@ describe('moonlight task routing flags', () => {
     expect(late.code).toBe(1)
     expect(expectOneLine(late.stderr)).toContain("no answer within the task's timeout (0.3 s)")
     expect(Date.now() - startedMs).toBeLessThan(3000)
+  })
+})
+
+describe('moonlight task queue flags', () => {
+  test('--queue-timeout gives up on a full agent after S seconds; --priority high is served before a low task queued earlier', async () => {
+    const queued = startTestServer({ queue: { timeout: 10 } })
+    const held: string[] = []
+    const agent = await startWsAgent(queued.wsUrl, {
+      nodeId: 'one-slot',
+      region: 'eu',
+      register: { max_in_flight: 1 },
+      answer: (_payload, taskId) => {
+        held.push(taskId)
+        return null
+      },
+    })
+    const answer = (taskId: string) => agent.send({ type: 'task_response', payload: { task_id: taskId, response: { done: true } } })
+    try {
+      const first = postTask(queued.url, { region: 'eu', payload: 'first' })
+      await waitFor(() => held.length === 1, 'the agent holds the first task')
+      const gaveUp = await runMain(['task', '--server', queued.url, '--token', TOKEN, '--region', 'eu', '--payload', '"late"', '--queue-timeout', '0.3'])
+      expect(gaveUp.code).toBe(1)
+      expect(expectOneLine(gaveUp.stderr)).toContain('no slot freed within 0.3 s')
+      expect(agent.received).toEqual(['first'])
+
+      const low = postTask(queued.url, { region: 'eu', payload: 'low', priority: 'low' })
+      await waitFor(
+        async () => (await (await fetch(`${queued.url}/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()).queue?.depth === 1,
+        'the low task waits',
+      )
+      const high = runMain(['task', '--server', queued.url, '--token', TOKEN, '--region', 'eu', '--payload', '"high"', '--priority', 'high'])
+      await waitFor(
+        async () => (await (await fetch(`${queued.url}/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()).queue?.depth === 2,
+        'the high task waits',
+      )
+      answer(held[0]!)
+      await waitFor(() => held.length === 2, 'the agent holds the next task')
+      expect(agent.received[1]).toBe('high')
+      answer(held[1]!)
+      expect((await high).code).toBe(0)
+      await waitFor(() => held.length === 3, 'the agent holds the low task')
+      answer(held[2]!)
+      expect([(await first).status, (await low).status]).toEqual([200, 200])
+
+      const bad = await runMain(['task', '--server', queued.url, '--token', TOKEN, '--payload', '1', '--priority', 'urgent'])
+      expect(bad.code).toBe(2)
+      expect(expectOneLine(bad.stderr)).toContain('--priority must be high, normal or low')
+    } finally {
+      agent.close()
+      await queued.stop()
+    }
   })
 })

@@ -1,7 +1,8 @@
 /** Agent slots and the queue (issue 24): real agents announce max_in_flight, the server never overloads them, bursts wait. */
 import { describe, expect, test } from 'bun:test'
 import { createAgent } from '../../../packages/sdk/src/index.ts'
-import { openWs, postTask, startHttpAgent, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
+import { parseConfig } from '../../../src/config/config.ts'
+import { openWs, postTask, SEED_CONFIG, startHttpAgent, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
 import { submitTask, TASK_HEADERS, taskResult } from '../../support/task-calls.ts'
 
 const { defer, server } = testScope()
@@ -305,5 +306,61 @@ describe('retry budget', () => {
     expect(failingCalls).toBeLessThan(80)
     const metrics = await (await fetch(`${mls.url}/metrics`)).text()
     expect(metrics).toContain(`moonlight_retries_refused_total{pool="eu-west-1"} ${refused.length}`)
+  })
+})
+
+describe('a reload', () => {
+  test('routing.balance: least_request applies to the next tasks, sending them past an agent that holds tasks', async () => {
+    const mls = server({ routing: { balance: 'round_robin' } })
+    const holding = await slowWsAgent(mls.wsUrl, 'holding', 'eu-west-1', 60_000)
+    const quick = await slowWsAgent(mls.wsUrl, 'quick', 'eu-west-1', 1)
+    // Round-robin alternates whatever the load: the agent holding its tasks gets every other one.
+    const held = [postTask(mls.url, { region: 'eu-west-1', payload: 0 }), postTask(mls.url, { region: 'eu-west-1', payload: 1 })]
+    await waitFor(() => holding.occupancy.now === 1 && quick.occupancy.served === 1, 'one task on each agent')
+    void held
+
+    mls.server.reload(parseConfig({ ...SEED_CONFIG, routing: { balance: 'least_request' } }, 'test'))
+    // Least-request in a pool of two always compares both: the idle one wins every time.
+    for (let job = 0; job < 6; job++) expect((await postTask(mls.url, { region: 'eu-west-1', payload: job })).status).toBe(200)
+    expect(holding.order).toHaveLength(1)
+    expect(quick.occupancy.served).toBe(7)
+  })
+
+  test('queue.timeout and queue.max apply to the next task waiting for a slot', async () => {
+    const mls = server({ queue: { timeout: 30, max: 100 } })
+    const agent = await slowWsAgent(mls.wsUrl, 'one-slot', 'eu-west-1', 60_000, { max_in_flight: 1 })
+    void postTask(mls.url, { region: 'eu-west-1', payload: 'held' })
+    await waitFor(() => agent.occupancy.now === 1, 'the agent holds its one task')
+
+    mls.server.reload(parseConfig({ ...SEED_CONFIG, queue: { timeout: 0.2, max: 1 } }, 'test'))
+    const waiting = postTask(mls.url, { region: 'eu-west-1', payload: 'waits' })
+    await waitFor(
+      async () => (await (await fetch(`${mls.url}/status`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()).queue?.depth === 1,
+      'one task waits',
+    )
+    const full = await postTask(mls.url, { region: 'eu-west-1', payload: 'no room' })
+    expect([full.status, full.json().code]).toEqual([503, 'queue_full'])
+    const timedOut = await waiting
+    expect([timedOut.status, timedOut.json().code]).toEqual([503, 'queue_timeout'])
+    expect(timedOut.json().error).toContain('within 0.2 s')
+  })
+})
+
+describe('slots echoed', () => {
+  test('registered and heartbeat_ack say the slots the server counts; an agent without slots gets no max_in_flight', async () => {
+    const mls = server()
+    const peer = await openWs(mls.wsUrl)
+    defer(peer.close)
+    peer.send({ type: 'register', payload: { node_id: 'echo-1', token: TOKEN, region: 'eu-west-1', max_in_flight: 2 } })
+    expect((await peer.next('registered')).payload.max_in_flight).toBe(2)
+    peer.send({ type: 'heartbeat', payload: { max_in_flight: 3 } })
+    expect((await peer.next('heartbeat_ack')).payload.max_in_flight).toBe(3)
+    peer.send({ type: 'heartbeat' })
+    expect((await peer.next('heartbeat_ack')).payload.max_in_flight).toBe(3)
+
+    const plain = await openWs(mls.wsUrl)
+    defer(plain.close)
+    plain.send({ type: 'register', payload: { node_id: 'echo-2', token: TOKEN, region: 'eu-west-1' } })
+    expect('max_in_flight' in (await plain.next('registered')).payload).toBe(false)
   })
 })

@@ -14,51 +14,53 @@ function draws(count: number, first: number, second: number, excluded: number[] 
 }
 
 describe('least-request (power of two choices)', () => {
-  const members = [
-    { id: 'slow', weight: 1 },
-    { id: 'fast', weight: 1 },
-    { id: 'big', weight: 4 },
-  ]
+  /** The members with these tasks in flight (each member carries its load, as a client record does). */
+  function loaded(load: Record<string, number> = {}) {
+    return [
+      { id: 'slow', weight: 1, load: { inFlight: load.slow ?? 0 } },
+      { id: 'fast', weight: 1, load: { inFlight: load.fast ?? 0 } },
+      { id: 'big', weight: 4, load: { inFlight: load.big ?? 0 } },
+    ]
+  }
 
   test('of the two drawn, the one with fewer tasks in flight wins', () => {
-    const load = { slow: 5, fast: 1, big: 0 } as Record<string, number>
-    expect(pickLeastRequest(members, (id) => load[id]!, draws(3, 0, 1))).toBe('fast')
-    expect(pickLeastRequest(members, (id) => load[id]!, draws(3, 1, 0))).toBe('fast')
+    const members = loaded({ slow: 5, fast: 1, big: 0 })
+    expect(pickLeastRequest(members, draws(3, 0, 1))).toBe('fast')
+    expect(pickLeastRequest(members, draws(3, 1, 0))).toBe('fast')
   })
 
   test('load is per unit of weight: weight 4 with 3 in flight is less loaded than weight 1 with 1', () => {
-    const load = { slow: 1, fast: 1, big: 3 } as Record<string, number>
-    expect(pickLeastRequest(members, (id) => load[id]!, draws(3, 0, 2))).toBe('big')
+    expect(pickLeastRequest(loaded({ slow: 1, fast: 1, big: 3 }), draws(3, 0, 2))).toBe('big')
   })
 
   test('a tie goes to the first drawn', () => {
-    expect(pickLeastRequest(members, () => 0, draws(3, 1, 0))).toBe('fast')
+    expect(pickLeastRequest(loaded(), draws(3, 1, 0))).toBe('fast')
   })
 
   test('the two drawn are different members: in a pool of two the less loaded always wins', () => {
-    const pair = members.slice(0, 2)
-    const load = { slow: 3, fast: 0 } as Record<string, number>
-    for (const first of [0, 1]) expect(pickLeastRequest(pair, (id) => load[id]!, draws(2, first, 1 - first))).toBe('fast')
+    const pair = loaded({ slow: 3, fast: 0 }).slice(0, 2)
+    for (const first of [0, 1]) expect(pickLeastRequest(pair, draws(2, first, 1 - first))).toBe('fast')
   })
 
   test('excluded members are drawn again, and a pool of only excluded ones gives nothing', () => {
-    const load = { slow: 0, fast: 9, big: 99 } as Record<string, number>
-    expect(pickLeastRequest(members, (id) => load[id]!, draws(3, 1, 2, [0, 0]), new Set(['slow']))).toBe('fast')
-    expect(pickLeastRequest(members, () => 0, Math.random, new Set(['slow', 'fast', 'big']))).toBeUndefined()
+    expect(pickLeastRequest(loaded({ slow: 0, fast: 9, big: 99 }), draws(3, 1, 2, [0, 0]), new Set(['slow']))).toBe('fast')
+    expect(pickLeastRequest(loaded(), Math.random, new Set(['slow', 'fast', 'big']))).toBeUndefined()
   })
 
   test('the balancer keeps its members for the draws through removals and weight changes', () => {
     const balancer = new Balancer<string>()
-    balancer.set('a', 1)
-    balancer.set('b', 1)
-    balancer.set('c', 1)
+    const b = { inFlight: 0 }
+    balancer.set('a', 1, { inFlight: 0 })
+    balancer.set('b', 1, b)
+    balancer.set('c', 1, { inFlight: 0 })
     balancer.remove('a')
-    balancer.set('b', 5)
-    // Idle, b's weight 5 makes it the less loaded; with 100 in flight it is not.
-    expect(balancer.pickLeastLoaded(() => 0, Math.random)).toBe('b')
-    expect(balancer.pickLeastLoaded((id) => (id === 'b' ? 100 : 0), Math.random)).toBe('c')
+    balancer.set('b', 5, b)
+    // Idle, b's weight 5 makes it the less loaded; with 100 in flight (read from its record, no lookup) it is not.
+    expect(balancer.pickLeastLoaded(Math.random)).toBe('b')
+    b.inFlight = 100
+    expect(balancer.pickLeastLoaded(Math.random)).toBe('c')
     balancer.remove('b')
     balancer.remove('c')
-    expect(balancer.pickLeastLoaded(() => 0, Math.random)).toBeUndefined()
+    expect(balancer.pickLeastLoaded(Math.random)).toBeUndefined()
   })
 })
