@@ -83,7 +83,7 @@ export interface BroadcastReply {
 export type AgentInbound =
   | { type: 'registered'; payload: { node_id: string; region: string; weight: number; heartbeat_interval: number; server_time: string } }
   | { type: 'heartbeat_ack'; payload: { server_time: string } }
-  | { type: 'task'; task_id: string; payload?: unknown }
+  | { type: 'task'; task_id: string; traceparent?: string; tracestate?: string; payload?: unknown }
   | { type: 'cancel'; task_id: string }
   | { type: 'error'; payload: { message: string; code: string } }
 

@@ -3,10 +3,12 @@
  * real server, real HTTP and WebSocket agents, a real collector endpoint on 127.0.0.1.
  */
 import { describe, expect, test } from 'bun:test'
+import { clusterScope, getJson } from '../../support/cluster.ts'
 import { deadPort, postJson, startHttpAgent, startWsAgent, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
 import { startOtlpReceiver } from '../../support/otlp-receiver.ts'
 
 const { defer, server } = testScope()
+const { redisServer, instance, wsAgent } = clusterScope(defer)
 
 const CALLER_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736'
 const CALLER_SPAN = '00f067aa0ba902b7'
@@ -178,5 +180,27 @@ describe('tracing on: spans exported over OTLP/HTTP', () => {
     const text = await (await fetch(`${mls.url}/metrics`)).text()
     expect(text).toMatch(/^moonlight_trace_spans_exported_total 0$/m)
     expect(text).toMatch(/^moonlight_trace_export_failures_total [1-9]\d*$/m)
+  })
+})
+
+describe('through a cluster relay', () => {
+  test("a WebSocket agent held by instance B gets the caller's trace from a task sent to A, its parent A's attempt span", async () => {
+    const receiver = collector()
+    const redis = await redisServer()
+    const a = await instance(redis.url, 'a', { tracing: { endpoint: receiver.url, flush_interval: 0.05 } })
+    const b = await instance(redis.url, 'b')
+    const agent = await wsAgent(b, { nodeId: 'far', region: 'us-east-1' })
+    await waitFor(async () => (await getJson(`${a.url}/clients`)).clients.some((client: { node_id: string }) => client.node_id === 'far'), 'A lists far')
+    const answered = await postTraced(a.url, { region: 'us-east-1', payload: 'relayed' }, { traceparent: CALLER_PARENT, tracestate: 'k=v' })
+    expect([answered.status, answered.headers.get('x-moonlight-instance')]).toEqual([200, 'b'])
+    await waitFor(() => receiver.spans.length >= 2, 'the spans are exported')
+    const attempt = receiver.spans.find((span) => span.name === 'moonlight.attempt')!
+    expect(attempt.attributes['moonlight.protocol']).toBe('relay')
+    expect(agent.messages.find((message) => message.type === 'task')).toMatchObject({
+      traceparent: `00-${CALLER_TRACE}-${attempt.spanId}-01`,
+      tracestate: 'k=v',
+      payload: 'relayed',
+    })
+    expect(receiver.spans.find((span) => span.name === 'moonlight.task')!.resource['service.instance.id']).toBe('a')
   })
 })
