@@ -71,7 +71,17 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       if (task.mode === 'async' || idempotencyKey !== undefined) {
         const mode = task.mode === 'async' ? 'async' : 'single'
         const submitted = await deps.storedTasks.submit({
-          task: { task_id: taskId, mode, region, payload: payloadJson, routing, owner: ownerOf(request), disclosure, submitted_at_ms: deps.now() },
+          task: {
+            task_id: taskId,
+            mode,
+            region,
+            payload: payloadJson,
+            routing,
+            owner: ownerOf(request),
+            disclosure,
+            submitted_at_ms: deps.now(),
+            trace: trace?.stored(),
+          },
           idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, bodyHash: sha256(text) },
         })
         if (mode === 'async') return acceptedResponse(submitted.task, submitted.replayed)

@@ -54,6 +54,8 @@ export interface TaskView {
   attempts: Array<{ node_id: string; status?: number; kind?: string; reason?: string }>
   submitted_at: string
   finished_at: string | null
+  /** The W3C trace the task belongs to, when the caller sent one or the server's tracing started one. */
+  trace_id?: string
   status?: number
   headers?: Record<string, string>
   response?: unknown

@@ -15,6 +15,17 @@ export interface TraceContext {
   tracestate?: string
 }
 
+/**
+ * A trace as a stored task keeps it (src/tasks/stored/), to be continued when the task runs, maybe
+ * later and on another instance: the caller's span as the parent, if the caller sent one.
+ */
+export interface StoredTrace {
+  trace_id: string
+  parent_span_id?: string
+  sampled: boolean
+  tracestate?: string
+}
+
 /** What an agent is sent with one attempt: the header values as they go out. */
 export interface TraceHeaders {
   traceparent: string

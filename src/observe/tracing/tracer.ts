@@ -1,7 +1,7 @@
 import type { Clock } from '../../clock.ts'
 import type { TaskRecord } from '../task-stats.ts'
 import type { SpanRecord } from './span.ts'
-import { parseTraceparent, randomId, type TraceContext, type TraceHeaders, traceHeaders } from './trace-context.ts'
+import { parseTraceparent, randomId, type StoredTrace, type TraceContext, type TraceHeaders, traceHeaders } from './trace-context.ts'
 
 /** What the tracer reads from the settings in force (`tracing`), so a reload applies to the next task. */
 export interface TracingSettings {
@@ -23,6 +23,8 @@ export interface AttemptTrace {
  */
 export interface TaskTrace {
   readonly traceId: string
+  /** What a stored task keeps of it, for its run (Tracer.resume). */
+  stored(): StoredTrace
   attempt(nodeId: string, protocol: string): AttemptTrace
   /** The task begins to wait for a slot; the function returned says it stopped waiting. */
   queued(): () => void
@@ -31,13 +33,23 @@ export interface TaskTrace {
 
 const NOTHING = (): void => {}
 
+function storedTrace(context: TraceContext, parentSpanId: string | undefined): StoredTrace {
+  const stored: StoredTrace = { trace_id: context.traceId, sampled: context.sampled }
+  if (parentSpanId !== undefined) stored.parent_span_id = parentSpanId
+  if (context.tracestate !== undefined) stored.tracestate = context.tracestate
+  return stored
+}
+
 /** The caller's context as it came (or one Moonlight made and does not record): every attempt carries the same headers. */
 class PassedTrace implements TaskTrace, AttemptTrace {
   readonly traceId: string
   readonly headers: TraceHeaders
-  constructor(context: TraceContext) {
+  constructor(private readonly context: TraceContext) {
     this.traceId = context.traceId
     this.headers = traceHeaders(context)
+  }
+  stored(): StoredTrace {
+    return storedTrace(this.context, this.context.spanId)
   }
   attempt(): AttemptTrace {
     return this
@@ -67,6 +79,10 @@ class RecordedTrace implements TaskTrace {
     this.traceId = context.traceId
     this.anchorWallMs = clock.now()
     this.anchorMonotonicMs = clock.monotonic()
+  }
+
+  stored(): StoredTrace {
+    return storedTrace(this.context, this.parentSpanId)
   }
 
   attempt(nodeId: string, protocol: string): AttemptTrace {
@@ -149,6 +165,16 @@ export class Tracer {
     // The common case, tracing off and no header: one lookup, nothing made.
     if (traceparent === null && this.settings() === undefined) return undefined
     return this.begin(traceparent === null ? undefined : parseTraceparent(traceparent, headers.get('tracestate')))
+  }
+
+  /** A stored task's trace, continued as it runs: under the caller's span, or a new root in the same trace. */
+  resume(stored: StoredTrace | undefined): TaskTrace | undefined {
+    if (stored === undefined) return undefined
+    const context: TraceContext = { traceId: stored.trace_id, spanId: stored.parent_span_id ?? randomId(8), sampled: stored.sampled }
+    if (stored.tracestate !== undefined) context.tracestate = stored.tracestate
+    if (stored.parent_span_id !== undefined) return this.begin(context)
+    // Moonlight started this trace when the task was submitted: its run is recorded as the root if it was sampled then.
+    return this.settings() !== undefined && stored.sampled ? new RecordedTrace(context, undefined, this.clock, this.onSpans) : new PassedTrace(context)
   }
 
   begin(caller: TraceContext | undefined): TaskTrace | undefined {

@@ -70,6 +70,38 @@ describe('trace context, tracing off', () => {
   })
 })
 
+describe('stored tasks', () => {
+  test("an async task keeps the caller's trace: GET /task/{id} shows its trace_id, the agent gets it when the task runs, spans under the caller's", async () => {
+    const receiver = collector()
+    const mls = server({ tracing: { endpoint: receiver.url, flush_interval: 0.05 } })
+    const { seen } = await tracedHttpAgent(mls.url, 'h1')
+    const accepted = await postTraced(mls.url, { region: 'us-east-1', payload: 'later', mode: 'async' }, { traceparent: CALLER_PARENT })
+    expect(accepted.status).toBe(202)
+    const { task_id } = accepted.json()
+    await waitFor(async () => (await getJson(`${mls.url}/task/${task_id}`)).state === 'done', 'the task is done')
+    expect(await getJson(`${mls.url}/task/${task_id}`)).toMatchObject({ state: 'done', trace_id: CALLER_TRACE })
+    await waitFor(() => receiver.spans.length >= 2, 'the spans are exported')
+    const task = receiver.spans.find((span) => span.name === 'moonlight.task')!
+    const attempt = receiver.spans.find((span) => span.name === 'moonlight.attempt')!
+    expect([task.traceId, task.parentSpanId, task.attributes['moonlight.task_id'], attempt.parentSpanId]).toEqual([
+      CALLER_TRACE,
+      CALLER_SPAN,
+      task_id,
+      task.spanId,
+    ])
+    expect(seen[0]!.traceparent).toBe(`00-${CALLER_TRACE}-${attempt.spanId}-01`)
+  })
+
+  test('without a trace, the task view has no trace_id (tracing off)', async () => {
+    const mls = server()
+    await tracedHttpAgent(mls.url, 'h1')
+    const accepted = await postTraced(mls.url, { region: 'us-east-1', payload: 'later', mode: 'async' })
+    const { task_id } = accepted.json()
+    await waitFor(async () => (await getJson(`${mls.url}/task/${task_id}`)).state === 'done', 'the task is done')
+    expect('trace_id' in (await getJson(`${mls.url}/task/${task_id}`))).toBe(false)
+  })
+})
+
 describe('tracing on: spans exported over OTLP/HTTP', () => {
   test("the task span continues the caller's trace, each attempt is its child and the agent's parent; names, attributes and timing", async () => {
     const receiver = collector()
