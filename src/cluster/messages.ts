@@ -70,6 +70,15 @@ export const relayRequestSchema = z.object({
   task_id: z.string(),
   node_id: z.string(),
   timeout_ms: z.number().int().min(1),
+  /** The trace context the agent gets, as the origin made it; checked here too, as it goes into a frame. */
+  traceparent: z
+    .string()
+    .regex(/^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/)
+    .optional(),
+  tracestate: z
+    .string()
+    .regex(/^[\x20-\x7e]*$/)
+    .optional(),
 })
 
 /** What the holder sends back for one relayed attempt. */

@@ -1,9 +1,11 @@
 import type { Client, Registry } from '../fleet/registry.ts'
 import { hasSlot } from '../fleet/slots.ts'
+import type { TraceHeaders } from '../observe/tracing/trace-context.ts'
 import type { Deadline, DeadlineTimer, Expirable } from '../tasks/deadlines.ts'
 import type { SlotQueue } from '../tasks/slot-waiting.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from '../transports/types.ts'
 import { memberSpan } from '../wire/json-text.ts'
+import { traceFields } from '../wire/ws.ts'
 import type { ClusterKeys } from './keys.ts'
 import { type RelayReply, readMessage, relayReplySchema, relayRequestSchema } from './messages.ts'
 import type { RedisConnection } from './redis-connection.ts'
@@ -49,7 +51,7 @@ export class RelayTransport implements Transport {
     return this.waiting.size
   }
 
-  async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer> {
+  async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, _mayResend?: boolean, trace?: TraceHeaders): Promise<Answer> {
     if (deadline.expired) throw timedOut()
     const holder = client.instance
     if (holder === undefined || !this.connection.up) throw new AttemptError('unreachable', `cannot reach instance ${holder ?? '?'}: the cluster store is down`)
@@ -66,7 +68,7 @@ export class RelayTransport implements Transport {
       deadline.watch(waiter)
     })
     const timeoutMs = Math.max(1, Math.ceil(deadline.atMs - performance.now()))
-    const message = `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(key)},"task_id":${JSON.stringify(taskId)},"node_id":${JSON.stringify(client.nodeId)},"timeout_ms":${timeoutMs},"payload":${payloadJson}}`
+    const message = `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(key)},"task_id":${JSON.stringify(taskId)},"node_id":${JSON.stringify(client.nodeId)},"timeout_ms":${timeoutMs},${trace === undefined ? '' : traceFields(trace)}"payload":${payloadJson}}`
     let receivers = 0
     try {
       receivers = Number(await this.connection.publish(this.keys.relay(holder), message))
@@ -166,7 +168,11 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
     agent = waited.client
   }
   try {
-    const answer = await deps.local.send(agent, request.task_id, text.slice(payload.start, payload.end), deadline)
+    const trace =
+      request.traceparent === undefined
+        ? undefined
+        : { traceparent: request.traceparent, ...(request.tracestate === undefined ? {} : { tracestate: request.tracestate }) }
+    const answer = await deps.local.send(agent, request.task_id, text.slice(payload.start, payload.end), deadline, undefined, trace)
     const body = typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
     await reply({ key: request.key, status: answer.status, headers: answer.headers, body, ...(answer.retry === false ? { retry: false as const } : {}) })
   } catch (error) {

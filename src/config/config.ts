@@ -313,6 +313,42 @@ const logSchema = z.object({
     ),
 })
 
+/** OTLP/HTTP export of spans (src/observe/tracing/): absent, no span is made, and a caller's `traceparent` is passed on as it came. */
+const tracingSchema = z.object({
+  endpoint: z
+    .url({ protocol: /^https?$/ })
+    .describe("The collector's OTLP/HTTP traces URL, JSON encoding (`http://127.0.0.1:4318/v1/traces` for a local OpenTelemetry Collector)."),
+  sample_ratio: z
+    .number()
+    .min(0)
+    .max(1)
+    .default(1)
+    .describe(
+      "The share of traces Moonlight starts (no `traceparent` from the caller) that it records and exports; a caller's own trace follows the caller's sampled flag. An unrecorded trace is still passed to agents.",
+    ),
+  headers: z
+    .record(z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'must be a header name'), z.string())
+    .default({})
+    .describe('Headers sent with every export (an API key, a tenant). Never logged.'),
+  service_name: z.string().min(1).default('moonlight').describe("The `service.name` of the spans' resource."),
+  flush_interval: z.number().positive().max(60).default(1).describe('Seconds at most a finished span waits before its batch is sent.'),
+  batch_spans: z.number().int().min(1).max(10_000).default(512).describe('A batch goes out at once when it holds this many spans.'),
+  max_queued_spans: z
+    .number()
+    .int()
+    .min(1)
+    .default(8192)
+    .describe(
+      'Spans waiting to be sent at most; past it (a collector down or slow) new spans are dropped and counted in `moonlight_trace_spans_dropped_total`.',
+    ),
+  timeout: z
+    .number()
+    .positive()
+    .max(60)
+    .default(10)
+    .describe('Seconds one export request may take; a failed or slow one drops its batch (counted), never retried.'),
+})
+
 /** Stored tasks: async ones, and any task sent with an Idempotency-Key (src/tasks/stored/store.ts). */
 const tasksSchema = z.object({
   result_ttl: seconds
@@ -483,6 +519,11 @@ export const configSchema = z.object({
   http_agents: httpAgentsSchema.prefault({}).describe("The server's keep-alive connections to HTTP agents, pooled per agent."),
   tasks: tasksSchema.prefault({}).describe('Stored tasks: async ones, and any task sent with an `Idempotency-Key`.'),
   log: logSchema.prefault({}).describe("The server's log."),
+  tracing: tracingSchema
+    .optional()
+    .describe(
+      "W3C trace context and span export ([Tracing](operations.md#tracing)); absent: a caller's `traceparent` and `tracestate` still reach agents unchanged, and no span is made.",
+    ),
   answers: z
     .object({
       pass_headers: z

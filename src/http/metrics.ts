@@ -3,6 +3,7 @@ import { isDraining } from '../fleet/registry.ts'
 import type { Histogram } from '../observe/histogram.ts'
 import type { Observations } from '../observe/observations.ts'
 import type { TaskStats } from '../observe/task-stats.ts'
+import type { ExportFigures } from '../observe/tracing/otlp-exporter.ts'
 import type { StoreFigures } from '../tasks/stored/store.ts'
 import type { AgentPoolFigures } from '../transports/http-client/pool.ts'
 
@@ -21,6 +22,8 @@ export interface MetricsSource {
   nowMs: number
   /** Durations, retries, ejections, bad messages (src/observe/observations.ts). */
   observations: Observations
+  /** Spans exported and dropped (src/observe/tracing/otlp-exporter.ts). */
+  tracing?: () => ExportFigures
   /** This process: resident memory, and how late the event loop runs its timers. */
   process: () => { residentBytes: number; eventLoopDelayWorstS: number; eventLoopDelayMeanS: number }
   /** The stored tasks (async, idempotent): undefined when the store could not be read (Redis down). */
@@ -97,6 +100,17 @@ export function renderMetrics(source: MetricsSource): string {
     'WebSocket messages refused as malformed, by error code.',
     [...observations.badMessages].map(([code, count]) => [`{code="${code}"}`, count]),
   )
+  const spans = source.tracing?.()
+  if (spans) {
+    metric('moonlight_trace_spans_exported_total', 'counter', 'Spans the OTLP collector accepted (tracing).', [['', spans.exported]])
+    metric(
+      'moonlight_trace_spans_dropped_total',
+      'counter',
+      'Spans given up: the export queue was full, or their batch failed (collector down, refused, too slow).',
+      [['', spans.dropped]],
+    )
+    metric('moonlight_trace_export_failures_total', 'counter', 'OTLP export requests that failed.', [['', spans.failedRequests]])
+  }
   const own = source.process()
   metric('process_resident_memory_bytes', 'gauge', 'Resident memory of this process.', [['', own.residentBytes]])
   metric('moonlight_event_loop_delay_seconds', 'gauge', 'How late the event loop ran a 100 ms timer: the worst of the last 10 s, and the mean since start.', [

@@ -74,6 +74,7 @@ export function viewOf(task: StoredTask): TaskView {
     submitted_at: new Date(task.submitted_at_ms).toISOString(),
     finished_at: task.finished_at_ms === null ? null : new Date(task.finished_at_ms).toISOString(),
   }
+  if (task.trace !== undefined) view.trace_id = task.trace.trace_id
   if (!result) return view
   const body = Buffer.from(result.body_b64, 'base64')
   const content = decodeBody(body, result.headers['content-type'])

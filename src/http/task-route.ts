@@ -3,6 +3,7 @@ import type { Config } from '../config/config.ts'
 import type { Settings } from '../config/settings.ts'
 import { errorResponse, MoonlightError, shuttingDown } from '../errors.ts'
 import { Regions } from '../fleet/regions.ts'
+import type { Tracer } from '../observe/tracing/tracer.ts'
 import type { Broadcaster } from '../tasks/broadcast.ts'
 import type { Dispatcher } from '../tasks/dispatcher.ts'
 import type { TaskIds } from '../tasks/ids.ts'
@@ -21,6 +22,8 @@ export interface TaskRouteDeps {
   broadcaster: Broadcaster
   taskIds: TaskIds
   storedTasks: StoredTasks
+  /** The caller's W3C trace, continued (src/observe/tracing/). */
+  tracer?: Tracer
   /** Wall-clock ms: when a stored task was submitted. */
   now: () => number
   isStopping: () => boolean
@@ -42,6 +45,7 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
   return async (request, server) => {
     try {
       const { config } = settings
+      const trace = deps.tracer?.fromHeaders(request.headers)
       // The token first, before the body is read; the region it may send to once the body says where.
       const grant = config.require_task_token ? authorize(settings, request.headers, 'submit', () => clientAddress(settings, server, request)) : undefined
       const idempotencyKey = readIdempotencyKey(request.headers.get('idempotency-key'))
@@ -67,14 +71,24 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       if (task.mode === 'async' || idempotencyKey !== undefined) {
         const mode = task.mode === 'async' ? 'async' : 'single'
         const submitted = await deps.storedTasks.submit({
-          task: { task_id: taskId, mode, region, payload: payloadJson, routing, owner: ownerOf(request), disclosure, submitted_at_ms: deps.now() },
+          task: {
+            task_id: taskId,
+            mode,
+            region,
+            payload: payloadJson,
+            routing,
+            owner: ownerOf(request),
+            disclosure,
+            submitted_at_ms: deps.now(),
+            trace: trace?.stored(),
+          },
           idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, bodyHash: sha256(text) },
         })
         if (mode === 'async') return acceptedResponse(submitted.task, submitted.replayed)
         if (!submitted.replayed) return (await deps.storedTasks.runHere(submitted.task)) ?? resultResponse(submitted.task, false)
         return await replay(deps.storedTasks, submitted.task, config, deps.now())
       }
-      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId, routing), taskId, disclosure, deps.instanceId?.())
+      return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId, routing, undefined, trace), taskId, disclosure, deps.instanceId?.())
     } catch (error) {
       return errorResponse(error, deps.report)
     }

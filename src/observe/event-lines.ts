@@ -6,7 +6,7 @@ import type { TaskRecord } from './task-stats.ts'
 export function accessLine(record: TaskRecord): string {
   // A broadcast has no one node: how many of the clients it reached answered.
   const to = record.node_id ?? (record.answered === undefined || record.attempts === 0 ? 'no client' : `${record.answered} of ${record.attempts} answered`)
-  return `[mls] task ${record.task_id} ${record.mode} ${record.region || 'global'} → ${to}: ${record.status} in ${durationOf(record)} ms, ${record.attempts} attempt${record.attempts === 1 ? '' : 's'}`
+  return `[mls] task ${record.task_id} ${record.mode} ${record.region || 'global'} → ${to}: ${record.status} in ${durationOf(record)} ms, ${record.attempts} attempt${record.attempts === 1 ? '' : 's'}${record.trace_id === undefined ? '' : `, trace ${record.trace_id}`}`
 }
 
 /** ms to a tenth: whole wall-clock ms would call every fast task 0. */
@@ -25,6 +25,7 @@ export function accessFields(record: TaskRecord): LogFields {
     attempts: record.attempts,
     ...(record.answered === undefined ? {} : { answered: record.answered }),
     duration_ms: durationOf(record),
+    ...(record.trace_id === undefined ? {} : { trace_id: record.trace_id }),
   }
 }
 

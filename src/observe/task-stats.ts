@@ -32,10 +32,12 @@ export interface TaskRecord {
   tries?: AttemptRecord[]
   /** A broadcast: how many of its `attempts` clients answered (the access log says so; node_id is null). */
   answered?: number
+  /** The W3C trace it belongs to (src/observe/tracing/), when the caller sent one or tracing started one. */
+  trace_id?: string
 }
 
 /** The feed's and /status's view: without the attempts, which only a client's detail shows, or the precise duration. */
-export function taskView({ finishedAtMs, tries: _tries, durationMs: _durationMs, answered: _answered, ...record }: TaskRecord): TaskView {
+export function taskView({ finishedAtMs, tries: _tries, durationMs: _durationMs, answered: _answered, trace_id: _traceId, ...record }: TaskRecord): TaskView {
   return { ...record, at: new Date(finishedAtMs).toISOString() }
 }
 

@@ -64,6 +64,7 @@ export function wireEdges(ctx: ServerContext, fleet: FleetWiring, observe: Obser
       httpAgentPools: () => httpTransport.figures(),
       authFailures: () => ({ failures: authFailures.failures, throttled: authFailures.throttled }),
       observations,
+      tracing: () => observe.tracing.exporter.figures,
       process: () => ({ residentBytes: process.memoryUsage.rss(), eventLoopDelayWorstS: eventLoopDelay.worstS, eventLoopDelayMeanS: eventLoopDelay.meanS }),
       ...(cluster
         ? {
@@ -95,6 +96,7 @@ export function wireEdges(ctx: ServerContext, fleet: FleetWiring, observe: Obser
     dispatcher: tasks.dispatcher,
     broadcaster: tasks.broadcaster,
     taskIds: new RandomTaskIds(),
+    tracer: observe.tracing.tracer,
     storedTasks,
     now: () => clock.now(),
     clientRegion: (nodeId) => registry.get(nodeId)?.region,

@@ -93,5 +93,8 @@ export async function stop(wired: Wired, graceMs: number): Promise<void> {
   edges.gateway.closeAll(1001, 'server shutting down')
   tasks.cluster?.stop()
   tasks.httpTransport.close()
+  // The last spans go out, for a bounded time: a collector that is down must not hold up the stop.
+  await Promise.race([wired.observe.tracing.exporter.flush(), Bun.sleep(2000)])
+  wired.observe.tracing.exporter.close()
   await listeners.close()
 }

@@ -3,6 +3,7 @@ import { EventLoopDelay } from '../observe/event-loop-delay.ts'
 import { MonitorFeed } from '../observe/monitor-feed.ts'
 import { Observations } from '../observe/observations.ts'
 import { ClientTasks, type TaskRecord, TaskStats } from '../observe/task-stats.ts'
+import { setUpTracing, type Tracing } from '../observe/tracing/tracing-setup.ts'
 import type { QueueLine, StatusLine } from '../wire/monitor.ts'
 import type { ServerContext } from './context.ts'
 import type { FleetWiring } from './fleet-wiring.ts'
@@ -14,6 +15,8 @@ export interface ObserveWiring {
   observations: Observations
   eventLoopDelay: EventLoopDelay
   feed: MonitorFeed
+  /** W3C trace context and span export (src/observe/tracing/). */
+  tracing: Tracing
   /** Every finished task, once: counted, kept in the client's history, logged, and sent to the dashboards. */
   onFinished: (record: TaskRecord) => void
   /** The queue's figures for the dashboards' status line: set by the task wiring, which owns the queue. */
@@ -63,5 +66,11 @@ export function wireObservation(ctx: ServerContext, fleet: FleetWiring): Observe
     if (ctx.settings.config.log.access) log(accessLine(record), { fields: accessFields(record) })
     feed.onTask(record)
   }
-  return { stats, clientTasks, observations, eventLoopDelay, feed, onFinished, queueLine }
+  const tracing = setUpTracing(
+    () => ctx.settings.config,
+    clock,
+    log,
+    () => (ctx.started.cluster ? ctx.identity.instanceId : undefined),
+  )
+  return { stats, clientTasks, observations, eventLoopDelay, feed, onFinished, queueLine, tracing }
 }

@@ -144,6 +144,7 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
     news: cluster ? publishTaskNews(cluster) : NO_TASK_NEWS,
     respond: (outcome, taskId, disclosure) => outcomeResponse(outcome, taskId, disclosure, cluster ? identity.instanceId : undefined),
     tellAgentCancelled: (taskId) => wsTransport.cancel(taskId),
+    tracer: observe.tracing.tracer,
     log,
   })
   if (cluster) listenForTaskNews(cluster, storedTasks)

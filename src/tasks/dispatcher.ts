@@ -2,6 +2,7 @@ import type { Clock } from '../clock.ts'
 import { type Client, isDraining, type Registry } from '../fleet/registry.ts'
 import { hasSlot } from '../fleet/slots.ts'
 import type { AttemptRecord, TaskRecord } from '../observe/task-stats.ts'
+import type { TaskTrace } from '../observe/tracing/tracer.ts'
 import { type Answer, AttemptError, RETRY_CLASS, type Transports } from '../transports/types.ts'
 import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
 import type { TaskControl } from './control.ts'
@@ -53,8 +54,15 @@ const BODY_EXCERPT_CHARS = 1024
 export class Dispatcher {
   constructor(private readonly deps: DispatcherDeps) {}
 
-  /** `control`, when given, can cancel the task while it runs (a stored task's DELETE). */
-  async dispatch(region: string, payloadJson: string, taskId: string, routing: TaskRouting = DEFAULT_ROUTING, control?: TaskControl): Promise<Outcome> {
+  /** `control`, when given, can cancel the task while it runs (a stored task's DELETE); `trace`, the caller's trace (src/observe/tracing/). */
+  async dispatch(
+    region: string,
+    payloadJson: string,
+    taskId: string,
+    routing: TaskRouting = DEFAULT_ROUTING,
+    control?: TaskControl,
+    trace?: TaskTrace,
+  ): Promise<Outcome> {
     const { clock, load } = this.deps
     const settings = this.deps.settings()
     const preferLocal = settings.preferLocal ?? false
@@ -79,6 +87,7 @@ export class Dispatcher {
       mayResend: routing.retry && (routing.retryOn === undefined || routing.retryOn.includes('lost')),
       failedAttempts: [],
       tries: [],
+      trace,
     }
     const { failedAttempts } = task
     // Made on the first retry: most tasks never need it.
@@ -120,7 +129,11 @@ export class Dispatcher {
             ? this.pickAnother(region, routing, tried, last, firstPool, preferLocal)
             : this.pickNamed(region, routing.nodeId, routing.boundary)
         // Only a pick that found nobody looks at the queue: the hot path never touches it.
-        if ('kind' in picked && this.deps.slots) picked = await this.deps.slots.waitAfter(picked, region, routing, firstPool, deadline, control)
+        if ('kind' in picked && this.deps.slots) {
+          const dequeued = trace?.queued()
+          picked = await this.deps.slots.waitAfter(picked, region, routing, firstPool, deadline, control)
+          dequeued?.()
+        }
         if ('kind' in picked) {
           if (attempt === 0) outcome = picked
           break
@@ -134,7 +147,12 @@ export class Dispatcher {
       }
       outcome ??= { kind: 'all_failed', region, failedAttempts }
       const durationMs = clock.monotonic() - startedMonotonicMs
-      this.deps.onFinished(taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), durationMs, task.tries))
+      const record = taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), durationMs, task.tries)
+      if (trace) {
+        record.trace_id = trace.traceId
+        trace.finished(record)
+      }
+      this.deps.onFinished(record)
       return outcome
     } finally {
       if (firstPool !== undefined) this.deps.retryBudget?.ended(firstPool, retrying)
@@ -160,8 +178,9 @@ export class Dispatcher {
     let judged = false
     let attemptStatus: number | undefined
     let attemptKind: AttemptRecord['kind']
+    const hop = task.trace?.attempt(client.nodeId, client.route)
     try {
-      const answer = await this.deps.transports[client.route].send(client, task.taskId, task.payloadJson, task.deadline, task.mayResend)
+      const answer = await this.deps.transports[client.route].send(client, task.taskId, task.payloadJson, task.deadline, task.mayResend, hop?.headers)
       judged = true
       attemptStatus = answer.status
       if (answer.status < 500) {
@@ -209,6 +228,7 @@ export class Dispatcher {
       if (attemptStatus !== undefined) tryRecord.status = attemptStatus
       if (attemptKind !== undefined) tryRecord.kind = attemptKind
       task.tries.push(tryRecord)
+      hop?.end(attemptStatus, attemptKind)
       this.deps.onAttempt?.(client, attemptMs)
     }
   }
@@ -284,6 +304,7 @@ interface TaskRun {
   failedAttempts: FailedAttempt[]
   /** Every attempt with its time, for the clients' detail (src/observe/task-stats.ts ClientTasks): bounded by retry_count. */
   tries: AttemptRecord[]
+  trace: TaskTrace | undefined
 }
 
 interface Picked {

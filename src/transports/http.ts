@@ -1,5 +1,6 @@
 import zlib from 'node:zlib'
 import type { Client } from '../fleet/registry.ts'
+import type { TraceHeaders } from '../observe/tracing/trace-context.ts'
 import type { HeaderPolicy } from '../security/answer-headers.ts'
 import { certificateFailure } from '../security/peer-certificate-errors.ts'
 import { signatureHeaders } from '../security/signing.ts'
@@ -46,7 +47,7 @@ export class HttpTransport implements Transport {
     this.pool.close()
   }
 
-  async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, mayResend = true): Promise<Answer> {
+  async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, mayResend = true, trace?: TraceHeaders): Promise<Answer> {
     if (deadline.expired) throw timedOut()
     const { maxAnswerBytes: limit, agentCa, signingSecret, headerPolicy, maxConnections, idleTimeoutMs } = this.settings()
     this.pool.maxConnections = maxConnections
@@ -56,6 +57,7 @@ export class HttpTransport implements Transport {
     let head = `POST /work HTTP/1.1\r\nhost: ${hostOf(client)}\r\ncontent-type: application/json\r\nx-task-id: ${taskId}\r\ncontent-length: ${Buffer.byteLength(payloadJson)}\r\n`
     if (signingSecret !== undefined)
       for (const [name, value] of Object.entries(signatureHeaders(signingSecret, payloadJson, this.now() / 1000))) head += `${name}: ${value}\r\n`
+    if (trace !== undefined) head += traceLines(trace)
     const request = `${head}\r\n${payloadJson}`
     const answer = new AnswerReader(limit)
     const pending = this.pool.request(
@@ -168,6 +170,11 @@ class AnswerReader implements AnswerSink {
       throw new AttemptError('invalid_answer', `its ${this.encoding} answer does not unpack: ${(error as Error).message}`)
     }
   }
+}
+
+/** W3C trace context as header lines (values checked when read: visible ASCII only, no line breaks). */
+function traceLines(trace: TraceHeaders): string {
+  return trace.tracestate === undefined ? `traceparent: ${trace.traceparent}\r\n` : `traceparent: ${trace.traceparent}\r\ntracestate: ${trace.tracestate}\r\n`
 }
 
 function hostOf(client: Client): string {

@@ -1,4 +1,5 @@
 import type { Client, Route } from '../fleet/registry.ts'
+import type { TraceHeaders } from '../observe/tracing/trace-context.ts'
 import type { Deadline } from '../tasks/deadlines.ts'
 import type { AttemptFailure, RetryOn } from '../wire/errors.ts'
 
@@ -63,8 +64,9 @@ export interface Transport {
   /**
    * `mayResend` false: the task must not go out twice, not even once more on a fresh connection after
    * a pooled one closed as it was written (the agent might have read it): the attempt fails as lost.
+   * `trace`: the W3C trace context the agent gets with the task (a header, or fields of the `task` frame).
    */
-  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, mayResend?: boolean): Promise<Answer>
+  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, mayResend?: boolean, trace?: TraceHeaders): Promise<Answer>
   /**
    * Sends one task to many of its clients at once, if the transport can do better than a send each
    * (WebSocket: one publish on the region's topic). Returns each client's answer by node id.

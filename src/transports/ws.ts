@@ -1,6 +1,7 @@
 import type { ServerWebSocket } from 'bun'
 import { regionTopic } from '../fleet/regions.ts'
 import type { Client } from '../fleet/registry.ts'
+import type { TraceHeaders } from '../observe/tracing/trace-context.ts'
 import type { HeaderPolicy } from '../security/answer-headers.ts'
 import type { Deadline, Expirable } from '../tasks/deadlines.ts'
 import type { PayloadFormat } from '../wire/names.ts'
@@ -117,7 +118,7 @@ export class WsTransport implements Transport {
     return this.sockets.get(nodeId)
   }
 
-  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline): Promise<Answer> {
+  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, _mayResend?: boolean, trace?: TraceHeaders): Promise<Answer> {
     const socket = this.sockets.get(client.nodeId)
     // Nothing was sent: the task never reached the agent (retry_on "unreachable").
     if (!socket) return Promise.reject(new AttemptError('unreachable', 'the client has no open connection'))
@@ -127,7 +128,7 @@ export class WsTransport implements Transport {
       queue = []
       this.outbox.set(socket, queue)
     }
-    queue.push(taskId, taskFrame(taskId, payloadJson, socket.data.payloadFormat))
+    queue.push(taskId, taskFrame(taskId, payloadJson, socket.data.payloadFormat, trace))
     if (!this.flushScheduled) {
       this.flushScheduled = true
       setImmediate(this.flush)

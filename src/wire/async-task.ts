@@ -45,6 +45,8 @@ export const taskViewSchema = z.object({
   attempts: z.array(taskAttemptSchema),
   submitted_at: z.string(),
   finished_at: z.string().nullable(),
+  /** The W3C trace the task belongs to: the caller's `traceparent`'s, or one tracing started. */
+  trace_id: z.string().optional(),
   /** Once done or failed: the status the result answers with. */
   status: z.number().int().optional(),
   /** Once done: the answer's headers as `GET /task/{id}/result` sends them. */

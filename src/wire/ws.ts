@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import type { TraceHeaders } from '../observe/tracing/trace-context.ts'
 import { clientHelloSchema } from './agent-hello.ts'
 import { errorFrameSchema } from './errors.ts'
 import { maxInFlightSchema, type PayloadFormat, payloadFormatSchema, weightSchema } from './names.ts'
@@ -65,7 +66,14 @@ export const heartbeatAckSchema = z.object({
 export type HeartbeatAck = z.infer<typeof heartbeatAckSchema>
 
 /** A task for an agent; the server writes it by hand around the payload's own text (see taskFrame). */
-export const taskFrameSchema = z.object({ type: z.literal('task'), task_id: z.string().min(1), payload: z.unknown() })
+export const taskFrameSchema = z.object({
+  type: z.literal('task'),
+  task_id: z.string().min(1),
+  /** W3C trace context (docs/operations.md#tracing): the caller's trace, with Moonlight's attempt span as the parent when tracing is on. */
+  traceparent: z.string().optional(),
+  tracestate: z.string().optional(),
+  payload: z.unknown(),
+})
 
 /** A task the agent holds was cancelled (DELETE /task/{id}): it may stop; any answer it still sends is dropped. */
 export const cancelFrameSchema = z.object({ type: z.literal('cancel'), task_id: z.string().min(1) })
@@ -83,7 +91,14 @@ export function cancelFrame(taskId: string): string {
  * the `string` format that text goes out as a JSON string, so the agent's `JSON.parse(payload)`
  * gives back the very value the caller sent.
  */
-export function taskFrame(taskId: string, payloadJson: string, format: PayloadFormat = 'object'): string {
+export function taskFrame(taskId: string, payloadJson: string, format: PayloadFormat = 'object', trace?: TraceHeaders): string {
   const payload = format === 'string' ? JSON.stringify(payloadJson) : payloadJson
+  if (trace !== undefined) return `{"type":"task","task_id":${JSON.stringify(taskId)},${traceFields(trace)}"payload":${payload}}`
   return `{"type":"task","task_id":${JSON.stringify(taskId)},"payload":${payload}}`
+}
+
+/** `"traceparent":…,"tracestate":…,` for a frame: the values are checked ASCII, JSON.stringify quotes them. */
+export function traceFields(trace: TraceHeaders): string {
+  const state = trace.tracestate === undefined ? '' : `"tracestate":${JSON.stringify(trace.tracestate)},`
+  return `"traceparent":${JSON.stringify(trace.traceparent)},${state}`
 }

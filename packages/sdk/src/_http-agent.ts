@@ -2,7 +2,7 @@ import { Backoff, Pause } from './_backoff.ts'
 import { Limiter } from './_limiter.ts'
 import { listenWithNodeHttp } from './_node-listener.ts'
 import { AgentFatalError, type AgentSettings, type Listen, type WorkListener, type WorkReply, type WorkRequest } from './agent.ts'
-import { answerTask, describeFailure, messageOf } from './handler.ts'
+import { answerTask, describeFailure, messageOf, type TaskTrace } from './handler.ts'
 import { type HeartbeatReply, NO_RETRY_HEADER } from './wire.ts'
 
 /** The server's default client_ttl, used until a heartbeat reply tells us the real one. */
@@ -211,7 +211,12 @@ export class HttpAgent {
     }
     const taskId = request.headers.get('x-task-id') ?? `local-${crypto.randomUUID()}`
     // The server cuts the connection when it cancels the task (or its deadline passes): the signal aborts.
-    const answer = await this.limiter.run(() => answerTask(this.settings.handler, payload, taskId, request.signal))
+    const trace: TaskTrace = {}
+    const traceparent = request.headers.get('traceparent')
+    const tracestate = request.headers.get('tracestate')
+    if (traceparent !== null) trace.traceparent = traceparent
+    if (tracestate !== null) trace.tracestate = tracestate
+    const answer = await this.limiter.run(() => answerTask(this.settings.handler, payload, taskId, request.signal, trace))
     if (answer.status >= 500) this.settings.logger.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
     const headers = new Headers(answer.headers)
     const body = headers.has('content-type') ? rawText(answer.json) : answer.json

@@ -2,7 +2,7 @@ import { Backoff, Pause } from './_backoff.ts'
 import { Limiter } from './_limiter.ts'
 import { OPEN, openWebSocket, parseInbound } from './_websocket.ts'
 import { AgentFatalError, type AgentSettings, type WebSocketLike } from './agent.ts'
-import { answerTask, describeFailure, messageOf } from './handler.ts'
+import { answerTask, describeFailure, messageOf, type TaskTrace } from './handler.ts'
 
 interface SessionEnd {
   registered: boolean
@@ -160,7 +160,7 @@ export class WsAgent {
           case 'heartbeat_ack':
             return
           case 'task':
-            return this.onTask(socket, message.task_id, message.payload)
+            return this.onTask(socket, message.task_id, message.payload, traceOf(message))
           case 'cancel':
             return this.onCancel(message.task_id)
           case 'error':
@@ -190,7 +190,7 @@ export class WsAgent {
     })
   }
 
-  private onTask(socket: WebSocketLike, taskId: string, payload: unknown): void {
+  private onTask(socket: WebSocketLike, taskId: string, payload: unknown, trace: TaskTrace): void {
     if (this.stopping) {
       // Sent before the server saw our weight 0: a 503 makes it retry on another agent.
       this.send(socket, { type: 'task_response', payload: { task_id: taskId, status: 503, response: { error: 'the agent is shutting down' } } })
@@ -202,7 +202,7 @@ export class WsAgent {
     void this.limiter.run(async () => {
       let answer: Awaited<ReturnType<typeof answerTask>>
       try {
-        answer = await answerTask(this.settings.handler, payload, taskId, cancel.signal)
+        answer = await answerTask(this.settings.handler, payload, taskId, cancel.signal, trace)
       } finally {
         this.running.delete(taskId)
       }
@@ -234,4 +234,12 @@ export class WsAgent {
 
 function messageOfCause(error: unknown): string {
   return error instanceof Error ? error.message : ''
+}
+
+/** A task frame's trace context (strings only: the frame is the server's, but the SDK checks by hand). */
+function traceOf(frame: { traceparent?: unknown; tracestate?: unknown }): TaskTrace {
+  const trace: TaskTrace = {}
+  if (typeof frame.traceparent === 'string') trace.traceparent = frame.traceparent
+  if (typeof frame.tracestate === 'string') trace.tracestate = frame.tracestate
+  return trace
 }

@@ -8,7 +8,16 @@ export interface TaskContext {
    * on is not cancelled: bound long work with a timeout of its own.
    */
   signal: AbortSignal
+  /**
+   * The caller's W3C trace context, when there is one: pass it to your tracer so the handler's spans
+   * join the caller's trace (with tracing on at the server, its parent is the server's attempt span).
+   */
+  traceparent?: string
+  tracestate?: string
 }
+
+/** The trace headers an agent got with a task. */
+export type TaskTrace = Pick<TaskContext, 'traceparent' | 'tracestate'>
 
 /**
  * Answers one task. Whatever it returns is the body of a 200, unless it is exactly
@@ -66,10 +75,13 @@ function statusOf(error: unknown): number | undefined {
  * the error's own `status` (a 4xx reaches the caller as-is and is not retried), and `retry: false`
  * on it asks the server not to retry; a result that is not JSON (a BigInt, a cycle) is a 500.
  */
-export async function answerTask(handler: TaskHandler, payload: unknown, taskId: string, signal: AbortSignal): Promise<ReadyAnswer> {
+export async function answerTask(handler: TaskHandler, payload: unknown, taskId: string, signal: AbortSignal, trace: TaskTrace = {}): Promise<ReadyAnswer> {
   let answer: FullAnswer
   try {
-    const result: unknown = await handler(payload, { taskId, signal })
+    const context: TaskContext = { taskId, signal }
+    if (trace.traceparent !== undefined) context.traceparent = trace.traceparent
+    if (trace.tracestate !== undefined) context.tracestate = trace.tracestate
+    const result: unknown = await handler(payload, context)
     answer = isFullAnswer(result) ? result : { status: 200, body: result }
   } catch (error) {
     const noRetry = (error as { retry?: unknown } | null)?.retry === false ? { retry: false } : {}

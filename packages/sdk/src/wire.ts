@@ -54,6 +54,8 @@ export interface TaskView {
   attempts: Array<{ node_id: string; status?: number; kind?: string; reason?: string }>
   submitted_at: string
   finished_at: string | null
+  /** The W3C trace the task belongs to, when the caller sent one or the server's tracing started one. */
+  trace_id?: string
   status?: number
   headers?: Record<string, string>
   response?: unknown
@@ -87,7 +89,7 @@ export type AgentInbound =
       payload: { node_id: string; region: string; weight: number; heartbeat_interval: number; server_time: string; max_in_flight?: number }
     }
   | { type: 'heartbeat_ack'; payload: { server_time: string; max_in_flight?: number } }
-  | { type: 'task'; task_id: string; payload?: unknown }
+  | { type: 'task'; task_id: string; traceparent?: string; tracestate?: string; payload?: unknown }
   | { type: 'cancel'; task_id: string }
   | { type: 'error'; payload: { message: string; code: string } }
 

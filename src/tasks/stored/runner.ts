@@ -1,5 +1,6 @@
 import type { Clock } from '../../clock.ts'
 import { MoonlightError } from '../../errors.ts'
+import type { Tracer } from '../../observe/tracing/tracer.ts'
 import { FINAL_STATES, type TaskAttempt } from '../../wire/async-task.ts'
 import type { FailedAttempt } from '../../wire/errors.ts'
 import { TaskControl } from '../control.ts'
@@ -36,6 +37,8 @@ export interface StoredTasksDeps {
   /** Tells a WebSocket agent of this instance that holds `taskId` that it was cancelled. */
   tellAgentCancelled: (taskId: string) => void
   log: (line: string) => void
+  /** Continues a stored task's trace when it runs (src/observe/tracing/). */
+  tracer?: Tracer
 }
 
 /** A task to store: new, or (with an idempotency key) perhaps one stored before. */
@@ -222,7 +225,7 @@ export class StoredTasks {
       const control = new TaskControl()
       this.running.set(task.task_id, { task, control })
       try {
-        outcome = await dispatcher.dispatch(task.region, task.payload, task.task_id, task.routing, control)
+        outcome = await dispatcher.dispatch(task.region, task.payload, task.task_id, task.routing, control, this.deps.tracer?.resume(task.trace))
       } finally {
         this.running.delete(task.task_id)
       }

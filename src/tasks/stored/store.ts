@@ -1,3 +1,4 @@
+import type { StoredTrace } from '../../observe/tracing/trace-context.ts'
 import { FINAL_STATES, type TaskAttempt, type TaskState } from '../../wire/async-task.ts'
 import type { TaskRouting } from '../routing.ts'
 
@@ -53,6 +54,8 @@ export interface NewTask {
   submitted_at_ms: number
   /** The task's idempotency key and the hash of its body, if it had one. */
   idempotency?: { key: string; body_hash: string } | undefined
+  /** The W3C trace it belongs to (src/observe/tracing/), continued when it runs. */
+  trace?: StoredTrace | undefined
 }
 
 /** How a task ended: the caller's answer exactly as a sync task would have had it, and who answered. */

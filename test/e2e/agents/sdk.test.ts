@@ -184,6 +184,18 @@ describe('createAgent', () => {
       await child.waitForOutput(`registered as mover-${protocol} in eu-west-1 ${protocol === 'ws' ? `(weight 2) at ${second.wsUrl}` : `at ${second.url}`}`)
     })
 
+    test(`(${protocol}) the handler gets the caller's traceparent and tracestate`, async () => {
+      const mls = server()
+      await agent(NODE, { SERVERS: mls.url, NODE_ID: `trace-${protocol}`, PROTOCOL: protocol })
+      const traceparent = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'
+      const traced = await fetch(`${mls.url}/task/request`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json', traceparent, tracestate: 'vendor=1' },
+        body: JSON.stringify({ region: 'eu-west-1', payload: { trace: true } }),
+      })
+      expect(await traced.json()).toEqual({ traceparent, tracestate: 'vendor=1' })
+    })
+
     test(`(${protocol}) a cancel aborts the handler's signal`, async () => {
       const mls = server()
       const child = await agent(NODE, { SERVERS: mls.url, NODE_ID: `cancel-${protocol}`, PROTOCOL: protocol })
