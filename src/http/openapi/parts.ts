@@ -33,6 +33,18 @@ export const idempotencyKey = {
   schema: { type: 'string', minLength: 1, maxLength: 255, pattern: '^[\\x21-\\x7e]+$' },
   description: 'A retry with the same key and body from the same token returns the first answer (Idempotent-Replayed: true) and never runs the task twice.',
 }
+/** W3C trace context: continued to the agent (docs/operations.md, Tracing). */
+export const traceContext = [
+  {
+    name: 'traceparent',
+    in: 'header',
+    required: false,
+    schema: { type: 'string', pattern: '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}' },
+    description:
+      "The caller's W3C trace context: the agent gets the caller's trace id (HTTP: a traceparent header; WebSocket: in the task frame), with Moonlight's attempt span as parent when tracing is on. An invalid one is ignored.",
+  },
+  { name: 'tracestate', in: 'header', required: false, schema: { type: 'string' }, description: 'Passed on with a valid traceparent.' },
+]
 export const agentAnswer = {
   description: "The agent's own answer as-is: its status, content type and body, plus X-Task-ID, X-Moonlight-Node and X-Moonlight-Attempts.",
   headers: {

@@ -1,5 +1,5 @@
 import type { Config } from '../../config/config.ts'
-import { agentAnswer, errors, idempotencyKey, json, taskIdParameter, withToken } from './parts.ts'
+import { agentAnswer, errors, idempotencyKey, json, taskIdParameter, traceContext, withToken } from './parts.ts'
 
 /** The task routes: run one (sync, async or broadcast), and a stored task's view, result and cancel. */
 export function taskPaths(config: Pick<Config, 'require_task_token'>): Record<string, unknown> {
@@ -10,7 +10,7 @@ export function taskPaths(config: Pick<Config, 'require_task_token'>): Record<st
         summary: 'Run a task on one client of the region (or every client with mode broadcast; later with mode async)',
         tags: ['tasks'],
         security: config.require_task_token ? withToken : [],
-        parameters: [idempotencyKey],
+        parameters: [idempotencyKey, ...traceContext],
         requestBody: {
           required: true,
           content: json('TaskRequest', { region: 'us-east-1', payload: { action: 'process_data', data: { message: 'Hello' } } }),
