@@ -30,6 +30,11 @@ export interface HttpPathOptions {
   durationS: number
   connections: number
   warmupS: number
+  /**
+   * Moonlight's paths (this checkout's and --before's) are warmed at least this long: its JIT still tiers up
+   * and recompiles 5-10 s into load (bench/results/profile-2026-12-07.md), compile time the others do not carry.
+   */
+  moonlightWarmupS?: number
   workDir: string
   log: (line: string) => void
   /** Extra environment for the Moonlight process (e.g. to compare a setting). */
@@ -192,7 +197,7 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
 
     for (const target of targets) {
       log(`  warm-up ${target}`)
-      await wrk(endpoints[target]!, options.connections, options.warmupS)
+      await wrk(endpoints[target]!, options.connections, warmupFor(target, options))
     }
     const runs: WrkRun[] = []
     for (let roundNo = 1; roundNo <= options.rounds; roundNo++) {
@@ -358,3 +363,9 @@ function ratios(runs: readonly WrkRun[], rounds: number, targets: readonly Targe
 const round1 = (value: number) => round(value, 1)
 const round3 = (value: number) => round(value, 3)
 const ms = (us: number) => `${(us / 1000).toFixed(2)} ms`
+
+/** How long `target` is warmed before the rounds: Moonlight's paths longer (see moonlightWarmupS). */
+function warmupFor(target: string, options: { warmupS: number; moonlightWarmupS?: number }): number {
+  const moonlight = target.startsWith('moonlight') || target.startsWith('before')
+  return moonlight ? Math.max(options.warmupS, options.moonlightWarmupS ?? 0) : options.warmupS
+}

@@ -27,6 +27,11 @@ export interface LatencyOptions {
   rounds: number
   durationS: number
   warmupS: number
+  /**
+   * Moonlight's paths (this checkout's and --before's) are warmed at least this long: its JIT still tiers up
+   * and recompiles 5-10 s into load (bench/results/profile-2026-12-07.md), compile time the others do not carry.
+   */
+  moonlightWarmupS?: number
   /** The `rate` mode's requests per second, over `rateConnections` connections. */
   ratePerS: number
   rateConnections: number
@@ -143,7 +148,7 @@ export async function runLatency(options: LatencyOptions): Promise<LatencyResult
       mode === 'one' ? wrk(endpoint, 1, durationS) : wrk(endpoint, options.rateConnections, durationS, options.ratePerS)
     for (const target of targets) {
       log(`  warm-up ${target}`)
-      await load('one', endpoints[target]!, options.warmupS)
+      await load('one', endpoints[target]!, warmupFor(target, options))
     }
     const runs: LatencyRun[] = []
     for (let roundNo = 1; roundNo <= options.rounds; roundNo++) {
@@ -269,4 +274,10 @@ function roundHeap(heap: HeapPerTask): HeapPerTask {
     retained_bytes: round(heap.retained_bytes),
     retained_objects: round(heap.retained_objects, 3),
   }
+}
+
+/** How long `target` is warmed before the rounds: Moonlight's paths longer (see moonlightWarmupS). */
+function warmupFor(target: string, options: { warmupS: number; moonlightWarmupS?: number }): number {
+  const moonlight = target.startsWith('moonlight') || target.startsWith('before')
+  return moonlight ? Math.max(options.warmupS, options.moonlightWarmupS ?? 0) : options.warmupS
 }

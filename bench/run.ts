@@ -46,6 +46,8 @@ const { values } = parseArgs({
 const phases = new Set(values.only.split(','))
 const rounds = Number(values.rounds ?? (values.quick ? 1 : 6))
 const durationS = Number(values.duration ?? (values.quick ? 3 : 5))
+/** Moonlight's JIT settles 10 s or so into load (bench/results/profile-2026-12-07.md): its paths are warmed this long. */
+const MOONLIGHT_WARMUP_S = 12
 const resultsDir = join(import.meta.dir, 'results')
 const workDir = mkdtempSync(join(tmpdir(), 'moonlight-bench-'))
 const log = (line: string) => console.log(line)
@@ -82,6 +84,7 @@ try {
       durationS,
       connections: Number(values.connections),
       warmupS: values.quick ? 1 : 2,
+      moonlightWarmupS: values.quick ? 1 : MOONLIGHT_WARMUP_S,
       workDir,
       log,
       beforeRoot,
@@ -101,6 +104,7 @@ try {
       rounds: latencyRounds,
       durationS: latencyDurationS,
       warmupS: values.quick ? 1 : 2,
+      moonlightWarmupS: values.quick ? 1 : MOONLIGHT_WARMUP_S,
       ratePerS: Number(values['latency-rate']),
       rateConnections: Number(values['latency-connections']),
       workDir,

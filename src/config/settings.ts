@@ -62,6 +62,23 @@ export function makeSettings(config: Config, sources: SettingsSources): Settings
   }
 }
 
+/**
+ * `build` of the config in force, built again only when a reload has swapped the config (each reload
+ * brings a new object): settings read on every task cost one comparison, not an object per task.
+ */
+export function perConfig<T>(config: () => Config, build: (config: Config) => T): () => T {
+  let builtFor: Config | undefined
+  let built: T | undefined
+  return () => {
+    const current = config()
+    if (current !== builtFor || built === undefined) {
+      built = build(current)
+      builtFor = current
+    }
+    return built
+  }
+}
+
 export function healthPolicy(config: Config): HealthPolicy {
   return {
     failuresToEject: config.health.failures_to_eject,

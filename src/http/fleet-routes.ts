@@ -24,7 +24,7 @@ export function mountFleetRoutes(app: Hono<AppEnv>, deps: AppDeps): void {
   })
 
   app.get('/clients', (c) => {
-    authorize(settings, c.req.raw.headers, 'monitor', () => clientAddress(settings, c.env, c.req.raw))
+    authorize(settings, c.req.raw, c.env, 'monitor')
     const list: ClientList = { clients: membership.views() }
     return c.json(list)
   })

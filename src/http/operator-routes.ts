@@ -12,7 +12,7 @@ import { nameSchema } from '../wire/names.ts'
 import { type ClientActionReply, type ClientDetail, ejectRequestSchema } from '../wire/views.ts'
 import type { AppEnv } from './app.ts'
 import type { BodyLimits } from './oversized-body.ts'
-import { authorize, clientAddress, limitDepth, parseJson, readJsonText, requestToken, validate } from './request-checks.ts'
+import { authorize, limitDepth, parseJson, readJsonText, requestToken, validate } from './request-checks.ts'
 
 export interface OperatorDeps {
   settings: Settings
@@ -41,14 +41,14 @@ export function mountOperatorRoutes(app: Hono<AppEnv>, deps: OperatorDeps): void
   const { settings } = deps
 
   app.get('/clients/:node_id', (c) => {
-    authorize(settings, c.req.raw.headers, 'monitor', () => clientAddress(settings, c.env, c.req.raw))
+    authorize(settings, c.req.raw, c.env, 'monitor')
     const client = known(deps, c.req.param('node_id'))
     const detail: ClientDetail = { client: deps.membership.view(client), tasks: deps.clientTasks.of(client.nodeId) }
     return c.json(detail)
   })
 
   const action = (name: string, act: (client: Client, request: Request) => Promise<string> | string) => async (c: Context<AppEnv, '/clients/:node_id'>) => {
-    authorize(settings, c.req.raw.headers, 'admin', () => clientAddress(settings, c.env, c.req.raw))
+    authorize(settings, c.req.raw, c.env, 'admin')
     const client = held(deps, known(deps, c.req.param('node_id')))
     const done = await act(client, c.req.raw)
     // Which token acted, as the start of its digest (never the token): several operators may share a server.

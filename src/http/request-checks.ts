@@ -2,7 +2,7 @@ import type { Server } from 'bun'
 import type { z } from 'zod'
 import type { Settings } from '../config/settings.ts'
 import { MoonlightError } from '../errors.ts'
-import type { Grant, Role } from '../security/access.ts'
+import type { Credential, Grant, Role } from '../security/access.ts'
 import { sourceAddress } from '../security/caller-address.ts'
 import { describeIssues } from '../wire/issues.ts'
 import { MAX_JSON_DEPTH, nestingDepth } from '../wire/json-text.ts'
@@ -16,10 +16,26 @@ import { type BodyLimits, discardOversizedBody } from './oversized-body.ts'
 
 /**
  * The grant of the request's token (see requestToken) if it holds `role`; throws 401, 403 or 429 as
- * Access.authorize does. `address` is looked up only when the token fails.
+ * Access.authorize does. The request's address is looked up only when the token fails.
  */
-export function authorize(settings: Settings, headers: Headers, role: Role, address: () => string): Grant {
-  return settings.access.authorize({ token: requestToken(headers), address, from: 'header' }, role)
+export function authorize(settings: Settings, request: Request, server: Server<unknown>, role: Role): Grant {
+  return settings.access.authorize(new RequestCredential(requestToken(request.headers), settings, server, request), role)
+}
+
+/** A request's token, with its address as a method rather than a closure made per request (every task has one). */
+class RequestCredential implements Credential {
+  readonly from = 'header'
+
+  constructor(
+    readonly token: string,
+    private readonly settings: Settings,
+    private readonly server: Server<unknown>,
+    private readonly request: Request,
+  ) {}
+
+  address(): string {
+    return clientAddress(this.settings, this.server, this.request)
+  }
 }
 
 /**

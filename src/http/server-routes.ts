@@ -4,7 +4,7 @@ import type { Status } from '../wire/views.ts'
 import type { AppDeps, AppEnv } from './app.ts'
 import { renderMetrics } from './metrics.ts'
 import { openApiDocument } from './openapi.ts'
-import { authorize, clientAddress } from './request-checks.ts'
+import { authorize } from './request-checks.ts'
 
 /** The server's own routes: status, the cluster, liveness and readiness, this API's document and the metrics. */
 export function mountServerRoutes(app: Hono<AppEnv>, deps: AppDeps): void {
@@ -36,7 +36,7 @@ export function mountServerRoutes(app: Hono<AppEnv>, deps: AppDeps): void {
   })
 
   app.get('/cluster', (c) => {
-    authorize(settings, c.req.raw.headers, 'monitor', () => clientAddress(settings, c.env, c.req.raw))
+    authorize(settings, c.req.raw, c.env, 'monitor')
     return c.json(deps.cluster())
   })
 

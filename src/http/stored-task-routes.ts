@@ -6,7 +6,7 @@ import type { StoredTasks } from '../tasks/stored/runner.ts'
 import type { StoredTask } from '../tasks/stored/store.ts'
 import { FINAL_STATES, resultQuerySchema } from '../wire/async-task.ts'
 import type { AppEnv } from './app.ts'
-import { authorize, clientAddress, validate } from './request-checks.ts'
+import { authorize, validate } from './request-checks.ts'
 import { ownerOf, resultResponse, viewOf } from './stored-task-answers.ts'
 
 /**
@@ -17,9 +17,7 @@ export function mountStoredTaskRoutes(app: Hono<AppEnv>, settings: Settings, tas
   const own = async (request: Request, server: AppEnv['Bindings'], taskId: string, task: StoredTask | undefined): Promise<StoredTask> => {
     // The token is checked whether or not the task exists: a 401 for an id that exists and a 404 for
     // one that does not would tell a caller without a valid token which ids exist.
-    const grant = settings.config.require_task_token
-      ? authorize(settings, request.headers, 'submit', () => clientAddress(settings, server, request))
-      : undefined
+    const grant = settings.config.require_task_token ? authorize(settings, request, server, 'submit') : undefined
     if (task && mayRead(settings, request, grant, task)) return task
     throw unknownTask(taskId)
   }

@@ -11,7 +11,7 @@ import { scopeBoundary, taskRouting } from '../tasks/routing.ts'
 import type { StoredTasks } from '../tasks/stored/runner.ts'
 import type { StoredTask } from '../tasks/stored/store.ts'
 import { FINAL_STATES, idempotencyKeySchema } from '../wire/async-task.ts'
-import { authorize, clientAddress, readJsonText, requestToken } from './request-checks.ts'
+import { authorize, readJsonText, requestToken } from './request-checks.ts'
 import { acceptedResponse, ownerOf, resultResponse } from './stored-task-answers.ts'
 import { readTaskRequest } from './task-body.ts'
 import { broadcastResponse, outcomeResponse } from './task-outcome.ts'
@@ -47,7 +47,7 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       const { config } = settings
       const trace = deps.tracer?.fromHeaders(request.headers)
       // The token first, before the body is read; the region it may send to once the body says where.
-      const grant = config.require_task_token ? authorize(settings, request.headers, 'submit', () => clientAddress(settings, server, request)) : undefined
+      const grant = config.require_task_token ? authorize(settings, request, server, 'submit') : undefined
       const idempotencyKey = readIdempotencyKey(request.headers.get('idempotency-key'))
       const text = await readJsonText(request, config)
       const { task, payloadJson } = readTaskRequest(text)

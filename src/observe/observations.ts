@@ -21,6 +21,8 @@ export class Observations {
   ejections = 0
   /** WebSocket messages refused, by error code (invalid_json, invalid_message, too_deep, binary_not_supported, internal). */
   readonly badMessages = new Map<string, number>()
+  /** The task histogram's label text per region and outcome, made once rather than per task: as many as its series. */
+  private readonly taskLabels = new Map<string, Partial<Record<TaskRecord['outcome'], string>>>()
 
   constructor(
     /**
@@ -35,9 +37,19 @@ export class Observations {
     // Region names are validated names (no quotes or backslashes), safe inside a label as they are.
     const seconds = (record.durationMs ?? record.latency_ms) / 1000
     const region = this.labelled(record.region) ? record.region : OTHER_REGION_LABEL
-    this.taskDuration.observe(`region="${region}",outcome="${record.outcome}"`, seconds)
+    this.taskDuration.observe(this.taskLabel(region, record.outcome), seconds)
     this.anyTask.observe('', seconds)
     if (record.mode === 'single' && record.attempts > 1) this.retries += record.attempts - 1
+  }
+
+  private taskLabel(region: string, outcome: TaskRecord['outcome']): string {
+    let labels = this.taskLabels.get(region)
+    if (labels === undefined) {
+      labels = {}
+      this.taskLabels.set(region, labels)
+    }
+    labels[outcome] ??= `region="${region}",outcome="${outcome}"`
+    return labels[outcome]
   }
 
   /**

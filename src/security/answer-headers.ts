@@ -69,12 +69,18 @@ export class HeaderPolicy {
     return passed
   }
 
-  /** The headers that pass from an HTTP agent's answer (already lower-case). */
-  filterResponse(headers: Headers): Record<string, string> {
+  /**
+   * The headers that pass from an HTTP agent's answer, its header lines as parsed (names already
+   * lower-case), repeated ones joined as fetch's Headers joins them: one pass, one record.
+   */
+  filterLines(lines: ReadonlyArray<readonly [string, string]>): Record<string, string> {
     const passed: Record<string, string> = {}
-    headers.forEach((value, name) => {
-      if (this.passes(name)) passed[name] = value
-    })
+    for (let index = 0; index < lines.length; index++) {
+      const [name, value] = lines[index]!
+      if (!this.passes(name)) continue
+      const earlier = passed[name]
+      passed[name] = earlier === undefined ? value : `${earlier}, ${value}`
+    }
     return passed
   }
 }

@@ -1,6 +1,7 @@
 import { Cluster } from '../cluster/cluster.ts'
 import { RedisTaskStore } from '../cluster/redis-task-store.ts'
 import { listenForTaskNews, NO_TASK_NEWS, publishTaskNews } from '../cluster/task-news.ts'
+import { perConfig } from '../config/settings.ts'
 import { outcomeResponse } from '../http/task-outcome.ts'
 import { type ConfiguredTls, readConfiguredTls } from '../security/pem-files.ts'
 import { Broadcaster } from '../tasks/broadcast.ts'
@@ -43,15 +44,17 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
     () => ctx.settings.headerPolicy,
   )
   const tls = { files: readConfiguredTls(started) }
+  // The header policy and the PEM files are swapped by a reload together with the config.
+  const httpCallSettings = perConfig(config, (current) => ({
+    maxAnswerBytes: current.max_answer_bytes,
+    agentCa: tls.files.agentCa,
+    signingSecret: current.signing_secret,
+    headerPolicy: ctx.settings.headerPolicy,
+    maxConnections: current.http_agents.max_connections,
+    idleTimeoutMs: current.http_agents.idle_timeout * 1000,
+  }))
   const httpTransport = new HttpTransport(
-    () => ({
-      maxAnswerBytes: config().max_answer_bytes,
-      agentCa: tls.files.agentCa,
-      signingSecret: config().signing_secret,
-      headerPolicy: ctx.settings.headerPolicy,
-      maxConnections: config().http_agents.max_connections,
-      idleTimeoutMs: config().http_agents.idle_timeout * 1000,
-    }),
+    httpCallSettings,
     // The agent checks the signature's timestamp against its own clock: real time, whatever clock the server runs on.
     Date.now,
   )
@@ -116,11 +119,11 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
   const taskDeps = {
     registry,
     transports: { http: httpTransport, ws: wsTransport, relay: cluster?.relay ?? NO_RELAY },
-    settings: () => ({
-      retryCount: config().retry_count,
-      taskTimeoutMs: config().task_timeout * 1000,
+    settings: perConfig(config, (current) => ({
+      retryCount: current.retry_count,
+      taskTimeoutMs: current.task_timeout * 1000,
       preferLocal: started.cluster?.prefer_local === true,
-    }),
+    })),
     deadlines,
     load,
     clock,

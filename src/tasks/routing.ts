@@ -30,8 +30,8 @@ export interface TaskRouting {
   boundary?: string
 }
 
-/** What a task without routing fields gets: today's behaviour, exactly. */
-export const DEFAULT_ROUTING: TaskRouting = { fallback: 'parent', retry: true }
+/** What a task without routing fields gets: today's behaviour, exactly. Shared by every such task, so frozen. */
+export const DEFAULT_ROUTING: TaskRouting = Object.freeze({ fallback: 'parent', retry: true })
 
 /**
  * A task's routing from its fields and the config's defaults. A named node is not retried unless the
@@ -46,6 +46,9 @@ export function taskRouting(
   boundary?: string,
 ): TaskRouting {
   const allowed = config.routing.retry_on ?? RETRY_ON_ALL
+  // Nearly every task: no routing field, no boundary, the config's defaults. One shared object for them.
+  if (boundary === undefined && config.routing.fallback === 'parent' && allowed.length === RETRY_ON_ALL.length && hasNoRoutingField(task))
+    return DEFAULT_ROUTING
   const wider = task.retry_on?.find((each) => !allowed.includes(each))
   if (wider !== undefined)
     throw new MoonlightError(
@@ -57,18 +60,30 @@ export function taskRouting(
       },
     )
   const retryOn = task.retry_on ?? allowed
-  return {
-    ...(task.key === undefined ? {} : { key: task.key }),
-    ...(task.node_id === undefined ? {} : { nodeId: task.node_id }),
-    fallback: task.fallback ?? config.routing.fallback,
-    retry: task.retry ?? task.node_id === undefined,
-    // Left out when it allows everything: the default routing, and every stored task of before, read the same.
-    ...(retryOn.length === RETRY_ON_ALL.length ? {} : { retryOn }),
-    ...(task.timeout === undefined ? {} : { timeoutMs: task.timeout * 1000 }),
-    ...(task.priority === undefined ? {} : { priority: task.priority }),
-    ...(task.queue_timeout === undefined ? {} : { queueTimeoutMs: task.queue_timeout * 1000 }),
-    ...(boundary === undefined ? {} : { boundary }),
-  }
+  // Field by field rather than with spreads: this runs on every task.
+  const routing: TaskRouting = { fallback: task.fallback ?? config.routing.fallback, retry: task.retry ?? task.node_id === undefined }
+  if (task.key !== undefined) routing.key = task.key
+  if (task.node_id !== undefined) routing.nodeId = task.node_id
+  // Left out when it allows everything: the default routing, and every stored task of before, read the same.
+  if (retryOn.length !== RETRY_ON_ALL.length) routing.retryOn = retryOn
+  if (task.timeout !== undefined) routing.timeoutMs = task.timeout * 1000
+  if (task.priority !== undefined) routing.priority = task.priority
+  if (task.queue_timeout !== undefined) routing.queueTimeoutMs = task.queue_timeout * 1000
+  if (boundary !== undefined) routing.boundary = boundary
+  return routing
+}
+
+function hasNoRoutingField(task: Parameters<typeof taskRouting>[0]): boolean {
+  return (
+    task.key === undefined &&
+    task.node_id === undefined &&
+    task.fallback === undefined &&
+    task.retry === undefined &&
+    task.retry_on === undefined &&
+    task.timeout === undefined &&
+    task.priority === undefined &&
+    task.queue_timeout === undefined
+  )
 }
 
 /**

@@ -79,10 +79,9 @@ export class HttpTransport implements Transport {
     const bodyBytes = answer.decoded()
     // With signing on, 401 is the agent refusing the call, not its answer to the payload: the task did not run, so another client may run it.
     if (signingSecret !== undefined && status === 401) throw refusedSignature(bodyBytes)
-    const received = joinRepeated(headers)
     // The agent's word to the server, not to the caller: the policy never passes X-Moonlight-* headers on.
-    const noRetry = status >= 500 && received[NO_RETRY_HEADER]?.trim().toLowerCase() === 'false'
-    return { status, headers: headerPolicy.filter(received), body: bodyBytes, ...(noRetry ? { retry: false as const } : {}) }
+    const noRetry = status >= 500 && joinedHeader(headers, NO_RETRY_HEADER)?.trim().toLowerCase() === 'false'
+    return { status, headers: headerPolicy.filterLines(headers), body: bodyBytes, ...(noRetry ? { retry: false as const } : {}) }
   }
 }
 
@@ -115,12 +114,14 @@ class AnswerReader implements AnswerSink {
     this.received = head
     // Every Content-Encoding line is one list (RFC 9110 §5.3), in the order applied: two lines of gzip are a body packed
     // twice, which is refused below, not unpacked once and passed on still packed.
-    const codings: string[] = []
+    // Made only for an answer that has the header: nearly none do.
+    let codings: string[] | undefined
     for (const [name, value] of head.headers) {
       if (name !== 'content-encoding') continue
+      codings ??= []
       for (const coding of value.toLowerCase().split(',')) if (coding.trim() !== '' && coding.trim() !== 'identity') codings.push(coding.trim())
     }
-    this.encoding = codings.length === 0 ? undefined : codings.join(', ')
+    this.encoding = codings === undefined || codings.length === 0 ? undefined : codings.join(', ')
     if (this.encoding !== undefined && !(this.encoding in DECODERS))
       throw new AttemptError('invalid_answer', `answered in a content encoding the server cannot unpack (${this.encoding.slice(0, 40)})`)
     // Packed, the wire bytes may be fewer than the unpacked ones but hardly more: a stream several
@@ -182,10 +183,10 @@ function hostOf(client: Client): string {
   return `${host}:${client.port}`
 }
 
-/** Repeated headers joined as one, as fetch's Headers did. */
-function joinRepeated(headers: ReadonlyArray<[string, string]>): Record<string, string> {
-  const joined: Record<string, string> = {}
-  for (const [name, value] of headers) joined[name] = joined[name] === undefined ? value : `${joined[name]}, ${value}`
+/** One header's lines joined as one, as fetch's Headers did; undefined without any. */
+function joinedHeader(headers: ReadonlyArray<[string, string]>, wanted: string): string | undefined {
+  let joined: string | undefined
+  for (const [name, value] of headers) if (name === wanted) joined = joined === undefined ? value : `${joined}, ${value}`
   return joined
 }
 

@@ -16,7 +16,7 @@ export const retryOnListSchema = z
   .refine((list) => new Set(list).size === list.length, 'lists a failure class twice')
 
 /** Fields that choose one client among many: a broadcast goes to them all, so it takes none of them. */
-const SINGLE_ONLY = ['key', 'node_id', 'fallback', 'retry', 'retry_on', 'priority', 'queue_timeout'] as const
+export const SINGLE_ONLY = ['key', 'node_id', 'fallback', 'retry', 'retry_on', 'priority', 'queue_timeout'] as const
 
 /**
  * `POST /task/request`. Every routing field is optional and its absence is the original behaviour,

@@ -9,10 +9,10 @@ import { maxInFlightSchema, type PayloadFormat, payloadFormatSchema, weightSchem
  * characters, spaces and tabs, and obs-text (0x80-0xFF), nothing else. A control character would
  * break the caller's response, and a character beyond Latin-1 cannot be written as a header at all.
  */
-const headerName = z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, 'not a valid header name')
-const headerValue = z
-  .string()
-  .regex(/^[\t\x20-\x7e\x80-\xff]*$/, 'header values may hold only visible characters, spaces, tabs and Latin-1 (no control characters)')
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/
+const headerName = z.string().regex(HEADER_NAME, 'not a valid header name')
+const headerValue = z.string().regex(HEADER_VALUE, 'header values may hold only visible characters, spaces, tabs and Latin-1 (no control characters)')
 
 /** A client's answer to one task. */
 export const taskResponseSchema = z.object({
@@ -25,6 +25,68 @@ export const taskResponseSchema = z.object({
   retry: z.boolean().optional(),
 })
 export type TaskResponse = z.infer<typeof taskResponseSchema>
+
+/** The headers of an answer that sent none: shared by every such answer, so frozen (readers copy what passes). */
+const NO_HEADERS: Record<string, string> = Object.freeze({})
+
+/**
+ * wsInboundSchema's result for a task_response it certainly accepts, checked by hand: `type` and
+ * `payload` alone, the payload's every key one of taskResponseSchema's, each of the right type, with
+ * its task_id and response.
+ * Undefined for anything else, which zod then checks and words the errors of. The parsed message is
+ * fresh from JSON.parse and ours: it becomes the result (status and headers defaulted), as zod's copy
+ * would read. test/unit/ws/task-response.test.ts holds the two to the same answers.
+ */
+export function commonTaskResponse(message: unknown): { type: 'task_response'; payload: TaskResponse } | undefined {
+  if (typeof message !== 'object' || message === null) return undefined
+  const outer = message as Record<string, unknown>
+  if (outer.type !== 'task_response') return undefined
+  for (const key in outer) if (key !== 'type' && key !== 'payload') return undefined
+  const payload = outer.payload
+  if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) return undefined
+  const answer = payload as Record<string, unknown>
+  // zod requires both keys, though `response` may be null.
+  let hasTaskId = false
+  let hasResponse = false
+  for (const key in answer) {
+    const value = answer[key]
+    switch (key) {
+      case 'task_id':
+        if (typeof value !== 'string' || value.length === 0) return undefined
+        hasTaskId = true
+        break
+      case 'response':
+        hasResponse = true
+        break
+      case 'status':
+        if (typeof value !== 'number' || !Number.isInteger(value) || value < 200 || value > 599) return undefined
+        break
+      case 'headers':
+        if (!isHeaderRecord(value)) return undefined
+        break
+      case 'retry':
+        if (typeof value !== 'boolean') return undefined
+        break
+      default:
+        return undefined
+    }
+  }
+  if (!hasTaskId || !hasResponse) return undefined
+  answer.status ??= 200
+  answer.headers ??= NO_HEADERS
+  return outer as { type: 'task_response'; payload: TaskResponse }
+}
+
+/** The header record's rule: names and values as headerName and headerValue say. "__proto__" is left to zod, whose record copies keys by assignment. */
+function isHeaderRecord(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false
+  const headers = value as Record<string, unknown>
+  for (const name in headers) {
+    const header = headers[name]
+    if (name === '__proto__' || typeof header !== 'string' || !HEADER_NAME.test(name) || !HEADER_VALUE.test(header)) return false
+  }
+  return true
+}
 
 /**
  * A WebSocket agent's `register`: its hello, how it wants payloads, and the token — which may come

@@ -60,6 +60,9 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
  * lines with a bare LF sees other headers (a Content-Length, say) than those read here.
  */
 const BAD_HEAD_BYTES = /\0|\r(?!\n)|(?<!\r)\n/
+/** A Connection header's list holds this token (any case, between commas and the blanks trim() drops): tested where it is, not split into an array. */
+const CLOSE_TOKEN = /(?:^|,)\s*close\s*(?:,|$)/i
+const KEEP_ALIVE_TOKEN = /(?:^|,)\s*keep-alive\s*(?:,|$)/i
 /** A chunk-size line: hex digits, then optional extensions (ignored, RFC 9112 §7.1.1). */
 const CHUNK_SIZE = /^([0-9A-Fa-f]{1,15})[ \t]*(?:;.*)?$/
 /** A chunk-size line is short; one longer than this is no chunked body. */
@@ -268,15 +271,22 @@ function bodyTooLarge(limit: number): ParseError {
 
 function parseHead(text: string): ResponseHead {
   if (BAD_HEAD_BYTES.test(text)) throw new ParseError('malformed', 'a NUL, or a CR or LF not ending a line, in the answer head')
-  const lines = text.split('\r\n')
-  const statusLine = STATUS_LINE.exec(lines[0]!)
-  if (!statusLine) throw new ParseError('malformed', `not an HTTP/1.x status line: "${lines[0]!.slice(0, 60)}"`)
+  // Line by line with indexOf, not split: no array of lines per answer.
+  let lineEnd = text.indexOf('\r\n')
+  if (lineEnd === -1) lineEnd = text.length
+  const firstLine = text.slice(0, lineEnd)
+  const statusLine = STATUS_LINE.exec(firstLine)
+  if (!statusLine) throw new ParseError('malformed', `not an HTTP/1.x status line: "${firstLine.slice(0, 60)}"`)
   const minorVersion = Number(statusLine[1])
   const headers: Array<[string, string]> = []
-  let connection = ''
+  let close = false
+  let keepAliveToken = false
   let keepAliveTimeoutS: number | undefined
-  for (let index = 1; index < lines.length; index++) {
-    const line = lines[index]!
+  while (lineEnd < text.length) {
+    const start = lineEnd + 2
+    lineEnd = text.indexOf('\r\n', start)
+    if (lineEnd === -1) lineEnd = text.length
+    const line = text.slice(start, lineEnd)
     if (line.startsWith(' ') || line.startsWith('\t')) {
       // An obsolete folded line continues the header before it (RFC 9112 §5.2): joined with a space.
       const previous = headers[headers.length - 1]
@@ -290,14 +300,15 @@ function parseHead(text: string): ResponseHead {
     const lower = name.toLowerCase()
     const value = line.slice(colon + 1).trim()
     headers.push([lower, value])
-    if (lower === 'connection') connection += `,${value.toLowerCase()}`
-    else if (lower === 'keep-alive') {
+    if (lower === 'connection') {
+      close ||= CLOSE_TOKEN.test(value)
+      keepAliveToken ||= KEEP_ALIVE_TOKEN.test(value)
+    } else if (lower === 'keep-alive') {
       const timeout = /(?:^|[,;\s])timeout\s*=\s*(\d+)/i.exec(value)
       if (timeout) keepAliveTimeoutS = Number(timeout[1])
     }
   }
-  const tokens = connection.split(',').map((token) => token.trim())
-  const keepAlive = minorVersion === 1 ? !tokens.includes('close') : tokens.includes('keep-alive')
+  const keepAlive = minorVersion === 1 ? !close : keepAliveToken
   return { status: Number(statusLine[2]), reason: statusLine[3] ?? '', minorVersion, headers, keepAlive, keepAliveTimeoutS }
 }
 
