@@ -273,7 +273,7 @@ export function toMarkdown(results: BenchResults): string {
     lines.push(
       '## 5. Broadcast',
       '',
-      `One task to ${broadcast.agents} WebSocket agents in one region, until all ${broadcast.agents} answers are in: median **${broadcast.median_ms} ms** (min ${broadcast.min_ms}, max ${broadcast.max_ms}) over ${broadcast.repeats} broadcasts.`,
+      `One task to ${broadcast.agents} WebSocket agents in one region, until all ${broadcast.agents} answers are in: median **${broadcast.median_ms} ms** (min ${broadcast.min_ms}, max ${broadcast.max_ms}) over ${broadcast.repeats} broadcasts, the agents in ${broadcast.agent_processes ?? 1} process(es) on the same cores. The server's own CPU per broadcast: **${broadcast.server_main_cpu_ms ?? '–'} ms** on its main thread, ${broadcast.server_cpu_ms ?? '–'} ms in all its threads.`,
       '',
     )
   }
