@@ -273,7 +273,7 @@ export function toMarkdown(results: BenchResults): string {
     lines.push(
       '## 5. Broadcast',
       '',
-      `One task to ${broadcast.agents} WebSocket agents in one region, until all ${broadcast.agents} answers are in: median **${broadcast.median_ms} ms** (min ${broadcast.min_ms}, max ${broadcast.max_ms}) over ${broadcast.repeats} broadcasts, the agents in ${broadcast.agent_processes ?? 1} process(es) on the same cores. The server's own CPU per broadcast: **${broadcast.server_main_cpu_ms ?? '–'} ms** on its main thread, ${broadcast.server_cpu_ms ?? '–'} ms in all its threads.`,
+      `One task to ${broadcast.agents} WebSocket agents in one region, until all ${broadcast.agents} answers are in: median **${broadcast.median_ms} ms** (min ${broadcast.min_ms}, max ${broadcast.max_ms}) over ${broadcast.repeats} broadcasts, the agents in ${broadcast.agent_processes ?? 1} process(es) on the same cores. The server's own CPU per broadcast: **${broadcast.server_main_cpu_ms ?? '–'} ms** on its main thread, ${broadcast.server_cpu_ms ?? '–'} ms in all its threads.${broadcast.floor ? ` The same through a bare Bun server (bench/agents/broadcast-floor.ts: publish, parse each answer, join them), in the same run: **${broadcast.floor.median_ms} ms**, ${broadcast.floor.server_main_cpu_ms} ms on its main thread; Moonlight / floor ${(broadcast.median_ms / broadcast.floor.median_ms).toFixed(2)} × in time, ${(broadcast.server_main_cpu_ms / broadcast.floor.server_main_cpu_ms).toFixed(2)} × in main-thread CPU.` : ''}`,
       '',
     )
   }
