@@ -6,24 +6,10 @@
 import { describe, expect, test } from 'bun:test'
 import { clusterScope, getJson } from '../../support/cluster.ts'
 import { openWs, postTask, startHttpAgent, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
+import { Occupancy } from '../../support/occupancy.ts'
 
 const { defer } = testScope()
 const { redisServer, instance } = clusterScope(defer)
-
-/** How many tasks an agent holds now and held at most. */
-class Occupancy {
-  now = 0
-  most = 0
-  served = 0
-  enter(): void {
-    this.now++
-    this.most = Math.max(this.most, this.now)
-  }
-  leave(): void {
-    this.now--
-    this.served++
-  }
-}
 
 describe('slots in a cluster', () => {
   test('a one-slot WebSocket agent on A, tasks at A and at B at once: never two on the agent, every task answered', async () => {

@@ -72,19 +72,13 @@ describe('docs examples', () => {
       ...blocks.flatMap((block, i) => [`echo "::block ${i} start"`, block.text.replaceAll('http://localhost:8080', mls.url), `echo "::block ${i} ok"`]),
     ].join('\n')
     writeFileSync(join(dir, 'examples.sh'), script)
-    // Its own process group (setsid), so every agent it started is stopped with it whatever happens.
-    const child = Bun.spawn(['setsid', 'bash', join(dir, 'examples.sh')], {
-      cwd: dir,
-      env: { ...process.env, PATH: `${bin}:${process.env.PATH}`, MLS_TOKEN: TOKEN, MLS_SERVER: '', MLS_CONFIG: '', MLS_TOKENS: '' },
-      stdout: 'pipe',
-      stderr: 'pipe',
-    })
-    cleanup.push(() => {
-      try {
-        process.kill(-child.pid, 'SIGKILL')
-      } catch {
-        // Already gone.
-      }
+    const child = runScript(join(dir, 'examples.sh'), dir, {
+      ...process.env,
+      PATH: `${bin}:${process.env.PATH}`,
+      MLS_TOKEN: TOKEN,
+      MLS_SERVER: '',
+      MLS_CONFIG: '',
+      MLS_TOKENS: '',
     })
     let stdout = ''
     let stderr = ''
@@ -130,6 +124,22 @@ describe('docs examples', () => {
   }, 60_000)
 })
 
+/**
+ * Runs a bash script in its own process group (setsid), so every agent or server it started in the
+ * background is stopped with it after the test, whatever happened.
+ */
+function runScript(path: string, cwd: string, env: Record<string, string | undefined>) {
+  const child = Bun.spawn(['setsid', 'bash', path], { cwd, env, stdout: 'pipe', stderr: 'pipe' })
+  cleanup.push(() => {
+    try {
+      process.kill(-child.pid, 'SIGKILL')
+    } catch {
+      // Already gone.
+    }
+  })
+  return child
+}
+
 /** A port nothing listens on now (the kernel's pick for a listener closed at once). */
 function freePort(): number {
   const probe = Bun.listen({ hostname: '127.0.0.1', port: 0, socket: { data: () => {} } })
@@ -160,19 +170,11 @@ describe('docs/cluster.md quick start', () => {
     ].join('\n')
     writeFileSync(join(dir, 'cluster.sh'), script)
     // From the repository (the block runs node_modules/.bin/bun src/cli.ts), with a home of its own: no config, no kept token.
-    const child = Bun.spawn(['setsid', 'bash', join(dir, 'cluster.sh')], {
-      cwd: ROOT,
-      env: cleanEnv({ HOME: dir, XDG_STATE_HOME: join(dir, 'state'), PATH: `${dirname(ensureRedisServer())}:${process.env.PATH}` }),
-      stdout: 'pipe',
-      stderr: 'pipe',
-    })
-    cleanup.push(() => {
-      try {
-        process.kill(-child.pid, 'SIGKILL')
-      } catch {
-        // Already gone.
-      }
-    })
+    const child = runScript(
+      join(dir, 'cluster.sh'),
+      ROOT,
+      cleanEnv({ HOME: dir, XDG_STATE_HOME: join(dir, 'state'), PATH: `${dirname(ensureRedisServer())}:${process.env.PATH}` }),
+    )
     const output = collectOutput(child.stdout, child.stderr)
     await waitFor(() => output().includes('::token ') || child.exitCode !== null, 'the token line', 20_000)
     const token = /::token (\S+)/.exec(output())?.[1] ?? ''
@@ -210,19 +212,11 @@ describe('README quick start', () => {
     writeFileSync(join(dir, 'quick-start.sh'), script)
     // From the checkout, as the README says, with a home of its own (no config, no kept token); npm offline,
     // so npx can only run the checkout's own binary, never fetch a package of that name.
-    const child = Bun.spawn(['setsid', 'bash', join(dir, 'quick-start.sh')], {
-      cwd: ROOT,
-      env: cleanEnv({ HOME: dir, XDG_STATE_HOME: join(dir, 'state'), npm_config_offline: 'true', npm_config_update_notifier: 'false' }),
-      stdout: 'pipe',
-      stderr: 'pipe',
-    })
-    cleanup.push(() => {
-      try {
-        process.kill(-child.pid, 'SIGKILL')
-      } catch {
-        // Already gone.
-      }
-    })
+    const child = runScript(
+      join(dir, 'quick-start.sh'),
+      ROOT,
+      cleanEnv({ HOME: dir, XDG_STATE_HOME: join(dir, 'state'), npm_config_offline: 'true', npm_config_update_notifier: 'false' }),
+    )
     const output = collectOutput(child.stdout, child.stderr)
     await waitFor(() => output().includes('::done') || child.exitCode !== null, 'the quick start to finish', 50_000)
     expect({ exit: child.exitCode, failed: output().includes('::failed'), done: output().includes('::done') }).toEqual({

@@ -3,24 +3,10 @@ import { describe, expect, test } from 'bun:test'
 import { createAgent } from '../../../packages/sdk/src/index.ts'
 import { parseConfig } from '../../../src/config/config.ts'
 import { openWs, postTask, SEED_CONFIG, startHttpAgent, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
+import { Occupancy } from '../../support/occupancy.ts'
 import { submitTask, TASK_HEADERS, taskResult } from '../../support/task-calls.ts'
 
 const { defer, server } = testScope()
-
-/** How many tasks an agent holds now and held at most: what the server's slots must bound. */
-class Occupancy {
-  now = 0
-  most = 0
-  served = 0
-  enter(): void {
-    this.now++
-    this.most = Math.max(this.most, this.now)
-  }
-  leave(): void {
-    this.now--
-    this.served++
-  }
-}
 
 /** A WebSocket agent that answers each task after `delayMs`, counting how many it holds at once. */
 async function slowWsAgent(wsUrl: string, nodeId: string, region: string, delayMs: number, register: Record<string, unknown> = {}) {
