@@ -390,6 +390,28 @@ export async function spawnServer(args: string[], options: CliOptions = {}): Pro
  * Per-test clean-up for a test file: `defer` registers what to undo, `server` starts a test server
  * that is stopped after the test, newest first.
  */
+/**
+ * For tests of spawned `moonlight serve` processes: after each test, what it deferred is undone (last
+ * first), its temporary directories are removed and its servers are killed.
+ */
+export function processScope(prefix: string) {
+  const spawned: SpawnedServer[] = []
+  const cleanups: Array<() => unknown> = []
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+    for (const child of spawned.splice(0)) {
+      child.process.kill('SIGKILL')
+      await child.exited
+    }
+  })
+  const tempDir = (): string => {
+    const dir = mkdtempSync(join(tmpdir(), prefix))
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
+    return dir
+  }
+  return { spawned, cleanups, tempDir }
+}
+
 export function testScope() {
   const cleanups: Array<() => unknown> = []
   afterEach(async () => {

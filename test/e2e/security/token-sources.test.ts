@@ -1,25 +1,12 @@
-import { afterEach, describe, expect, test } from 'bun:test'
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { describe, expect, test } from 'bun:test'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { runCli } from '../../support/cli.ts'
-import { openWs, postJson, postTask, SEED_CONFIG, type SpawnedServer, spawnServer, startHttpAgent } from '../../support/helpers.ts'
+import { openWs, postJson, postTask, processScope, SEED_CONFIG, type SpawnedServer, spawnServer, startHttpAgent } from '../../support/helpers.ts'
 
 /** Tokens from the environment (MLS_TOKENS) and from a file (tokens_file), through a spawned `moonlight serve`. */
 
-const spawned: SpawnedServer[] = []
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-  for (const child of spawned.splice(0)) {
-    child.process.kill('SIGKILL')
-    await child.exited
-  }
-})
-
-function tempDir(): string {
-  return mkdtempSync(join(tmpdir(), 'mls-token-sources-'))
-}
+const { spawned, cleanups, tempDir } = processScope('mls-token-sources-')
 
 /** The seed's config without its tokens, plus `extra`. */
 function writeConfig(dir: string, extra: Record<string, unknown>): string {

@@ -4,27 +4,12 @@
  * agents and scripts given it are not refused. Every server here runs with HOME and XDG_STATE_HOME in
  * a temporary directory: nothing is written to the real user's home.
  */
-import { afterEach, describe, expect, test } from 'bun:test'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { describe, expect, test } from 'bun:test'
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { postJson, SEED_CONFIG, type SpawnedServer, spawnServer, startWsAgent } from '../../support/helpers.ts'
+import { postJson, processScope, SEED_CONFIG, type SpawnedServer, spawnServer, startWsAgent } from '../../support/helpers.ts'
 
-const spawned: SpawnedServer[] = []
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-  for (const child of spawned.splice(0)) {
-    child.process.kill('SIGKILL')
-    await child.exited
-  }
-})
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'mls-kept-token-'))
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+const { spawned, cleanups, tempDir } = processScope('mls-kept-token-')
 
 /** A home of its own with no config in it; the state directory is `state`, or the XDG default under the home when `state` is ''. */
 function place(state?: string) {

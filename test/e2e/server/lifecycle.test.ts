@@ -1,23 +1,22 @@
-import { afterEach, describe, expect, test } from 'bun:test'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { describe, expect, test } from 'bun:test'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { HttpClientPool } from '../../../src/transports/http-client/pool.ts'
-import { postTask, ROOT, SEED_CONFIG, type SpawnedServer, spawnServer, startCli, startHttpAgent, startWsAgent, TOKEN, waitFor } from '../../support/helpers.ts'
+import {
+  postTask,
+  processScope,
+  ROOT,
+  SEED_CONFIG,
+  type SpawnedServer,
+  spawnServer,
+  startCli,
+  startHttpAgent,
+  startWsAgent,
+  TOKEN,
+  waitFor,
+} from '../../support/helpers.ts'
 
-const spawned: SpawnedServer[] = []
-const cleanups: Array<() => unknown> = []
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
-  for (const child of spawned.splice(0)) {
-    child.process.kill('SIGKILL')
-    await child.exited
-  }
-})
-
-function tempDir(): string {
-  return mkdtempSync(join(tmpdir(), 'mls-life-'))
-}
+const { spawned, cleanups, tempDir } = processScope('mls-life-')
 
 function writeConfig(dir: string, config: unknown, name = 'mls.json'): string {
   const path = join(dir, name)
