@@ -147,7 +147,14 @@ const routingSchema = z.object({
   // Envoy's defaults: a failing region sees about 1.2 × its tasks instead of retry_count + 1 times them.
   retry_budget: z
     .object({
-      percent: z.number().min(0).max(100).default(20).describe("Retries at once in a region pool, at most this share of the pool's tasks in flight…"),
+      percent: z
+        .number()
+        .min(0)
+        .max(100)
+        .default(20)
+        .describe(
+          "Retries at once in a region pool after a 5xx answer (failover after an unreachable or lost agent is not counted), at most this share of the pool's tasks in flight…",
+        ),
       min: z
         .number()
         .int()

@@ -111,7 +111,7 @@ export class Registry {
   balance: 'round_robin' | 'least_request' = 'round_robin'
   /** Where least-request's draws come from; injected in tests. */
   random: () => number = Math.random
-  /** Hands a client with room a task waiting for a slot (src/tasks/priority-queue.ts); none: nothing ever waits. */
+  /** Hands a client with room a task waiting for a slot (src/tasks/slot-waiting.ts, in the order of src/tasks/priority-queue.ts); none: nothing ever waits. */
   offerSlot: SlotOffer<Client> | undefined = undefined
   /** Told when a client held here fills up or has room again: the cluster tells the other instances, the dashboards show it. */
   private readonly fullListeners: Array<(client: Client) => void> = []
