@@ -131,7 +131,16 @@ try {
   }
   if (phases.has('broadcast')) {
     log('\n[5] broadcast')
-    results.broadcast = await runBroadcast({ agents: Number(values['broadcast-agents']), repeats: values.quick ? 3 : 10, workDir, log })
+    results.broadcast = await runBroadcast({
+      agents: Number(values['broadcast-agents']),
+      repeats: values.quick ? 3 : 10,
+      // Each round is a few hundred ms per server: three by default, however few the other phases run.
+      rounds: Number(values.rounds ?? 3),
+      workDir,
+      log,
+      beforeRoot,
+    })
+    if (values.before) results.broadcast.before_ref = values.before
   }
   if (phases.has('fetch-cap')) {
     log('\n[6] fetch cap: one task to a fast agent while 300 wait on a slow one')

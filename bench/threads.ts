@@ -6,9 +6,10 @@
  *
  *   bun bench/threads.ts [connections=1] [seconds=5] [rounds=3] [targets…]
  */
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { threadCpu } from './lib/proc.ts'
 import { median } from './lib/stats.ts'
 import { PATH_TARGETS, type PathTarget, type StartedTarget, startTarget } from './lib/targets.ts'
 import { wrk } from './lib/wrk.ts'
@@ -17,30 +18,6 @@ const connections = Number(process.argv[2] ?? 1)
 const seconds = Number(process.argv[3] ?? 5)
 const rounds = Number(process.argv[4] ?? 3)
 const targets = (process.argv.length > 5 ? process.argv.slice(5) : PATH_TARGETS) as PathTarget[]
-
-/** CPU µs per thread name (user + system); `name:user` and `name:sys` too. */
-function threadCpu(pid: number): Map<string, number> {
-  const byName = new Map<string, number>()
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let stat: string
-    try {
-      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
-    } catch {
-      continue
-    }
-    const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const user = (Number(fields[11]) * 1e6) / 100
-    const sys = (Number(fields[12]) * 1e6) / 100
-    for (const [key, value] of [
-      [name, user + sys],
-      [`${name}:user`, user],
-      [`${name}:sys`, sys],
-    ] as const)
-      byName.set(key, (byName.get(key) ?? 0) + value)
-  }
-  return byName
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'mls-threads-'))
 const started = new Map<PathTarget, StartedTarget>()

@@ -87,6 +87,30 @@ export function mainThreadCpuUs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1_000_000) / CLOCK_TICKS_PER_S
 }
 
+/** CPU µs per thread name (user + system); `name:user` and `name:sys` too. */
+export function threadCpu(pid: number): Map<string, number> {
+  const byName = new Map<string, number>()
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let stat: string
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+    } catch {
+      continue
+    }
+    const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const user = (Number(fields[11]) * 1e6) / 100
+    const sys = (Number(fields[12]) * 1e6) / 100
+    for (const [key, value] of [
+      [name, user + sys],
+      [`${name}:user`, user],
+      [`${name}:sys`, sys],
+    ] as const)
+      byName.set(key, (byName.get(key) ?? 0) + value)
+  }
+  return byName
+}
+
 /** Resident set size of a process, in bytes. */
 export function rssBytes(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')

@@ -1,6 +1,6 @@
 /** The Markdown table of one run: the measurements and whether each target was met. */
 import type { BalancerPoint } from '../balancer.ts'
-import type { BroadcastResult } from '../broadcast.ts'
+import type { BroadcastResult, BroadcastServerResult } from '../broadcast.ts'
 import type { ClusterResult, ClusterTarget, Spread } from '../cluster.ts'
 import type { ConnectionsResult } from '../connections.ts'
 import type { FetchCapPoint } from '../fetch-cap.ts'
@@ -276,6 +276,26 @@ export function toMarkdown(results: BenchResults): string {
       `One task to ${broadcast.agents} WebSocket agents in one region, until all ${broadcast.agents} answers are in: median **${broadcast.median_ms} ms** (min ${broadcast.min_ms}, max ${broadcast.max_ms}) over ${broadcast.repeats} broadcasts, the agents in ${broadcast.agent_processes ?? 1} process(es) on the same cores. The server's own CPU per broadcast: **${broadcast.server_main_cpu_ms ?? '–'} ms** on its main thread, ${broadcast.server_cpu_ms ?? '–'} ms in all its threads.${broadcast.floor ? ` The same through a bare Bun server (bench/agents/broadcast-floor.ts: publish, parse each answer, join them), in the same run: **${broadcast.floor.median_ms} ms**, ${broadcast.floor.server_main_cpu_ms} ms on its main thread; Moonlight / floor ${(broadcast.median_ms / broadcast.floor.median_ms).toFixed(2)} × in time, ${(broadcast.server_main_cpu_ms / broadcast.floor.server_main_cpu_ms).toFixed(2)} × in main-thread CPU.` : ''}`,
       '',
     )
+    const rows: Array<[string, BroadcastServerResult | undefined]> = [
+      ['Moonlight, this tree', broadcast],
+      [`Moonlight, ${broadcast.before_ref ?? 'before'}`, broadcast.before],
+      ['bare Bun floor', broadcast.floor],
+    ]
+    lines.push(
+      `Interleaved over ${broadcast.rounds ?? 1} round(s) of ${broadcast.repeats} broadcasts per server (CPU: medians of per-round means, per broadcast):`,
+      '',
+      '| server | ms per broadcast | × floor | main-thread CPU | all threads | by thread |',
+      '|---|---:|---:|---:|---:|---|',
+    )
+    for (const [name, server] of rows) {
+      if (!server) continue
+      const ratio = broadcast.floor ? (server.median_ms / broadcast.floor.median_ms).toFixed(2) : '–'
+      const threads = Object.entries(server.threads_ms ?? {})
+        .map(([thread, ms]) => `${thread} ${ms}`)
+        .join(', ')
+      lines.push(`| ${name} | ${server.median_ms} | ${ratio} | ${server.server_main_cpu_ms} ms | ${server.server_cpu_ms} ms | ${threads} |`)
+    }
+    lines.push('')
   }
   if (results.fetch_cap) {
     lines.push(
