@@ -174,7 +174,8 @@ export function broadcastResponse(outcome: BroadcastOutcome, taskId: string, reg
     return errorResponse(new MoonlightError(503, 'no_client', `no healthy client in region "${region}"`, { region }), undefined, { 'x-task-id': taskId })
   }
   const results = disclosure === 'details' ? outcome.results : outcome.results.map(genericPart)
-  const answered = results.filter((result) => result.error === undefined).length
+  let answered = 0
+  for (const result of results) if (result.error === undefined) answered++
   return new Response(broadcastJson({ task_id: taskId, region, targets: results.length, answered }, results), {
     status: answered ? 200 : 502,
     headers: { 'content-type': 'application/json', 'x-content-type-options': 'nosniff', 'x-task-id': taskId },

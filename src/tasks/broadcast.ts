@@ -1,6 +1,6 @@
-import type { Client } from '../fleet/registry.ts'
+import type { Client, Route } from '../fleet/registry.ts'
 import type { TaskRecord } from '../observe/task-stats.ts'
-import { type Answer, AttemptError } from '../transports/types.ts'
+import { type Answer, AttemptError, type FanOutSink } from '../transports/types.ts'
 import { MAX_JSON_DEPTH, nestingDepth } from '../wire/json-text.ts'
 import type { BroadcastResult } from '../wire/task.ts'
 import { type Deadline, taskTimeout } from './deadlines.ts'
@@ -36,9 +36,11 @@ export class Broadcaster {
     const deadline = this.deps.deadlines.start(taskTimeout(this.deps.settings().taskTimeoutMs, timeoutMs).timeoutMs)
     load.inFlight++
     try {
-      const answers = this.send(region, taskId, payloadJson, targets, deadline)
-      const results = await Promise.all(targets.map((client) => this.settle(client, answers.get(client.nodeId)!, region)))
-      const answered = results.filter((result) => result.error === undefined).length
+      const results = await new Promise<BroadcastPart[]>((resolve, reject) => {
+        this.send(new Gathering(this.deps, region, targets, startedMonotonicMs, resolve, reject), taskId, payloadJson, deadline)
+      })
+      let answered = 0
+      for (const result of results) if (result.error === undefined) answered++
       this.finish(taskId, region, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, answered, startedMs, startedMonotonicMs)
       return { kind: 'delivered', results }
     } finally {
@@ -47,41 +49,39 @@ export class Broadcaster {
     }
   }
 
-  /** Each protocol's clients through its fan-out when it has one, else a send each. */
-  private send(region: string, taskId: string, payloadJson: string, targets: Client[], deadline: Deadline) {
-    const answers = new Map<string, Promise<Answer>>()
-    const byRoute = Map.groupBy(targets, (client) => client.route)
-    for (const [route, clients] of byRoute) {
+  /** Each protocol's clients through its fan-out when it has one, else a send each; every answer goes to `gathering`. */
+  private send(gathering: Gathering, taskId: string, payloadJson: string, deadline: Deadline): void {
+    const { targets, region } = gathering
+    // Every target holds a slot from now until its part is in (the gathering releases it).
+    for (const client of targets) this.deps.registry.acquire(client)
+    const byRoute = new Map<Route, number[]>()
+    for (let index = 0; index < targets.length; index++) {
+      const route = targets[index]!.route
+      const indices = byRoute.get(route)
+      if (indices) indices.push(index)
+      else byRoute.set(route, [index])
+    }
+    for (const [route, indices] of byRoute) {
       const transport = this.deps.transports[route]
       // An agent with slots is on no topic (a publish cannot skip a full one): it gets its part by a send of its own.
-      const slotted = transport.fanOut ? clients.filter((client) => client.maxInFlight !== undefined) : clients
+      const slotted = transport.fanOut ? indices.filter((index) => targets[index]!.maxInFlight !== undefined) : indices
       if (transport.fanOut) {
-        const unslotted = slotted.length === 0 ? clients : clients.filter((client) => client.maxInFlight === undefined)
-        for (const [nodeId, answer] of transport.fanOut(region, taskId, payloadJson, unslotted, deadline)) answers.set(nodeId, answer)
+        const unslotted = slotted.length === 0 ? indices : indices.filter((index) => targets[index]!.maxInFlight === undefined)
+        transport.fanOut(
+          region,
+          taskId,
+          payloadJson,
+          unslotted.map((index) => targets[index]!),
+          deadline,
+          gathering.sinkFor(unslotted),
+        )
       }
-      for (const client of slotted) answers.set(client.nodeId, transport.send(client, taskId, payloadJson, deadline))
-    }
-    return answers
-  }
-
-  private async settle(client: Client, pending: Promise<Answer>, region: string): Promise<BroadcastPart> {
-    const { registry, clock, load } = this.deps
-    const startedMs = clock.monotonic()
-    const base = { node_id: client.nodeId, protocol: client.protocol }
-    registry.acquire(client)
-    try {
-      const answer = await pending
-      // The pool of a broadcast is its region: a client fails it like any task drawn from there.
-      if (answer.status >= 500) registry.recordFailure(client, clock.now(), region)
-      else registry.recordSuccess(client, clock.monotonic() - startedMs, clock.now())
-      return { ...base, status: answer.status, ...decodeBody(answer) }
-    } catch (error) {
-      if (!(error instanceof AttemptError)) throw error
-      if (load.closing) return { ...base, status: 503, error: 'the server shut down before the client answered' }
-      if (error.countsAgainstClient) registry.recordFailure(client, clock.now(), region)
-      return { ...base, status: error.kind === 'timeout' ? 504 : 502, kind: error.kind, error: error.message }
-    } finally {
-      registry.release(client)
+      for (const index of slotted) {
+        transport.send(targets[index]!, taskId, payloadJson, deadline).then(
+          (answer) => gathering.answered(index, answer, false),
+          (error: unknown) => gathering.failed(index, error),
+        )
+      }
     }
   }
 
@@ -112,24 +112,117 @@ export class Broadcaster {
   }
 }
 
-/** A JSON answer stays its own text; anything else (or JSON too deep to pass on) is shown as a string. */
-function decodeBody(answer: Answer): Pick<BroadcastPart, 'response' | 'responseJson'> {
-  const text = bodyText(answer)
-  if (!(answer.headers['content-type'] ?? '').includes('json') || nestingDepth(text) > MAX_JSON_DEPTH) return { response: text }
-  try {
-    JSON.parse(text)
-    return { responseJson: text.trim() }
-  } catch {
-    // The client said JSON but sent something else: show it as it came.
-    return { response: text }
+/**
+ * The parts of one broadcast as they come in, each in its target's place, and the registry told of
+ * each client's answer or failure: callbacks, not a promise and an async function per client.
+ */
+class Gathering {
+  private readonly results: BroadcastPart[]
+  private waiting: number
+  private ended = false
+
+  constructor(
+    private readonly deps: BroadcasterDeps,
+    readonly region: string,
+    readonly targets: readonly Client[],
+    private readonly startedMonotonicMs: number,
+    private readonly resolve: (results: BroadcastPart[]) => void,
+    private readonly reject: (error: unknown) => void,
+  ) {
+    this.results = new Array(targets.length)
+    this.waiting = targets.length
+  }
+
+  /** A fan-out's sink: its clients are `indices` of the targets, in order. */
+  sinkFor(indices: readonly number[]): FanOutSink {
+    return {
+      answered: (at, answer, checkedJson) => this.answered(indices[at]!, answer, checkedJson),
+      failed: (at, error) => this.failed(indices[at]!, error),
+    }
+  }
+
+  answered(index: number, answer: Answer, checkedJson: boolean): void {
+    const { registry, clock } = this.deps
+    const client = this.targets[index]!
+    // The pool of a broadcast is its region: a client fails it like any task drawn from there.
+    if (answer.status >= 500) registry.recordFailure(client, clock.now(), this.region)
+    else registry.recordSuccess(client, clock.monotonic() - this.startedMonotonicMs, clock.now())
+    this.done(index, client, answeredPart(client, answer, checkedJson))
+  }
+
+  failed(index: number, error: unknown): void {
+    const { registry, clock, load } = this.deps
+    const client = this.targets[index]!
+    if (!(error instanceof AttemptError)) {
+      registry.release(client)
+      this.end(() => this.reject(error))
+      return
+    }
+    if (load.closing) {
+      this.done(index, client, { node_id: client.nodeId, protocol: client.protocol, status: 503, error: 'the server shut down before the client answered' })
+      return
+    }
+    if (error.countsAgainstClient) registry.recordFailure(client, clock.now(), this.region)
+    this.done(index, client, {
+      node_id: client.nodeId,
+      protocol: client.protocol,
+      status: error.kind === 'timeout' ? 504 : 502,
+      kind: error.kind,
+      error: error.message,
+    })
+  }
+
+  private done(index: number, client: Client, part: BroadcastPart): void {
+    this.deps.registry.release(client)
+    this.results[index] = part
+    if (--this.waiting === 0) this.end(() => this.resolve(this.results))
+  }
+
+  /** The first end wins: an unexpected error fails the broadcast at once, the parts still out only release their slots. */
+  private end(how: () => void): void {
+    if (this.ended) return
+    this.ended = true
+    how()
   }
 }
 
-/** The reply to a broadcast, with each JSON answer spliced in as its own text rather than parsed and serialized again. */
+/** A JSON answer stays its own text; anything else (or JSON too deep to pass on) is shown as a string. */
+function answeredPart(client: Client, answer: Answer, checkedJson: boolean): BroadcastPart {
+  const text = bodyText(answer)
+  const part: BroadcastPart = { node_id: client.nodeId, protocol: client.protocol, status: answer.status }
+  if (!(answer.headers['content-type'] ?? '').includes('json')) part.response = text
+  // Text read from a message that parsed, within the depth limit and trimmed, is all it needs to be.
+  else if (checkedJson) part.responseJson = text
+  else if (nestingDepth(text) > MAX_JSON_DEPTH) part.response = text
+  else {
+    try {
+      JSON.parse(text)
+      part.responseJson = text.trim()
+    } catch {
+      // The client said JSON but sent something else: show it as it came.
+      part.response = text
+    }
+  }
+  return part
+}
+
+/**
+ * The reply to a broadcast, built as one string: each JSON answer spliced in as its own text rather
+ * than parsed and serialized again, and no object copied or serialized per part. The members come
+ * in the order JSON.stringify of the part would give them (node_id, protocol, status, then the
+ * answer, or kind and error).
+ */
 export function broadcastJson(summary: { task_id: string; region: string; targets: number; answered: number }, results: readonly BroadcastPart[]): string {
-  const items = results.map(({ responseJson, ...rest }) => {
-    const head = JSON.stringify(rest)
-    return responseJson === undefined ? head : `${head.slice(0, -1)},"response":${responseJson}}`
-  })
-  return `${JSON.stringify(summary).slice(0, -1)},"results":[${items.join(',')}]}`
+  let json = `${JSON.stringify(summary).slice(0, -1)},"results":[`
+  for (let index = 0; index < results.length; index++) {
+    const part = results[index]!
+    if (index > 0) json += ','
+    json += `{"node_id":${JSON.stringify(part.node_id)},"protocol":"${part.protocol}","status":${part.status}`
+    if (part.responseJson !== undefined) json += `,"response":${part.responseJson}`
+    else if (part.response !== undefined) json += `,"response":${JSON.stringify(part.response)}`
+    if (part.kind !== undefined) json += `,"kind":${JSON.stringify(part.kind)}`
+    if (part.error !== undefined) json += `,"error":${JSON.stringify(part.error)}`
+    json += '}'
+  }
+  return `${json}]}`
 }

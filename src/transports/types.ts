@@ -69,9 +69,22 @@ export interface Transport {
   send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, mayResend?: boolean, trace?: TraceHeaders): Promise<Answer>
   /**
    * Sends one task to many of its clients at once, if the transport can do better than a send each
-   * (WebSocket: one publish on the region's topic). Returns each client's answer by node id.
+   * (WebSocket: one publish on the region's topic). Each client's answer or failure goes to `sink`
+   * by its index in `clients`, once, possibly before fanOut returns: no promise per client, as a
+   * broadcast to thousands would otherwise allocate and settle one each.
    */
-  fanOut?(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline): Map<string, Promise<Answer>>
+  fanOut?(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline, sink: FanOutSink): void
+}
+
+/** Where a fan-out's answers go (see Transport.fanOut). */
+export interface FanOutSink {
+  /**
+   * `checkedJson`: the body is JSON text that was already parsed, nests no deeper than
+   * MAX_JSON_DEPTH and has no whitespace around it (a WebSocket answer's `response`, read from its
+   * message), so the broadcast need not parse and measure it again.
+   */
+  answered(index: number, answer: Answer, checkedJson: boolean): void
+  failed(index: number, error: AttemptError): void
 }
 
 /** One transport per protocol: a new way to reach clients is one more entry, not a branch in the dispatcher. */

@@ -6,7 +6,7 @@ import type { HeaderPolicy } from '../security/answer-headers.ts'
 import type { Deadline, Expirable } from '../tasks/deadlines.ts'
 import type { PayloadFormat } from '../wire/names.ts'
 import { cancelFrame, type TaskResponse, taskFrame } from '../wire/ws.ts'
-import { type Answer, AttemptError, type Transport, timedOut } from './types.ts'
+import { type Answer, AttemptError, type FanOutSink, type Transport, timedOut } from './types.ts'
 
 /** What the server keeps on each WebSocket connection. */
 export interface SocketData {
@@ -26,7 +26,7 @@ export interface SocketData {
   /** Messages and pongs heard so far: whether a ping was answered, whatever the clock's resolution. */
   heard: number
   /** Tasks sent over this socket and not yet answered, by task id: failed over at once if it closes. */
-  pending: Map<string, Waiter>
+  pending: Map<string, PendingTask>
   /** The register under way (or the last one), which the next register on this socket waits for. */
   registering?: Promise<void>
   topics: readonly string[]
@@ -35,8 +35,15 @@ export interface SocketData {
 
 export type AgentSocket = ServerWebSocket<SocketData>
 
+/** A task sent over a socket, waiting for its task_response: settled once, by an answer or a failure, whichever comes first. */
+export interface PendingTask {
+  /** `checkedJson`: see FanOutSink.answered. */
+  resolve(answer: Answer, checkedJson: boolean): void
+  reject(error: AttemptError): void
+}
+
 /** One task's attempt on one socket, waiting for its task_response. */
-export class Waiter implements Expirable {
+export class Waiter implements Expirable, PendingTask {
   constructor(
     private readonly socket: AgentSocket,
     private readonly taskId: string,
@@ -161,17 +168,22 @@ export class WsTransport implements Transport {
    * take payloads as strings listen on a topic of their own (stringTopic), published to only when
    * one of them is among `clients`: the object frame, and its path, stay as they were.
    */
-  fanOut(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline): Map<string, Promise<Answer>> {
-    const answers = new Map<string, Promise<Answer>>()
+  fanOut(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline, sink: FanOutSink): void {
+    const group = new FanOutWaiters(deadline, sink)
     let anyString = false
-    for (const { nodeId } of clients) {
-      const socket = this.sockets.get(nodeId)
-      if (socket?.data.payloadFormat === 'string') anyString = true
-      answers.set(nodeId, socket ? this.expect(taskId, socket, deadline) : Promise.reject(new AttemptError('unreachable', 'the client has no open connection')))
+    for (let index = 0; index < clients.length; index++) {
+      const socket = this.sockets.get(clients[index]!.nodeId)
+      if (!socket) sink.failed(index, new AttemptError('unreachable', 'the client has no open connection'))
+      else if (deadline.expired) sink.failed(index, timedOut())
+      else {
+        const data = socket.data
+        if (data.payloadFormat === 'string') anyString = true
+        group.add(data, taskId, index)
+      }
     }
+    group.watch()
     this.publish(regionTopic(region), taskFrame(taskId, payloadJson))
     if (anyString) this.publish(stringTopic(regionTopic(region)), taskFrame(taskId, payloadJson, 'string'))
-    return answers
   }
 
   /**
@@ -181,7 +193,9 @@ export class WsTransport implements Transport {
   resolve(socket: AgentSocket, response: TaskResponse, responseJson: string | undefined): boolean {
     const waiter = socket.data.pending.get(response.task_id)
     if (!waiter) return false
-    waiter.resolve(toAnswer(response, responseJson, this.headerPolicy()))
+    const answer = toAnswer(response, responseJson, this.headerPolicy())
+    // The body is the response's own text, trimmed by memberSpan, from a message that parsed and was no deeper than the limit.
+    waiter.resolve(answer, responseJson !== undefined && answer.body === responseJson)
     return true
   }
 
@@ -224,6 +238,68 @@ export class WsTransport implements Transport {
   }
 }
 
+/**
+ * The attempts of one fan-out, watching the task's deadline as one: a single watcher per broadcast
+ * instead of one per socket added to (and deleted from) the deadline's set on every answer.
+ */
+class FanOutWaiters implements Expirable {
+  private readonly parts: FanOutPart[] = []
+  private open = 0
+
+  constructor(
+    private readonly deadline: Deadline,
+    readonly sink: FanOutSink,
+  ) {}
+
+  add(data: SocketData, taskId: string, index: number): void {
+    const part = new FanOutPart(this, data, taskId, index)
+    data.pending.set(taskId, part)
+    this.parts.push(part)
+    this.open++
+  }
+
+  /** Watches the deadline if any part waits; called once, after every part was added. */
+  watch(): void {
+    if (this.open > 0) this.deadline.watch(this)
+  }
+
+  /** One part settled; the last stops watching. */
+  settled(): void {
+    if (--this.open === 0) this.deadline.unwatch(this)
+  }
+
+  expire(): void {
+    for (const part of this.parts) part.reject(timedOut())
+  }
+}
+
+/** One socket's part of a fan-out. */
+class FanOutPart implements PendingTask {
+  constructor(
+    private readonly group: FanOutWaiters,
+    private readonly data: SocketData,
+    private readonly taskId: string,
+    private readonly index: number,
+  ) {}
+
+  resolve(answer: Answer, checkedJson: boolean): void {
+    if (this.settle()) this.group.sink.answered(this.index, answer, checkedJson)
+  }
+
+  reject(error: AttemptError): void {
+    if (this.settle()) this.group.sink.failed(this.index, error)
+  }
+
+  /** False if it was already settled (an answer and a failure can race) or another task took its place. */
+  private settle(): boolean {
+    const { pending } = this.data
+    if (pending.get(this.taskId) !== this) return false
+    pending.delete(this.taskId)
+    this.group.settled()
+    return true
+  }
+}
+
 /** The topic on which agents taking string payloads get a region's broadcasts; a prefix, since region names may hold ":". */
 function stringTopic(topic: string): string {
   return `string:${topic}`
@@ -231,11 +307,14 @@ function stringTopic(topic: string): string {
 
 function toAnswer(response: TaskResponse, responseJson: string | undefined, policy: HeaderPolicy): Answer {
   const headers = policy.filter(response.headers)
-  const noRetry = response.retry === false ? { retry: false as const } : {}
+  let answer: Answer
   // A string with its own content type is a body as-is; anything else is a JSON value.
-  if (typeof response.response === 'string' && headers['content-type']) {
-    return { status: response.status, headers, body: response.response, ...noRetry }
+  if (typeof response.response === 'string' && headers['content-type']) answer = { status: response.status, headers, body: response.response }
+  else {
+    headers['content-type'] ??= 'application/json'
+    answer = { status: response.status, headers, body: responseJson ?? 'null' }
   }
-  headers['content-type'] ??= 'application/json'
-  return { status: response.status, headers, body: responseJson ?? 'null', ...noRetry }
+  // Set rather than spread in: a spread per answer showed in the broadcast's profile.
+  if (response.retry === false) answer.retry = false
+  return answer
 }

@@ -15,7 +15,7 @@ import { DeadlineTimer } from '../../src/tasks/deadlines.ts'
 import { Dispatcher, type DispatchSettings, TaskLoad } from '../../src/tasks/dispatcher.ts'
 import { StoredTasks } from '../../src/tasks/stored/runner.ts'
 import { MemoryTaskStore } from '../../src/tasks/stored/store.ts'
-import { type Answer, AttemptError, type FailureKind, type Transport, timedOut } from '../../src/transports/types.ts'
+import { type Answer, AttemptError, type FailureKind, type FanOutSink, type Transport, timedOut } from '../../src/transports/types.ts'
 import { FakeClock } from './fake-clock.ts'
 
 /** One task as a fake transport received it. */
@@ -82,9 +82,15 @@ export class FakeTransport implements Transport {
 export class FakeFanOutTransport extends FakeTransport {
   readonly fanOuts: Array<{ region: string; taskId: string; payloadJson: string; nodeIds: string[] }> = []
 
-  fanOut(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline): Map<string, Promise<Answer>> {
+  /** Each client's reply, as a send would give it, handed to the sink when it settles (never JSON it checked itself). */
+  fanOut(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline, sink: FanOutSink): void {
     this.fanOuts.push({ region, taskId, payloadJson, nodeIds: clients.map((client) => client.nodeId) })
-    return new Map(clients.map((client) => [client.nodeId, this.replyFor(client.nodeId)({ nodeId: client.nodeId, taskId, payloadJson, deadline })]))
+    clients.forEach((client, index) => {
+      this.replyFor(client.nodeId)({ nodeId: client.nodeId, taskId, payloadJson, deadline }).then(
+        (answer) => sink.answered(index, answer, false),
+        (error: AttemptError) => sink.failed(index, error),
+      )
+    })
   }
 }
 
