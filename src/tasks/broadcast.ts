@@ -213,16 +213,16 @@ function answeredPart(client: Client, answer: Answer, checkedJson: boolean): Bro
  * answer, or kind and error).
  */
 export function broadcastJson(summary: { task_id: string; region: string; targets: number; answered: number }, results: readonly BroadcastPart[]): string {
-  let json = `${JSON.stringify(summary).slice(0, -1)},"results":[`
+  const items = new Array<string>(results.length)
   for (let index = 0; index < results.length; index++) {
     const part = results[index]!
-    if (index > 0) json += ','
-    json += `{"node_id":${JSON.stringify(part.node_id)},"protocol":"${part.protocol}","status":${part.status}`
-    if (part.responseJson !== undefined) json += `,"response":${part.responseJson}`
-    else if (part.response !== undefined) json += `,"response":${JSON.stringify(part.response)}`
-    if (part.kind !== undefined) json += `,"kind":${JSON.stringify(part.kind)}`
-    if (part.error !== undefined) json += `,"error":${JSON.stringify(part.error)}`
-    json += '}'
+    const head = `{"node_id":${JSON.stringify(part.node_id)},"protocol":"${part.protocol}","status":${part.status}`
+    // The common part, an answer with a JSON body, is one template: each `+=` would be one more string.
+    if (part.responseJson !== undefined) items[index] = `${head},"response":${part.responseJson}}`
+    else if (part.response !== undefined) items[index] = `${head},"response":${JSON.stringify(part.response)}}`
+    else
+      items[index] =
+        `${head}${part.kind === undefined ? '' : `,"kind":${JSON.stringify(part.kind)}`}${part.error === undefined ? '' : `,"error":${JSON.stringify(part.error)}`}}`
   }
-  return `${json}]}`
+  return `${JSON.stringify(summary).slice(0, -1)},"results":[${items.join(',')}]}`
 }

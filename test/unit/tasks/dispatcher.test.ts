@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
 import type { AttemptRecord } from '../../../src/observe/task-stats.ts'
-import type { BroadcastOutcome } from '../../../src/tasks/broadcast.ts'
+import { type BroadcastOutcome, type BroadcastPart, broadcastJson } from '../../../src/tasks/broadcast.ts'
 import type { Outcome } from '../../../src/tasks/outcome.ts'
 import type { Answer, FailureKind } from '../../../src/transports/types.ts'
 import { answers, FakeFanOutTransport, FakeTransport, failsWith, hangs, inTurn, settle, TEST_POLICY, taskCore } from '../../support/fake-transport.ts'
@@ -458,5 +458,24 @@ describe('broadcaster', () => {
       { node_id: 'slow', protocol: 'http', status: 503, error: 'the server shut down before the client answered' },
     ])
     expect(slow.failures).toBe(0)
+  })
+
+  test('the reply is built as one string, byte for byte what JSON.stringify of each part gives, a JSON answer spliced in as its own text', () => {
+    const parts: BroadcastPart[] = [
+      { node_id: 'json', protocol: 'ws', status: 200, responseJson: '{"n": 12345678901234567890}' },
+      { node_id: 'text "quoted"', protocol: 'http', status: 200, response: 'plain\nwords' },
+      { node_id: 'gone', protocol: 'http', status: 502, kind: 'unreachable', error: 'cannot reach "gone"' },
+      { node_id: 'stopped', protocol: 'ws', status: 503, error: 'the server shut down before the client answered' },
+      { node_id: 'hidden', protocol: 'http', status: 500 },
+    ]
+    const summary = { task_id: 't-1', region: 'usa', targets: parts.length, answered: 3 }
+    // The form it replaced: each part serialized, its JSON answer appended as the last member.
+    const expected = `${JSON.stringify(summary).slice(0, -1)},"results":[${parts
+      .map(({ responseJson, ...rest }) =>
+        responseJson === undefined ? JSON.stringify(rest) : `${JSON.stringify(rest).slice(0, -1)},"response":${responseJson}}`,
+      )
+      .join(',')}]}`
+    expect(broadcastJson(summary, parts)).toBe(expected)
+    expect(JSON.parse(broadcastJson(summary, [])).results).toEqual([])
   })
 })
