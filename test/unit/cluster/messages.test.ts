@@ -127,18 +127,15 @@ describe('relay replies: the hand-written check and zod agree', () => {
 describe('an answer travels as its own text', () => {
   const envelope = { key: 'a/7', status: 200, headers: { 'content-type': 'application/json' } }
 
-  test.each([
-    '{"ok":true,"big":12345678901234567890}',
-    'line one\nline two\n',
-    '',
-    '"\\u2028 \\" {"',
-    'é 🙂',
-  ])('the body comes back byte for byte, raw and as a JSON string: %j', (body) => {
-    for (const raw of [true, false]) {
-      const read = readRelayReply(replyText(envelope, body, raw))
-      expect(read).toEqual({ reply: raw ? envelope : { ...envelope, body }, body })
-    }
-  })
+  test.each(['{"ok":true,"big":12345678901234567890}', 'line one\nline two\n', '', '"\\u2028 \\" {"', 'é 🙂'])(
+    'the body comes back byte for byte, raw and as a JSON string: %j',
+    (body) => {
+      for (const raw of [true, false]) {
+        const read = readRelayReply(replyText(envelope, body, raw))
+        expect(read).toEqual({ reply: raw ? envelope : { ...envelope, body }, body })
+      }
+    },
+  )
 
   test('the raw form is the envelope, a newline and the body unescaped', () => {
     expect(replyText(envelope, '{"a":"b\\n"}', true)).toBe(`${JSON.stringify(envelope)}\n{"a":"b\\n"}`)
