@@ -8,6 +8,8 @@
  *                  B sends it down its agent's socket, and publishes the answer on A's reply channel
  *   one-instance   two wrk (half the connections each) → S, which holds both of its agents
  *   two-instances  one wrk (half the connections) → A for A's agent, one → B for B's agent: no relay
+ *   relayed-before with --before: the relayed path again through A0 and B0, a cluster of the older
+ *                  commit's Moonlight on the same Redis (another key prefix), for the A/B in one run
  *
  * The two regions' names have the same length, so every path carries the same bytes. Rounds
  * interleave the four (the order rotated each round); ratios are medians of per-round ratios, with
@@ -23,7 +25,7 @@ import { median, round } from './lib/stats.ts'
 import { BODY, type WrkJson, wrk } from './lib/wrk.ts'
 import { spawnWsAgents } from './lib/ws-agents.ts'
 
-export const CLUSTER_TARGETS = ['local', 'relayed', 'one-instance', 'two-instances'] as const
+export const CLUSTER_TARGETS = ['local', 'relayed', 'one-instance', 'two-instances', 'relayed-before'] as const
 export type ClusterTarget = (typeof CLUSTER_TARGETS)[number]
 
 /** A's own agent's region, and B's: names of the same length, so the bodies weigh the same. */
@@ -38,6 +40,8 @@ export interface ClusterOptions {
   warmupS: number
   workDir: string
   log: (line: string) => void
+  /** Another checkout's root (bench/run.ts --before): its A0 and B0 run the relayed-before path. */
+  beforeRoot?: string
 }
 
 /** CPU time (user + system, all threads) per task, in µs, of each process during one run. */
@@ -126,6 +130,8 @@ export interface ClusterResult {
     /** A's extra + B + Redis. */
     total_extra_us: Spread
   }
+  /** With --before: the older commit's relayed path over the same local path, and its cost beyond it. */
+  before?: { relayed_rps_vs_local: Spread; relayed_total_cpu_vs_local: Spread; total_extra_us: Spread }
 }
 
 /** One wrk process's share of a target's load. */
@@ -149,12 +155,26 @@ export async function runCluster(options: ClusterOptions): Promise<ClusterResult
     children.push(b)
     const single = await startMoonlight(workDir, { name: 'moonlight-single' })
     children.push(single)
+    const { beforeRoot } = options
+    const targets = CLUSTER_TARGETS.filter((target) => target !== 'relayed-before' || beforeRoot !== undefined)
+    // The older commit's pair, for the same relayed load; its key prefix keeps the two clusters apart.
+    const cluster0 = (instanceId: string) => ({ cluster: { redis_url: redis.url, instance_id: instanceId, key_prefix: 'mls-bench-before:' } })
+    const before =
+      beforeRoot === undefined
+        ? []
+        : [
+            await startMoonlight(workDir, { name: 'moonlight-cluster-a0', root: beforeRoot, config: cluster0('a0') }),
+            await startMoonlight(workDir, { name: 'moonlight-cluster-b0', root: beforeRoot, config: cluster0('b0') }),
+          ]
+    children.push(...before)
+    const [a0, b0] = before
     // Node ids are the fleet's: unique across the cluster, so each agent gets its own prefix.
     const agents = [
       startWsAgent(a, LOCAL_REGION, 'a-held'),
       startWsAgent(b, REMOTE_REGION, 'b-held'),
       startWsAgent(single, LOCAL_REGION, 's-eu'),
       startWsAgent(single, REMOTE_REGION, 's-us'),
+      ...(b0 === undefined ? [] : [startWsAgent(b0, REMOTE_REGION, 'b0-held')]),
     ]
     children.push(...agents)
     await Promise.all(agents.map((agent) => agent.waitFor(/registered 1 in/)))
@@ -167,6 +187,7 @@ export async function runCluster(options: ClusterOptions): Promise<ClusterResult
       connections,
     })
     const loads: Record<ClusterTarget, Load[]> = {
+      'relayed-before': a0 === undefined ? [] : [task(a0, REMOTE_REGION, options.connections)],
       local: [task(a, LOCAL_REGION, options.connections)],
       relayed: [task(a, REMOTE_REGION, options.connections)],
       'one-instance': [task(single, LOCAL_REGION, half), task(single, REMOTE_REGION, other)],
@@ -179,8 +200,16 @@ export async function runCluster(options: ClusterOptions): Promise<ClusterResult
     await expectAnswer(loads['two-instances'][1]!, 'b-held-0', 'b')
     await expectAnswer(loads['one-instance'][0]!, 's-eu-0')
     await expectAnswer(loads['one-instance'][1]!, 's-us-0')
+    if (a0 !== undefined) await expectAnswer(loads['relayed-before'][0]!, 'b0-held-0', 'b0')
 
-    const pids = { a: [a.pid], b: [b.pid], single: [single.pid], redis: [redis.child.pid], agents: agents.map((agent) => agent.pid) }
+    // A0 and B0 are counted as A and B: each idles while the other pair works.
+    const pids = {
+      a: [a.pid, ...(a0 ? [a0.pid] : [])],
+      b: [b.pid, ...(b0 ? [b0.pid] : [])],
+      single: [single.pid],
+      redis: [redis.child.pid],
+      agents: agents.map((agent) => agent.pid),
+    }
     const cpuNow = () => ({
       a: sumCpu(pids.a),
       b: sumCpu(pids.b),
@@ -189,15 +218,19 @@ export async function runCluster(options: ClusterOptions): Promise<ClusterResult
       agents: sumCpu(pids.agents),
       wrk: reapedChildrenCpuUs(),
     })
-    const relaysNow = async () => (await relayCount(a)) + (await relayCount(b))
+    const relaysNow = async () => {
+      let count = 0
+      for (const server of [a, b, ...before]) count += await relayCount(server)
+      return count
+    }
 
-    for (const target of CLUSTER_TARGETS) {
+    for (const target of targets) {
       log(`  warm-up ${target}`)
       await runLoads(loads[target], options.warmupS)
     }
     const runs: ClusterRun[] = []
     for (let roundNo = 1; roundNo <= options.rounds; roundNo++) {
-      const order = CLUSTER_TARGETS.map((_, i) => CLUSTER_TARGETS[(i + roundNo - 1) % CLUSTER_TARGETS.length]!)
+      const order = targets.map((_, i) => targets[(i + roundNo - 1) % targets.length]!)
       for (const target of order) {
         const load1 = loadAverage()
         const relaysBefore = await relaysNow()
@@ -256,7 +289,7 @@ export async function runCluster(options: ClusterOptions): Promise<ClusterResult
       },
       runs,
       summary: summarize(runs),
-      ...derived(runs, options.rounds),
+      ...derived(runs, options.rounds, beforeRoot !== undefined),
     }
   } finally {
     await Promise.all(children.reverse().map((child) => child.stop()))
@@ -380,7 +413,7 @@ function summarize(runs: readonly ClusterRun[]): Partial<Record<ClusterTarget, C
   return summary
 }
 
-function derived(runs: readonly ClusterRun[], rounds: number): Pick<ClusterResult, 'ratios' | 'relay_cost'> {
+function derived(runs: readonly ClusterRun[], rounds: number, withBefore: boolean): Pick<ClusterResult, 'ratios' | 'relay_cost' | 'before'> {
   const perRound = (f: (get: (target: ClusterTarget) => ClusterRun) => number, digits = 3): Spread => {
     const values: number[] = []
     for (let roundNo = 1; roundNo <= rounds; roundNo++) {
@@ -404,9 +437,24 @@ function derived(runs: readonly ClusterRun[], rounds: number): Pick<ClusterResul
       a_extra_us: perRound((get) => cpu(get('relayed')).a - cpu(get('local')).a, 1),
       b_us: perRound((get) => cpu(get('relayed')).b, 1),
       redis_us: perRound((get) => cpu(get('relayed')).redis, 1),
-      total_extra_us: perRound((get) => cpu(get('relayed')).a - cpu(get('local')).a + cpu(get('relayed')).b + cpu(get('relayed')).redis, 1),
+      total_extra_us: perRound((get) => extraUs(get('relayed'), get('local')), 1),
     },
+    ...(withBefore
+      ? {
+          before: {
+            relayed_rps_vs_local: perRound((get) => get('relayed-before').rps / get('local').rps),
+            relayed_total_cpu_vs_local: perRound((get) => cpu(get('relayed-before')).total / cpu(get('local')).total),
+            total_extra_us: perRound((get) => extraUs(get('relayed-before'), get('local')), 1),
+          },
+        }
+      : {}),
   }
+}
+
+/** A relayed task's CPU beyond a local one: A's extra, B's and Redis's. */
+function extraUs(relayed: ClusterRun, local: ClusterRun): number {
+  const cpu = relayed.cpu_us_per_task
+  return cpu.a - local.cpu_us_per_task.a + cpu.b + cpu.redis
 }
 
 const ms = (us: number) => `${(us / 1000).toFixed(2)} ms`

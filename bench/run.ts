@@ -148,7 +148,9 @@ try {
     for (const point of results.fetch_cap) log(`  BUN_CONFIG_MAX_HTTP_REQUESTS ${point.bun_config_max_http_requests}: ${point.fast_task_ms} ms`)
   }
   if (phases.has('cluster')) {
-    log(`\n[7] cluster: ${rounds} rounds × 4 paths × ${durationS} s, ${values.connections} connections; Redis relay vs local, two instances vs one`)
+    log(
+      `\n[7] cluster: ${rounds} rounds × ${beforeRoot ? 5 : 4} paths × ${durationS} s, ${values.connections} connections; Redis relay vs local, two instances vs one`,
+    )
     results.cluster = await runCluster({
       rounds,
       durationS,
@@ -156,6 +158,7 @@ try {
       warmupS: values.quick ? 1 : 2,
       workDir,
       log,
+      beforeRoot,
     })
   }
 } catch (error) {

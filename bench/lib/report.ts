@@ -318,6 +318,7 @@ const CLUSTER_LABELS: Record<ClusterTarget, string> = {
   relayed: "A → B's WebSocket agent, relayed through Redis",
   'one-instance': 'one instance holding both agents (2 wrk × ½ the connections)',
   'two-instances': 'A and B, each with its own agent (1 wrk × ½ the connections each)',
+  'relayed-before': "A0 → B0's WebSocket agent, relayed, on the --before commit",
 }
 
 function clusterMarkdown(cluster: ClusterResult): string[] {
@@ -353,6 +354,12 @@ function clusterMarkdown(cluster: ClusterResult): string[] {
     `| two instances / one, server CPU per task (A + B over S) | ${spread(ratios.two_server_cpu_vs_one)} |`,
     '',
     `What a relayed task costs beyond a local one, in CPU per task: A ${spread(cost.a_extra_us, ' µs')} more (publishing the task, reading the reply), B ${spread(cost.b_us, ' µs')} (reading the task, the agent's socket, publishing the answer), Redis ${spread(cost.redis_us, ' µs')} (two PUBLISH, two deliveries): ${spread(cost.total_extra_us, ' µs')} in all.`,
+    ...(cluster.before === undefined
+      ? []
+      : [
+          '',
+          `The --before commit's relayed path (A0 → B0, same Redis, same rounds): ${spread(cluster.before.relayed_rps_vs_local)} × local's req/s, CPU per task of all but wrk ${spread(cluster.before.relayed_total_cpu_vs_local)} × local's, ${spread(cluster.before.total_extra_us, ' µs')} beyond a local task (its A0 and B0 counted in the A and B columns).`,
+        ]),
     '',
     'With two wrk processes, p50 and p99 are the higher of the two (wrk\'s summaries cannot be merged exactly). CPU is user + system time of each process (all threads) over the run, per task answered; wrk\'s is what its processes used. "relays / task" is the change in A\'s and B\'s `moonlight_cluster_relays_total` over the tasks answered (a little over 1: the tasks in flight when wrk stops are relayed, not counted). "cores used" is the CPU time of every process above, wrk included, over the wall time; "box busy" is the whole machine\'s (from /proc/stat), more when other work shares the box.',
     '',

@@ -111,21 +111,19 @@ export class Cluster {
   /** Connects and claims this instance's id; throws ClusterConflictError if a running instance has it. Redis down: starts degraded. */
   async start(): Promise<void> {
     await this.connection.subscribe(this.keys.fleet, (message) => this.onFleet(message))
+    const holder = {
+      connection: this.connection,
+      keys: this.keys,
+      registry: this.deps.registry,
+      local: this.deps.localWs,
+      deadlines: this.deps.deadlines,
+      slots: this.deps.slots,
+    }
     await this.connection.subscribe(this.keys.relay(this.instanceId), (message) => {
       // Subscribed before the id is claimed: a twin that is about to be refused must not answer, wrongly,
       // "no longer connected" for the running instance's agents (the origin would retry, the agent run it twice).
       if (!this.claimed) return
-      void deliverRelayed(
-        {
-          connection: this.connection,
-          keys: this.keys,
-          registry: this.deps.registry,
-          local: this.deps.localWs,
-          deadlines: this.deps.deadlines,
-          slots: this.deps.slots,
-        },
-        message,
-      )
+      void deliverRelayed(holder, message)
     })
     await this.connection.subscribe(this.keys.reply(this.instanceId), (message) => this.relay.onReply(message))
     // A few refreshes per instance_ttl: refreshed only once per TTL, the key would lapse whenever a timer

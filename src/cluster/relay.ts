@@ -7,21 +7,23 @@ import { type Answer, AttemptError, type Transport, timedOut } from '../transpor
 import { memberSpan } from '../wire/json-text.ts'
 import { traceFields } from '../wire/ws.ts'
 import type { ClusterKeys } from './keys.ts'
-import { type RelayReply, readMessage, relayReplySchema, relayRequestSchema } from './messages.ts'
+import { type RelayReply, readRelayReply, readRelayRequest, replyText } from './messages.ts'
 import type { RedisConnection } from './redis-connection.ts'
 
 /** One relayed attempt waiting for its reply; fails over at once if its holder goes away. */
 class RelayWaiter implements Expirable {
+  resolve!: (answer: Answer) => void
+  reject!: (error: AttemptError) => void
+
   constructor(
+    private readonly transport: RelayTransport,
+    readonly key: string,
     readonly instance: string,
-    readonly resolve: (answer: Answer) => void,
-    readonly reject: (error: AttemptError) => void,
     readonly deadline: Deadline,
-    private readonly settle: () => boolean,
   ) {}
 
   expire(): void {
-    if (this.settle()) this.reject(timedOut())
+    this.transport.fail(this.key, timedOut())
   }
 }
 
@@ -51,33 +53,33 @@ export class RelayTransport implements Transport {
     return this.waiting.size
   }
 
-  async send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, _mayResend?: boolean, trace?: TraceHeaders): Promise<Answer> {
-    if (deadline.expired) throw timedOut()
+  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, _mayResend?: boolean, trace?: TraceHeaders): Promise<Answer> {
+    if (deadline.expired) return Promise.reject(timedOut())
     const holder = client.instance
-    if (holder === undefined || !this.connection.up) throw new AttemptError('unreachable', `cannot reach instance ${holder ?? '?'}: the cluster store is down`)
+    if (holder === undefined || !this.connection.up)
+      return Promise.reject(new AttemptError('unreachable', `cannot reach instance ${holder ?? '?'}: the cluster store is down`))
     const key = `${this.self}/${++this.sequence}`
+    const waiter = new RelayWaiter(this, key, holder, deadline)
     const answer = new Promise<Answer>((resolve, reject) => {
-      const settle = () => {
-        if (this.waiting.get(key) !== waiter) return false
-        this.waiting.delete(key)
-        deadline.unwatch(waiter)
-        return true
-      }
-      const waiter = new RelayWaiter(holder, resolve, reject, deadline, settle)
-      this.waiting.set(key, waiter)
-      deadline.watch(waiter)
+      waiter.resolve = resolve
+      waiter.reject = reject
     })
+    this.waiting.set(key, waiter)
+    deadline.watch(waiter)
     const timeoutMs = Math.max(1, Math.ceil(deadline.atMs - performance.now()))
-    const message = `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(key)},"task_id":${JSON.stringify(taskId)},"node_id":${JSON.stringify(client.nodeId)},"timeout_ms":${timeoutMs},${trace === undefined ? '' : traceFields(trace)}"payload":${payloadJson}}`
-    let receivers = 0
-    try {
-      receivers = Number(await this.connection.publish(this.keys.relay(holder), message))
-    } catch (error) {
-      // The store may have passed the message on before the failure reached us: lost, not unreachable.
-      this.fail(key, new AttemptError('disconnected', `cannot relay to instance ${holder}: ${(error as Error).message}`))
-    }
-    // Nobody listening on the holder's channel: it is gone, whatever its presence key still says, and never got the task.
-    if (receivers === 0) this.fail(key, new AttemptError('unreachable', `instance ${holder} is not listening`))
+    const message = `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(key)},"task_id":${JSON.stringify(taskId)},"node_id":${JSON.stringify(client.nodeId)},"timeout_ms":${timeoutMs},"raw_answer":true,${trace === undefined ? '' : traceFields(trace)}"payload":${payloadJson}}`
+    // Not awaited: the reply may even come first. What PUBLISH says only ever fails the attempt, so it
+    // is read when it comes, and the task goes on meanwhile.
+    this.connection.publish(this.keys.relay(holder), message).then(
+      (receivers) => {
+        // Nobody listening on the holder's channel: it is gone, whatever its presence key still says, and never got the task.
+        if (Number(receivers) === 0) this.fail(key, new AttemptError('unreachable', `instance ${holder} is not listening`))
+      },
+      (error) => {
+        // The store may have passed the message on before the failure reached us: lost, not unreachable.
+        this.fail(key, new AttemptError('disconnected', `cannot relay to instance ${holder}: ${(error as Error).message}`))
+      },
+    )
     this.relayed++
     return answer
   }
@@ -85,8 +87,9 @@ export class RelayTransport implements Transport {
   /** A reply from a holder (on this instance's reply channel). */
   onReply(text: string): void {
     // Checked whole before it is read: a reply of the wrong shape is dropped, and its waiter fails at its deadline.
-    const reply = readMessage(relayReplySchema, text)
-    if (reply === undefined) return
+    const read = readRelayReply(text)
+    if (read === undefined) return
+    const { reply, body } = read
     const waiter = this.waiting.get(reply.key)
     if (!waiter) return
     this.waiting.delete(reply.key)
@@ -98,7 +101,7 @@ export class RelayTransport implements Transport {
     waiter.resolve({
       status: reply.status,
       headers: reply.headers ?? {},
-      body: reply.body ?? '',
+      body: body ?? '',
       instance: waiter.instance,
       ...(reply.retry === false ? { retry: false as const } : {}),
     })
@@ -115,7 +118,7 @@ export class RelayTransport implements Transport {
     for (const key of [...this.waiting.keys()]) this.fail(key, new AttemptError('disconnected', why))
   }
 
-  private fail(key: string, error: AttemptError): void {
+  fail(key: string, error: AttemptError): void {
     const waiter = this.waiting.get(key)
     if (!waiter) return
     this.waiting.delete(key)
@@ -142,14 +145,17 @@ export interface RelayHolderDeps {
  */
 export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promise<void> {
   // Checked whole before it is read: `null` would otherwise be an unhandled rejection, which ends the process.
-  const request = readMessage(relayRequestSchema, text)
+  const request = readRelayRequest(text)
   if (request === undefined) return
   const payload = memberSpan(text, 'payload')
-  const reply = (body: RelayReply) => deps.connection.publish(deps.keys.reply(request.origin), JSON.stringify(body)).catch(() => undefined)
+  const channel = deps.keys.reply(request.origin)
+  // Not awaited: a lost reply fails the attempt at the origin (its deadline, or failHolder), never here.
+  const reply = (message: string) => void deps.connection.publish(channel, message).catch(() => undefined)
+  const failure = (body: RelayReply) => reply(JSON.stringify(body))
   const client = deps.registry.get(request.node_id)
   if (!client || client.instance !== undefined || client.route !== 'ws' || payload.start === -1) {
     // Not sent to the agent at all: the origin may retry it without the task running twice.
-    await reply({ key: request.key, error: 'the client is no longer connected to this instance', kind: 'unreachable' })
+    failure({ key: request.key, error: 'the client is no longer connected to this instance', kind: 'unreachable' })
     return
   }
   const deadline = deps.deadlines.start(request.timeout_ms)
@@ -162,7 +168,7 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
     const waited = await deps.slots.waitForAgent(client, deadline)
     if (!('acquired' in waited)) {
       deps.deadlines.end(deadline)
-      await reply({ key: request.key, error: `the agent's slots stayed full here (${waited.kind})`, kind: 'unreachable', full: true })
+      failure({ key: request.key, error: `the agent's slots stayed full here (${waited.kind})`, kind: 'unreachable', full: true })
       return
     }
     agent = waited.client
@@ -174,10 +180,16 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
         : { traceparent: request.traceparent, ...(request.tracestate === undefined ? {} : { tracestate: request.tracestate }) }
     const answer = await deps.local.send(agent, request.task_id, text.slice(payload.start, payload.end), deadline, undefined, trace)
     const body = typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
-    await reply({ key: request.key, status: answer.status, headers: answer.headers, body, ...(answer.retry === false ? { retry: false as const } : {}) })
+    const envelope: RelayReply = {
+      key: request.key,
+      status: answer.status,
+      headers: answer.headers,
+      ...(answer.retry === false ? { retry: false as const } : {}),
+    }
+    reply(replyText(envelope, body, request.raw_answer === true))
   } catch (error) {
     const kind = error instanceof AttemptError ? error.kind : 'disconnected'
-    await reply({ key: request.key, error: (error as Error).message, kind })
+    failure({ key: request.key, error: (error as Error).message, kind })
   } finally {
     deps.registry.release(agent)
     deps.deadlines.end(deadline)
