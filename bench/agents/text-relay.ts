@@ -17,9 +17,19 @@ const agentPort = Number(values['agent-port'])
 const requestHead = `POST /work HTTP/1.1\r\nhost: 127.0.0.1:${agentPort}\r\ncontent-type: application/json\r\ncontent-length: `
 /** Routing needs the region and nothing else of the body: a substring test, as the bench's bodies are written. */
 const wsRegionField = `"region":"${values['ws-region']}"`
+/**
+ * TEXT_RELAY_CONTRACT=1: the least of what Moonlight's contract asks of every task on top of the bare
+ * relay — the bearer token checked by its SHA-256, the body parsed as JSON and its region read, only
+ * the payload's text sent on with an X-Task-Id, and the answer carrying the headers a Moonlight
+ * answer carries (task id, node, attempts, nosniff, sandbox). No balancing, deadlines, retries or stats.
+ */
+const contract = process.env.TEXT_RELAY_CONTRACT === '1'
+const grants = new Map([[Bun.SHA256.hash('bench-token-0123456789', 'base64'), true]])
+let contractSequence = 0
 
 interface Pending {
   resolve: (answer: Response) => void
+  taskId?: string
   partial?: Buffer
 }
 const idle: Socket<Pending | undefined>[] = []
@@ -37,7 +47,22 @@ const agentSocketHandlers = {
     socket.data = undefined
     idle.push(socket)
     const status = Number(received.toString('latin1', 9, 12))
-    pending.resolve(new Response(received.toString('utf8', headEnd + 4, headEnd + 4 + length), { status, headers: { 'content-type': 'application/json' } }))
+    const answer = received.toString('utf8', headEnd + 4, headEnd + 4 + length)
+    if (pending.taskId === undefined) pending.resolve(new Response(answer, { status, headers: { 'content-type': 'application/json' } }))
+    else
+      pending.resolve(
+        new Response(answer, {
+          status,
+          headers: {
+            'content-type': 'application/json',
+            'x-content-type-options': 'nosniff',
+            'content-security-policy': 'sandbox',
+            'x-task-id': pending.taskId,
+            'x-moonlight-node': 'bench-http-agent',
+            'x-moonlight-attempts': '1',
+          },
+        }),
+      )
   },
   close(socket: Socket<Pending | undefined>) {
     const index = idle.indexOf(socket)
@@ -50,6 +75,23 @@ async function toHttpAgent(body: string): Promise<Response> {
     idle.pop() ?? (await Bun.connect<Pending | undefined>({ hostname: '127.0.0.1', port: agentPort, socket: agentSocketHandlers, data: undefined }))
   socket.data = { resolve }
   socket.write(`${requestHead}${Buffer.byteLength(body)}\r\n\r\n${body}`)
+  return promise
+}
+
+async function contractTask(request: Request): Promise<Response> {
+  const token = request.headers.get('authorization')?.slice(7) ?? ''
+  if (!grants.has(Bun.SHA256.hash(token, 'base64'))) return new Response('{"error":"unauthorized"}', { status: 401 })
+  const text = await request.text()
+  const task = JSON.parse(text) as { region?: unknown }
+  if (typeof task.region !== 'string') return new Response('{"error":"bad"}', { status: 400 })
+  const payloadStart = text.indexOf('"payload":') + 10
+  const payload = text.slice(payloadStart, text.lastIndexOf('}'))
+  const taskId = `t${++contractSequence}`
+  const { promise, resolve } = Promise.withResolvers<Response>()
+  const socket =
+    idle.pop() ?? (await Bun.connect<Pending | undefined>({ hostname: '127.0.0.1', port: agentPort, socket: agentSocketHandlers, data: undefined }))
+  socket.data = { resolve, taskId }
+  socket.write(`${requestHead.replace('content-length: ', `x-task-id: ${taskId}\r\ncontent-length: `)}${Buffer.byteLength(payload)}\r\n\r\n${payload}`)
   return promise
 }
 
@@ -71,6 +113,7 @@ const server = Bun.serve({
     '/ws': (request, server) => (server.upgrade(request) ? undefined : new Response('upgrade failed', { status: 400 })),
     '/task/request': {
       POST: async (request) => {
+        if (contract) return contractTask(request)
         const body = await request.text()
         if (!body.includes(wsRegionField)) return toHttpAgent(body)
         return new Response(await toWsAgent(body), { headers: { 'content-type': 'application/json' } })

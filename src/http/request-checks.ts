@@ -76,13 +76,27 @@ function requireJsonType(contentType: string | null): void {
  * kept (and before the content type is looked at), a body not declared JSON is refused unread, and a
  * chunked body is counted as it streams, so no body is ever held whole past the limit.
  */
-export async function readJsonText(request: Request, limits: BodyLimits): Promise<string> {
-  const maxBytes = limits.max_body_bytes
+export function readJsonText(request: Request, limits: BodyLimits): Promise<string> {
+  // Not an async function: the common body (declared length, JSON) is Bun's own promise, with no frame of ours around it.
   const declared = request.headers.get('content-length')
-  if (declared !== null && Number(declared) > maxBytes) throw await bodyTooLarge(request, limits)
-  requireJsonType(request.headers.get('content-type'))
+  if (declared !== null && Number(declared) > limits.max_body_bytes) return bodyTooLarge(request, limits).then(throwIt)
+  try {
+    requireJsonType(request.headers.get('content-type'))
+  } catch (error) {
+    return Promise.reject(error)
+  }
   // Bun holds a declared-length body to its length.
   if (declared !== null) return request.text()
+  return readStreamedJsonText(request, limits)
+}
+
+function throwIt(error: MoonlightError): never {
+  throw error
+}
+
+/** A body without a declared length (chunked), counted as it streams. */
+async function readStreamedJsonText(request: Request, limits: BodyLimits): Promise<string> {
+  const maxBytes = limits.max_body_bytes
   if (request.body === null) return ''
   const chunks: Uint8Array[] = []
   let received = 0

@@ -19,16 +19,16 @@ export type Disclosure = 'details' | 'generic'
 export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Disclosure = 'details', instanceId?: string): Response {
   if (outcome.kind !== 'answered') return errorResponse(outcomeError(outcome, disclosure), undefined, { 'x-task-id': taskId })
   const { answer, client, failedAttempts } = outcome
-  // A plain object, not a Headers: the answer's names are already lower-case, and ours come last so they win.
-  const headers = {
-    ...answer.headers,
-    ...TASK_ANSWER_HEADERS,
-    'x-task-id': taskId,
-    'x-moonlight-node': client.nodeId,
-    'x-moonlight-attempts': String(failedAttempts.length + 1),
-    // In a cluster: the instance that delivered the answer (the agent's holder when it was relayed).
-    ...(instanceId === undefined ? {} : { 'x-moonlight-instance': answer.instance ?? instanceId }),
-  }
+  // A plain object, not a Headers: the answer's names are already lower-case, and ours are set last so they win.
+  // Filled by assignment, not spreads: this runs on every task.
+  const headers: Record<string, string> = {}
+  for (const name in answer.headers) headers[name] = answer.headers[name]!
+  for (const name in TASK_ANSWER_HEADERS) headers[name] = TASK_ANSWER_HEADERS[name as keyof typeof TASK_ANSWER_HEADERS]
+  headers['x-task-id'] = taskId
+  headers['x-moonlight-node'] = client.nodeId
+  headers['x-moonlight-attempts'] = failedAttempts.length === 0 ? '1' : String(failedAttempts.length + 1)
+  // In a cluster: the instance that delivered the answer (the agent's holder when it was relayed).
+  if (instanceId !== undefined) headers['x-moonlight-instance'] = answer.instance ?? instanceId
   return new Response(answer.body, { status: answer.status, headers })
 }
 

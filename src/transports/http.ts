@@ -6,7 +6,7 @@ import { certificateFailure } from '../security/peer-certificate-errors.ts'
 import { signatureHeaders } from '../security/signing.ts'
 import type { Deadline } from '../tasks/deadlines.ts'
 import { NO_RETRY_HEADER } from '../wire/task.ts'
-import { type AgentPoolFigures, type AnswerSink, HttpClientError, HttpClientPool } from './http-client/pool.ts'
+import { type AgentAddress, type AgentPoolFigures, type AnswerSink, agentKey, HttpClientError, HttpClientPool } from './http-client/pool.ts'
 import type { ResponseHead } from './http-client/response-parser.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from './types.ts'
 
@@ -25,9 +25,36 @@ export interface HttpCallSettings {
   idleTimeoutMs: number
 }
 
+/**
+ * What every call to one agent starts with, made once per agent rather than per task: its address
+ * and key in the pool, and the request head up to the task's own lines. Made again when the agent's
+ * address or agents.ca changes (a heartbeat from a new address, a reload).
+ */
+class AgentTarget {
+  readonly address: AgentAddress
+  readonly key: string
+  readonly headStart: string
+
+  constructor(
+    readonly client: Pick<Client, 'ip' | 'port' | 'scheme'>,
+    readonly ca: string | undefined,
+  ) {
+    const { ip, port, scheme } = client
+    this.address = { scheme, host: ip, port, ca: scheme === 'https' ? ca : undefined }
+    this.key = agentKey(this.address)
+    this.headStart = `POST /work HTTP/1.1\r\nhost: ${hostOf(ip, port)}\r\ncontent-type: application/json\r\nx-task-id: `
+  }
+
+  matches(client: Client, ca: string | undefined): boolean {
+    return this.client.ip === client.ip && this.client.port === client.port && this.client.scheme === client.scheme && this.ca === ca
+  }
+}
+
 /** POSTs the payload to the client's `/work` over a pooled keep-alive connection and hands back its status, content type and body. */
 export class HttpTransport implements Transport {
   readonly pool: HttpClientPool
+  /** Per client record: forgotten with it. */
+  private readonly targets = new WeakMap<Client, AgentTarget>()
 
   constructor(
     private readonly settings: () => HttpCallSettings,
@@ -54,18 +81,18 @@ export class HttpTransport implements Transport {
     this.pool.idleTimeoutMs = idleTimeoutMs
     // One string, head and payload, written as it is: no buffers to build per call. The signature is
     // over the payload's UTF-8 bytes, which are the bytes the socket writes.
-    let head = `POST /work HTTP/1.1\r\nhost: ${hostOf(client)}\r\ncontent-type: application/json\r\nx-task-id: ${taskId}\r\ncontent-length: ${Buffer.byteLength(payloadJson)}\r\n`
+    let target = this.targets.get(client)
+    if (target === undefined || !target.matches(client, agentCa)) {
+      target = new AgentTarget({ ip: client.ip, port: client.port, scheme: client.scheme }, agentCa)
+      this.targets.set(client, target)
+    }
+    let head = `${target.headStart}${taskId}\r\ncontent-length: ${Buffer.byteLength(payloadJson)}\r\n`
     if (signingSecret !== undefined)
       for (const [name, value] of Object.entries(signatureHeaders(signingSecret, payloadJson, this.now() / 1000))) head += `${name}: ${value}\r\n`
     if (trace !== undefined) head += traceLines(trace)
     const request = `${head}\r\n${payloadJson}`
     const answer = new AnswerReader(limit)
-    const pending = this.pool.request(
-      { scheme: client.scheme, host: client.ip, port: client.port, ca: client.scheme === 'https' ? agentCa : undefined },
-      request,
-      answer,
-      mayResend,
-    )
+    const pending = this.pool.request(target.address, request, answer, mayResend, target.key)
     // Redirects are never followed: a 3xx is the agent's answer, passed back as such (its Location is not on the allow-list).
     deadline.watch(pending)
     try {
@@ -178,9 +205,9 @@ function traceLines(trace: TraceHeaders): string {
   return trace.tracestate === undefined ? `traceparent: ${trace.traceparent}\r\n` : `traceparent: ${trace.traceparent}\r\ntracestate: ${trace.tracestate}\r\n`
 }
 
-function hostOf(client: Client): string {
-  const host = client.ip.includes(':') && !client.ip.startsWith('[') ? `[${client.ip}]` : client.ip
-  return `${host}:${client.port}`
+function hostOf(ip: string, port: number): string {
+  const host = ip.includes(':') && !ip.startsWith('[') ? `[${ip}]` : ip
+  return `${host}:${port}`
 }
 
 /** One header's lines joined as one, as fetch's Headers did; undefined without any. */

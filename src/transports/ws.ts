@@ -83,8 +83,15 @@ export class Waiter implements Expirable, PendingTask {
  */
 export class WsTransport implements Transport {
   private readonly sockets = new Map<string, AgentSocket>()
-  /** Tasks waiting for the end of this event-loop turn to go out, per socket: task id, message, task id, message… */
-  private outbox = new Map<AgentSocket, string[]>()
+  /**
+   * Tasks waiting for the end of this event-loop turn to go out, per socket: task id, message, task id,
+   * message… Each socket's list is kept and emptied, not made anew each turn.
+   */
+  private readonly outbox = new Map<AgentSocket, string[]>()
+  /** The sockets with tasks in the outbox, in the order they got their first. */
+  private readonly due: AgentSocket[] = []
+  /** The socket being flushed, for sendCorked (one callback for every socket, not a closure per socket per turn). */
+  private corked: AgentSocket | undefined = undefined
   private flushScheduled = false
 
   constructor(
@@ -107,6 +114,7 @@ export class WsTransport implements Transport {
     const { nodeId } = socket.data
     if (nodeId !== undefined && this.sockets.get(nodeId) === socket) this.sockets.delete(nodeId)
     clearTimeout(socket.data.writeTimer)
+    this.outbox.delete(socket)
     for (const waiter of [...socket.data.pending.values()]) waiter.reject(new AttemptError('disconnected', why))
   }
 
@@ -130,12 +138,20 @@ export class WsTransport implements Transport {
     // Nothing was sent: the task never reached the agent (retry_on "unreachable").
     if (!socket) return Promise.reject(new AttemptError('unreachable', 'the client has no open connection'))
     const answer = this.expect(taskId, socket, deadline)
+    const frame = taskFrame(taskId, payloadJson, socket.data.payloadFormat, trace)
     let queue = this.outbox.get(socket)
+    // An agent with no other task in flight has nothing to share a write with: its task goes at once,
+    // without waiting for the end of the turn (at low load, every task).
+    if (socket.data.pending.size === 1 && (queue === undefined || queue.length === 0)) {
+      this.sent(socket, taskId, socket.send(frame))
+      return answer
+    }
     if (!queue) {
       queue = []
       this.outbox.set(socket, queue)
     }
-    queue.push(taskId, taskFrame(taskId, payloadJson, socket.data.payloadFormat, trace))
+    if (queue.length === 0) this.due.push(socket)
+    queue.push(taskId, frame)
     if (!this.flushScheduled) {
       this.flushScheduled = true
       setImmediate(this.flush)
@@ -149,17 +165,27 @@ export class WsTransport implements Transport {
    */
   private readonly flush = (): void => {
     this.flushScheduled = false
-    const outbox = this.outbox
-    this.outbox = new Map()
-    for (const [socket, queue] of outbox) {
-      socket.cork(() => {
-        for (let i = 0; i < queue.length; i += 2) {
-          const sent = socket.send(queue[i + 1]!)
-          if (sent === 0) socket.data.pending.get(queue[i]!)?.reject(new AttemptError('dropped', "the client's send buffer is full"))
-          else if (sent === -1) this.watchBackpressure(socket)
-        }
-      })
+    for (const socket of this.due) {
+      // Gone since (detach dropped its list): its tasks were failed over already.
+      if (!this.outbox.get(socket)?.length) continue
+      this.corked = socket
+      socket.cork(this.sendCorked)
     }
+    this.due.length = 0
+    this.corked = undefined
+  }
+
+  private readonly sendCorked = (): void => {
+    const socket = this.corked!
+    const queue = this.outbox.get(socket)!
+    for (let i = 0; i < queue.length; i += 2) this.sent(socket, queue[i]!, socket.send(queue[i + 1]!))
+    queue.length = 0
+  }
+
+  /** What became of a task's frame: dropped (the client's send buffer is full: the task fails over), queued behind backpressure, or sent. */
+  private sent(socket: AgentSocket, taskId: string, result: number): void {
+    if (result === 0) socket.data.pending.get(taskId)?.reject(new AttemptError('dropped', "the client's send buffer is full"))
+    else if (result === -1) this.watchBackpressure(socket)
   }
 
   /**

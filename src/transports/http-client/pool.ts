@@ -17,6 +17,11 @@ export interface AgentAddress {
   ca?: string | undefined
 }
 
+/** The pool's key for an agent: a caller that sends to it often may make it once and pass it to request(). */
+export function agentKey(address: AgentAddress): string {
+  return `${address.scheme}://${address.host}:${address.port}`
+}
+
 export interface PoolOptions {
   /** Connections per agent at most; requests past it wait in order. */
   maxConnections: number
@@ -386,8 +391,7 @@ export class HttpClientPool {
   }
 
   /** Sends `bytes` (a whole request) to the agent; the answer goes to `sink`. */
-  request(address: AgentAddress, bytes: string | Uint8Array, sink: AnswerSink, mayResend = true): PendingRequest {
-    const key = `${address.scheme}://${address.host}:${address.port}`
+  request(address: AgentAddress, bytes: string | Uint8Array, sink: AnswerSink, mayResend = true, key = agentKey(address)): PendingRequest {
     let agent = this.agents.get(key)
     if (!agent) {
       agent = new AgentPool(this, key, address)
