@@ -13,8 +13,12 @@ import { median, round } from './lib/stats.ts'
 import { BODY, type WrkTarget, wrk } from './lib/wrk.ts'
 import { spawnWsAgents } from './lib/ws-agents.ts'
 
-/** floor-text: the text relay (agents/text-relay.ts), the floor CPU per task is held to, always measured. */
-export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws', 'floor-text'] as const
+/**
+ * floor-text: the text relay (agents/text-relay.ts), the floor CPU per task is held to; floor-text-ws, its
+ * WebSocket path (the WebSocket target's floor); floor-contract, the text relay doing what Moonlight's contract
+ * asks of every task (TEXT_RELAY_CONTRACT=1: token, parsed body, payload cut out, the answer's headers). Always measured.
+ */
+export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws', 'floor-text', 'floor-text-ws', 'floor-contract'] as const
 /** With `--before REF`: the same two Moonlight paths, from an older commit, in the same rounds. */
 export const BEFORE_TARGETS = ['before-http', 'before-ws'] as const
 /**
@@ -93,6 +97,11 @@ export interface HttpPathResult {
     ws_cpu_vs_nginx: number
     /** Moonlight's HTTP path's proxy CPU per task over the text relay's: what Moonlight's own work costs. */
     http_cpu_vs_floor_text: number
+    /** The floors the throughput targets are held against, in the same rounds. */
+    floor_text_rps_vs_nginx: number
+    floor_text_ws_rps_vs_nginx: number
+    floor_contract_rps_vs_nginx: number
+    floor_contract_cpu_vs_floor_text: number
     before_http_rps_vs_nginx?: number
     before_http_p99_vs_nginx?: number
     before_ws_rps_vs_nginx?: number
@@ -148,6 +157,11 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
     await Promise.all([waitForHttp(nginx.url), waitForHttp(haproxy.url)])
     const { child: textRelay, url: textRelayUrl } = await startBunRelay(agentPort, WS_REGION, 'text')
     children.push(textRelay)
+    const textWsAgent = startWsAgent(`${textRelayUrl.replace(/^http/, 'ws')}/ws`)
+    children.push(textWsAgent)
+    await textWsAgent.waitFor(/registered 1 in/)
+    const { child: contractRelay, url: contractRelayUrl } = await startBunRelay(agentPort, WS_REGION, 'text', [], { TEXT_RELAY_CONTRACT: '1' })
+    children.push(contractRelay)
 
     const endpoints: Partial<Record<Target, Endpoint>> = {
       direct: { url: `http://127.0.0.1:${agentPort}/work`, body: BODY(HTTP_REGION), proxyPids: () => [agent.pid] },
@@ -156,6 +170,8 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       'moonlight-http': { url: `${moonlight.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [moonlight.pid] },
       'moonlight-ws': { url: `${moonlight.url}/task/request`, body: BODY(WS_REGION), proxyPids: () => [moonlight.pid] },
       'floor-text': { url: `${textRelayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [textRelay.pid] },
+      'floor-text-ws': { url: `${textRelayUrl}/task/request`, body: BODY(WS_REGION), proxyPids: () => [textRelay.pid] },
+      'floor-contract': { url: `${contractRelayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [contractRelay.pid] },
     }
     const agentPids: Partial<Record<Target, number[]>> = {
       direct: [agent.pid],
@@ -164,6 +180,8 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       'moonlight-http': [agent.pid],
       'moonlight-ws': [wsAgent.pid],
       'floor-text': [agent.pid],
+      'floor-text-ws': [textWsAgent.pid],
+      'floor-contract': [agent.pid],
     }
     if (before && beforeWsAgent) {
       endpoints['before-http'] = { url: `${before.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [before.pid] }
@@ -339,6 +357,10 @@ function ratios(runs: readonly WrkRun[], rounds: number, targets: readonly Targe
     http_cpu_vs_nginx: perRound((get) => get('moonlight-http').proxy_cpu_us_per_req / get('nginx').proxy_cpu_us_per_req),
     ws_cpu_vs_nginx: perRound((get) => get('moonlight-ws').proxy_cpu_us_per_req / get('nginx').proxy_cpu_us_per_req),
     http_cpu_vs_floor_text: perRound((get) => get('moonlight-http').proxy_cpu_us_per_req / get('floor-text').proxy_cpu_us_per_req),
+    floor_text_rps_vs_nginx: perRound((get) => get('floor-text').rps / get('nginx').rps),
+    floor_text_ws_rps_vs_nginx: perRound((get) => get('floor-text-ws').rps / get('nginx').rps),
+    floor_contract_rps_vs_nginx: perRound((get) => get('floor-contract').rps / get('nginx').rps),
+    floor_contract_cpu_vs_floor_text: perRound((get) => get('floor-contract').proxy_cpu_us_per_req / get('floor-text').proxy_cpu_us_per_req),
     ...(targets.includes('before-http')
       ? {
           before_http_rps_vs_nginx: perRound((get) => get('before-http').rps / get('nginx').rps),

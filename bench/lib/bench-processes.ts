@@ -31,18 +31,15 @@ export async function startBunRelay(
   wsRegion: string,
   client: 'fetch' | 'socket' | 'pool' | 'transport' | 'text',
   bunArgs: string[] = [],
+  env: Record<string, string> = {},
 ): Promise<{ child: Child; url: string }> {
   const script = client === 'text' ? ['text-relay.ts'] : ['bun-relay.ts', '--client', client]
-  const child = spawnChild(client === 'fetch' ? 'bun-relay' : `bun-${client}-relay`, [
-    process.execPath,
-    ...bunArgs,
-    join(AGENTS, script[0]!),
-    '--agent-port',
-    String(agentPort),
-    '--ws-region',
-    wsRegion,
-    ...script.slice(1),
-  ])
+  const name = client === 'fetch' ? 'bun-relay' : `bun-${client}-relay${env.TEXT_RELAY_CONTRACT === '1' ? '-contract' : ''}`
+  const child = spawnChild(
+    name,
+    [process.execPath, ...bunArgs, join(AGENTS, script[0]!), '--agent-port', String(agentPort), '--ws-region', wsRegion, ...script.slice(1)],
+    env,
+  )
   const [, url] = await child.waitFor(/listening on (http:\/\/\S+)/)
   return { child, url: url! }
 }

@@ -38,7 +38,7 @@ export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetChec
     checks.push({
       name: 'HTTP path throughput',
       goal: '≥ 0.8 × nginx req/s',
-      measured: `${ratios.http_rps_vs_nginx.toFixed(2)} ×`,
+      measured: `${ratios.http_rps_vs_nginx.toFixed(2)} × (the text relay, same rounds: ${ratios.floor_text_rps_vs_nginx?.toFixed(2)} ×; it doing what the contract asks: ${ratios.floor_contract_rps_vs_nginx?.toFixed(2)} ×)`,
       met: ratios.http_rps_vs_nginx >= 0.8,
     })
     checks.push({
@@ -49,14 +49,14 @@ export function checkTargets(results: Omit<BenchResults, 'targets'>): TargetChec
     })
     checks.push({
       name: 'WebSocket path throughput',
-      goal: '≥ 1.0 × nginx HTTP req/s',
-      measured: `${ratios.ws_rps_vs_nginx.toFixed(2)} ×`,
-      met: ratios.ws_rps_vs_nginx >= 1.0,
+      goal: '≥ 1.1 × nginx HTTP req/s',
+      measured: `${ratios.ws_rps_vs_nginx.toFixed(2)} × (the text relay's WebSocket path, same rounds: ${ratios.floor_text_ws_rps_vs_nginx?.toFixed(2)} ×)`,
+      met: ratios.ws_rps_vs_nginx >= 1.1,
     })
     checks.push({
       name: `HTTP path CPU per task, ${http.settings.connections} connections`,
       goal: "≤ 1.3 × the bare text relay's",
-      measured: `${ratios.http_cpu_vs_floor_text.toFixed(2)} ×`,
+      measured: `${ratios.http_cpu_vs_floor_text.toFixed(2)} × (the text relay doing what the contract asks: ${ratios.floor_contract_cpu_vs_floor_text?.toFixed(2)} ×)`,
       met: ratios.http_cpu_vs_floor_text <= 1.3,
     })
   }
@@ -96,6 +96,8 @@ const LABELS: Record<Target, string> = {
   'floor-transport': "bare Bun relay, Moonlight's HttpTransport → HTTP agent",
   'floor-ws': 'bare Bun relay → WebSocket agent (the floor)',
   'floor-text': 'text relay → HTTP agent (the floor: body passed through unparsed)',
+  'floor-text-ws': 'text relay → WebSocket agent (the floor of the WebSocket path)',
+  'floor-contract': "text relay doing what Moonlight's contract asks (token, parsed body, payload cut out, answer headers) → HTTP agent",
 }
 
 /** The latency phase's targets at one connection (the issue's are set there). */
