@@ -33,7 +33,9 @@ for (const hello of hellos) {
 // The hellos' strings stay (a client keeps its node id); their objects go.
 for (let i = 0; i < N; i++) hellos[i] = hellos[i].node_id
 const after = read()
-console.log(`registry, ${N} clients in ${region} (chain ${new Regions(SEED_HIERARCHY).chain(region).length}): ${((after.bytes - before.bytes) / N).toFixed(0)} B of JS heap per client`)
+console.log(
+  `registry, ${N} clients in ${region} (chain ${new Regions(SEED_HIERARCHY).chain(region).length}): ${((after.bytes - before.bytes) / N).toFixed(0)} B of JS heap per client`,
+)
 for (const [type, count] of Object.entries(after.counts)) {
   const perClient = (count - (before.counts[type] ?? 0)) / N
   if (Math.abs(perClient) >= 0.05) console.log(`  ${perClient.toFixed(2).padStart(6)}  ${type}`)
