@@ -39,6 +39,8 @@ export interface SocketData {
    */
   topicRegion: string | undefined
   writeTimer: ReturnType<typeof setTimeout> | undefined
+  /** Its place among the gateway's open sockets (src/ws/open-sockets.ts); -1 before it opens and once it closed. */
+  openAt: number
 }
 
 /** A new connection's data: nothing known of it but where it comes from. */
@@ -57,6 +59,7 @@ export function socketData(remoteAddress: string, nowMs: number, urlToken?: stri
     registering: undefined,
     topicRegion: undefined,
     writeTimer: undefined,
+    openAt: -1,
   }
 }
 

@@ -5,13 +5,13 @@ import { errorFrame, errorResponse, MoonlightError } from '../errors.ts'
 import { type RegistrationDeps, register } from '../fleet/registration.ts'
 import type { Client, Registry } from '../fleet/registry.ts'
 import type { MonitorFeed } from '../observe/monitor-feed.ts'
-import { tokenDigest } from '../security/access.ts'
 import { sourceAddress } from '../security/caller-address.ts'
 import { type AgentSocket, type SocketData, socketData, type WsTransport } from '../transports/ws.ts'
 import type { ErrorCode } from '../wire/errors.ts'
 import { summarizeIssues } from '../wire/issues.ts'
 import { MAX_JSON_DEPTH, type MemberSpan, memberSpan } from '../wire/json-text.ts'
 import { commonTaskResponse, type HeartbeatAck, type Registered, type WsInbound, type WsRegister, wsInboundSchema } from '../wire/ws.ts'
+import { OpenSockets } from './open-sockets.ts'
 import { Unregistered } from './unregistered.ts'
 
 export interface GatewayDeps {
@@ -31,7 +31,8 @@ export interface GatewayDeps {
  * `error` frame with a code and the connection stays open, except a bad token, which closes it.
  */
 export class WsGateway {
-  readonly sockets = new Set<AgentSocket>()
+  /** Every open socket: agents, dashboards and those not registered yet. */
+  readonly sockets = new OpenSockets<AgentSocket>()
   /** Sockets that have neither registered nor joined the monitor feed yet. */
   private readonly unregistered = new Unregistered<AgentSocket>()
 
@@ -270,8 +271,9 @@ export class WsGateway {
         return
       }
       case 'monitor': {
+        let holder: string
         try {
-          settings.access.authorize({ token: message.payload.token, address: () => socket.data.remoteAddress, from: 'message' }, 'monitor')
+          holder = settings.access.authorize({ token: message.payload.token, address: () => socket.data.remoteAddress, from: 'message' }, 'monitor').holder
         } catch (error) {
           if (!(error instanceof MoonlightError)) throw error
           this.refuse(socket, error)
@@ -280,7 +282,7 @@ export class WsGateway {
         this.unregistered.delete(socket)
         this.deps.feed.join(socket, socket.data.monitor)
         socket.data.monitor = true
-        socket.data.monitorHolder = tokenDigest(message.payload.token)
+        socket.data.monitorHolder = holder
         return
       }
     }
