@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util'
 import type { BalancerPoint } from './balancer.ts'
 import { runBroadcast } from './broadcast.ts'
 import { runCluster } from './cluster.ts'
-import { runConnections } from './connections.ts'
+import { compareConnections, runConnections } from './connections.ts'
 import type { FetchCapPoint } from './fetch-cap.ts'
 import { runHttpPath } from './http-path.ts'
 import { LATENCY_BEFORE_TARGETS, LATENCY_TARGETS, runLatency } from './latency.ts'
@@ -128,6 +128,18 @@ try {
       workDir,
       log,
     })
+    const compare = {
+      first: Number(values['idle-agents']),
+      ceiling: Number(values['idle-agents']),
+      perProcess: 5000,
+      workDir,
+      log,
+      beforeRoot,
+      rounds: Number(values.rounds ?? 1),
+    }
+    log(`  beside ${beforeRoot ? `${values.before} and ` : ''}the floor (a bare Bun server, one topic per socket), ${compare.rounds} round(s):`)
+    results.connections.compare = await compareConnections(compare)
+    if (values.before) results.connections.before = values.before
   }
   if (phases.has('broadcast')) {
     log('\n[5] broadcast')
