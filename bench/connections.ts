@@ -2,11 +2,16 @@
  * Measurement 4: idle WebSocket agents. Registers N agents (many sockets per agent process), then
  * reads the server's RSS: (RSS with N agents − RSS before) / N, and the time until all registered.
  * Then adds agents until the server's open-file limit (less some headroom) is reached.
+ * Then, in `rounds` rounds (the order rotated each round), the same N agents on a fresh Moonlight,
+ * on the Moonlight of `beforeRoot` if given, and on the floor: a bare Bun server that answers
+ * `register` and subscribes each socket to one topic (agents/broadcast-floor.ts), measured the same way.
  */
 
 import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { startMoonlight } from './lib/moonlight.ts'
-import { type Child, loadAverage, rssBytes } from './lib/proc.ts'
+import { type Child, loadAverage, rssBytes, spawnChild } from './lib/proc.ts'
+import { median } from './lib/stats.ts'
 import { spawnWsAgents } from './lib/ws-agents.ts'
 
 export interface ConnectionsOptions {
@@ -16,6 +21,17 @@ export interface ConnectionsOptions {
   perProcess: number
   workDir: string
   log: (line: string) => void
+  /** Another checkout's root (bench/run.ts --before): measured beside this one and the floor. */
+  beforeRoot?: string
+  /** Rounds of the comparison (this Moonlight, before, the floor); 0: none. */
+  rounds?: number
+}
+
+/** One server's RSS per idle agent at `agents`, per round, in the comparison. */
+export interface ConnectionsCompared {
+  server: 'moonlight' | 'before' | 'floor'
+  rss_per_agent_bytes: number[]
+  median_bytes: number
 }
 
 export interface ConnectionStep {
@@ -33,6 +49,10 @@ export interface ConnectionsResult {
   /** What bounded the largest step: the server's open-file limit, or the ceiling asked for. */
   limit: string
   steps: ConnectionStep[]
+  /** The commit measured as "before" (bench/run.ts --before). */
+  before?: string
+  /** The comparison at the first step's count of agents, servers interleaved. */
+  compare?: { agents: number; rounds: number; servers: ConnectionsCompared[] }
 }
 
 const SETTLE_MS = 2000
@@ -90,6 +110,55 @@ export async function runConnections(options: ConnectionsOptions): Promise<Conne
   } finally {
     await Promise.all(agents.map((agent) => agent.stop()))
     await moonlight.stop()
+  }
+}
+
+/** The comparison: each server started fresh, `first` agents registered, RSS per agent, the order rotated each round. */
+export async function compareConnections(options: ConnectionsOptions): Promise<NonNullable<ConnectionsResult['compare']>> {
+  const servers: ConnectionsCompared['server'][] = ['moonlight', ...(options.beforeRoot ? (['before'] as const) : []), 'floor']
+  const measured = new Map(servers.map((server) => [server, [] as number[]]))
+  const rounds = options.rounds ?? 1
+  for (let round = 0; round < rounds; round++) {
+    for (let at = 0; at < servers.length; at++) {
+      const server = servers[(at + round) % servers.length]!
+      const perAgent = await idleRss(server, options)
+      measured.get(server)!.push(perAgent)
+      options.log(`  round ${round + 1}, ${server}: ${options.first} agents, ${perAgent} B per agent`)
+    }
+  }
+  return {
+    agents: options.first,
+    rounds,
+    servers: servers.map((server) => ({ server, rss_per_agent_bytes: measured.get(server)!, median_bytes: Math.round(median(measured.get(server)!)) })),
+  }
+}
+
+async function idleRss(server: ConnectionsCompared['server'], options: ConnectionsOptions): Promise<number> {
+  const agents: Child[] = []
+  let process: Child
+  let wsUrl: string
+  if (server === 'floor') {
+    process = spawnChild('idle-floor', [globalThis.process.execPath, join(import.meta.dir, 'agents', 'broadcast-floor.ts'), '--port', '0'])
+    const [, port] = await process.waitFor(/listening on (\d+)/, 10_000)
+    wsUrl = `ws://127.0.0.1:${port}/ws`
+  } else {
+    const moonlight = await startMoonlight(options.workDir, { name: `moonlight-idle-${server}`, ...(server === 'before' ? { root: options.beforeRoot } : {}) })
+    process = moonlight
+    wsUrl = moonlight.wsUrl
+  }
+  try {
+    await Bun.sleep(SETTLE_MS)
+    const baseline = rssBytes(process.pid)
+    for (let offset = 0; offset < options.first; offset += options.perProcess) {
+      const count = Math.min(options.perProcess, options.first - offset)
+      agents.push(spawnWsAgents(`ws-agents-${server}-${offset}`, wsUrl, { count, region: 'idle-pool', prefix: `idle-${offset}` }))
+    }
+    await Promise.all(agents.map((agent) => agent.waitFor(/registered \d+ in/, 120_000)))
+    await Bun.sleep(SETTLE_MS)
+    return Math.round((rssBytes(process.pid) - baseline) / options.first)
+  } finally {
+    await Promise.all(agents.map((agent) => agent.stop()))
+    await process.stop()
   }
 }
 

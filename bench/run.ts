@@ -5,6 +5,7 @@
  *   bun bench/run.ts [--quick] [--rounds 3] [--duration 8] [--connections 64]
  *                    [--only http,latency,balancer,connections,broadcast,fetch-cap,cluster] [--label NAME]
  *                    [--latency-rate 2000] [--latency-connections 4]   (the latency phase's paced mode)
+ *                    [--idle-agents 10000] [--idle-rounds 1]   (idle agents: how many; rounds beside --before and the floor)
  *                    [--before GIT_REF]   (also measure Moonlight at that commit, for before/after)
  *                    [--floor]            (also measure a bare Bun relay: the platform's floor)
  * Needs wrk, nginx, haproxy and redis-server on PATH: bench/run.sh installs them (apt-get) first.
@@ -16,7 +17,7 @@ import { parseArgs } from 'node:util'
 import type { BalancerPoint } from './balancer.ts'
 import { runBroadcast } from './broadcast.ts'
 import { runCluster } from './cluster.ts'
-import { runConnections } from './connections.ts'
+import { compareConnections, runConnections } from './connections.ts'
 import type { FetchCapPoint } from './fetch-cap.ts'
 import { runHttpPath } from './http-path.ts'
 import { LATENCY_BEFORE_TARGETS, LATENCY_TARGETS, runLatency } from './latency.ts'
@@ -35,6 +36,8 @@ const { values } = parseArgs({
     'latency-connections': { type: 'string', default: '4' },
     'idle-agents': { type: 'string', default: '10000' },
     'idle-ceiling': { type: 'string', default: '60000' },
+    /** Rounds of the idle agents' comparison (this tree, --before, the floor): each round starts every server afresh. */
+    'idle-rounds': { type: 'string', default: '1' },
     'broadcast-agents': { type: 'string', default: '1000' },
     label: { type: 'string' },
     before: { type: 'string' },
@@ -128,6 +131,18 @@ try {
       workDir,
       log,
     })
+    const compare = {
+      first: Number(values['idle-agents']),
+      ceiling: Number(values['idle-agents']),
+      perProcess: 5000,
+      workDir,
+      log,
+      beforeRoot,
+      rounds: Number(values['idle-rounds']),
+    }
+    log(`  beside ${beforeRoot ? `${values.before} and ` : ''}the floor (a bare Bun server, one topic per socket), ${compare.rounds} round(s):`)
+    results.connections.compare = await compareConnections(compare)
+    if (values.before) results.connections.before = values.before
   }
   if (phases.has('broadcast')) {
     log('\n[5] broadcast')

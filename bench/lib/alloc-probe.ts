@@ -37,6 +37,8 @@ const probe = Bun.serve({
       counts: stats.objectTypeCounts,
       objects: stats.objectCount,
       heap_bytes: stats.heapSize,
+      /** What the collector has taken from the system for its cells, live or not: what the heap adds to RSS. */
+      heap_capacity: stats.heapCapacity,
       native_bytes: stats.mimalloc?.malloc_normal.total ?? Number.NaN,
       native_allocations: stats.mimalloc?.malloc_normal_count ?? Number.NaN,
       cpu_us: usage.user + usage.system,

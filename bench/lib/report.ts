@@ -269,6 +269,27 @@ export function toMarkdown(results: BenchResults): string {
       )
     }
     lines.push('')
+    if (connections.compare) {
+      const { compare } = connections
+      const floor = compare.servers.find((entry) => entry.server === 'floor')
+      const names = {
+        moonlight: 'Moonlight, this tree',
+        before: `Moonlight at ${connections.before ?? 'before'}`,
+        floor: 'the floor: a bare Bun server, one topic per socket (bench/agents/broadcast-floor.ts)',
+      }
+      lines.push(
+        `${compare.agents} agents on each server started afresh, ${compare.rounds} round(s), the servers interleaved:`,
+        '',
+        '| server | RSS per idle agent (median) | each round | × the floor |',
+        '|---|---:|---|---:|',
+      )
+      for (const entry of compare.servers) {
+        lines.push(
+          `| ${names[entry.server]} | ${(entry.median_bytes / 1024).toFixed(2)} KB | ${entry.rss_per_agent_bytes.map((bytes) => (bytes / 1024).toFixed(2)).join(', ')} | ${floor ? (entry.median_bytes / floor.median_bytes).toFixed(2) : '–'} |`,
+        )
+      }
+      lines.push('')
+    }
   }
   if (results.broadcast) {
     const { broadcast } = results

@@ -15,7 +15,13 @@ import { keySeeds, memberHash, rendezvousDraw, rendezvousScore, rendezvousUnit }
  * Pure: no clock, no I/O.
  */
 export class Balancer<Id> {
-  private readonly entries = new Map<Id, Entry<Id>>()
+  /**
+   * Members by id, for the id API (set, remove, has, weightOf): made at its first use. The registry
+   * holds each client's members itself (join, reweigh, leave), so its balancers have no such map: an
+   * entry of a Map costs about 170 bytes of heap, twice an Entry, and a client sits in a balancer per
+   * region of its chain.
+   */
+  private byId: Map<Id, Entry<Id>> | undefined
   /** One heap per distinct weight; an array, not a map, because pick walks it every time. */
   private classes: WeightClass<Id>[] = []
   /** `classes[i].heap[0].key` and `classes[i].weight`, kept in step, for pick's scan. */
@@ -28,15 +34,15 @@ export class Balancer<Id> {
   private nextOrder = 0
 
   get size(): number {
-    return this.entries.size
+    return this.members.length
   }
 
   has(id: Id): boolean {
-    return this.entries.has(id)
+    return this.byId?.has(id) === true
   }
 
   weightOf(id: Id): number | undefined {
-    return this.entries.get(id)?.weight
+    return this.byId?.get(id)?.weight
   }
 
   /**
@@ -48,18 +54,21 @@ export class Balancer<Id> {
       this.remove(id)
       return
     }
-    const existing = this.entries.get(id)
-    if (existing) {
-      // A node that registered again is a new record under the same id.
-      existing.load = load
-      if (existing.weight === weight) return
-      const current = existing.key + existing.weight * this.step
-      this.detach(existing)
-      existing.weight = weight
-      existing.key = current - weight * this.step
-      this.attach(existing)
-      return
-    }
+    this.byId ??= new Map()
+    const existing = this.byId.get(id)
+    if (existing) this.reweigh(existing, weight, load)
+    else this.byId.set(id, this.join(id, weight, load) as Entry<Id>)
+  }
+
+  remove(id: Id): void {
+    const entry = this.byId?.get(id)
+    if (!entry) return
+    this.byId!.delete(id)
+    this.leave(entry)
+  }
+
+  /** Adds a member (weight > 0) and returns it: whoever holds it changes or removes it with reweigh and leave, with no lookup by id. */
+  join(id: Id, weight: number, load: Load = NO_LOAD): Member<Id> {
     // A newcomer starts with zero credit, as in nginx.
     const entry: Entry<Id> = {
       id,
@@ -72,14 +81,27 @@ export class Balancer<Id> {
       load,
     }
     this.members.push(entry)
-    this.entries.set(id, entry)
+    this.attach(entry)
+    return entry
+  }
+
+  /** Changes a member's weight (> 0) keeping its accumulated credit, and what least-request reads of its load. */
+  reweigh(member: Member<Id>, weight: number, load: Load = member.load): void {
+    const entry = member as Entry<Id>
+    // A node that registered again is a new record under the same id.
+    entry.load = load
+    if (entry.weight === weight) return
+    const current = entry.key + entry.weight * this.step
+    this.detach(entry)
+    entry.weight = weight
+    entry.key = current - weight * this.step
     this.attach(entry)
   }
 
-  remove(id: Id): void {
-    const entry = this.entries.get(id)
-    if (!entry) return
-    this.entries.delete(id)
+  /** Removes a member; one that is not (or no longer) in this balancer is left alone. */
+  leave(member: Member<Id>): void {
+    const entry = member as Entry<Id>
+    if (this.members[entry.slot] !== entry) return
     this.detach(entry)
     // The last member takes its place: O(1), and the order of the array means nothing.
     const last = this.members.pop()!
@@ -96,7 +118,7 @@ export class Balancer<Id> {
 
   /** The next member in smooth weighted order, skipping `exclude`; undefined if none is left. */
   pick(exclude?: Excluded<Id>): Id | undefined {
-    if (this.entries.size === 0) return undefined
+    if (this.members.length === 0) return undefined
     this.step++
     if (this.step > REBASE_AT_STEP) this.rebase()
     const richestAt = this.richestClass()
@@ -225,7 +247,7 @@ export class Balancer<Id> {
 
   /** Keeps keys far from float precision limits on a server that runs for years. */
   private rebase(): void {
-    for (const entry of this.entries.values()) entry.key += entry.weight * this.step
+    for (const entry of this.members) entry.key += entry.weight * this.step
     this.step = 0
     this.classes.forEach((weightClass, at) => {
       this.topKeys[at] = weightClass.heap[0]!.key
@@ -239,6 +261,12 @@ export interface Excluded<Id> {
 }
 
 const REBASE_AT_STEP = 2 ** 36
+
+/** A member as its holder sees it (from join): opaque but for its id and load. */
+export interface Member<Id> {
+  readonly id: Id
+  readonly load: Load
+}
 
 interface Entry<Id> {
   id: Id

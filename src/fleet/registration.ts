@@ -1,7 +1,6 @@
 import type { Clock } from '../clock.ts'
 import type { Settings } from '../config/settings.ts'
 import { MoonlightError, tooManyClients } from '../errors.ts'
-import { tokenDigest } from '../security/access.ts'
 import { agentAddress, type Resolve } from '../security/agent-call-address.ts'
 import type { ClientHello, Heartbeat } from '../wire/agent-hello.ts'
 import type { Protocol } from '../wire/names.ts'
@@ -37,7 +36,7 @@ export interface HelloSource {
  */
 export async function register(deps: RegistrationDeps, hello: ClientHello & Partial<Pick<Heartbeat, 'scheme'>>, source: HelloSource): Promise<Client> {
   const { settings, registry } = deps
-  settings.access.authorize({ token: hello.token, address: () => source.sourceIp, from: 'message' }, 'agent', hello.region)
+  const { holder } = settings.access.authorize({ token: hello.token, address: () => source.sourceIp, from: 'message' }, 'agent', hello.region)
   if (!registry.hasRoomFor(hello.node_id)) throw tooManyClients(settings.config.max_clients)
   // The server calls an HTTP agent at this address: it must be one the agent may be at. A WebSocket
   // agent is never called at an address: its `ip` and `port` (the original's clients send a made-up
@@ -45,7 +44,7 @@ export async function register(deps: RegistrationDeps, hello: ClientHello & Part
   // from, with no port (port 0 here, null in the view).
   const ip = source.protocol === 'http' ? await agentAddress(hello.ip, source.sourceIp, settings.allowedNetworks, deps.resolve) : source.sourceIp
   const port = source.protocol === 'http' ? (hello.port ?? 0) : 0
-  const claim: Claim = { holder: tokenDigest(hello.token), protocol: source.protocol, ip, port, connectionId: source.connectionId }
+  const claim: Claim = { holder, protocol: source.protocol, ip, port, connectionId: source.connectionId }
   // An HTTP agent is told apart by its port too: two on one host share the address.
   await checkClaim(deps, hello.node_id, claim, source.protocol === 'http' ? `${ip}:${claim.port}` : source.sourceIp)
   const { client, previous } = registry.announce(

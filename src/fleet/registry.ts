@@ -1,6 +1,6 @@
 import type { HealthState, Protocol, Scheme } from '../wire/names.ts'
 import type { ClientView, RegionCounts } from '../wire/views.ts'
-import { Balancer, type Excluded } from './balancer.ts'
+import { Balancer, type Excluded, type Member } from './balancer.ts'
 import type { HealthPolicy, HealthRecord } from './health.ts'
 import * as health from './health.ts'
 import type { Regions } from './regions.ts'
@@ -54,6 +54,12 @@ export interface Client extends HealthRecord {
   failures: number
   /** Exponentially weighted mean of answered attempts, in ms; 0 until the first answer. */
   latencyMs: number
+  /**
+   * Its places in the balancers of its region and each ancestor (Regions.chain's order), held here
+   * so that joining, reweighing and leaving look nothing up: no map of members per balancer. Absent
+   * while it is in none. The registry's own; never shown.
+   */
+  seats?: Member<string>[] | undefined
 }
 
 /** How a task reaches a client: HTTP (any instance calls an HTTP agent itself), its WebSocket here, or relayed to the instance holding its WebSocket. */
@@ -493,9 +499,12 @@ export class Registry {
     this.regions = regions
     this.policy = policy
     this.balancers = new Map()
-    // The counts were kept along the old hierarchy's chains.
+    // The counts and the seats were kept along the old hierarchy's chains.
     this.fullIn = new Map()
-    for (const client of this.clients.values()) client.countedFull = false
+    for (const client of this.clients.values()) {
+      client.countedFull = false
+      client.seats = undefined
+    }
     for (const client of this.clients.values()) this.syncBalancers(client)
   }
 
@@ -588,24 +597,42 @@ export class Registry {
       return
     }
     this.countFull(client, false)
-    for (const region of this.regions.chain(client.region)) {
+    const weight = effectiveWeight(client.weight, client.rampFactor)
+    if (!(weight > 0)) {
+      this.leaveBalancers(client)
+      return
+    }
+    // Seats are in the order of the chain they were taken along: the client leaves them all before its region changes, and a reload drops them all.
+    const chain = this.regions.chain(client.region)
+    if (client.seats) {
+      for (let at = 0; at < chain.length; at++) this.balancers.get(chain[at]!)?.reweigh(client.seats[at]!, weight, client)
+      return
+    }
+    const seats: Member<string>[] = new Array(chain.length)
+    for (let at = 0; at < chain.length; at++) {
+      const region = chain[at]!
       let balancer = this.balancers.get(region)
       if (!balancer) {
         balancer = new Balancer<string>()
         this.balancers.set(region, balancer)
       }
-      balancer.set(client.nodeId, effectiveWeight(client.weight, client.rampFactor), client)
+      seats[at] = balancer.join(client.nodeId, weight, client)
     }
+    client.seats = seats
   }
 
   private leaveBalancers(client: Client): void {
     this.countFull(client, false)
-    for (const region of this.regions.chain(client.region)) {
-      const balancer = this.balancers.get(region)
+    const { seats } = client
+    if (!seats) return
+    client.seats = undefined
+    const chain = this.regions.chain(client.region)
+    for (let at = 0; at < chain.length; at++) {
+      const balancer = this.balancers.get(chain[at]!)
       if (!balancer) continue
-      balancer.remove(client.nodeId)
+      balancer.leave(seats[at]!)
       // Callers may invent region names by the thousand: an empty balancer is forgotten.
-      if (balancer.size === 0) this.balancers.delete(region)
+      if (balancer.size === 0) this.balancers.delete(chain[at]!)
     }
   }
 }

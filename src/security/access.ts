@@ -11,6 +11,11 @@ export interface Grant {
   readonly roles: number
   /** Where it may register agents and send tasks, each region with everything under it; undefined: everywhere. */
   readonly regions?: readonly string[]
+  /**
+   * The token's digest (tokenDigest), the key it was found by: what a client record keeps as its
+   * holder. One string per token, shared by all its agents, instead of a digest computed (and held) per register.
+   */
+  readonly holder: string
 }
 
 /** A token as presented, and where from. */
@@ -25,7 +30,6 @@ export interface Credential {
 
 const ROLE_BITS: Record<Role, number> = { agent: 1, submit: 2, monitor: 4, admin: 8 }
 const EVERY_ROLE = ROLE_BITS.agent | ROLE_BITS.submit | ROLE_BITS.monitor | ROLE_BITS.admin
-const EVERYWHERE: Grant = { roles: EVERY_ROLE }
 
 /** What each role is for, as a refusal names it. */
 const ROLE_PURPOSE: Record<Role, string> = {
@@ -69,9 +73,15 @@ export class Access {
     this.regions = options.regions
     this.failures = options.failures
     this.limits = options.limits
-    for (const token of options.everyRole) this.grants.set(tokenDigest(token), EVERYWHERE)
+    for (const token of options.everyRole) {
+      const holder = tokenDigest(token)
+      this.grants.set(holder, { roles: EVERY_ROLE, holder })
+    }
     // The config refuses a token granted twice (findRegrant), so no entry overwrites another grant.
-    for (const entry of options.entries) this.grants.set(entryDigest(entry), grantOf(entry))
+    for (const entry of options.entries) {
+      const holder = entryDigest(entry)
+      this.grants.set(holder, grantOf(entry, holder))
+    }
   }
 
   /**
@@ -153,9 +163,9 @@ function entryDigest(entry: AccessEntry): string {
   return entry.token === undefined ? Buffer.from(entry.token_sha256 ?? '', 'hex').toString('base64') : tokenDigest(entry.token)
 }
 
-function grantOf(entry: AccessEntry): Grant {
+function grantOf(entry: AccessEntry, holder: string): Grant {
   const roles = entry.roles.includes('admin') ? EVERY_ROLE : entry.roles.reduce((bits, role) => bits | ROLE_BITS[role], 0)
-  return entry.regions === undefined ? { roles } : { roles, regions: entry.regions }
+  return entry.regions === undefined ? { roles, holder } : { roles, regions: entry.regions, holder }
 }
 
 /**

@@ -8,29 +8,59 @@ import type { PayloadFormat } from '../wire/names.ts'
 import { cancelFrame, type TaskResponse, taskFrame } from '../wire/ws.ts'
 import { type Answer, AttemptError, type FanOutSink, type Transport, timedOut } from './types.ts'
 
-/** What the server keeps on each WebSocket connection. */
+/**
+ * What the server keeps on each WebSocket connection. Every field is there from the start (see
+ * socketData), so the object keeps one shape with its fields inline; what only a busy or a
+ * dashboard socket needs is made when it is first needed, not held by every idle agent.
+ */
 export interface SocketData {
   remoteAddress: string
   /** Set once the socket registers as an agent. */
-  nodeId?: string
-  connectionId?: number
+  nodeId: string | undefined
+  connectionId: number | undefined
   /** How its task payloads go out, set when it registers (see taskFrame). */
-  payloadFormat?: PayloadFormat
+  payloadFormat: PayloadFormat | undefined
   /** A token in the upgrade URL's `?token=`, for a `register` that carries none. Never logged. */
-  urlToken?: string
+  urlToken: string | undefined
   /** The dashboard's live feed instead of an agent. */
   monitor: boolean
   /** The digest (security/access.ts tokenDigest) of the token a dashboard joined the feed with: a reload that revokes it closes the socket. */
-  monitorHolder?: string
+  monitorHolder: string | undefined
   lastSeenMs: number
   /** Messages and pongs heard so far: whether a ping was answered, whatever the clock's resolution. */
   heard: number
-  /** Tasks sent over this socket and not yet answered, by task id: failed over at once if it closes. */
-  pending: Map<string, PendingTask>
-  /** The register under way (or the last one), which the next register on this socket waits for. */
-  registering?: Promise<void>
-  topics: readonly string[]
-  writeTimer?: ReturnType<typeof setTimeout>
+  /** Tasks sent over this socket and not yet answered, by task id: failed over at once if it closes. Made at its first task. */
+  pending: Map<string, PendingTask> | undefined
+  /** The register under way, which the next register on this socket waits for; undefined once it settled. */
+  registering: Promise<void> | undefined
+  /**
+   * The region whose broadcast topic it listens on (its own: see fanOut), or undefined for none. The
+   * client record's own string, so an idle agent holds no topic name of its own.
+   */
+  topicRegion: string | undefined
+  writeTimer: ReturnType<typeof setTimeout> | undefined
+  /** Its place among the gateway's open sockets (src/ws/open-sockets.ts); -1 before it opens and once it closed. */
+  openAt: number
+}
+
+/** A new connection's data: nothing known of it but where it comes from. */
+export function socketData(remoteAddress: string, nowMs: number, urlToken?: string): SocketData {
+  return {
+    remoteAddress,
+    nodeId: undefined,
+    connectionId: undefined,
+    payloadFormat: undefined,
+    urlToken,
+    monitor: false,
+    monitorHolder: undefined,
+    lastSeenMs: nowMs,
+    heard: 0,
+    pending: undefined,
+    registering: undefined,
+    topicRegion: undefined,
+    writeTimer: undefined,
+    openAt: -1,
+  }
 }
 
 export type AgentSocket = ServerWebSocket<SocketData>
@@ -52,6 +82,7 @@ export class Waiter implements Expirable, PendingTask {
     private readonly onFailure: (error: AttemptError) => void,
   ) {
     deadline.watch(this)
+    socket.data.pending ??= new Map()
     socket.data.pending.set(taskId, this)
   }
 
@@ -70,7 +101,7 @@ export class Waiter implements Expirable, PendingTask {
   /** False if it was already settled: an answer and a failure can race, only the first counts. */
   private settle(): boolean {
     const { pending } = this.socket.data
-    if (pending.get(this.taskId) !== this) return false
+    if (pending?.get(this.taskId) !== this) return false
     pending.delete(this.taskId)
     this.deadline.unwatch(this)
     return true
@@ -115,14 +146,15 @@ export class WsTransport implements Transport {
     if (nodeId !== undefined && this.sockets.get(nodeId) === socket) this.sockets.delete(nodeId)
     clearTimeout(socket.data.writeTimer)
     this.outbox.delete(socket)
-    for (const waiter of [...socket.data.pending.values()]) waiter.reject(new AttemptError('disconnected', why))
+    const { pending } = socket.data
+    if (pending) for (const waiter of [...pending.values()]) waiter.reject(new AttemptError('disconnected', why))
   }
 
   /** Tells whichever agent holds `taskId` over this instance's sockets that it was cancelled; false if none does. */
   cancel(taskId: string): boolean {
     let told = false
     for (const socket of this.sockets.values()) {
-      if (!socket.data.pending.has(taskId)) continue
+      if (socket.data.pending?.has(taskId) !== true) continue
       socket.send(cancelFrame(taskId))
       told = true
     }
@@ -142,7 +174,7 @@ export class WsTransport implements Transport {
     let queue = this.outbox.get(socket)
     // An agent with no other task in flight has nothing to share a write with: its task goes at once,
     // without waiting for the end of the turn (at low load, every task).
-    if (socket.data.pending.size === 1 && (queue === undefined || queue.length === 0)) {
+    if (socket.data.pending?.size === 1 && (queue === undefined || queue.length === 0)) {
       this.sent(socket, taskId, socket.send(frame))
       return answer
     }
@@ -184,32 +216,52 @@ export class WsTransport implements Transport {
 
   /** What became of a task's frame: dropped (the client's send buffer is full: the task fails over), queued behind backpressure, or sent. */
   private sent(socket: AgentSocket, taskId: string, result: number): void {
-    if (result === 0) socket.data.pending.get(taskId)?.reject(new AttemptError('dropped', "the client's send buffer is full"))
+    if (result === 0) socket.data.pending?.get(taskId)?.reject(new AttemptError('dropped', "the client's send buffer is full"))
     else if (result === -1) this.watchBackpressure(socket)
   }
 
   /**
-   * Sends one task to many clients through a single `publish` on the region's topic; every
-   * subscriber is an eligible client of that region, so `clients` is who will answer. Agents that
-   * take payloads as strings listen on a topic of their own (stringTopic), published to only when
-   * one of them is among `clients`: the object frame, and its path, stay as they were.
+   * Sends one task to many clients through `publish`: each socket listens on its own region's topic
+   * only (one subscription per agent, not one per region of its chain), so a task for a region goes
+   * to the topic of each region at or under it that has one of `clients`, once per region, however
+   * many clients there are. Every subscriber is an eligible client, so `clients` is who will answer.
+   * Agents that take payloads as strings listen on a topic of their own (stringTopic), published to
+   * only in a region where one of them is among `clients`: the object frame, and its path, stay as they were.
    */
-  fanOut(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline, sink: FanOutSink): void {
+  fanOut(_region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline, sink: FanOutSink): void {
     const group = new FanOutWaiters(deadline, sink)
-    let anyString = false
+    // Nearly always one region or a few, each's clients mostly in a row: a set of them, added to when the region changes.
+    const regions = new Set<string>()
+    let stringRegions: Set<string> | undefined
+    let last: string | undefined
+    let lastString: string | undefined
     for (let index = 0; index < clients.length; index++) {
-      const socket = this.sockets.get(clients[index]!.nodeId)
+      const { nodeId, region } = clients[index]!
+      const socket = this.sockets.get(nodeId)
       if (!socket) sink.failed(index, new AttemptError('unreachable', 'the client has no open connection'))
       else if (deadline.expired) sink.failed(index, timedOut())
       else {
         const data = socket.data
-        if (data.payloadFormat === 'string') anyString = true
         group.add(data, taskId, index)
+        if (data.payloadFormat === 'string') {
+          stringRegions ??= new Set()
+          if (region !== lastString) stringRegions.add(region)
+          lastString = region
+        } else {
+          if (region !== last) regions.add(region)
+          last = region
+        }
       }
     }
     group.watch()
-    this.publish(regionTopic(region), taskFrame(taskId, payloadJson))
-    if (anyString) this.publish(stringTopic(regionTopic(region)), taskFrame(taskId, payloadJson, 'string'))
+    if (regions.size > 0) {
+      const frame = taskFrame(taskId, payloadJson)
+      for (const region of regions) this.publish(regionTopic(region), frame)
+    }
+    if (stringRegions) {
+      const frame = taskFrame(taskId, payloadJson, 'string')
+      for (const region of stringRegions) this.publish(stringTopic(regionTopic(region)), frame)
+    }
   }
 
   /**
@@ -217,7 +269,7 @@ export class WsTransport implements Transport {
    * `responseJson` is the `response` value's own text in the message, passed on as it came.
    */
   resolve(socket: AgentSocket, response: TaskResponse, responseJson: string | undefined): boolean {
-    const waiter = socket.data.pending.get(response.task_id)
+    const waiter = socket.data.pending?.get(response.task_id)
     if (!waiter) return false
     const answer = toAnswer(response, responseJson, this.headerPolicy())
     // The body is the response's own text, trimmed by memberSpan, from a message that parsed and was no deeper than the limit.
@@ -227,7 +279,7 @@ export class WsTransport implements Transport {
 
   /** Fails the attempt `taskId` this socket owes (it answered with something unusable); false if none is waiting. */
   reject(socket: AgentSocket, taskId: string, message: string): boolean {
-    const waiter = socket.data.pending.get(taskId)
+    const waiter = socket.data.pending?.get(taskId)
     if (!waiter) return false
     waiter.reject(new AttemptError('invalid_answer', message))
     return true
@@ -239,14 +291,22 @@ export class WsTransport implements Transport {
     socket.data.writeTimer = undefined
   }
 
-  /** Points a client's socket at exactly `topics` (empty while it must get no broadcasts), in its payload format's variant. */
-  subscribe(nodeId: string, regionTopics: readonly string[]): void {
+  /**
+   * Points a client's socket at the broadcast topic of `region` (its own), in its payload format's
+   * variant, or at none (undefined) while it must get no broadcasts.
+   */
+  subscribe(nodeId: string, region: string | undefined): void {
     const socket = this.sockets.get(nodeId)
     if (!socket) return
-    const topics = socket.data.payloadFormat === 'string' ? regionTopics.map(stringTopic) : regionTopics
-    for (const topic of socket.data.topics) if (!topics.includes(topic)) socket.unsubscribe(topic)
-    for (const topic of topics) if (!socket.data.topics.includes(topic)) socket.subscribe(topic)
-    socket.data.topics = topics
+    const { data } = socket
+    if (data.topicRegion === region) return
+    if (data.topicRegion !== undefined) socket.unsubscribe(this.topicOf(data, data.topicRegion))
+    if (region !== undefined) socket.subscribe(this.topicOf(data, region))
+    data.topicRegion = region
+  }
+
+  private topicOf(data: SocketData, region: string): string {
+    return data.payloadFormat === 'string' ? stringTopic(regionTopic(region)) : regionTopic(region)
   }
 
   private expect(taskId: string, socket: AgentSocket, deadline: Deadline): Promise<Answer> {
@@ -279,6 +339,7 @@ class FanOutWaiters implements Expirable {
 
   add(data: SocketData, taskId: string, index: number): void {
     const part = new FanOutPart(this, data, taskId, index)
+    data.pending ??= new Map()
     data.pending.set(taskId, part)
     this.parts.push(part)
     this.open++
@@ -319,7 +380,7 @@ class FanOutPart implements PendingTask {
   /** False if it was already settled (an answer and a failure can race) or another task took its place. */
   private settle(): boolean {
     const { pending } = this.data
-    if (pending.get(this.taskId) !== this) return false
+    if (pending?.get(this.taskId) !== this) return false
     pending.delete(this.taskId)
     this.group.settled()
     return true

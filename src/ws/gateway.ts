@@ -2,17 +2,16 @@ import type { Server, WebSocketHandler } from 'bun'
 import type { Clock } from '../clock.ts'
 import type { Settings } from '../config/settings.ts'
 import { errorFrame, errorResponse, MoonlightError } from '../errors.ts'
-import { regionTopic } from '../fleet/regions.ts'
 import { type RegistrationDeps, register } from '../fleet/registration.ts'
 import type { Client, Registry } from '../fleet/registry.ts'
 import type { MonitorFeed } from '../observe/monitor-feed.ts'
-import { tokenDigest } from '../security/access.ts'
 import { sourceAddress } from '../security/caller-address.ts'
-import type { AgentSocket, SocketData, WsTransport } from '../transports/ws.ts'
+import { type AgentSocket, type SocketData, socketData, type WsTransport } from '../transports/ws.ts'
 import type { ErrorCode } from '../wire/errors.ts'
 import { summarizeIssues } from '../wire/issues.ts'
 import { MAX_JSON_DEPTH, type MemberSpan, memberSpan } from '../wire/json-text.ts'
 import { commonTaskResponse, type HeartbeatAck, type Registered, type WsInbound, type WsRegister, wsInboundSchema } from '../wire/ws.ts'
+import { OpenSockets } from './open-sockets.ts'
 import { Unregistered } from './unregistered.ts'
 
 export interface GatewayDeps {
@@ -32,7 +31,8 @@ export interface GatewayDeps {
  * `error` frame with a code and the connection stays open, except a bad token, which closes it.
  */
 export class WsGateway {
-  readonly sockets = new Set<AgentSocket>()
+  /** Every open socket: agents, dashboards and those not registered yet. */
+  readonly sockets = new OpenSockets<AgentSocket>()
   /** Sockets that have neither registered nor joined the monitor feed yet. */
   private readonly unregistered = new Unregistered<AgentSocket>()
 
@@ -79,16 +79,12 @@ export class WsGateway {
         new MoonlightError(503, 'too_many_unregistered', `too many WebSocket connections waiting to register (ws.max_unregistered = ${ws.max_unregistered})`),
       )
     }
-    const data: SocketData = {
+    const data = socketData(
       // Through trusted_proxies' X-Forwarded-For, as for HTTP: failed logins are counted by it, and the dashboard shows it.
-      remoteAddress: sourceAddress(server.requestIP(request)?.address, request.headers.get('x-forwarded-for'), this.deps.settings.trustedProxies),
-      monitor: false,
-      lastSeenMs: this.deps.clock.now(),
-      heard: 0,
-      pending: new Map(),
-      topics: [],
-      ...urlToken(request.url),
-    }
+      sourceAddress(server.requestIP(request)?.address, request.headers.get('x-forwarded-for'), this.deps.settings.trustedProxies),
+      this.deps.clock.now(),
+      urlToken(request.url),
+    )
     if (server.upgrade(request, { data })) return undefined
     return errorResponse(new MoonlightError(426, 'upgrade_required', 'expected a WebSocket upgrade request'))
   }
@@ -133,14 +129,16 @@ export class WsGateway {
     for (const socket of this.sockets) socket.close(code, reason)
   }
 
-  /** Keeps a client's region topics in step with whether it may take tasks. */
+  /**
+   * Keeps a client's broadcast topic in step with whether it may take tasks: its own region's, as a
+   * broadcast to any region publishes to each region under it that has clients (WsTransport.fanOut).
+   */
   syncTopics(nodeId: string): void {
-    const { registry, settings } = this.deps
+    const { registry } = this.deps
     const client = registry.get(nodeId)
     if (client?.protocol !== 'ws') return
     // An agent with slots gets broadcasts one by one (src/tasks/broadcast.ts), so a full one can be skipped.
-    const topics = registry.canTakeTasks(client) && client.maxInFlight === undefined ? settings.regions.chain(client.region).map(regionTopic) : []
-    this.deps.transport.subscribe(nodeId, topics)
+    this.deps.transport.subscribe(nodeId, registry.canTakeTasks(client) && client.maxInFlight === undefined ? client.region : undefined)
   }
 
   private onOpen(socket: AgentSocket): void {
@@ -233,13 +231,19 @@ export class WsGateway {
         // wait 1.5 s on the ping to its node's holder, and one sent meanwhile with another node id
         // would otherwise pass the already_registered check too, leaving a node bound to this socket
         // that its close does not remove.
-        socket.data.registering = (socket.data.registering ?? Promise.resolve()).then(() =>
-          // Whatever goes wrong in there is that socket's error frame, never an unhandled rejection (which ends the process).
-          this.register(socket, hello).catch((error: unknown) => {
-            this.deps.log(`[mls] could not register ${hello.node_id}: ${(error as Error)?.stack ?? error}`)
-            sendError(socket, 'the server could not handle this registration', 'internal')
-          }),
-        )
+        const registering: Promise<void> = (socket.data.registering ?? Promise.resolve())
+          .then(() =>
+            // Whatever goes wrong in there is that socket's error frame, never an unhandled rejection (which ends the process).
+            this.register(socket, hello).catch((error: unknown) => {
+              this.deps.log(`[mls] could not register ${hello.node_id}: ${(error as Error)?.stack ?? error}`)
+              sendError(socket, 'the server could not handle this registration', 'internal')
+            }),
+          )
+          .then(() => {
+            // Settled and the last one: nothing waits for it, so an idle agent does not keep it.
+            if (socket.data.registering === registering) socket.data.registering = undefined
+          })
+        socket.data.registering = registering
         return
       }
       case 'heartbeat': {
@@ -269,8 +273,9 @@ export class WsGateway {
         return
       }
       case 'monitor': {
+        let holder: string
         try {
-          settings.access.authorize({ token: message.payload.token, address: () => socket.data.remoteAddress, from: 'message' }, 'monitor')
+          holder = settings.access.authorize({ token: message.payload.token, address: () => socket.data.remoteAddress, from: 'message' }, 'monitor').holder
         } catch (error) {
           if (!(error instanceof MoonlightError)) throw error
           this.refuse(socket, error)
@@ -279,7 +284,7 @@ export class WsGateway {
         this.unregistered.delete(socket)
         this.deps.feed.join(socket, socket.data.monitor)
         socket.data.monitor = true
-        socket.data.monitorHolder = tokenDigest(message.payload.token)
+        socket.data.monitorHolder = holder
         return
       }
     }
@@ -322,8 +327,11 @@ export class WsGateway {
     }
     socket.data.nodeId = client.nodeId
     socket.data.connectionId = client.connectionId
-    // Before the topics are chosen: a string-format agent listens on the string variant of each.
-    socket.data.payloadFormat = hello.payload_format ?? this.deps.settings.config.ws.payload_format
+    // Before the topic is chosen: a string-format agent listens on the string variant of it.
+    const payloadFormat = hello.payload_format ?? this.deps.settings.config.ws.payload_format
+    // Registered again in the other format: the old variant's topic goes first, while it can still be named.
+    if (socket.data.payloadFormat !== undefined && socket.data.payloadFormat !== payloadFormat) this.deps.transport.subscribe(client.nodeId, undefined)
+    socket.data.payloadFormat = payloadFormat
     this.unregistered.delete(socket)
     this.deps.transport.attach(client.nodeId, socket)?.close(4000, 'replaced by a newer connection for this node_id')
     this.syncTopics(client.nodeId)
@@ -381,11 +389,10 @@ export class WsGateway {
  * `?token=` of an upgrade URL, for a `register` without a token (the original Moonlight's clients).
  * Kept on the socket only, never logged: a URL is less safe than a header, as proxies log URLs.
  */
-function urlToken(url: string): { urlToken?: string } {
+function urlToken(url: string): string | undefined {
   // Nearly every upgrade has no query: no URL parsing for them.
-  if (!url.includes('?')) return {}
-  const token = new URL(url).searchParams.get('token')
-  return token ? { urlToken: token } : {}
+  if (!url.includes('?')) return undefined
+  return new URL(url).searchParams.get('token') || undefined
 }
 
 const TOO_BIG_REASON = 'Received too big message'

@@ -67,6 +67,14 @@ function refusal(run: () => unknown): MoonlightError {
 const ROLES: Role[] = ['agent', 'submit', 'monitor', 'admin']
 
 describe('roles', () => {
+  test("a grant names its token's digest, the holder a client record keeps: for a plain token, one of every role and a token_sha256 entry alike", () => {
+    const { access } = setup()
+    expect(access.authorize(credential(AGENT), 'agent').holder).toBe(tokenDigest(AGENT))
+    expect(access.authorize(credential(SEED_TOKEN), 'agent').holder).toBe(tokenDigest(SEED_TOKEN))
+    expect(access.authorize(credential(HASHED), 'monitor').holder).toBe(tokenDigest(HASHED))
+    expect(access.digestHolds(access.authorize(credential(AGENT), 'agent').holder, 'agent')).toBe(true)
+  })
+
   test('each token holds its roles and no other; admin and the seed tokens hold every role', () => {
     const { access } = setup()
     const table = (token: string) => Object.fromEntries(ROLES.map((role) => [role, outcome(access, token, role)]))

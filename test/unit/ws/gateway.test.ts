@@ -9,7 +9,7 @@ import { TaskStats } from '../../../src/observe/task-stats.ts'
 import { AuthFailures } from '../../../src/security/auth-failures.ts'
 import { DeadlineTimer } from '../../../src/tasks/deadlines.ts'
 import { AttemptError } from '../../../src/transports/types.ts'
-import { type AgentSocket, type SocketData, WsTransport } from '../../../src/transports/ws.ts'
+import { type AgentSocket, type SocketData, socketData, WsTransport } from '../../../src/transports/ws.ts'
 import { errorCodeSchema, errorFrameSchema } from '../../../src/wire/errors.ts'
 import { monitorFrameSchema } from '../../../src/wire/monitor.ts'
 import { heartbeatAckSchema, registeredSchema } from '../../../src/wire/ws.ts'
@@ -128,7 +128,7 @@ function gatewayWorld(overrides: Record<string, unknown> = {}) {
 
   /** A socket Bun has just opened. */
   const open = (remoteAddress = '127.0.0.7'): FakeSocket => {
-    const socket = new FakeSocket({ remoteAddress, monitor: false, lastSeenMs: clock.now(), heard: 0, pending: new Map(), topics: [] })
+    const socket = new FakeSocket(socketData(remoteAddress, clock.now()))
     gateway.handler.open?.(asAgent(socket))
     return socket
   }
@@ -156,7 +156,7 @@ function gatewayWorld(overrides: Record<string, unknown> = {}) {
   const attempt = (nodeId: string, taskId: string) => transport.send(registry.get(nodeId)!, taskId, '{"job":1}', deadlines.start(30_000))
   const close = (socket: FakeSocket, code: number, reason = '') => gateway.handler.close?.(asAgent(socket), code, reason)
 
-  return { clock, settings, registry, events, transport, feed, gateway, published, logs, open, receive, hello, registered, attempt, close }
+  return { clock, settings, registry, events, transport, feed, gateway, published, logs, open, receive, hello, registered, attempt, close, deadlines }
 }
 
 function asAgent(socket: FakeSocket): AgentSocket {
@@ -170,7 +170,7 @@ function taskResponseNested(taskId: string, depth: number): string {
 }
 
 describe('ws gateway', () => {
-  test('register is answered with a registered frame, and the client joins the topics of its region and above', async () => {
+  test('register is answered with a registered frame, and the client joins the topic of its own region', async () => {
     const world = gatewayWorld()
     const socket = world.open('127.0.0.7')
     await world.receive(socket, world.hello('east-1', { weight: 5 }))
@@ -186,8 +186,46 @@ describe('ws gateway', () => {
     expect(socket.data.nodeId).toBe('east-1')
     // A hello without an ip is known by the socket's address.
     expect(world.registry.get('east-1')).toMatchObject({ protocol: 'ws', ip: '127.0.0.7', weight: 5, connectionId: socket.data.connectionId })
-    expect([...socket.topics]).toEqual(['region:us-east-1', 'region:usa', 'region:northamerica', 'region:global'])
+    // One topic: a broadcast to an ancestor publishes to each region under it that has clients (the next test).
+    expect([...socket.topics]).toEqual(['region:us-east-1'])
     expect(socket.errorCodes()).toEqual([])
+    // An idle agent holds no task map and no settled register: they are made when needed.
+    expect(socket.data.pending).toBeUndefined()
+    expect(socket.data.registering).toBeUndefined()
+  })
+
+  test("a broadcast to an ancestor goes to the topic of each region under it with clients, once each, in each payload format's variant", async () => {
+    const world = gatewayWorld()
+    const east1 = await world.registered('east-1')
+    const east2 = await world.registered('east-2')
+    const usa = await world.registered('usa-1', { region: 'usa' })
+    const stringy = await world.registered('east-s', { payload_format: 'string' })
+    await world.registered('eu-1', { region: 'eu-west-1' })
+    expect([...usa.topics]).toEqual(['region:usa'])
+    expect([...stringy.topics]).toEqual(['string:region:us-east-1'])
+    const clients = world.registry.within('northamerica')
+    expect(clients.map((client) => client.nodeId).sort()).toEqual(['east-1', 'east-2', 'east-s', 'usa-1'])
+    const failed: number[] = []
+    world.transport.fanOut('northamerica', 't-b', '{"job":1}', clients, world.deadlines.start(30_000), {
+      answered: () => {},
+      failed: (index) => failed.push(index),
+    })
+    expect(world.published.map(({ topic }) => topic).sort()).toEqual(['region:us-east-1', 'region:usa', 'string:region:us-east-1'])
+    expect(JSON.parse(world.published.find(({ topic }) => topic === 'string:region:us-east-1')!.message)).toMatchObject({ payload: '{"job":1}' })
+    // Every client's part went out (none failed at once).
+    expect(failed).toEqual([])
+    // Each subscriber's part is waited for on its own socket.
+    for (const socket of [east1, east2, usa, stringy]) expect(socket.data.pending?.has('t-b')).toBe(true)
+  })
+
+  test('registering again in the other payload format moves the socket to the other variant of its topic', async () => {
+    const world = gatewayWorld()
+    const socket = await world.registered('east-1')
+    await world.receive(socket, world.hello('east-1', { payload_format: 'string' }))
+    expect(socket.frames.at(-1)).toMatchObject({ type: 'registered', payload: { payload_format: 'string' } })
+    expect([...socket.topics]).toEqual(['string:region:us-east-1'])
+    await world.receive(socket, world.hello('east-1', { payload_format: 'object' }))
+    expect([...socket.topics]).toEqual(['region:us-east-1'])
   })
 
   test('a bad token gets an invalid_token error frame and the connection is closed with 1008', async () => {
@@ -279,7 +317,7 @@ describe('ws gateway', () => {
     const error = await answer
     expect(error).toBeInstanceOf(AttemptError)
     expect(error).toMatchObject({ kind: 'invalid_answer', message: expect.stringMatching(/^the client's task_response was invalid: payload\.status: /) })
-    expect(socket.data.pending.size).toBe(0)
+    expect(socket.data.pending?.size).toBe(0)
   })
 
   test('a message nested deeper than 1000 levels is refused as too_deep, and the attempt it answers fails', async () => {
