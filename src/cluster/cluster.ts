@@ -133,9 +133,10 @@ export class Cluster {
       deadlines: this.deps.deadlines,
       slots: this.deps.slots,
       replies: this.replies,
+      batches: this.deps.settings.relayBatch,
     }
     // With batches off, this instance reads one message as one task or reply, as older versions do (a batch is dropped as unreadable).
-    const batches = this.deps.settings.relayBatch
+    const { batches } = holder
     await this.connection.subscribe(this.keys.relay(this.instanceId), (message) => {
       // Subscribed before the id is claimed: a twin that is about to be refused must not answer, wrongly,
       // "no longer connected" for the running instance's agents (the origin would retry, the agent run it twice).

@@ -224,6 +224,8 @@ export interface RelayHolderDeps {
   slots: SlotQueue
   /** How answers go back to the origins that read them in batches. */
   replies: RelayReplies
+  /** cluster.relay_batch here: off, every answer is its own message, whatever the origin asked (as an older version does). */
+  batches: boolean
 }
 
 /** The answers owed to one origin that reads batches: how many are still being worked on here, and those ready this turn. */
@@ -247,7 +249,7 @@ export class RelayReplies {
   private readonly origins = new Map<string, OriginLine>()
   private readonly due: OriginLine[] = []
   private flushScheduled = false
-  /** Redis messages that carried replies to batching origins (a batch counts once). */
+  /** Redis messages that carried replies (a batch counts once). */
   published = 0
 
   constructor(
@@ -281,6 +283,11 @@ export class RelayReplies {
     }
   }
 
+  /** A reply to an origin that reads one per message. */
+  alone(origin: string, message: string): void {
+    this.publish(this.keys.reply(origin), message)
+  }
+
   private readonly flush = (): void => {
     this.flushScheduled = false
     for (const line of this.due) {
@@ -311,12 +318,9 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
   const payload = memberSpan(text, 'payload')
   const { origin } = request
   // An origin that reads batches gets its reply with the others ready in the same turn (exactly one per task).
-  const batched = request.batch_replies === true
+  const batched = deps.batches && request.batch_replies === true
   if (batched) deps.replies.expect(origin)
-  const reply = batched
-    ? (message: string) => deps.replies.send(origin, message)
-    : // Not awaited: a lost reply fails the attempt at the origin (its deadline, or failHolder), never here.
-      (message: string) => void deps.connection.publish(deps.keys.reply(origin), message).catch(() => undefined)
+  const reply = batched ? (message: string) => deps.replies.send(origin, message) : (message: string) => deps.replies.alone(origin, message)
   const failure = (body: RelayReply) => reply(JSON.stringify(body))
   const client = deps.registry.get(request.node_id)
   if (!client || client.instance !== undefined || client.route !== 'ws' || payload.start === -1) {
