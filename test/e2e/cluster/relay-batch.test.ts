@@ -105,4 +105,33 @@ describe('relay batches', () => {
     expect(await metric(old, 'moonlight_cluster_relay_messages_total{kind="tasks"}')).toBe(count)
     expect(await metric(a, 'moonlight_cluster_relay_messages_total{kind="replies"}')).toBe(count)
   }, 30_000)
+
+  test('kill -9 of B with batches of tasks relayed to it: every caller at A gets one answer, from an agent on A, once', async () => {
+    const count = 30
+    const redis = await redisServer()
+    const a = await instance(redis.url, 'a', { task_timeout: 20 })
+    const b = await instance(redis.url, 'b', { task_timeout: 20 })
+    // B's agent keeps every task and never answers: B dies with all of them.
+    const silent = await wsAgent(b, { nodeId: 'silent', region: 'us-east-1', answer: () => null })
+    await waitFor(async () => (await getJson(`${a.url}/clients`)).clients.length === 1, "A lists B's agent", 5000)
+    await knowsPresence(a, b)
+
+    const calls = Array.from({ length: count }, (_, i) => postTask(a.url, { region: 'usa', payload: i }))
+    for (const call of calls) call.catch(() => undefined)
+    await waitFor(() => silent.received.length === count, `the ${count} tasks at B's agent`, 5000)
+    const tasks = await metric(a, 'moonlight_cluster_relay_messages_total{kind="tasks"}')
+    console.log(`[relay batches] ${count} tasks relayed to B in ${tasks} messages before B was killed`)
+    expect(tasks).toBeLessThan(count)
+    const rescuer = await wsAgent(a, { nodeId: 'rescuer', region: 'us-east-1' })
+    b.child.process.kill('SIGKILL')
+    await b.child.exited
+
+    const answered = await Promise.all(calls)
+    answered.forEach((result, i) => {
+      expect([result.status, result.headers.get('x-moonlight-node'), result.headers.get('x-moonlight-instance')]).toEqual([200, 'rescuer', 'a'])
+      expect(result.json()).toEqual({ node: 'rescuer', echo: i })
+    })
+    expect([...rescuer.received].sort((x, y) => Number(x) - Number(y))).toEqual(Array.from({ length: count }, (_, i) => i))
+    expect(await metric(a, 'moonlight_cluster_relays_pending')).toBe(0)
+  }, 30_000)
 })
