@@ -5,9 +5,9 @@ import type { DeadlineTimer } from '../tasks/deadlines.ts'
 import type { SlotQueue } from '../tasks/slot-waiting.ts'
 import type { Transport } from '../transports/types.ts'
 import { ClusterKeys } from './keys.ts'
-import { announcementOf, type FleetMessage, fleetMessageSchema, readMessage, type SharedClient, share, sharedClientSchema } from './messages.ts'
+import { announcementOf, type FleetMessage, fleetMessageSchema, readMessage, relayMembers, type SharedClient, share, sharedClientSchema } from './messages.ts'
 import { RedisConnection, redactRedisUrl } from './redis-connection.ts'
-import { deliverRelayed, RelayTransport } from './relay.ts'
+import { deliverRelayed, RelayReplies, RelayTransport } from './relay.ts'
 import { cameBackEmpty, configValue, type RedisSettings, riskySettings } from './store-checks.ts'
 
 export interface ClusterSettings {
@@ -18,6 +18,8 @@ export interface ClusterSettings {
   /** A Redis command not answered within this makes Redis count as lost (cluster.command_timeout). */
   commandTimeoutMs: number
   advertiseUrl: string
+  /** cluster.relay_batch: gather relayed tasks (and their answers) per instance per turn, with the instances that read them. */
+  relayBatch: boolean
 }
 
 /** An instance as the others see it (its presence key's value). */
@@ -29,6 +31,8 @@ export interface InstanceInfo {
   clients: number
   in_flight: number
   refreshed_at: string
+  /** It reads relay batches (src/cluster/messages.ts relayBatch); absent from an older version, which must never be sent one. */
+  relay_batch?: boolean
 }
 
 export interface ClusterDeps {
@@ -63,6 +67,7 @@ export class ClusterConflictError extends Error {
 export class Cluster {
   readonly keys: ClusterKeys
   readonly relay: RelayTransport
+  readonly replies: RelayReplies
   readonly connection: RedisConnection
   private readonly incarnation = crypto.randomUUID()
   private readonly startedAt: string
@@ -87,7 +92,16 @@ export class Cluster {
       up: () => this.onUp(),
       down: (reason) => this.onDown(reason),
     })
-    this.relay = new RelayTransport(this.connection, this.keys, () => this.deps.settings.instanceId)
+    const batches = settings.relayBatch
+    this.relay = new RelayTransport(
+      this.connection,
+      this.keys,
+      () => this.deps.settings.instanceId,
+      // Known from its presence only: a newcomer heard of on the fleet channel gets single messages until the next tick reads it.
+      (instance) => batches && this.instances.get(instance)?.relay_batch === true,
+      batches,
+    )
+    this.replies = new RelayReplies(this.connection, this.keys)
     // A WebSocket agent held here filled up or has room again: the others skip it, or may send again.
     // (An HTTP agent's fullness is each instance's own: they call it directly, each within its share.)
     deps.registry.watchFull((client) => {
@@ -118,14 +132,22 @@ export class Cluster {
       local: this.deps.localWs,
       deadlines: this.deps.deadlines,
       slots: this.deps.slots,
+      replies: this.replies,
+      batches: this.deps.settings.relayBatch,
     }
+    // With batches off, this instance reads one message as one task or reply, as older versions do (a batch is dropped as unreadable).
+    const { batches } = holder
     await this.connection.subscribe(this.keys.relay(this.instanceId), (message) => {
       // Subscribed before the id is claimed: a twin that is about to be refused must not answer, wrongly,
       // "no longer connected" for the running instance's agents (the origin would retry, the agent run it twice).
       if (!this.claimed) return
-      void deliverRelayed(holder, message)
+      if (!batches) void deliverRelayed(holder, message)
+      else for (const member of relayMembers(message)) void deliverRelayed(holder, member)
     })
-    await this.connection.subscribe(this.keys.reply(this.instanceId), (message) => this.relay.onReply(message))
+    await this.connection.subscribe(this.keys.reply(this.instanceId), (message) => {
+      if (batches) this.relay.onMessage(message)
+      else this.relay.onReply(message)
+    })
     // A few refreshes per instance_ttl: refreshed only once per TTL, the key would lapse whenever a timer
     // ran late, and the others would drop this live instance's clients until it claimed its id again.
     // Running before the claim, so that the first refresh follows it within one period, however long the
@@ -162,6 +184,7 @@ export class Cluster {
       clients,
       in_flight: inFlight,
       refreshed_at: new Date(this.deps.clock.now()).toISOString(),
+      ...(this.deps.settings.relayBatch ? { relay_batch: true } : {}),
     }
   }
 

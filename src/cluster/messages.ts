@@ -81,6 +81,12 @@ export const relayRequestSchema = z.object({
    * say so gets the whole reply as one JSON object, the body in it as a string.
    */
   raw_answer: z.literal(true).optional(),
+  /**
+   * The origin reads several replies in one message (a relay batch, see relayBatch): the holder may
+   * send the answers to this origin ready in one turn together. An origin that does not say so gets
+   * one message per reply.
+   */
+  batch_replies: z.literal(true).optional(),
 })
 export type RelayRequest = z.infer<typeof relayRequestSchema>
 
@@ -145,6 +151,7 @@ export function commonRelayRequest(value: unknown): RelayRequest | undefined {
         if (typeof field !== 'string' || !TRACESTATE.test(field)) return undefined
         break
       case 'raw_answer':
+      case 'batch_replies':
         if (field !== true) return undefined
         break
       case 'payload':
@@ -221,6 +228,41 @@ function isStringRecord(value: unknown): boolean {
  */
 export function replyText(envelope: RelayReply, body: string, raw: boolean): string {
   return raw ? `${JSON.stringify(envelope)}\n${body}` : JSON.stringify({ ...envelope, body })
+}
+
+/**
+ * Several relay messages (requests to one holder, or replies to one origin) as one Redis message: a
+ * JSON array of their lengths, a newline, and the messages' own texts one after the other. A single
+ * message is a JSON object, so the first character tells the two apart; an instance that does not
+ * read batches would fail to parse one and drop it, but is never sent one (it does not advertise
+ * `relay_batch` in its presence, nor ask for `batch_replies`). Each member is checked on its own
+ * afterwards, so a bad member is dropped alone.
+ */
+export function relayBatch(members: readonly string[]): string {
+  let lengths = ''
+  for (const member of members) lengths += lengths === '' ? member.length : `,${member.length}`
+  return `[${lengths}]\n${members.join('')}`
+}
+
+/**
+ * The messages a Redis message carries: itself if it is a single one, the members if it is a batch
+ * (relayBatch), none if it is a batch whose lengths do not describe its text (nothing in it can be
+ * told apart, so all of it is dropped).
+ */
+export function relayMembers(text: string): string[] {
+  if (text.charCodeAt(0) !== 91 /* [ */) return [text]
+  const newline = text.indexOf('\n')
+  if (newline === -1) return []
+  const lengths = parsed(text.slice(0, newline))
+  if (!Array.isArray(lengths)) return []
+  const members: string[] = []
+  let at = newline + 1
+  for (const length of lengths) {
+    if (!Number.isSafeInteger(length) || length < 0 || at + length > text.length) return []
+    members.push(text.slice(at, at + length))
+    at += length
+  }
+  return at === text.length ? members : []
 }
 
 function parsed(text: string): unknown {

@@ -7,7 +7,7 @@ import { type Answer, AttemptError, type Transport, timedOut } from '../transpor
 import { memberSpan } from '../wire/json-text.ts'
 import { traceFields } from '../wire/ws.ts'
 import type { ClusterKeys } from './keys.ts'
-import { type RelayReply, readRelayReply, readRelayRequest, replyText } from './messages.ts'
+import { type RelayReply, readRelayReply, readRelayRequest, relayBatch, relayMembers, replyText } from './messages.ts'
 import type { RedisConnection } from './redis-connection.ts'
 
 /** One relayed attempt waiting for its reply; fails over at once if its holder goes away. */
@@ -18,13 +18,30 @@ class RelayWaiter implements Expirable {
   constructor(
     private readonly transport: RelayTransport,
     readonly key: string,
-    readonly instance: string,
+    readonly line: HolderLine,
     readonly deadline: Deadline,
+    /** What the message is made of: kept until it is written (at once, or at the end of the turn). */
+    readonly taskId: string,
+    readonly nodeId: string,
+    readonly payloadJson: string,
+    readonly trace: TraceHeaders | undefined,
   ) {}
+
+  get instance(): string {
+    return this.line.instance
+  }
 
   expire(): void {
     this.transport.fail(this.key, timedOut())
   }
+}
+
+/** The attempts relayed to one holder: how many wait for a reply, and those not yet published this turn. */
+class HolderLine {
+  inFlight = 0
+  readonly queue: RelayWaiter[] = []
+
+  constructor(readonly instance: string) {}
 }
 
 /**
@@ -32,17 +49,33 @@ class RelayWaiter implements Expirable {
  * sent down the agent's socket there, and answered on this instance's reply channel. The payload
  * and the answer travel as their own text. A holder that dies fails its relayed attempts at once
  * (failHolder), like a WebSocket disconnect, and a reply nobody waits for any more is dropped.
+ *
+ * Each relayed task costs Redis a PUBLISH and a delivery each way, and the two instances a message
+ * each: that, not the bytes, is most of its price. So the tasks for one holder that reads batches
+ * (it says so in its presence) gathered during one event-loop turn go as one message (relayBatch),
+ * as the WebSocket transport's outbox does for a socket; a task to a holder with nothing else in
+ * flight goes at once, alone, as before (at low load, every task).
  */
 export class RelayTransport implements Transport {
   private readonly waiting = new Map<string, RelayWaiter>()
+  private readonly lines = new Map<string, HolderLine>()
+  /** The lines with tasks queued this turn, published by flush. */
+  private readonly due: HolderLine[] = []
+  private flushScheduled = false
   private sequence = 0
   relayed = 0
+  /** Redis messages that carried relayed tasks (a batch counts once). */
+  published = 0
 
   constructor(
     private readonly connection: RedisConnection,
     private readonly keys: ClusterKeys,
     /** This instance's id, read when a task is relayed (it is settled only once the server listens). */
     private readonly selfId: () => string,
+    /** Whether `instance` reads relay batches (its presence says so); never, while batches are off here. */
+    private readonly readsBatches: (instance: string) => boolean = () => false,
+    /** Whether the holders may answer this instance in batches (cluster.relay_batch). */
+    private readonly askBatchReplies = false,
   ) {}
 
   private get self(): string {
@@ -59,29 +92,76 @@ export class RelayTransport implements Transport {
     if (holder === undefined || !this.connection.up)
       return Promise.reject(new AttemptError('unreachable', `cannot reach instance ${holder ?? '?'}: the cluster store is down`))
     const key = `${this.self}/${++this.sequence}`
-    const waiter = new RelayWaiter(this, key, holder, deadline)
+    let line = this.lines.get(holder)
+    if (line === undefined) {
+      line = new HolderLine(holder)
+      this.lines.set(holder, line)
+    }
+    const waiter = new RelayWaiter(this, key, line, deadline, taskId, client.nodeId, payloadJson, trace)
     const answer = new Promise<Answer>((resolve, reject) => {
       waiter.resolve = resolve
       waiter.reject = reject
     })
     this.waiting.set(key, waiter)
+    line.inFlight++
     deadline.watch(waiter)
+    this.relayed++
+    // Nothing else in flight to this holder, or it does not read batches: nothing to share a message with.
+    if ((line.inFlight === 1 && line.queue.length === 0) || !this.readsBatches(holder)) {
+      this.publish(line, this.requestText(waiter), [waiter])
+      return answer
+    }
+    if (line.queue.length === 0) this.due.push(line)
+    line.queue.push(waiter)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(this.flush)
+    }
+    return answer
+  }
+
+  /** A relayed task's own message, with the time its caller has left now. */
+  private requestText(waiter: RelayWaiter): string {
+    const { deadline, trace } = waiter
     const timeoutMs = Math.max(1, Math.ceil(deadline.atMs - performance.now()))
-    const message = `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(key)},"task_id":${JSON.stringify(taskId)},"node_id":${JSON.stringify(client.nodeId)},"timeout_ms":${timeoutMs},"raw_answer":true,${trace === undefined ? '' : traceFields(trace)}"payload":${payloadJson}}`
-    // Not awaited: the reply may even come first. What PUBLISH says only ever fails the attempt, so it
-    // is read when it comes, and the task goes on meanwhile.
+    return `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(waiter.key)},"task_id":${JSON.stringify(waiter.taskId)},"node_id":${JSON.stringify(waiter.nodeId)},"timeout_ms":${timeoutMs},"raw_answer":true,${this.askBatchReplies ? '"batch_replies":true,' : ''}${trace === undefined ? '' : traceFields(trace)}"payload":${waiter.payloadJson}}`
+  }
+
+  /** Publishes the tasks each holder was given this turn: one message per holder. */
+  private readonly flush = (): void => {
+    this.flushScheduled = false
+    for (const line of this.due) {
+      const { queue } = line
+      // Settled meanwhile (timed out, failed over with their holder): not sent at all.
+      const live = queue.filter((waiter) => this.waiting.get(waiter.key) === waiter)
+      queue.length = 0
+      if (live.length === 0) continue
+      if (live.length === 1) this.publish(line, this.requestText(live[0]!), live)
+      else this.publish(line, relayBatch(live.map((waiter) => this.requestText(waiter))), live)
+    }
+    this.due.length = 0
+  }
+
+  private publish(line: HolderLine, message: string, waiters: readonly RelayWaiter[]): void {
+    const holder = line.instance
+    this.published++
+    // Not awaited: the reply may even come first. What PUBLISH says only ever fails the attempts, so it
+    // is read when it comes, and the tasks go on meanwhile.
     this.connection.publish(this.keys.relay(holder), message).then(
       (receivers) => {
-        // Nobody listening on the holder's channel: it is gone, whatever its presence key still says, and never got the task.
-        if (Number(receivers) === 0) this.fail(key, new AttemptError('unreachable', `instance ${holder} is not listening`))
+        // Nobody listening on the holder's channel: it is gone, whatever its presence key still says, and never got the tasks.
+        if (Number(receivers) === 0) for (const waiter of waiters) this.fail(waiter.key, new AttemptError('unreachable', `instance ${holder} is not listening`))
       },
       (error) => {
         // The store may have passed the message on before the failure reached us: lost, not unreachable.
-        this.fail(key, new AttemptError('disconnected', `cannot relay to instance ${holder}: ${(error as Error).message}`))
+        for (const waiter of waiters) this.fail(waiter.key, new AttemptError('disconnected', `cannot relay to instance ${holder}: ${(error as Error).message}`))
       },
     )
-    this.relayed++
-    return answer
+  }
+
+  /** A message on this instance's reply channel: one reply, or a holder's batch of them. */
+  onMessage(text: string): void {
+    for (const member of relayMembers(text)) this.onReply(member)
   }
 
   /** A reply from a holder (on this instance's reply channel). */
@@ -92,8 +172,7 @@ export class RelayTransport implements Transport {
     const { reply, body } = read
     const waiter = this.waiting.get(reply.key)
     if (!waiter) return
-    this.waiting.delete(reply.key)
-    waiter.deadline.unwatch(waiter)
+    this.settle(waiter)
     if (reply.error !== undefined || reply.status === undefined) {
       waiter.reject(new AttemptError(reply.kind ?? 'disconnected', `via instance ${waiter.instance}: ${reply.error ?? 'no answer'}`, reply.full === true))
       return
@@ -121,9 +200,16 @@ export class RelayTransport implements Transport {
   fail(key: string, error: AttemptError): void {
     const waiter = this.waiting.get(key)
     if (!waiter) return
-    this.waiting.delete(key)
-    waiter.deadline.unwatch(waiter)
+    this.settle(waiter)
     waiter.reject(error)
+  }
+
+  private settle(waiter: RelayWaiter): void {
+    this.waiting.delete(waiter.key)
+    waiter.deadline.unwatch(waiter)
+    const { line } = waiter
+    // A holder with nothing in flight is forgotten: the lines follow the live holders, not every one ever seen.
+    if (--line.inFlight === 0 && line.queue.length === 0 && this.lines.get(line.instance) === line) this.lines.delete(line.instance)
   }
 }
 
@@ -136,6 +222,88 @@ export interface RelayHolderDeps {
   deadlines: DeadlineTimer
   /** Where a relayed task waits while the agent's slots are all taken here. */
   slots: SlotQueue
+  /** How answers go back to the origins that read them in batches. */
+  replies: RelayReplies
+  /** cluster.relay_batch here: off, every answer is its own message, whatever the origin asked (as an older version does). */
+  batches: boolean
+}
+
+/** The answers owed to one origin that reads batches: how many are still being worked on here, and those ready this turn. */
+class OriginLine {
+  inFlight = 0
+  readonly queue: string[] = []
+
+  constructor(
+    readonly origin: string,
+    readonly channel: string,
+  ) {}
+}
+
+/**
+ * The holder's side of the batching (see RelayTransport): the replies to one origin ready during one
+ * event-loop turn go back as one message; a reply with no other task of that origin being worked on
+ * here goes at once, alone. Only for origins that asked (`batch_replies`): an older one reads one
+ * reply per message.
+ */
+export class RelayReplies {
+  private readonly origins = new Map<string, OriginLine>()
+  private readonly due: OriginLine[] = []
+  private flushScheduled = false
+  /** Redis messages that carried replies (a batch counts once). */
+  published = 0
+
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly keys: ClusterKeys,
+  ) {}
+
+  /** A task from `origin` is being worked on here: exactly one send for it follows. */
+  expect(origin: string): void {
+    let line = this.origins.get(origin)
+    if (line === undefined) {
+      line = new OriginLine(origin, this.keys.reply(origin))
+      this.origins.set(origin, line)
+    }
+    line.inFlight++
+  }
+
+  send(origin: string, message: string): void {
+    const line = this.origins.get(origin)!
+    line.inFlight--
+    if (line.inFlight === 0 && line.queue.length === 0) {
+      this.origins.delete(origin)
+      this.publish(line.channel, message)
+      return
+    }
+    if (line.queue.length === 0) this.due.push(line)
+    line.queue.push(message)
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(this.flush)
+    }
+  }
+
+  /** A reply to an origin that reads one per message. */
+  alone(origin: string, message: string): void {
+    this.publish(this.keys.reply(origin), message)
+  }
+
+  private readonly flush = (): void => {
+    this.flushScheduled = false
+    for (const line of this.due) {
+      const { queue } = line
+      this.publish(line.channel, queue.length === 1 ? queue[0]! : relayBatch(queue))
+      queue.length = 0
+      if (line.inFlight === 0 && this.origins.get(line.origin) === line) this.origins.delete(line.origin)
+    }
+    this.due.length = 0
+  }
+
+  private publish(channel: string, message: string): void {
+    this.published++
+    // Not awaited: a lost reply fails the attempts at the origin (their deadlines, or failHolder), never here.
+    void this.connection.publish(channel, message).catch(() => undefined)
+  }
 }
 
 /**
@@ -148,9 +316,11 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
   const request = readRelayRequest(text)
   if (request === undefined) return
   const payload = memberSpan(text, 'payload')
-  const channel = deps.keys.reply(request.origin)
-  // Not awaited: a lost reply fails the attempt at the origin (its deadline, or failHolder), never here.
-  const reply = (message: string) => void deps.connection.publish(channel, message).catch(() => undefined)
+  const { origin } = request
+  // An origin that reads batches gets its reply with the others ready in the same turn (exactly one per task).
+  const batched = deps.batches && request.batch_replies === true
+  if (batched) deps.replies.expect(origin)
+  const reply = batched ? (message: string) => deps.replies.send(origin, message) : (message: string) => deps.replies.alone(origin, message)
   const failure = (body: RelayReply) => reply(JSON.stringify(body))
   const client = deps.registry.get(request.node_id)
   if (!client || client.instance !== undefined || client.route !== 'ws' || payload.start === -1) {

@@ -246,6 +246,12 @@ const clusterSchema = z.object({
     .boolean()
     .default(false)
     .describe('Prefer eligible agents held by the receiving instance (saving the hop through Redis), at the price of exact shares.'),
+  relay_batch: z
+    .boolean()
+    .default(true)
+    .describe(
+      'Tasks relayed to one instance during one turn of the event loop go through Redis as one message, and their answers back as one, between instances that both have it on (each says so in its presence; older versions get one message per task). Off: one message per task and per answer, and no batch is read.',
+    ),
 })
 
 /** Where HTTP agents may be called (see src/security/agent-call-address.ts). */

@@ -17,7 +17,7 @@ export interface MetricsSource {
   /** Failed authentications so far, and how many of them were throttled (AuthFailures). */
   authFailures: () => { failures: number; throttled: number }
   /** In cluster mode: whether Redis is reachable, the instances known (this one included), tasks relayed to other instances. */
-  cluster?: () => { redisUp: boolean; instances: number; relayed: number; relaysPending: number }
+  cluster?: () => { redisUp: boolean; instances: number; relayed: number; relaysPending: number; relayMessages: { tasks: number; replies: number } }
   startedAtMs: number
   nowMs: number
   /** Durations, retries, ejections, bad messages (src/observe/observations.ts). */
@@ -147,6 +147,15 @@ export function renderMetrics(source: MetricsSource): string {
     metric('moonlight_cluster_relays_pending', 'gauge', 'Relayed tasks waiting for their answer now (each bounded by its deadline).', [
       ['', cluster.relaysPending],
     ])
+    metric(
+      'moonlight_cluster_relay_messages_total',
+      'counter',
+      'Redis messages this instance published for relayed tasks (as their origin) and for their answers (as their holder); a batch counts once.',
+      [
+        ['{kind="tasks"}', cluster.relayMessages.tasks],
+        ['{kind="replies"}', cluster.relayMessages.replies],
+      ],
+    )
   }
   const { tasks } = source
   if (tasks) {

@@ -20,8 +20,8 @@ export function clusterView(ctx: ServerContext, cluster: Cluster | undefined, ow
       instances: [{ ...self, clients: own.clients(), in_flight: ctx.load.inFlight, self: true }],
     }
   }
-  // The incarnation tells this process from a restarted twin inside Redis; it means nothing to a reader.
-  const shown = ({ incarnation: _incarnation, ...info }: InstanceInfo, self: boolean) => ({ ...info, self })
+  // The incarnation tells this process from a restarted twin inside Redis, and relay_batch how to relay to it; neither means anything to a reader.
+  const shown = ({ incarnation: _incarnation, relay_batch: _relayBatch, ...info }: InstanceInfo, self: boolean) => ({ ...info, self })
   return {
     mode: 'cluster',
     instance_id: identity.instanceId,

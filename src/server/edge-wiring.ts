@@ -73,6 +73,7 @@ export function wireEdges(ctx: ServerContext, fleet: FleetWiring, observe: Obser
               instances: cluster.peers().length + 1,
               relayed: cluster.relay.relayed,
               relaysPending: cluster.relay.pending,
+              relayMessages: { tasks: cluster.relay.published, replies: cluster.replies.published },
             }),
           }
         : {}),

@@ -86,6 +86,7 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
           keyPrefix: started.cluster.key_prefix,
           instanceTtlMs: started.cluster.instance_ttl * 1000,
           commandTimeoutMs: started.cluster.command_timeout * 1000,
+          relayBatch: started.cluster.relay_batch,
         },
         registry,
         clock,

@@ -4,6 +4,8 @@ import {
   commonRelayRequest,
   readRelayReply,
   readRelayRequest,
+  relayBatch,
+  relayMembers,
   relayReplySchema,
   relayRequestSchema,
   replyText,
@@ -16,6 +18,7 @@ const REQUEST = '"origin":"a","key":"a/1","task_id":"t-1","node_id":"agent-1","t
 const COMMON_REQUESTS = [
   `{${REQUEST},"payload":{"job":1}}`,
   `{${REQUEST},"raw_answer":true,"payload":null}`,
+  `{${REQUEST},"raw_answer":true,"batch_replies":true,"payload":{"job":1}}`,
   `{"payload":[1],${REQUEST}}`,
   `{${REQUEST},"traceparent":"${TRACEPARENT}","payload":{}}`,
   `{${REQUEST},"traceparent":"${TRACEPARENT}","tracestate":"vendor=a b,c=~","payload":{}}`,
@@ -42,6 +45,8 @@ const REQUESTS_LEFT_TO_ZOD = [
   `{${REQUEST},"tracestate":"é","payload":{}}`,
   `{${REQUEST},"tracestate":null,"payload":{}}`,
   `{${REQUEST},"raw_answer":false,"payload":{}}`,
+  `{${REQUEST},"batch_replies":false,"payload":{}}`,
+  `{${REQUEST},"batch_replies":1,"payload":{}}`,
   '{}',
   '[]',
   'null',
@@ -155,5 +160,51 @@ describe('an answer travels as its own text', () => {
       reply: { key: 'a/1', error: 'gone', kind: 'unreachable' },
       body: undefined,
     })
+  })
+})
+
+describe('relay batches: several messages as one', () => {
+  const requests = [
+    `{${REQUEST},"payload":{"job":1}}`,
+    `{"origin":"a","key":"a/2","task_id":"t-2","node_id":"agent-2","timeout_ms":5,"payload":"line\\nbreak é 🙂 ["}`,
+    `{"origin":"a","key":"a/3","task_id":"t-3","node_id":"agent-1","timeout_ms":7,"traceparent":"${TRACEPARENT}","payload":[1,2]}`,
+  ]
+
+  test('members come back as they went, each its own message', () => {
+    expect(relayMembers(relayBatch(requests))).toEqual(requests)
+    const replies = [replyText({ key: 'a/1', status: 200, headers: {} }, 'line one\nline two\n', true), '{"key":"a/2","error":"gone","kind":"unreachable"}', '']
+    expect(relayMembers(relayBatch(replies))).toEqual(replies)
+    expect(relayMembers(relayBatch(replies)).map((text) => readRelayReply(text)?.body)).toEqual(['line one\nline two\n', undefined, undefined])
+  })
+
+  test("the frame is the members' lengths, a newline and their texts", () => {
+    expect(relayBatch(['{"a":1}', '{}'])).toBe('[7,2]\n{"a":1}{}')
+  })
+
+  test('a single message is read as itself', () => {
+    for (const text of [...requests, ...COMMON_REPLIES, '', 'null']) expect(relayMembers(text)).toEqual([text])
+  })
+
+  test('a bad member is dropped alone: the others are read', () => {
+    const members = [requests[0]!, '{"origin":', 'null', `{${REQUEST},"timeout_ms":0,"payload":{}}`, requests[2]!]
+    const read = relayMembers(relayBatch(members)).map((text) => readRelayRequest(text)?.key)
+    expect(read).toEqual(['a/1', undefined, undefined, undefined, 'a/3'])
+  })
+
+  test.each([
+    '[7,2]{"a":1}{}',
+    '[7,3]\n{"a":1}{}',
+    '[7,1]\n{"a":1}{}',
+    '[7,-1]\n{"a":1}{}',
+    '[7,1.5]\n{"a":1}{}',
+    '[7,"2"]\n{"a":1}{}',
+    '[7,2\n{"a":1}{}',
+    '[',
+  ])('a frame whose lengths do not describe its text is dropped whole: %j', (text) => {
+    expect(relayMembers(text)).toEqual([])
+  })
+
+  test('an empty batch carries nothing', () => {
+    expect(relayMembers(relayBatch([]))).toEqual([])
   })
 })
