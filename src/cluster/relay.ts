@@ -3,6 +3,7 @@ import { hasSlot } from '../fleet/slots.ts'
 import type { TraceHeaders } from '../observe/tracing/trace-context.ts'
 import type { Deadline, DeadlineTimer, Expirable } from '../tasks/deadlines.ts'
 import type { SlotQueue } from '../tasks/slot-waiting.ts'
+import { TurnBatches } from '../transports/turn-batches.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from '../transports/types.ts'
 import { memberSpan } from '../wire/json-text.ts'
 import { traceFields } from '../wire/ws.ts'
@@ -59,9 +60,7 @@ class HolderLine {
 export class RelayTransport implements Transport {
   private readonly waiting = new Map<string, RelayWaiter>()
   private readonly lines = new Map<string, HolderLine>()
-  /** The lines with tasks queued this turn, published by flush. */
-  private readonly due: HolderLine[] = []
-  private flushScheduled = false
+  private readonly turn = new TurnBatches<HolderLine>((line) => this.flush(line))
   private sequence = 0
   relayed = 0
   /** Redis messages that carried relayed tasks (a batch counts once). */
@@ -111,12 +110,8 @@ export class RelayTransport implements Transport {
       this.publish(line, this.requestText(waiter), [waiter])
       return answer
     }
-    if (line.queue.length === 0) this.due.push(line)
+    if (line.queue.length === 0) this.turn.add(line)
     line.queue.push(waiter)
-    if (!this.flushScheduled) {
-      this.flushScheduled = true
-      setImmediate(this.flush)
-    }
     return answer
   }
 
@@ -127,19 +122,14 @@ export class RelayTransport implements Transport {
     return `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(waiter.key)},"task_id":${JSON.stringify(waiter.taskId)},"node_id":${JSON.stringify(waiter.nodeId)},"timeout_ms":${timeoutMs},"raw_answer":true,${this.askBatchReplies ? '"batch_replies":true,' : ''}${trace === undefined ? '' : traceFields(trace)}"payload":${waiter.payloadJson}}`
   }
 
-  /** Publishes the tasks each holder was given this turn: one message per holder. */
-  private readonly flush = (): void => {
-    this.flushScheduled = false
-    for (const line of this.due) {
-      const { queue } = line
-      // Settled meanwhile (timed out, failed over with their holder): not sent at all.
-      const live = queue.filter((waiter) => this.waiting.get(waiter.key) === waiter)
-      queue.length = 0
-      if (live.length === 0) continue
-      if (live.length === 1) this.publish(line, this.requestText(live[0]!), live)
-      else this.publish(line, relayBatch(live.map((waiter) => this.requestText(waiter))), live)
-    }
-    this.due.length = 0
+  /** Publishes the tasks a holder was given this turn: one message. */
+  private flush(line: HolderLine): void {
+    const { queue } = line
+    // Settled meanwhile (timed out, failed over with their holder): not sent at all.
+    const live = queue.filter((waiter) => this.waiting.get(waiter.key) === waiter)
+    queue.length = 0
+    if (live.length === 1) this.publish(line, this.requestText(live[0]!), live)
+    else if (live.length > 1) this.publish(line, relayBatch(live.map((waiter) => this.requestText(waiter))), live)
   }
 
   private publish(line: HolderLine, message: string, waiters: readonly RelayWaiter[]): void {
@@ -247,8 +237,7 @@ class OriginLine {
  */
 export class RelayReplies {
   private readonly origins = new Map<string, OriginLine>()
-  private readonly due: OriginLine[] = []
-  private flushScheduled = false
+  private readonly turn = new TurnBatches<OriginLine>((line) => this.flush(line))
   /** Redis messages that carried replies (a batch counts once). */
   published = 0
 
@@ -275,12 +264,8 @@ export class RelayReplies {
       this.publish(line.channel, message)
       return
     }
-    if (line.queue.length === 0) this.due.push(line)
+    if (line.queue.length === 0) this.turn.add(line)
     line.queue.push(message)
-    if (!this.flushScheduled) {
-      this.flushScheduled = true
-      setImmediate(this.flush)
-    }
   }
 
   /** A reply to an origin that reads one per message. */
@@ -288,15 +273,11 @@ export class RelayReplies {
     this.publish(this.keys.reply(origin), message)
   }
 
-  private readonly flush = (): void => {
-    this.flushScheduled = false
-    for (const line of this.due) {
-      const { queue } = line
-      this.publish(line.channel, queue.length === 1 ? queue[0]! : relayBatch(queue))
-      queue.length = 0
-      if (line.inFlight === 0 && this.origins.get(line.origin) === line) this.origins.delete(line.origin)
-    }
-    this.due.length = 0
+  private flush(line: OriginLine): void {
+    const { queue } = line
+    this.publish(line.channel, queue.length === 1 ? queue[0]! : relayBatch(queue))
+    queue.length = 0
+    if (line.inFlight === 0 && this.origins.get(line.origin) === line) this.origins.delete(line.origin)
   }
 
   private publish(channel: string, message: string): void {

@@ -36,17 +36,17 @@ class AgentTarget {
   readonly headStart: string
 
   constructor(
-    readonly client: Pick<Client, 'ip' | 'port' | 'scheme'>,
+    { ip, port, scheme }: Client,
     readonly ca: string | undefined,
   ) {
-    const { ip, port, scheme } = client
     this.address = { scheme, host: ip, port, ca: scheme === 'https' ? ca : undefined }
     this.key = agentKey(this.address)
     this.headStart = `POST /work HTTP/1.1\r\nhost: ${hostOf(ip, port)}\r\ncontent-type: application/json\r\nx-task-id: `
   }
 
-  matches(client: Client, ca: string | undefined): boolean {
-    return this.client.ip === client.ip && this.client.port === client.port && this.client.scheme === client.scheme && this.ca === ca
+  matches({ ip, port, scheme }: Client, ca: string | undefined): boolean {
+    const { address } = this
+    return address.host === ip && address.port === port && address.scheme === scheme && this.ca === ca
   }
 }
 
@@ -83,7 +83,7 @@ export class HttpTransport implements Transport {
     // over the payload's UTF-8 bytes, which are the bytes the socket writes.
     let target = this.targets.get(client)
     if (target === undefined || !target.matches(client, agentCa)) {
-      target = new AgentTarget({ ip: client.ip, port: client.port, scheme: client.scheme }, agentCa)
+      target = new AgentTarget(client, agentCa)
       this.targets.set(client, target)
     }
     let head = `${target.headStart}${taskId}\r\ncontent-length: ${Buffer.byteLength(payloadJson)}\r\n`

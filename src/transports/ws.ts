@@ -6,6 +6,7 @@ import type { HeaderPolicy } from '../security/answer-headers.ts'
 import type { Deadline, Expirable } from '../tasks/deadlines.ts'
 import type { PayloadFormat } from '../wire/names.ts'
 import { cancelFrame, type TaskResponse, taskFrame } from '../wire/ws.ts'
+import { TurnBatches } from './turn-batches.ts'
 import { type Answer, AttemptError, type FanOutSink, type Transport, timedOut } from './types.ts'
 
 /**
@@ -119,11 +120,9 @@ export class WsTransport implements Transport {
    * message… Each socket's list is kept and emptied, not made anew each turn.
    */
   private readonly outbox = new Map<AgentSocket, string[]>()
-  /** The sockets with tasks in the outbox, in the order they got their first. */
-  private readonly due: AgentSocket[] = []
+  private readonly turn = new TurnBatches<AgentSocket>((socket) => this.flush(socket))
   /** The socket being flushed, for sendCorked (one callback for every socket, not a closure per socket per turn). */
   private corked: AgentSocket | undefined = undefined
-  private flushScheduled = false
 
   constructor(
     private readonly writeTimeoutMs: () => number,
@@ -182,28 +181,20 @@ export class WsTransport implements Transport {
       queue = []
       this.outbox.set(socket, queue)
     }
-    if (queue.length === 0) this.due.push(socket)
+    if (queue.length === 0) this.turn.add(socket)
     queue.push(taskId, frame)
-    if (!this.flushScheduled) {
-      this.flushScheduled = true
-      setImmediate(this.flush)
-    }
     return answer
   }
 
   /**
-   * Sends the tasks queued during this event-loop turn, corked: one write per socket for all of them
+   * Sends a socket's tasks queued during this event-loop turn, corked: one write for all of them
    * instead of a syscall per task, which is most of a task's cost on a busy socket.
    */
-  private readonly flush = (): void => {
-    this.flushScheduled = false
-    for (const socket of this.due) {
-      // Gone since (detach dropped its list): its tasks were failed over already.
-      if (!this.outbox.get(socket)?.length) continue
-      this.corked = socket
-      socket.cork(this.sendCorked)
-    }
-    this.due.length = 0
+  private flush(socket: AgentSocket): void {
+    // Gone since (detach dropped its list): its tasks were failed over already.
+    if (!this.outbox.get(socket)?.length) return
+    this.corked = socket
+    socket.cork(this.sendCorked)
     this.corked = undefined
   }
 
@@ -230,11 +221,9 @@ export class WsTransport implements Transport {
    */
   fanOut(_region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline, sink: FanOutSink): void {
     const group = new FanOutWaiters(deadline, sink)
-    // Nearly always one region or a few, each's clients mostly in a row: a set of them, added to when the region changes.
+    // Nearly always one region or a few: each is published to once.
     const regions = new Set<string>()
     let stringRegions: Set<string> | undefined
-    let last: string | undefined
-    let lastString: string | undefined
     for (let index = 0; index < clients.length; index++) {
       const { nodeId, region } = clients[index]!
       const socket = this.sockets.get(nodeId)
@@ -243,13 +232,10 @@ export class WsTransport implements Transport {
       else {
         const data = socket.data
         group.add(data, taskId, index)
-        if (data.payloadFormat === 'string') {
+        if (data.payloadFormat !== 'string') regions.add(region)
+        else {
           stringRegions ??= new Set()
-          if (region !== lastString) stringRegions.add(region)
-          lastString = region
-        } else {
-          if (region !== last) regions.add(region)
-          last = region
+          stringRegions.add(region)
         }
       }
     }

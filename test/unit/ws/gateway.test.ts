@@ -27,6 +27,7 @@ class FakeSocket {
   closed: { code?: number; reason?: string } | undefined
   terminated = false
   pings = 0
+  corks = 0
 
   constructor(readonly data: SocketData) {}
 
@@ -56,6 +57,7 @@ class FakeSocket {
   }
 
   cork<T>(callback: (socket: this) => T): T {
+    this.corks++
     return callback(this)
   }
 
@@ -216,6 +218,22 @@ describe('ws gateway', () => {
     expect(failed).toEqual([])
     // Each subscriber's part is waited for on its own socket.
     for (const socket of [east1, east2, usa, stringy]) expect(socket.data.pending?.has('t-b')).toBe(true)
+  })
+
+  test('a task to an agent with nothing else in flight is written at once; tasks to a busy one go together, corked, at the end of the turn', async () => {
+    const world = gatewayWorld()
+    const socket = await world.registered('east-1')
+    const before = socket.sent.length
+    void world.attempt('east-1', 't-1')
+    expect(socket.sent.length).toBe(before + 1)
+    void world.attempt('east-1', 't-2')
+    void world.attempt('east-1', 't-3')
+    // Both wait for the end of the turn, to share one corked write.
+    expect(socket.sent.length).toBe(before + 1)
+    expect(socket.corks).toBe(0)
+    await new Promise<void>((resolve) => setImmediate(resolve))
+    expect(socket.corks).toBe(1)
+    expect(socket.frames.slice(before).map((frame) => (frame as { task_id?: string }).task_id)).toEqual(['t-1', 't-2', 't-3'])
   })
 
   test('registering again in the other payload format moves the socket to the other variant of its topic', async () => {
