@@ -6,9 +6,10 @@
  *
  *   bun bench/jit-churn.ts [target=moonlight-http] [windows=6] [seconds=5] [connections=1]
  */
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { threadCpu } from './lib/proc.ts'
 import { type PathTarget, startTarget } from './lib/targets.ts'
 import { wrk } from './lib/wrk.ts'
 
@@ -18,14 +19,7 @@ const seconds = Number(process.argv[4] ?? 5)
 const connections = Number(process.argv[5] ?? 1)
 
 function jitCpuUs(pid: number): number {
-  let total = 0
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
-    if (!stat.includes('(JITWorker')) continue
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    total += ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100
-  }
-  return total
+  return threadCpu(pid).get('JITWorker') ?? 0
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'mls-jit-'))

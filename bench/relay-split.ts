@@ -7,12 +7,12 @@
  *
  *   bun bench/relay-split.ts [seconds=4] [rounds=2] [connections=64]
  */
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LOCAL_REGION, REMOTE_REGION, startRedis, startWsAgent } from './cluster.ts'
 import { startMoonlight } from './lib/moonlight.ts'
-import type { Child } from './lib/proc.ts'
+import { type Child, threadCpu } from './lib/proc.ts'
 import { median, round } from './lib/stats.ts'
 import { BODY, wrk } from './lib/wrk.ts'
 
@@ -25,17 +25,9 @@ const children: Child[] = []
 /** user and system µs of a process's main thread and of its other threads. */
 function cpu(pid: number): Record<string, number> {
   const out: Record<string, number> = { 'main:user': 0, 'main:sys': 0, 'other:user': 0, 'other:sys': 0 }
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    let stat: string
-    try {
-      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
-    } catch {
-      continue
-    }
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const which = tid === String(pid) ? 'main' : 'other'
-    out[`${which}:user`]! += (Number(fields[11]) * 1e6) / 100
-    out[`${which}:sys`]! += (Number(fields[12]) * 1e6) / 100
+  for (const [name, us] of threadCpu(pid)) {
+    const part = name.endsWith(':user') ? 'user' : name.endsWith(':sys') ? 'sys' : undefined
+    if (part !== undefined) out[`${name.startsWith('main:') ? 'main' : 'other'}:${part}`]! += us
   }
   return out
 }
