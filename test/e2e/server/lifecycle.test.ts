@@ -209,25 +209,31 @@ describe('SIGHUP reload', () => {
   })
 })
 
+/**
+ * A server on the seed config with one HTTP agent in `asia` whose task holds until `release()`;
+ * `taskStarted` settles once a task reached it.
+ */
+async function serverWithHeldAgent() {
+  const path = writeConfig(tempDir(), SEED_CONFIG)
+  const child = await spawn(['--config', path, '--port', '0', '--host', '127.0.0.1'])
+  const { promise: released, resolve: release } = Promise.withResolvers<void>()
+  const { promise: taskStarted, resolve: started } = Promise.withResolvers<void>()
+  const slow = await startHttpAgent(child.url, {
+    nodeId: 'slow',
+    region: 'asia',
+    work: async () => {
+      started()
+      await released
+      return Response.json({ finished: true })
+    },
+  })
+  cleanups.push(slow.stop)
+  return { child, release, taskStarted }
+}
+
 describe('graceful stop', () => {
   test('SIGTERM lets the in-flight task finish, closes WebSockets with 1001, refuses new work and exits 0', async () => {
-    const dir = tempDir()
-    const path = writeConfig(dir, SEED_CONFIG)
-    const child = await spawn(['--config', path, '--port', '0', '--host', '127.0.0.1'])
-    let release!: () => void
-    const released = new Promise<void>((resolve) => (release = resolve))
-    let started!: () => void
-    const taskStarted = new Promise<void>((resolve) => (started = resolve))
-    const slow = await startHttpAgent(child.url, {
-      nodeId: 'slow',
-      region: 'asia',
-      work: async () => {
-        started()
-        await released
-        return Response.json({ finished: true })
-      },
-    })
-    cleanups.push(slow.stop)
+    const { child, release, taskStarted } = await serverWithHeldAgent()
     const watcher = await startWsAgent(`${child.url.replace('http', 'ws')}/ws`, { nodeId: 'watcher', region: 'emea' })
 
     const inFlight = postTask(child.url, { region: 'asia', payload: 'long job' })
@@ -247,23 +253,7 @@ describe('graceful stop', () => {
   })
 
   test('a request on a kept-alive connection during the grace period gets a whole 503 shutting_down, never a reset', async () => {
-    const dir = tempDir()
-    const path = writeConfig(dir, SEED_CONFIG)
-    const child = await spawn(['--config', path, '--port', '0', '--host', '127.0.0.1'])
-    let release!: () => void
-    const released = new Promise<void>((resolve) => (release = resolve))
-    let started!: () => void
-    const taskStarted = new Promise<void>((resolve) => (started = resolve))
-    const slow = await startHttpAgent(child.url, {
-      nodeId: 'slow',
-      region: 'asia',
-      work: async () => {
-        started()
-        await released
-        return Response.json({ finished: true })
-      },
-    })
-    cleanups.push(slow.stop)
+    const { child, release, taskStarted } = await serverWithHeldAgent()
     // Each connection has answered one request and sits idle, kept alive, when the stop begins.
     const connections = await Promise.all(Array.from({ length: 64 }, () => keptAliveConnection(child.url)))
     for (const connection of connections) cleanups.push(connection.close)
