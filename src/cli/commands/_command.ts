@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util'
 import { readCaBundle, TlsFileError } from '../../security/pem-files.ts'
+import { type ServerTarget, VIEW_TIMEOUT_S } from '../api-client.ts'
 
 /** The environment a command reads its defaults from (MLS_SERVER, MLS_TOKEN, MLS_CONFIG, MLS_CA, MLS_SIGNING_SECRET). */
 export type Env = Record<string, string | undefined>
@@ -21,8 +22,7 @@ export const DEFAULT_SERVER = 'http://localhost:8080'
 
 type OptionSpec = Record<string, { type: 'string' | 'boolean'; short?: string; multiple?: boolean }>
 
-/** Parses options strictly (an unknown flag is a usage error); --help is always accepted. */
-/** The flags of the commands that print one of the server's token-guarded views (clients, cluster). */
+/** The flags of the commands that ask the server for one of its token-guarded views (clients, cluster, task cancel). */
 export const VIEW_FLAGS = {
   server: { type: 'string' },
   token: { type: 'string' },
@@ -31,12 +31,25 @@ export const VIEW_FLAGS = {
   json: { type: 'boolean' },
 } as const satisfies OptionSpec
 
+/** Parses options strictly (an unknown flag is a usage error); --help is always accepted. */
 export function parse<T extends OptionSpec>(args: string[], options: T) {
   try {
     return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, allowPositionals: true, strict: true })
   } catch (error) {
     // util.parseArgs follows its first sentence with advice about "--" that does not apply here.
     throw new UsageError((error as Error).message.split(/\.\s/)[0] ?? 'invalid arguments')
+  }
+}
+
+/** A VIEW_FLAGS command's arguments (no positionals): where to ask, with what token and CA, how long to wait, and whether to print JSON. */
+export function readViewArgs(args: string[], env: Env): { target: ServerTarget; timeoutMs: number; json: boolean } {
+  const { values, positionals } = parse(args, VIEW_FLAGS)
+  noPositionals(positionals)
+  const timeoutS = optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S
+  return {
+    target: { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) },
+    timeoutMs: timeoutS * 1000,
+    json: values.json === true,
   }
 }
 

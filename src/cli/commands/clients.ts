@@ -1,5 +1,5 @@
 import { type ClientList, fetchClients, VIEW_TIMEOUT_S } from '../api-client.ts'
-import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError, VIEW_FLAGS } from './_command.ts'
+import { type Command, type Env, readViewArgs, UsageError } from './_command.ts'
 import { colourOn, duration, printJson, red, table } from './_output.ts'
 
 export const clientsCommand: Command = {
@@ -15,13 +15,10 @@ tasks in flight (of its slots, "2/4", when it announced max_in_flight), successe
   --timeout S    give up after S seconds (default ${VIEW_TIMEOUT_S})
   --json         print the list as JSON instead`,
   run: async (args: string[], env: Env) => {
-    const { values, positionals } = parse(args, VIEW_FLAGS)
-    noPositionals(positionals)
-    const timeoutS = optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S
-    const token = tokenOf(values.token, env)
-    if (!token) throw new UsageError('GET /clients needs a token: pass --token or set MLS_TOKEN')
-    const list = await fetchClients({ server: serverUrl(values.server, env), token, ca: caOf(values.ca, env) }, timeoutS * 1000)
-    if (values.json) printJson(list)
+    const { target, timeoutMs, json } = readViewArgs(args, env)
+    if (!target.token) throw new UsageError('GET /clients needs a token: pass --token or set MLS_TOKEN')
+    const list = await fetchClients(target, timeoutMs)
+    if (json) printJson(list)
     else console.log(describeClients(list, Date.now(), colourOn(env)))
   },
 }

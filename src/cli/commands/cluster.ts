@@ -1,6 +1,6 @@
 import type { ClusterView } from '../../wire/views.ts'
 import { fetchCluster, VIEW_TIMEOUT_S } from '../api-client.ts'
-import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError, VIEW_FLAGS } from './_command.ts'
+import { type Command, type Env, readViewArgs, UsageError } from './_command.ts'
 import { duration, printJson, table } from './_output.ts'
 
 export const clusterCommand: Command = {
@@ -16,13 +16,10 @@ its tasks in flight and when it last refreshed its presence; or that the server 
   --timeout S    give up after S seconds (default ${VIEW_TIMEOUT_S})
   --json         print the cluster as JSON instead`,
   run: async (args: string[], env: Env) => {
-    const { values, positionals } = parse(args, VIEW_FLAGS)
-    noPositionals(positionals)
-    const timeoutS = optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S
-    const token = tokenOf(values.token, env)
-    if (!token) throw new UsageError('GET /cluster needs a token: pass --token or set MLS_TOKEN')
-    const view = await fetchCluster({ server: serverUrl(values.server, env), token, ca: caOf(values.ca, env) }, timeoutS * 1000)
-    if (values.json) printJson(view)
+    const { target, timeoutMs, json } = readViewArgs(args, env)
+    if (!target.token) throw new UsageError('GET /cluster needs a token: pass --token or set MLS_TOKEN')
+    const view = await fetchCluster(target, timeoutMs)
+    if (json) printJson(view)
     else console.log(describeCluster(view, Date.now()))
   },
 }

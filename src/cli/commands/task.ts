@@ -4,7 +4,7 @@ import { type RetryOn, retryOnSchema } from '../../wire/errors.ts'
 import { prioritySchema } from '../../wire/names.ts'
 import { type BroadcastReply, broadcastReplySchema } from '../../wire/task.ts'
 import { cancelTask, errorMessage, fetchTaskResult, RequestFailed, submitTask, VIEW_TIMEOUT_S } from '../api-client.ts'
-import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, serverUrl, tokenOf, UsageError, VIEW_FLAGS } from './_command.ts'
+import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, readViewArgs, serverUrl, tokenOf, UsageError } from './_command.ts'
 import { printBody, printJson } from './_output.ts'
 import { withSpinner } from './_spinner.ts'
 
@@ -146,12 +146,9 @@ async function runGet(taskId: string, args: string[], env: Env): Promise<number>
 }
 
 async function runCancel(taskId: string, args: string[], env: Env): Promise<number> {
-  const { values, positionals } = parse(args, VIEW_FLAGS)
-  noPositionals(positionals)
-  const timeoutS = optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S
-  const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
-  const answer = await cancelTask(target, taskId, timeoutS * 1000)
-  if (values.json) {
+  const { target, timeoutMs, json } = readViewArgs(args, env)
+  const answer = await cancelTask(target, taskId, timeoutMs)
+  if (json) {
     const view = jsonOf(answer.body)
     if (view === undefined) throw new RequestFailed(unexpected('task cancel', answer.status), answer.status)
     printJson(view)
