@@ -15,6 +15,8 @@ import type { ServerWebSocket, Socket } from 'bun'
 const { values } = parseArgs({ options: { 'agent-port': { type: 'string' }, 'ws-region': { type: 'string', default: 'eu-west-1' } } })
 const agentPort = Number(values['agent-port'])
 const requestHead = `POST /work HTTP/1.1\r\nhost: 127.0.0.1:${agentPort}\r\ncontent-type: application/json\r\ncontent-length: `
+/** The contract mode's head, up to the task id (made once, as Moonlight makes it once per agent). */
+const contractHeadStart = `POST /work HTTP/1.1\r\nhost: 127.0.0.1:${agentPort}\r\ncontent-type: application/json\r\nx-task-id: `
 /** Routing needs the region and nothing else of the body: a substring test, as the bench's bodies are written. */
 const wsRegionField = `"region":"${values['ws-region']}"`
 /**
@@ -91,7 +93,7 @@ async function contractTask(request: Request): Promise<Response> {
   const socket =
     idle.pop() ?? (await Bun.connect<Pending | undefined>({ hostname: '127.0.0.1', port: agentPort, socket: agentSocketHandlers, data: undefined }))
   socket.data = { resolve, taskId }
-  socket.write(`${requestHead.replace('content-length: ', `x-task-id: ${taskId}\r\ncontent-length: `)}${Buffer.byteLength(payload)}\r\n\r\n${payload}`)
+  socket.write(`${contractHeadStart}${taskId}\r\ncontent-length: ${Buffer.byteLength(payload)}\r\n\r\n${payload}`)
   return promise
 }
 
