@@ -6,8 +6,8 @@
 
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { startBenchHttpAgent, startBunRelay } from './lib/bench-processes.ts'
-import { BENCH_TOKEN, startMoonlight, waitForHttp } from './lib/moonlight.ts'
+import { startBunRelay, startMoonlightsWithAgent } from './lib/bench-processes.ts'
+import { BENCH_TOKEN, waitForHttp } from './lib/moonlight.ts'
 import { type Child, childPids, cpuTimeUs, freePort, loadAverage, mainThreadCpuUs, spawnChild } from './lib/proc.ts'
 import { median, round } from './lib/stats.ts'
 import { BODY, type WrkTarget, wrk } from './lib/wrk.ts'
@@ -129,18 +129,14 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
   const { log, workDir } = options
   const children: Child[] = []
   try {
-    const moonlight = await startMoonlight(workDir, { name: 'moonlight-http-path', env: options.moonlightEnv })
-    children.push(moonlight)
-    const before = options.beforeRoot
-      ? await startMoonlight(workDir, { name: 'moonlight-before', env: options.moonlightEnv, root: options.beforeRoot })
-      : undefined
-    if (before) children.push(before)
-    // One agent process serves every HTTP path, registered with each Moonlight.
-    const { child: agent, port: agentPort } = await startBenchHttpAgent(
-      [moonlight, ...(before ? [before] : [])].map((server) => server.url),
+    const { moonlight, before, agent, agentPort } = await startMoonlightsWithAgent(
+      workDir,
+      children,
+      'moonlight-http-path',
       HTTP_REGION,
+      { env: options.moonlightEnv },
+      options.beforeRoot,
     )
-    children.push(agent)
     const wsAgent = startWsAgent(moonlight.wsUrl)
     children.push(wsAgent)
     await wsAgent.waitFor(/registered 1 in/)

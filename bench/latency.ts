@@ -10,9 +10,9 @@
  * main thread alone) and, for the Bun processes, what the heap probe (lib/heap-probe.ts) reads.
  */
 import { checkAnswers, type Endpoint, HTTP_REGION, startNginx, startWsAgent, sumCpu, sumMainThreadCpu, WS_REGION } from './http-path.ts'
-import { startBenchHttpAgent, startBunRelay } from './lib/bench-processes.ts'
+import { startBunRelay, startMoonlightsWithAgent } from './lib/bench-processes.ts'
 import { HEAP_PROBE_ARGS, type HeapPerTask, heapPerTask, heapProbePort, readHeap } from './lib/heap-readings.ts'
-import { startMoonlight, waitForHttp } from './lib/moonlight.ts'
+import { waitForHttp } from './lib/moonlight.ts'
 import { type Child, childPids, loadAverage } from './lib/proc.ts'
 import { median, round } from './lib/stats.ts'
 import { BODY, wrk } from './lib/wrk.ts'
@@ -100,17 +100,14 @@ export async function runLatency(options: LatencyOptions): Promise<LatencyResult
   const { log, workDir } = options
   const children: Child[] = []
   try {
-    const moonlight = await startMoonlight(workDir, { name: 'moonlight-latency', bunArgs: HEAP_PROBE_ARGS })
-    children.push(moonlight)
-    const before = options.beforeRoot
-      ? await startMoonlight(workDir, { name: 'moonlight-latency-before', bunArgs: HEAP_PROBE_ARGS, root: options.beforeRoot })
-      : undefined
-    if (before) children.push(before)
-    const { child: agent, port: agentPort } = await startBenchHttpAgent(
-      [moonlight, ...(before ? [before] : [])].map((server) => server.url),
+    const { moonlight, before, agent, agentPort } = await startMoonlightsWithAgent(
+      workDir,
+      children,
+      'moonlight-latency',
       HTTP_REGION,
+      { bunArgs: HEAP_PROBE_ARGS },
+      options.beforeRoot,
     )
-    children.push(agent)
     const nginx = startNginx(workDir, agentPort)
     children.push(nginx.child)
     const socketRelay = await startBunRelay(agentPort, WS_REGION, 'socket', HEAP_PROBE_ARGS)

@@ -4,7 +4,7 @@
  */
 
 import { join } from 'node:path'
-import { BENCH_TOKEN } from './moonlight.ts'
+import { BENCH_TOKEN, type MoonlightProcess, startMoonlight } from './moonlight.ts'
 import { type Child, spawnChild } from './proc.ts'
 
 const AGENTS = join(import.meta.dir, '..', 'agents')
@@ -19,6 +19,32 @@ export async function startBenchHttpAgent(servers: string[], region: string): Pr
   ])
   const port = Number((await child.waitFor(/agent listening on (\d+)/))[1])
   return { child, port }
+}
+
+/**
+ * This checkout's Moonlight and, with `beforeRoot`, that commit's (named `<name>-before`), each with
+ * `options`, and one trivial HTTP agent registered with both. Every process is pushed on `children`
+ * as it starts, for the caller to stop.
+ */
+export async function startMoonlightsWithAgent(
+  workDir: string,
+  children: Child[],
+  name: string,
+  region: string,
+  options: { env?: Record<string, string | undefined>; bunArgs?: string[] },
+  beforeRoot: string | undefined,
+): Promise<{ moonlight: MoonlightProcess; before: MoonlightProcess | undefined; agent: Child; agentPort: number }> {
+  const moonlight = await startMoonlight(workDir, { name, ...options })
+  children.push(moonlight)
+  const before = beforeRoot ? await startMoonlight(workDir, { name: `${name}-before`, ...options, root: beforeRoot }) : undefined
+  if (before) children.push(before)
+  // One agent process serves every HTTP path, registered with each Moonlight.
+  const { child: agent, port: agentPort } = await startBenchHttpAgent(
+    [moonlight, ...(before ? [before] : [])].map((server) => server.url),
+    region,
+  )
+  children.push(agent)
+  return { moonlight, before, agent, agentPort }
 }
 
 /**
