@@ -26,7 +26,7 @@ export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Di
   for (const name in TASK_ANSWER_HEADERS) headers[name] = TASK_ANSWER_HEADERS[name as keyof typeof TASK_ANSWER_HEADERS]
   headers['x-task-id'] = taskId
   headers['x-moonlight-node'] = client.nodeId
-  headers['x-moonlight-attempts'] = failedAttempts.length === 0 ? '1' : String(failedAttempts.length + 1)
+  headers['x-moonlight-attempts'] = String(failedAttempts.length + 1)
   // In a cluster: the instance that delivered the answer (the agent's holder when it was relayed).
   if (instanceId !== undefined) headers['x-moonlight-instance'] = answer.instance ?? instanceId
   return new Response(answer.body, { status: answer.status, headers })
