@@ -10,7 +10,9 @@ import { BODY } from './wrk.ts'
 import { spawnWsAgents } from './ws-agents.ts'
 
 export const PATH_TARGETS = ['moonlight-http', 'moonlight-ws', 'text-http', 'text-ws'] as const
-export type PathTarget = (typeof PATH_TARGETS)[number]
+/** Besides the four: the contract floor (the text relay doing what every task must) and a relay over Moonlight's HttpTransport, the layers between. */
+export const LAYER_TARGETS = ['contract-http', 'transport-http'] as const
+export type PathTarget = (typeof PATH_TARGETS)[number] | (typeof LAYER_TARGETS)[number]
 
 export interface StartedTarget {
   url: string
@@ -38,14 +40,8 @@ export async function startTarget(target: PathTarget, dir: string, bunArgs: stri
   }
   const { child: agent, port } = await startBenchHttpAgent([], HTTP_REGION)
   children.push(agent)
-  // startBunRelay passes the runner's environment on: set `env` there for this one spawn.
-  const saved = Object.fromEntries(Object.keys(env).map((key) => [key, process.env[key]]))
-  Object.assign(process.env, env)
-  const relay = await startBunRelay(port, WS_REGION, 'text', bunArgs)
-  for (const [key, value] of Object.entries(saved)) {
-    if (value === undefined) delete process.env[key]
-    else process.env[key] = value
-  }
+  const client = target === 'transport-http' ? 'transport' : 'text'
+  const relay = await startBunRelay(port, WS_REGION, client, bunArgs, target === 'contract-http' ? { ...env, TEXT_RELAY_CONTRACT: '1' } : env)
   children.push(relay.child)
   if (target === 'text-ws') {
     const wsAgent = spawnWsAgents('ws-agent', `${relay.url.replace(/^http/, 'ws')}/ws`, { count: 1, region: WS_REGION })

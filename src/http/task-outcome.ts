@@ -4,6 +4,7 @@ import { TASK_ANSWER_HEADERS } from '../security/answer-headers.ts'
 import { type BroadcastOutcome, type BroadcastPart, broadcastJson } from '../tasks/broadcast.ts'
 import type { Outcome } from '../tasks/outcome.ts'
 import { OUTCOME_STATUS } from '../tasks/outcome.ts'
+import type { Answer } from '../transports/types.ts'
 import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
 
 /** When a caller turned away by a full queue may try again: soon, as slots free task by task. */
@@ -19,6 +20,7 @@ export type Disclosure = 'details' | 'generic'
 export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Disclosure = 'details', instanceId?: string): Response {
   if (outcome.kind !== 'answered') return errorResponse(outcomeError(outcome, disclosure), undefined, { 'x-task-id': taskId })
   const { answer, client, failedAttempts } = outcome
+  if (answer.sharedHeaders) return sharedHeadersResponse(answer, taskId, client.nodeId, failedAttempts.length + 1, instanceId)
   // A plain object, not a Headers: the answer's names are already lower-case, and ours are set last so they win.
   // Filled by assignment, not spreads: this runs on every task.
   const headers: Record<string, string> = {}
@@ -29,6 +31,30 @@ export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Di
   headers['x-moonlight-attempts'] = String(failedAttempts.length + 1)
   // In a cluster: the instance that delivered the answer (the agent's holder when it was relayed).
   if (instanceId !== undefined) headers['x-moonlight-instance'] = answer.instance ?? instanceId
+  return new Response(answer.body, { status: answer.status, headers })
+}
+
+/**
+ * A caller's response headers per shared answer-header record (Answer.sharedHeaders): the agent's passed
+ * headers and TASK_ANSWER_HEADERS, made once; each task sets its own four on it and the Response copies
+ * them (the Fetch standard's Response fills a Headers of its own from init). Setting four on a kept
+ * Headers costs half of filling a record and a Headers per task.
+ */
+const responseHeaders = new WeakMap<Record<string, string>, Headers>()
+
+function sharedHeadersResponse(answer: Answer, taskId: string, nodeId: string, attempts: number, instanceId: string | undefined): Response {
+  let headers = responseHeaders.get(answer.headers)
+  if (headers === undefined) {
+    headers = new Headers(answer.headers)
+    for (const name in TASK_ANSWER_HEADERS) headers.set(name, TASK_ANSWER_HEADERS[name as keyof typeof TASK_ANSWER_HEADERS])
+    responseHeaders.set(answer.headers, headers)
+  }
+  headers.set('x-task-id', taskId)
+  headers.set('x-moonlight-node', nodeId)
+  headers.set('x-moonlight-attempts', String(attempts))
+  // In a cluster: the instance that delivered the answer (the agent's holder when it was relayed).
+  if (instanceId !== undefined) headers.set('x-moonlight-instance', answer.instance ?? instanceId)
+  else headers.delete('x-moonlight-instance')
   return new Response(answer.body, { status: answer.status, headers })
 }
 

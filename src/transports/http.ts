@@ -55,6 +55,8 @@ export class HttpTransport implements Transport {
   readonly pool: HttpClientPool
   /** Per client record: forgotten with it. */
   private readonly targets = new WeakMap<Client, AgentTarget>()
+  /** What each answer head gives the caller, per head: a parser hands the same head again while an agent's answers repeat it. */
+  private readonly shapes = new WeakMap<ResponseHead, AnswerShape>()
 
   constructor(
     private readonly settings: () => HttpCallSettings,
@@ -102,13 +104,37 @@ export class HttpTransport implements Transport {
     } finally {
       deadline.unwatch(pending)
     }
-    const { status, headers } = answer.received!
+    const received = answer.received!
+    const { status } = received
     const bodyBytes = answer.decoded()
     // With signing on, 401 is the agent refusing the call, not its answer to the payload: the task did not run, so another client may run it.
     if (signingSecret !== undefined && status === 401) throw refusedSignature(bodyBytes)
+    let shape = this.shapes.get(received)
+    if (shape === undefined || shape.policy !== headerPolicy) {
+      shape = new AnswerShape(received, headerPolicy)
+      this.shapes.set(received, shape)
+    }
+    const result: Answer = { status, headers: shape.headers, body: bodyBytes, sharedHeaders: true }
+    if (status >= 500 && shape.noRetry) result.retry = false
+    return result
+  }
+}
+
+/**
+ * What an answer head gives the caller, made once per head (and header policy): the headers that pass,
+ * one record shared by every answer with that head, and whether a 5xx says not to retry it.
+ */
+class AnswerShape {
+  readonly headers: Record<string, string>
+  readonly noRetry: boolean
+
+  constructor(
+    { headers }: ResponseHead,
+    readonly policy: HeaderPolicy,
+  ) {
+    this.headers = policy.filterLines(headers)
     // The agent's word to the server, not to the caller: the policy never passes X-Moonlight-* headers on.
-    const noRetry = status >= 500 && joinedHeader(headers, NO_RETRY_HEADER)?.trim().toLowerCase() === 'false'
-    return { status, headers: headerPolicy.filterLines(headers), body: bodyBytes, ...(noRetry ? { retry: false as const } : {}) }
+    this.noRetry = joinedHeader(headers, NO_RETRY_HEADER)?.trim().toLowerCase() === 'false'
   }
 }
 

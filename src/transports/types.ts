@@ -12,6 +12,11 @@ export interface Answer {
   instance?: string
   /** false: the client says this 5xx must not be retried elsewhere (a WebSocket task_response's `retry`). */
   retry?: false
+  /**
+   * `headers` is one record shared by every answer of the same head (an HTTP agent's, src/transports/http.ts):
+   * read-only, and the caller's response headers may be made once for it (src/http/task-outcome.ts).
+   */
+  sharedHeaders?: true
 }
 
 /**

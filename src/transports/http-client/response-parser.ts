@@ -4,7 +4,10 @@
  * timers. The server only POSTs, so every final answer but 204 and 304 may carry a body.
  */
 
-/** An answer's status line and headers. Header names are lower-cased; repeated headers keep their order. */
+/**
+ * An answer's status line and headers. Header names are lower-cased; repeated headers keep their order.
+ * Read-only: a parser hands the same head again for an answer whose head text is the same as the last one's.
+ */
 export interface ResponseHead {
   status: number
   reason: string
@@ -78,6 +81,14 @@ export class ResponseParser {
   private trailerBytes = 0
   /** Whether any byte of the current answer (interim ones included) has arrived. */
   started = false
+  /**
+   * The last final answer's head text, what it parsed to and its framing. An agent's answers mostly
+   * repeat their head byte for byte (only Date moves, once a second): those are not parsed again
+   * (regular expressions, a string and an array per header line), which was most of reading an answer.
+   */
+  private lastHeadText = ''
+  private lastHead: ResponseHead | undefined = undefined
+  private lastFraming: Framing = 'none'
 
   constructor(
     private readonly events: ParserEvents,
@@ -170,14 +181,21 @@ export class ResponseParser {
   }
 
   private startBody(headText: string): void {
-    const head = parseHead(headText)
-    // Interim answers (100 Continue, 103 Early Hints…) precede the real one; 101 would switch protocols, which was never asked.
-    if (head.status < 200) {
-      if (head.status === 101) throw new ParseError('malformed', 'the agent switched protocols (101) unasked')
-      return
+    let head = this.lastHead
+    let framing = this.lastFraming
+    if (head === undefined || headText !== this.lastHeadText) {
+      head = parseHead(headText)
+      // Interim answers (100 Continue, 103 Early Hints…) precede the real one; 101 would switch protocols, which was never asked.
+      if (head.status < 200) {
+        if (head.status === 101) throw new ParseError('malformed', 'the agent switched protocols (101) unasked')
+        return
+      }
+      framing = bodyFraming(head)
+      if (framing === 'close') head.keepAlive = false
+      this.lastHeadText = headText
+      this.lastHead = head
+      this.lastFraming = framing
     }
-    const framing = bodyFraming(head)
-    if (framing === 'close') head.keepAlive = false
     this.bodyBytes = 0
     this.events.head(head)
     if (framing === 'none') this.finish()
@@ -312,8 +330,10 @@ function parseHead(text: string): ResponseHead {
   return { status: Number(statusLine[2]), reason: statusLine[3] ?? '', minorVersion, headers, keepAlive, keepAliveTimeoutS }
 }
 
+type Framing = 'none' | 'chunked' | 'close' | number
+
 /** How the body ends (RFC 9112 §6.3): no body, chunked, at the close, or after so many bytes. */
-function bodyFraming(head: ResponseHead): 'none' | 'chunked' | 'close' | number {
+function bodyFraming(head: ResponseHead): Framing {
   if (head.status === 204 || head.status === 304) return 'none'
   let transferEncoding: string | undefined
   let length: string | undefined

@@ -110,6 +110,31 @@ describe('response parser', () => {
     ])
   })
 
+  test('an answer whose head repeats the last one byte for byte gets the same head, parsed once; any other byte, a head of its own', () => {
+    const answer = (date: string, length: number) => `HTTP/1.1 200 OK\r\nDate: ${date}\r\nContent-Length: ${length}\r\n\r\n${'x'.repeat(length)}`
+    const parsed = parse([
+      Buffer.from(answer('Mon', 2) + answer('Mon', 2)),
+      Buffer.from(answer('Tue', 2)),
+      Buffer.from(answer('Tue', 3)),
+      Buffer.from('HTTP/1.1 100 Continue\r\n\r\n' + answer('Tue', 3)),
+      Buffer.from('HTTP/1.1 200 OK\r\nDate: Tue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc'),
+    ])
+    const heads = parsed.answers.map((each) => each.head)
+    expect(parsed.answers.map((each) => each.body)).toEqual(['xx', 'xx', 'xx', 'xxx', 'xxx', 'abc'])
+    expect(heads[1]).toBe(heads[0]!)
+    expect(heads[2]).not.toBe(heads[1]!)
+    expect(heads[2]!.headers).toEqual([
+      ['date', 'Tue'],
+      ['content-length', '2'],
+    ])
+    expect(heads[3]).not.toBe(heads[2]!)
+    expect(heads[3]!.headers[1]).toEqual(['content-length', '3'])
+    // An interim answer between two equal heads does not stand in for either.
+    expect(heads[4]).toBe(heads[3]!)
+    expect(heads[5]).toMatchObject({ keepAlive: false })
+    expect(heads[4]).toMatchObject({ keepAlive: true })
+  })
+
   test('100 Continue and other interim answers are skipped', () => {
     const parsed = expectSameAtEverySplit(
       'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone',
