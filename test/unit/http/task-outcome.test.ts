@@ -22,7 +22,7 @@ test("answers sharing one header record (an HTTP agent's repeated head) each kee
     'details',
     'instance-1',
   )
-  const read = (response: Response) => Object.fromEntries(response.headers)
+  const read = (response: Response) => response.headers.toJSON()
   expect(read(first)).toEqual({
     'content-type': 'application/json',
     'x-request-kind': 'echo',
@@ -47,5 +47,5 @@ test('an answer with headers of its own gets the same headers as a shared one wo
   const headers = { 'content-type': 'text/plain' }
   const own = outcomeResponse(answered({ status: 200, headers: { ...headers }, body: 'x' }, 'node-a'), 'task-1', 'details', 'i')
   const shared = outcomeResponse(answered({ status: 200, headers, body: 'x', sharedHeaders: true }, 'node-a'), 'task-1', 'details', 'i')
-  expect(Object.fromEntries(shared.headers)).toEqual(Object.fromEntries(own.headers))
+  expect(shared.headers.toJSON()).toEqual(own.headers.toJSON())
 })
