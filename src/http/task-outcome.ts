@@ -35,26 +35,43 @@ export function outcomeResponse(outcome: Outcome, taskId: string, disclosure: Di
 }
 
 /**
- * A caller's response headers per shared answer-header record (Answer.sharedHeaders): the agent's passed
- * headers and TASK_ANSWER_HEADERS, made once; each task sets its own four on it and the Response copies
- * them (the Fetch standard's Response fills a Headers of its own from init). Setting four on a kept
- * Headers costs half of filling a record and a Headers per task.
+ * A caller's response headers kept per shared answer-header record (Answer.sharedHeaders): the agent's
+ * passed headers and TASK_ANSWER_HEADERS, set once; then per task its id, and the node, attempts and
+ * instance only when they differ from the last task's (one agent's answers mostly share one record, so
+ * rarely). The Response copies them (the Fetch standard's Response fills a Headers of its own from init):
+ * the next task's changes do not reach an earlier one's. Costs half of filling a record and a Headers per task.
  */
-const responseHeaders = new WeakMap<Record<string, string>, Headers>()
+class KeptHeaders {
+  readonly headers: Headers
+  node = ''
+  attempts = 0
+  instance: string | undefined = undefined
+
+  constructor(passed: Record<string, string>) {
+    this.headers = new Headers(passed)
+    for (const name in TASK_ANSWER_HEADERS) this.headers.set(name, TASK_ANSWER_HEADERS[name as keyof typeof TASK_ANSWER_HEADERS])
+  }
+}
+
+const keptHeaders = new WeakMap<Record<string, string>, KeptHeaders>()
 
 function sharedHeadersResponse(answer: Answer, taskId: string, nodeId: string, attempts: number, instanceId: string | undefined): Response {
-  let headers = responseHeaders.get(answer.headers)
-  if (headers === undefined) {
-    headers = new Headers(answer.headers)
-    for (const name in TASK_ANSWER_HEADERS) headers.set(name, TASK_ANSWER_HEADERS[name as keyof typeof TASK_ANSWER_HEADERS])
-    responseHeaders.set(answer.headers, headers)
+  let kept = keptHeaders.get(answer.headers)
+  if (kept === undefined) {
+    kept = new KeptHeaders(answer.headers)
+    keptHeaders.set(answer.headers, kept)
   }
+  const { headers } = kept
   headers.set('x-task-id', taskId)
-  headers.set('x-moonlight-node', nodeId)
-  headers.set('x-moonlight-attempts', String(attempts))
+  if (kept.node !== nodeId) headers.set('x-moonlight-node', (kept.node = nodeId))
+  if (kept.attempts !== attempts) headers.set('x-moonlight-attempts', String((kept.attempts = attempts)))
   // In a cluster: the instance that delivered the answer (the agent's holder when it was relayed).
-  if (instanceId !== undefined) headers.set('x-moonlight-instance', answer.instance ?? instanceId)
-  else headers.delete('x-moonlight-instance')
+  const instance = instanceId === undefined ? undefined : (answer.instance ?? instanceId)
+  if (kept.instance !== instance) {
+    if (instance === undefined) headers.delete('x-moonlight-instance')
+    else headers.set('x-moonlight-instance', instance)
+    kept.instance = instance
+  }
   return new Response(answer.body, { status: answer.status, headers })
 }
 

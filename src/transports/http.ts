@@ -155,9 +155,9 @@ const BODY_BLOCK_BYTES = 64 * 1024
  */
 class AnswerReader implements AnswerSink {
   received: ResponseHead | undefined = undefined
-  private chunks: Uint8Array[] = []
+  private chunks: Uint8Array<ArrayBuffer>[] = []
   /** The block later small pieces are copied into, and how much of it they fill. */
-  private block: Uint8Array | undefined = undefined
+  private block: Uint8Array<ArrayBuffer> | undefined = undefined
   private blockUsed = 0
   private encoding: string | undefined = undefined
 
@@ -209,16 +209,16 @@ class AnswerReader implements AnswerSink {
   }
 
   /** The body as the caller gets it: unpacked if the agent packed it, at most `limit` bytes. */
-  decoded(): ArrayBuffer {
+  decoded(): Uint8Array<ArrayBuffer> {
     this.closeBlock()
-    // One piece is a whole buffer of its own (only a block is a part of one).
-    const packed = this.chunks.length === 1 ? (this.chunks[0]!.buffer as ArrayBuffer) : Bun.concatArrayBuffers(this.chunks)
+    // One piece is a whole array of its own (only a block is a part of one): handed on as it is, its
+    // ArrayBuffer never asked for (JavaScriptCore makes one for a typed array only when asked, at a cost per answer).
+    const packed = this.chunks.length === 1 ? this.chunks[0]! : Bun.concatArrayBuffers(this.chunks, Number.POSITIVE_INFINITY, true)
     // No body (a 204, a zero length) has nothing to unpack, whatever Content-Encoding says: unpacking nothing fails.
     if (this.encoding === undefined || packed.byteLength === 0) return packed
     const decode = DECODERS[this.encoding]!
     try {
-      const unpacked = decode(new Uint8Array(packed), { maxOutputLength: this.limit })
-      return unpacked.buffer.slice(unpacked.byteOffset, unpacked.byteOffset + unpacked.byteLength) as ArrayBuffer
+      return decode(packed, { maxOutputLength: this.limit }) as Uint8Array<ArrayBuffer>
     } catch (error) {
       if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') throw tooLarge(this.limit)
       throw new AttemptError('invalid_answer', `its ${this.encoding} answer does not unpack: ${(error as Error).message}`)
@@ -276,7 +276,7 @@ function describeTlsFailure(error: HttpClientError): string {
 
 const REFUSAL_EXCERPT_CHARS = 200
 
-function refusedSignature(body: ArrayBuffer): AttemptError {
+function refusedSignature(body: Uint8Array<ArrayBuffer>): AttemptError {
   const text = new TextDecoder().decode(body.slice(0, REFUSAL_EXCERPT_CHARS * 4)).slice(0, REFUSAL_EXCERPT_CHARS)
   return new AttemptError('refused', `answered 401: the agent refused the signed call${text ? ` (${text.replace(/\s+/g, ' ').trim()})` : ''}`)
 }

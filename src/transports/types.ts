@@ -7,7 +7,7 @@ import type { AttemptFailure, RetryOn } from '../wire/errors.ts'
 export interface Answer {
   status: number
   headers: Record<string, string>
-  body: string | ArrayBuffer
+  body: string | Uint8Array<ArrayBuffer>
   /** The instance that delivered it, when another one did (a relay in cluster mode). */
   instance?: string
   /** false: the client says this 5xx must not be retried elsewhere (a WebSocket task_response's `retry`). */

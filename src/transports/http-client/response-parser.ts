@@ -82,11 +82,12 @@ export class ResponseParser {
   /** Whether any byte of the current answer (interim ones included) has arrived. */
   started = false
   /**
-   * The last final answer's head text, what it parsed to and its framing. An agent's answers mostly
-   * repeat their head byte for byte (only Date moves, once a second): those are not parsed again
-   * (regular expressions, a string and an array per header line), which was most of reading an answer.
+   * The last final answer's head bytes (to its blank line), what they parsed to and the framing. An
+   * agent's answers mostly repeat their head byte for byte (only Date moves, once a second): such a
+   * head is compared, not searched, decoded and parsed again (regular expressions, a string and an array
+   * per header line), which was most of reading an answer. The same ResponseHead is handed on again.
    */
-  private lastHeadText = ''
+  private lastHeadBytes: Buffer | undefined = undefined
   private lastHead: ResponseHead | undefined = undefined
   private lastFraming: Framing = 'none'
 
@@ -110,6 +111,18 @@ export class ResponseParser {
       while (offset < data.length) {
         switch (this.state) {
           case 'head': {
+            const last = this.lastHeadBytes
+            if (
+              this.pending === undefined &&
+              last !== undefined &&
+              data.length - offset >= last.length &&
+              data.compare(last, 0, last.length, offset, offset + last.length) === 0
+            ) {
+              // The last head again, its blank line included: nothing to find, decode or parse.
+              offset += last.length
+              this.startBody(this.lastHead!, this.lastFraming)
+              break
+            }
             const from = this.pending ? this.pending.length : 0
             if (this.pending) {
               data = Buffer.concat([this.pending, data.subarray(offset)])
@@ -123,7 +136,7 @@ export class ResponseParser {
               return
             }
             if (end + 4 - offset > this.limits.maxHeaderBytes) throw this.headTooLarge()
-            this.startBody(data.toString('latin1', offset, end))
+            this.startNewBody(data, offset, end + 4)
             offset = end + 4
             break
           }
@@ -180,22 +193,24 @@ export class ResponseParser {
     )
   }
 
-  private startBody(headText: string): void {
-    let head = this.lastHead
-    let framing = this.lastFraming
-    if (head === undefined || headText !== this.lastHeadText) {
-      head = parseHead(headText)
-      // Interim answers (100 Continue, 103 Early Hints…) precede the real one; 101 would switch protocols, which was never asked.
-      if (head.status < 200) {
-        if (head.status === 101) throw new ParseError('malformed', 'the agent switched protocols (101) unasked')
-        return
-      }
-      framing = bodyFraming(head)
-      if (framing === 'close') head.keepAlive = false
-      this.lastHeadText = headText
-      this.lastHead = head
-      this.lastFraming = framing
+  /** A head not seen last time: `data` from `start` to `end`, its blank line included. */
+  private startNewBody(data: Buffer, start: number, end: number): void {
+    const head = parseHead(data.toString('latin1', start, end - 4))
+    // Interim answers (100 Continue, 103 Early Hints…) precede the real one; 101 would switch protocols, which was never asked.
+    if (head.status < 200) {
+      if (head.status === 101) throw new ParseError('malformed', 'the agent switched protocols (101) unasked')
+      return
     }
+    const framing = bodyFraming(head)
+    if (framing === 'close') head.keepAlive = false
+    // Copied: the socket's buffer is not ours past this call.
+    this.lastHeadBytes = Buffer.from(data.subarray(start, end))
+    this.lastHead = head
+    this.lastFraming = framing
+    this.startBody(head, framing)
+  }
+
+  private startBody(head: ResponseHead, framing: Framing): void {
     this.bodyBytes = 0
     this.events.head(head)
     if (framing === 'none') this.finish()

@@ -38,6 +38,10 @@ test("answers sharing one header record (an HTTP agent's repeated head) each kee
   expect(read(second)).toMatchObject({ 'x-task-id': 'task-2', 'x-moonlight-node': 'node-b', 'x-moonlight-attempts': '3' })
   expect(second.headers.has('x-moonlight-instance')).toBe(false)
   expect(read(third)).toMatchObject({ 'x-task-id': 'task-3', 'x-moonlight-instance': 'instance-9' })
+  // The same node and attempts again, another instance: what did not change is still there, what did is new.
+  const fourth = outcomeResponse(answered({ status: 200, headers, body: '{}', sharedHeaders: true }, 'node-c'), 'task-4', 'details', 'instance-1')
+  expect(read(fourth)).toMatchObject({ 'x-task-id': 'task-4', 'x-moonlight-node': 'node-c', 'x-moonlight-attempts': '1', 'x-moonlight-instance': 'instance-1' })
+  expect(read(third)).toMatchObject({ 'x-task-id': 'task-3', 'x-moonlight-node': 'node-c', 'x-moonlight-instance': 'instance-9' })
   expect([first.status, second.status, await second.text()]).toEqual([200, 201, '{"n":2}'])
   // The shared record itself is never written to.
   expect(headers).toEqual({ 'content-type': 'application/json', 'x-request-kind': 'echo', 'x-task-id': 'the agent may not set this' })

@@ -116,7 +116,7 @@ describe('response parser', () => {
       Buffer.from(answer('Mon', 2) + answer('Mon', 2)),
       Buffer.from(answer('Tue', 2)),
       Buffer.from(answer('Tue', 3)),
-      Buffer.from('HTTP/1.1 100 Continue\r\n\r\n' + answer('Tue', 3)),
+      Buffer.from(`HTTP/1.1 100 Continue\r\n\r\n${answer('Tue', 3)}`),
       Buffer.from('HTTP/1.1 200 OK\r\nDate: Tue\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc'),
     ])
     const heads = parsed.answers.map((each) => each.head)
@@ -133,6 +133,13 @@ describe('response parser', () => {
     expect(heads[4]).toBe(heads[3]!)
     expect(heads[5]).toMatchObject({ keepAlive: false })
     expect(heads[4]).toMatchObject({ keepAlive: true })
+    // Cut anywhere, a repeated head reads as the whole does; one that only starts like the last is parsed on its own.
+    const repeated = expectSameAtEverySplit(`${answer('Mon', 2)}${answer('Mon', 2)}HTTP/1.1 200 OK\r\nDate: Mon\r\nContent-Length: 2\r\nX-More: 1\r\n\r\nzz`)
+    expect(repeated.answers.map((each) => [each.body, each.head.headers.length])).toEqual([
+      ['xx', 2],
+      ['xx', 2],
+      ['zz', 3],
+    ])
   })
 
   test('100 Continue and other interim answers are skipped', () => {
