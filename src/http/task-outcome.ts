@@ -63,8 +63,14 @@ function sharedHeadersResponse(answer: Answer, taskId: string, nodeId: string, a
   }
   const { headers } = kept
   headers.set('x-task-id', taskId)
-  if (kept.node !== nodeId) headers.set('x-moonlight-node', (kept.node = nodeId))
-  if (kept.attempts !== attempts) headers.set('x-moonlight-attempts', String((kept.attempts = attempts)))
+  if (kept.node !== nodeId) {
+    headers.set('x-moonlight-node', nodeId)
+    kept.node = nodeId
+  }
+  if (kept.attempts !== attempts) {
+    headers.set('x-moonlight-attempts', String(attempts))
+    kept.attempts = attempts
+  }
   // In a cluster: the instance that delivered the answer (the agent's holder when it was relayed).
   const instance = instanceId === undefined ? undefined : (answer.instance ?? instanceId)
   if (kept.instance !== instance) {

@@ -378,7 +378,16 @@ function stringTopic(topic: string): string {
   return `string:${topic}`
 }
 
+/** Every answer that names no headers of its own: a JSON value, one record shared by them all (see Answer.sharedHeaders). */
+const JSON_ANSWER_HEADERS: Record<string, string> = Object.freeze({ 'content-type': 'application/json' })
+
 function toAnswer(response: TaskResponse, responseJson: string | undefined, policy: HeaderPolicy): Answer {
+  if (isEmpty(response.headers)) {
+    // Nearly every answer: no record of headers made and filtered per task, and the caller's headers made once (src/http/task-outcome.ts).
+    const answer: Answer = { status: response.status, headers: JSON_ANSWER_HEADERS, body: responseJson ?? 'null', sharedHeaders: true }
+    if (response.retry === false) answer.retry = false
+    return answer
+  }
   const headers = policy.filter(response.headers)
   let answer: Answer
   // A string with its own content type is a body as-is; anything else is a JSON value.
@@ -390,4 +399,9 @@ function toAnswer(response: TaskResponse, responseJson: string | undefined, poli
   // Set rather than spread in: a spread per answer showed in the broadcast's profile.
   if (response.retry === false) answer.retry = false
   return answer
+}
+
+function isEmpty(record: Record<string, string>): boolean {
+  for (const _ in record) return false
+  return true
 }

@@ -174,3 +174,33 @@ describe("agent headers that would break the caller's answer", () => {
     expect(result.headers.get('x-kept')).toBe('yes')
   })
 })
+
+describe('WebSocket answers that name no headers of their own', () => {
+  test("share one header record inside the server, yet each caller gets its own task's id, node and attempts, and no other answer's headers", async () => {
+    const mls = server()
+    // Every third answer names a header of its own; the others name none.
+    const answer = (nodeId: string) => (payload: unknown, taskId: string) => ({
+      response: { node: nodeId, task: taskId, payload },
+      ...((payload as number) % 3 === 0 ? { headers: { 'x-own': `${nodeId}-${payload}` } } : {}),
+    })
+    const a = await startWsAgent(mls.wsUrl, { nodeId: 'ws-a', region: 'usa', answer: answer('ws-a') })
+    const b = await startWsAgent(mls.wsUrl, { nodeId: 'ws-b', region: 'usa', answer: answer('ws-b') })
+    defer(a.close)
+    defer(b.close)
+
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => postTask(mls.url, { region: 'usa', payload: i + 1 })))
+    const nodes = new Set<string>()
+    for (const result of results) {
+      expect(result.status).toBe(200)
+      const body = result.json()
+      nodes.add(body.node)
+      expect(result.headers.get('x-task-id')).toBe(body.task)
+      expect(result.headers.get('x-moonlight-node')).toBe(body.node)
+      expect(result.headers.get('x-moonlight-attempts')).toBe('1')
+      expect(result.headers.get('content-type')).toBe('application/json')
+      expect(result.headers.get('x-own')).toBe(body.payload % 3 === 0 ? `${body.node}-${body.payload}` : null)
+    }
+    expect(nodes).toEqual(new Set(['ws-a', 'ws-b']))
+    expect(new Set(results.map((result) => result.headers.get('x-task-id'))).size).toBe(30)
+  })
+})
