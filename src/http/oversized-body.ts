@@ -4,34 +4,55 @@ import type { Config } from '../config/config.ts'
 export type BodyLimits = Pick<Config, 'max_body_bytes' | 'oversized_body'>
 
 /**
- * Reads and drops the rest of a body over max_body_bytes, before its 413 is sent. A client that writes
+ * Reads and drops the rest of a body over max_body_bytes, before its 413 is sent — or a body the server
+ * refused before reading it (see discardUnreadBody). A client that writes
  * its whole body before reading the answer (Node's fetch, Python's urllib, most SDKs) gets EPIPE instead
  * of the answer when the connection closes while it still writes; nginx's lingering close, bounded. A
  * body declared longer than `discard_bytes` is not read at all (its client could not be answered
  * anyway), a chunked one is read up to it, and neither for longer than `discard_time`. `received` bytes
- * were already read through `reader`, when reading had started.
+ * were already read through `reader`, when reading had started. True if the body was read to its end
+ * (the connection can serve the client's next request), false if a bound cut it short.
  */
 export async function discardOversizedBody(
   request: Request,
   limits: BodyLimits,
   reader: ReadableStreamDefaultReader<Uint8Array> | undefined = request.body?.getReader(),
   received = 0,
-): Promise<void> {
+): Promise<boolean> {
   const { discard_bytes: maxBytes, discard_time: maxTimeS } = limits.oversized_body
   const declared = request.headers.get('content-length')
-  if (reader === undefined || (declared !== null && Number(declared) > maxBytes)) return
+  if (reader === undefined) return true
+  if (declared !== null && Number(declared) > maxBytes) return false
+  let timedOut = false
   // Cancelling ends the pending read as done: the time bound holds however slowly the client sends.
-  const timer = setTimeout(() => void reader.cancel(), maxTimeS * 1000)
+  const timer = setTimeout(() => {
+    timedOut = true
+    void reader.cancel()
+  }, maxTimeS * 1000)
   try {
     while (received <= maxBytes) {
       const { done, value } = await reader.read()
-      if (done) return
+      if (done) return !timedOut
       received += value.byteLength
     }
     void reader.cancel()
   } catch {
-    // The client went away mid-body (or Bun refused a malformed chunk and answers 400 itself): the 413 is thrown all the same.
+    // The client went away mid-body (or Bun refused a malformed chunk and answers 400 itself): the answer is sent all the same.
   } finally {
     clearTimeout(timer)
   }
+  return false
+}
+
+/**
+ * Before a refusal sent with the body still unread (401, 403, 415, 429, 404…): reads and drops the body
+ * within oversized_body's bounds, for the same clients the 413 reads it for — Python's urllib sending
+ * 900 KiB with a wrong token otherwise gets `Broken pipe` instead of the 401. Only refusals pay for it,
+ * never a task. True if the connection may serve the next request; false: the answer must close it
+ * (`Connection: close`), since a bound left part of the body unread.
+ */
+export function discardUnreadBody(request: Request, limits: BodyLimits): boolean | Promise<boolean> {
+  const { body } = request
+  if (body === null || request.bodyUsed || body.locked) return true
+  return discardOversizedBody(request, limits)
 }

@@ -19,17 +19,17 @@ function program(name: string, install: string): string {
 
 // Each prints `{"status": …, "body": …}`, or `{"error": …}` when the request failed (EPIPE, Broken pipe).
 const NODE_CLIENT = `
-const [url, token, mib] = process.argv.slice(1)
-const body = JSON.stringify({ region: 'usa', payload: 'x'.repeat(Number(mib) * 1024 * 1024) })
-fetch(url, { method: 'POST', headers: { authorization: 'Bearer ' + token, 'content-type': 'application/json' }, body })
+const [url, token, kib, contentType] = process.argv.slice(1)
+const body = JSON.stringify({ region: 'usa', payload: 'x'.repeat(Number(kib) * 1024) })
+fetch(url, { method: 'POST', headers: { authorization: 'Bearer ' + token, 'content-type': contentType }, body })
   .then(async (response) => console.log(JSON.stringify({ status: response.status, body: await response.text() })))
   .catch((error) => console.log(JSON.stringify({ error: String(error.cause?.code ?? error.message) })))
 `
 const PYTHON_CLIENT = `
 import json, sys, urllib.error, urllib.request
-url, token, mib = sys.argv[1], sys.argv[2], int(sys.argv[3])
-body = json.dumps({'region': 'usa', 'payload': 'x' * (mib * 1024 * 1024)}).encode()
-request = urllib.request.Request(url, data=body, headers={'Authorization': 'Bearer ' + token, 'Content-Type': 'application/json'})
+url, token, kib, content_type = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+body = json.dumps({'region': 'usa', 'payload': 'x' * (kib * 1024)}).encode()
+request = urllib.request.Request(url, data=body, headers={'Authorization': 'Bearer ' + token, 'Content-Type': content_type})
 try:
     with urllib.request.urlopen(request) as response:
         print(json.dumps({'status': response.status, 'body': response.read().decode()}))
@@ -45,21 +45,27 @@ interface ClientAnswer {
   error?: string
 }
 
-async function post(client: 'node' | 'python', url: string, mib: number): Promise<ClientAnswer> {
+type Client = 'node' | 'python'
+
+async function post(client: Client, url: string, mib: number, options: { token?: string; kib?: number; contentType?: string } = {}): Promise<ClientAnswer> {
   const command =
     client === 'node'
       ? [program('node', 'apt-get install -y nodejs'), '-e', NODE_CLIENT]
       : [program('python3', 'apt-get install -y python3'), '-c', PYTHON_CLIENT]
-  const child = Bun.spawn([...command, url, TOKEN, String(mib)], { stdout: 'pipe', stderr: 'inherit' })
+  const { token = TOKEN, kib = mib * 1024, contentType = 'application/json' } = options
+  const child = Bun.spawn([...command, url, token, String(kib), contentType], { stdout: 'pipe', stderr: 'inherit' })
   defer(() => child.kill('SIGKILL'))
   const printed = await new Response(child.stdout).text()
   await child.exited
   return JSON.parse(printed) as ClientAnswer
 }
 
+const CLIENTS: Client[] = ['node', 'python']
+const clientName = (client: Client) => (client === 'node' ? "Node's fetch" : "Python's urllib")
+
 describe('clients that write the whole body before reading get the JSON 413', () => {
-  for (const client of ['node', 'python'] as const) {
-    test(`${client === 'node' ? "Node's fetch" : "Python's urllib"}: 3, 6 and 20 MiB bodies against the default max_body_bytes`, async () => {
+  for (const client of CLIENTS) {
+    test(`${clientName(client)}: 3, 6 and 20 MiB bodies against the default max_body_bytes`, async () => {
       const mls = server()
       for (const path of ['/task/request', '/client/heartbeat']) {
         for (const mib of [3, 6, 20]) {
@@ -74,6 +80,72 @@ describe('clients that write the whole body before reading get the JSON 413', ()
       }
     })
   }
+})
+
+describe('clients that write the whole body before reading get the refusal sent before it was read', () => {
+  // 900 KiB: under max_body_bytes, over what the kernel's socket buffers take before the server reads.
+  const KIB = 900
+  for (const client of CLIENTS) {
+    test(`${clientName(client)}: a wrong token (401), then too many of them (429), a body not declared JSON (415), no such route (404)`, async () => {
+      const mls = server({ auth: { max_failures: 2 } })
+      const refusals: Array<[string, { token?: string; contentType?: string }, number, string]> = [
+        ['/task/request', { token: 'wrong-token' }, 401, 'unauthorized'],
+        ['/clients/n1/eject', { token: 'wrong-token' }, 401, 'unauthorized'],
+        ['/task/request', { token: 'wrong-token' }, 429, 'too_many_failures'],
+      ]
+      for (const [path, options, status, code] of refusals) {
+        const answer = await post(client, `${mls.url}${path}`, 0, { ...options, kib: KIB })
+        expect({ path, status: answer.status, error: answer.error }).toEqual({ path, status, error: undefined })
+        expect(JSON.parse(answer.body ?? '').code).toBe(code)
+      }
+      // From another address's point of view the server is the same: a fresh one for the refusals that need a good token.
+      const fresh = server()
+      const others: Array<[string, { contentType?: string }, number, string]> = [
+        ['/task/request', { contentType: 'text/plain' }, 415, 'unsupported_media_type'],
+        ['/no/such/route', {}, 404, 'not_found'],
+      ]
+      for (const [path, options, status, code] of others) {
+        const answer = await post(client, `${fresh.url}${path}`, 0, { ...options, kib: KIB })
+        expect({ path, status: answer.status, error: answer.error }).toEqual({ path, status, error: undefined })
+        expect(JSON.parse(answer.body ?? '').code).toBe(code)
+      }
+    })
+  }
+
+  test('a refused body read to its end leaves the connection open: the next request on it is answered', async () => {
+    const mls = server()
+    const body = JSON.stringify({ region: 'usa', payload: 'x'.repeat(KIB * 1024) })
+    const refused = `POST /task/request HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-token\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`
+    const next = 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'
+    const { port } = new URL(mls.url)
+    const socket: Socket = connect(Number(port), '127.0.0.1')
+    defer(() => socket.destroy())
+    let received = ''
+    const both = new Promise<void>((resolve, reject) => {
+      socket.on('data', (chunk) => {
+        received += chunk.toString('latin1')
+        if ((received.match(/HTTP\/1\.1 /g) ?? []).length === 2 && received.endsWith('}')) resolve()
+      })
+      socket.on('error', reject)
+      socket.on('close', () => reject(new Error(`closed after: ${received.slice(0, 200)}`)))
+    })
+    socket.write(refused + next)
+    await both
+    // The second answer follows the first's body directly: status lines are found, not split out.
+    const statusLines = received.match(/HTTP\/1\.1 \d{3} [^\r]*/g)
+    expect(statusLines).toEqual(['HTTP/1.1 401 Unauthorized', 'HTTP/1.1 200 OK'])
+  })
+
+  test('a refused body longer than oversized_body.discard_bytes is not read: the refusal is sent and the connection closed', async () => {
+    const mls = server({ oversized_body: { discard_bytes: 256 * 1024 } })
+    const closing = await sendUntilClosed(
+      mls.url,
+      `POST /task/request HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-token\r\nContent-Type: application/json\r\nContent-Length: ${900 * 1024}\r\n\r\n`,
+      'x'.repeat(16 * 1024),
+      0,
+    )
+    expect(closing.statusLine).toBe('HTTP/1.1 401 Unauthorized')
+  })
 })
 
 interface Closing {
