@@ -16,9 +16,20 @@ import { spawnWsAgents } from './lib/ws-agents.ts'
 /**
  * floor-text: the text relay (agents/text-relay.ts), the floor CPU per task is held to; floor-text-ws, its
  * WebSocket path (the WebSocket target's floor); floor-contract, the text relay doing what Moonlight's contract
- * asks of every task (TEXT_RELAY_CONTRACT=1: token, parsed body, payload cut out, the answer's headers). Always measured.
+ * asks of every task (TEXT_RELAY_CONTRACT=1: token, parsed body, payload cut out, the answer's headers), and
+ * floor-contract-ws, the same on its WebSocket path (the agent's messages parsed too). Always measured.
  */
-export const TARGETS = ['direct', 'nginx', 'haproxy', 'moonlight-http', 'moonlight-ws', 'floor-text', 'floor-text-ws', 'floor-contract'] as const
+export const TARGETS = [
+  'direct',
+  'nginx',
+  'haproxy',
+  'moonlight-http',
+  'moonlight-ws',
+  'floor-text',
+  'floor-text-ws',
+  'floor-contract',
+  'floor-contract-ws',
+] as const
 /** With `--before REF`: the same two Moonlight paths, from an older commit, in the same rounds. */
 export const BEFORE_TARGETS = ['before-http', 'before-ws'] as const
 /**
@@ -102,6 +113,8 @@ export interface HttpPathResult {
     floor_text_ws_rps_vs_nginx: number
     floor_contract_rps_vs_nginx: number
     floor_contract_cpu_vs_floor_text: number
+    floor_contract_ws_rps_vs_nginx?: number
+    ws_cpu_vs_floor_contract_ws?: number
     before_http_rps_vs_nginx?: number
     before_http_p99_vs_nginx?: number
     before_ws_rps_vs_nginx?: number
@@ -158,6 +171,9 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
     await textWsAgent.waitFor(/registered 1 in/)
     const { child: contractRelay, url: contractRelayUrl } = await startBunRelay(agentPort, WS_REGION, 'text', [], { TEXT_RELAY_CONTRACT: '1' })
     children.push(contractRelay)
+    const contractWsAgent = startWsAgent(`${contractRelayUrl.replace(/^http/, 'ws')}/ws`)
+    children.push(contractWsAgent)
+    await contractWsAgent.waitFor(/registered 1 in/)
 
     const endpoints: Partial<Record<Target, Endpoint>> = {
       direct: { url: `http://127.0.0.1:${agentPort}/work`, body: BODY(HTTP_REGION), proxyPids: () => [agent.pid] },
@@ -168,6 +184,7 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       'floor-text': { url: `${textRelayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [textRelay.pid] },
       'floor-text-ws': { url: `${textRelayUrl}/task/request`, body: BODY(WS_REGION), proxyPids: () => [textRelay.pid] },
       'floor-contract': { url: `${contractRelayUrl}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [contractRelay.pid] },
+      'floor-contract-ws': { url: `${contractRelayUrl}/task/request`, body: BODY(WS_REGION), proxyPids: () => [contractRelay.pid] },
     }
     const agentPids: Partial<Record<Target, number[]>> = {
       direct: [agent.pid],
@@ -178,6 +195,7 @@ export async function runHttpPath(options: HttpPathOptions): Promise<HttpPathRes
       'floor-text': [agent.pid],
       'floor-text-ws': [textWsAgent.pid],
       'floor-contract': [agent.pid],
+      'floor-contract-ws': [contractWsAgent.pid],
     }
     if (before && beforeWsAgent) {
       endpoints['before-http'] = { url: `${before.url}/task/request`, body: BODY(HTTP_REGION), proxyPids: () => [before.pid] }
@@ -357,6 +375,8 @@ function ratios(runs: readonly WrkRun[], rounds: number, targets: readonly Targe
     floor_text_ws_rps_vs_nginx: perRound((get) => get('floor-text-ws').rps / get('nginx').rps),
     floor_contract_rps_vs_nginx: perRound((get) => get('floor-contract').rps / get('nginx').rps),
     floor_contract_cpu_vs_floor_text: perRound((get) => get('floor-contract').proxy_cpu_us_per_req / get('floor-text').proxy_cpu_us_per_req),
+    floor_contract_ws_rps_vs_nginx: perRound((get) => get('floor-contract-ws').rps / get('nginx').rps),
+    ws_cpu_vs_floor_contract_ws: perRound((get) => get('moonlight-ws').proxy_cpu_us_per_req / get('floor-contract-ws').proxy_cpu_us_per_req),
     ...(targets.includes('before-http')
       ? {
           before_http_rps_vs_nginx: perRound((get) => get('before-http').rps / get('nginx').rps),

@@ -23,7 +23,8 @@ const wsRegionField = `"region":"${values['ws-region']}"`
  * TEXT_RELAY_CONTRACT=1: the least of what Moonlight's contract asks of every task on top of the bare
  * relay — the bearer token checked by its SHA-256, the body parsed as JSON and its region read, only
  * the payload's text sent on with an X-Task-Id, and the answer carrying the headers a Moonlight
- * answer carries (task id, node, attempts, nosniff, sandbox). No balancing, deadlines, retries or stats.
+ * answer carries (task id, node, attempts, nosniff, sandbox); on the WebSocket path (a body whose region
+ * is --ws-region) the agent's messages parsed too. No balancing, deadlines, retries or stats.
  */
 const contract = process.env.TEXT_RELAY_CONTRACT === '1'
 const grants = new Map([[Bun.SHA256.hash('bench-token-0123456789', 'base64'), true]])
@@ -89,6 +90,7 @@ async function contractTask(request: Request): Promise<Response> {
   const payloadStart = text.indexOf('"payload":') + 10
   const payload = text.slice(payloadStart, text.lastIndexOf('}'))
   const taskId = `t${++contractSequence}`
+  if (task.region === values['ws-region']) return contractWsTask(payload, taskId)
   const { promise, resolve } = Promise.withResolvers<Response>()
   const socket =
     idle.pop() ?? (await Bun.connect<Pending | undefined>({ hostname: '127.0.0.1', port: agentPort, socket: agentSocketHandlers, data: undefined }))
@@ -106,6 +108,25 @@ function toWsAgent(body: string): Promise<string> {
   waiting.set(taskId, resolve)
   wsAgent!.send(`{"type":"task","task_id":"${taskId}","payload":${body}}`)
   return promise
+}
+
+/**
+ * The contract on the WebSocket path, contractTask's checks done: only the payload sent in the task
+ * message, the agent's message parsed (every answer from an agent is validated) and its response passed
+ * on as text, with the headers a Moonlight answer carries.
+ */
+async function contractWsTask(payload: string, taskId: string): Promise<Response> {
+  const answer = await toWsAgent(payload)
+  return new Response(answer, {
+    headers: {
+      'content-type': 'application/json',
+      'x-content-type-options': 'nosniff',
+      'content-security-policy': 'sandbox',
+      'x-task-id': taskId,
+      'x-moonlight-node': 'bench-ws-agent',
+      'x-moonlight-attempts': '1',
+    },
+  })
 }
 
 const server = Bun.serve({
@@ -132,6 +153,8 @@ const server = Bun.serve({
         return
       }
       // The bench agent answers {"type":"task_response","payload":{"task_id":"N","response":R}}: the id and R are cut out, not parsed.
+      // The contract validates what an agent sends: the message is parsed, though only its text is passed on.
+      if (contract) JSON.parse(text)
       const idStart = text.indexOf('"task_id":"') + 11
       const idEnd = text.indexOf('"', idStart)
       const taskId = text.slice(idStart, idEnd)
