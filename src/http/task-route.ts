@@ -67,7 +67,7 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       if (task.mode === 'broadcast') {
         if (idempotencyKey !== undefined)
           throw new MoonlightError(400, 'bad_request', 'Idempotency-Key is for single and async tasks, not broadcasts (each client would answer anew)')
-        return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId, routing.timeoutMs), taskId, region, disclosure)
+        return broadcastResponse(await deps.broadcaster.broadcast(region, payloadJson, taskId, routing.timeoutMs, trace), taskId, region, disclosure)
       }
       if (task.mode === 'async' || idempotencyKey !== undefined) {
         const mode = task.mode === 'async' ? 'async' : 'single'

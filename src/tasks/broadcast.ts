@@ -1,5 +1,6 @@
 import type { Client, Route } from '../fleet/registry.ts'
 import type { TaskRecord } from '../observe/task-stats.ts'
+import type { AttemptTrace, TaskTrace } from '../observe/tracing/tracer.ts'
 import { type Answer, AttemptError, type FanOutSink } from '../transports/types.ts'
 import { MAX_JSON_DEPTH, nestingDepth } from '../wire/json-text.ts'
 import type { BroadcastResult } from '../wire/task.ts'
@@ -23,25 +24,30 @@ export type BroadcastOutcome = { kind: 'no_client'; region: string } | { kind: '
 export class Broadcaster {
   constructor(private readonly deps: BroadcasterDeps) {}
 
-  /** `timeoutMs`: the task's own `timeout`, which may shorten task_timeout, never lengthen it. */
-  async broadcast(region: string, payloadJson: string, taskId: string, timeoutMs?: number): Promise<BroadcastOutcome> {
+  /**
+   * `timeoutMs`: the task's own `timeout`, which may shorten task_timeout, never lengthen it. `trace`: the
+   * caller's (src/observe/tracing/): every agent gets it, under one span for the whole send when it is recorded.
+   */
+  async broadcast(region: string, payloadJson: string, taskId: string, timeoutMs?: number, trace?: TaskTrace): Promise<BroadcastOutcome> {
     const { registry, clock, load } = this.deps
     const targets = registry.within(region)
     const startedMs = clock.now()
     const startedMonotonicMs = clock.monotonic()
     if (targets.length === 0) {
-      this.finish(taskId, region, 503, 'no_client', 0, 0, startedMs, startedMonotonicMs)
+      this.finish(taskId, region, 503, 'no_client', 0, 0, startedMs, startedMonotonicMs, trace)
       return { kind: 'no_client', region }
     }
     const deadline = this.deps.deadlines.start(taskTimeout(this.deps.settings().taskTimeoutMs, timeoutMs).timeoutMs)
+    const hop = trace?.broadcast(targets.length)
     load.inFlight++
     try {
       const results = await new Promise<BroadcastPart[]>((resolve, reject) => {
-        this.send(new Gathering(this.deps, region, targets, startedMonotonicMs, resolve, reject), taskId, payloadJson, deadline)
+        this.send(new Gathering(this.deps, region, targets, startedMonotonicMs, resolve, reject), taskId, payloadJson, deadline, hop)
       })
       let answered = 0
       for (const result of results) if (result.error === undefined) answered++
-      this.finish(taskId, region, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, answered, startedMs, startedMonotonicMs)
+      hop?.end(answered ? 200 : 502, answered ? undefined : 'failed')
+      this.finish(taskId, region, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, answered, startedMs, startedMonotonicMs, trace)
       return { kind: 'delivered', results }
     } finally {
       this.deps.deadlines.end(deadline)
@@ -50,7 +56,8 @@ export class Broadcaster {
   }
 
   /** Each protocol's clients through its fan-out when it has one, else a send each; every answer goes to `gathering`. */
-  private send(gathering: Gathering, taskId: string, payloadJson: string, deadline: Deadline): void {
+  private send(gathering: Gathering, taskId: string, payloadJson: string, deadline: Deadline, hop: AttemptTrace | undefined): void {
+    const traceHeaders = hop?.headers
     const { targets, region } = gathering
     // Every target holds a slot from now until its part is in (the gathering releases it).
     for (const client of targets) this.deps.registry.acquire(client)
@@ -74,10 +81,11 @@ export class Broadcaster {
           unslotted.map((index) => targets[index]!),
           deadline,
           gathering.sinkFor(unslotted),
+          traceHeaders,
         )
       }
       for (const index of slotted) {
-        transport.send(targets[index]!, taskId, payloadJson, deadline).then(
+        transport.send(targets[index]!, taskId, payloadJson, deadline, true, traceHeaders).then(
           (answer) => gathering.answered(index, answer, false),
           (error: unknown) => gathering.failed(index, error),
         )
@@ -94,9 +102,10 @@ export class Broadcaster {
     answered: number,
     startedMs: number,
     startedMonotonicMs: number,
+    trace: TaskTrace | undefined,
   ): void {
     const nowMs = this.deps.clock.now()
-    this.deps.onFinished({
+    const record: TaskRecord = {
       task_id: taskId,
       region,
       mode: 'broadcast',
@@ -108,7 +117,12 @@ export class Broadcaster {
       latency_ms: nowMs - startedMs,
       durationMs: this.deps.clock.monotonic() - startedMonotonicMs,
       finishedAtMs: nowMs,
-    })
+    }
+    if (trace) {
+      record.trace_id = trace.traceId
+      trace.finished(record)
+    }
+    this.deps.onFinished(record)
   }
 }
 

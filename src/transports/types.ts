@@ -76,9 +76,9 @@ export interface Transport {
    * Sends one task to many of its clients at once, if the transport can do better than a send each
    * (WebSocket: one publish on the region's topic). Each client's answer or failure goes to `sink`
    * by its index in `clients`, once, possibly before fanOut returns: no promise per client, as a
-   * broadcast to thousands would otherwise allocate and settle one each.
+   * broadcast to thousands would otherwise allocate and settle one each. `trace`: as for send, the same for every client.
    */
-  fanOut?(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline, sink: FanOutSink): void
+  fanOut?(region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline, sink: FanOutSink, trace?: TraceHeaders): void
 }
 
 /** Where a fan-out's answers go (see Transport.fanOut). */

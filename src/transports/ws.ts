@@ -219,7 +219,7 @@ export class WsTransport implements Transport {
    * Agents that take payloads as strings listen on a topic of their own (stringTopic), published to
    * only in a region where one of them is among `clients`: the object frame, and its path, stay as they were.
    */
-  fanOut(_region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline, sink: FanOutSink): void {
+  fanOut(_region: string, taskId: string, payloadJson: string, clients: readonly Client[], deadline: Deadline, sink: FanOutSink, trace?: TraceHeaders): void {
     const group = new FanOutWaiters(deadline, sink)
     // Nearly always one region or a few: each is published to once.
     const regions = new Set<string>()
@@ -241,11 +241,11 @@ export class WsTransport implements Transport {
     }
     group.watch()
     if (regions.size > 0) {
-      const frame = taskFrame(taskId, payloadJson)
+      const frame = taskFrame(taskId, payloadJson, 'object', trace)
       for (const region of regions) this.publish(regionTopic(region), frame)
     }
     if (stringRegions) {
-      const frame = taskFrame(taskId, payloadJson, 'string')
+      const frame = taskFrame(taskId, payloadJson, 'string', trace)
       for (const region of stringRegions) this.publish(stringTopic(regionTopic(region)), frame)
     }
   }

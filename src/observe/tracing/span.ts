@@ -4,7 +4,7 @@
  * the task path, when a batch goes out.
  */
 
-export type SpanName = 'moonlight.task' | 'moonlight.attempt' | 'moonlight.queue'
+export type SpanName = 'moonlight.task' | 'moonlight.attempt' | 'moonlight.queue' | 'moonlight.broadcast'
 
 /** OTLP's SpanKind numbers: the task is served (SERVER), an attempt calls an agent (CLIENT), the queue is Moonlight's own (INTERNAL). */
 export const SPAN_KIND = { internal: 1, server: 2, client: 3 } as const

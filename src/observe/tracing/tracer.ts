@@ -26,6 +26,8 @@ export interface TaskTrace {
   /** What a stored task keeps of it, for its run (Tracer.resume). */
   stored(): StoredTrace
   attempt(nodeId: string, protocol: string): AttemptTrace
+  /** A broadcast's one send to its `clients`: one span for them all, the parent every agent gets (a publish carries one frame). */
+  broadcast(clients: number): AttemptTrace
   /** The task begins to wait for a slot; the function returned says it stopped waiting. */
   queued(): () => void
   finished(record: TaskRecord): void
@@ -52,6 +54,9 @@ class PassedTrace implements TaskTrace, AttemptTrace {
     return storedTrace(this.context, this.context.spanId)
   }
   attempt(): AttemptTrace {
+    return this
+  }
+  broadcast(): AttemptTrace {
     return this
   }
   end(): void {}
@@ -86,7 +91,15 @@ class RecordedTrace implements TaskTrace {
   }
 
   attempt(nodeId: string, protocol: string): AttemptTrace {
-    const span = this.span('moonlight.attempt', 'client', { 'moonlight.node_id': nodeId, 'moonlight.protocol': protocol })
+    return this.child(this.span('moonlight.attempt', 'client', { 'moonlight.node_id': nodeId, 'moonlight.protocol': protocol }))
+  }
+
+  broadcast(clients: number): AttemptTrace {
+    return this.child(this.span('moonlight.broadcast', 'client', { 'moonlight.clients': clients }))
+  }
+
+  /** A span under the task's whose id the agents get as their parent. */
+  private child(span: SpanRecord): AttemptTrace {
     span.parentSpanId = this.spanId
     this.spans.push(span)
     const { clock } = this
@@ -122,6 +135,7 @@ class RecordedTrace implements TaskTrace {
     task.startMonotonicMs = this.anchorMonotonicMs
     if (this.parentSpanId !== undefined) task.parentSpanId = this.parentSpanId
     if (record.node_id !== null) task.attributes['moonlight.node_id'] = record.node_id
+    if (record.answered !== undefined) task.attributes['moonlight.answered'] = record.answered
     if (record.outcome !== 'ok') task.failed = record.outcome
     // The task span first: a collector that reads them in order meets the parent before its children.
     this.onSpans([task, ...this.spans])

@@ -70,6 +70,56 @@ describe('trace context, tracing off', () => {
   })
 })
 
+describe('broadcasts', () => {
+  /** Two WebSocket agents on the region's topic, one with slots (sent its part on its own) and an HTTP agent. */
+  async function broadcastFleet(mls: { url: string; wsUrl: string }) {
+    const onTopic = await Promise.all(['w1', 'w2'].map((nodeId) => startWsAgent(mls.wsUrl, { nodeId, region: 'us-east-1' })))
+    const slotted = await startWsAgent(mls.wsUrl, { nodeId: 'w3', region: 'us-east-1', register: { max_in_flight: 2 } })
+    for (const agent of [...onTopic, slotted]) defer(agent.close)
+    const http = await tracedHttpAgent(mls.url, 'h1')
+    const frames = () => [...onTopic, slotted].map((agent) => agent.messages.find((message) => message.type === 'task'))
+    return { frames, http }
+  }
+
+  test("tracing off: every agent of a broadcast gets the caller's traceparent and tracestate, published or sent alone", async () => {
+    const mls = server()
+    const { frames, http } = await broadcastFleet(mls)
+    const result = await postTraced(mls.url, { region: 'us-east-1', payload: 'all', mode: 'broadcast' }, { traceparent: CALLER_PARENT, tracestate: 'k=v' })
+    expect(result.status).toBe(200)
+    expect(result.json().results).toHaveLength(4)
+    for (const frame of frames()) expect(frame).toMatchObject({ traceparent: CALLER_PARENT, tracestate: 'k=v', payload: 'all' })
+    expect(http.seen).toEqual([{ traceparent: CALLER_PARENT, tracestate: 'k=v' }])
+  })
+
+  test('tracing on: a broadcast is one task span and one broadcast span, the parent every agent gets', async () => {
+    const receiver = collector()
+    const mls = server({ tracing: { endpoint: receiver.url, flush_interval: 0.05 } })
+    const { frames, http } = await broadcastFleet(mls)
+    const result = await postTraced(mls.url, { region: 'us-east-1', payload: 'all', mode: 'broadcast' }, { traceparent: CALLER_PARENT })
+    expect(result.status).toBe(200)
+    await waitFor(() => receiver.spans.length >= 2, 'the spans are exported')
+    const task = receiver.spans.find((span) => span.name === 'moonlight.task')!
+    const fanOut = receiver.spans.find((span) => span.name === 'moonlight.broadcast')!
+    expect(task).toMatchObject({ traceId: CALLER_TRACE, parentSpanId: CALLER_SPAN, kind: 2 })
+    expect(task.attributes).toMatchObject({
+      'moonlight.task_id': result.headers.get('x-task-id'),
+      'moonlight.mode': 'broadcast',
+      'moonlight.outcome': 'ok',
+      'moonlight.attempts': 4,
+      'moonlight.answered': 4,
+      'http.response.status_code': 200,
+    })
+    expect(fanOut).toMatchObject({ traceId: CALLER_TRACE, parentSpanId: task.spanId, kind: 3 })
+    expect(fanOut.attributes).toMatchObject({ 'moonlight.clients': 4, 'http.response.status_code': 200 })
+    expect(BigInt(fanOut.startTimeUnixNano)).toBeGreaterThanOrEqual(BigInt(task.startTimeUnixNano))
+    expect(BigInt(fanOut.endTimeUnixNano)).toBeLessThanOrEqual(BigInt(task.endTimeUnixNano))
+    const parent = `00-${CALLER_TRACE}-${fanOut.spanId}-01`
+    for (const frame of frames()) expect(frame).toMatchObject({ traceparent: parent })
+    expect(http.seen.map((headers) => headers.traceparent)).toEqual([parent])
+    expect(receiver.spans.filter((span) => span.name === 'moonlight.attempt')).toEqual([])
+  })
+})
+
 describe('stored tasks', () => {
   test("an async task keeps the caller's trace: GET /task/{id} shows its trace_id, the agent gets it when the task runs, spans under the caller's", async () => {
     const receiver = collector()
