@@ -88,13 +88,16 @@ export class HttpTransport implements Transport {
       target = new AgentTarget(client, agentCa)
       this.targets.set(client, target)
     }
-    let head = `${target.headStart}${taskId}\r\ncontent-length: ${Buffer.byteLength(payloadJson)}\r\n`
+    const payloadBytes = Buffer.byteLength(payloadJson)
+    let head = `${target.headStart}${taskId}\r\ncontent-length: ${payloadBytes}\r\n`
     if (signingSecret !== undefined)
       for (const [name, value] of Object.entries(signatureHeaders(signingSecret, payloadJson, this.now() / 1000))) head += `${name}: ${value}\r\n`
     if (trace !== undefined) head += traceLines(trace)
     const request = `${head}\r\n${payloadJson}`
     const answer = new AnswerReader(limit)
-    const pending = this.pool.request(target.address, request, answer, mayResend, target.key)
+    // Every line of the head is ASCII (the address, task id, signature and trace values are checked where they come
+    // from), a byte a character: the request's length is counted without scanning the payload a second time.
+    const pending = this.pool.request(target.address, request, answer, mayResend, target.key, head.length + 2 + payloadBytes)
     // Redirects are never followed: a 3xx is the agent's answer, passed back as such (its Location is not on the allow-list).
     deadline.watch(pending)
     try {

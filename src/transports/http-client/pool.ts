@@ -83,8 +83,10 @@ export class PendingRequest implements Expirable {
     readonly sink: AnswerSink,
     /** false: never sent a second time, not even by the stale-socket rule (a task that must run at most once). */
     readonly mayResend = true,
+    /** The caller's count of the bytes, when it has one: a string is then not scanned for its UTF-8 length again. */
+    byteLength?: number,
   ) {
-    this.byteLength = typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length
+    this.byteLength = byteLength ?? (typeof bytes === 'string' ? Buffer.byteLength(bytes) : bytes.length)
     this.done = new Promise<void>((resolve, reject) => {
       this.resolve = resolve
       this.reject = reject
@@ -390,8 +392,8 @@ export class HttpClientPool {
     this.maxHeaderBytes = options.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES
   }
 
-  /** Sends `bytes` (a whole request) to the agent; the answer goes to `sink`. */
-  request(address: AgentAddress, bytes: string | Uint8Array, sink: AnswerSink, mayResend = true, key = agentKey(address)): PendingRequest {
+  /** Sends `bytes` (a whole request, `byteLength` bytes on the wire if the caller knows) to the agent; the answer goes to `sink`. */
+  request(address: AgentAddress, bytes: string | Uint8Array, sink: AnswerSink, mayResend = true, key = agentKey(address), byteLength?: number): PendingRequest {
     let agent = this.agents.get(key)
     if (!agent) {
       agent = new AgentPool(this, key, address)
@@ -401,7 +403,7 @@ export class HttpClientPool {
       agent.ca = address.ca
       for (const connection of [...agent.idle]) connection.destroy()
     }
-    const request = new PendingRequest(agent, bytes, sink, mayResend)
+    const request = new PendingRequest(agent, bytes, sink, mayResend, byteLength)
     agent.submit(request)
     return request
   }

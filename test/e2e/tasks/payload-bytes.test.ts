@@ -1,4 +1,5 @@
 import { describe, expect, test } from 'bun:test'
+import { type AddressInfo, createServer } from 'node:net'
 import { openWs, postTask, TOKEN, testScope } from '../../support/helpers.ts'
 
 const { defer, server } = testScope()
@@ -131,5 +132,43 @@ describe('a payload the server will not pass on gets a clear 400', () => {
     })
     expect(response.status).toBe(400)
     expect(await response.json()).toMatchObject({ code: 'too_deep' })
+  })
+})
+
+describe('a payload larger than the socket takes at once', () => {
+  test('9 MB of three-byte characters reach a slow-reading HTTP agent whole: the rest is written as the socket drains', async () => {
+    const mls = server({ max_body_bytes: 16 * 1024 * 1024 })
+    const payload = JSON.stringify('☃'.repeat(3_000_000))
+    const received = Promise.withResolvers<Buffer>()
+    // A raw agent that reads nothing for half a second: the server's first write cannot take the whole request.
+    const agent = createServer((socket) => {
+      socket.pause()
+      setTimeout(() => socket.resume(), 500)
+      const chunks: Buffer[] = []
+      socket.on('data', (chunk: Buffer) => {
+        chunks.push(chunk)
+        const all = Buffer.concat(chunks)
+        const headEnd = all.indexOf('\r\n\r\n')
+        if (headEnd === -1) return
+        const length = Number(/content-length: (\d+)/i.exec(all.subarray(0, headEnd).toString('latin1'))?.[1])
+        if (all.length < headEnd + 4 + length) return
+        received.resolve(all.subarray(headEnd + 4))
+        socket.end('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}')
+      })
+    })
+    await new Promise<void>((resolve) => agent.listen(0, '127.0.0.1', resolve))
+    defer(() => agent.close())
+    const port = (agent.address() as AddressInfo).port
+    const heartbeat = await fetch(`${mls.url}/client/heartbeat`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ip: '127.0.0.1', node_id: 'slow-reader', token: TOKEN, region: 'usa', port }),
+    })
+    expect(heartbeat.status).toBe(200)
+    const result = await postTask(mls.url, `{"region":"usa","payload":${payload}}`)
+    expect(result.status).toBe(200)
+    const body = await received.promise
+    expect(body.length).toBe(Buffer.byteLength(payload))
+    expect(body.equals(Buffer.from(payload))).toBe(true)
   })
 })
