@@ -299,7 +299,7 @@ const oversizedBodySchema = z.object({
     .min(0)
     .default(64 * 1024 * 1024)
     .describe(
-      "A body over `max_body_bytes` up to this many bytes in all is read to its end and dropped (never kept) before its `413`, so that clients that write the whole body before reading the answer (Node's `fetch`, Python's `urllib`, most SDKs) get the JSON rather than `EPIPE` / `Broken pipe`; so is a body refused before it was read (`401`, `429`, `415`, `404`…), which then leaves the connection open for the next request. A body declared longer is not read at all, and a client still sending past it is cut off (curl, which reads while it writes, gets the answer anyway). `0` reads nothing.",
+      "A body over `max_body_bytes` up to this many bytes in all is read to its end and dropped (never kept) before its `413`, so that clients that write the whole body before reading the answer (Node's `fetch`, Python's `urllib`, most SDKs) get the JSON rather than `EPIPE` / `Broken pipe`; so is a body refused before it was read (`401`, `429`, `415`, `404`…), for 2 s at most (`discard_time` when shorter): a body sent at once is in long before, and the connection stays open for the next request; a slower upload is answered then and cut off. A body declared longer is not read at all, and a client still sending past it is cut off (curl, which reads while it writes, gets the answer anyway). `0` reads nothing.",
     ),
   discard_time: seconds
     .max(300)
@@ -488,7 +488,7 @@ export const configSchema = z.object({
   oversized_body: oversizedBodySchema
     .prefault({})
     .describe(
-      'What is read of a body over `max_body_bytes` before its `413`, or of a body refused before it was read (a wrong token, a body not declared JSON, no such route): up to 64 MiB in all and for 30 s at most, whichever comes first; then the answer is sent, and the connection closed unless the whole body was read.',
+      'What is read of a body over `max_body_bytes` before its `413` (up to 64 MiB in all and for 30 s at most, whichever comes first; then the `413` is sent and the connection closed), and of a body refused before it was read (a wrong token, a body not declared JSON, no such route for a `POST`: the same bytes, for 2 s at most; the connection stays open when the whole body was read).',
     ),
   // A runaway agent must not exhaust the server's memory.
   max_answer_bytes: z

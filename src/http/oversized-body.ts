@@ -10,16 +10,18 @@ export type BodyLimits = Pick<Config, 'max_body_bytes' | 'oversized_body'>
  * of the answer when the connection closes while it still writes; nginx's lingering close, bounded. A
  * body declared longer than `discard_bytes` is not read at all (its client could not be answered
  * anyway), a chunked one is read up to it, and neither for longer than `discard_time`. `received` bytes
- * were already read through `reader`, when reading had started. True if the body was read to its end
- * (the connection can serve the client's next request), false if a bound cut it short.
+ * were already read through `reader`, when reading had started; `maxTimeS` may bound it tighter than
+ * discard_time. True if the body was read to its end (the connection can serve the client's next
+ * request), false if a bound cut it short.
  */
 export async function discardOversizedBody(
   request: Request,
   limits: BodyLimits,
   reader: ReadableStreamDefaultReader<Uint8Array> | undefined = request.body?.getReader(),
   received = 0,
+  maxTimeS = limits.oversized_body.discard_time,
 ): Promise<boolean> {
-  const { discard_bytes: maxBytes, discard_time: maxTimeS } = limits.oversized_body
+  const { discard_bytes: maxBytes } = limits.oversized_body
   const declared = request.headers.get('content-length')
   if (reader === undefined) return true
   if (declared !== null && Number(declared) > maxBytes) return false
@@ -45,14 +47,24 @@ export async function discardOversizedBody(
 }
 
 /**
+ * How long a refusal waits for the rest of a body it did not read. Bun can answer only after the body is
+ * read (an answer sent first closes the connection under a client still writing), so the wait delays the
+ * answer for clients that read while they write (curl stops its upload when the refusal comes): a body
+ * sent at once is in long before this, a slow upload is answered and cut off after it, and a refused
+ * source cannot hold connections for discard_time (nginx's lingering close reads for at most 5 s between
+ * packets).
+ */
+export const REFUSAL_DISCARD_S = 2
+
+/**
  * Before a refusal sent with the body still unread (401, 403, 415, 429, 404…): reads and drops the body
- * within oversized_body's bounds, for the same clients the 413 reads it for — Python's urllib sending
- * 900 KiB with a wrong token otherwise gets `Broken pipe` instead of the 401. Only refusals pay for it,
- * never a task. True if the connection may serve the next request; false: the answer must close it
- * (`Connection: close`), since a bound left part of the body unread.
+ * within discard_bytes and REFUSAL_DISCARD_S, for the same clients the 413 reads it for — Python's urllib
+ * sending 900 KiB with a wrong token otherwise gets `Broken pipe` instead of the 401. Only refusals pay
+ * for it, never a task. True if the connection may serve the next request; false: the answer must close
+ * it (`Connection: close`), since a bound left part of the body unread.
  */
 export function discardUnreadBody(request: Request, limits: BodyLimits): boolean | Promise<boolean> {
   const { body } = request
   if (body === null || request.bodyUsed || body.locked) return true
-  return discardOversizedBody(request, limits)
+  return discardOversizedBody(request, limits, undefined, 0, Math.min(REFUSAL_DISCARD_S, limits.oversized_body.discard_time))
 }

@@ -136,6 +136,19 @@ describe('clients that write the whole body before reading get the refusal sent 
     expect(statusLines).toEqual(['HTTP/1.1 401 Unauthorized', 'HTTP/1.1 200 OK'])
   })
 
+  test('a refused body trickling in is answered with the refusal, and the connection closed, before Bun would time it out', async () => {
+    const mls = server()
+    // 1 000 bytes a second of a declared 20 000: the wait for the body is bounded well under Bun's 10 s idle timeout,
+    // which would otherwise close the connection with no answer at all.
+    const closing = await sendUntilClosed(
+      mls.url,
+      'POST /task/request HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-token\r\nContent-Type: application/json\r\nContent-Length: 20000\r\n\r\n',
+      'x'.repeat(1000),
+      1000,
+    )
+    expect(closing.statusLine).toBe('HTTP/1.1 401 Unauthorized')
+  })
+
   test('a refused body longer than oversized_body.discard_bytes is not read: the refusal is sent and the connection closed', async () => {
     const mls = server({ oversized_body: { discard_bytes: 256 * 1024 } })
     const closing = await sendUntilClosed(
