@@ -45,6 +45,9 @@ export function errorResponse(error: unknown, report: (error: unknown) => void =
     const message = (error as Error).message || 'bad request'
     return jsonResponse({ error: message, code: HONO_CODES[status] ?? 'bad_request' }, status, headers)
   }
+  // A body whose read ended with its connection (the caller left, or Bun timed it out): the caller's doing, not a fault here.
+  if (error instanceof DOMException && error.name === 'AbortError')
+    return jsonResponse({ error: `the request body could not be read: ${error.message}`, code: 'bad_request' }, 400, headers)
   report(error)
   return jsonResponse({ error: 'internal server error', code: 'internal' }, 500, headers)
 }

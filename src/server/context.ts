@@ -68,7 +68,8 @@ export function createContext(options: ContextOptions): ServerContext {
     started,
     settings,
     log,
-    report: (error) => log(`[mls] unhandled error: ${(error as Error)?.stack ?? error}`, { level: 'error' }),
+    // A DOMException's stack is empty: its name and message then.
+    report: (error) => log(`[mls] unhandled error: ${(error as Error)?.stack || String(error)}`, { level: 'error' }),
     authFailures,
     generatedToken,
     startedAtMs: clock.now(),

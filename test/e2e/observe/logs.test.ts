@@ -5,6 +5,7 @@
  */
 import { describe, expect, test } from 'bun:test'
 import { mkdtempSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { postTask, SEED_CONFIG, type SpawnedServer, spawnServer, startCli, startHttpAgent, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
@@ -149,4 +150,24 @@ describe('GET /readyz', () => {
     await redis.restart()
     await waitFor(async () => (await fetch(`${member.url}/readyz`)).status === 200, '/readyz back to 200', 15_000)
   }, 40_000)
+})
+
+describe('a caller that goes away', () => {
+  test('a task whose body stalls until the connection is timed out is no server error: nothing logged as unhandled', async () => {
+    const child = await serve({})
+    const { port } = new URL(child.url)
+    // Half a body, then silence: Bun closes the connection after its 10 s idle timeout, failing the body's read.
+    const socket = connect(Number(port), '127.0.0.1')
+    defer(() => socket.destroy())
+    socket.on('error', () => {})
+    const closed = new Promise<void>((resolve) => socket.on('close', () => resolve()))
+    socket.write(
+      `POST /task/request HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 20000\r\n\r\n{"region":"us-east-1","payload":"`,
+    )
+    await closed
+    // The server is still answering, and what it logged for the read is not an error of its own.
+    expect((await fetch(`${child.url}/healthz`)).status).toBe(200)
+    expect(child.output()).not.toContain('ERROR')
+    expect(child.output()).not.toContain('unhandled error')
+  })
 })
