@@ -12,7 +12,7 @@ import type { ClusterView } from '../wire/views.ts'
 import { mountFleetRoutes } from './fleet-routes.ts'
 import type { MetricsSource } from './metrics.ts'
 import { mountOperatorRoutes, type OperatorDeps } from './operator-routes.ts'
-import { discardUnreadBody } from './oversized-body.ts'
+import { afterUnreadBody } from './oversized-body.ts'
 import { mountPages } from './pages.ts'
 import { requestPath } from './request-path.ts'
 import { mountServerRoutes } from './server-routes.ts'
@@ -54,7 +54,7 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     await next()
     c.res.headers.set('x-content-type-options', 'nosniff')
     // A refusal sent before the body was read (a token, no such route): read it first, or a client still writing gets EPIPE.
-    if (c.res.status >= 400 && !(await discardUnreadBody(c.req.raw, settings.config))) c.res.headers.set('connection', 'close')
+    if (c.res.status >= 400) await afterUnreadBody(c.req.raw, c.res, settings.config)
   })
 
   mountFleetRoutes(app, deps)

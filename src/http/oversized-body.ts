@@ -5,7 +5,7 @@ export type BodyLimits = Pick<Config, 'max_body_bytes' | 'oversized_body'>
 
 /**
  * Reads and drops the rest of a body over max_body_bytes, before its 413 is sent — or a body the server
- * refused before reading it (see discardUnreadBody). A client that writes
+ * refused before reading it (see afterUnreadBody). A client that writes
  * its whole body before reading the answer (Node's fetch, Python's urllib, most SDKs) gets EPIPE instead
  * of the answer when the connection closes while it still writes; nginx's lingering close, bounded. A
  * body declared longer than `discard_bytes` is not read at all (its client could not be answered
@@ -57,14 +57,15 @@ export async function discardOversizedBody(
 export const REFUSAL_DISCARD_S = 2
 
 /**
- * Before a refusal sent with the body still unread (401, 403, 415, 429, 404…): reads and drops the body
- * within discard_bytes and REFUSAL_DISCARD_S, for the same clients the 413 reads it for — Python's urllib
- * sending 900 KiB with a wrong token otherwise gets `Broken pipe` instead of the 401. Only refusals pay
- * for it, never a task. True if the connection may serve the next request; false: the answer must close
- * it (`Connection: close`), since a bound left part of the body unread.
+ * `refusal` (401, 403, 415, 429, 404…), once the body it left unread is read and dropped within
+ * discard_bytes and REFUSAL_DISCARD_S, for the same clients the 413 reads it for — Python's urllib sending
+ * 900 KiB with a wrong token otherwise gets `Broken pipe` instead of the 401. A bound that left part of
+ * the body unread closes the connection after it (`Connection: close`). Only refusals pay for it, never a task.
  */
-export function discardUnreadBody(request: Request, limits: BodyLimits): boolean | Promise<boolean> {
+export async function afterUnreadBody(request: Request, refusal: Response, limits: BodyLimits): Promise<Response> {
   const { body } = request
-  if (body === null || request.bodyUsed || body.locked) return true
-  return discardOversizedBody(request, limits, undefined, 0, Math.min(REFUSAL_DISCARD_S, limits.oversized_body.discard_time))
+  if (body === null || request.bodyUsed || body.locked) return refusal
+  const maxTimeS = Math.min(REFUSAL_DISCARD_S, limits.oversized_body.discard_time)
+  if (!(await discardOversizedBody(request, limits, body.getReader(), 0, maxTimeS))) refusal.headers.set('connection', 'close')
+  return refusal
 }

@@ -11,7 +11,7 @@ import { scopeBoundary, taskRouting } from '../tasks/routing.ts'
 import type { StoredTasks } from '../tasks/stored/runner.ts'
 import type { StoredTask } from '../tasks/stored/store.ts'
 import { FINAL_STATES, idempotencyKeySchema } from '../wire/async-task.ts'
-import { discardUnreadBody } from './oversized-body.ts'
+import { afterUnreadBody } from './oversized-body.ts'
 import { authorize, readJsonText, requestToken } from './request-checks.ts'
 import { acceptedResponse, ownerOf, resultResponse } from './stored-task-answers.ts'
 import { readTaskRequest } from './task-body.ts'
@@ -91,10 +91,8 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       }
       return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId, routing, undefined, trace), taskId, disclosure, deps.instanceId?.())
     } catch (error) {
-      const refusal = errorResponse(error, deps.report)
       // Refused before the body was read (a token, a content type): read it first, or a client still writing gets EPIPE.
-      if (!request.bodyUsed && !(await discardUnreadBody(request, settings.config))) refusal.headers.set('connection', 'close')
-      return refusal
+      return afterUnreadBody(request, errorResponse(error, deps.report), settings.config)
     }
   }
 }

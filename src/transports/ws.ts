@@ -382,16 +382,12 @@ function stringTopic(topic: string): string {
 const JSON_ANSWER_HEADERS: Record<string, string> = Object.freeze({ 'content-type': 'application/json' })
 
 function toAnswer(response: TaskResponse, responseJson: string | undefined, policy: HeaderPolicy): Answer {
-  if (isEmpty(response.headers)) {
-    // Nearly every answer: no record of headers made and filtered per task, and the caller's headers made once (src/http/task-outcome.ts).
-    const answer: Answer = { status: response.status, headers: JSON_ANSWER_HEADERS, body: responseJson ?? 'null', sharedHeaders: true }
-    if (response.retry === false) answer.retry = false
-    return answer
-  }
-  const headers = policy.filter(response.headers)
+  const headers = isEmpty(response.headers) ? undefined : policy.filter(response.headers)
   let answer: Answer
+  // Nearly every answer names no headers: no record made and filtered per task, and the caller's headers made once (src/http/task-outcome.ts).
+  if (headers === undefined) answer = { status: response.status, headers: JSON_ANSWER_HEADERS, body: responseJson ?? 'null', sharedHeaders: true }
   // A string with its own content type is a body as-is; anything else is a JSON value.
-  if (typeof response.response === 'string' && headers['content-type']) answer = { status: response.status, headers, body: response.response }
+  else if (typeof response.response === 'string' && headers['content-type']) answer = { status: response.status, headers, body: response.response }
   else {
     headers['content-type'] ??= 'application/json'
     answer = { status: response.status, headers, body: responseJson ?? 'null' }
