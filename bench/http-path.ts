@@ -113,8 +113,9 @@ export interface HttpPathResult {
     floor_text_ws_rps_vs_nginx: number
     floor_contract_rps_vs_nginx: number
     floor_contract_cpu_vs_floor_text: number
-    floor_contract_ws_rps_vs_nginx?: number
-    ws_cpu_vs_floor_contract_ws?: number
+    floor_contract_ws_rps_vs_nginx: number
+    /** Moonlight's WebSocket path's CPU per task over the contract floor's on that path. */
+    ws_cpu_vs_floor_contract_ws: number
     before_http_rps_vs_nginx?: number
     before_http_p99_vs_nginx?: number
     before_ws_rps_vs_nginx?: number

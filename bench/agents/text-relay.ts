@@ -52,20 +52,7 @@ const agentSocketHandlers = {
     const status = Number(received.toString('latin1', 9, 12))
     const answer = received.toString('utf8', headEnd + 4, headEnd + 4 + length)
     if (pending.taskId === undefined) pending.resolve(new Response(answer, { status, headers: { 'content-type': 'application/json' } }))
-    else
-      pending.resolve(
-        new Response(answer, {
-          status,
-          headers: {
-            'content-type': 'application/json',
-            'x-content-type-options': 'nosniff',
-            'content-security-policy': 'sandbox',
-            'x-task-id': pending.taskId,
-            'x-moonlight-node': 'bench-http-agent',
-            'x-moonlight-attempts': '1',
-          },
-        }),
-      )
+    else pending.resolve(contractAnswer(answer, status, pending.taskId, 'bench-http-agent'))
   },
   close(socket: Socket<Pending | undefined>) {
     const index = idle.indexOf(socket)
@@ -116,14 +103,19 @@ function toWsAgent(body: string): Promise<string> {
  * on as text, with the headers a Moonlight answer carries.
  */
 async function contractWsTask(payload: string, taskId: string): Promise<Response> {
-  const answer = await toWsAgent(payload)
-  return new Response(answer, {
+  return contractAnswer(await toWsAgent(payload), 200, taskId, 'bench-ws-agent')
+}
+
+/** The answer with the headers a Moonlight answer carries (task id, node, attempts, nosniff, sandbox). */
+function contractAnswer(body: string, status: number, taskId: string, node: string): Response {
+  return new Response(body, {
+    status,
     headers: {
       'content-type': 'application/json',
       'x-content-type-options': 'nosniff',
       'content-security-policy': 'sandbox',
       'x-task-id': taskId,
-      'x-moonlight-node': 'bench-ws-agent',
+      'x-moonlight-node': node,
       'x-moonlight-attempts': '1',
     },
   })
