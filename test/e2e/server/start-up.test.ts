@@ -30,6 +30,8 @@ describe('start-up', () => {
 
   test('the server prints its process id, where signals go', async () => {
     const child = await spawn(['--port', '0', '--host', '127.0.0.1'])
+    // Printed just after "listening on", which is all spawn waits for: the line may still be on its way.
+    await child.waitForOutput(/pid \d+:/)
     expect(child.output()).toContain(`pid ${child.process.pid}`)
   })
 })
