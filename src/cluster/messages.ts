@@ -1,7 +1,7 @@
 import { z } from 'zod'
 import type { Client, ClientAnnouncement } from '../fleet/registry.ts'
 import { attemptFailureSchema } from '../wire/errors.ts'
-import { healthStateSchema, maxInFlightSchema, nameSchema, protocolSchema, schemeSchema, weightSchema } from '../wire/names.ts'
+import { healthStateSchema, maxInFlightSchema, nameSchema, prioritySchema, protocolSchema, schemeSchema, weightSchema } from '../wire/names.ts'
 
 /**
  * What one instance accepts from another over Redis, checked before anything reads it. A message is
@@ -75,6 +75,9 @@ export const relayRequestSchema = z.object({
   /** The trace context the agent gets, as the origin made it; checked here too, as it goes into a frame. */
   traceparent: z.string().regex(TRACEPARENT).optional(),
   tracestate: z.string().regex(TRACESTATE).optional(),
+  /** The task's class and its own queue_timeout, should it wait here for the agent's slot; absent: normal, and queue.timeout here. */
+  priority: prioritySchema.optional(),
+  queue_timeout_ms: z.number().int().min(1).optional(),
   /**
    * The origin reads an answer sent as its envelope, a newline and the body's own text (see
    * replyText), so the body is neither escaped here nor unescaped there. An origin that does not
@@ -153,6 +156,12 @@ export function commonRelayRequest(value: unknown): RelayRequest | undefined {
       case 'raw_answer':
       case 'batch_replies':
         if (field !== true) return undefined
+        break
+      case 'priority':
+        if (field !== 'high' && field !== 'normal' && field !== 'low') return undefined
+        break
+      case 'queue_timeout_ms':
+        if (!Number.isSafeInteger(field) || (field as number) < 1) return undefined
         break
       case 'payload':
         break

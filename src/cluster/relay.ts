@@ -2,6 +2,7 @@ import type { Client, Registry } from '../fleet/registry.ts'
 import { hasSlot } from '../fleet/slots.ts'
 import type { TraceHeaders } from '../observe/tracing/trace-context.ts'
 import type { Deadline, DeadlineTimer, Expirable } from '../tasks/deadlines.ts'
+import type { Queueing } from '../tasks/routing.ts'
 import type { SlotQueue } from '../tasks/slot-waiting.ts'
 import { TurnBatches } from '../transports/turn-batches.ts'
 import { type Answer, AttemptError, type Transport, timedOut } from '../transports/types.ts'
@@ -26,6 +27,8 @@ class RelayWaiter implements Expirable {
     readonly nodeId: string,
     readonly payloadJson: string,
     readonly trace: TraceHeaders | undefined,
+    /** Its class and bound for a wait at the holder, should the agent's slots all be taken there. */
+    readonly queueing: Queueing | undefined,
   ) {}
 
   get instance(): string {
@@ -35,6 +38,17 @@ class RelayWaiter implements Expirable {
   expire(): void {
     this.transport.fail(this.key, timedOut())
   }
+}
+
+/**
+ * A task's priority and queue_timeout as fields of its relay message (each a name of the schema's, or
+ * a whole number of ms): the holder queues it by them if the agent is full there. None for a task
+ * without them (nearly all). A holder of an earlier version ignores them.
+ */
+function queueingFields({ priority, queueTimeoutMs }: Queueing): string {
+  let fields = priority === undefined || priority === 'normal' ? '' : `"priority":"${priority}",`
+  if (queueTimeoutMs !== undefined) fields += `"queue_timeout_ms":${Math.max(1, Math.ceil(queueTimeoutMs))},`
+  return fields
 }
 
 /** The attempts relayed to one holder: how many wait for a reply, and those not yet published this turn. */
@@ -85,7 +99,15 @@ export class RelayTransport implements Transport {
     return this.waiting.size
   }
 
-  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, _mayResend?: boolean, trace?: TraceHeaders): Promise<Answer> {
+  send(
+    client: Client,
+    taskId: string,
+    payloadJson: string,
+    deadline: Deadline,
+    _mayResend?: boolean,
+    trace?: TraceHeaders,
+    queueing?: Queueing,
+  ): Promise<Answer> {
     if (deadline.expired) return Promise.reject(timedOut())
     const holder = client.instance
     if (holder === undefined || !this.connection.up)
@@ -96,7 +118,7 @@ export class RelayTransport implements Transport {
       line = new HolderLine(holder)
       this.lines.set(holder, line)
     }
-    const waiter = new RelayWaiter(this, key, line, deadline, taskId, client.nodeId, payloadJson, trace)
+    const waiter = new RelayWaiter(this, key, line, deadline, taskId, client.nodeId, payloadJson, trace, queueing)
     const answer = new Promise<Answer>((resolve, reject) => {
       waiter.resolve = resolve
       waiter.reject = reject
@@ -117,9 +139,9 @@ export class RelayTransport implements Transport {
 
   /** A relayed task's own message, with the time its caller has left now. */
   private requestText(waiter: RelayWaiter): string {
-    const { deadline, trace } = waiter
+    const { deadline, trace, queueing } = waiter
     const timeoutMs = Math.max(1, Math.ceil(deadline.atMs - performance.now()))
-    return `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(waiter.key)},"task_id":${JSON.stringify(waiter.taskId)},"node_id":${JSON.stringify(waiter.nodeId)},"timeout_ms":${timeoutMs},"raw_answer":true,${this.askBatchReplies ? '"batch_replies":true,' : ''}${trace === undefined ? '' : traceFields(trace)}"payload":${waiter.payloadJson}}`
+    return `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(waiter.key)},"task_id":${JSON.stringify(waiter.taskId)},"node_id":${JSON.stringify(waiter.nodeId)},"timeout_ms":${timeoutMs},"raw_answer":true,${this.askBatchReplies ? '"batch_replies":true,' : ''}${trace === undefined ? '' : traceFields(trace)}${queueing === undefined ? '' : queueingFields(queueing)}"payload":${waiter.payloadJson}}`
   }
 
   /** Publishes the tasks a holder was given this turn: one message. */
@@ -316,7 +338,10 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
   let agent = client
   if (hasSlot(client)) deps.registry.acquire(client)
   else {
-    const waited = await deps.slots.waitForAgent(client, deadline)
+    const waited = await deps.slots.waitForAgent(client, deadline, {
+      ...(request.priority === undefined ? {} : { priority: request.priority }),
+      ...(request.queue_timeout_ms === undefined ? {} : { queueTimeoutMs: request.queue_timeout_ms }),
+    })
     if (!('acquired' in waited)) {
       deps.deadlines.end(deadline)
       failure({ key: request.key, error: `the agent's slots stayed full here (${waited.kind})`, kind: 'unreachable', full: true })

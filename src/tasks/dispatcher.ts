@@ -180,7 +180,7 @@ export class Dispatcher {
     let attemptKind: AttemptRecord['kind']
     const hop = task.trace?.attempt(client.nodeId, client.route)
     try {
-      const answer = await this.deps.transports[client.route].send(client, task.taskId, task.payloadJson, task.deadline, task.mayResend, hop?.headers)
+      const answer = await this.deps.transports[client.route].send(client, task.taskId, task.payloadJson, task.deadline, task.mayResend, hop?.headers, routing)
       judged = true
       attemptStatus = answer.status
       if (answer.status < 500) {

@@ -30,6 +30,9 @@ export interface TaskRouting {
   boundary?: string
 }
 
+/** How a task waits for a slot: its priority class and its own queue_timeout (a relayed task carries them to its agent's holder). */
+export type Queueing = Pick<TaskRouting, 'priority' | 'queueTimeoutMs'>
+
 /** What a task without routing fields gets: today's behaviour, exactly. Shared by every such task, so frozen. */
 export const DEFAULT_ROUTING: TaskRouting = Object.freeze({ fallback: 'parent', retry: true })
 

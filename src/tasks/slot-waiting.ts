@@ -6,7 +6,7 @@ import type { TaskControl } from './control.ts'
 import { type Deadline, DeadlineTimer, type Expirable } from './deadlines.ts'
 import type { Outcome } from './outcome.ts'
 import { type QueuePlace, TaskQueue, type Waiting } from './priority-queue.ts'
-import { DEFAULT_ROUTING, type TaskRouting } from './routing.ts'
+import { DEFAULT_ROUTING, type Queueing, type TaskRouting } from './routing.ts'
 
 /** The config's `queue` section, in ms. */
 export interface QueueSettings {
@@ -81,9 +81,12 @@ export class SlotQueue {
     return this.wait(place, region, routing, deadline, control)
   }
 
-  /** A task another instance relayed to `client`, held here, while it is full: it waits for that agent's next slot (src/cluster/relay.ts). */
-  waitForAgent(client: Client, deadline: Deadline): Promise<QueueResult> {
-    return this.wait({ pool: client.region, nodeId: client.nodeId }, client.region, DEFAULT_ROUTING, deadline)
+  /**
+   * A task another instance relayed to `client`, held here, while it is full: it waits for that agent's
+   * next slot (src/cluster/relay.ts), in the class and within the queue_timeout the task came with.
+   */
+  waitForAgent(client: Client, deadline: Deadline, queueing: Queueing = DEFAULT_ROUTING): Promise<QueueResult> {
+    return this.wait({ pool: client.region, nodeId: client.nodeId }, client.region, queueing, deadline)
   }
 
   private placeFor(failed: Outcome, region: string, routing: TaskRouting, fromPool: string | undefined): QueuePlace | undefined {
@@ -99,7 +102,7 @@ export class SlotQueue {
     return undefined
   }
 
-  private wait(place: QueuePlace, region: string, routing: TaskRouting, deadline: Deadline, control?: TaskControl): Promise<QueueResult> {
+  private wait(place: QueuePlace, region: string, routing: Queueing, deadline: Deadline, control?: TaskControl): Promise<QueueResult> {
     const settings = this.settings()
     if (this.closed) return Promise.resolve(this.refuse({ kind: 'shutting_down', region, failedAttempts: [] }))
     if (place.nodeId === undefined && this.queue.depthOf(place.pool) >= settings.max) {

@@ -1,6 +1,7 @@
 import type { Client, Route } from '../fleet/registry.ts'
 import type { TraceHeaders } from '../observe/tracing/trace-context.ts'
 import type { Deadline } from '../tasks/deadlines.ts'
+import type { Queueing } from '../tasks/routing.ts'
 import type { AttemptFailure, RetryOn } from '../wire/errors.ts'
 
 /** A client's answer to one task, passed back to the caller as-is. */
@@ -70,8 +71,9 @@ export interface Transport {
    * `mayResend` false: the task must not go out twice, not even once more on a fresh connection after
    * a pooled one closed as it was written (the agent might have read it): the attempt fails as lost.
    * `trace`: the W3C trace context the agent gets with the task (a header, or fields of the `task` frame).
+   * `queueing`: the task's class and bound for a wait for a slot past the send (a relayed task waits at its agent's holder).
    */
-  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, mayResend?: boolean, trace?: TraceHeaders): Promise<Answer>
+  send(client: Client, taskId: string, payloadJson: string, deadline: Deadline, mayResend?: boolean, trace?: TraceHeaders, queueing?: Queueing): Promise<Answer>
   /**
    * Sends one task to many of its clients at once, if the transport can do better than a send each
    * (WebSocket: one publish on the region's topic). Each client's answer or failure goes to `sink`

@@ -25,6 +25,9 @@ const COMMON_REQUESTS = [
   `{${REQUEST},"tracestate":"","payload":{}}`,
   `{"origin":"${'o'.repeat(256)}","key":"","task_id":"","node_id":"","timeout_ms":1,"payload":0}`,
   `{${REQUEST}}`,
+  `{${REQUEST},"priority":"high","queue_timeout_ms":2500,"payload":{}}`,
+  `{${REQUEST},"priority":"low","payload":{}}`,
+  `{${REQUEST},"priority":"normal","queue_timeout_ms":1,"payload":{}}`,
 ]
 
 /** Left to zod: refused ones, and valid ones with a key the schema drops. */
@@ -47,6 +50,11 @@ const REQUESTS_LEFT_TO_ZOD = [
   `{${REQUEST},"raw_answer":false,"payload":{}}`,
   `{${REQUEST},"batch_replies":false,"payload":{}}`,
   `{${REQUEST},"batch_replies":1,"payload":{}}`,
+  `{${REQUEST},"priority":"urgent","payload":{}}`,
+  `{${REQUEST},"priority":null,"payload":{}}`,
+  `{${REQUEST},"queue_timeout_ms":0,"payload":{}}`,
+  `{${REQUEST},"queue_timeout_ms":1.5,"payload":{}}`,
+  `{${REQUEST},"queue_timeout_ms":"5","payload":{}}`,
   '{}',
   '[]',
   'null',
