@@ -10,7 +10,7 @@
  *                    [--floor]            (also measure a bare Bun relay: the platform's floor)
  * Needs wrk, nginx, haproxy and redis-server on PATH: bench/run.sh installs them (apt-get) first.
  */
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
@@ -21,6 +21,7 @@ import { compareConnections, runConnections } from './connections.ts'
 import type { FetchCapPoint } from './fetch-cap.ts'
 import { runHttpPath } from './http-path.ts'
 import { LATENCY_BEFORE_TARGETS, LATENCY_TARGETS, runLatency } from './latency.ts'
+import { checkoutAt } from './lib/checkout.ts'
 import { describeMachine } from './lib/machine.ts'
 import { killAll, spawnChild } from './lib/proc.ts'
 import { type BenchResults, checkTargets, toMarkdown } from './lib/report.ts'
@@ -78,7 +79,15 @@ const started = performance.now()
 const results: Omit<BenchResults, 'targets'> = { started_at: startedAt.toISOString(), duration_s: 0, machine: describeMachine() }
 log(`bench: ${results.machine.cpu}, ${results.machine.cores} cores; Bun ${results.machine.bun}; work dir ${workDir}`)
 
-const beforeRoot = values.before ? checkoutAt(values.before) : undefined
+const beforeRoot = values.before ? checkoutOrGiveUp(values.before) : undefined
+
+function checkoutOrGiveUp(ref: string): string {
+  try {
+    return checkoutAt(ref, join(workDir, 'before'))
+  } catch (error) {
+    giveUp((error as Error).message)
+  }
+}
 try {
   if (phases.has('http')) {
     log(`\n[1-2] task path: ${rounds} rounds × 6 paths × ${durationS} s, ${values.connections} connections`)
@@ -195,24 +204,6 @@ log(`\n${markdown}`)
 log(`bench: wrote bench/results/${name}.json and .md (and latest.*) in ${final.duration_s} s`)
 
 /** The sources at `ref`, unpacked beside the work dir, sharing this checkout's node_modules. */
-function checkoutAt(ref: string): string {
-  const root = join(workDir, 'before')
-  mkdirSync(root, { recursive: true })
-  const repo = join(import.meta.dir, '..')
-  // Since issue 16 the server's agent command runs on the SDK's sources (packages/sdk): included where the commit has them.
-  const hasSdk = Bun.spawnSync(['git', '-C', repo, 'cat-file', '-e', `${ref}:packages/sdk`]).exitCode === 0
-  const paths = ['src', 'public', 'package.json', 'tsconfig.json', ...(hasSdk ? ['packages/sdk'] : [])]
-  const archive = Bun.spawnSync(['git', '-C', repo, 'archive', '--format=tar', ref, ...paths], {
-    stdout: 'pipe',
-    stderr: 'pipe',
-  })
-  if (archive.exitCode !== 0) giveUp(`cannot read ${ref} from git: ${archive.stderr.toString().trim()}`)
-  const untar = Bun.spawnSync(['tar', '-x', '-C', root], { stdin: archive.stdout, stderr: 'pipe' })
-  if (untar.exitCode !== 0) giveUp(`cannot unpack ${ref}: ${untar.stderr.toString().trim()}`)
-  symlinkSync(join(repo, 'node_modules'), join(root, 'node_modules'))
-  return root
-}
-
 async function runFetchCap(): Promise<FetchCapPoint[]> {
   // The measuring process sends 301 requests at once itself: its own limit must not be the one measured.
   const child = spawnChild('fetch-cap', [process.execPath, join(import.meta.dir, 'fetch-cap.ts')], { BUN_CONFIG_MAX_HTTP_REQUESTS: '4096' })

@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer'
 import zlib from 'node:zlib'
 import type { Client } from '../fleet/registry.ts'
 import type { TraceHeaders } from '../observe/tracing/trace-context.ts'
@@ -149,6 +150,9 @@ const DECODERS: Record<string, (bytes: Uint8Array, options: zlib.ZlibOptions) =>
   br: zlib.brotliDecompressSync as (bytes: Uint8Array, options: zlib.ZlibOptions) => Buffer,
 }
 
+/** Node's Buffer#latin1Slice (Bun has it, its types do not): a byte a character, on any Uint8Array. */
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Uint8Array, start: number, end: number): string }).latin1Slice
+
 /** Body pieces after the first are copied into blocks of this size, not kept one buffer each. */
 const BODY_BLOCK_BYTES = 64 * 1024
 
@@ -158,6 +162,12 @@ const BODY_BLOCK_BYTES = 64 * 1024
  */
 class AnswerReader implements AnswerSink {
   received: ResponseHead | undefined = undefined
+  /**
+   * The first piece as text, when it is all ASCII and not packed (nearly every JSON answer): the copy
+   * the socket's buffer needs anyway, and a string costs the caller's Response less than bytes
+   * (measured ~0.7 µs per answer). An ASCII string is written out as the very same bytes.
+   */
+  private text: string | undefined = undefined
   private chunks: Uint8Array<ArrayBuffer>[] = []
   /** The block later small pieces are copied into, and how much of it they fill. */
   private block: Uint8Array<ArrayBuffer> | undefined = undefined
@@ -194,6 +204,14 @@ class AnswerReader implements AnswerSink {
       return
     }
     this.closeBlock()
+    if (this.text !== undefined) {
+      // A later piece: the body goes on as bytes after all (rare: most answers come in one piece).
+      this.chunks.push(Buffer.from(this.text, 'latin1'))
+      this.text = undefined
+    } else if (this.chunks.length === 0 && this.encoding === undefined && chunk.length < BODY_BLOCK_BYTES && isAscii(chunk)) {
+      this.text = latin1Slice.call(chunk, 0, chunk.length)
+      return
+    }
     if (this.chunks.length === 0 || chunk.length >= BODY_BLOCK_BYTES) {
       // The first piece (most answers' only one) and large ones: copied as they are (Uint8Array's slice, not Buffer's view).
       this.chunks.push(Uint8Array.prototype.slice.call(chunk))
@@ -212,7 +230,8 @@ class AnswerReader implements AnswerSink {
   }
 
   /** The body as the caller gets it: unpacked if the agent packed it, at most `limit` bytes. */
-  decoded(): Uint8Array<ArrayBuffer> {
+  decoded(): string | Uint8Array<ArrayBuffer> {
+    if (this.text !== undefined) return this.text
     this.closeBlock()
     // One piece is a whole array of its own (only a block is a part of one): handed on as it is, its
     // ArrayBuffer never asked for (JavaScriptCore makes one for a typed array only when asked, at a cost per answer).
@@ -279,8 +298,8 @@ function describeTlsFailure(error: HttpClientError): string {
 
 const REFUSAL_EXCERPT_CHARS = 200
 
-function refusedSignature(body: Uint8Array<ArrayBuffer>): AttemptError {
-  const text = new TextDecoder().decode(body.slice(0, REFUSAL_EXCERPT_CHARS * 4)).slice(0, REFUSAL_EXCERPT_CHARS)
+function refusedSignature(body: string | Uint8Array<ArrayBuffer>): AttemptError {
+  const text = (typeof body === 'string' ? body : new TextDecoder().decode(body.slice(0, REFUSAL_EXCERPT_CHARS * 4))).slice(0, REFUSAL_EXCERPT_CHARS)
   return new AttemptError('refused', `answered 401: the agent refused the signed call${text ? ` (${text.replace(/\s+/g, ' ').trim()})` : ''}`)
 }
 

@@ -106,6 +106,64 @@ describe('the payload reaches the agent byte for byte', () => {
   })
 })
 
+describe("an HTTP agent's answer reaches the caller byte for byte", () => {
+  /** Answers whose bytes a text step could change: each body, and whether it comes in two writes (the second after a pause). */
+  const ANSWERS: Array<{ what: string; bytes: number[]; split?: number }> = [
+    { what: 'ASCII JSON', bytes: [...Buffer.from('{"ok":true,"n":12345678901234567890}')] },
+    { what: 'UTF-8 of two, three and four bytes', bytes: [...Buffer.from('{"text":"café ☃ 😀"}')] },
+    { what: 'a Latin-1 byte (not UTF-8)', bytes: [0x7b, 0x22, 0xe9, 0x22, 0x7d] },
+    { what: 'bytes that are no text at all', bytes: [0x00, 0xff, 0xfe, 0x80, 0x7f, 0x0a] },
+    { what: 'ASCII, then UTF-8 in a later piece', bytes: [...Buffer.from('{"a":"ascii first","b":"é☃"}')], split: 10 },
+    { what: 'ASCII in two pieces', bytes: [...Buffer.from('{"a":"ascii first","b":"ascii too"}')], split: 12 },
+  ]
+
+  test('whether its bytes are ASCII, UTF-8 or neither, and whether they come in one piece or two', async () => {
+    const mls = server()
+    const agent = createServer((socket) => {
+      let pending = Buffer.alloc(0)
+      socket.on('data', (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk])
+        const headEnd = pending.indexOf('\r\n\r\n')
+        if (headEnd === -1) return
+        const length = Number(/content-length: (\d+)/i.exec(pending.subarray(0, headEnd).toString('latin1'))?.[1])
+        if (pending.length < headEnd + 4 + length) return
+        const { n } = JSON.parse(pending.subarray(headEnd + 4, headEnd + 4 + length).toString()) as { n: number }
+        pending = pending.subarray(headEnd + 4 + length)
+        const { bytes, split } = ANSWERS[n]!
+        const body = Buffer.from(bytes)
+        const head = `HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ${body.length}\r\n\r\n`
+        if (split === undefined) socket.write(Buffer.concat([Buffer.from(head), body]))
+        else {
+          socket.write(Buffer.concat([Buffer.from(head), body.subarray(0, split)]))
+          setTimeout(() => socket.write(body.subarray(split)), 50)
+        }
+      })
+    })
+    await new Promise<void>((resolve) => agent.listen(0, '127.0.0.1', resolve))
+    defer(() => agent.close())
+    const port = (agent.address() as AddressInfo).port
+    const heartbeat = await fetch(`${mls.url}/client/heartbeat`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ip: '127.0.0.1', node_id: 'bytes', token: TOKEN, region: 'usa', port }),
+    })
+    expect(heartbeat.status).toBe(200)
+    const received: Array<[string, number, number[]]> = []
+    // Twice over: the second round meets the answer heads the pool has seen already.
+    for (let round = 0; round < 2; round++)
+      for (const [n, answer] of ANSWERS.entries()) {
+        const response = await fetch(`${mls.url}/task/request`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ region: 'usa', payload: { n } }),
+        })
+        received.push([answer.what, response.status, [...new Uint8Array(await response.arrayBuffer())]])
+      }
+    const expected = ANSWERS.map((answer): [string, number, number[]] => [answer.what, 200, answer.bytes])
+    expect(received).toEqual([...expected, ...expected])
+  })
+})
+
 describe('a payload the server will not pass on gets a clear 400', () => {
   test('nested 100 000 deep: 400 too_deep, not 500', async () => {
     const mls = server({ max_body_bytes: 1024 * 1024 })
