@@ -42,12 +42,14 @@ class RelayWaiter implements Expirable {
 
 /**
  * A task's priority and queue_timeout as fields of its relay message (each a name of the schema's, or
- * a whole number of ms): the holder queues it by them if the agent is full there. None for a task
- * without them (nearly all). A holder of an earlier version ignores them.
+ * a whole number of ms): the holder queues it by them if the agent is full there. The queue_timeout is
+ * held to the time the task has left (`leftMs`): the API bounds it by nothing else, and a number past
+ * 2^53 would make the holder refuse the message. None for a task without them (nearly all). A holder
+ * of an earlier version ignores them.
  */
-function queueingFields({ priority, queueTimeoutMs }: Queueing): string {
+function queueingFields({ priority, queueTimeoutMs }: Queueing, leftMs: number): string {
   let fields = priority === undefined || priority === 'normal' ? '' : `"priority":"${priority}",`
-  if (queueTimeoutMs !== undefined) fields += `"queue_timeout_ms":${Math.max(1, Math.ceil(queueTimeoutMs))},`
+  if (queueTimeoutMs !== undefined) fields += `"queue_timeout_ms":${Math.max(1, Math.ceil(Math.min(queueTimeoutMs, leftMs)))},`
   return fields
 }
 
@@ -141,7 +143,7 @@ export class RelayTransport implements Transport {
   private requestText(waiter: RelayWaiter): string {
     const { deadline, trace, queueing } = waiter
     const timeoutMs = Math.max(1, Math.ceil(deadline.atMs - performance.now()))
-    return `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(waiter.key)},"task_id":${JSON.stringify(waiter.taskId)},"node_id":${JSON.stringify(waiter.nodeId)},"timeout_ms":${timeoutMs},"raw_answer":true,${this.askBatchReplies ? '"batch_replies":true,' : ''}${trace === undefined ? '' : traceFields(trace)}${queueing === undefined ? '' : queueingFields(queueing)}"payload":${waiter.payloadJson}}`
+    return `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(waiter.key)},"task_id":${JSON.stringify(waiter.taskId)},"node_id":${JSON.stringify(waiter.nodeId)},"timeout_ms":${timeoutMs},"raw_answer":true,${this.askBatchReplies ? '"batch_replies":true,' : ''}${trace === undefined ? '' : traceFields(trace)}${queueing === undefined ? '' : queueingFields(queueing, timeoutMs)}"payload":${waiter.payloadJson}}`
   }
 
   /** Publishes the tasks a holder was given this turn: one message. */

@@ -137,8 +137,8 @@ describe('slots in a cluster', () => {
 
   test("an instance relaying a task to another's agent sends the task's priority and queue_timeout with it", async () => {
     const redis = await redisServer()
-    const a = await instance(redis.url, 'a')
-    const b = await instance(redis.url, 'b')
+    const a = await instance(redis.url, 'a', { task_timeout: 3 })
+    const b = await instance(redis.url, 'b', { task_timeout: 3 })
     const listener = new RedisClient(redis.url)
     defer(() => listener.close())
     const relayed: any[] = []
@@ -155,11 +155,19 @@ describe('slots in a cluster', () => {
 
     const plain = await postTask(b.url, { region: 'eu-west-1', payload: { n: 1 } })
     const urgent = await postTask(b.url, { region: 'eu-west-1', payload: { n: 2 }, priority: 'high', queue_timeout: 2.5 })
-    expect([plain.status, urgent.status, plain.headers.get('x-moonlight-instance'), urgent.headers.get('x-moonlight-instance')]).toEqual([200, 200, 'a', 'a'])
-    await waitFor(async () => relayed.length === 2, 'both relayed tasks seen on the channel')
+    // A queue_timeout past any deadline (the API bounds it by nothing else): sent as the time the task has left, a whole number of ms.
+    const patient = await postTask(b.url, { region: 'eu-west-1', payload: { n: 3 }, priority: 'low', queue_timeout: 1e13 })
+    expect([plain, urgent, patient].map((result) => [result.status, result.headers.get('x-moonlight-instance')])).toEqual([
+      [200, 'a'],
+      [200, 'a'],
+      [200, 'a'],
+    ])
+    await waitFor(async () => relayed.length === 3, 'the relayed tasks seen on the channel')
     expect(relayed.map((message) => [message.payload.n, message.priority, message.queue_timeout_ms])).toEqual([
       [1, undefined, undefined],
       [2, 'high', 2500],
+      [3, 'low', relayed[2].timeout_ms],
     ])
+    expect(relayed[2].timeout_ms).toBeLessThanOrEqual(3000)
   })
 })

@@ -107,17 +107,23 @@ describe('the payload reaches the agent byte for byte', () => {
 })
 
 describe("an HTTP agent's answer reaches the caller byte for byte", () => {
-  /** Answers whose bytes a text step could change: each body, and whether it comes in two writes (the second after a pause). */
-  const ANSWERS: Array<{ what: string; bytes: number[]; split?: number }> = [
+  /**
+   * Answers whose bytes or type a text step could change: each body, its Content-Type (none: the agent
+   * names none, and the caller gets Bun's for bytes, application/octet-stream, whatever the bytes are),
+   * and whether it comes in two writes (the second after a pause).
+   */
+  const ANSWERS: Array<{ what: string; bytes: number[]; split?: number; type?: string }> = [
     { what: 'ASCII JSON', bytes: [...Buffer.from('{"ok":true,"n":12345678901234567890}')] },
     { what: 'UTF-8 of two, three and four bytes', bytes: [...Buffer.from('{"text":"café ☃ 😀"}')] },
     { what: 'a Latin-1 byte (not UTF-8)', bytes: [0x7b, 0x22, 0xe9, 0x22, 0x7d] },
     { what: 'bytes that are no text at all', bytes: [0x00, 0xff, 0xfe, 0x80, 0x7f, 0x0a] },
     { what: 'ASCII, then UTF-8 in a later piece', bytes: [...Buffer.from('{"a":"ascii first","b":"é☃"}')], split: 10 },
     { what: 'ASCII in two pieces', bytes: [...Buffer.from('{"a":"ascii first","b":"ascii too"}')], split: 12 },
+    { what: 'ASCII with no Content-Type', bytes: [...Buffer.from('hello')], type: 'none' },
+    { what: 'a Latin-1 byte with no Content-Type', bytes: [0xe9], type: 'none' },
   ]
 
-  test('whether its bytes are ASCII, UTF-8 or neither, and whether they come in one piece or two', async () => {
+  test('whether its bytes are ASCII, UTF-8 or neither, in one piece or two, with a Content-Type or none', async () => {
     const mls = server()
     const agent = createServer((socket) => {
       let pending = Buffer.alloc(0)
@@ -129,9 +135,10 @@ describe("an HTTP agent's answer reaches the caller byte for byte", () => {
         if (pending.length < headEnd + 4 + length) return
         const { n } = JSON.parse(pending.subarray(headEnd + 4, headEnd + 4 + length).toString()) as { n: number }
         pending = pending.subarray(headEnd + 4 + length)
-        const { bytes, split } = ANSWERS[n]!
+        const { bytes, split, type } = ANSWERS[n]!
         const body = Buffer.from(bytes)
-        const head = `HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: ${body.length}\r\n\r\n`
+        const typeLine = type === 'none' ? '' : `content-type: ${type ?? 'application/x-bytes'}\r\n`
+        const head = `HTTP/1.1 200 OK\r\n${typeLine}content-length: ${body.length}\r\n\r\n`
         if (split === undefined) socket.write(Buffer.concat([Buffer.from(head), body]))
         else {
           socket.write(Buffer.concat([Buffer.from(head), body.subarray(0, split)]))
@@ -148,7 +155,7 @@ describe("an HTTP agent's answer reaches the caller byte for byte", () => {
       body: JSON.stringify({ ip: '127.0.0.1', node_id: 'bytes', token: TOKEN, region: 'usa', port }),
     })
     expect(heartbeat.status).toBe(200)
-    const received: Array<[string, number, number[]]> = []
+    const received: Array<[string, number, string | null, number[]]> = []
     // Twice over: the second round meets the answer heads the pool has seen already.
     for (let round = 0; round < 2; round++)
       for (const [n, answer] of ANSWERS.entries()) {
@@ -157,9 +164,14 @@ describe("an HTTP agent's answer reaches the caller byte for byte", () => {
           headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
           body: JSON.stringify({ region: 'usa', payload: { n } }),
         })
-        received.push([answer.what, response.status, [...new Uint8Array(await response.arrayBuffer())]])
+        received.push([answer.what, response.status, response.headers.get('content-type'), [...new Uint8Array(await response.arrayBuffer())]])
       }
-    const expected = ANSWERS.map((answer): [string, number, number[]] => [answer.what, 200, answer.bytes])
+    const expected = ANSWERS.map((answer): [string, number, string, number[]] => [
+      answer.what,
+      200,
+      answer.type === 'none' ? 'application/octet-stream' : (answer.type ?? 'application/x-bytes'),
+      answer.bytes,
+    ])
     expect(received).toEqual([...expected, ...expected])
   })
 })
