@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { type AddressInfo, createServer } from 'node:net'
+import { type AddressInfo, createServer, type Server as NetServer } from 'node:net'
 import { openWs, postTask, TOKEN, testScope } from '../../support/helpers.ts'
 
 const { defer, server } = testScope()
@@ -36,6 +36,19 @@ function rawHttpAgent(mls: ReturnType<typeof server>, nodeId: string) {
         body: JSON.stringify({ ip: '127.0.0.1', node_id: nodeId, token: TOKEN, region: 'usa', port: agent.port }),
       }),
   }
+}
+
+/** Starts a raw TCP agent on a free port of 127.0.0.1 and registers it by heartbeat as `nodeId` in region usa. */
+async function listenAndRegister(mls: ReturnType<typeof server>, agent: NetServer, nodeId: string): Promise<void> {
+  await new Promise<void>((resolve) => agent.listen(0, '127.0.0.1', resolve))
+  defer(() => agent.close())
+  const port = (agent.address() as AddressInfo).port
+  const heartbeat = await fetch(`${mls.url}/client/heartbeat`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ip: '127.0.0.1', node_id: nodeId, token: TOKEN, region: 'usa', port }),
+  })
+  expect(heartbeat.status).toBe(200)
 }
 
 /** A WebSocket agent that records the exact text of each task message and answers it. */
@@ -146,15 +159,7 @@ describe("an HTTP agent's answer reaches the caller byte for byte", () => {
         }
       })
     })
-    await new Promise<void>((resolve) => agent.listen(0, '127.0.0.1', resolve))
-    defer(() => agent.close())
-    const port = (agent.address() as AddressInfo).port
-    const heartbeat = await fetch(`${mls.url}/client/heartbeat`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ ip: '127.0.0.1', node_id: 'bytes', token: TOKEN, region: 'usa', port }),
-    })
-    expect(heartbeat.status).toBe(200)
+    await listenAndRegister(mls, agent, 'bytes')
     const received: Array<[string, number, string | null, number[]]> = []
     // Twice over: the second round meets the answer heads the pool has seen already.
     for (let round = 0; round < 2; round++)
@@ -226,15 +231,7 @@ describe('a payload larger than the socket takes at once', () => {
         socket.end('HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok":true}')
       })
     })
-    await new Promise<void>((resolve) => agent.listen(0, '127.0.0.1', resolve))
-    defer(() => agent.close())
-    const port = (agent.address() as AddressInfo).port
-    const heartbeat = await fetch(`${mls.url}/client/heartbeat`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ ip: '127.0.0.1', node_id: 'slow-reader', token: TOKEN, region: 'usa', port }),
-    })
-    expect(heartbeat.status).toBe(200)
+    await listenAndRegister(mls, agent, 'slow-reader')
     const result = await postTask(mls.url, `{"region":"usa","payload":${payload}}`)
     expect(result.status).toBe(200)
     const body = await received.promise
