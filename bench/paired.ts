@@ -1,12 +1,13 @@
 /**
- * A small change's A/B on the HTTP path, in pairs: this checkout's Moonlight and another commit's run
- * side by side (one HTTP agent registered with both), and wrk drives them in turn, N pairs of runs,
+ * A small change's A/B on the task path, in pairs: this checkout's Moonlight and another commit's run
+ * side by side (one HTTP agent registered with both; with --ws, a WebSocket agent each, and the tasks
+ * go to them), and wrk drives them in turn, N pairs of runs,
  * each pair in the other order from the last. Each pair's ratio of proxy CPU per task (this / before)
  * is taken within seconds, so what moves the whole box between rounds (this shared box's speed swings
  * by up to 1.7 × from minute to minute: see docs/benchmarks.md) moves both sides of a pair alike. It
  * prints every pair and the median ratio with how many pairs came out lower.
  *
- *   bun bench/paired.ts REF [connections=1] [pairs=10] [seconds=3]
+ *   bun bench/paired.ts REF [connections=1] [pairs=10] [seconds=3] [--ws]
  *
  * REF is a commit, or a directory holding a checkout (an A/A run: this checkout's own path calibrates
  * the method; its median ratio should come out near 1). bench/run.sh --before REF is the full A/B
@@ -15,16 +16,18 @@
 import { existsSync, mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { HTTP_REGION } from './http-path.ts'
+import { HTTP_REGION, WS_REGION } from './http-path.ts'
 import { startMoonlightsWithAgent } from './lib/bench-processes.ts'
 import { checkoutAt } from './lib/checkout.ts'
 import { type Child, cpuTimeUs, killAll } from './lib/proc.ts'
 import { median } from './lib/stats.ts'
 import { BODY, wrk } from './lib/wrk.ts'
+import { spawnWsAgents } from './lib/ws-agents.ts'
 
-const [ref, connectionsArg, pairsArg, secondsArg] = process.argv.slice(2)
+const ws = process.argv.includes('--ws')
+const [ref, connectionsArg, pairsArg, secondsArg] = process.argv.slice(2).filter((arg) => arg !== '--ws')
 if (ref === undefined) {
-  console.error('usage: bun bench/paired.ts REF [connections=1] [pairs=10] [seconds=3]')
+  console.error('usage: bun bench/paired.ts REF [connections=1] [pairs=10] [seconds=3] [--ws]')
   process.exit(2)
 }
 const connections = Number(connectionsArg ?? 1)
@@ -41,7 +44,13 @@ process.on('SIGINT', () => {
 try {
   const { moonlight, before } = await startMoonlightsWithAgent(workDir, children, 'now', HTTP_REGION, {}, beforeRoot)
   const sides = { now: moonlight, before: before! }
-  const body = BODY(HTTP_REGION)
+  if (ws)
+    for (const [name, side] of Object.entries(sides)) {
+      const agent = spawnWsAgents(`ws-agent-${name}`, side.wsUrl, { count: 1, region: WS_REGION })
+      children.push(agent)
+      await agent.waitFor(/registered 1 in/)
+    }
+  const body = BODY(ws ? WS_REGION : HTTP_REGION)
   const cpuPerTask = async (side: keyof typeof sides, durationS: number): Promise<number> => {
     const { pid, url } = sides[side]
     const startUs = cpuTimeUs(pid)
@@ -67,7 +76,7 @@ try {
   }
   const lower = ratios.filter((ratio) => ratio < 1).length
   console.log(
-    `${connections} connection(s), ${pairs} pairs of ${seconds} s: proxy CPU per task ${median(figures.now).toFixed(1)} µs against ${median(figures.before).toFixed(1)} µs (medians); median of the pairs' ratios ${median(ratios).toFixed(3)}, ${lower} of ${pairs} pairs lower`,
+    `${ws ? 'WebSocket' : 'HTTP'} path, ${connections} connection(s), ${pairs} pairs of ${seconds} s: proxy CPU per task ${median(figures.now).toFixed(1)} µs against ${median(figures.before).toFixed(1)} µs (medians); median of the pairs' ratios ${median(ratios).toFixed(3)}, ${lower} of ${pairs} pairs lower`,
   )
 } finally {
   await Promise.all(children.reverse().map((child) => child.stop()))
