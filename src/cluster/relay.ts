@@ -340,10 +340,7 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
   let agent = client
   if (hasSlot(client)) deps.registry.acquire(client)
   else {
-    const waited = await deps.slots.waitForAgent(client, deadline, {
-      ...(request.priority === undefined ? {} : { priority: request.priority }),
-      ...(request.queue_timeout_ms === undefined ? {} : { queueTimeoutMs: request.queue_timeout_ms }),
-    })
+    const waited = await deps.slots.waitForAgent(client, deadline, { priority: request.priority, queueTimeoutMs: request.queue_timeout_ms })
     if (!('acquired' in waited)) {
       deps.deadlines.end(deadline)
       failure({ key: request.key, error: `the agent's slots stayed full here (${waited.kind})`, kind: 'unreachable', full: true })

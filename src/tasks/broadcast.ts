@@ -118,10 +118,7 @@ export class Broadcaster {
       durationMs: this.deps.clock.monotonic() - startedMonotonicMs,
       finishedAtMs: nowMs,
     }
-    if (trace) {
-      record.trace_id = trace.traceId
-      trace.finished(record)
-    }
+    trace?.finished(record)
     this.deps.onFinished(record)
   }
 }

@@ -148,10 +148,7 @@ export class Dispatcher {
       outcome ??= { kind: 'all_failed', region, failedAttempts }
       const durationMs = clock.monotonic() - startedMonotonicMs
       const record = taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), durationMs, task.tries)
-      if (trace) {
-        record.trace_id = trace.traceId
-        trace.finished(record)
-      }
+      trace?.finished(record)
       this.deps.onFinished(record)
       return outcome
     } finally {

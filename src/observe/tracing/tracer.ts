@@ -30,6 +30,7 @@ export interface TaskTrace {
   broadcast(clients: number): AttemptTrace
   /** The task begins to wait for a slot; the function returned says it stopped waiting. */
   queued(): () => void
+  /** The task ended: its record names the trace (the views and the access log show it), and a recorded trace sends its spans. */
   finished(record: TaskRecord): void
 }
 
@@ -63,7 +64,9 @@ class PassedTrace implements TaskTrace, AttemptTrace {
   queued(): () => void {
     return NOTHING
   }
-  finished(): void {}
+  finished(record: TaskRecord): void {
+    record.trace_id = this.traceId
+  }
 }
 
 /** A trace Moonlight records: its task span is the parent of each attempt's span, which is the agent's parent. */
@@ -123,6 +126,7 @@ class RecordedTrace implements TaskTrace {
   }
 
   finished(record: TaskRecord): void {
+    record.trace_id = this.traceId
     const task = this.span('moonlight.task', 'server', {
       'moonlight.task_id': record.task_id,
       'moonlight.region': record.region,
