@@ -2,7 +2,7 @@ import type { Clock } from '../clock.ts'
 import { type Client, isDraining, type Registry } from '../fleet/registry.ts'
 import { hasSlot } from '../fleet/slots.ts'
 import type { AttemptRecord, TaskRecord } from '../observe/task-stats.ts'
-import type { AttemptTrace, TaskTrace } from '../observe/tracing/tracer.ts'
+import type { TaskTrace } from '../observe/tracing/tracer.ts'
 import { type Answer, AttemptError, RETRY_CLASS, type Transports } from '../transports/types.ts'
 import type { FailedAttempt, RetryOn } from '../wire/errors.ts'
 import type { TaskControl } from './control.ts'
@@ -88,10 +88,6 @@ export class Dispatcher {
       failedAttempts: [],
       tries: [],
       trace,
-      hop: undefined,
-      attemptStartedMs: 0,
-      judged: false,
-      attemptKind: undefined,
     }
     const { failedAttempts } = task
     // Made on the first retry: most tasks never need it.
@@ -147,25 +143,7 @@ export class Dispatcher {
           this.deps.retryBudget?.started(picked.pool)
         }
         last = picked.client
-        // The send is awaited here, between two plain calls, rather than in an async method of its
-        // own: one async frame (its promise, generator and scope) less on every task.
-        this.startAttempt(task, picked)
-        let answer: Answer | undefined
-        let failure: unknown
-        try {
-          answer = await this.deps.transports[picked.client.route].send(
-            picked.client,
-            taskId,
-            payloadJson,
-            deadline,
-            task.mayResend,
-            task.hop?.headers,
-            routing,
-          )
-        } catch (error) {
-          failure = error
-        }
-        outcome = this.endAttempt(task, picked, answer, failure)
+        outcome = await this.attempt(task, picked)
       }
       outcome ??= { kind: 'all_failed', region, failedAttempts }
       const durationMs = clock.monotonic() - startedMonotonicMs
@@ -180,96 +158,76 @@ export class Dispatcher {
     }
   }
 
-  /** What an attempt on the picked client does before its send: the slot, the verdict's start, the trace's hop. */
-  private startAttempt(task: TaskRun, picked: Picked): void {
-    const { registry, clock } = this.deps
-    const { client } = picked
-    if (task.control) task.control.client = client
+  /**
+   * One attempt on the picked client: how the task ended, or undefined when it may be retried. Every
+   * way an attempt ends gives a verdict on the client, or says there is none (which ends a trial).
+   */
+  private async attempt(task: TaskRun, picked: Picked): Promise<Outcome | undefined> {
+    const { registry, clock, load } = this.deps
+    const { client, pool } = picked
+    const { region, failedAttempts, control, routing } = task
+    const { retryOn } = routing
+    if (control) control.client = client
     registry.beginAttempt(client)
     // A slot handed over from the queue is counted already.
     if (picked.acquired !== true) registry.acquire(client)
-    task.hop = task.trace?.attempt(client.nodeId, client.route)
-    task.attemptStartedMs = clock.monotonic()
-  }
-
-  /**
-   * How the attempt on the picked client ended, given its answer or what its send threw: how the task
-   * ended, or undefined when it may be retried. Every way an attempt ends gives a verdict on the
-   * client, or says there is none (which ends a trial). A throw that is not an AttemptError is a bug,
-   * passed on once the slot is released and the attempt recorded.
-   */
-  private endAttempt(task: TaskRun, picked: Picked, answer: Answer | undefined, failure: unknown): Outcome | undefined {
-    const { registry, clock } = this.deps
-    const { client } = picked
-    task.judged = false
-    task.attemptKind = undefined
-    const outcome =
-      answer !== undefined ? this.judgeAnswer(task, picked, answer) : failure instanceof AttemptError ? this.judgeFailure(task, picked, failure) : undefined
-    registry.release(client)
-    if (!task.judged) registry.recordNoVerdict(client)
-    const attemptMs = clock.monotonic() - task.attemptStartedMs
-    // Built without spreads: this runs on every attempt of every task.
-    const tryRecord: AttemptRecord = { node_id: client.nodeId, ms: Math.round(attemptMs * 10) / 10 }
-    const status = answer?.status
-    const kind = task.attemptKind
-    if (status !== undefined) tryRecord.status = status
-    if (kind !== undefined) tryRecord.kind = kind
-    task.tries.push(tryRecord)
-    task.hop?.end(status, kind)
-    task.hop = undefined
-    this.deps.onAttempt?.(client, attemptMs)
-    if (answer === undefined && !(failure instanceof AttemptError)) throw failure
-    return outcome
-  }
-
-  /** The verdict of an answer: success below 500 (a 4xx is the client's honest answer to this payload), a failure from 500. */
-  private judgeAnswer(task: TaskRun, picked: Picked, answer: Answer): Outcome | undefined {
-    const { registry, clock } = this.deps
-    const { client, pool } = picked
-    const { region, failedAttempts } = task
-    const { retryOn } = task.routing
-    task.judged = true
-    if (answer.status < 500) {
-      registry.recordSuccess(client, clock.monotonic() - task.attemptStartedMs, clock.now())
-      return { kind: 'answered', answer, client, failedAttempts }
-    }
-    task.attemptKind = 'status'
-    registry.recordFailure(client, clock.now(), pool)
-    failedAttempts.push({
-      node_id: client.nodeId,
-      kind: 'status',
-      reason: answer.retry === false ? `answered ${answer.status}, not to be retried` : `answered ${answer.status}`,
-      status: answer.status,
-      body: bodyExcerpt(answer),
-    })
-    // The client knows whether its failure may be repeated elsewhere (the work may be half done).
-    if (answer.retry === false) return { kind: 'all_failed', region, failedAttempts }
-    if (retryOn !== undefined && !retryOn.includes('status')) return notRetried(region, failedAttempts, 'status')
-    return undefined
-  }
-
-  /** The verdict of an attempt that got no answer: the task's end, or undefined when it may be retried. */
-  private judgeFailure(task: TaskRun, picked: Picked, error: AttemptError): Outcome | undefined {
-    const { registry, clock, load } = this.deps
-    const { client, pool } = picked
-    const { region, failedAttempts, control } = task
-    const { retryOn } = task.routing
-    task.attemptKind = error.kind
-    // Cut off by the stop or by a cancel, not failed: the attempt is not the client's to answer for.
-    // The client had the task all the same, so it is marked as reached (see reachedNoClient).
-    if (load.closing) return { kind: 'shutting_down', region, failedAttempts, midAttempt: true }
-    if (control?.cancelled) return { kind: 'cancelled', region, failedAttempts, midAttempt: true }
-    failedAttempts.push({ node_id: client.nodeId, kind: error.kind, reason: error.message })
-    if (error.countsAgainstClient) {
+    const attemptStartedMs = clock.monotonic()
+    let judged = false
+    let attemptStatus: number | undefined
+    let attemptKind: AttemptRecord['kind']
+    const hop = task.trace?.attempt(client.nodeId, client.route)
+    try {
+      const answer = await this.deps.transports[client.route].send(client, task.taskId, task.payloadJson, task.deadline, task.mayResend, hop?.headers, routing)
+      judged = true
+      attemptStatus = answer.status
+      if (answer.status < 500) {
+        // A 4xx is the client's honest answer to this payload, not a sign the client is unwell.
+        registry.recordSuccess(client, clock.monotonic() - attemptStartedMs, clock.now())
+        return { kind: 'answered', answer, client, failedAttempts }
+      }
+      attemptKind = 'status'
       registry.recordFailure(client, clock.now(), pool)
-      task.judged = true
+      failedAttempts.push({
+        node_id: client.nodeId,
+        kind: 'status',
+        reason: answer.retry === false ? `answered ${answer.status}, not to be retried` : `answered ${answer.status}`,
+        status: answer.status,
+        body: bodyExcerpt(answer),
+      })
+      // The client knows whether its failure may be repeated elsewhere (the work may be half done).
+      if (answer.retry === false) return { kind: 'all_failed', region, failedAttempts }
+      if (retryOn !== undefined && !retryOn.includes('status')) return notRetried(region, failedAttempts, 'status')
+      return undefined
+    } catch (error) {
+      if (!(error instanceof AttemptError)) throw error
+      attemptKind = error.kind
+      // Cut off by the stop or by a cancel, not failed: the attempt is not the client's to answer for.
+      // The client had the task all the same, so it is marked as reached (see reachedNoClient).
+      if (load.closing) return { kind: 'shutting_down', region, failedAttempts, midAttempt: true }
+      if (control?.cancelled) return { kind: 'cancelled', region, failedAttempts, midAttempt: true }
+      failedAttempts.push({ node_id: client.nodeId, kind: error.kind, reason: error.message })
+      if (error.countsAgainstClient) {
+        registry.recordFailure(client, clock.now(), pool)
+        judged = true
+      }
+      if (error.kind === 'too_large') return { kind: 'too_large', region, failedAttempts }
+      if (error.kind === 'timeout')
+        return { kind: 'timed_out', region, failedAttempts, timeoutMs: task.timeoutMs, ...(task.ownTimeout ? { ownTimeout: true } : {}) }
+      const failureClass = RETRY_CLASS[error.kind]
+      if (retryOn !== undefined && failureClass !== undefined && !retryOn.includes(failureClass)) return notRetried(region, failedAttempts, failureClass)
+      return undefined
+    } finally {
+      registry.release(client)
+      if (!judged) registry.recordNoVerdict(client)
+      const attemptMs = clock.monotonic() - attemptStartedMs
+      // Built without spreads: this runs on every attempt of every task.
+      const tryRecord: AttemptRecord = { node_id: client.nodeId, ms: Math.round(attemptMs * 10) / 10 }
+      if (attemptStatus !== undefined) tryRecord.status = attemptStatus
+      if (attemptKind !== undefined) tryRecord.kind = attemptKind
+      task.tries.push(tryRecord)
+      hop?.end(attemptStatus, attemptKind)
+      this.deps.onAttempt?.(client, attemptMs)
     }
-    if (error.kind === 'too_large') return { kind: 'too_large', region, failedAttempts }
-    if (error.kind === 'timeout')
-      return { kind: 'timed_out', region, failedAttempts, timeoutMs: task.timeoutMs, ...(task.ownTimeout ? { ownTimeout: true } : {}) }
-    const failureClass = RETRY_CLASS[error.kind]
-    if (retryOn !== undefined && failureClass !== undefined && !retryOn.includes(failureClass)) return notRetried(region, failedAttempts, failureClass)
-    return undefined
   }
 
   /**
@@ -344,12 +302,6 @@ interface TaskRun {
   /** Every attempt with its time, for the clients' detail (src/observe/task-stats.ts ClientTasks): bounded by retry_count. */
   tries: AttemptRecord[]
   trace: TaskTrace | undefined
-  /** The current attempt's: set by startAttempt, read by endAttempt (one attempt at a time). */
-  hop: AttemptTrace | undefined
-  attemptStartedMs: number
-  /** Whether the current attempt gave a verdict on its client, and how it failed if it did. */
-  judged: boolean
-  attemptKind: AttemptRecord['kind']
 }
 
 interface Picked {
