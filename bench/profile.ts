@@ -14,6 +14,9 @@
  *
  * relay: a redis-server and two instances in one cluster, both profiled; wrk calls A for the agent
  * B holds, so every task goes A → Redis → B → agent and back.
+ *
+ * broadcast: 1 000 WebSocket agents in one region (4 agent processes, as bench/broadcast.ts), and
+ * `seconds` × 10 broadcasts to them one after another; the figures are per broadcast.
  */
 
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
@@ -27,7 +30,7 @@ import type { Child } from './lib/proc.ts'
 import { BODY, wrk } from './lib/wrk.ts'
 import { spawnWsAgents } from './lib/ws-agents.ts'
 
-const PATHS = ['http', 'ws', 'relay', 'floor', 'text-http', 'text-ws'] as const
+const PATHS = ['http', 'ws', 'relay', 'floor', 'text-http', 'text-ws', 'broadcast'] as const
 const path = PATHS.find((each) => each === process.argv[2]) ?? 'http'
 const connections = Number(process.argv[4] ?? 64)
 const INTERVAL_US = 200
@@ -39,6 +42,7 @@ try {
   if (path === 'relay') await profileRelay()
   else if (path === 'floor') await profileFloor()
   else if (path === 'text-http' || path === 'text-ws') await profileText(path)
+  else if (path === 'broadcast') await profileBroadcast()
   else await profileOne()
 } finally {
   await Promise.all(children.reverse().map((child) => child.stop()))
@@ -115,6 +119,37 @@ async function profileText(which: 'text-http' | 'text-ws'): Promise<void> {
   if (!file) throw new Error(`no .cpuprofile in ${profileDir}`)
   console.log(`profile: ${join(profileDir, file)}\n`)
   printTop(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile, result.requests)
+}
+
+async function profileBroadcast(): Promise<void> {
+  const moonlight = await startMoonlight(dir, { bunArgs: profiled('broadcast') })
+  children.push(moonlight)
+  const agents = 1000
+  const region = 'ap-southeast-1'
+  for (let at = 0; at < agents; at += agents / 4) {
+    const child = spawnWsAgents(`agents-${at}`, moonlight.wsUrl, { count: agents / 4, region, prefix: `bcast${at}-` })
+    children.push(child)
+    await child.waitFor(/registered \d+ in/, 60_000)
+  }
+  const body = JSON.stringify({ region, mode: 'broadcast', payload: { job: 'refresh-cache', key: 'config' } })
+  const broadcasts = seconds * 10
+  const started = performance.now()
+  for (let i = 0; i < broadcasts; i++) {
+    const response = await fetch(`${moonlight.url}/task/request`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${BENCH_TOKEN}` },
+      body,
+    })
+    const answer = (await response.json()) as { answered?: number }
+    if (answer.answered !== agents) throw new Error(`broadcast ${i}: ${answer.answered} of ${agents} answered`)
+  }
+  console.log(`broadcast: ${broadcasts} to ${agents} agents, ${((performance.now() - started) / broadcasts).toFixed(1)} ms each under the profiler`)
+  await moonlight.stop()
+  const profileDir = join(dir, 'broadcast')
+  const file = readdirSync(profileDir).find((entry) => entry.endsWith('.cpuprofile'))
+  if (!file) throw new Error(`no .cpuprofile in ${profileDir}`)
+  console.log(`profile: ${join(profileDir, file)}\n`)
+  printTop(JSON.parse(readFileSync(join(profileDir, file), 'utf8')) as CpuProfile, broadcasts)
 }
 
 async function profileOne(): Promise<void> {
