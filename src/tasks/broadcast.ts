@@ -31,23 +31,30 @@ export class Broadcaster {
   async broadcast(region: string, payloadJson: string, taskId: string, timeoutMs?: number, trace?: TaskTrace): Promise<BroadcastOutcome> {
     const { registry, clock, load } = this.deps
     const targets = registry.within(region)
-    const startedMs = clock.now()
-    const startedMonotonicMs = clock.monotonic()
+    const run: BroadcastRun = { taskId, region, trace, startedMs: clock.now(), startedMonotonicMs: clock.monotonic() }
     if (targets.length === 0) {
-      this.finish(taskId, region, 503, 'no_client', 0, 0, startedMs, startedMonotonicMs, trace)
+      this.finish(run, 503, 'no_client', 0, 0)
       return { kind: 'no_client', region }
     }
     const deadline = this.deps.deadlines.start(taskTimeout(this.deps.settings().taskTimeoutMs, timeoutMs).timeoutMs)
     const hop = trace?.broadcast(targets.length)
     load.inFlight++
     try {
-      const results = await new Promise<BroadcastPart[]>((resolve, reject) => {
-        this.send(new Gathering(this.deps, region, targets, startedMonotonicMs, resolve, reject), taskId, payloadJson, deadline, hop)
-      })
+      let results: BroadcastPart[]
+      try {
+        results = await new Promise<BroadcastPart[]>((resolve, reject) => {
+          this.send(new Gathering(this.deps, region, targets, run.startedMonotonicMs, resolve, reject), taskId, payloadJson, deadline, hop)
+        })
+      } catch (error) {
+        // Not a client's failure but a bug (the caller gets 500 internal): the broadcast still counts, as failed.
+        hop?.end(500, 'internal')
+        this.finish(run, 500, 'failed', targets.length, 0)
+        throw error
+      }
       let answered = 0
       for (const result of results) if (result.error === undefined) answered++
       hop?.end(answered ? 200 : 502, answered ? undefined : 'failed')
-      this.finish(taskId, region, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, answered, startedMs, startedMonotonicMs, trace)
+      this.finish(run, answered ? 200 : 502, answered ? 'ok' : 'failed', targets.length, answered)
       return { kind: 'delivered', results }
     } finally {
       this.deps.deadlines.end(deadline)
@@ -93,34 +100,34 @@ export class Broadcaster {
     }
   }
 
-  private finish(
-    taskId: string,
-    region: string,
-    status: number,
-    outcome: TaskRecord['outcome'],
-    attempts: number,
-    answered: number,
-    startedMs: number,
-    startedMonotonicMs: number,
-    trace: TaskTrace | undefined,
-  ): void {
+  /** The broadcast's record, to its trace and to onFinished: `attempts` clients sent to, `answered` of them answering. */
+  private finish(run: BroadcastRun, status: number, outcome: TaskRecord['outcome'], attempts: number, answered: number): void {
     const nowMs = this.deps.clock.now()
     const record: TaskRecord = {
-      task_id: taskId,
-      region,
+      task_id: run.taskId,
+      region: run.region,
       mode: 'broadcast',
       node_id: null,
       status,
       outcome,
       attempts,
       answered,
-      latency_ms: nowMs - startedMs,
-      durationMs: this.deps.clock.monotonic() - startedMonotonicMs,
+      latency_ms: nowMs - run.startedMs,
+      durationMs: this.deps.clock.monotonic() - run.startedMonotonicMs,
       finishedAtMs: nowMs,
     }
-    trace?.finished(record)
+    run.trace?.finished(record)
     this.deps.onFinished(record)
   }
+}
+
+/** One broadcast, for its record: what it was and when it began (wall clock and monotonic). */
+interface BroadcastRun {
+  taskId: string
+  region: string
+  trace: TaskTrace | undefined
+  startedMs: number
+  startedMonotonicMs: number
 }
 
 /**

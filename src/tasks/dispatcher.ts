@@ -69,8 +69,6 @@ export class Dispatcher {
     const retryCount = routing.retry ? settings.retryCount : 0
     // A task may ask to give up sooner, never later: task_timeout is the operator's bound on every wait.
     const { timeoutMs, ownTimeout } = taskTimeout(settings.taskTimeoutMs, routing.timeoutMs)
-    const startedMs = clock.now()
-    const startedMonotonicMs = clock.monotonic()
     const deadline = this.deps.deadlines.start(timeoutMs)
     if (control) control.deadline = deadline
     const task: TaskRun = {
@@ -88,6 +86,8 @@ export class Dispatcher {
       failedAttempts: [],
       tries: [],
       trace,
+      startedMs: clock.now(),
+      startedMonotonicMs: clock.monotonic(),
     }
     const { failedAttempts } = task
     // Made on the first retry: most tasks never need it.
@@ -100,56 +100,60 @@ export class Dispatcher {
     load.inFlight++
     let outcome: Outcome | undefined
     try {
-      for (let attempt = 0; attempt <= retryCount && outcome === undefined; attempt++) {
-        if (load.closing) {
-          outcome = { kind: 'shutting_down', region, failedAttempts }
-          break
-        }
-        if (control?.cancelled) {
-          outcome = { kind: 'cancelled', region, failedAttempts }
-          break
-        }
-        // The budget bounds retries after an agent answered with a failure (5xx): that is the work a
-        // failing region would otherwise get again and again. A retry after the agent never got the
-        // task, or was lost with its connection or its instance, is failover: it redoes no work that
-        // was done, and an instance's death fails many tasks at once that must all find another agent.
-        if (attempt > 0 && !retrying && firstPool !== undefined && this.deps.retryBudget && failedAttempts.at(-1)?.kind === 'status') {
-          if (!this.deps.retryBudget.mayRetry(firstPool)) {
-            outcome = { kind: 'all_failed', region, failedAttempts, reason: 'retry_budget_exhausted' }
+      try {
+        for (let attempt = 0; attempt <= retryCount && outcome === undefined; attempt++) {
+          if (load.closing) {
+            outcome = { kind: 'shutting_down', region, failedAttempts }
             break
           }
-          retrying = true
+          if (control?.cancelled) {
+            outcome = { kind: 'cancelled', region, failedAttempts }
+            break
+          }
+          // The budget bounds retries after an agent answered with a failure (5xx): that is the work a
+          // failing region would otherwise get again and again. A retry after the agent never got the
+          // task, or was lost with its connection or its instance, is failover: it redoes no work that
+          // was done, and an instance's death fails many tasks at once that must all find another agent.
+          if (attempt > 0 && !retrying && firstPool !== undefined && this.deps.retryBudget && failedAttempts.at(-1)?.kind === 'status') {
+            if (!this.deps.retryBudget.mayRetry(firstPool)) {
+              outcome = { kind: 'all_failed', region, failedAttempts, reason: 'retry_budget_exhausted' }
+              break
+            }
+            retrying = true
+          }
+          if (last !== undefined) {
+            tried ??= new Set()
+            tried.add(last.nodeId)
+          }
+          let picked: Picked | Outcome =
+            routing.nodeId === undefined
+              ? this.pickAnother(region, routing, tried, last, firstPool, preferLocal)
+              : this.pickNamed(region, routing.nodeId, routing.boundary)
+          // Only a pick that found nobody looks at the queue: the hot path never touches it.
+          if ('kind' in picked && this.deps.slots) {
+            const dequeued = trace?.queued()
+            picked = await this.deps.slots.waitAfter(picked, region, routing, firstPool, deadline, control)
+            dequeued?.()
+          }
+          if ('kind' in picked) {
+            if (attempt === 0) outcome = picked
+            break
+          }
+          if (firstPool === undefined) {
+            firstPool = picked.pool
+            this.deps.retryBudget?.started(picked.pool)
+          }
+          last = picked.client
+          outcome = await this.attempt(task, picked)
         }
-        if (last !== undefined) {
-          tried ??= new Set()
-          tried.add(last.nodeId)
-        }
-        let picked: Picked | Outcome =
-          routing.nodeId === undefined
-            ? this.pickAnother(region, routing, tried, last, firstPool, preferLocal)
-            : this.pickNamed(region, routing.nodeId, routing.boundary)
-        // Only a pick that found nobody looks at the queue: the hot path never touches it.
-        if ('kind' in picked && this.deps.slots) {
-          const dequeued = trace?.queued()
-          picked = await this.deps.slots.waitAfter(picked, region, routing, firstPool, deadline, control)
-          dequeued?.()
-        }
-        if ('kind' in picked) {
-          if (attempt === 0) outcome = picked
-          break
-        }
-        if (firstPool === undefined) {
-          firstPool = picked.pool
-          this.deps.retryBudget?.started(picked.pool)
-        }
-        last = picked.client
-        outcome = await this.attempt(task, picked)
+      } catch (error) {
+        // Not a task's fate but a bug (the caller gets 500 internal): the task still counts, as failed.
+        this.finish(task, last, 500, 'failed', task.tries.length)
+        throw error
       }
       outcome ??= { kind: 'all_failed', region, failedAttempts }
-      const durationMs = clock.monotonic() - startedMonotonicMs
-      const record = taskRecord(taskId, region, outcome, last, failedAttempts.length, startedMs, clock.now(), durationMs, task.tries)
-      trace?.finished(record)
-      this.deps.onFinished(record)
+      if (outcome.kind === 'answered') this.finish(task, last, outcome.answer.status, 'ok', failedAttempts.length + 1)
+      else this.finish(task, last, OUTCOME_STATUS[outcome.kind], recordedOutcome(outcome.kind), failedAttempts.length)
       return outcome
     } finally {
       if (firstPool !== undefined) this.deps.retryBudget?.ended(firstPool, retrying)
@@ -175,6 +179,8 @@ export class Dispatcher {
     let judged = false
     let attemptStatus: number | undefined
     let attemptKind: AttemptRecord['kind']
+    // A throw that is not an AttemptError: a bug, which its span says.
+    let bug = false
     const hop = task.trace?.attempt(client.nodeId, client.route)
     try {
       const answer = await this.deps.transports[client.route].send(client, task.taskId, task.payloadJson, task.deadline, task.mayResend, hop?.headers, routing)
@@ -199,7 +205,10 @@ export class Dispatcher {
       if (retryOn !== undefined && !retryOn.includes('status')) return notRetried(region, failedAttempts, 'status')
       return undefined
     } catch (error) {
-      if (!(error instanceof AttemptError)) throw error
+      if (!(error instanceof AttemptError)) {
+        bug = true
+        throw error
+      }
       attemptKind = error.kind
       // Cut off by the stop or by a cancel, not failed: the attempt is not the client's to answer for.
       // The client had the task all the same, so it is marked as reached (see reachedNoClient).
@@ -225,9 +234,30 @@ export class Dispatcher {
       if (attemptStatus !== undefined) tryRecord.status = attemptStatus
       if (attemptKind !== undefined) tryRecord.kind = attemptKind
       task.tries.push(tryRecord)
-      hop?.end(attemptStatus, attemptKind)
+      hop?.end(attemptStatus, bug ? 'internal' : attemptKind)
       this.deps.onAttempt?.(client, attemptMs)
     }
+  }
+
+  /** The task's record, to its trace and to onFinished. `last`: the client that answered, or the last one tried. */
+  private finish(task: TaskRun, last: Client | undefined, status: number, outcome: TaskRecord['outcome'], attempts: number): void {
+    const { clock } = this.deps
+    const nowMs = clock.now()
+    const record: TaskRecord = {
+      task_id: task.taskId,
+      region: task.region,
+      mode: 'single',
+      node_id: last?.nodeId ?? null,
+      status,
+      outcome,
+      attempts,
+      latency_ms: nowMs - task.startedMs,
+      durationMs: clock.monotonic() - task.startedMonotonicMs,
+      finishedAtMs: nowMs,
+      tries: task.tries,
+    }
+    task.trace?.finished(record)
+    this.deps.onFinished(record)
   }
 
   /**
@@ -302,6 +332,9 @@ interface TaskRun {
   /** Every attempt with its time, for the clients' detail (src/observe/task-stats.ts ClientTasks): bounded by retry_count. */
   tries: AttemptRecord[]
   trace: TaskTrace | undefined
+  /** When it began, on the wall clock (the record's latency) and the monotonic one (its duration). */
+  startedMs: number
+  startedMonotonicMs: number
 }
 
 interface Picked {
@@ -311,31 +344,9 @@ interface Picked {
   acquired?: true
 }
 
-function taskRecord(
-  taskId: string,
-  region: string,
-  outcome: Outcome,
-  last: Client | undefined,
-  failedCount: number,
-  startedMs: number,
-  nowMs: number,
-  durationMs: number,
-  tries: AttemptRecord[],
-): TaskRecord {
-  const answered = outcome.kind === 'answered'
-  return {
-    task_id: taskId,
-    region,
-    mode: 'single',
-    node_id: last?.nodeId ?? null,
-    status: answered ? outcome.answer.status : OUTCOME_STATUS[outcome.kind],
-    outcome: answered ? 'ok' : NOBODY_TO_ASK.has(outcome.kind) ? 'no_client' : outcome.kind === 'timed_out' ? 'timeout' : 'failed',
-    attempts: answered ? failedCount + 1 : failedCount,
-    latency_ms: nowMs - startedMs,
-    durationMs,
-    finishedAtMs: nowMs,
-    tries,
-  }
+/** How a task that got no answer shows in its record. */
+function recordedOutcome(kind: Exclude<Outcome, { kind: 'answered' }>['kind']): TaskRecord['outcome'] {
+  return NOBODY_TO_ASK.has(kind) ? 'no_client' : kind === 'timed_out' ? 'timeout' : 'failed'
 }
 
 /** An answer's body as text, for excerpts and broadcasts. */

@@ -1,5 +1,7 @@
 import { describe, expect, test } from 'bun:test'
 import type { AttemptRecord } from '../../../src/observe/task-stats.ts'
+import type { SpanRecord } from '../../../src/observe/tracing/span.ts'
+import { Tracer } from '../../../src/observe/tracing/tracer.ts'
 import { type BroadcastOutcome, type BroadcastPart, broadcastJson } from '../../../src/tasks/broadcast.ts'
 import type { Outcome } from '../../../src/tasks/outcome.ts'
 import type { Answer, FailureKind } from '../../../src/transports/types.ts'
@@ -258,6 +260,26 @@ describe('dispatcher', () => {
     expect(core.deadlines.size).toBe(0)
   })
 
+  test('a task ended by such a bug still counts: recorded as failed with the 500 its caller gets, its attempt listed, its trace sent', async () => {
+    const core = taskCore({ http: new FakeTransport(() => Promise.reject(new TypeError('oops'))) })
+    core.join('a', 'usa')
+    const spans: SpanRecord[] = []
+    const trace = new Tracer(
+      () => ({ sample_ratio: 1 }),
+      core.clock,
+      (sent) => void spans.push(...sent),
+    ).begin(undefined)
+    await expect(core.dispatcher.dispatch('usa', '1', 't-1', undefined, undefined, trace)).rejects.toThrow('oops')
+    expect(core.finished).toHaveLength(1)
+    expect(core.finished[0]).toMatchObject({ task_id: 't-1', region: 'usa', mode: 'single', node_id: 'a', status: 500, outcome: 'failed', attempts: 1 })
+    expect(core.finished[0]!.tries).toEqual([{ node_id: 'a', ms: 0 }])
+    expect(core.finished[0]!.trace_id).toBe(trace!.traceId)
+    expect(spans.map((span) => [span.name, span.failed, span.attributes['http.response.status_code']])).toEqual([
+      ['moonlight.task', 'failed', 500],
+      ['moonlight.attempt', 'internal', undefined],
+    ])
+  })
+
   test('onFinished records the status, outcome and attempts of each way a task ends, with every attempt (node, status or failure, time)', async () => {
     const cases = [
       {
@@ -444,6 +466,29 @@ describe('broadcaster', () => {
     expect(none.finished).toMatchObject([{ status: 502, outcome: 'failed', attempts: 1 }])
     expect(none.load.inFlight).toBe(0)
     expect(none.deadlines.size).toBe(0)
+  })
+
+  test('a transport that throws something other than an AttemptError fails the broadcast, which still counts: recorded as failed with its 500, its trace sent', async () => {
+    const core = taskCore({ http: new FakeTransport({ a: answers(200, '1'), b: () => Promise.reject(new TypeError('oops')) }) })
+    const clients = ['a', 'b'].map((node) => core.join(node, 'usa'))
+    const spans: SpanRecord[] = []
+    const trace = new Tracer(
+      () => ({ sample_ratio: 1 }),
+      core.clock,
+      (sent) => void spans.push(...sent),
+    ).begin(undefined)
+    await expect(core.broadcaster.broadcast('usa', '1', 't-1', undefined, trace)).rejects.toThrow('oops')
+    await settle()
+    expect(core.finished).toHaveLength(1)
+    expect(core.finished[0]).toMatchObject({ task_id: 't-1', mode: 'broadcast', node_id: null, status: 500, outcome: 'failed', attempts: 2 })
+    expect(core.finished[0]!.trace_id).toBe(trace!.traceId)
+    expect(spans.map((span) => [span.name, span.failed, span.attributes['http.response.status_code']])).toEqual([
+      ['moonlight.task', 'failed', 500],
+      ['moonlight.broadcast', 'internal', 500],
+    ])
+    for (const client of clients) expect(client.inFlight).toBe(0)
+    expect(core.load.inFlight).toBe(0)
+    expect(core.deadlines.size).toBe(0)
   })
 
   test('clients cut off by the stop answer 503, not held against them', async () => {
