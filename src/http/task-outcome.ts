@@ -196,6 +196,7 @@ const GENERIC_REASONS: Record<FailedAttempt['kind'], string> = {
   timeout: 'timed out waiting for the client',
   too_large: "the client's answer was too large",
   status: 'the client answered with an error',
+  internal: 'the server failed',
 }
 
 /** A broadcast part as a caller without the monitor role sees it: a 5xx without its body (the agent's own account), a failure with a generic reason. */

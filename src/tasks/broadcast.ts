@@ -41,14 +41,20 @@ export class Broadcaster {
     load.inFlight++
     try {
       let results: BroadcastPart[]
+      let gathering: Gathering | undefined
       try {
         results = await new Promise<BroadcastPart[]>((resolve, reject) => {
-          this.send(new Gathering(this.deps, region, targets, run.startedMonotonicMs, resolve, reject), taskId, payloadJson, deadline, hop)
+          gathering = new Gathering(this.deps, region, targets, run.startedMonotonicMs, resolve, reject)
+          this.send(gathering, taskId, payloadJson, deadline, hop)
         })
       } catch (error) {
         // Not a client's failure but a bug (the caller gets 500 internal): the broadcast still counts, as failed.
-        hop?.end(500, 'internal')
-        this.finish(run, 500, 'failed', targets.length, 0)
+        try {
+          hop?.end(500, 'internal')
+          this.finish(run, 500, 'failed', targets.length, gathering?.answeredSoFar() ?? 0)
+        } catch {
+          // A second bug, in the record's consumers: the first is the one the caller and the log get.
+        }
         throw error
       }
       let answered = 0
@@ -149,6 +155,13 @@ class Gathering {
   ) {
     this.results = new Array(targets.length)
     this.waiting = targets.length
+  }
+
+  /** How many clients have answered so far (a broadcast a bug ended still says how many had). */
+  answeredSoFar(): number {
+    let answered = 0
+    for (const part of this.results) if (part !== undefined && part.error === undefined) answered++
+    return answered
   }
 
   /** A fan-out's sink: its clients are `indices` of the targets, in order. */

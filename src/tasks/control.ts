@@ -9,6 +9,8 @@ import type { Deadline } from './deadlines.ts'
  */
 export class TaskControl {
   cancelled = false
+  /** A stored task taken over from an instance that had started it: its agent may have it already. */
+  startedElsewhere = false
   deadline: Deadline | undefined = undefined
   client: Client | undefined = undefined
 

@@ -90,6 +90,10 @@ export class Dispatcher {
       startedMonotonicMs: clock.monotonic(),
     }
     const { failedAttempts } = task
+    // Taken over from an instance that had started it (a stored task): an agent may have it, so running it
+    // again is a retry after a lost attempt, which a retry_on without "lost" forbids. It ends here, recorded.
+    let outcome: Outcome | undefined =
+      control?.startedElsewhere && routing.retryOn !== undefined && !routing.retryOn.includes('lost') ? notRetried(region, failedAttempts, 'lost') : undefined
     // Made on the first retry: most tasks never need it.
     let tried: Set<string> | undefined
     let last: Client | undefined
@@ -98,7 +102,6 @@ export class Dispatcher {
     // Whether the retry budget let this task retry (it then counts as retrying until it ends).
     let retrying = false
     load.inFlight++
-    let outcome: Outcome | undefined
     try {
       try {
         for (let attempt = 0; attempt <= retryCount && outcome === undefined; attempt++) {
@@ -148,7 +151,11 @@ export class Dispatcher {
         }
       } catch (error) {
         // Not a task's fate but a bug (the caller gets 500 internal): the task still counts, as failed.
-        this.finish(task, last, 500, 'failed', task.tries.length)
+        try {
+          this.finish(task, last, 500, 'failed', task.tries.length)
+        } catch {
+          // A second bug, in the record's consumers: the first is the one the caller and the log get.
+        }
         throw error
       }
       outcome ??= { kind: 'all_failed', region, failedAttempts }
@@ -232,9 +239,10 @@ export class Dispatcher {
       // Built without spreads: this runs on every attempt of every task.
       const tryRecord: AttemptRecord = { node_id: client.nodeId, ms: Math.round(attemptMs * 10) / 10 }
       if (attemptStatus !== undefined) tryRecord.status = attemptStatus
-      if (attemptKind !== undefined) tryRecord.kind = attemptKind
+      if (bug) tryRecord.kind = 'internal'
+      else if (attemptKind !== undefined) tryRecord.kind = attemptKind
       task.tries.push(tryRecord)
-      hop?.end(attemptStatus, bug ? 'internal' : attemptKind)
+      hop?.end(attemptStatus, tryRecord.kind)
       this.deps.onAttempt?.(client, attemptMs)
     }
   }

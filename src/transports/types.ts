@@ -43,6 +43,7 @@ export const RETRY_CLASS: Readonly<Record<AttemptFailure, RetryOn | undefined>> 
   status: 'status',
   timeout: undefined,
   too_large: undefined,
+  internal: undefined,
 }
 
 export class AttemptError extends Error {

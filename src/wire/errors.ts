@@ -54,8 +54,21 @@ export const errorCodeSchema = z.enum([
 ])
 export type ErrorCode = z.infer<typeof errorCodeSchema>
 
-/** How an attempt failed: the transport's reasons, or `status` for a 5xx answer. */
-export const attemptFailureSchema = z.enum(['unreachable', 'disconnected', 'dropped', 'invalid_answer', 'refused', 'timeout', 'too_large', 'status'])
+/**
+ * How an attempt failed: the transport's reasons, `status` for a 5xx answer, or `internal` for a
+ * server bug (only in a client's recent tasks: such a task's caller gets `500 internal`, no attempts).
+ */
+export const attemptFailureSchema = z.enum([
+  'unreachable',
+  'disconnected',
+  'dropped',
+  'invalid_answer',
+  'refused',
+  'timeout',
+  'too_large',
+  'status',
+  'internal',
+])
 export type AttemptFailure = z.infer<typeof attemptFailureSchema>
 
 /**

@@ -216,19 +216,14 @@ export class StoredTasks {
   private async execute(task: StoredTask, strict: boolean, startedElsewhere: boolean): Promise<Response> {
     const { dispatcher, store, clock } = this.deps
     let outcome: Outcome
-    // Taken over from an instance that had started it: an agent may have it, so running it again is a
-    // retry after a lost attempt, which a retry_on without "lost" forbids.
-    const retryOn = task.routing?.retryOn
-    if (startedElsewhere && retryOn !== undefined && !retryOn.includes('lost')) {
-      outcome = { kind: 'all_failed', region: task.region, failedAttempts: [], notRetried: 'lost' }
-    } else {
-      const control = new TaskControl()
-      this.running.set(task.task_id, { task, control })
-      try {
-        outcome = await dispatcher.dispatch(task.region, task.payload, task.task_id, task.routing, control, this.deps.tracer?.resume(task.trace))
-      } finally {
-        this.running.delete(task.task_id)
-      }
+    const control = new TaskControl()
+    // The dispatcher ends it at once if its retry_on leaves out "lost" (it may have reached an agent already).
+    control.startedElsewhere = startedElsewhere
+    this.running.set(task.task_id, { task, control })
+    try {
+      outcome = await dispatcher.dispatch(task.region, task.payload, task.task_id, task.routing, control, this.deps.tracer?.resume(task.trace))
+    } finally {
+      this.running.delete(task.task_id)
     }
     const response = this.deps.respond(outcome, task.task_id, task.disclosure)
     try {

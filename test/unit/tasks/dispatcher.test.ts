@@ -272,12 +272,27 @@ describe('dispatcher', () => {
     await expect(core.dispatcher.dispatch('usa', '1', 't-1', undefined, undefined, trace)).rejects.toThrow('oops')
     expect(core.finished).toHaveLength(1)
     expect(core.finished[0]).toMatchObject({ task_id: 't-1', region: 'usa', mode: 'single', node_id: 'a', status: 500, outcome: 'failed', attempts: 1 })
-    expect(core.finished[0]!.tries).toEqual([{ node_id: 'a', ms: 0 }])
+    // Said to have failed, and how: an attempt without a kind reads as answered (the client's detail page).
+    expect(core.finished[0]!.tries).toEqual([{ node_id: 'a', kind: 'internal', ms: 0 }])
     expect(core.finished[0]!.trace_id).toBe(trace!.traceId)
     expect(spans.map((span) => [span.name, span.failed, span.attributes['http.response.status_code']])).toEqual([
       ['moonlight.task', 'failed', 500],
       ['moonlight.attempt', 'internal', undefined],
     ])
+  })
+
+  test('a bug whose record cannot be made either: the first bug is what the caller and the log get', async () => {
+    const core = taskCore({ http: new FakeTransport(() => Promise.reject(new TypeError('oops'))) })
+    core.join('a', 'usa')
+    const trace = new Tracer(
+      () => ({ sample_ratio: 1 }),
+      core.clock,
+      () => {
+        throw new Error('the exporter broke too')
+      },
+    ).begin(undefined)
+    await expect(core.dispatcher.dispatch('usa', '1', 't-1', undefined, undefined, trace)).rejects.toThrow('oops')
+    expect(core.load.inFlight).toBe(0)
   })
 
   test('onFinished records the status, outcome and attempts of each way a task ends, with every attempt (node, status or failure, time)', async () => {
@@ -469,7 +484,7 @@ describe('broadcaster', () => {
   })
 
   test('a transport that throws something other than an AttemptError fails the broadcast, which still counts: recorded as failed with its 500, its trace sent', async () => {
-    const core = taskCore({ http: new FakeTransport({ a: answers(200, '1'), b: () => Promise.reject(new TypeError('oops')) }) })
+    const core = taskCore({ http: new FakeTransport({ a: answers(200, '1'), b: () => settle().then(() => Promise.reject(new TypeError('oops'))) }) })
     const clients = ['a', 'b'].map((node) => core.join(node, 'usa'))
     const spans: SpanRecord[] = []
     const trace = new Tracer(
@@ -480,7 +495,8 @@ describe('broadcaster', () => {
     await expect(core.broadcaster.broadcast('usa', '1', 't-1', undefined, trace)).rejects.toThrow('oops')
     await settle()
     expect(core.finished).toHaveLength(1)
-    expect(core.finished[0]).toMatchObject({ task_id: 't-1', mode: 'broadcast', node_id: null, status: 500, outcome: 'failed', attempts: 2 })
+    // a answered before b's send failed: the record says so.
+    expect(core.finished[0]).toMatchObject({ task_id: 't-1', mode: 'broadcast', node_id: null, status: 500, outcome: 'failed', attempts: 2, answered: 1 })
     expect(core.finished[0]!.trace_id).toBe(trace!.traceId)
     expect(spans.map((span) => [span.name, span.failed, span.attributes['http.response.status_code']])).toEqual([
       ['moonlight.task', 'failed', 500],

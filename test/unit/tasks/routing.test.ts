@@ -157,7 +157,7 @@ describe('dispatcher with a task routing', () => {
 })
 
 describe('retry_on: which attempt failures a task may be retried after', () => {
-  test('each attempt failure has its class: never reached, lost after sending, a 5xx; timeouts and too-large answers none', () => {
+  test('each attempt failure has its class: never reached, lost after sending, a 5xx; timeouts, too-large answers and server bugs none', () => {
     expect(RETRY_CLASS).toEqual({
       unreachable: 'unreachable',
       dropped: 'unreachable',
@@ -167,6 +167,7 @@ describe('retry_on: which attempt failures a task may be retried after', () => {
       status: 'status',
       timeout: undefined,
       too_large: undefined,
+      internal: undefined,
     })
   })
 
@@ -329,6 +330,10 @@ describe('retry_on and a stored task taken over from an instance that had starte
       const response = (await tasks.runHere(running!, true))!
       expect({ retryOn, status: response.status, sentTo: http.sentTo }).toEqual({ retryOn, ...expected })
       if (response.status === 502) expect(await response.json()).toMatchObject({ code: 'all_attempts_failed', not_retried: 'lost', attempts: [] })
+      // Run or not, the task counts (totals, /metrics, the dashboard): one record each.
+      expect(core.finished.map(({ task_id, status, outcome, attempts }) => ({ task_id, status, outcome, attempts }))).toEqual([
+        { task_id: 't1', status: expected.status, outcome: expected.status === 200 ? 'ok' : 'failed', attempts: expected.sentTo.length },
+      ])
     }
   })
 })
