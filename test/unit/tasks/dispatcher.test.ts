@@ -5,6 +5,7 @@ import { Tracer } from '../../../src/observe/tracing/tracer.ts'
 import { type BroadcastOutcome, type BroadcastPart, broadcastJson } from '../../../src/tasks/broadcast.ts'
 import type { Outcome } from '../../../src/tasks/outcome.ts'
 import type { Answer, FailureKind } from '../../../src/transports/types.ts'
+import type { FakeClock } from '../../support/fake-clock.ts'
 import { answers, FakeFanOutTransport, FakeTransport, failsWith, hangs, inTurn, settle, TEST_POLICY, taskCore } from '../../support/fake-transport.ts'
 
 const JSON_TYPE = { 'content-type': 'application/json' }
@@ -13,6 +14,17 @@ const JSON_TYPE = { 'content-type': 'application/json' }
 function expectKind<Kind extends Outcome['kind']>(outcome: Outcome, kind: Kind): Extract<Outcome, { kind: Kind }> {
   expect({ kind: outcome.kind, outcome }).toMatchObject({ kind })
   return outcome as Extract<Outcome, { kind: Kind }>
+}
+
+/** A trace the real tracer records (sampled), and the spans it sends when its task ends. */
+function recordedTrace(clock: FakeClock) {
+  const spans: SpanRecord[] = []
+  const trace = new Tracer(
+    () => ({ sample_ratio: 1 }),
+    clock,
+    (sent) => void spans.push(...sent),
+  ).begin(undefined)!
+  return { spans, trace }
 }
 
 function delivered(outcome: BroadcastOutcome) {
@@ -263,18 +275,13 @@ describe('dispatcher', () => {
   test('a task ended by such a bug still counts: recorded as failed with the 500 its caller gets, its attempt listed, its trace sent', async () => {
     const core = taskCore({ http: new FakeTransport(() => Promise.reject(new TypeError('oops'))) })
     core.join('a', 'usa')
-    const spans: SpanRecord[] = []
-    const trace = new Tracer(
-      () => ({ sample_ratio: 1 }),
-      core.clock,
-      (sent) => void spans.push(...sent),
-    ).begin(undefined)
+    const { spans, trace } = recordedTrace(core.clock)
     await expect(core.dispatcher.dispatch('usa', '1', 't-1', undefined, undefined, trace)).rejects.toThrow('oops')
     expect(core.finished).toHaveLength(1)
     expect(core.finished[0]).toMatchObject({ task_id: 't-1', region: 'usa', mode: 'single', node_id: 'a', status: 500, outcome: 'failed', attempts: 1 })
     // Said to have failed, and how: an attempt without a kind reads as answered (the client's detail page).
     expect(core.finished[0]!.tries).toEqual([{ node_id: 'a', kind: 'internal', ms: 0 }])
-    expect(core.finished[0]!.trace_id).toBe(trace!.traceId)
+    expect(core.finished[0]!.trace_id).toBe(trace.traceId)
     expect(spans.map((span) => [span.name, span.failed, span.attributes['http.response.status_code']])).toEqual([
       ['moonlight.task', 'failed', 500],
       ['moonlight.attempt', 'internal', undefined],
@@ -486,18 +493,13 @@ describe('broadcaster', () => {
   test('a transport that throws something other than an AttemptError fails the broadcast, which still counts: recorded as failed with its 500, its trace sent', async () => {
     const core = taskCore({ http: new FakeTransport({ a: answers(200, '1'), b: () => settle().then(() => Promise.reject(new TypeError('oops'))) }) })
     const clients = ['a', 'b'].map((node) => core.join(node, 'usa'))
-    const spans: SpanRecord[] = []
-    const trace = new Tracer(
-      () => ({ sample_ratio: 1 }),
-      core.clock,
-      (sent) => void spans.push(...sent),
-    ).begin(undefined)
+    const { spans, trace } = recordedTrace(core.clock)
     await expect(core.broadcaster.broadcast('usa', '1', 't-1', undefined, trace)).rejects.toThrow('oops')
     await settle()
     expect(core.finished).toHaveLength(1)
     // a answered before b's send failed: the record says so.
     expect(core.finished[0]).toMatchObject({ task_id: 't-1', mode: 'broadcast', node_id: null, status: 500, outcome: 'failed', attempts: 2, answered: 1 })
-    expect(core.finished[0]!.trace_id).toBe(trace!.traceId)
+    expect(core.finished[0]!.trace_id).toBe(trace.traceId)
     expect(spans.map((span) => [span.name, span.failed, span.attributes['http.response.status_code']])).toEqual([
       ['moonlight.task', 'failed', 500],
       ['moonlight.broadcast', 'internal', 500],
