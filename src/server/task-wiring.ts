@@ -150,6 +150,7 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
     tellAgentCancelled: (taskId) => wsTransport.cancel(taskId),
     tracer: observe.tracing.tracer,
     log,
+    report: ctx.report,
   })
   if (cluster) listenForTaskNews(cluster, storedTasks)
   return {

@@ -126,7 +126,7 @@ export function taskCore(options: TaskCoreOptions = {}) {
     finished,
     dispatcher: new Dispatcher(deps),
     /** Stored tasks over an in-memory store, on this core's dispatcher and clock. */
-    storedTasks: (store?: MemoryTaskStore) => storedTasksOver(new Dispatcher(deps), clock, store),
+    storedTasks: (store?: MemoryTaskStore, report?: (error: unknown) => void) => storedTasksOver(new Dispatcher(deps), clock, store, report),
     broadcaster: new Broadcaster(deps),
     /** Registers a client (HTTP unless said otherwise) at the clock's time. */
     join: (nodeId: string, region: string, extra: Partial<ClientAnnouncement> = {}): Client =>
@@ -143,7 +143,14 @@ export function settle(): Promise<void> {
 export const STORE_LIMITS = { resultTtlMs: 600_000, maxResults: 100_000, maxBytes: 1024 ** 3, idempotencyTtlMs: 86_400_000 }
 
 /** StoredTasks as a lone server wires it, over a MemoryTaskStore (`store`, for a test that acts as another instance) with the config's default limits. */
-export function storedTasksOver(dispatcher: Dispatcher, clock: FakeClock, store = new MemoryTaskStore(() => STORE_LIMITS)): StoredTasks {
+export function storedTasksOver(
+  dispatcher: Dispatcher,
+  clock: FakeClock,
+  store = new MemoryTaskStore(() => STORE_LIMITS),
+  report: (error: unknown) => void = (error) => {
+    throw new Error(`a bug was reported: ${error}`)
+  },
+): StoredTasks {
   const limits = STORE_LIMITS
   return new StoredTasks({
     store,
@@ -155,5 +162,6 @@ export function storedTasksOver(dispatcher: Dispatcher, clock: FakeClock, store 
     respond: (outcome, taskId, disclosure) => outcomeResponse(outcome, taskId, disclosure),
     tellAgentCancelled: () => undefined,
     log: () => undefined,
+    report,
   })
 }

@@ -1,5 +1,5 @@
 import type { Clock } from '../../clock.ts'
-import { MoonlightError } from '../../errors.ts'
+import { errorResponse, MoonlightError } from '../../errors.ts'
 import type { Tracer } from '../../observe/tracing/tracer.ts'
 import { FINAL_STATES, type TaskAttempt } from '../../wire/async-task.ts'
 import type { FailedAttempt } from '../../wire/errors.ts'
@@ -37,6 +37,8 @@ export interface StoredTasksDeps {
   /** Tells a WebSocket agent of this instance that holds `taskId` that it was cancelled. */
   tellAgentCancelled: (taskId: string) => void
   log: (line: string) => void
+  /** Logs a bug with its stack (the server's one place for them). */
+  report: (error: unknown) => void
   /** Continues a stored task's trace when it runs (src/observe/tracing/). */
   tracer?: Tracer
 }
@@ -215,22 +217,27 @@ export class StoredTasks {
    */
   private async execute(task: StoredTask, strict: boolean, startedElsewhere: boolean): Promise<Response> {
     const { dispatcher, store, clock } = this.deps
-    let outcome: Outcome
+    let outcome: Outcome | undefined
+    let response: Response
     const control = new TaskControl()
     // The dispatcher ends it at once if its retry_on leaves out "lost" (it may have reached an agent already).
     control.startedElsewhere = startedElsewhere
     this.running.set(task.task_id, { task, control })
     try {
       outcome = await dispatcher.dispatch(task.region, task.payload, task.task_id, task.routing, control, this.deps.tracer?.resume(task.trace))
+      response = this.deps.respond(outcome, task.task_id, task.disclosure)
+    } catch (error) {
+      // A bug (the dispatcher throws for nothing else): the task ends with the 500 a sync caller gets, stored
+      // like any answer, so nobody waits on it for ever and its key replays that answer rather than running it again.
+      response = errorResponse(error, this.deps.report)
     } finally {
       this.running.delete(task.task_id)
     }
-    const response = this.deps.respond(outcome, task.task_id, task.disclosure)
     try {
       // A keyed task that reached no client did not run: its key is freed, so a retry runs it (a sync
       // one is forgotten altogether, its 503 is for this request only). It must not replay a 503 for a day.
-      if (task.idempotency && reachedNoClient(outcome)) await store.release(task, task.mode === 'single')
-      if (outcome.kind === 'cancelled' || (task.mode === 'single' && reachedNoClient(outcome))) return response
+      if (task.idempotency && outcome !== undefined && reachedNoClient(outcome)) await store.release(task, task.mode === 'single')
+      if (outcome?.kind === 'cancelled' || (task.mode === 'single' && outcome !== undefined && reachedNoClient(outcome))) return response
       const result = await resultOf(outcome, response.clone(), task.disclosure)
       if (await store.finish(task.task_id, result, clock.now())) {
         this.wake(task.task_id)
@@ -285,13 +292,14 @@ async function guard<T>(operation: () => Promise<T>): Promise<T> {
   }
 }
 
-/** How a task ended, as stored: the caller's answer (status, headers, body bytes) and who answered. */
-async function resultOf(outcome: Outcome, response: Response, disclosure: NewTask['disclosure']): Promise<TaskResult> {
+/** How a task ended, as stored: the caller's answer (status, headers, body bytes) and who answered; no outcome: a bug ended it. */
+async function resultOf(outcome: Outcome | undefined, response: Response, disclosure: NewTask['disclosure']): Promise<TaskResult> {
   const headers: Record<string, string> = {}
   response.headers.forEach((value, name) => {
     headers[name] = value
   })
   const body = Buffer.from(await response.arrayBuffer())
+  if (outcome === undefined) return { state: 'failed', node_id: null, attempts: [], status: response.status, headers, body_b64: body.toString('base64') }
   const failed = outcome.kind === 'answered' ? [] : 'failedAttempts' in outcome ? outcome.failedAttempts : []
   const attempts: TaskAttempt[] = (outcome.kind === 'answered' ? outcome.failedAttempts : failed).map((attempt) => shownAttempt(attempt, disclosure))
   if (outcome.kind === 'answered') attempts.push({ node_id: outcome.client.nodeId, status: outcome.answer.status })
