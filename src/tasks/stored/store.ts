@@ -151,7 +151,8 @@ export class MemoryTaskStore implements TaskStore {
       }
     }
     const { maxResults, maxBytes } = this.limits()
-    const bytes = task.payload.length
+    // In bytes, as the docs and Redis count them: a payload of non-ASCII text holds up to 3 bytes per character.
+    const bytes = Buffer.byteLength(task.payload)
     // Room is made from finished tasks, oldest first; an unfinished one is never dropped.
     while (this.entries.size >= maxResults || this.bytes + bytes > maxBytes) {
       const oldest = this.finished.values().next()

@@ -167,6 +167,16 @@ describe('MemoryTaskStore', () => {
       expect(await store.get('c', clock.now())).toBeUndefined()
     })
 
+    test('it counts bytes, as UTF-8 holds them, not characters', async () => {
+      const { clock, store } = world({ maxResults: 100, maxBytes: 3000 })
+      // 1 500 characters, 4 500 bytes: over the bound with nothing finished to make room from.
+      await expect(store.add(newTask('euros', { payload: JSON.stringify('€'.repeat(1499)) }), undefined, clock.now())).rejects.toThrow(
+        /this one's 4499 would pass tasks\.max_bytes \(3000\)/,
+      )
+      await store.add(newTask('ascii', { payload: JSON.stringify('e'.repeat(1499)) }), undefined, clock.now())
+      expect((await store.get('ascii', clock.now()))?.state).toBe('queued')
+    })
+
     test('a payload that would pass it makes room from finished tasks, and with none finished is refused', async () => {
       const { clock, store } = world({ maxResults: 100, maxBytes: 1000 })
       await store.add(newTask('old', { payload: 'p'.repeat(500) }), undefined, clock.now())
