@@ -38,6 +38,7 @@ const NOTHING = (): void => {}
 
 function storedTrace(context: TraceContext, parentSpanId: string | undefined): StoredTrace {
   const stored: StoredTrace = { trace_id: context.traceId, sampled: context.sampled }
+  if (context.random) stored.random = true
   if (parentSpanId !== undefined) stored.parent_span_id = parentSpanId
   if (context.tracestate !== undefined) stored.tracestate = context.tracestate
   return stored
@@ -189,6 +190,7 @@ export class Tracer {
   resume(stored: StoredTrace | undefined): TaskTrace | undefined {
     if (stored === undefined) return undefined
     const context: TraceContext = { traceId: stored.trace_id, spanId: stored.parent_span_id ?? randomId(8), sampled: stored.sampled }
+    if (stored.random) context.random = true
     if (stored.tracestate !== undefined) context.tracestate = stored.tracestate
     if (stored.parent_span_id !== undefined) return this.begin(context)
     // Moonlight started this trace when the task was submitted: its run is recorded as the root if it was sampled then.

@@ -2,6 +2,8 @@ import { describe, expect, test } from 'bun:test'
 import { accessFields, accessLine } from '../../../src/observe/event-lines.ts'
 import { unixNanos } from '../../../src/observe/tracing/span.ts'
 import { formatTraceparent, parseTraceparent } from '../../../src/observe/tracing/trace-context.ts'
+import { Tracer } from '../../../src/observe/tracing/tracer.ts'
+import { FakeClock } from '../../support/fake-clock.ts'
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736'
 const SPAN = '00f067aa0ba902b7'
@@ -34,6 +36,35 @@ describe('W3C traceparent', () => {
   test('writes version 00 with the sampled flag', () => {
     expect(formatTraceparent(TRACE, SPAN, true)).toBe(`00-${TRACE}-${SPAN}-01`)
     expect(formatTraceparent(TRACE, SPAN, false)).toBe(`00-${TRACE}-${SPAN}-00`)
+  })
+
+  test("the caller's random-trace-id flag (Level 2) is passed on with the sampled one, also through a stored task; reserved bits are cleared", () => {
+    const tracer = (on: boolean) =>
+      new Tracer(
+        () => (on ? { sample_ratio: 1 } : undefined),
+        new FakeClock(),
+        () => undefined,
+      )
+    const cases: Array<[string, string]> = [
+      ['03', '03'],
+      ['02', '02'],
+      ['01', '01'],
+      ['00', '00'],
+      ['ff', '03'],
+      ['04', '00'],
+    ]
+    for (const on of [false, true])
+      for (const [sent, passed] of cases) {
+        const trace = tracer(on).begin(parseTraceparent(`00-${TRACE}-${SPAN}-${sent}`, null))!
+        const flags = (headers: { traceparent: string }) => headers.traceparent.slice(-2)
+        const resumed = tracer(on).resume(trace.stored())!
+        expect({ on, sent, now: flags(trace.attempt('a', 'http').headers), later: flags(resumed.attempt('a', 'http').headers) }).toEqual({
+          on,
+          sent,
+          now: passed,
+          later: passed,
+        })
+      }
   })
 })
 
