@@ -71,23 +71,37 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       }
       if (task.mode === 'async' || idempotencyKey !== undefined) {
         const mode = task.mode === 'async' ? 'async' : 'single'
-        const submitted = await deps.storedTasks.submit({
-          task: {
-            task_id: taskId,
-            mode,
-            region,
-            payload: payloadJson,
-            routing,
-            owner: ownerOf(request),
-            disclosure,
-            submitted_at_ms: deps.now(),
-            trace: trace?.stored(),
-          },
-          idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, bodyHash: sha256(text) },
-        })
-        if (mode === 'async') return acceptedResponse(submitted.task, submitted.replayed)
-        if (!submitted.replayed) return (await deps.storedTasks.runHere(submitted.task)) ?? resultResponse(submitted.task, false)
-        return await replay(deps.storedTasks, submitted.task, config, deps.now())
+        const idempotency = idempotencyKey === undefined ? undefined : { key: idempotencyKey, bodyHash: sha256(text) }
+        // A replay whose task ended without reaching a client finds its key freed: it submits again, and runs
+        // or waits on whichever request took the key then. Each round follows another request's whole run.
+        for (let round = 1; ; round++) {
+          const submitted = await deps.storedTasks.submit({
+            task: {
+              task_id: taskId,
+              mode,
+              region,
+              payload: payloadJson,
+              routing,
+              owner: ownerOf(request),
+              disclosure,
+              submitted_at_ms: deps.now(),
+              trace: trace?.stored(),
+            },
+            idempotency,
+          })
+          if (mode === 'async') return acceptedResponse(submitted.task, submitted.replayed)
+          if (!submitted.replayed) return (await deps.storedTasks.runHere(submitted.task)) ?? resultResponse(submitted.task, false)
+          const answer = await replay(deps.storedTasks, submitted.task, config, deps.now())
+          if (answer !== undefined) return answer
+          if (round === MAX_REPLAY_ROUNDS)
+            throw new MoonlightError(
+              503,
+              'no_client',
+              `the task of this Idempotency-Key ended without reaching a client ${round} times while this request waited on it; send it again`,
+              { region },
+              { 'retry-after': '1' },
+            )
+        }
       }
       return outcomeResponse(await deps.dispatcher.dispatch(region, payloadJson, taskId, routing, undefined, trace), taskId, disclosure, deps.instanceId?.())
     } catch (error) {
@@ -101,13 +115,22 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
  * The same keyed sync request again: its answer, awaited while the first runs, never a second run —
  * unless the first's instance died with it: a run not finished within task_timeout + claim_margin
  * of its start is taken over here, as an async task's claim would be (the agent may then see it twice).
+ * Undefined when the task is gone: it ended without reaching a client, and its key is free.
  */
-async function replay(tasks: StoredTasks, task: StoredTask, config: Config, nowMs: number): Promise<Response> {
+async function replay(tasks: StoredTasks, task: StoredTask, config: Config, nowMs: number): Promise<Response | undefined> {
   const claimMs = (config.task_timeout + config.tasks.claim_margin) * 1000
-  const settled = (await tasks.wait(task.task_id, Math.max(0, task.submitted_at_ms + claimMs - nowMs))) ?? task
+  const settled = await tasks.wait(task.task_id, Math.max(0, task.submitted_at_ms + claimMs - nowMs))
+  // Gone: it reached no client, so its key was freed and the task forgotten; the caller's request is free to run.
+  if (settled === undefined) return undefined
   if (FINAL_STATES.has(settled.state)) return resultResponse(settled, true)
-  return (await tasks.runHere(settled, true)) ?? resultResponse((await tasks.get(task.task_id)) ?? settled, true)
+  const answer = await tasks.runHere(settled, true)
+  if (answer !== undefined) return answer
+  const now = await tasks.get(task.task_id)
+  return now === undefined ? undefined : resultResponse(now, true)
 }
+
+/** Rounds of a replay that found its key freed (see the route): each one waited on another request's whole run. */
+const MAX_REPLAY_ROUNDS = 3
 
 function readIdempotencyKey(header: string | null): string | undefined {
   if (header === null) return undefined
