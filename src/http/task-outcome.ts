@@ -150,6 +150,14 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
         { 'retry-after': String(QUEUE_RETRY_AFTER_S) },
       )
     case 'queue_full':
+      if (outcome.nodeId !== undefined)
+        return new MoonlightError(
+          status,
+          'queue_full',
+          `client "${outcome.nodeId}" is busy and ${outcome.max} ${outcome.max === 1 ? 'task already waits' : 'tasks already wait'} for its slot`,
+          { node_id: outcome.nodeId, region: outcome.region, max: outcome.max },
+          { 'retry-after': String(QUEUE_RETRY_AFTER_S) },
+        )
       return new MoonlightError(
         status,
         'queue_full',

@@ -36,7 +36,7 @@ export type Outcome =
   /** Every agent of its pool was full and the task waited for a slot longer than queue.timeout (or its own queue_timeout, or its deadline). */
   | { kind: 'queue_timeout'; region: string; waitedMs: number; timeoutMs: number }
   /** Every agent of its pool was full and queue.max tasks already waited there. */
-  | { kind: 'queue_full'; region: string; pool: string; max: number }
+  | { kind: 'queue_full'; region: string; pool: string; max: number /** The agent whose own queue is full (a task naming it). */; nodeId?: string | undefined }
   /** The server stopped before a client answered (`midAttempt`: while a client held the task). */
   | { kind: 'shutting_down'; region: string; failedAttempts: FailedAttempt[]; midAttempt?: true }
 

@@ -21,6 +21,11 @@ export class TaskQueue<Value> {
     return this.pools.get(pool)?.size ?? 0
   }
 
+  /** How many tasks wait in the queue of the agent `nodeId`, for it alone (`queue.max` bounds it too). */
+  depthOfNode(nodeId: string): number {
+    return this.nodes.get(nodeId)?.size ?? 0
+  }
+
   /** Queues `value` for a slot in `pool`, or, with `nodeId`, on that one agent. */
   add(value: Value, where: QueuePlace, priority: Priority, nowMs: number, promoteAfterMs: number): Waiting<Value> {
     const table = where.nodeId === undefined ? this.pools : this.nodes

@@ -105,8 +105,9 @@ export class SlotQueue {
   private wait(place: QueuePlace, region: string, routing: Queueing, deadline: Deadline, control?: TaskControl): Promise<QueueResult> {
     const settings = this.settings()
     if (this.closed) return Promise.resolve(this.refuse({ kind: 'shutting_down', region, failedAttempts: [] }))
-    if (place.nodeId === undefined && this.queue.depthOf(place.pool) >= settings.max) {
-      return Promise.resolve(this.refuse({ kind: 'queue_full', region, pool: place.pool, max: settings.max }))
+    // A pool's queue and an agent's own (tasks naming it) are each bounded by queue.max.
+    if (place.nodeId === undefined ? this.queue.depthOf(place.pool) >= settings.max : this.queue.depthOfNode(place.nodeId) >= settings.max) {
+      return Promise.resolve(this.refuse({ kind: 'queue_full', region, pool: place.pool, max: settings.max, nodeId: place.nodeId }))
     }
     const timeoutMs = routing.queueTimeoutMs ?? settings.timeoutMs
     // The deadline may have passed on the way here: nothing would ever tell the waiter.

@@ -186,6 +186,20 @@ describe('the queue', () => {
     expect([(await first).status, (await queued).status]).toEqual([200, 200])
   })
 
+  test("queue.max bounds an agent's own queue too: tasks that name a full agent past it get 503 queue_full at once", async () => {
+    const mls = server({ queue: { max: 1 } })
+    await slowWsAgent(mls.wsUrl, 'gpu-1', 'eu-west-1', 300, { max_in_flight: 1 })
+    const first = postTask(mls.url, { node_id: 'gpu-1', payload: 1 })
+    await Bun.sleep(30)
+    const queued = postTask(mls.url, { node_id: 'gpu-1', payload: 2 })
+    await Bun.sleep(30)
+    const third = await postTask(mls.url, { node_id: 'gpu-1', payload: 3 })
+    expect([third.status, third.headers.get('retry-after')]).toEqual([503, '1'])
+    expect(third.json()).toMatchObject({ code: 'queue_full', max: 1, node_id: 'gpu-1' })
+    expect(third.json().error).toBe('client "gpu-1" is busy and 1 task already waits for its slot')
+    expect([(await first).status, (await queued).status]).toEqual([200, 200])
+  })
+
   test('priorities reorder the queue: high before normal before low, FIFO within a class', async () => {
     const mls = server()
     // Long enough for all six to be queued behind the blocker.
