@@ -123,7 +123,9 @@ const queueSchema = z.object({
     .min(0)
     .max(1_000_000)
     .default(1000)
-    .describe("Tasks that may wait in one pool's queue, and in one agent's own queue (tasks naming it with `node_id`); past it, `503 queue_full` with `Retry-After: 1`."),
+    .describe(
+      "Tasks that may wait in one pool's queue, and in one agent's own queue (tasks naming it with `node_id`); past it, `503 queue_full` with `Retry-After: 1`.",
+    ),
   promote_after: seconds
     .default(5)
     .describe(
