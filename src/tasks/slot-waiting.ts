@@ -141,11 +141,13 @@ export class SlotQueue {
       return
     }
     this.shed.queue_timeout++
+    const waitedMs = this.clock.monotonic() - waiter.waiting!.enqueuedMs
     this.settle(waiter, {
       kind: 'queue_timeout',
       region: waiter.region,
-      waitedMs: this.clock.monotonic() - waiter.waiting!.enqueuedMs,
-      timeoutMs: waiter.timeoutMs,
+      waitedMs,
+      // Cut short by the task's own deadline: the bound in force was the time it had left, not the longer queue wait.
+      timeoutMs: waiter.queueDeadline?.expired === true ? waiter.timeoutMs : Math.min(waiter.timeoutMs, Math.round(waitedMs)),
     })
   }
 

@@ -172,6 +172,17 @@ describe('the queue', () => {
     expect((await first).status).toBe(200)
   })
 
+  test("a wait cut short by the task's own timeout names the time it had, not the longer queue_timeout", async () => {
+    const mls = server({ queue: { timeout: 30 } })
+    await slowWsAgent(mls.wsUrl, 'gpu-a', 'eu-west-1', 900, { max_in_flight: 1 })
+    const first = postTask(mls.url, { region: 'eu-west-1', payload: 1 })
+    await Bun.sleep(50)
+    const second = await postTask(mls.url, { region: 'eu-west-1', payload: 2, timeout: 0.3, queue_timeout: 1e308 })
+    expect(second.json()).toMatchObject({ code: 'queue_timeout' })
+    expect(second.json().error).toMatch(/^every client of region "eu-west-1" was busy and no slot freed within 0\.[23]\d* s$/)
+    expect((await first).status).toBe(200)
+  })
+
   test('past queue.max: 503 queue_full with Retry-After, at once', async () => {
     const mls = server({ queue: { max: 1 } })
     await slowWsAgent(mls.wsUrl, 'gpu-a', 'eu-west-1', 300, { max_in_flight: 1 })
