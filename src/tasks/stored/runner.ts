@@ -116,6 +116,9 @@ export class StoredTasks {
    * ended; the caller gets its answer even if storing it failed (a retry would then run it again).
    */
   async runHere(task: StoredTask, takeover = false): Promise<Response | undefined> {
+    // Never a takeover of a run that is still this instance's, nor once the stop began (it wakes every
+    // waiting replay early, while the first run still has its grace period to finish).
+    if (takeover && (this.stopped || this.running.has(task.task_id))) return undefined
     // Not started: cancelled, taken over or finished meanwhile; the caller answers from the store.
     if (!(await guard(() => this.deps.store.start(task.task_id, this.deps.instanceId(), takeover)))) return undefined
     if (takeover) this.deps.log(`[mls] tasks: took over ${task.task_id} (its instance did not finish it in time)`)

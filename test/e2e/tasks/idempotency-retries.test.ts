@@ -71,3 +71,36 @@ describe('idempotency keys and the slot queue', () => {
     await release()
   }, 30_000)
 })
+
+describe('idempotency keys and the graceful stop', () => {
+  test('a keyed replay waiting when the server begins to stop does not run the task a second time: it answers how the task stands', async () => {
+    const mls = server()
+    let release: () => void = () => undefined
+    const released = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const agent = await startHttpAgent(mls.url, {
+      nodeId: 'slow',
+      region: 'us-east-1',
+      work: async (payload) => {
+        await released
+        return Response.json({ did: payload })
+      },
+    })
+    defer(agent.stop)
+    defer(release)
+    const body = { region: 'us-east-1', payload: { charge: 1 } }
+    const first = submit(mls.url, body, { 'idempotency-key': 'stop-1' })
+    await waitFor(() => agent.received.length === 1, 'the first run reaches the agent')
+    const replay = submit(mls.url, body, { 'idempotency-key': 'stop-1' })
+    await Bun.sleep(300)
+    const stopping = mls.server.stop(3000)
+    const replayed = await replay
+    // Still running: 202 with the task's view, to be polled (it is not run again to answer sooner).
+    expect([replayed.response.status, replayed.response.headers.get('idempotent-replayed'), JSON.parse(replayed.text).state]).toEqual([202, 'true', 'running'])
+    release()
+    expect((await first).response.status).toBe(200)
+    await stopping
+    expect(agent.received).toHaveLength(1)
+  }, 30_000)
+})
