@@ -136,6 +136,19 @@ export async function startHttpAgent(
   return { nodeId: options.nodeId, port: agent.port ?? 0, received, heartbeat, stop: () => agent.stop(true) }
 }
 
+/** An HTTP agent (as startHttpAgent) that holds every task until `release` is called; then it answers `{did: payload}`. */
+export async function startHeldHttpAgent(serverUrl: string, options: { nodeId: string; region: string }): Promise<HttpAgent & { release: () => void }> {
+  const { promise: released, resolve: release } = Promise.withResolvers<void>()
+  const agent = await startHttpAgent(serverUrl, {
+    ...options,
+    work: async (payload) => {
+      await released
+      return Response.json({ did: payload })
+    },
+  })
+  return { ...agent, release }
+}
+
 export interface WsPeer {
   socket: WebSocket
   /** Every message received, parsed. */

@@ -6,7 +6,7 @@
 
 import { describe, expect, test } from 'bun:test'
 import { clusterScope, getJson, type Instance } from '../../support/cluster.ts'
-import { startHttpAgent, testScope, waitFor } from '../../support/helpers.ts'
+import { startHeldHttpAgent, startHttpAgent, testScope, waitFor } from '../../support/helpers.ts'
 import { TASK_HEADERS, taskResult } from '../../support/task-calls.ts'
 
 const { defer } = testScope()
@@ -130,18 +130,8 @@ describe('a Redis restart', () => {
     const redis = await redisServer()
     // One worker: the first task runs (held by its agent), the second waits in Redis's queue.
     const a = await instance(redis.url, 'a', { tasks: { concurrency: 1 } })
-    let release: () => void = () => undefined
-    const released = new Promise<void>((resolve) => {
-      release = resolve
-    })
-    const agent = await startHttpAgent(a.url, {
-      nodeId: 'slow',
-      region: 'us-east-1',
-      work: async (payload) => {
-        await released
-        return Response.json({ did: payload })
-      },
-    })
+    const agent = await startHeldHttpAgent(a.url, { nodeId: 'slow', region: 'us-east-1' })
+    const { release } = agent
     defer(agent.stop)
     defer(release)
     const running = await submitAsync(a, 'running', NOTICED_WITHIN_MS)

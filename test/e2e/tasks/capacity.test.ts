@@ -183,32 +183,31 @@ describe('the queue', () => {
     expect((await first).status).toBe(200)
   })
 
-  test('past queue.max: 503 queue_full with Retry-After, at once', async () => {
-    const mls = server({ queue: { max: 1 } })
-    await slowWsAgent(mls.wsUrl, 'gpu-a', 'eu-west-1', 300, { max_in_flight: 1 })
-    const first = postTask(mls.url, { region: 'eu-west-1', payload: 1 })
-    await Bun.sleep(30)
-    const queued = postTask(mls.url, { region: 'eu-west-1', payload: 2 })
-    await Bun.sleep(30)
-    const third = await postTask(mls.url, { region: 'eu-west-1', payload: 3 })
-    expect(third.status).toBe(503)
-    expect(third.json()).toMatchObject({ code: 'queue_full', max: 1 })
-    expect(third.headers.get('retry-after')).toBe('1')
-    expect([(await first).status, (await queued).status]).toEqual([200, 200])
-  })
-
-  test("queue.max bounds an agent's own queue too: tasks that name a full agent past it get 503 queue_full at once", async () => {
-    const mls = server({ queue: { max: 1 } })
-    await slowWsAgent(mls.wsUrl, 'gpu-1', 'eu-west-1', 300, { max_in_flight: 1 })
-    const first = postTask(mls.url, { node_id: 'gpu-1', payload: 1 })
-    await Bun.sleep(30)
-    const queued = postTask(mls.url, { node_id: 'gpu-1', payload: 2 })
-    await Bun.sleep(30)
-    const third = await postTask(mls.url, { node_id: 'gpu-1', payload: 3 })
-    expect([third.status, third.headers.get('retry-after')]).toEqual([503, '1'])
-    expect(third.json()).toMatchObject({ code: 'queue_full', max: 1, node_id: 'gpu-1' })
-    expect(third.json().error).toBe('client "gpu-1" is busy and 1 task already waits for its slot')
-    expect([(await first).status, (await queued).status]).toEqual([200, 200])
+  test("past queue.max: 503 queue_full with Retry-After, at once, in a pool's queue and in an agent's own (tasks naming it)", async () => {
+    const cases = [
+      {
+        target: { region: 'eu-west-1' },
+        refusal: { region: 'eu-west-1', pool: 'global' },
+        error: 'every client of region "eu-west-1" is busy and 1 tasks already wait for a slot',
+      },
+      { target: { node_id: 'gpu-1' }, refusal: { node_id: 'gpu-1' }, error: 'client "gpu-1" is busy and 1 task already waits for its slot' },
+    ]
+    for (const { target, refusal, error } of cases) {
+      const mls = server({ queue: { max: 1 } })
+      await slowWsAgent(mls.wsUrl, 'gpu-1', 'eu-west-1', 300, { max_in_flight: 1 })
+      const first = postTask(mls.url, { ...target, payload: 1 })
+      await Bun.sleep(30)
+      const queued = postTask(mls.url, { ...target, payload: 2 })
+      await Bun.sleep(30)
+      const third = await postTask(mls.url, { ...target, payload: 3 })
+      expect({ target, status: third.status, retryAfter: third.headers.get('retry-after'), body: third.json() }).toMatchObject({
+        target,
+        status: 503,
+        retryAfter: '1',
+        body: { code: 'queue_full', max: 1, error, ...refusal },
+      })
+      expect([(await first).status, (await queued).status]).toEqual([200, 200])
+    }
   })
 
   test('priorities reorder the queue: high before normal before low, FIFO within a class', async () => {

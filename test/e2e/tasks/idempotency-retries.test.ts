@@ -2,7 +2,7 @@
  * Idempotency keys of tasks that never ran: a retry with the key runs them (one server, the memory store).
  */
 import { describe, expect, test } from 'bun:test'
-import { openWs, startHttpAgent, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
+import { openWs, startHeldHttpAgent, startHttpAgent, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
 import { submitTask, TASK_HEADERS } from '../../support/task-calls.ts'
 
 const { defer, server } = testScope()
@@ -75,18 +75,8 @@ describe('idempotency keys and the slot queue', () => {
 describe('idempotency keys and the graceful stop', () => {
   test('a keyed replay waiting when the server begins to stop does not run the task a second time: it answers how the task stands', async () => {
     const mls = server()
-    let release: () => void = () => undefined
-    const released = new Promise<void>((resolve) => {
-      release = resolve
-    })
-    const agent = await startHttpAgent(mls.url, {
-      nodeId: 'slow',
-      region: 'us-east-1',
-      work: async (payload) => {
-        await released
-        return Response.json({ did: payload })
-      },
-    })
+    const agent = await startHeldHttpAgent(mls.url, { nodeId: 'slow', region: 'us-east-1' })
+    const { release } = agent
     defer(agent.stop)
     defer(release)
     const body = { region: 'us-east-1', payload: { charge: 1 } }
