@@ -135,8 +135,11 @@ export class Dispatcher {
           // Only a pick that found nobody looks at the queue: the hot path never touches it.
           if ('kind' in picked && this.deps.slots) {
             const dequeued = trace?.queued()
-            picked = await this.deps.slots.waitAfter(picked, region, routing, firstPool, deadline, control)
-            dequeued?.()
+            try {
+              picked = await this.deps.slots.waitAfter(picked, region, routing, firstPool, deadline, control)
+            } finally {
+              dequeued?.()
+            }
           }
           if ('kind' in picked) {
             if (attempt === 0) outcome = picked

@@ -3,7 +3,9 @@ import type { AttemptRecord } from '../../../src/observe/task-stats.ts'
 import type { SpanRecord } from '../../../src/observe/tracing/span.ts'
 import { Tracer } from '../../../src/observe/tracing/tracer.ts'
 import { type BroadcastOutcome, type BroadcastPart, broadcastJson } from '../../../src/tasks/broadcast.ts'
+import { Dispatcher } from '../../../src/tasks/dispatcher.ts'
 import type { Outcome } from '../../../src/tasks/outcome.ts'
+import type { SlotQueue } from '../../../src/tasks/slot-waiting.ts'
 import type { Answer, FailureKind } from '../../../src/transports/types.ts'
 import type { FakeClock } from '../../support/fake-clock.ts'
 import { answers, FakeFanOutTransport, FakeTransport, failsWith, hangs, inTurn, settle, TEST_POLICY, taskCore } from '../../support/fake-transport.ts'
@@ -300,6 +302,31 @@ describe('dispatcher', () => {
     ).begin(undefined)
     await expect(core.dispatcher.dispatch('usa', '1', 't-1', undefined, undefined, trace)).rejects.toThrow('oops')
     expect(core.load.inFlight).toBe(0)
+  })
+
+  test('a queue wait that throws (a bug) still ends its queue span when it stops waiting', async () => {
+    const core = taskCore()
+    const slots = {
+      waitAfter: async () => {
+        core.clock.advance(250)
+        throw new TypeError('queue bug')
+      },
+    }
+    const dispatcher = new Dispatcher({
+      registry: core.registry,
+      transports: core.transports,
+      settings: () => core.settings,
+      deadlines: core.deadlines,
+      load: core.load,
+      clock: core.clock,
+      onFinished: (record) => void core.finished.push(record),
+      slots: slots as unknown as SlotQueue,
+    })
+    const { spans, trace } = recordedTrace(core.clock)
+    await expect(dispatcher.dispatch('usa', '1', 't-1', undefined, undefined, trace)).rejects.toThrow('queue bug')
+    const queue = spans.find((span) => span.name === 'moonlight.queue')!
+    expect(queue.endMonotonicMs - queue.startMonotonicMs).toBe(250)
+    expect(core.finished).toMatchObject([{ status: 500, outcome: 'failed', attempts: 0, node_id: null }])
   })
 
   test('onFinished records the status, outcome and attempts of each way a task ends, with every attempt (node, status or failure, time)', async () => {
