@@ -60,6 +60,12 @@ export interface Client extends HealthRecord {
    * while it is in none. The registry's own; never shown.
    */
   seats?: Member<string>[] | undefined
+  /**
+   * The node's next record, when this one was replaced (a new connection or address) or forgotten while
+   * it still had tasks in flight: they count against that one (it took their count over) until they end.
+   * Set only on such a record; never shown.
+   */
+  successor?: Client | undefined
 }
 
 /** How a task reaches a client: HTTP (any instance calls an HTTP agent itself), its WebSocket here, or relayed to the instance holding its WebSocket. */
@@ -105,6 +111,8 @@ export class Registry {
   private readonly clients = new Map<string, Client>()
   /** Clients held by other instances (cluster mode), for prefer_local. */
   private readonly remote = new Set<string>()
+  /** Records removed (forgotten, disconnected) with tasks still in flight, by node id: a node back before they end takes their count. */
+  private readonly lingering = new Map<string, Client>()
   /** Only regions with a client that can take tasks have one; a region's last client leaving forgets it. */
   private balancers = new Map<string, Balancer<string>>()
   /** How many clients are registered in each region (their own region, not its ancestors). */
@@ -212,6 +220,9 @@ export class Registry {
     }
     // A new client, or a node that came back on another connection/address: a fresh record.
     if (existing) this.leaveBalancers(existing)
+    // Its slots are the node's, not a record's: tasks still on the record it replaces count against it until they end.
+    const before = existing ?? this.lingering.get(announcement.nodeId)
+    this.lingering.delete(announcement.nodeId)
     const client: Client = {
       ...announcement,
       route: announcement.protocol === 'http' ? 'http' : announcement.instance === undefined ? 'ws' : 'relay',
@@ -223,12 +234,13 @@ export class Registry {
       operatorDrained: existing?.operatorDrained ?? false,
       registeredAt: now,
       lastSeen: now,
-      inFlight: 0,
+      inFlight: before === undefined ? 0 : before.inFlight,
       successes: existing?.successes ?? 0,
       failures: existing?.failures ?? 0,
       latencyMs: existing?.latencyMs ?? 0,
     }
     client.slotShare = this.shareOf(client)
+    if (before !== undefined && before.inFlight > 0) before.successor = client
     if (existing) this.countIn(existing.region, -1)
     this.countIn(client.region, 1)
     this.clients.set(client.nodeId, client)
@@ -295,6 +307,12 @@ export class Registry {
   /** A task on `client` ended: its slot goes to the task waiting longest for one there, else back to the balancers. */
   release(client: Client): void {
     client.inFlight--
+    // A replaced or forgotten record: the node's current one took its tasks' count, and gets the slot back.
+    if (client.successor !== undefined) {
+      this.release(client.successor)
+      return
+    }
+    if (client.inFlight === 0 && this.lingering.size > 0 && this.lingering.get(client.nodeId) === client) this.lingering.delete(client.nodeId)
     if (client.maxInFlight === undefined || !this.isCurrent(client)) return
     if (client.countedFull || this.offerSlot !== undefined) this.syncBalancers(client)
     else this.noteFull(client)
@@ -340,6 +358,7 @@ export class Registry {
     const client = this.clients.get(nodeId)
     if (!client || (connectionId !== undefined && client.connectionId !== connectionId)) return undefined
     this.clients.delete(nodeId)
+    if (client.inFlight > 0) this.lingering.set(nodeId, client)
     this.countIn(client.region, -1)
     this.remote.delete(nodeId)
     this.ramping.delete(client)

@@ -87,6 +87,39 @@ describe('operator actions', () => {
     expect((await act(mls.url, '/clients/op-ws-2', 'GET')).status).toBe(404)
   })
 
+  test('an HTTP agent forgotten mid-task and back by its next heartbeat keeps to its max_in_flight: the running task still holds its slot', async () => {
+    let running = 0
+    const { promise: gate, resolve: open } = Promise.withResolvers<void>()
+    const agent = await startHttpAgent(mls.url, {
+      nodeId: 'op-forget-http',
+      region: 'ap-southeast-1',
+      work: async (payload) => {
+        running++
+        await gate
+        running--
+        return Response.json({ payload })
+      },
+    })
+    try {
+      expect((await agent.heartbeat({ max_in_flight: 1 })).status).toBe(200)
+      const first = postTask(mls.url, { region: 'ap-southeast-1', payload: 'a', fallback: 'none' })
+      await waitFor(() => running === 1, 'the first task on the agent')
+      expect((await act(mls.url, '/clients/op-forget-http', 'DELETE')).status).toBe(200)
+      expect((await agent.heartbeat({ max_in_flight: 1 })).status).toBe(200)
+      const second = postTask(mls.url, { region: 'ap-southeast-1', payload: 'b', fallback: 'none', queue_timeout: 5 })
+      await Bun.sleep(300)
+      // The second waits for the slot the first still holds: never two at once on a one-slot agent.
+      expect(running).toBe(1)
+      open()
+      expect([(await first).status, (await second).status]).toEqual([200, 200])
+      const clients = (await act(mls.url, '/clients', 'GET')).body.clients as Array<{ node_id: string; in_flight: number }>
+      expect(clients.find((client) => client.node_id === 'op-forget-http')?.in_flight).toBe(0)
+    } finally {
+      open()
+      agent.stop()
+    }
+  })
+
   test('refuses without a token (401), without the admin role (403) and for an unknown node (404), all in JSON', async () => {
     const agent = await startWsAgent(mls.wsUrl, { nodeId: 'op-ws-3', region: 'us-east-1' })
     try {

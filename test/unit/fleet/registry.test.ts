@@ -185,6 +185,29 @@ describe('registry with replaced records', () => {
     expect(picked).toEqual(new Set(['a', 'b', 'c', 'd']))
   })
 
+  test("a node's slots hold across its records: tasks still on a forgotten or replaced record count against the new one until they end", () => {
+    const cases = [
+      { how: 'forgotten, then back by heartbeat', replace: (registry: Registry) => registry.remove('a', 'forgotten by an operator') },
+      { how: 'back at another address', replace: (_registry: Registry) => undefined, port: 4001 },
+    ]
+    for (const { how, replace, port } of cases) {
+      const { registry } = setup()
+      const old = registry.announce(client('a', 'usa', { maxInFlight: 1 }), 0).client
+      registry.acquire(old)
+      replace(registry)
+      const fresh = registry.announce(client('a', 'usa', { maxInFlight: 1, port: port ?? 4000 }), 10).client
+      expect({ how, fresh: fresh !== old, inFlight: fresh.inFlight, picked: registry.pick('usa')?.client.nodeId }).toEqual({
+        how,
+        fresh: true,
+        inFlight: 1,
+        picked: undefined,
+      })
+      // The old record's task ends: the node has its slot again.
+      registry.release(old)
+      expect({ how, inFlight: fresh.inFlight, picked: registry.pick('usa')?.client.nodeId }).toEqual({ how, inFlight: 0, picked: 'a' })
+    }
+  })
+
   test('a client on its trial task announces it, so it can leave its broadcast topics', () => {
     const { registry, events } = setup()
     registry.announce(client('a', 'usa'), 0)
