@@ -98,6 +98,11 @@ export interface PickOptions {
 export type RegistryEvent = { type: 'joined' | 'updated' | 'state'; client: Client } | { type: 'left'; client: Client; reason: string }
 
 const LATENCY_SMOOTHING = 0.2
+/** Nodes whose drain or ejection is kept while they are away (Registry.kept). */
+const MAX_KEPT = 10_000
+
+/** What a node that left takes back when it returns (see Registry.kept). */
+type KeptState = Pick<Client, 'operatorDrained' | 'state' | 'ejectedUntil' | 'ejections'>
 
 /**
  * Every known client and one balancer per region. A client sits in the balancer of its own region
@@ -113,6 +118,11 @@ export class Registry {
   private readonly remote = new Set<string>()
   /** Records removed (forgotten, disconnected) with tasks still in flight, by node id: a node back before they end takes their count. */
   private readonly lingering = new Map<string, Client>()
+  /**
+   * What a node that left (disconnected, silent) takes back when it returns: an operator's drain, and an
+   * ejection not yet over. Both are about the node, not a connection, or a reconnect would undo them.
+   */
+  private readonly kept = new Map<string, KeptState>()
   /** Only regions with a client that can take tasks have one; a region's last client leaving forgets it. */
   private balancers = new Map<string, Balancer<string>>()
   /** How many clients are registered in each region (their own region, not its ancestors). */
@@ -223,6 +233,8 @@ export class Registry {
     // Its slots are the node's, not a record's: tasks still on the record it replaces count against it until they end.
     const before = existing ?? this.lingering.get(announcement.nodeId)
     this.lingering.delete(announcement.nodeId)
+    const kept = existing ?? this.kept.get(announcement.nodeId)
+    this.kept.delete(announcement.nodeId)
     const client: Client = {
       ...announcement,
       route: announcement.protocol === 'http' ? 'http' : announcement.instance === undefined ? 'ws' : 'relay',
@@ -231,7 +243,7 @@ export class Registry {
       rampFactor: this.rampStart(),
       connectionId: this.nextConnectionId++,
       // A node that reconnects stays drained: the operator's intent is about the node, not its connection.
-      operatorDrained: existing?.operatorDrained ?? false,
+      operatorDrained: kept?.operatorDrained ?? false,
       registeredAt: now,
       lastSeen: now,
       inFlight: before === undefined ? 0 : before.inFlight,
@@ -241,6 +253,13 @@ export class Registry {
     }
     client.slotShare = this.shareOf(client)
     if (before !== undefined && before.inFlight > 0) before.successor = client
+    // An ejection (health's or an operator's) lasts its time whatever connection the node comes back on.
+    if (kept !== undefined && kept.state === 'ejected' && kept.ejectedUntil > now) {
+      client.state = 'ejected'
+      client.ejectedUntil = kept.ejectedUntil
+      client.ejections = kept.ejections
+      client.rampFactor = 1
+    }
     if (existing) this.countIn(existing.region, -1)
     this.countIn(client.region, 1)
     this.clients.set(client.nodeId, client)
@@ -353,12 +372,20 @@ export class Registry {
     return client
   }
 
-  /** Removes a client; with `connectionId`, only if that connection is still the current one. */
-  remove(nodeId: string, reason: string, connectionId?: number): Client | undefined {
+  /**
+   * Removes a client; with `connectionId`, only if that connection is still the current one. Its drain
+   * and a running ejection are kept for its return, unless an operator `forgot` it (forget is forget).
+   */
+  remove(nodeId: string, reason: string, connectionId?: number, forgot = false): Client | undefined {
     const client = this.clients.get(nodeId)
     if (!client || (connectionId !== undefined && client.connectionId !== connectionId)) return undefined
     this.clients.delete(nodeId)
     if (client.inFlight > 0) this.lingering.set(nodeId, client)
+    if (!forgot && (client.operatorDrained || client.state === 'ejected')) {
+      this.kept.set(nodeId, { operatorDrained: client.operatorDrained, state: client.state, ejectedUntil: client.ejectedUntil, ejections: client.ejections })
+      // Bounded whatever the churn: the oldest kept state goes first.
+      if (this.kept.size > MAX_KEPT) this.kept.delete(this.kept.keys().next().value!)
+    }
     this.countIn(client.region, -1)
     this.remote.delete(nodeId)
     this.ramping.delete(client)

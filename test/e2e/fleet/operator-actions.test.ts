@@ -77,6 +77,26 @@ describe('operator actions', () => {
     }
   })
 
+  test("a drain and an eject last across a WebSocket agent's reconnect, even once its old connection is gone", async () => {
+    for (const [nodeId, action, body, expected] of [
+      ['op-ws-drain', 'drain', undefined, { draining: true, drained_by_operator: true }],
+      ['op-ws-eject', 'eject', { seconds: 60 }, { state: 'ejected' }],
+    ] as const) {
+      const first = await startWsAgent(mls.wsUrl, { nodeId, region: 'us-west-1' })
+      expect((await act(mls.url, `/clients/${nodeId}/${action}`, 'POST', TOKEN, body)).status).toBe(200)
+      first.close()
+      await waitFor(() => mls.server.registry.get(nodeId) === undefined, 'the old connection gone')
+      const second = await startWsAgent(mls.wsUrl, { nodeId, region: 'us-west-1' })
+      try {
+        const view = (await act(mls.url, `/clients/${nodeId}`, 'GET')).body.client
+        const task = await postTask(mls.url, { region: 'us-west-1', payload: 1, fallback: 'none' })
+        expect({ nodeId, view, status: task.status, got: second.received.length }).toMatchObject({ nodeId, view: expected, status: 503, got: 0 })
+      } finally {
+        second.close()
+      }
+    }
+  })
+
   test('forget removes the client and disconnects a WebSocket agent', async () => {
     const agent = await startWsAgent(mls.wsUrl, { nodeId: 'op-ws-2', region: 'us-east-1' })
     const forgotten = await act(mls.url, '/clients/op-ws-2', 'DELETE')

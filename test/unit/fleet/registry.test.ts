@@ -208,6 +208,25 @@ describe('registry with replaced records', () => {
     }
   })
 
+  test("a node that left keeps an operator's drain and a running ejection for its return; one an operator forgot keeps nothing", () => {
+    for (const forgot of [false, true]) {
+      const { registry } = setup()
+      registry.announce(client('a', 'usa', { protocol: 'ws' }), 0)
+      registry.announce(client('b', 'usa', { protocol: 'ws', port: 4001 }), 0)
+      registry.setOperatorDrained('a', true)
+      registry.eject('b', 0, 60_000)
+      for (const id of ['a', 'b']) registry.remove(id, forgot ? 'forgotten by an operator' : 'disconnected', undefined, forgot)
+      const a = registry.announce(client('a', 'usa', { protocol: 'ws' }), 10).client
+      const b = registry.announce(client('b', 'usa', { protocol: 'ws', port: 4001 }), 10).client
+      expect({ forgot, drained: a.operatorDrained, b: b.state, until: b.ejectedUntil }).toEqual(
+        forgot ? { forgot, drained: false, b: 'healthy', until: 0 } : { forgot, drained: true, b: 'ejected', until: 60_000 },
+      )
+      // The ejection still ends on time, on the new record.
+      registry.endBackoffs(60_000)
+      expect(registry.get('b')!.state).toBe(forgot ? 'healthy' : 'probation')
+    }
+  })
+
   test('a client on its trial task announces it, so it can leave its broadcast topics', () => {
     const { registry, events } = setup()
     registry.announce(client('a', 'usa'), 0)
