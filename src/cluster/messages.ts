@@ -103,7 +103,7 @@ export const relayReplySchema = z.object({
   /** The agent's `retry: false` on a 5xx, carried back to the dispatcher at the origin. */
   retry: z.literal(false).optional(),
   error: z.string().optional(),
-  kind: attemptFailureSchema.exclude(['status']).optional(),
+  kind: attemptFailureSchema.exclude(['status', 'internal']).optional(),
   /** Never sent: the agent's slots stayed full at the holder for queue.timeout. Says nothing of the agent's health. */
   full: z.literal(true).optional(),
 })

@@ -149,22 +149,20 @@ export function outcomeError(outcome: Exclude<Outcome, { kind: 'answered' }>, di
         { region: outcome.region, waited_ms: Math.round(outcome.waitedMs) },
         { 'retry-after': String(QUEUE_RETRY_AFTER_S) },
       )
-    case 'queue_full':
-      if (outcome.nodeId !== undefined)
-        return new MoonlightError(
-          status,
-          'queue_full',
-          `client "${outcome.nodeId}" is busy and ${outcome.max} ${outcome.max === 1 ? 'task already waits' : 'tasks already wait'} for its slot`,
-          { node_id: outcome.nodeId, region: outcome.region, max: outcome.max },
-          { 'retry-after': String(QUEUE_RETRY_AFTER_S) },
-        )
+    case 'queue_full': {
+      // A pool's queue, or the named agent's own (a task with node_id).
+      const { nodeId, region, pool, max } = outcome
+      const waiting = `${max} ${max === 1 ? 'task already waits' : 'tasks already wait'}`
       return new MoonlightError(
         status,
         'queue_full',
-        `every client of region "${outcome.region}" is busy and ${outcome.max} tasks already wait for a slot`,
-        { region: outcome.region, pool: outcome.pool, max: outcome.max },
+        nodeId === undefined
+          ? `every client of region "${region}" is busy and ${waiting} for a slot`
+          : `client "${nodeId}" is busy and ${waiting} for its slot`,
+        nodeId === undefined ? { region, pool, max } : { node_id: nodeId, region, max },
         { 'retry-after': String(QUEUE_RETRY_AFTER_S) },
       )
+    }
     case 'shutting_down':
       return new MoonlightError(status, 'shutting_down', 'the server shut down before a client answered', {
         region: outcome.region,

@@ -189,8 +189,6 @@ export class Dispatcher {
     let judged = false
     let attemptStatus: number | undefined
     let attemptKind: AttemptRecord['kind']
-    // A throw that is not an AttemptError: a bug, which its span says.
-    let bug = false
     const hop = task.trace?.attempt(client.nodeId, client.route)
     try {
       const answer = await this.deps.transports[client.route].send(client, task.taskId, task.payloadJson, task.deadline, task.mayResend, hop?.headers, routing)
@@ -216,7 +214,8 @@ export class Dispatcher {
       return undefined
     } catch (error) {
       if (!(error instanceof AttemptError)) {
-        bug = true
+        // A bug, not the client's failure: its record and span say so.
+        attemptKind = 'internal'
         throw error
       }
       attemptKind = error.kind
@@ -242,10 +241,9 @@ export class Dispatcher {
       // Built without spreads: this runs on every attempt of every task.
       const tryRecord: AttemptRecord = { node_id: client.nodeId, ms: Math.round(attemptMs * 10) / 10 }
       if (attemptStatus !== undefined) tryRecord.status = attemptStatus
-      if (bug) tryRecord.kind = 'internal'
-      else if (attemptKind !== undefined) tryRecord.kind = attemptKind
+      if (attemptKind !== undefined) tryRecord.kind = attemptKind
       task.tries.push(tryRecord)
-      hop?.end(attemptStatus, tryRecord.kind)
+      hop?.end(attemptStatus, attemptKind)
       this.deps.onAttempt?.(client, attemptMs)
     }
   }

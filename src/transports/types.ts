@@ -25,7 +25,7 @@ export interface Answer {
  * client: after those two the work may have been done (or still be running), and doing it again is
  * worse for most work than saying so.
  */
-export type FailureKind = Exclude<AttemptFailure, 'status'>
+export type FailureKind = Exclude<AttemptFailure, 'status' | 'internal'>
 
 /**
  * The retry_on class of an attempt failure (docs/routing.md "Retries and delivery"), or undefined for the two

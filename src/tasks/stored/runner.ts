@@ -240,9 +240,10 @@ export class StoredTasks {
       // A keyed task that reached no client did not run: its key is freed, so a retry runs it (a sync
       // one is forgotten altogether, its 503 is for this request only). It must not replay a 503 for a day.
       // A cancelled one keeps its key wherever the cancel found it: the key names that cancelled task.
-      if (task.idempotency && outcome !== undefined && outcome.kind !== 'cancelled' && reachedNoClient(outcome))
-        await store.release(task, task.mode === 'single')
-      if (outcome?.kind === 'cancelled' || (task.mode === 'single' && outcome !== undefined && reachedNoClient(outcome))) return response
+      const cancelled = outcome?.kind === 'cancelled'
+      const reachedNone = outcome !== undefined && reachedNoClient(outcome)
+      if (task.idempotency && reachedNone && !cancelled) await store.release(task, task.mode === 'single')
+      if (cancelled || (task.mode === 'single' && reachedNone)) return response
       const result = await resultOf(outcome, response.clone(), task.disclosure)
       if (await store.finish(task.task_id, result, clock.now())) {
         this.wake(task.task_id)

@@ -188,7 +188,7 @@ describe('the queue', () => {
       {
         target: { region: 'eu-west-1' },
         refusal: { region: 'eu-west-1', pool: 'global' },
-        error: 'every client of region "eu-west-1" is busy and 1 tasks already wait for a slot',
+        error: 'every client of region "eu-west-1" is busy and 1 task already waits for a slot',
       },
       { target: { node_id: 'gpu-1' }, refusal: { node_id: 'gpu-1' }, error: 'client "gpu-1" is busy and 1 task already waits for its slot' },
     ]
