@@ -68,9 +68,14 @@ function clamp(value: number, min: number, max: number): number {
   return Math.min(max, Math.max(min, value))
 }
 
-/** Runs the jobs on the injected clock; restarted on reload, since their periods come from the config. */
+/**
+ * Runs the jobs on the injected clock. On reload (start again) a job whose period is unchanged keeps
+ * its timer and only takes the new config's work: restarting every timer would put each job's next
+ * run a whole period away, so reloads more often than a job's period (a config-sync loop) would stop
+ * it for good — no client_ttl expiry, no pings, no dashboard updates.
+ */
 export class Housekeeping {
-  private cancels: Array<() => void> = []
+  private readonly timers = new Map<string, { job: Job; cancel: () => void }>()
 
   constructor(
     private readonly clock: Clock,
@@ -79,8 +84,22 @@ export class Housekeeping {
   ) {}
 
   start(): void {
-    this.stop()
-    this.cancels = this.jobs().map((job) => this.clock.every(job.everyMs, () => this.run(job)))
+    const jobs = this.jobs()
+    for (const [name, timer] of this.timers) {
+      if (jobs.some((job) => job.name === name && job.everyMs === timer.job.everyMs)) continue
+      timer.cancel()
+      this.timers.delete(name)
+    }
+    for (const job of jobs) {
+      const timer = this.timers.get(job.name)
+      if (timer) {
+        timer.job = job
+        continue
+      }
+      const entry = { job, cancel: () => {} }
+      entry.cancel = this.clock.every(job.everyMs, () => this.run(entry.job))
+      this.timers.set(job.name, entry)
+    }
   }
 
   /** A job that throws is logged and runs again next time: an exception in a timer would end the process. */
@@ -93,7 +112,7 @@ export class Housekeeping {
   }
 
   stop(): void {
-    for (const cancel of this.cancels) cancel()
-    this.cancels = []
+    for (const timer of this.timers.values()) timer.cancel()
+    this.timers.clear()
   }
 }

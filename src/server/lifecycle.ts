@@ -34,16 +34,18 @@ export function reload(wired: Wired, loaded: LoadedConfig): void {
   tasks.tls.files = nextTls
   if (plan.atNextStart.length > 0) log(`[mls] reload: ${plan.atNextStart.join(', ')} take effect at the next start`)
   Object.assign(settings, makeSettings(plan.config, { externalTokens: loaded.externalTokens, failures: ctx.authFailures, generatedToken: ctx.generatedToken }))
-  registry.reconfigure(settings.regions, healthPolicy(settings.config))
   // Tokens apply at once, to what they already let in: a client this instance holds whose token was
   // revoked (or lost the agent role or its region) leaves now — a WebSocket agent sends its token
   // only in register, and an HTTP agent would otherwise take tasks until client_ttl — and a
   // dashboard whose token lost the monitor role stops watching. Both sockets close as a refused token's does.
+  // Before the new region tree applies: placing clients under it hands waiting tasks to those with
+  // free slots, and a revoked one must not take one on its way out.
   for (const client of [...registry.all()]) {
     if (client.instance !== undefined || settings.access.digestHolds(client.holder, 'agent', client.region)) continue
     registry.remove(client.nodeId, 'its token was revoked')
     if (client.protocol === 'ws') tasks.wsTransport.socketOf(client.nodeId)?.close(1008, 'token revoked')
   }
+  registry.reconfigure(settings.regions, healthPolicy(settings.config))
   edges.gateway.closeMonitors((holder) => !settings.access.digestHolds(holder, 'monitor'), 'token revoked')
   registry.maxClients = settings.config.max_clients
   registry.balance = settings.config.routing.balance

@@ -74,7 +74,10 @@ export function startServer(options: ServerOptions): MoonlightServer {
         config: () => ctx.settings.config,
         registry: fleet.registry,
         sockets: edges.gateway,
-        flushFeed: () => observe.feed.flush(),
+        flushFeed: () => {
+          observe.feed.flush()
+          edges.gateway.watchMonitors()
+        },
         ...(taskStore instanceof MemoryTaskStore ? { sweepStore: (nowMs: number) => taskStore.sweep(nowMs) } : {}),
       }),
     ctx.log,

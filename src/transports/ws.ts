@@ -302,8 +302,11 @@ export class WsTransport implements Transport {
     })
   }
 
-  /** A client that does not read its queue within write_timeout is cut off; its tasks fail over. */
-  private watchBackpressure(socket: AgentSocket): void {
+  /**
+   * A socket that does not read its queue within write_timeout is cut off; an agent's tasks fail over.
+   * The gateway calls this too, for a dashboard behind on the feed.
+   */
+  watchBackpressure(socket: AgentSocket): void {
     if (socket.data.writeTimer) return
     // terminate, not close: a peer that does not read would never read a close frame either.
     socket.data.writeTimer = setTimeout(() => socket.terminate(), this.writeTimeoutMs())

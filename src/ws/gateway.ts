@@ -35,6 +35,8 @@ export class WsGateway {
   readonly sockets = new OpenSockets<AgentSocket>()
   /** Sockets that have neither registered nor joined the monitor feed yet. */
   private readonly unregistered = new Unregistered<AgentSocket>()
+  /** Dashboards watching the feed: a few, looked at after every batch. */
+  private readonly monitors = new Set<AgentSocket>()
 
   /** Bun's limit on one incoming message, fixed when the server starts. */
   readonly maxMessageBytes: number
@@ -149,7 +151,10 @@ export class WsGateway {
   private onClose(socket: AgentSocket, code: number, reason: string): void {
     this.sockets.delete(socket)
     this.unregistered.delete(socket)
-    if (socket.data.monitor) this.deps.feed.leave()
+    if (socket.data.monitor) {
+      this.monitors.delete(socket)
+      this.deps.feed.leave()
+    }
     const { nodeId, connectionId } = socket.data
     // Bun cuts a socket whose message passes maxPayloadLength (max_answer_bytes at start-up) with this reason.
     const why = reason === TOO_BIG_REASON ? `sent a message larger than max_answer_bytes (${this.maxMessageBytes} bytes)` : undefined
@@ -285,6 +290,8 @@ export class WsGateway {
         this.deps.feed.join(socket, socket.data.monitor)
         socket.data.monitor = true
         socket.data.monitorHolder = holder
+        this.monitors.add(socket)
+        this.watchBehind(socket)
         return
       }
     }
@@ -292,9 +299,22 @@ export class WsGateway {
 
   /** Closes every dashboard socket whose token `revoked` says no longer may watch (a reload took its monitor role away). */
   closeMonitors(revoked: (holder: string) => boolean, reason: string): void {
-    for (const socket of this.sockets) {
-      if (socket.data.monitor && socket.data.monitorHolder !== undefined && revoked(socket.data.monitorHolder)) socket.close(1008, reason)
+    for (const socket of this.monitors) {
+      if (socket.data.monitorHolder !== undefined && revoked(socket.data.monitorHolder)) socket.close(1008, reason)
     }
+  }
+
+  /**
+   * After a feed batch went out: a dashboard that has not read what it was sent gets write_timeout
+   * to catch up, as an agent does, then is cut. Otherwise each would hold its send buffer (Bun's
+   * 16 MB) for as long as it sent a message now and then, and ask for snapshots to fill it.
+   */
+  watchMonitors(): void {
+    for (const socket of this.monitors) this.watchBehind(socket)
+  }
+
+  private watchBehind(socket: AgentSocket): void {
+    if (socket.getBufferedAmount() > 0) this.deps.transport.watchBackpressure(socket)
   }
 
   /** Registers the node speaking over `socket`, or says why not. */

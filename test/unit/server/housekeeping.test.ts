@@ -158,6 +158,39 @@ describe('housekeeping', () => {
     expect(sockets.calls.filter((call) => call.startsWith('ping@'))).toHaveLength(5)
   })
 
+  test('start again with the same periods keeps each timer: reloads more often than a period do not put its job off for ever', () => {
+    const clock = new FakeClock()
+    const sockets = fakeSockets(clock)
+    const world = housekeepingWorld({ client_ttl: 1 }, { clock, sockets })
+    world.join('quiet')
+    const startMs = world.clock.now()
+    world.housekeeping.start()
+    const timers = world.clock.pending
+    // A reload every 300 ms for 3 s, each with the same periods.
+    for (let reload = 0; reload < 10; reload++) {
+      world.clock.advance(300)
+      world.reconfigure({ client_ttl: 1 })
+      world.housekeeping.start()
+    }
+    expect(world.clock.pending).toBe(timers)
+    // The membership job ran every second all along (and removed the silent client), the feed every 500 ms.
+    expect(world.seconds.map((nowMs) => nowMs - startMs)).toEqual([1000, 2000, 3000])
+    expect(world.flushes()).toBe(6)
+    expect(world.registry.get('quiet')).toBeUndefined()
+  })
+
+  test("a kept timer runs the reloaded config's work: a new client_ttl applies at the job's next run", () => {
+    const world = housekeepingWorld({ client_ttl: 60 })
+    world.join('quiet')
+    world.housekeeping.start()
+    world.clock.advance(5500)
+    expect(world.registry.get('quiet')).toBeDefined()
+    world.reconfigure({ client_ttl: 5 })
+    world.housekeeping.start()
+    world.clock.advance(500)
+    expect(world.events.at(-1)).toMatchObject({ type: 'left', reason: 'no heartbeat for 5 s' })
+  })
+
   test('stop cancels every job', () => {
     const clock = new FakeClock()
     const sockets = fakeSockets(clock)

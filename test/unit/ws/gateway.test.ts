@@ -28,8 +28,14 @@ class FakeSocket {
   terminated = false
   pings = 0
   corks = 0
+  /** What the peer has not read yet: Bun's getBufferedAmount. */
+  buffered = 0
 
   constructor(readonly data: SocketData) {}
+
+  getBufferedAmount(): number {
+    return this.buffered
+  }
 
   send(message: string): number {
     this.sent.push(message)
@@ -462,6 +468,28 @@ describe('ws gateway', () => {
     expect(dashboard.frames.map((each) => each.type)).toEqual(['monitor_ok', 'monitor_ok'])
     world.close(dashboard, 1000)
     expect(world.feed.watching).toBe(false)
+  })
+
+  test('a dashboard behind on the feed is cut after write_timeout unless it drains; one that keeps up is left alone', async () => {
+    const world = gatewayWorld({ ws: { ...SEED_CONFIG.ws, write_timeout: 0.05 } })
+    const [behind, drains, keepsUp] = [world.open(), world.open(), world.open()]
+    for (const dashboard of [behind, drains, keepsUp]) await world.receive(dashboard, { type: 'monitor', payload: { token: TOKEN } })
+    // After a batch: two have not read it all.
+    behind.buffered = 4096
+    drains.buffered = 4096
+    world.gateway.watchMonitors()
+    world.gateway.handler.drain!(asAgent(drains))
+    await Bun.sleep(120)
+    expect([behind.terminated, drains.terminated, keepsUp.terminated]).toEqual([true, false, false])
+  })
+
+  test('a dashboard whose snapshot is not read is cut after write_timeout', async () => {
+    const world = gatewayWorld({ ws: { ...SEED_CONFIG.ws, write_timeout: 0.05 } })
+    const dashboard = world.open()
+    dashboard.buffered = 300_000
+    await world.receive(dashboard, { type: 'monitor', payload: { token: TOKEN } })
+    await Bun.sleep(120)
+    expect(dashboard.terminated).toBe(true)
   })
 
   test('a dashboard with a bad token gets invalid_token and is closed with 1008', async () => {
