@@ -35,8 +35,8 @@ export class WsGateway {
   readonly sockets = new OpenSockets<AgentSocket>()
   /** Sockets that have neither registered nor joined the monitor feed yet. */
   private readonly unregistered = new Unregistered<AgentSocket>()
-  /** Dashboards watching the feed: a few, looked at after every batch. */
-  private readonly monitors = new Set<AgentSocket>()
+  /** Dashboards watching the feed (a few, looked at after every batch), with when each last got a snapshot. */
+  private readonly monitors = new Map<AgentSocket, { snapshotMs: number; deferred?: () => void }>()
 
   /** Bun's limit on one incoming message, fixed when the server starts. */
   readonly maxMessageBytes: number
@@ -152,6 +152,7 @@ export class WsGateway {
     this.sockets.delete(socket)
     this.unregistered.delete(socket)
     if (socket.data.monitor) {
+      this.monitors.get(socket)?.deferred?.()
       this.monitors.delete(socket)
       this.deps.feed.leave()
     }
@@ -287,11 +288,8 @@ export class WsGateway {
           return
         }
         this.unregistered.delete(socket)
-        this.deps.feed.join(socket, socket.data.monitor)
-        socket.data.monitor = true
         socket.data.monitorHolder = holder
-        this.monitors.add(socket)
-        this.watchBehind(socket)
+        this.watch(socket)
         return
       }
     }
@@ -299,7 +297,7 @@ export class WsGateway {
 
   /** Closes every dashboard socket whose token `revoked` says no longer may watch (a reload took its monitor role away). */
   closeMonitors(revoked: (holder: string) => boolean, reason: string): void {
-    for (const socket of this.monitors) {
+    for (const socket of this.monitors.keys()) {
       if (socket.data.monitorHolder !== undefined && revoked(socket.data.monitorHolder)) socket.close(1008, reason)
     }
   }
@@ -310,7 +308,29 @@ export class WsGateway {
    * 16 MB) for as long as it sent a message now and then, and ask for snapshots to fill it.
    */
   watchMonitors(): void {
-    for (const socket of this.monitors) this.watchBehind(socket)
+    for (const socket of this.monitors.keys()) this.watchBehind(socket)
+  }
+
+  /**
+   * A dashboard joins the feed, or asks again for a snapshot: at once, or, if it had one less than
+   * SNAPSHOT_EVERY_MS ago, once that time is up (asks in between are one). A snapshot of a large fleet
+   * costs milliseconds of the thread every task runs on: a watcher asking in a loop must not stall them.
+   */
+  private watch(socket: AgentSocket): void {
+    const now = this.deps.clock.now()
+    const watching = this.monitors.get(socket)
+    if (watching?.deferred) return
+    if (watching && now - watching.snapshotMs < SNAPSHOT_EVERY_MS) {
+      watching.deferred = this.deps.clock.after(watching.snapshotMs + SNAPSHOT_EVERY_MS - now, () => {
+        watching.deferred = undefined
+        if (this.monitors.has(socket)) this.watch(socket)
+      })
+      return
+    }
+    this.deps.feed.join(socket, socket.data.monitor)
+    socket.data.monitor = true
+    this.monitors.set(socket, { snapshotMs: now })
+    this.watchBehind(socket)
   }
 
   private watchBehind(socket: AgentSocket): void {
@@ -416,6 +436,8 @@ function urlToken(url: string): string | undefined {
 }
 
 const TOO_BIG_REASON = 'Received too big message'
+/** At most one snapshot a second per dashboard (see WsGateway.watch); the dashboard asks every 15 s. */
+const SNAPSHOT_EVERY_MS = 1000
 /** How long a pong may take: generous for a link across continents, short for the agent waiting to register. */
 const ALIVE_PROBE_MS = 1500
 
