@@ -7,7 +7,7 @@
  * by up to 1.7 × from minute to minute: see docs/benchmarks.md) moves both sides of a pair alike. It
  * prints every pair and the median ratio with how many pairs came out lower.
  *
- *   bun bench/paired.ts REF [connections=1] [pairs=10] [seconds=3] [--ws]
+ *   bun bench/paired.ts REF [connections=1] [pairs=10] [seconds=3] [--ws] [--env=NAME=VALUE…]
  *
  * REF is a commit, or a directory holding a checkout (an A/A run: this checkout's own path calibrates
  * the method; its median ratio should come out near 1). bench/run.sh --before REF is the full A/B
@@ -25,9 +25,19 @@ import { BODY, wrk } from './lib/wrk.ts'
 import { spawnWsAgents } from './lib/ws-agents.ts'
 
 const ws = process.argv.includes('--ws')
-const [ref, connectionsArg, pairsArg, secondsArg] = process.argv.slice(2).filter((arg) => arg !== '--ws')
+// --env=NAME=VALUE (repeatable): set for this checkout's Moonlight only, to weigh a runtime option
+// (a JSC or Bun setting) against the same code without it; REF is then usually this checkout (`.`).
+const nowEnv = Object.fromEntries(
+  process.argv
+    .filter((arg) => arg.startsWith('--env='))
+    .map((arg) => {
+      const [name, ...value] = arg.slice('--env='.length).split('=')
+      return [name!, value.join('=')]
+    }),
+)
+const [ref, connectionsArg, pairsArg, secondsArg] = process.argv.slice(2).filter((arg) => !arg.startsWith('--'))
 if (ref === undefined) {
-  console.error('usage: bun bench/paired.ts REF [connections=1] [pairs=10] [seconds=3] [--ws]')
+  console.error('usage: bun bench/paired.ts REF [connections=1] [pairs=10] [seconds=3] [--ws] [--env=NAME=VALUE…]')
   process.exit(2)
 }
 const connections = Number(connectionsArg ?? 1)
@@ -42,7 +52,7 @@ process.on('SIGINT', () => {
 })
 
 try {
-  const { moonlight, before } = await startMoonlightsWithAgent(workDir, children, 'now', HTTP_REGION, {}, beforeRoot)
+  const { moonlight, before } = await startMoonlightsWithAgent(workDir, children, 'now', HTTP_REGION, {}, beforeRoot, nowEnv)
   const sides = { now: moonlight, before: before! }
   if (ws)
     for (const [name, side] of Object.entries(sides)) {

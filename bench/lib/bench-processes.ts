@@ -33,8 +33,9 @@ export async function startMoonlightsWithAgent(
   region: string,
   options: { env?: Record<string, string | undefined>; bunArgs?: string[] },
   beforeRoot: string | undefined,
+  nowEnv: Record<string, string> = {},
 ): Promise<{ moonlight: MoonlightProcess; before: MoonlightProcess | undefined; agent: Child; agentPort: number }> {
-  const moonlight = await startMoonlight(workDir, { name, ...options })
+  const moonlight = await startMoonlight(workDir, { name, ...options, env: { ...options.env, ...nowEnv } })
   children.push(moonlight)
   const before = beforeRoot ? await startMoonlight(workDir, { name: `${name}-before`, ...options, root: beforeRoot }) : undefined
   if (before) children.push(before)
