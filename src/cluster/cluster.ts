@@ -220,9 +220,7 @@ export class Cluster {
       for (const id of [...this.instances.keys()]) if (!live.has(id)) this.dropInstance(id, `instance ${id} stopped refreshing its presence`)
       for (const [id, info] of live) {
         if (id === this.instanceId) continue
-        const known = this.instances.has(id)
-        this.instances.set(id, info)
-        if (!known) await this.loadInstance(id)
+        if (this.note(id, info)) await this.loadInstance(id)
       }
       this.countInstances()
     } catch (error) {
@@ -269,13 +267,13 @@ export class Cluster {
     await this.connection.send('DEL', [this.keys.clients(id)])
     if (mine.length > 0) await this.connection.send('HSET', [this.keys.clients(id), ...mine])
     await this.connection.send('PEXPIRE', [this.keys.clients(id), String(this.deps.settings.instanceTtlMs * 3)])
-    await this.publish({ instance: id, op: 'reset' })
+    await this.publish({ instance: id, op: 'reset', incarnation: this.incarnation })
     // And rebuild the replica of everyone else's: no ghost of an instance that died meanwhile.
     const live = await this.liveInstances()
     for (const other of [...this.instances.keys()]) if (!live.has(other)) this.dropInstance(other, `instance ${other} is gone`)
     for (const [other, info] of live) {
       if (other === id) continue
-      this.instances.set(other, info)
+      this.note(other, info)
       await this.loadInstance(other)
     }
     this.countInstances()
@@ -402,6 +400,7 @@ export class Cluster {
         return
       }
       case 'reset':
+        if (message.incarnation !== undefined) this.note(message.instance, { instance_id: message.instance, incarnation: message.incarnation } as InstanceInfo)
         void this.loadInstance(message.instance).catch(() => undefined)
         return
       case 'gone':
@@ -423,6 +422,23 @@ export class Cluster {
   /** An HTTP agent's slots are shared among the live instances (src/fleet/slots.ts httpSlotShare). */
   private countInstances(): void {
     this.deps.registry.setInstanceCount(this.instances.size + 1)
+  }
+
+  /**
+   * Records what an instance's presence (or its reset) says; true if it is new here. An id seen
+   * before under another incarnation is a process that died and was started again before its
+   * presence expired: what was relayed to the dead one fails over now, as when its presence
+   * expires, not at each task's deadline (the new one never heard of those tasks).
+   */
+  private note(id: string, info: InstanceInfo): boolean {
+    const known = this.instances.get(id)
+    const restarted = known?.incarnation !== undefined && info.incarnation !== undefined && info.incarnation !== known.incarnation
+    if (restarted) this.dropInstance(id, `instance ${id} restarted`)
+    const isNew = restarted || known === undefined
+    // What a reset says (the incarnation alone) does not replace a presence read whole.
+    if (isNew || info.started_at !== undefined || known.started_at === undefined) this.instances.set(id, info)
+    if (isNew) this.countInstances()
+    return isNew
   }
 
   private dropInstance(id: string, why: string): void {

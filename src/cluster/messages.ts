@@ -61,7 +61,9 @@ const TRACESTATE = /^[\x20-\x7e]*$/
 export const fleetMessageSchema = z.discriminatedUnion('op', [
   z.object({ instance: instanceIdSchema, op: z.literal('set'), client: sharedClientSchema }),
   z.object({ instance: instanceIdSchema, op: z.literal('del'), node_id: z.string() }),
-  z.object({ instance: instanceIdSchema, op: z.enum(['reset', 'gone']) }),
+  // A reset names the process (its presence's incarnation): one started again under the same id is told apart at once.
+  z.object({ instance: instanceIdSchema, op: z.literal('reset'), incarnation: z.string().max(64).optional() }),
+  z.object({ instance: instanceIdSchema, op: z.literal('gone') }),
 ])
 export type FleetMessage = z.infer<typeof fleetMessageSchema>
 

@@ -78,6 +78,12 @@ export class RelayTransport implements Transport {
   private readonly lines = new Map<string, HolderLine>()
   private readonly turn = new TurnBatches<HolderLine>((line) => this.flush(line))
   private sequence = 0
+  /**
+   * This process's own mark in every relay key: an instance restarted under the same id starts its
+   * sequence at 0 again and listens on the same reply channel, so without it a late answer to the
+   * previous run's task would settle this run's task of the same number — another caller's answer.
+   */
+  private readonly run = crypto.randomUUID().replaceAll('-', '').slice(0, 12)
   relayed = 0
   /** Redis messages that carried relayed tasks (a batch counts once). */
   published = 0
@@ -114,7 +120,7 @@ export class RelayTransport implements Transport {
     const holder = client.instance
     if (holder === undefined || !this.connection.up)
       return Promise.reject(new AttemptError('unreachable', `cannot reach instance ${holder ?? '?'}: the cluster store is down`))
-    const key = `${this.self}/${++this.sequence}`
+    const key = `${this.self}/${this.run}.${++this.sequence}`
     let line = this.lines.get(holder)
     if (line === undefined) {
       line = new HolderLine(holder)
