@@ -1,7 +1,7 @@
 import type { Clock } from '../clock.ts'
 import type { Registry, RegistryEvent } from '../fleet/registry.ts'
 import type { Log } from '../observe/logger.ts'
-import type { DeadlineTimer } from '../tasks/deadlines.ts'
+import type { Deadline, DeadlineTimer } from '../tasks/deadlines.ts'
 import type { SlotQueue } from '../tasks/slot-waiting.ts'
 import type { Transport } from '../transports/types.ts'
 import { ClusterKeys } from './keys.ts'
@@ -83,6 +83,8 @@ export class Cluster {
   private ticking = false
   /** The marker key's value as last read: Redis lost its data when it is gone or changed. */
   private marker: string | undefined
+  /** Tasks relayed here being delivered to agents held here, by task id, with their deadlines. */
+  private readonly deliveries = new Map<string, Deadline>()
 
   constructor(private readonly deps: ClusterDeps) {
     const { settings } = deps
@@ -134,6 +136,7 @@ export class Cluster {
       slots: this.deps.slots,
       replies: this.replies,
       batches: this.deps.settings.relayBatch,
+      deliveries: this.deliveries,
     }
     // With batches off, this instance reads one message as one task or reply, as older versions do (a batch is dropped as unreadable).
     const { batches } = holder
@@ -191,6 +194,15 @@ export class Cluster {
   /** What to say where the Redis URL appears. */
   get redisUrl(): string {
     return redactRedisUrl(this.deps.settings.redisUrl)
+  }
+
+  /**
+   * A cancelled task that another instance relayed here ends its delivery now, as its deadline would:
+   * the agent's slot frees at once (an agent told to cancel may never answer), and the origin, whose
+   * own attempt the cancel ended, drops the reply. Nothing when the task is not delivered here.
+   */
+  endDelivery(taskId: string): void {
+    this.deliveries.get(taskId)?.fire()
   }
 
   /** Publishes a change to a client this instance holds. */

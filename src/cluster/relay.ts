@@ -246,6 +246,8 @@ export interface RelayHolderDeps {
   replies: RelayReplies
   /** cluster.relay_batch here: off, every answer is its own message, whatever the origin asked (as an older version does). */
   batches: boolean
+  /** The deadline of each task being delivered here, by task id: a cancel ends its delivery (see Cluster.endDelivery). */
+  deliveries: Map<string, Deadline>
 }
 
 /** The answers owed to one origin that reads batches: how many are still being worked on here, and those ready this turn. */
@@ -340,6 +342,7 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
     return
   }
   const deadline = deps.deadlines.start(request.timeout_ms)
+  deps.deliveries.set(request.task_id, deadline)
   // The holder counts relayed tasks in the agent's slots like its own, and it alone holds the socket:
   // that makes the slots exact across the cluster. A task relayed while the agent is full (the origin
   // had not yet heard so) waits here for the agent's next slot, as a task naming it would.
@@ -348,7 +351,7 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
   else {
     const waited = await deps.slots.waitForAgent(client, deadline, { priority: request.priority, queueTimeoutMs: request.queue_timeout_ms })
     if (!('acquired' in waited)) {
-      deps.deadlines.end(deadline)
+      endDelivery(deps, request.task_id, deadline)
       failure({ key: request.key, error: `the agent's slots stayed full here (${waited.kind})`, kind: 'unreachable', full: true })
       return
     }
@@ -373,6 +376,11 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
     failure({ key: request.key, error: (error as Error).message, kind })
   } finally {
     deps.registry.release(agent)
-    deps.deadlines.end(deadline)
+    endDelivery(deps, request.task_id, deadline)
   }
+}
+
+function endDelivery(deps: RelayHolderDeps, taskId: string, deadline: Deadline): void {
+  deps.deadlines.end(deadline)
+  if (deps.deliveries.get(taskId) === deadline) deps.deliveries.delete(taskId)
 }

@@ -147,7 +147,10 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
     instanceId: () => identity.instanceId,
     news: cluster ? publishTaskNews(cluster) : NO_TASK_NEWS,
     respond: (outcome, taskId, disclosure) => outcomeResponse(outcome, taskId, disclosure, cluster ? identity.instanceId : undefined),
-    tellAgentCancelled: (taskId) => wsTransport.cancel(taskId),
+    tellAgentCancelled: (taskId) => {
+      wsTransport.cancel(taskId)
+      cluster?.endDelivery(taskId)
+    },
     tracer: observe.tracing.tracer,
     log,
     report: ctx.report,
