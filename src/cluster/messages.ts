@@ -26,6 +26,11 @@ export const sharedClientSchema = z.object({
   max_in_flight: maxInFlightSchema.optional(),
   /** A WebSocket agent whose slots are all taken at its holder: the others send it nothing until it has room. */
   full: z.boolean().optional(),
+  /**
+   * Drained by an operator at its holder (its weight is shared as 0 too, for older versions): the others
+   * keep the drain should the node come back to one of them (src/fleet/registry.ts Registry.kept).
+   */
+  drained: z.boolean().optional(),
 })
 export type SharedClient = z.infer<typeof sharedClientSchema>
 
@@ -45,13 +50,27 @@ export function share(client: Client): SharedClient {
     ...(client.maxInFlight === undefined ? {} : { max_in_flight: client.maxInFlight }),
     // What the registry last said of it (src/fleet/registry.ts noteFull), so a later "room again" is never skipped as no change.
     ...(client.sharedFull === true && client.route === 'ws' ? { full: true } : {}),
+    ...(client.operatorDrained ? { drained: true } : {}),
   }
 }
 
 /** Another instance's client, as this registry records it (its health verdict is kept beside, not in it). */
 export function announcementOf(instance: string, shared: SharedClient): ClientAnnouncement {
-  const { node_id, holder, region, protocol, ip, port, scheme, weight, max_in_flight, full } = shared
-  return { instance, holder, nodeId: node_id, region, protocol, ip, port, scheme, weight, maxInFlight: max_in_flight, holderFull: full === true }
+  const { node_id, holder, region, protocol, ip, port, scheme, weight, max_in_flight, full, drained } = shared
+  return {
+    instance,
+    holder,
+    nodeId: node_id,
+    region,
+    protocol,
+    ip,
+    port,
+    scheme,
+    weight,
+    maxInFlight: max_in_flight,
+    holderFull: full === true,
+    operatorDrained: drained === true,
+  }
 }
 
 const instanceIdSchema = z.string().min(1).max(256)

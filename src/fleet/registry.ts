@@ -77,7 +77,7 @@ export type Route = 'http' | 'ws' | 'relay'
  * `Client` so the two cannot drift; the cluster's wire record (src/cluster/messages.ts) converts to it.
  */
 export type ClientAnnouncement = Pick<Client, 'holder' | 'nodeId' | 'region' | 'protocol' | 'ip' | 'port' | 'weight'> &
-  Partial<Pick<Client, 'instance' | 'scheme' | 'maxInFlight' | 'holderFull'>>
+  Partial<Pick<Client, 'instance' | 'scheme' | 'maxInFlight' | 'holderFull' | 'operatorDrained'>>
 
 /** How one pick looks for a client (the dispatcher's per-task routing). */
 export interface PickOptions {
@@ -210,7 +210,12 @@ export class Registry {
       // A holder's client may move or change address without a new record here.
       existing.ip = announcement.ip
       existing.port = announcement.port
-      if (existing.region !== announcement.region || existing.weight !== announcement.weight || existing.maxInFlight !== announcement.maxInFlight) {
+      if (
+        existing.region !== announcement.region ||
+        existing.weight !== announcement.weight ||
+        existing.maxInFlight !== announcement.maxInFlight ||
+        (announcement.instance !== undefined && existing.operatorDrained !== (announcement.operatorDrained === true))
+      ) {
         this.leaveBalancers(existing)
         this.countIn(existing.region, -1)
         this.countIn(announcement.region, 1)
@@ -218,6 +223,8 @@ export class Registry {
         existing.weight = announcement.weight
         existing.maxInFlight = announcement.maxInFlight
         existing.holderFull = announcement.holderFull
+        // Another instance's client is drained as its holder says.
+        if (announcement.instance !== undefined) existing.operatorDrained = announcement.operatorDrained === true
         existing.slotShare = this.shareOf(existing)
         this.syncBalancers(existing)
         this.onEvent({ type: 'updated', client: existing })
@@ -243,7 +250,9 @@ export class Registry {
       rampFactor: this.rampStart(),
       connectionId: this.nextConnectionId++,
       // A node that reconnects stays drained: the operator's intent is about the node, not its connection.
-      operatorDrained: kept?.operatorDrained ?? false,
+      // Another instance's client is drained as its holder says; kept here, that drain follows the node
+      // should it come back to this instance.
+      operatorDrained: announcement.instance !== undefined ? announcement.operatorDrained === true : (kept?.operatorDrained ?? false),
       registeredAt: now,
       lastSeen: now,
       inFlight: before === undefined ? 0 : before.inFlight,
