@@ -33,6 +33,8 @@ export interface InstanceInfo {
   refreshed_at: string
   /** It reads relay batches (src/cluster/messages.ts relayBatch); absent from an older version, which must never be sent one. */
   relay_batch?: boolean
+  /** In its grace period after a graceful stop: no clients of its own any more, finishing what was relayed to it. */
+  stopping?: boolean
 }
 
 export interface ClusterDeps {
@@ -188,7 +190,13 @@ export class Cluster {
       in_flight: inFlight,
       refreshed_at: new Date(this.deps.clock.now()).toISOString(),
       ...(this.deps.settings.relayBatch ? { relay_batch: true } : {}),
+      ...(this.withdrawn ? { stopping: true } : {}),
     }
+  }
+
+  /** Tasks relayed here from other instances that are being delivered to agents held here: a graceful stop waits for them too. */
+  get delivering(): number {
+    return this.deliveries.size
   }
 
   /** What to say where the Redis URL appears. */
@@ -224,15 +232,20 @@ export class Cluster {
   /** Several times per instance_ttl (at least once a second): refresh this instance's presence, and drop the instances whose presence expired. */
   private async tick(): Promise<void> {
     // A tick still waiting on a slow Redis is not overtaken by the next one.
-    if (!this.connection.up || !this.claimed || this.stopped || this.withdrawn || this.ticking) return
+    if (!this.connection.up || !this.claimed || this.stopped || this.ticking) return
     this.ticking = true
     try {
       await this.refreshPresence()
+      // Withdrawn, it stays present through its grace period (the others wait for what they relayed here) and looks at nothing else.
+      if (this.withdrawn) return
       const live = await this.liveInstances()
       for (const id of [...this.instances.keys()]) if (!live.has(id)) this.dropInstance(id, `instance ${id} stopped refreshing its presence`)
+      // A stopping instance is out of the fleet but still answers what was relayed to it, while it is present.
+      for (const holder of this.relay.waitedOn()) if (!live.has(holder)) this.relay.failHolder(holder, `instance ${holder} stopped refreshing its presence`)
       for (const [id, info] of live) {
         if (id === this.instanceId) continue
-        if (this.note(id, info)) await this.loadInstance(id)
+        if (info.stopping === true) this.leaveFleet(id, `instance ${id} is stopping`)
+        else if (this.note(id, info)) await this.loadInstance(id)
       }
       this.countInstances()
     } catch (error) {
@@ -242,7 +255,11 @@ export class Cluster {
     }
   }
 
-  /** A graceful stop: this instance's clients leave the cluster at once, before its grace period. */
+  /**
+   * A graceful stop begins: this instance's clients leave the cluster at once, so the others send them
+   * nothing new. Its presence stays through the grace period: a task another instance relayed here
+   * before is finished here and answered, not failed over and run a second time elsewhere.
+   */
   async withdraw(): Promise<void> {
     if (this.stopped || this.withdrawn) return
     // Set even while Redis is down: back during the grace period, it must not bring this instance back.
@@ -251,10 +268,23 @@ export class Cluster {
     const id = this.instanceId
     try {
       await this.connection.send('DEL', [this.keys.clients(id)])
+      // Present still, as stopping: an instance that reads the presences now does not take it for a live one.
+      await this.refreshPresence()
       await this.publish({ instance: id, op: 'gone' })
-      await this.connection.send('EVAL', [DELETE_IF_OURS, '1', this.keys.instance(id), this.incarnation])
     } catch {
       // Redis is gone already: the others notice when the presence key expires.
+    }
+  }
+
+  /** The grace period is over: the presence goes, and the others fail over at once whatever they still relayed here. */
+  async leave(): Promise<void> {
+    if (this.stopped || !this.claimed || !this.connection.up) return
+    const id = this.instanceId
+    try {
+      await this.connection.send('EVAL', [DELETE_IF_OURS, '1', this.keys.instance(id), this.incarnation])
+      await this.publish({ instance: id, op: 'stopped' })
+    } catch {
+      // Redis is gone: the others notice when the presence key expires.
     }
   }
 
@@ -284,7 +314,7 @@ export class Cluster {
     const live = await this.liveInstances()
     for (const other of [...this.instances.keys()]) if (!live.has(other)) this.dropInstance(other, `instance ${other} is gone`)
     for (const [other, info] of live) {
-      if (other === id) continue
+      if (other === id || info.stopping === true) continue
       this.note(other, info)
       await this.loadInstance(other)
     }
@@ -416,6 +446,9 @@ export class Cluster {
         void this.loadInstance(message.instance).catch(() => undefined)
         return
       case 'gone':
+        this.leaveFleet(message.instance, `instance ${message.instance} is stopping`)
+        return
+      case 'stopped':
         this.dropInstance(message.instance, `instance ${message.instance} stopped`)
         return
     }
@@ -451,6 +484,17 @@ export class Cluster {
     if (isNew || info.started_at !== undefined || known.started_at === undefined) this.instances.set(id, info)
     if (isNew) this.countInstances()
     return isNew
+  }
+
+  /**
+   * A graceful stop began there: out of the fleet (its clients take nothing new), but what was relayed
+   * to it is still answered, until its 'stopped' or its presence lapses.
+   */
+  private leaveFleet(id: string, why: string): void {
+    // Left already (its clients come only with it: src/cluster/cluster.ts applyShared and loadInstance).
+    if (!this.instances.delete(id)) return
+    this.countInstances()
+    for (const client of [...this.deps.registry.all()]) if (client.instance === id) this.deps.registry.remove(client.nodeId, why)
   }
 
   private dropInstance(id: string, why: string): void {

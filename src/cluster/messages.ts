@@ -82,7 +82,9 @@ export const fleetMessageSchema = z.discriminatedUnion('op', [
   z.object({ instance: instanceIdSchema, op: z.literal('del'), node_id: z.string() }),
   // A reset names the process (its presence's incarnation): one started again under the same id is told apart at once.
   z.object({ instance: instanceIdSchema, op: z.literal('reset'), incarnation: z.string().max(64).optional() }),
-  z.object({ instance: instanceIdSchema, op: z.literal('gone') }),
+  // gone: a graceful stop began (its clients take no new tasks, what was relayed to it finishes there);
+  // stopped: its grace period is over, and what is still relayed to it fails over now.
+  z.object({ instance: instanceIdSchema, op: z.enum(['gone', 'stopped']) }),
 ])
 export type FleetMessage = z.infer<typeof fleetMessageSchema>
 

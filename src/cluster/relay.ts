@@ -207,6 +207,13 @@ export class RelayTransport implements Transport {
   }
 
   /** The holder is gone (its presence expired, it withdrew, or the store went down): every attempt relayed to it fails over now. */
+  /** The instances that tasks relayed from here still wait on. */
+  waitedOn(): Set<string> {
+    const holders = new Set<string>()
+    for (const waiter of this.waiting.values()) holders.add(waiter.instance)
+    return holders
+  }
+
   failHolder(instance: string, why: string): void {
     for (const [key, waiter] of [...this.waiting]) {
       if (waiter.instance === instance) this.fail(key, new AttemptError('disconnected', why))

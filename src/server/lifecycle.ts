@@ -82,7 +82,8 @@ export async function stop(wired: Wired, graceMs: number): Promise<void> {
   // In a cluster the others stop sending here at once, rather than when the presence expires.
   await tasks.cluster?.withdraw()
   const deadline = Date.now() + graceMs
-  while (load.inFlight > 0 && Date.now() < deadline) await Bun.sleep(20)
+  // In a cluster, the tasks other instances relayed to the agents held here are finished too.
+  while ((load.inFlight > 0 || (tasks.cluster?.delivering ?? 0) > 0) && Date.now() < deadline) await Bun.sleep(20)
   // Grace is over: whatever still waits answers 503 now, rather than losing its connection unanswered.
   load.closing = true
   tasks.deadlines.expireAll()
@@ -93,6 +94,7 @@ export async function stop(wired: Wired, graceMs: number): Promise<void> {
   wired.housekeeping.stop()
   wired.observe.eventLoopDelay.stop()
   edges.gateway.closeAll(1001, 'server shutting down')
+  await tasks.cluster?.leave()
   tasks.cluster?.stop()
   tasks.httpTransport.close()
   // The last spans go out, for a bounded time: a collector that is down must not hold up the stop.
