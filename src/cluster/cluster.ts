@@ -1,5 +1,5 @@
 import type { Clock } from '../clock.ts'
-import type { Registry, RegistryEvent } from '../fleet/registry.ts'
+import type { Client, Registry, RegistryEvent } from '../fleet/registry.ts'
 import type { Log } from '../observe/logger.ts'
 import type { Deadline, DeadlineTimer } from '../tasks/deadlines.ts'
 import type { SlotQueue } from '../tasks/slot-waiting.ts'
@@ -87,6 +87,8 @@ export class Cluster {
   private marker: string | undefined
   /** Tasks relayed here being delivered to agents held here, by task id, with their deadlines. */
   private readonly deliveries = new Map<string, Deadline>()
+  /** Whether a WebSocket agent held here still answers: the gateway's ping, set once it is built (src/server/edge-wiring.ts). */
+  isAliveHere: (nodeId: string) => Promise<boolean> = async () => false
 
   constructor(private readonly deps: ClusterDeps) {
     const { settings } = deps
@@ -139,6 +141,7 @@ export class Cluster {
       replies: this.replies,
       batches: this.deps.settings.relayBatch,
       deliveries: this.deliveries,
+      isAlive: (nodeId: string) => this.isAliveHere(nodeId),
     }
     // With batches off, this instance reads one message as one task or reply, as older versions do (a batch is dropped as unreadable).
     const { batches } = holder
@@ -202,6 +205,15 @@ export class Cluster {
   /** What to say where the Redis URL appears. */
   get redisUrl(): string {
     return redactRedisUrl(this.deps.settings.redisUrl)
+  }
+
+  /**
+   * Whether another instance's WebSocket agent still answers there: its holder pings it. A node id held
+   * by a live agent elsewhere is refused to a newcomer here (409 node_id_in_use), as it is at its holder.
+   */
+  isAlive(client: Client): Promise<boolean> {
+    if (client.instance === undefined || !this.instances.has(client.instance)) return Promise.resolve(false)
+    return this.relay.probe(client.instance, client.nodeId, PROBE_TIMEOUT_MS)
   }
 
   /**
@@ -509,6 +521,8 @@ export class Cluster {
   }
 }
 
+/** How long the holder has to answer a probe: its own ping waits 1.5 s (src/ws/gateway.ts), then Redis both ways. */
+const PROBE_TIMEOUT_MS = 3000
 /** How many times the presence is refreshed within one instance_ttl. */
 const REFRESHES_PER_TTL = 3
 /** The longest wait between two refreshes: also how late a dead instance may be noticed after its presence expired. */

@@ -108,6 +108,12 @@ export const relayRequestSchema = z.object({
    */
   raw_answer: z.literal(true).optional(),
   /**
+   * Not a task: is the agent `node_id` still there (a ping and its pong, as for a register of its id
+   * here)? Answered with status 200 if so, an `unreachable` failure if not — which is also what an older
+   * holder, that reads no `probe`, answers a message without a payload.
+   */
+  probe: z.literal(true).optional(),
+  /**
    * The origin reads several replies in one message (a relay batch, see relayBatch): the holder may
    * send the answers to this origin ready in one turn together. An origin that does not say so gets
    * one message per reply.

@@ -75,6 +75,8 @@ class HolderLine {
  */
 export class RelayTransport implements Transport {
   private readonly waiting = new Map<string, RelayWaiter>()
+  /** Probes (see probe) waiting for their holder's word, by key. */
+  private readonly probes = new Map<string, (alive: boolean) => void>()
   private readonly lines = new Map<string, HolderLine>()
   private readonly turn = new TurnBatches<HolderLine>((line) => this.flush(line))
   private sequence = 0
@@ -191,7 +193,10 @@ export class RelayTransport implements Transport {
     if (read === undefined) return
     const { reply, body } = read
     const waiter = this.waiting.get(reply.key)
-    if (!waiter) return
+    if (!waiter) {
+      this.probes.get(reply.key)?.(reply.status === 200)
+      return
+    }
     this.settle(waiter)
     if (reply.error !== undefined || reply.status === undefined) {
       waiter.reject(new AttemptError(reply.kind ?? 'disconnected', `via instance ${waiter.instance}: ${reply.error ?? 'no answer'}`, reply.full === true))
@@ -206,7 +211,6 @@ export class RelayTransport implements Transport {
     })
   }
 
-  /** The holder is gone (its presence expired, it withdrew, or the store went down): every attempt relayed to it fails over now. */
   /** The instances that tasks relayed from here still wait on. */
   waitedOn(): Set<string> {
     const holders = new Set<string>()
@@ -214,6 +218,30 @@ export class RelayTransport implements Transport {
     return holders
   }
 
+  /**
+   * Whether the WebSocket agent `nodeId` that `holder` holds still answers there: asked of the holder,
+   * which pings it. False if the holder says not, or does not answer within `timeoutMs`.
+   */
+  probe(holder: string, nodeId: string, timeoutMs: number): Promise<boolean> {
+    if (!this.connection.up) return Promise.resolve(false)
+    const key = `${this.self}/${this.run}.${++this.sequence}`
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => done(false), timeoutMs)
+      const done = (alive: boolean) => {
+        if (!this.probes.delete(key)) return
+        clearTimeout(timer)
+        resolve(alive)
+      }
+      this.probes.set(key, done)
+      const message = JSON.stringify({ origin: this.self, key, task_id: '', node_id: nodeId, timeout_ms: timeoutMs, probe: true })
+      this.connection.publish(this.keys.relay(holder), message).then(
+        (receivers) => Number(receivers) === 0 && done(false),
+        () => done(false),
+      )
+    })
+  }
+
+  /** The holder is gone (its presence expired, it withdrew, or the store went down): every attempt relayed to it fails over now. */
   failHolder(instance: string, why: string): void {
     for (const [key, waiter] of [...this.waiting]) {
       if (waiter.instance === instance) this.fail(key, new AttemptError('disconnected', why))
@@ -255,6 +283,8 @@ export interface RelayHolderDeps {
   batches: boolean
   /** The deadline of each task being delivered here, by task id: a cancel ends its delivery (see Cluster.endDelivery). */
   deliveries: Map<string, Deadline>
+  /** Whether the WebSocket agent held here still answers (the gateway's ping), for a probe. */
+  isAlive: (nodeId: string) => Promise<boolean>
 }
 
 /** The answers owed to one origin that reads batches: how many are still being worked on here, and those ready this turn. */
@@ -343,6 +373,11 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
   const reply = batched ? (message: string) => deps.replies.send(origin, message) : (message: string) => deps.replies.alone(origin, message)
   const failure = (body: RelayReply) => reply(JSON.stringify(body))
   const client = deps.registry.get(request.node_id)
+  if (request.probe === true) {
+    const alive = client !== undefined && client.instance === undefined && client.route === 'ws' && (await deps.isAlive(request.node_id))
+    failure(alive ? { key: request.key, status: 200 } : { key: request.key, error: 'the client does not answer here', kind: 'unreachable' })
+    return
+  }
   if (!client || client.instance !== undefined || client.route !== 'ws' || payload.start === -1) {
     // Not sent to the agent at all: the origin may retry it without the task running twice.
     failure({ key: request.key, error: 'the client is no longer connected to this instance', kind: 'unreachable' })

@@ -26,8 +26,9 @@ export function wireEdges(ctx: ServerContext, fleet: FleetWiring, observe: Obser
     settings,
     registry,
     clock,
-    // Whether a WebSocket holder of a node id still lives: the gateway, built next, knows its sockets.
-    isAlive: (client) => gateway.isAlive(client.nodeId),
+    // Whether a WebSocket holder of a node id still lives: the gateway, built next, knows its sockets;
+    // another instance's agent, its holder (asked over the relay).
+    isAlive: (client) => (client.instance === undefined ? gateway.isAlive(client.nodeId) : (cluster?.isAlive(client) ?? Promise.resolve(false))),
     conflicts,
     onReplaced: (previous, replacement) => {
       // A WebSocket node replaced by another socket is closed by the gateway when it attaches the new one.
@@ -44,6 +45,8 @@ export function wireEdges(ctx: ServerContext, fleet: FleetWiring, observe: Obser
     log,
     onBadMessage: (code) => observe.observations.onBadMessage(code),
   })
+  // A probe from another instance asks whether an agent held here still answers.
+  if (cluster) cluster.isAliveHere = (nodeId) => gateway.isAlive(nodeId)
   fleet.onRegistryEvent((event) => {
     if (event.client.route === 'ws' && event.type !== 'left') gateway.syncTopics(event.client.nodeId)
   })
