@@ -148,6 +148,10 @@ class Connection {
           }
           this.parser.limits.maxBodyBytes = request.sink.head(head)
         },
+        // An interim answer after the answer ended belongs to no request: the connection is not reused (onData).
+        interim: () => {
+          if (!this.current || this.answered) throw new ParseError('malformed', 'an answer nobody asked for')
+        },
         body: (chunk) => this.current?.sink.body(chunk),
         end: () => {
           this.answered = true
@@ -208,7 +212,7 @@ class Connection {
       return
     }
     if (failure === undefined) return
-    if (!request.settled) request.fail(translate(failure))
+    if (!request.settled) request.fail(translate(failure, request.written))
     else this.destroy()
   }
 
@@ -233,7 +237,7 @@ class Connection {
     try {
       this.parser.close()
     } catch (parseError) {
-      request.fail(translate(parseError))
+      request.fail(translate(parseError, request.written))
       return
     }
     if (this.answered) request.succeed()
@@ -245,10 +249,11 @@ class Connection {
   }
 }
 
-function translate(error: unknown): unknown {
+/** A parser's refusal as the client's error; a close mid-answer came after `requestWritten` bytes of the request went out, so the agent may have run it. */
+function translate(error: unknown, requestWritten: boolean): unknown {
   if (error instanceof ParseError) {
-    const code = error.code === 'incomplete' ? 'closed' : error.code
-    return new HttpClientError(code, error.code === 'incomplete' ? `the agent closed the connection mid-answer: ${error.message}` : error.message)
+    if (error.code !== 'incomplete') return new HttpClientError(error.code, error.message)
+    return new HttpClientError('closed', `the agent closed the connection mid-answer: ${error.message}`, undefined, requestWritten)
   }
   return error
 }
@@ -307,6 +312,8 @@ class AgentPool {
   open = 0
   busy = 0
   ca: string | undefined
+  /** submit is closing an expired idle connection: the pool is about to be used, not dropped. */
+  private retiring = false
 
   constructor(
     readonly pool: HttpClientPool,
@@ -317,7 +324,16 @@ class AgentPool {
   }
 
   submit(request: PendingRequest): void {
-    const connection = this.idle.pop()
+    let connection = this.idle.pop()
+    // Past the end the agent's Keep-Alive gave it (the sweep runs up to a second late): the agent may be
+    // closing it as the request goes out. Closed here, not handed out; the others are more recent.
+    while (connection !== undefined && connection.idleUntilMs <= performance.now()) {
+      this.retiring = true
+      this.busy++
+      connection.destroy()
+      this.retiring = false
+      connection = this.idle.pop()
+    }
     if (connection) {
       this.busy++
       connection.send(request)
@@ -369,7 +385,7 @@ class AgentPool {
     this.open--
     const next = resend ?? this.queue.shift()
     if (next) this.sendFresh(next)
-    else if (this.open === 0) this.pool.drop(this)
+    else if (this.open === 0 && !this.retiring) this.pool.drop(this)
   }
 
   /** Closes the connections idle past their time; the rest stay (most recently used last). */

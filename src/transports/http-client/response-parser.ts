@@ -23,6 +23,8 @@ export interface ResponseHead {
 export interface ParserEvents {
   /** A final answer's head (interim 1xx answers are skipped). */
   head(head: ResponseHead): void
+  /** An interim (1xx) head was skipped: after the answer ended, it is bytes nobody asked for (the caller may throw). */
+  interim?(): void
   /** A piece of the body, framing removed. A view of the fed bytes: copy it to keep it past the call. */
   body(chunk: Uint8Array): void
   /** The answer ended; further bytes start the next one. */
@@ -58,11 +60,13 @@ const HEAD_END = Buffer.from('\r\n\r\n')
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d{2})(?: (.*))?$/
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 /**
- * A NUL, or a CR or LF that is not part of a CRLF, anywhere in a head. Such a field value is invalid
- * (RFC 9110 §5.5): passed on, it would make the caller's answer fail to build; and an agent that ends
- * lines with a bare LF sees other headers (a Content-Length, say) than those read here.
+ * A control character other than HTAB (NUL, DEL, ESC…), or a CR or LF that is not part of a CRLF,
+ * anywhere in a head. Such a field value is invalid (RFC 9110 §5.5): passed on, it would make the
+ * caller's answer fail to build or fail to parse at the caller (fetch, undici refuse it), as a
+ * WebSocket agent's header of that kind is refused; and an agent that ends lines with a bare LF sees
+ * other headers (a Content-Length, say) than those read here.
  */
-const BAD_HEAD_BYTES = /\0|\r(?!\n)|(?<!\r)\n/
+const BAD_HEAD_BYTES = /[\0-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/
 /** A Connection header's list holds this token (any case, between commas and the blanks trim() drops): tested where it is, not split into an array. */
 const CLOSE_TOKEN = /(?:^|,)\s*close\s*(?:,|$)/i
 const KEEP_ALIVE_TOKEN = /(?:^|,)\s*keep-alive\s*(?:,|$)/i
@@ -199,6 +203,7 @@ export class ResponseParser {
     // Interim answers (100 Continue, 103 Early Hints…) precede the real one; 101 would switch protocols, which was never asked.
     if (head.status < 200) {
       if (head.status === 101) throw new ParseError('malformed', 'the agent switched protocols (101) unasked')
+      this.events.interim?.()
       return
     }
     const framing = bodyFraming(head)
@@ -303,7 +308,7 @@ function bodyTooLarge(limit: number): ParseError {
 }
 
 function parseHead(text: string): ResponseHead {
-  if (BAD_HEAD_BYTES.test(text)) throw new ParseError('malformed', 'a NUL, or a CR or LF not ending a line, in the answer head')
+  if (BAD_HEAD_BYTES.test(text)) throw new ParseError('malformed', 'a control character (a NUL, a DEL…), or a CR or LF not ending a line, in the answer head')
   // Line by line with indexOf, not split: no array of lines per answer.
   let lineEnd = text.indexOf('\r\n')
   if (lineEnd === -1) lineEnd = text.length
