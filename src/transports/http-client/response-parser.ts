@@ -66,6 +66,7 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
  * WebSocket agent's header of that kind is refused; and an agent that ends lines with a bare LF sees
  * other headers (a Content-Length, say) than those read here.
  */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this looks for.
 const BAD_HEAD_BYTES = /[\0-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/
 /** A Connection header's list holds this token (any case, between commas and the blanks trim() drops): tested where it is, not split into an array. */
 const CLOSE_TOKEN = /(?:^|,)\s*close\s*(?:,|$)/i
