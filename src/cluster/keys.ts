@@ -31,6 +31,11 @@ export class ClusterKeys {
     return `${this.prefix}reply:${id}`
   }
 
+  /** A relayed task's large answer, set by its holder and read (then deleted) by its origin: pub/sub carries only its name. */
+  spilled(relayKey: string): string {
+    return `${this.prefix}spill:${relayKey}`
+  }
+
   /** A stored task: a hash of its fields (state, claimed_by, finished_at, task, result). */
   task(id: string): string {
     return `${this.prefix}task:${id}`

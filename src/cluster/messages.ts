@@ -107,6 +107,8 @@ export const relayRequestSchema = z.object({
    * say so gets the whole reply as one JSON object, the body in it as a string.
    */
   raw_answer: z.literal(true).optional(),
+  /** The origin reads a large answer's body from the key a reply names (`body_ref`); an origin that does not say so gets it inline. */
+  answer_ref: z.literal(true).optional(),
   /**
    * Not a task: is the agent `node_id` still there (a ping and its pong, as for a register of its id
    * here)? Answered with status 200 if so, an `unreachable` failure if not — which is also what an older
@@ -135,6 +137,8 @@ export const relayReplySchema = z.object({
   kind: attemptFailureSchema.exclude(['status', 'internal']).optional(),
   /** Never sent: the agent's slots stayed full at the holder for queue.timeout. Says nothing of the agent's health. */
   full: z.literal(true).optional(),
+  /** A large answer's body is in this key (ClusterKeys.spilled), not in the reply: pub/sub messages stay small. */
+  body_ref: z.string().min(1).max(1024).optional(),
 })
 export type RelayReply = z.infer<typeof relayReplySchema>
 
@@ -183,6 +187,7 @@ export function commonRelayRequest(value: unknown): RelayRequest | undefined {
         if (typeof field !== 'string' || !TRACESTATE.test(field)) return undefined
         break
       case 'raw_answer':
+      case 'answer_ref':
       case 'batch_replies':
         if (field !== true) return undefined
         break
@@ -281,6 +286,34 @@ export function relayBatch(members: readonly string[]): string {
   for (const member of members) lengths += lengths === '' ? member.length : `,${member.length}`
   return `[${lengths}]\n${members.join('')}`
 }
+
+/**
+ * Relay messages as Redis messages: those ready together go as batches of at most
+ * RELAY_MESSAGE_MAX_CHARS each (a member larger than that alone), never one batch of any size. Redis
+ * cuts a subscriber whose unread messages pass `client-output-buffer-limit pubsub` (32 MB, or 8 MB for
+ * a minute, by default), and that would fail every task relayed to or from that instance. Each
+ * message says which members it carries (`from` to `to`, exclusive).
+ */
+export function relayMessages(members: readonly string[]): Array<{ text: string; from: number; to: number }> {
+  const messages: Array<{ text: string; from: number; to: number }> = []
+  const close = (from: number, to: number) => messages.push({ text: to - from === 1 ? members[from]! : relayBatch(members.slice(from, to)), from, to })
+  let from = 0
+  let chars = 0
+  for (let i = 0; i < members.length; i++) {
+    const length = members[i]!.length
+    if (i > from && chars + length > RELAY_MESSAGE_MAX_CHARS) {
+      close(from, i)
+      from = i
+      chars = 0
+    }
+    chars += length
+  }
+  if (members.length > from) close(from, members.length)
+  return messages
+}
+
+/** See relayMessages: well under Redis's default pub/sub limits, and far above what most relayed tasks and answers weigh. */
+export const RELAY_MESSAGE_MAX_CHARS = 1024 * 1024
 
 /**
  * The messages a Redis message carries: itself if it is a single one, the members if it is a batch

@@ -9,7 +9,7 @@ import { type Answer, AttemptError, type Transport, timedOut } from '../transpor
 import { memberSpan } from '../wire/json-text.ts'
 import { traceFields } from '../wire/ws.ts'
 import type { ClusterKeys } from './keys.ts'
-import { type RelayReply, readRelayReply, readRelayRequest, relayBatch, relayMembers, replyText } from './messages.ts'
+import { type RelayReply, readRelayReply, readRelayRequest, relayMembers, relayMessages, replyText } from './messages.ts'
 import type { RedisConnection } from './redis-connection.ts'
 
 /** One relayed attempt waiting for its reply; fails over at once if its holder goes away. */
@@ -151,7 +151,7 @@ export class RelayTransport implements Transport {
   private requestText(waiter: RelayWaiter): string {
     const { deadline, trace, queueing } = waiter
     const timeoutMs = Math.max(1, Math.ceil(deadline.atMs - performance.now()))
-    return `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(waiter.key)},"task_id":${JSON.stringify(waiter.taskId)},"node_id":${JSON.stringify(waiter.nodeId)},"timeout_ms":${timeoutMs},"raw_answer":true,${this.askBatchReplies ? '"batch_replies":true,' : ''}${trace === undefined ? '' : traceFields(trace)}${queueing === undefined ? '' : queueingFields(queueing, timeoutMs)}"payload":${waiter.payloadJson}}`
+    return `{"origin":${JSON.stringify(this.self)},"key":${JSON.stringify(waiter.key)},"task_id":${JSON.stringify(waiter.taskId)},"node_id":${JSON.stringify(waiter.nodeId)},"timeout_ms":${timeoutMs},"raw_answer":true,"answer_ref":true,${this.askBatchReplies ? '"batch_replies":true,' : ''}${trace === undefined ? '' : traceFields(trace)}${queueing === undefined ? '' : queueingFields(queueing, timeoutMs)}"payload":${waiter.payloadJson}}`
   }
 
   /** Publishes the tasks a holder was given this turn: one message. */
@@ -161,7 +161,8 @@ export class RelayTransport implements Transport {
     const live = queue.filter((waiter) => this.waiting.get(waiter.key) === waiter)
     queue.length = 0
     if (live.length === 1) this.publish(line, this.requestText(live[0]!), live)
-    else if (live.length > 1) this.publish(line, relayBatch(live.map((waiter) => this.requestText(waiter))), live)
+    else if (live.length > 1)
+      for (const { text, from, to } of relayMessages(live.map((waiter) => this.requestText(waiter)))) this.publish(line, text, live.slice(from, to))
   }
 
   private publish(line: HolderLine, message: string, waiters: readonly RelayWaiter[]): void {
@@ -197,6 +198,10 @@ export class RelayTransport implements Transport {
       this.probes.get(reply.key)?.(reply.status === 200)
       return
     }
+    if (reply.body_ref !== undefined && reply.status !== undefined) {
+      this.readSpilled(waiter, reply, reply.body_ref)
+      return
+    }
     this.settle(waiter)
     if (reply.error !== undefined || reply.status === undefined) {
       waiter.reject(new AttemptError(reply.kind ?? 'disconnected', `via instance ${waiter.instance}: ${reply.error ?? 'no answer'}`, reply.full === true))
@@ -209,6 +214,28 @@ export class RelayTransport implements Transport {
       instance: waiter.instance,
       ...(reply.retry === false ? { retry: false as const } : {}),
     })
+  }
+
+  /** A large answer's body, from the key its holder set (the reply named it); the attempt waits for it as for the reply. */
+  private readSpilled(waiter: RelayWaiter, reply: RelayReply, ref: string): void {
+    const lost = (why: string) => this.fail(waiter.key, new AttemptError('disconnected', `via instance ${waiter.instance}: ${why}`))
+    this.connection.send('GET', [ref]).then(
+      (body) => {
+        void this.connection.send('DEL', [ref]).catch(() => undefined)
+        // Settled meanwhile (its deadline, its holder gone): the body is dropped, as a late reply is.
+        if (this.waiting.get(waiter.key) !== waiter) return
+        if (typeof body !== 'string') return lost('the answer was gone from the cluster store before it was read')
+        this.settle(waiter)
+        waiter.resolve({
+          status: reply.status!,
+          headers: reply.headers ?? {},
+          body,
+          instance: waiter.instance,
+          ...(reply.retry === false ? { retry: false as const } : {}),
+        })
+      },
+      (error: Error) => lost(`the answer could not be read from the cluster store: ${error.message}`),
+    )
   }
 
   /** The instances that tasks relayed from here still wait on. */
@@ -344,7 +371,7 @@ export class RelayReplies {
 
   private flush(line: OriginLine): void {
     const { queue } = line
-    this.publish(line.channel, queue.length === 1 ? queue[0]! : relayBatch(queue))
+    for (const { text } of relayMessages(queue)) this.publish(line.channel, text)
     queue.length = 0
     if (line.inFlight === 0 && this.origins.get(line.origin) === line) this.origins.delete(line.origin)
   }
@@ -355,6 +382,11 @@ export class RelayReplies {
     void this.connection.publish(channel, message).catch(() => undefined)
   }
 }
+
+/** Answers longer than this (in UTF-16 units: at most 3 × as many bytes) are spilled; smaller ones go in the reply. */
+const SPILL_OVER_CHARS = 256 * 1024
+/** A spilled answer outlives the time its origin waits by this much, then Redis drops it (its origin normally deletes it at once). */
+const SPILL_MARGIN_MS = 5000
 
 /**
  * The holder's side of a relay: a task from another instance goes down the local agent's socket
@@ -412,7 +444,14 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
       headers: answer.headers,
       ...(answer.retry === false ? { retry: false as const } : {}),
     }
-    reply(replyText(envelope, body, request.raw_answer === true))
+    // A large body goes by a key of its own, read by the origin once: a pub/sub message that large (or
+    // many together) would make Redis cut the origin's subscriber, failing all it relays.
+    if (request.answer_ref === true && body.length > SPILL_OVER_CHARS) {
+      const ref = deps.keys.spilled(request.key)
+      await deps.connection.send('SET', [ref, body, 'PX', String(request.timeout_ms + SPILL_MARGIN_MS)])
+      envelope.body_ref = ref
+      reply(replyText(envelope, '', request.raw_answer === true))
+    } else reply(replyText(envelope, body, request.raw_answer === true))
   } catch (error) {
     const kind = error instanceof AttemptError ? error.kind : 'disconnected'
     failure({ key: request.key, error: (error as Error).message, kind })

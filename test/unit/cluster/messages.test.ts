@@ -2,10 +2,12 @@ import { describe, expect, test } from 'bun:test'
 import {
   commonRelayReply,
   commonRelayRequest,
+  RELAY_MESSAGE_MAX_CHARS,
   readRelayReply,
   readRelayRequest,
   relayBatch,
   relayMembers,
+  relayMessages,
   relayReplySchema,
   relayRequestSchema,
   replyText,
@@ -18,6 +20,7 @@ const REQUEST = '"origin":"a","key":"a/1","task_id":"t-1","node_id":"agent-1","t
 const COMMON_REQUESTS = [
   `{${REQUEST},"payload":{"job":1}}`,
   `{${REQUEST},"raw_answer":true,"payload":null}`,
+  `{${REQUEST},"raw_answer":true,"answer_ref":true,"payload":null}`,
   `{${REQUEST},"raw_answer":true,"batch_replies":true,"payload":{"job":1}}`,
   `{"payload":[1],${REQUEST}}`,
   `{${REQUEST},"traceparent":"${TRACEPARENT}","payload":{}}`,
@@ -168,6 +171,38 @@ describe('an answer travels as its own text', () => {
       reply: { key: 'a/1', error: 'gone', kind: 'unreachable' },
       body: undefined,
     })
+  })
+})
+
+describe('relay messages: batches of bounded size', () => {
+  const sized = (chars: number, mark: string) => mark.padEnd(chars, '.')
+
+  test('members ready together go as batches of at most RELAY_MESSAGE_MAX_CHARS, in order, each saying which it carries', () => {
+    const third = Math.floor(RELAY_MESSAGE_MAX_CHARS / 3)
+    const members = ['a', 'b', 'c', 'd', 'e'].map((mark) => sized(third, mark))
+    const messages = relayMessages(members)
+    expect(messages.map(({ from, to }) => [from, to])).toEqual([
+      [0, 3],
+      [3, 5],
+    ])
+    expect(messages.flatMap(({ text }) => relayMembers(text))).toEqual(members)
+  })
+
+  test('a member larger than the bound goes alone, as itself; one member is never framed', () => {
+    const big = sized(RELAY_MESSAGE_MAX_CHARS + 10, 'big')
+    const messages = relayMessages(['small', big, 'after'])
+    expect(messages.map(({ text, from, to }) => [text === big ? 'big' : text, from, to])).toEqual([
+      ['small', 0, 1],
+      ['big', 1, 2],
+      ['after', 2, 3],
+    ])
+    expect(relayMessages(['only'])).toEqual([{ text: 'only', from: 0, to: 1 }])
+    expect(relayMessages(['x', 'y'])).toEqual([{ text: relayBatch(['x', 'y']), from: 0, to: 2 }])
+  })
+
+  test('a reply may name the key its body was spilled to', () => {
+    const read = readRelayReply(replyText({ key: 'a/x.1', status: 200, headers: {}, body_ref: 'mls:spill:a/x.1' }, '', true))
+    expect(read).toEqual({ reply: { key: 'a/x.1', status: 200, headers: {}, body_ref: 'mls:spill:a/x.1' }, body: '' })
   })
 })
 
