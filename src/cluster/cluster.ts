@@ -5,7 +5,21 @@ import type { Deadline, DeadlineTimer } from '../tasks/deadlines.ts'
 import type { SlotQueue } from '../tasks/slot-waiting.ts'
 import type { Transport } from '../transports/types.ts'
 import { ClusterKeys } from './keys.ts'
-import { announcementOf, type FleetMessage, fleetMessageSchema, readMessage, relayMembers, type SharedClient, share, sharedClientSchema } from './messages.ts'
+import {
+  announcementOf,
+  type FleetMessage,
+  fleetMessageSchema,
+  type InstanceInfo,
+  instanceInfoSchema,
+  readMessage,
+  relayMembers,
+  type SharedClient,
+  share,
+  sharedClientSchema,
+} from './messages.ts'
+
+export type { InstanceInfo }
+
 import { RedisConnection, redactRedisUrl } from './redis-connection.ts'
 import { deliverRelayed, RelayReplies, RelayTransport } from './relay.ts'
 import { cameBackEmpty, configValue, type RedisSettings, riskySettings } from './store-checks.ts'
@@ -20,21 +34,6 @@ export interface ClusterSettings {
   advertiseUrl: string
   /** cluster.relay_batch: gather relayed tasks (and their answers) per instance per turn, with the instances that read them. */
   relayBatch: boolean
-}
-
-/** An instance as the others see it (its presence key's value). */
-export interface InstanceInfo {
-  instance_id: string
-  incarnation: string
-  advertise_url: string
-  started_at: string
-  clients: number
-  in_flight: number
-  refreshed_at: string
-  /** It reads relay batches (src/cluster/messages.ts relayBatch); absent from an older version, which must never be sent one. */
-  relay_batch?: boolean
-  /** In its grace period after a graceful stop: no clients of its own any more, finishing what was relayed to it. */
-  stopping?: boolean
 }
 
 export interface ClusterDeps {
@@ -380,7 +379,7 @@ export class Cluster {
     const set = await this.connection.send('SET', [key, JSON.stringify(this.selfInfo()), 'NX', 'PX', ttl])
     if (set !== null) return true
     const current = await this.connection.send('GET', [key])
-    const holder = typeof current === 'string' ? (JSON.parse(current) as InstanceInfo) : undefined
+    const holder = typeof current === 'string' ? readMessage(instanceInfoSchema, current) : undefined
     if (holder?.incarnation === this.incarnation) return true
     const message = `instance_id "${this.instanceId}" is already in use by another running instance (advertised at ${holder?.advertise_url ?? '?'}); give each instance its own cluster.instance_id, or wait ${this.deps.settings.instanceTtlMs / 1000} s if that one was just stopped`
     if (this.starting) this.conflict = message
@@ -405,14 +404,11 @@ export class Cluster {
       cursor = next
       if (keys.length > 0) {
         const values = (await this.connection.send('MGET', keys)) as Array<string | null>
-        for (const value of values) {
-          if (value === null) continue
-          try {
-            const info = JSON.parse(value) as InstanceInfo
-            live.set(info.instance_id, info)
-          } catch {
-            // Not ours to read.
-          }
+        for (let i = 0; i < values.length; i++) {
+          const value = values[i]
+          // Not an instance's presence (another shape, or under another id's key): not read as one.
+          const info = typeof value === 'string' ? readMessage(instanceInfoSchema, value) : undefined
+          if (info !== undefined && keys[i] === this.keys.instance(info.instance_id)) live.set(info.instance_id, info)
         }
       }
     } while (cursor !== '0')

@@ -74,6 +74,23 @@ export function announcementOf(instance: string, shared: SharedClient): ClientAn
 }
 
 const instanceIdSchema = z.string().min(1).max(256)
+
+/** An instance as the others see it: its presence key's value, checked when read (a value of another shape is not an instance). */
+export const instanceInfoSchema = z.object({
+  instance_id: instanceIdSchema,
+  /** This run of the process: one started again under the same id is another. */
+  incarnation: z.string().min(1).max(64),
+  advertise_url: z.string().max(2048),
+  started_at: z.string().max(64),
+  clients: z.number().int().min(0),
+  in_flight: z.number().int().min(0),
+  refreshed_at: z.string().max(64),
+  /** It reads relay batches (relayBatch); absent from an older version, which must never be sent one. */
+  relay_batch: z.boolean().optional(),
+  /** In its grace period after a graceful stop: no clients of its own any more, finishing what was relayed to it. */
+  stopping: z.boolean().optional(),
+})
+export type InstanceInfo = z.infer<typeof instanceInfoSchema>
 const TRACEPARENT = /^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$/
 const TRACESTATE = /^[\x20-\x7e]*$/
 
