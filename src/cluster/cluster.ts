@@ -17,12 +17,12 @@ import {
   share,
   sharedClientSchema,
 } from './messages.ts'
-
-export type { InstanceInfo }
-
 import { RedisConnection, redactRedisUrl } from './redis-connection.ts'
 import { deliverRelayed, RelayReplies, RelayTransport } from './relay.ts'
 import { cameBackEmpty, configValue, type RedisSettings, riskySettings } from './store-checks.ts'
+
+/** An instance as the others see it: src/cluster/messages.ts instanceInfoSchema. */
+export type { InstanceInfo }
 
 export interface ClusterSettings {
   redisUrl: string
@@ -85,7 +85,7 @@ export class Cluster {
   /** The marker key's value as last read: Redis lost its data when it is gone or changed. */
   private marker: string | undefined
   /** Tasks relayed here being delivered to agents held here, by task id, with their deadlines. */
-  private readonly deliveries = new Map<string, Deadline>()
+  private readonly deliveries = new Map<string, { taskId: string; deadline: Deadline }>()
   /** Whether a WebSocket agent held here still answers: the gateway's ping, set once it is built (src/server/edge-wiring.ts). */
   isAliveHere: (nodeId: string) => Promise<boolean> = async () => false
 
@@ -102,8 +102,7 @@ export class Cluster {
       this.connection,
       this.keys,
       () => this.deps.settings.instanceId,
-      // Known from its presence only: a newcomer heard of on the fleet channel gets single messages until the next tick reads it.
-      (instance) => batches && this.instances.get(instance)?.relay_batch === true,
+      (instance) => this.instances.get(instance),
       batches,
     )
     this.replies = new RelayReplies(this.connection, this.keys)
@@ -220,14 +219,16 @@ export class Cluster {
    * the agent's slot frees at once (an agent told to cancel may never answer), and the origin, whose
    * own attempt the cancel ended, drops the reply. Nothing when the task is not delivered here.
    */
-  endDelivery(taskId: string): void {
-    this.deliveries.get(taskId)?.fire()
+  cancelDelivery(taskId: string): void {
+    // Cancels are rare, and deliveries few: a scan, rather than a second index kept per task.
+    for (const delivery of [...this.deliveries.values()]) if (delivery.taskId === taskId) delivery.deadline.fire()
   }
 
   /** Publishes a change to a client this instance holds. */
   onRegistryEvent(event: RegistryEvent): void {
     const { client } = event
-    if (client.instance !== undefined || !this.connection.up || this.withdrawn) return
+    // Not before this process has claimed its id: announced before its reset, a client would be taken for the previous run's.
+    if (client.instance !== undefined || !this.connection.up || !this.claimed || this.withdrawn) return
     const { keys } = this
     const id = this.instanceId
     if (event.type === 'left') {
@@ -252,7 +253,8 @@ export class Cluster {
       const live = await this.liveInstances()
       for (const id of [...this.instances.keys()]) if (!live.has(id)) this.dropInstance(id, `instance ${id} stopped refreshing its presence`)
       // A stopping instance is out of the fleet but still answers what was relayed to it, while it is present.
-      for (const holder of this.relay.waitedOn()) if (!live.has(holder)) this.relay.failHolder(holder, `instance ${holder} stopped refreshing its presence`)
+      for (const holder of [...this.relay.waitedOn()])
+        if (!live.has(holder)) this.relay.failHolder(holder, `instance ${holder} stopped refreshing its presence`)
       for (const [id, info] of live) {
         if (id === this.instanceId) continue
         if (info.stopping === true) this.leaveFleet(id, `instance ${id} is stopping`)
@@ -320,7 +322,7 @@ export class Cluster {
     await this.connection.send('DEL', [this.keys.clients(id)])
     if (mine.length > 0) await this.connection.send('HSET', [this.keys.clients(id), ...mine])
     await this.connection.send('PEXPIRE', [this.keys.clients(id), String(this.deps.settings.instanceTtlMs * 3)])
-    await this.publish({ instance: id, op: 'reset', incarnation: this.incarnation })
+    await this.publish({ instance: id, op: 'reset', incarnation: this.incarnation, started_at: this.startedAt })
     // And rebuild the replica of everyone else's: no ghost of an instance that died meanwhile.
     const live = await this.liveInstances()
     for (const other of [...this.instances.keys()]) if (!live.has(other)) this.dropInstance(other, `instance ${other} is gone`)
@@ -381,7 +383,7 @@ export class Cluster {
     const current = await this.connection.send('GET', [key])
     const holder = typeof current === 'string' ? readMessage(instanceInfoSchema, current) : undefined
     if (holder?.incarnation === this.incarnation) return true
-    const message = `instance_id "${this.instanceId}" is already in use by another running instance (advertised at ${holder?.advertise_url ?? '?'}); give each instance its own cluster.instance_id, or wait ${this.deps.settings.instanceTtlMs / 1000} s if that one was just stopped`
+    const message = `instance_id "${this.instanceId}" is already in use by another running instance (advertised at ${holder?.advertise_url ?? '?'}); give each instance its own cluster.instance_id, or, if that one was just stopped, wait for it to finish (its grace period${holder?.stopping === true ? ', now under way' : ''}) and ${this.deps.settings.instanceTtlMs / 1000} s more`
     if (this.starting) this.conflict = message
     else this.deps.log(`[mls] cluster: ${message}`)
     return false
@@ -450,7 +452,8 @@ export class Cluster {
         return
       }
       case 'reset':
-        if (message.incarnation !== undefined) this.note(message.instance, { instance_id: message.instance, incarnation: message.incarnation } as InstanceInfo)
+        if (message.incarnation !== undefined && message.started_at !== undefined)
+          this.note(message.instance, { instance_id: message.instance, incarnation: message.incarnation, started_at: message.started_at } as InstanceInfo)
         void this.loadInstance(message.instance).catch(() => undefined)
         return
       case 'gone':
@@ -485,11 +488,14 @@ export class Cluster {
    */
   private note(id: string, info: InstanceInfo): boolean {
     const known = this.instances.get(id)
-    const restarted = known?.incarnation !== undefined && info.incarnation !== undefined && info.incarnation !== known.incarnation
+    const restarted = known?.incarnation !== undefined && info.incarnation !== known.incarnation
+    // Another run that started before the one known is a stale read (a presence read before the new
+    // run's reset came, while the old key still lived): not taken, nor taken for a restart.
+    if (restarted && !(info.started_at > (known.started_at ?? ''))) return false
     if (restarted) this.dropInstance(id, `instance ${id} restarted`)
     const isNew = restarted || known === undefined
-    // What a reset says (the incarnation alone) does not replace a presence read whole.
-    if (isNew || info.started_at !== undefined || known.started_at === undefined) this.instances.set(id, info)
+    // What a reset says (the run alone) does not replace a presence read whole.
+    if (isNew || info.refreshed_at !== undefined || known.refreshed_at === undefined) this.instances.set(id, info)
     if (isNew) this.countInstances()
     return isNew
   }
@@ -505,11 +511,10 @@ export class Cluster {
     for (const client of [...this.deps.registry.all()]) if (client.instance === id) this.deps.registry.remove(client.nodeId, why)
   }
 
+  /** Gone (its presence lapsed, it stopped, it restarted): out of the fleet, and what was relayed to it fails over now. */
   private dropInstance(id: string, why: string): void {
-    this.instances.delete(id)
-    this.countInstances()
     this.relay.failHolder(id, why)
-    for (const client of [...this.deps.registry.all()]) if (client.instance === id) this.deps.registry.remove(client.nodeId, why)
+    this.leaveFleet(id, why)
   }
 
   private publish(message: FleetMessage): Promise<unknown> {

@@ -80,7 +80,7 @@ export const instanceInfoSchema = z.object({
   instance_id: instanceIdSchema,
   /** This run of the process: one started again under the same id is another. */
   incarnation: z.string().min(1).max(64),
-  advertise_url: z.string().max(2048),
+  advertise_url: z.string().max(65_536),
   started_at: z.string().max(64),
   clients: z.number().int().min(0),
   in_flight: z.number().int().min(0),
@@ -98,7 +98,7 @@ export const fleetMessageSchema = z.discriminatedUnion('op', [
   z.object({ instance: instanceIdSchema, op: z.literal('set'), client: sharedClientSchema }),
   z.object({ instance: instanceIdSchema, op: z.literal('del'), node_id: z.string() }),
   // A reset names the process (its presence's incarnation): one started again under the same id is told apart at once.
-  z.object({ instance: instanceIdSchema, op: z.literal('reset'), incarnation: z.string().max(64).optional() }),
+  z.object({ instance: instanceIdSchema, op: z.literal('reset'), incarnation: z.string().max(64).optional(), started_at: z.string().max(64).optional() }),
   // gone: a graceful stop began (its clients take no new tasks, what was relayed to it finishes there);
   // stopped: its grace period is over, and what is still relayed to it fails over now.
   z.object({ instance: instanceIdSchema, op: z.enum(['gone', 'stopped']) }),
@@ -154,8 +154,9 @@ export const relayReplySchema = z.object({
   kind: attemptFailureSchema.exclude(['status', 'internal']).optional(),
   /** Never sent: the agent's slots stayed full at the holder for queue.timeout. Says nothing of the agent's health. */
   full: z.literal(true).optional(),
-  /** A large answer's body is in this key (ClusterKeys.spilled), not in the reply: pub/sub messages stay small. */
+  /** A large answer's body is in this key (ClusterKeys.spilled), in `body_parts` parts, not in the reply: pub/sub messages stay small (src/cluster/spill.ts). */
   body_ref: z.string().min(1).max(1024).optional(),
+  body_parts: z.number().int().min(1).max(1_000_000).optional(),
 })
 export type RelayReply = z.infer<typeof relayReplySchema>
 

@@ -9,8 +9,9 @@ import { type Answer, AttemptError, type Transport, timedOut } from '../transpor
 import { memberSpan } from '../wire/json-text.ts'
 import { traceFields } from '../wire/ws.ts'
 import type { ClusterKeys } from './keys.ts'
-import { type RelayReply, readRelayReply, readRelayRequest, relayMembers, relayMessages, replyText } from './messages.ts'
+import { type InstanceInfo, type RelayReply, readRelayReply, readRelayRequest, relayMembers, relayMessages, replyText } from './messages.ts'
 import type { RedisConnection } from './redis-connection.ts'
+import { dropSpilled, SPILL_OVER_CHARS, spill, unspill } from './spill.ts'
 
 /** One relayed attempt waiting for its reply; fails over at once if its holder goes away. */
 class RelayWaiter implements Expirable {
@@ -95,8 +96,8 @@ export class RelayTransport implements Transport {
     private readonly keys: ClusterKeys,
     /** This instance's id, read when a task is relayed (it is settled only once the server listens). */
     private readonly selfId: () => string,
-    /** Whether `instance` reads relay batches (its presence says so); never, while batches are off here. */
-    private readonly readsBatches: (instance: string) => boolean = () => false,
+    /** What `instance`'s presence says (whether it reads relay batches), as last read. */
+    private readonly holderInfo: (instance: string) => Pick<InstanceInfo, 'relay_batch'> | undefined = () => undefined,
     /** Whether the holders may answer this instance in batches (cluster.relay_batch). */
     private readonly askBatchReplies = false,
   ) {}
@@ -122,7 +123,7 @@ export class RelayTransport implements Transport {
     const holder = client.instance
     if (holder === undefined || !this.connection.up)
       return Promise.reject(new AttemptError('unreachable', `cannot reach instance ${holder ?? '?'}: the cluster store is down`))
-    const key = `${this.self}/${this.run}.${++this.sequence}`
+    const key = this.nextKey()
     let line = this.lines.get(holder)
     if (line === undefined) {
       line = new HolderLine(holder)
@@ -138,7 +139,8 @@ export class RelayTransport implements Transport {
     deadline.watch(waiter)
     this.relayed++
     // Nothing else in flight to this holder, or it does not read batches: nothing to share a message with.
-    if ((line.inFlight === 1 && line.queue.length === 0) || !this.readsBatches(holder)) {
+    // Known from its presence only: a newcomer heard of on the fleet channel gets single messages until the next tick reads it.
+    if ((line.inFlight === 1 && line.queue.length === 0) || !this.askBatchReplies || this.holderInfo(holder)?.relay_batch !== true) {
       this.publish(line, this.requestText(waiter), [waiter])
       return answer
     }
@@ -194,12 +196,16 @@ export class RelayTransport implements Transport {
     if (read === undefined) return
     const { reply, body } = read
     const waiter = this.waiting.get(reply.key)
+    // Only the key of this attempt's own answer: a peer's reply never makes this instance read or delete another key.
+    const spilled = reply.body_ref !== undefined && reply.body_ref === this.keys.spilled(reply.key) ? reply.body_ref : undefined
     if (!waiter) {
+      if (spilled !== undefined) dropSpilled(this.connection, spilled)
       this.probes.get(reply.key)?.(reply.status === 200)
       return
     }
     if (reply.body_ref !== undefined && reply.status !== undefined) {
-      this.readSpilled(waiter, reply, reply.body_ref)
+      if (spilled === undefined) this.fail(reply.key, new AttemptError('invalid_answer', `via instance ${waiter.instance}: the answer names a key not its own`))
+      else this.readSpilled(waiter, reply, spilled, reply.body_parts ?? 1)
       return
     }
     this.settle(waiter)
@@ -207,42 +213,33 @@ export class RelayTransport implements Transport {
       waiter.reject(new AttemptError(reply.kind ?? 'disconnected', `via instance ${waiter.instance}: ${reply.error ?? 'no answer'}`, reply.full === true))
       return
     }
-    waiter.resolve({
-      status: reply.status,
-      headers: reply.headers ?? {},
-      body: body ?? '',
-      instance: waiter.instance,
-      ...(reply.retry === false ? { retry: false as const } : {}),
-    })
+    waiter.resolve(answerOf(waiter, reply, body ?? ''))
   }
 
-  /** A large answer's body, from the key its holder set (the reply named it); the attempt waits for it as for the reply. */
-  private readSpilled(waiter: RelayWaiter, reply: RelayReply, ref: string): void {
+  /** A large answer's body, from the list its holder set (the reply named it); the attempt waits for it as for the reply. */
+  private readSpilled(waiter: RelayWaiter, reply: RelayReply, ref: string, parts: number): void {
     const lost = (why: string) => this.fail(waiter.key, new AttemptError('disconnected', `via instance ${waiter.instance}: ${why}`))
-    this.connection.send('GET', [ref]).then(
+    unspill(this.connection, ref, parts).then(
       (body) => {
-        void this.connection.send('DEL', [ref]).catch(() => undefined)
         // Settled meanwhile (its deadline, its holder gone): the body is dropped, as a late reply is.
         if (this.waiting.get(waiter.key) !== waiter) return
-        if (typeof body !== 'string') return lost('the answer was gone from the cluster store before it was read')
+        if (body === undefined) return lost('the answer was gone from the cluster store before it was read')
         this.settle(waiter)
-        waiter.resolve({
-          status: reply.status!,
-          headers: reply.headers ?? {},
-          body,
-          instance: waiter.instance,
-          ...(reply.retry === false ? { retry: false as const } : {}),
-        })
+        waiter.resolve(answerOf(waiter, reply, body))
       },
       (error: Error) => lost(`the answer could not be read from the cluster store: ${error.message}`),
     )
   }
 
+  /** A relay key of this process: the instance, this run's mark, a number. */
+  private nextKey(): string {
+    return `${this.self}/${this.run}.${++this.sequence}`
+  }
+
   /** The instances that tasks relayed from here still wait on. */
-  waitedOn(): Set<string> {
-    const holders = new Set<string>()
-    for (const waiter of this.waiting.values()) holders.add(waiter.instance)
-    return holders
+  waitedOn(): IterableIterator<string> {
+    // A line lives while something relayed to its holder waits (settle forgets it after).
+    return this.lines.keys()
   }
 
   /**
@@ -251,7 +248,7 @@ export class RelayTransport implements Transport {
    */
   probe(holder: string, nodeId: string, timeoutMs: number): Promise<boolean> {
     if (!this.connection.up) return Promise.resolve(false)
-    const key = `${this.self}/${this.run}.${++this.sequence}`
+    const key = this.nextKey()
     return new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => done(false), timeoutMs)
       const done = (alive: boolean) => {
@@ -308,8 +305,11 @@ export interface RelayHolderDeps {
   replies: RelayReplies
   /** cluster.relay_batch here: off, every answer is its own message, whatever the origin asked (as an older version does). */
   batches: boolean
-  /** The deadline of each task being delivered here, by task id: a cancel ends its delivery (see Cluster.endDelivery). */
-  deliveries: Map<string, Deadline>
+  /**
+   * Each delivery under way here, by its relay key (one per attempt: a broadcast relays one task id to
+   * several agents here): a cancel ends those of its task (Cluster.cancelDelivery), a stop waits for all.
+   */
+  deliveries: Map<string, { taskId: string; deadline: Deadline }>
   /** Whether the WebSocket agent held here still answers (the gateway's ping), for a probe. */
   isAlive: (nodeId: string) => Promise<boolean>
 }
@@ -383,11 +383,6 @@ export class RelayReplies {
   }
 }
 
-/** Answers longer than this (in UTF-16 units: at most 3 × as many bytes) are spilled; smaller ones go in the reply. */
-const SPILL_OVER_CHARS = 256 * 1024
-/** A spilled answer outlives the time its origin waits by this much, then Redis drops it (its origin normally deletes it at once). */
-const SPILL_MARGIN_MS = 5000
-
 /**
  * The holder's side of a relay: a task from another instance goes down the local agent's socket
  * with the time the caller has left, and its answer (or why there is none) goes back to the origin.
@@ -416,7 +411,7 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
     return
   }
   const deadline = deps.deadlines.start(request.timeout_ms)
-  deps.deliveries.set(request.task_id, deadline)
+  deps.deliveries.set(request.key, { taskId: request.task_id, deadline })
   // The holder counts relayed tasks in the agent's slots like its own, and it alone holds the socket:
   // that makes the slots exact across the cluster. A task relayed while the agent is full (the origin
   // had not yet heard so) waits here for the agent's next slot, as a task naming it would.
@@ -425,7 +420,7 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
   else {
     const waited = await deps.slots.waitForAgent(client, deadline, { priority: request.priority, queueTimeoutMs: request.queue_timeout_ms })
     if (!('acquired' in waited)) {
-      endDelivery(deps, request.task_id, deadline)
+      deliveryEnded(deps, request.key, deadline)
       failure({ key: request.key, error: `the agent's slots stayed full here (${waited.kind})`, kind: 'unreachable', full: true })
       return
     }
@@ -448,7 +443,7 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
     // many together) would make Redis cut the origin's subscriber, failing all it relays.
     if (request.answer_ref === true && body.length > SPILL_OVER_CHARS) {
       const ref = deps.keys.spilled(request.key)
-      await deps.connection.send('SET', [ref, body, 'PX', String(request.timeout_ms + SPILL_MARGIN_MS)])
+      envelope.body_parts = await spill(deps.connection, ref, body)
       envelope.body_ref = ref
       reply(replyText(envelope, '', request.raw_answer === true))
     } else reply(replyText(envelope, body, request.raw_answer === true))
@@ -457,11 +452,16 @@ export async function deliverRelayed(deps: RelayHolderDeps, text: string): Promi
     failure({ key: request.key, error: (error as Error).message, kind })
   } finally {
     deps.registry.release(agent)
-    endDelivery(deps, request.task_id, deadline)
+    deliveryEnded(deps, request.key, deadline)
   }
 }
 
-function endDelivery(deps: RelayHolderDeps, taskId: string, deadline: Deadline): void {
+function deliveryEnded(deps: RelayHolderDeps, key: string, deadline: Deadline): void {
   deps.deadlines.end(deadline)
-  if (deps.deliveries.get(taskId) === deadline) deps.deliveries.delete(taskId)
+  deps.deliveries.delete(key)
+}
+
+/** A relayed answer as the attempt's Answer. */
+function answerOf(waiter: RelayWaiter, reply: RelayReply, body: string): Answer {
+  return { status: reply.status!, headers: reply.headers ?? {}, body, instance: waiter.instance, ...(reply.retry === false ? { retry: false as const } : {}) }
 }

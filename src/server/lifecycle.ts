@@ -84,6 +84,9 @@ export async function stop(wired: Wired, graceMs: number): Promise<void> {
   const deadline = Date.now() + graceMs
   // In a cluster, the tasks other instances relayed to the agents held here are finished too.
   while ((load.inFlight > 0 || (tasks.cluster?.delivering ?? 0) > 0) && Date.now() < deadline) await Bun.sleep(20)
+  // Leaving before the deadlines fire: what was relayed here and is not done fails over at the origins
+  // (lost, as a disconnect is), rather than answering them a timeout their callers would get.
+  await tasks.cluster?.leave()
   // Grace is over: whatever still waits answers 503 now, rather than losing its connection unanswered.
   load.closing = true
   tasks.deadlines.expireAll()
@@ -94,7 +97,6 @@ export async function stop(wired: Wired, graceMs: number): Promise<void> {
   wired.housekeeping.stop()
   wired.observe.eventLoopDelay.stop()
   edges.gateway.closeAll(1001, 'server shutting down')
-  await tasks.cluster?.leave()
   tasks.cluster?.stop()
   tasks.httpTransport.close()
   // The last spans go out, for a bounded time: a collector that is down must not hold up the stop.

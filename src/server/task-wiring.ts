@@ -149,7 +149,7 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
     respond: (outcome, taskId, disclosure) => outcomeResponse(outcome, taskId, disclosure, cluster ? identity.instanceId : undefined),
     tellAgentCancelled: (taskId) => {
       wsTransport.cancel(taskId)
-      cluster?.endDelivery(taskId)
+      cluster?.cancelDelivery(taskId)
     },
     tracer: observe.tracing.tracer,
     log,

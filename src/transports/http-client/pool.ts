@@ -143,8 +143,10 @@ class Connection {
           if (!request || this.answered) throw new ParseError('malformed', 'an answer nobody asked for')
           this.keepAlive = head.keepAlive
           if (head.keepAliveTimeoutS !== undefined) {
-            // Closed a second before the agent would, so that it does not close a socket just handed out.
-            this.keepAliveMs = Math.min(agent.pool.idleTimeoutMs, Math.max(0, head.keepAliveTimeoutS - 1) * 1000)
+            // Closed a second before the agent would (half the time, for a timeout of under two seconds), so that it
+            // does not close a socket just handed out; never at once, or every task would open a connection.
+            const marginS = Math.min(1, head.keepAliveTimeoutS / 2)
+            this.keepAliveMs = Math.min(agent.pool.idleTimeoutMs, (head.keepAliveTimeoutS - marginS) * 1000)
           }
           this.parser.limits.maxBodyBytes = request.sink.head(head)
         },

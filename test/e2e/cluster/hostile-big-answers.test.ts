@@ -4,6 +4,7 @@
  * a hostile pass and failed before its fix; the second holds many large tasks relayed at once.
  */
 import { describe, expect, test } from 'bun:test'
+import { RedisClient } from 'bun'
 import { clusterScope, getJson } from '../../support/cluster.ts'
 import { postTask, testScope, waitFor } from '../../support/helpers.ts'
 
@@ -47,5 +48,23 @@ describe('large relayed answers', () => {
       received: agent.received.length,
       lost: [a, b].filter((at) => at.child.output().includes('lost the connection')).map((at) => at.id),
     }).toEqual({ statuses: [200], bodies: ['{"length":1000000}'], received: 40, lost: [] })
+  }, 60_000)
+
+  test('an answer spilled in parts comes back byte for byte, multi-byte characters across the parts included, and leaves no key behind', async () => {
+    const redis = await redisServer()
+    const a = await instance(redis.url, 'a')
+    const b = await instance(redis.url, 'b')
+    // About 1.2 M UTF-16 units: five parts, with surrogate pairs at every offset.
+    const text = 'é🙂x'.repeat(300_000)
+    await wsAgent(b, { nodeId: 'text-b', region: 'us-east-1', answer: () => ({ response: { text } }) })
+    await waitFor(async () => (await getJson(`${a.url}/clients`)).clients.some((c: { node_id: string }) => c.node_id === 'text-b'), "A sees B's agent")
+    const result = await postTask(a.url, { region: 'us-east-1', payload: 1 })
+    const client = new RedisClient(redis.url)
+    defer(() => client.close())
+    expect({ status: result.status, same: result.text === JSON.stringify({ text }), left: await client.send('KEYS', ['mls:spill:*']) }).toEqual({
+      status: 200,
+      same: true,
+      left: [],
+    })
   }, 60_000)
 })

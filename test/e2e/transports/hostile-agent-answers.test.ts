@@ -195,20 +195,24 @@ describe('hostile HTTP agents, second pass', () => {
     }
   })
 
-  test("a connection past the keep-alive end the agent's Keep-Alive: timeout gave it is not handed to the next task", async () => {
-    // pool.ts closes a connection "a second before the agent would": timeout=1 leaves it no idle time at all. The check
-    // runs only in the idle sweep (every second with the default idle_timeout), never when a connection is handed out,
-    // so in the worst case a connection is handed out just as the agent closes it: with "retry": false or
-    // retry_on ["unreachable"] (no stale-socket resend) that task fails as lost. Here: 300 ms past its end.
+  test("a connection past the keep-alive end the agent's Keep-Alive: timeout gave it is not handed to the next task; one within it is", async () => {
+    // pool.ts closes a connection before the agent would: with timeout=1, after half a second. The check ran only in
+    // the idle sweep (every second with the default idle_timeout), never when a connection was handed out, so a
+    // connection could be handed out just as the agent closed it: with "retry": false or retry_on ["unreachable"]
+    // (no stale-socket resend) that task failed as lost. Here: 300 ms past its end, well before the next sweep.
     const mls = server({ retry_count: 0 })
     const agent = await rawAgent(mls.url, (socket, request) => {
       socket.write(answer(request.taskId, 'Keep-Alive: timeout=1\r\n'))
     })
     const first = await postTask(mls.url, { region: 'usa', payload: 1 })
     expect(first.text).toBe(first.headers.get('x-task-id')!)
-    await Bun.sleep(300)
+    await Bun.sleep(800)
     const second = await postTask(mls.url, { region: 'usa', payload: 2, retry: false })
     expect(second.text).toBe(second.headers.get('x-task-id')!)
+    expect(agent.connections()).toBe(2)
+    // Within its time (half a second for timeout=1), the connection is reused.
+    const third = await postTask(mls.url, { region: 'usa', payload: 3, retry: false })
+    expect(third.text).toBe(third.headers.get('x-task-id')!)
     expect(agent.connections()).toBe(2)
     await expectPoolsSettled(mls.url)
   })

@@ -36,7 +36,7 @@ function transport(options: { batches?: boolean; receivers?: () => number } = {}
     connection,
     keys,
     () => 'a',
-    () => options.batches ?? true,
+    () => ({ relay_batch: options.batches ?? true }),
     options.batches ?? true,
   )
   return { relay, published }
