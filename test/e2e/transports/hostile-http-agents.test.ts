@@ -7,82 +7,12 @@ import { describe, expect, test } from 'bun:test'
 import net from 'node:net'
 import zlib from 'node:zlib'
 import type { Socket } from 'bun'
-import { postTask, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
+import { postTask, TOKEN, testScope } from '../../support/helpers.ts'
+import { expectPoolsSettled, heartbeat, poolFigures, type RawSocket, rawHttpAgents } from '../../support/raw-http-agent.ts'
 
 const { defer, server } = testScope()
 
-interface AgentRequest {
-  head: string
-  body: string
-  taskId: string
-}
-
-interface RawSocket {
-  buffered: string
-  id: number
-}
-
-type Reply = (socket: Socket<RawSocket>, request: AgentRequest, connection: number) => void
-
-async function heartbeat(url: string, nodeId: string, port: number): Promise<void> {
-  const response = await fetch(`${url}/client/heartbeat`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ ip: '127.0.0.1', node_id: nodeId, token: TOKEN, region: 'usa', port }),
-  })
-  expect(response.status).toBe(200)
-}
-
-/** A raw TCP agent registered by heartbeat: `reply` gets each whole request (head and declared body) and writes any bytes it likes. */
-async function rawAgent(url: string, reply: Reply, nodeId = 'raw') {
-  let connections = 0
-  const requests: AgentRequest[] = []
-  const listener = Bun.listen<RawSocket>({
-    hostname: '127.0.0.1',
-    port: 0,
-    socket: {
-      open(socket) {
-        socket.data = { buffered: '', id: ++connections }
-      },
-      data(socket, data) {
-        socket.data.buffered += data.toString('latin1')
-        for (;;) {
-          const end = socket.data.buffered.indexOf('\r\n\r\n')
-          if (end === -1) return
-          const head = socket.data.buffered.slice(0, end)
-          const length = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0)
-          if (socket.data.buffered.length < end + 4 + length) return
-          const request = { head, body: socket.data.buffered.slice(end + 4, end + 4 + length), taskId: /x-task-id: (\S+)/i.exec(head)?.[1] ?? '' }
-          socket.data.buffered = socket.data.buffered.slice(end + 4 + length)
-          requests.push(request)
-          reply(socket, request, socket.data.id)
-        }
-      },
-    },
-  })
-  defer(() => listener.stop(true))
-  await heartbeat(url, nodeId, listener.port)
-  return { connections: () => connections, requests }
-}
-
-/** The HTTP agent pools' figures as GET /metrics reports them. */
-async function poolFigures(url: string): Promise<{ open: number; busy: number; queued: number }> {
-  const text = await (await fetch(`${url}/metrics`)).text()
-  const read = (name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1])
-  return {
-    open: read('moonlight_http_agent_connections{state="open"}'),
-    busy: read('moonlight_http_agent_connections{state="busy"}'),
-    queued: read('moonlight_http_agent_calls_queued'),
-  }
-}
-
-/** Every call to the agents over: nothing busy and nothing waiting (a slot never freed would stay busy). */
-async function expectPoolsSettled(url: string): Promise<void> {
-  await waitFor(async () => {
-    const figures = await poolFigures(url)
-    return figures.busy === 0 && figures.queued === 0
-  }, 'the HTTP agent pools to have nothing busy or queued')
-}
+const rawAgent = rawHttpAgents(defer)
 
 /** An answer whose body is `text`, with a declared length. */
 function answer(text: string, headers = ''): string {
