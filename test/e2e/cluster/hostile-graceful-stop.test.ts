@@ -3,28 +3,34 @@
  * redis-server, `moonlight serve` instances, real WebSocket agents).
  */
 import { describe, expect, test } from 'bun:test'
-import { clusterScope, getJson } from '../../support/cluster.ts'
+import { clusterScope, getJson, type Instance } from '../../support/cluster.ts'
 import { postTask, testScope, type WsAgent, waitFor } from '../../support/helpers.ts'
 
 const { defer } = testScope()
 const { redisServer, instance, wsAgent } = clusterScope(defer)
+
+/** A WebSocket agent at `at` that answers each task `delayMs` after it came, with `{did: payload}` (its timers cleared after the test). */
+async function slowAgent(at: Instance, nodeId: string, delayMs: number): Promise<WsAgent> {
+  const late: Array<ReturnType<typeof setTimeout>> = []
+  defer(() => late.forEach(clearTimeout))
+  const agent: WsAgent = await wsAgent(at, {
+    nodeId,
+    region: 'us-east-1',
+    answer: (payload, taskId) => {
+      late.push(setTimeout(() => agent.send({ type: 'task_response', payload: { task_id: taskId, response: { did: payload } } }), delayMs))
+      return null
+    },
+  })
+  return agent
+}
 
 describe('SIGTERM of the holder', () => {
   test('a task relayed to B before its SIGTERM is finished by B within its grace period and answered once, not run again elsewhere', async () => {
     const redis = await redisServer()
     const a = await instance(redis.url, 'a', { task_timeout: 20 })
     const b = await instance(redis.url, 'b', { task_timeout: 20, cluster: { instance_ttl: 5 } })
-    const late: Array<ReturnType<typeof setTimeout>> = []
-    defer(() => late.forEach(clearTimeout))
     // B's agent takes 2 s per task.
-    const worker: WsAgent = await wsAgent(b, {
-      nodeId: 'worker-b',
-      region: 'us-east-1',
-      answer: (payload, taskId) => {
-        late.push(setTimeout(() => worker.send({ type: 'task_response', payload: { task_id: taskId, response: { did: payload } } }), 2000))
-        return null
-      },
-    })
+    const worker = await slowAgent(b, 'worker-b', 2000)
     await waitFor(async () => (await getJson(`${a.url}/clients`)).clients.some((c: { node_id: string }) => c.node_id === 'worker-b'), "A sees B's agent")
     const call = postTask(a.url, { region: 'us-east-1', payload: 'charge card 42' })
     call.catch(() => undefined)
@@ -47,16 +53,7 @@ describe('SIGTERM of the holder', () => {
     // B's grace period is min(task_timeout, 10 s) = 3 s; A's caller has 30 s.
     const a = await instance(redis.url, 'a', { task_timeout: 30 })
     const b = await instance(redis.url, 'b', { task_timeout: 3, cluster: { instance_ttl: 5 } })
-    const late: Array<ReturnType<typeof setTimeout>> = []
-    defer(() => late.forEach(clearTimeout))
-    const worker: WsAgent = await wsAgent(b, {
-      nodeId: 'worker-b',
-      region: 'us-east-1',
-      answer: (payload, taskId) => {
-        late.push(setTimeout(() => worker.send({ type: 'task_response', payload: { task_id: taskId, response: { did: payload } } }), 6000))
-        return null
-      },
-    })
+    const worker = await slowAgent(b, 'worker-b', 6000)
     await waitFor(async () => (await getJson(`${a.url}/clients`)).clients.some((c: { node_id: string }) => c.node_id === 'worker-b'), "A sees B's agent")
     const call = postTask(a.url, { region: 'us-east-1', payload: 'long job', retry_on: ['unreachable', 'lost'] })
     call.catch(() => undefined)
@@ -77,21 +74,8 @@ describe('SIGTERM of the holder', () => {
     const redis = await redisServer()
     const a = await instance(redis.url, 'a', { task_timeout: 30 })
     const b = await instance(redis.url, 'b', { task_timeout: 10, cluster: { instance_ttl: 5 } })
-    const late: Array<ReturnType<typeof setTimeout>> = []
-    defer(() => late.forEach(clearTimeout))
-    const agentAtB = async (nodeId: string, delayMs: number): Promise<WsAgent> => {
-      const agent: WsAgent = await wsAgent(b, {
-        nodeId,
-        region: 'us-east-1',
-        answer: (_payload, taskId) => {
-          late.push(setTimeout(() => agent.send({ type: 'task_response', payload: { task_id: taskId, response: { node: nodeId } } }), delayMs))
-          return null
-        },
-      })
-      return agent
-    }
-    const slow = await agentAtB('slow-b', 3000)
-    const fast = await agentAtB('fast-b', 500)
+    const slow = await slowAgent(b, 'slow-b', 3000)
+    const fast = await slowAgent(b, 'fast-b', 500)
     await waitFor(
       async () => (await getJson(`${a.url}/clients`)).clients.filter((c: { instance?: string }) => c.instance === 'b').length === 2,
       "A sees both of B's agents",

@@ -12,14 +12,20 @@ const { redisServer, instance, wsAgent } = clusterScope(defer)
 const listed = async (at: Instance): Promise<string[]> =>
   (await getJson(`${at.url}/clients`)).clients.map((client: { node_id: string; instance: string }) => `${client.node_id}@${client.instance}`).sort()
 
+/** Instances A, B and C of one cluster, A holding the live WebSocket agent gpu-1, which B and C list. */
+async function threeWithGpuAtA(): Promise<{ a: Instance; b: Instance; c: Instance }> {
+  const redis = await redisServer()
+  const a = await instance(redis.url, 'a')
+  const b = await instance(redis.url, 'b')
+  const c = await instance(redis.url, 'c')
+  await wsAgent(a, { nodeId: 'gpu-1', region: 'us-east-1' })
+  for (const at of [b, c]) await waitFor(async () => (await listed(at)).join() === 'gpu-1@a', `${at.id} sees A's gpu-1`)
+  return { a, b, c }
+}
+
 describe('one node id, two instances', () => {
   test('a second live agent registering a node id that a live agent holds at another instance is refused 409 node_id_in_use', async () => {
-    const redis = await redisServer()
-    const a = await instance(redis.url, 'a')
-    const b = await instance(redis.url, 'b')
-    const c = await instance(redis.url, 'c')
-    await wsAgent(a, { nodeId: 'gpu-1', region: 'us-east-1' })
-    for (const at of [b, c]) await waitFor(async () => (await listed(at)).join() === 'gpu-1@a', `${at.id} sees A's gpu-1`)
+    const { b } = await threeWithGpuAtA()
 
     // Another live agent, same token and node id, at B.
     const twin = await openWs(b.wsUrl)
@@ -32,12 +38,7 @@ describe('one node id, two instances', () => {
   }, 30_000)
 
   test('a twin of a live agent that comes and goes at another instance leaves the live agent listed and reachable on every instance', async () => {
-    const redis = await redisServer()
-    const a = await instance(redis.url, 'a')
-    const b = await instance(redis.url, 'b')
-    const c = await instance(redis.url, 'c')
-    await wsAgent(a, { nodeId: 'gpu-1', region: 'us-east-1' })
-    for (const at of [b, c]) await waitFor(async () => (await listed(at)).join() === 'gpu-1@a', `${at.id} sees A's gpu-1`)
+    const { a, b, c } = await threeWithGpuAtA()
 
     // A misconfigured twin (same token, same node id) connects at B for a moment, then goes.
     const twin = await openWs(b.wsUrl)
