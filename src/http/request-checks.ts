@@ -22,6 +22,12 @@ export function authorize(settings: Settings, request: Request, server: Server<u
   return settings.access.authorize(new RequestCredential(requestToken(request.headers), settings, server, request), role)
 }
 
+/** The grant of a token a request may send but need not (see Access.optional): counted as a failure when unknown. */
+export function optionalGrant(settings: Settings, request: Request, server: Server<unknown>): Grant | undefined {
+  const token = requestToken(request.headers)
+  return token === '' ? undefined : settings.access.optional(new RequestCredential(token, settings, server, request))
+}
+
 /** A request's token, with its address as a method rather than a closure made per request (every task has one). */
 class RequestCredential implements Credential {
   readonly from = 'header'

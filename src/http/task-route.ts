@@ -12,7 +12,7 @@ import type { StoredTasks } from '../tasks/stored/runner.ts'
 import type { StoredTask } from '../tasks/stored/store.ts'
 import { FINAL_STATES, idempotencyKeySchema } from '../wire/async-task.ts'
 import { afterUnreadBody } from './oversized-body.ts'
-import { authorize, readJsonText, requestToken } from './request-checks.ts'
+import { authorize, optionalGrant, readJsonText } from './request-checks.ts'
 import { acceptedResponse, ownerOf, resultResponse } from './stored-task-answers.ts'
 import { readTaskRequest } from './task-body.ts'
 import { broadcastResponse, outcomeResponse } from './task-outcome.ts'
@@ -61,7 +61,7 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       // Bun's idleTimeout (10 s) would cut a caller waiting on a slow agent; task_timeout bounds the wait instead.
       server.timeout(request, 0)
       // Agents' addresses and failure details are for operators (the monitor role): others get the node and a generic reason.
-      const disclosure = settings.access.holds(grant ?? settings.access.peek(requestToken(request.headers)), 'monitor') ? 'details' : 'generic'
+      const disclosure = settings.access.holds(grant ?? optionalGrant(settings, request, server), 'monitor') ? 'details' : 'generic'
       // A token limited to regions is a boundary its tasks never cross, stored with the task (async, replays) too.
       const routing = taskRouting(task, config, scopeBoundary(settings.regions, region, grant?.regions))
       if (task.mode === 'broadcast') {

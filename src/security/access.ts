@@ -117,9 +117,19 @@ export class Access {
     return grant !== undefined && (grant.roles & ROLE_BITS[role]) !== 0
   }
 
-  /** The grant of a token, if it is one, without counting a failure: for what an optional token adds. */
-  peek(token: string): Grant | undefined {
-    return token === '' ? undefined : this.grants.get(tokenDigest(token))
+  /**
+   * The grant of a token sent where none is needed (what an optional token adds, e.g. the details a
+   * monitor token sees). A token sent and unknown is a failed authentication all the same — else the
+   * difference in the answer would be an unthrottled oracle for guessing tokens: counted, and 429
+   * `too_many_failures` past the limit; within it, undefined, as if none had been sent.
+   */
+  optional(credential: Credential): Grant | undefined {
+    if (credential.token === '') return undefined
+    const grant = this.grants.get(tokenDigest(credential.token))
+    if (grant !== undefined) return grant
+    const failure = this.failedAuthentication(credential)
+    if (failure.status === 429) throw failure
+    return undefined
   }
 
   /**

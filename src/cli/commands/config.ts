@@ -48,14 +48,21 @@ function check(path: string | undefined, env: Env, json: boolean): number {
   return 0
 }
 
-/** Tokens are secrets: show enough to recognise each one, not enough to use it (those of `access` too). */
+/**
+ * Secrets shown enough to recognise each one, not enough to use it: the tokens (those of `access`
+ * too), the signing secret (whoever has it can send any signed call to every agent), the Redis URL's
+ * password, and the tracing headers' values (an exporter's API key), their names kept.
+ */
 function redactTokens(config: Config): Config {
   const redact = (token: string) => `${token.slice(0, 4)}… (${token.length} characters)`
   return {
     ...config,
     tokens: config.tokens.map(redact),
     access: config.access.map((entry) => (entry.token === undefined ? entry : { ...entry, token: redact(entry.token) })),
-    // The Redis URL's password is a secret too.
+    ...(config.signing_secret === undefined ? {} : { signing_secret: redact(config.signing_secret) }),
     ...(config.cluster ? { cluster: { ...config.cluster, redis_url: redactRedisUrl(config.cluster.redis_url) } } : {}),
+    ...(config.tracing
+      ? { tracing: { ...config.tracing, headers: Object.fromEntries(Object.entries(config.tracing.headers).map(([name, value]) => [name, redact(value)])) } }
+      : {}),
   }
 }
