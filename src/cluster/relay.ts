@@ -85,8 +85,9 @@ export class RelayTransport implements Transport {
    * This process's own mark in every relay key: an instance restarted under the same id starts its
    * sequence at 0 again and listens on the same reply channel, so without it a late answer to the
    * previous run's task would settle this run's task of the same number — another caller's answer.
+   * 32 random bits, in at most 7 characters: it travels in every request and reply.
    */
-  private readonly run = crypto.randomUUID().replaceAll('-', '').slice(0, 12)
+  private readonly run = crypto.getRandomValues(new Uint32Array(1))[0]!.toString(36)
   relayed = 0
   /** Redis messages that carried relayed tasks (a batch counts once). */
   published = 0
