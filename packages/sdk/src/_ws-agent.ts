@@ -15,6 +15,10 @@ interface SessionEnd {
 const PASSING_REFUSALS = new Set(['register_timeout', 'too_many_clients', 'node_id_in_use'])
 /** A server this many heartbeat intervals silent is presumed gone (a dead link sends no close). */
 const SILENT_INTERVALS = 3
+/** How long a connection may go without `registered` (the server's own register_timeout is 10 s by default). */
+const REGISTER_WAIT_MS = 15_000
+/** A session shorter than this does not reset the back-off (nor, with several servers, skip the wait). */
+const STABLE_SESSION_MS = 5000
 /** The longest delay setInterval honours (a 32-bit signed count of milliseconds); longer ones fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 /** Close codes after which reconnecting would only repeat the refusal. */
@@ -57,13 +61,17 @@ export class WsAgent {
 
   async run(): Promise<void> {
     while (!this.stopping) {
+      const startedMs = Date.now()
       const end = await this.session()
       if (end.fatal) throw new AgentFatalError(end.fatal)
       if (this.stopping) break
-      if (end.registered) this.backoff.reset()
+      // Only a session that lasted resets the back-off: servers that register the agent and close at
+      // once would otherwise have it reconnect in a tight loop.
+      const lasted = end.registered && Date.now() - startedMs >= STABLE_SESSION_MS
+      if (lasted) this.backoff.reset()
       // With several servers, the next one: an instance that died should not hold the agent back.
       this.current++
-      const delayMs = this.wsUrls.length > 1 && end.registered ? 0 : this.backoff.next()
+      const delayMs = this.wsUrls.length > 1 && lasted ? 0 : this.backoff.next()
       const next = this.wsUrls.length > 1 ? ` (next: ${this.wsUrl})` : ''
       this.settings.logger.warn(
         `[agent] ${end.registered ? 'disconnected' : 'cannot connect'}: ${end.reason}; reconnecting in ${(delayMs / 1000).toFixed(1)} s${next}`,
@@ -103,9 +111,16 @@ export class WsAgent {
       let lastHeardMs = Date.now()
       let heartbeat: ReturnType<typeof setInterval> | undefined
       let ended = false
+      // A server that takes the connection and then says nothing must not hold the agent for ever: with
+      // no `registered` in time, it is dropped, and the agent moves on (to the next server, if it has several).
+      const registerTimer = setTimeout(() => {
+        socket.close(4002, 'no registration')
+        end(`not registered within ${REGISTER_WAIT_MS / 1000} s`)
+      }, REGISTER_WAIT_MS)
       const end = (reason: string) => {
         if (ended) return
         ended = true
+        clearTimeout(registerTimer)
         clearInterval(heartbeat)
         if (this.socket === socket) this.socket = undefined
         resolve({ registered, reason, fatal })
@@ -136,6 +151,7 @@ export class WsAgent {
         switch (message.type) {
           case 'registered': {
             registered = true
+            clearTimeout(registerTimer)
             const { node_id, region, weight, heartbeat_interval } = message.payload
             settings.logger.info(`[agent] registered as ${node_id} in ${region} (weight ${weight}) at ${this.wsUrl}`)
             settings.onRegistered()
@@ -196,27 +212,38 @@ export class WsAgent {
       this.send(socket, { type: 'task_response', payload: { task_id: taskId, status: 503, response: { error: 'the agent is shutting down' } } })
       return
     }
+    // A task id already running here (a confused or hostile server sent it twice) runs once: a second
+    // run would answer twice, and its end would take the first one's cancel away.
+    if (this.running.has(taskId)) {
+      this.settings.logger.warn(`[agent] ignored task ${taskId}: a task of that id is already running here`)
+      return
+    }
     const cancel = new AbortController()
     this.running.set(taskId, cancel)
     // Sending the answer is part of the job, so a graceful stop waits until it has left.
-    void this.limiter.run(async () => {
-      let answer: Awaited<ReturnType<typeof answerTask>>
-      try {
-        answer = await answerTask(this.settings.handler, payload, taskId, cancel.signal, trace)
-      } finally {
-        this.running.delete(taskId)
-      }
-      // The server has let the task go: an answer would be dropped.
-      if (cancel.signal.aborted) return
-      if (answer.status >= 500) this.settings.logger.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
-      if (socket.readyState !== OPEN) {
-        this.settings.logger.warn(`[agent] task ${taskId}: answer dropped, its connection is gone (the server has retried it elsewhere)`)
-        return
-      }
-      // The response is spliced in already serialized, as the server does with payloads.
-      const extra = `${answer.headers === undefined ? '' : `,"headers":${JSON.stringify(answer.headers)}`}${answer.retry === false ? ',"retry":false' : ''}`
-      socket.send(`{"type":"task_response","payload":{"task_id":${JSON.stringify(taskId)},"status":${answer.status}${extra},"response":${answer.json}}}`)
-    })
+    this.limiter
+      .run(async () => {
+        let answer: Awaited<ReturnType<typeof answerTask>>
+        try {
+          answer = await answerTask(this.settings.handler, payload, taskId, cancel.signal, trace)
+        } finally {
+          if (this.running.get(taskId) === cancel) this.running.delete(taskId)
+        }
+        // The server has let the task go: an answer would be dropped.
+        if (cancel.signal.aborted) return
+        if (answer.status >= 500) this.settings.logger.warn(`[agent] task ${taskId} failed (${answer.status}): ${describeFailure(answer)}`)
+        if (socket.readyState !== OPEN) {
+          this.settings.logger.warn(`[agent] task ${taskId}: answer dropped, its connection is gone (the server has retried it elsewhere)`)
+          return
+        }
+        // The response is spliced in already serialized, as the server does with payloads.
+        const extra = `${answer.headers === undefined ? '' : `,"headers":${JSON.stringify(answer.headers)}`}${answer.retry === false ? ',"retry":false' : ''}`
+        socket.send(`{"type":"task_response","payload":{"task_id":${JSON.stringify(taskId)},"status":${answer.status}${extra},"response":${answer.json}}}`)
+      })
+      .catch((error: unknown) => {
+        // Never an unhandled rejection: in `moonlight agent` that ends the process, and every task with it.
+        this.settings.logger.warn(`[agent] task ${taskId}: could not answer: ${messageOf(error)}`)
+      })
   }
 
   /** The server cancelled a task this agent holds: its handler's signal aborts. */

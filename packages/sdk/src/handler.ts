@@ -108,5 +108,12 @@ export function describeFailure(answer: ReadyAnswer): string {
 }
 
 export function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error)
+  if (error instanceof Error) return error.message
+  // Anything may be thrown, also what cannot be made a string (`Object.create(null)`, a broken toString):
+  // that must not throw in turn, or the task would end with no answer at all.
+  try {
+    return String(error)
+  } catch {
+    return `a thrown ${Object.prototype.toString.call(error).slice(8, -1)} that cannot be shown as text`
+  }
 }

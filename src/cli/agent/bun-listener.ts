@@ -23,6 +23,13 @@ export function listenWithBun(options: BunListenerOptions): Listen {
     const server = Bun.serve({
       port,
       ...(tls ? { tls } : {}),
+      // Never Bun's development error page (it shows the agent's source and stack): whatever escapes answers in JSON.
+      development: false,
+      error: (error) => {
+        options.warn(`[agent] /work failed: ${(error as Error)?.stack ?? String(error)}`)
+        const failure: ErrorBody = { error: 'the agent failed', code: 'internal' }
+        return jsonResponse(failure, 500)
+      },
       fetch: async (request, bunServer) => {
         let body: Uint8Array | null
         try {
