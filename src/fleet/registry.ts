@@ -383,14 +383,23 @@ export class Registry {
 
   /**
    * Removes a client; with `connectionId`, only if that connection is still the current one. Its drain
-   * and a running ejection are kept for its return, unless an operator `forgot` it (forget is forget).
+   * and a running ejection are kept for its return (see forget).
    */
-  remove(nodeId: string, reason: string, connectionId?: number, forgot = false): Client | undefined {
+  remove(nodeId: string, reason: string, connectionId?: number): Client | undefined {
+    return this.take(nodeId, reason, connectionId, true)
+  }
+
+  /** An operator forgets a client: removed, and nothing of it is kept for its return (forget is forget). */
+  forget(nodeId: string, reason: string): Client | undefined {
+    return this.take(nodeId, reason, undefined, false)
+  }
+
+  private take(nodeId: string, reason: string, connectionId: number | undefined, keep: boolean): Client | undefined {
     const client = this.clients.get(nodeId)
     if (!client || (connectionId !== undefined && client.connectionId !== connectionId)) return undefined
     this.clients.delete(nodeId)
     if (client.inFlight > 0) this.lingering.set(nodeId, client)
-    if (!forgot && (client.operatorDrained || client.state === 'ejected')) {
+    if (keep && (client.operatorDrained || client.state === 'ejected')) {
       this.kept.set(nodeId, { operatorDrained: client.operatorDrained, state: client.state, ejectedUntil: client.ejectedUntil, ejections: client.ejections })
       // Bounded whatever the churn: the oldest kept state goes first.
       if (this.kept.size > MAX_KEPT) this.kept.delete(this.kept.keys().next().value!)

@@ -85,7 +85,7 @@ export function mountOperatorRoutes(app: Hono<AppEnv>, deps: OperatorDeps): void
   app.delete(
     '/clients/:node_id',
     action('forget', (client) => {
-      deps.registry.remove(client.nodeId, 'forgotten by an operator', undefined, true)
+      deps.registry.forget(client.nodeId, 'forgotten by an operator')
       if (client.protocol === 'ws') deps.closeSocket(client.nodeId, FORGOTTEN_CLOSE_CODE, 'forgotten by an operator')
       return 'forgot'
     }),

@@ -137,10 +137,9 @@ class Connection {
     this.parser = new ResponseParser(
       {
         head: (head) => {
-          const request = this.current
           // A head after this request's answer ended (a second answer in the same packet) was never asked for: given to the
           // request's sink, it would replace the answer's status and add its body to the first one's, past max_answer_bytes.
-          if (!request || this.answered) throw new ParseError('malformed', 'an answer nobody asked for')
+          const request = this.asked()
           this.keepAlive = head.keepAlive
           if (head.keepAliveTimeoutS !== undefined) {
             // Closed a second before the agent would (half the time, for a timeout of under two seconds), so that it
@@ -150,10 +149,8 @@ class Connection {
           }
           this.parser.limits.maxBodyBytes = request.sink.head(head)
         },
-        // An interim answer after the answer ended belongs to no request: the connection is not reused (onData).
-        interim: () => {
-          if (!this.current || this.answered) throw new ParseError('malformed', 'an answer nobody asked for')
-        },
+        // An interim answer after the answer ended belongs to no request either: the connection is not reused (onData).
+        interim: () => void this.asked(),
         body: (chunk) => this.current?.sink.body(chunk),
         end: () => {
           this.answered = true
@@ -162,6 +159,12 @@ class Connection {
       },
       { maxHeaderBytes: agent.pool.maxHeaderBytes, maxBodyBytes: Number.POSITIVE_INFINITY },
     )
+  }
+
+  /** The request an answer's head belongs to; throws if none is waiting for one (bytes nobody asked for). */
+  private asked(): PendingRequest {
+    if (!this.current || this.answered) throw new ParseError('malformed', 'an answer nobody asked for')
+    return this.current
   }
 
   send(request: PendingRequest): void {
@@ -326,16 +329,15 @@ class AgentPool {
   }
 
   submit(request: PendingRequest): void {
-    let connection = this.idle.pop()
     // Past the end the agent's Keep-Alive gave it (the sweep runs up to a second late): the agent may be
-    // closing it as the request goes out. Closed here, not handed out; the others are more recent.
-    while (connection !== undefined && connection.idleUntilMs <= performance.now()) {
+    // closing it as the request goes out. Closed here, not handed out (the most recent is last).
+    if (this.idle.length > 0 && this.idle.at(-1)!.idleUntilMs <= performance.now()) {
+      // The pool stays while they close, though it may have none left: this request is about to open one.
       this.retiring = true
-      this.busy++
-      connection.destroy()
+      this.sweep(performance.now())
       this.retiring = false
-      connection = this.idle.pop()
     }
+    const connection = this.idle.pop()
     if (connection) {
       this.busy++
       connection.send(request)

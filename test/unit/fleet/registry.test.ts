@@ -215,7 +215,7 @@ describe('registry with replaced records', () => {
       registry.announce(client('b', 'usa', { protocol: 'ws', port: 4001 }), 0)
       registry.setOperatorDrained('a', true)
       registry.eject('b', 0, 60_000)
-      for (const id of ['a', 'b']) registry.remove(id, forgot ? 'forgotten by an operator' : 'disconnected', undefined, forgot)
+      for (const id of ['a', 'b']) forgot ? registry.forget(id, 'forgotten by an operator') : registry.remove(id, 'disconnected')
       const a = registry.announce(client('a', 'usa', { protocol: 'ws' }), 10).client
       const b = registry.announce(client('b', 'usa', { protocol: 'ws', port: 4001 }), 10).client
       expect({ forgot, drained: a.operatorDrained, b: b.state, until: b.ejectedUntil }).toEqual(
