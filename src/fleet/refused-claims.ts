@@ -84,4 +84,4 @@ export class NodeConflicts {
 }
 
 const CONFLICT_LOG_EVERY_MS = 60_000
-const MAX_CONFLICTS = 10_000
+export const MAX_CONFLICTS = 10_000

@@ -99,7 +99,7 @@ export type RegistryEvent = { type: 'joined' | 'updated' | 'state'; client: Clie
 
 const LATENCY_SMOOTHING = 0.2
 /** Nodes whose drain or ejection is kept while they are away (Registry.kept). */
-const MAX_KEPT = 10_000
+export const MAX_KEPT = 10_000
 
 /** What a node that left takes back when it returns (see Registry.kept). */
 type KeptState = Pick<Client, 'operatorDrained' | 'state' | 'ejectedUntil' | 'ejections'>

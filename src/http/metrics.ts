@@ -55,7 +55,9 @@ export function renderMetrics(source: MetricsSource): string {
     for (const [labels, value] of samples) lines.push(`${name}${labels} ${value}`)
   }
   const histogram = (name: string, help: string, source: Histogram) => {
-    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`, ...source.lines(name))
+    lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} histogram`)
+    // One by one, not spread into push's arguments: a histogram of many series has more lines than a call may take arguments.
+    for (const line of source.lines(name)) lines.push(line)
   }
   const clients = new Map<string, number>()
   for (const client of source.membership.all()) {

@@ -1,14 +1,15 @@
+import { MAX_UNNAMED_REGION_SERIES, OTHER_REGION_LABEL } from '../fleet/regions.ts'
 import type { TaskLatency } from '../wire/monitor.ts'
 import { DURATION_BUCKETS_S, Histogram } from './histogram.ts'
 import type { TaskRecord } from './task-stats.ts'
+
+/** How a task's region is labelled: named by the hierarchy, held by a client now, or neither. */
+export type RegionKind = 'named' | 'held' | 'other'
 
 /**
  * What /metrics counts beyond the registry and the task totals: how long tasks and attempts take
  * (histograms), retries, ejections and bad messages. Fed by the server's wiring; no I/O.
  */
-/** The region label of the tasks sent to a region neither the hierarchy nor any client names; no region name has parentheses. */
-export const OTHER_REGION_LABEL = '(other)'
-
 export class Observations {
   /** Per task, all attempts included: `moonlight_task_duration_seconds{region,outcome}`. */
   readonly taskDuration = new Histogram(DURATION_BUCKETS_S)
@@ -23,23 +24,37 @@ export class Observations {
   readonly badMessages = new Map<string, number>()
   /** The task histogram's label text per region and outcome, made once rather than per task: as many as its series. */
   private readonly taskLabels = new Map<string, Partial<Record<TaskRecord['outcome'], string>>>()
+  /** Regions with series of their own that the hierarchy did not name (MAX_UNNAMED_REGION_SERIES bounds them). */
+  private unnamedRegions = 0
 
   constructor(
     /**
      * Whether a task's region gets its own series: callers may name any region, and a series per
      * made-up name would grow /metrics and memory without end. The server's: the hierarchy names
-     * it, or a client is registered in it; the others share `region="(other)"`.
+     * it, or a client is registered in it (up to MAX_UNNAMED_REGION_SERIES such regions); the others
+     * share `region="(other)"`.
      */
-    private readonly labelled: (region: string) => boolean = () => true,
+    private readonly regionKind: (region: string) => RegionKind = () => 'named',
   ) {}
 
   onTask(record: TaskRecord): void {
     // Region names are validated names (no quotes or backslashes), safe inside a label as they are.
     const seconds = (record.durationMs ?? record.latency_ms) / 1000
-    const region = this.labelled(record.region) ? record.region : OTHER_REGION_LABEL
-    this.taskDuration.observe(this.taskLabel(region, record.outcome), seconds)
+    this.taskDuration.observe(this.taskLabel(this.regionLabel(record.region), record.outcome), seconds)
     this.anyTask.observe('', seconds)
     if (record.mode === 'single' && record.attempts > 1) this.retries += record.attempts - 1
+  }
+
+  /** A region with a series keeps it; a new one gets its own while the hierarchy names it, or a client holds it and there is room. */
+  private regionLabel(region: string): string {
+    if (this.taskLabels.has(region)) return region
+    const kind = this.regionKind(region)
+    if (kind === 'named') return region
+    if (kind === 'held' && this.unnamedRegions < MAX_UNNAMED_REGION_SERIES) {
+      this.unnamedRegions++
+      return region
+    }
+    return OTHER_REGION_LABEL
   }
 
   private taskLabel(region: string, outcome: TaskRecord['outcome']): string {

@@ -42,8 +42,8 @@ export function taskView({ finishedAtMs, tries: _tries, durationMs: _durationMs,
 }
 
 /** Tasks kept per client for its detail, and how many clients' lists: bounded whatever the fleet or its churn. */
-const TASKS_PER_CLIENT = 20
-const CLIENTS_KEPT = 1000
+export const TASKS_PER_CLIENT = 20
+export const CLIENTS_KEPT = 1000
 
 /**
  * Each client's most recent tasks with every attempt, for GET /clients/{node_id}: a task that tried
@@ -93,7 +93,7 @@ export interface SecondBucket {
 }
 
 const SECONDS_KEPT = 60
-const RECENT_KEPT = 50
+export const RECENT_KEPT = 50
 
 /**
  * Running totals, a per-second series for the last minute and the most recent tasks, in fixed-size

@@ -28,7 +28,7 @@ export function wireObservation(ctx: ServerContext, fleet: FleetWiring): Observe
   const { registry, membership } = fleet
   const stats = new TaskStats()
   const clientTasks = new ClientTasks()
-  const observations = new Observations((region) => ctx.settings.regions.names(region) || registry.hasClientsIn(region))
+  const observations = new Observations((region) => (ctx.settings.regions.names(region) ? 'named' : registry.hasClientsIn(region) ? 'held' : 'other'))
   const eventLoopDelay = new EventLoopDelay(clock)
   eventLoopDelay.start()
   const queueLine: ObserveWiring['queueLine'] = { read: undefined }

@@ -103,7 +103,10 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
   const redisStore: RedisTaskStore | undefined = cluster ? new RedisTaskStore(cluster.connection, cluster.keys, storeLimits) : undefined
   const taskStore: TaskStore = redisStore ?? new MemoryTaskStore(storeLimits)
 
-  const retryBudget = new RetryBudget(() => config().routing.retry_budget)
+  const retryBudget = new RetryBudget(
+    () => config().routing.retry_budget,
+    (pool) => ctx.settings.regions.names(pool),
+  )
   observe.queueLine.read = () => {
     const waitS = slots.waits.quantile('', 0.5)
     let shed = 0

@@ -1,3 +1,5 @@
+import { MAX_UNNAMED_REGION_SERIES, OTHER_REGION_LABEL } from '../fleet/regions.ts'
+
 /**
  * The retry budget (Envoy's `retry_budget`, Finagle's RetryBudget): in each region pool, tasks that
  * are retrying may be at most `percent` of the pool's tasks in flight, or `min`, whichever is more.
@@ -19,12 +21,32 @@ interface PoolCounts {
   retrying: number
 }
 
+/**
+ * Idle pools whose counts are kept for their next task. Past it an idle pool is forgotten: pools are
+ * wherever agents register, and an agent may move through region names without end.
+ */
+export const MAX_IDLE_POOLS = 1000
+
 export class RetryBudget {
   private readonly pools = new Map<string, PoolCounts>()
-  /** Retries refused by the budget, per pool (/metrics). */
+  /**
+   * Retries refused by the budget, per pool (/metrics): the hierarchy's pools each, and up to
+   * MAX_UNNAMED_REGION_SERIES others; the rest under OTHER_REGION_LABEL.
+   */
   readonly refused = new Map<string, number>()
+  /** Pools the hierarchy does not name among `refused`'s. */
+  private unnamedRefused = 0
 
-  constructor(private readonly settings: () => RetryBudgetSettings) {}
+  constructor(
+    private readonly settings: () => RetryBudgetSettings,
+    /** Whether the hierarchy names `pool` (such a pool always has its own count of refusals). */
+    private readonly named: (pool: string) => boolean = () => true,
+  ) {}
+
+  /** Pools whose counts are kept now: those with tasks in flight, and at most MAX_IDLE_POOLS idle ones. */
+  get trackedPools(): number {
+    return this.pools.size
+  }
 
   /** A task's first attempt drew a client from `pool`. */
   started(pool: string): void {
@@ -39,7 +61,8 @@ export class RetryBudget {
     if (!counts) return true
     const { percent, min } = this.settings()
     if (counts.retrying >= Math.max(min, (counts.active * percent) / 100)) {
-      this.refused.set(pool, (this.refused.get(pool) ?? 0) + 1)
+      const label = this.refusalLabel(pool)
+      this.refused.set(label, (this.refused.get(label) ?? 0) + 1)
       return false
     }
     counts.retrying++
@@ -53,6 +76,15 @@ export class RetryBudget {
     counts.active--
     if (retried) counts.retrying--
     // An idle pool's counts are kept, not deleted and made again by the next task: at one connection
-    // that was an object and two map writes per task. Pools are the fleet's regions, so the map stays small.
+    // that was an object and two map writes per task. Only past MAX_IDLE_POOLS is an idle one forgotten.
+    if (counts.active === 0 && this.pools.size > MAX_IDLE_POOLS) this.pools.delete(pool)
+  }
+
+  /** The pool a refusal is counted under: its own while the hierarchy names it, it has one already, or there is room. */
+  private refusalLabel(pool: string): string {
+    if (this.refused.has(pool) || this.named(pool)) return pool
+    if (this.unnamedRefused >= MAX_UNNAMED_REGION_SERIES) return OTHER_REGION_LABEL
+    this.unnamedRefused++
+    return pool
   }
 }

@@ -224,11 +224,7 @@ export class MemoryTaskStore implements TaskStore {
   }
 
   async release(task: StoredTask, dropTask: boolean): Promise<void> {
-    const { idempotency } = task
-    if (idempotency) {
-      const id = keyId({ owner: task.owner, key: idempotency.key })
-      if (this.keys.get(id)?.taskId === task.task_id) this.keys.delete(id)
-    }
+    this.freeKey(task)
     if (dropTask) this.drop(task.task_id)
   }
 
@@ -245,6 +241,11 @@ export class MemoryTaskStore implements TaskStore {
 
   async figures(_nowMs: number): Promise<StoreFigures> {
     return { stored: this.entries.size, queued: this.queue.length, running: this.running, evicted: this.evicted }
+  }
+
+  /** Idempotency keys held now. */
+  get heldKeys(): number {
+    return this.keys.size
   }
 
   /** Drops expired tasks and keys: expiry is per task (two TTLs), so every finished one is looked at. */
@@ -276,6 +277,16 @@ export class MemoryTaskStore implements TaskStore {
     this.bytes -= entry.bytes
     this.entries.delete(taskId)
     this.finished.delete(taskId)
+    // Its key goes with it, not at the next sweep: keyed tasks evicted by the thousand between sweeps would hold their keys past max_results.
+    this.freeKey(entry.task)
+  }
+
+  /** Frees the idempotency key `task` holds; a key another task holds now is left alone. */
+  private freeKey(task: NewTask): void {
+    const { idempotency } = task
+    if (idempotency === undefined) return
+    const id = keyId({ owner: task.owner, key: idempotency.key })
+    if (this.keys.get(id)?.taskId === task.task_id) this.keys.delete(id)
   }
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, test } from 'bun:test'
-import { RetryBudget } from '../../../src/tasks/retry-budget.ts'
+import { MAX_UNNAMED_REGION_SERIES, OTHER_REGION_LABEL } from '../../../src/fleet/regions.ts'
+import { MAX_IDLE_POOLS, RetryBudget } from '../../../src/tasks/retry-budget.ts'
 
 describe('retry budget', () => {
   test('retrying tasks may be min (3) of a small pool, then percent (20 %) of its tasks in flight', () => {
@@ -23,5 +24,35 @@ describe('retry budget', () => {
     budget.ended('eu', true)
     expect(budget.mayRetry('eu')).toBe(true)
     expect([...budget.refused]).toEqual([['eu', 1]])
+  })
+
+  test('pools agents moved through are forgotten once idle past MAX_IDLE_POOLS (200 000 pools)', () => {
+    const budget = new RetryBudget(() => ({ percent: 20, min: 3 }))
+    budget.started('kept-busy')
+    for (let i = 0; i < 200_000; i++) {
+      budget.started(`pool-${i}`)
+      budget.ended(`pool-${i}`, false)
+    }
+    expect(budget.trackedPools).toBeLessThanOrEqual(MAX_IDLE_POOLS + 1)
+    // A pool with a task in flight keeps its counts whatever the others do.
+    for (let n = 0; n < 3; n++) expect(budget.mayRetry('kept-busy')).toBe(true)
+    expect(budget.mayRetry('kept-busy')).toBe(false)
+  })
+
+  test("refusals are counted per pool for the hierarchy's pools and MAX_UNNAMED_REGION_SERIES others, the rest under (other)", () => {
+    const budget = new RetryBudget(
+      () => ({ percent: 0, min: 0 }),
+      (pool) => pool === 'usa',
+    )
+    for (let i = 0; i < 50_000; i++) {
+      budget.started(`pool-${i}`)
+      expect(budget.mayRetry(`pool-${i}`)).toBe(false)
+      budget.ended(`pool-${i}`, false)
+    }
+    budget.started('usa')
+    expect(budget.mayRetry('usa')).toBe(false)
+    expect(budget.refused.size).toBe(MAX_UNNAMED_REGION_SERIES + 2)
+    expect(budget.refused.get('usa')).toBe(1)
+    expect(budget.refused.get(OTHER_REGION_LABEL)).toBe(50_000 - MAX_UNNAMED_REGION_SERIES)
   })
 })

@@ -140,6 +140,25 @@ describe('MemoryTaskStore', () => {
     expect(await store.add(newTask('t3'), claim, clock.now())).toEqual({ added: true })
   })
 
+  test('the keys held stay within max_results however many keyed tasks are evicted between sweeps (200 000 keys)', async () => {
+    const { clock, store } = world({ maxResults: 100 })
+    for (let i = 0; i < 200_000; i++) {
+      const key = `key-${i}`
+      await store.add(
+        newTask(`t${i}`, { mode: 'single', idempotency: { key, body_hash: 'h' } }),
+        { owner: 'owner-a', key, bodyHash: 'h', ttlMs: 10_000 },
+        clock.now(),
+      )
+      await store.finish(`t${i}`, DONE, clock.now())
+    }
+    expect((await store.figures(clock.now())).stored).toBe(100)
+    // Before: every key stayed until the next sweep (every 5 s in the server), whatever max_results said.
+    expect(store.heldKeys).toBeLessThanOrEqual(100)
+    // The newest task still answers for its key.
+    const last = { owner: 'owner-a', key: 'key-199999', bodyHash: 'h', ttlMs: 10_000 }
+    expect(await store.add(newTask('again'), last, clock.now())).toMatchObject({ added: false, existing: { task_id: 't199999' } })
+  })
+
   describe('tasks.max_bytes: payloads and results held at most', () => {
     const result = (bytes: number): TaskResult => ({ ...DONE, body_b64: 'x'.repeat(bytes) })
 
