@@ -33,10 +33,22 @@ export function openApiDocument(config: Config, version: string): Record<string,
         summary: "The pages' assets",
         tags: ['pages'],
         parameters: [{ name: 'file', in: 'path', required: true, schema: { type: 'string' } }],
-        responses: { 200: { description: 'A file.' }, ...errors(404) },
+        responses: {
+          200: {
+            description: 'A file.',
+            content: {
+              'text/css': { schema: { type: 'string' }, example: ':root { color-scheme: light dark; }' },
+              'text/javascript': { schema: { type: 'string' } },
+              'image/svg+xml': { schema: { type: 'string' } },
+            },
+          },
+          ...errors(404),
+        },
       },
     }
   }
+
+  whileStopping(paths)
 
   return {
     openapi: '3.1.0',
@@ -60,5 +72,18 @@ export function openApiDocument(config: Config, version: string): Record<string,
       },
       responses: errorResponses(),
     },
+  }
+}
+
+/**
+ * While the server stops, every route answers 503 shutting_down (src/server/listening.ts) but
+ * GET /status, which says "Stopping": each operation lists that 503.
+ */
+function whileStopping(paths: Record<string, unknown>): void {
+  for (const [path, operations] of Object.entries(paths)) {
+    for (const [method, operation] of Object.entries(operations as Record<string, { responses: Record<string, unknown> }>)) {
+      if (path === '/status' && method === 'get') continue
+      operation.responses['503'] ??= errors(503)['503']
+    }
   }
 }

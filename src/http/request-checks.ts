@@ -152,10 +152,13 @@ export function limitDepth(depth: number): void {
   if (depth > MAX_JSON_DEPTH) throw tooDeep()
 }
 
-/** Validates a parsed body against `schema`; throws 400 `invalid_body` listing each bad field. */
-export function validate<Schema extends z.ZodType>(schema: Schema, value: unknown): z.infer<Schema> {
+/**
+ * Validates a parsed body (or a query string's parameters: `what`) against `schema`; throws 400
+ * `invalid_body` listing each bad field, its message naming what was read.
+ */
+export function validate<Schema extends z.ZodType>(schema: Schema, value: unknown, what: 'request body' | 'query string' = 'request body'): z.infer<Schema> {
   const result = schema.safeParse(value)
-  if (!result.success) throw new MoonlightError(400, 'invalid_body', 'invalid request body', { issues: describeIssues(result.error) })
+  if (!result.success) throw new MoonlightError(400, 'invalid_body', `invalid ${what}`, { issues: describeIssues(result.error) })
   return result.data
 }
 

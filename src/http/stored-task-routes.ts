@@ -30,9 +30,10 @@ export function mountStoredTaskRoutes(app: Hono<AppEnv>, settings: Settings, tas
 
   app.get('/task/:id/result', async (c) => {
     const taskId = c.req.param('id')
-    const { wait } = validate(resultQuerySchema, c.req.query())
-    // Owner first: a stranger's long poll must not hold a connection on someone else's task.
+    // Owner first: a stranger's long poll must not hold a connection on someone else's task, and a
+    // caller without a token learns nothing of the route, not even which query it accepts.
     let task = await own(c.req.raw, c.env, taskId, await tasks.get(taskId))
+    const { wait } = validate(resultQuerySchema, c.req.query(), 'query string')
     if (wait !== undefined && !FINAL_STATES.has(task.state)) {
       c.env.timeout(c.req.raw, 0)
       task = (await tasks.wait(taskId, wait * 1000)) ?? task

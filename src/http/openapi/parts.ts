@@ -45,14 +45,25 @@ export const traceContext = [
   },
   { name: 'tracestate', in: 'header', required: false, schema: { type: 'string' }, description: 'Passed on with a valid traceparent.' },
 ]
+const agentHeaders = {
+  'X-Task-ID': { required: true, schema: { type: 'string' } },
+  'X-Moonlight-Node': { required: true, schema: { type: 'string' }, description: 'The client that answered.' },
+  'X-Moonlight-Attempts': { required: true, schema: { type: 'integer' } },
+}
 export const agentAnswer = {
   description: "The agent's own answer as-is: its status, content type and body, plus X-Task-ID, X-Moonlight-Node and X-Moonlight-Attempts.",
-  headers: {
-    'X-Task-ID': { schema: { type: 'string' } },
-    'X-Moonlight-Node': { schema: { type: 'string' } },
-    'X-Moonlight-Attempts': { schema: { type: 'integer' } },
-  },
+  headers: agentHeaders,
   content: { '*/*': { schema: {}, example: { status: 'completed', result: '…' } } },
+}
+/**
+ * An agent answers with the status it chooses (201, 404, 418…) and the caller gets it as-is: the
+ * operation's default. Such an answer carries X-Moonlight-Node, which tells it from the server's own
+ * error of the same status; a 5xx is retried, and reaches the caller as 502 all_attempts_failed.
+ */
+export const agentAnswerAnyStatus = {
+  ...agentAnswer,
+  description:
+    "The agent's own answer with whatever status it chose (an agent's 404 or 418 too), as-is: it carries X-Moonlight-Node, the server's own errors never do. An agent's 5xx is retried and reaches the caller as 502 all_attempts_failed.",
 }
 export const nodeIdParameter = { name: 'node_id', in: 'path', required: true, schema: { type: 'string' }, description: "The client's node_id." }
 export const exampleClient = {
@@ -84,7 +95,8 @@ export const clientAction = (operationId: string, summary: string, example: unkn
     ...(requestBody ? { requestBody } : {}),
     responses: {
       200: { description: 'The client as it is now.', content: json('ClientActionReply', { client: example }) },
-      ...errors(400, 401, 403, 404, 409, 429),
+      // Only eject reads a body: drain and undrain never refuse one.
+      ...(requestBody ? errors(400, 401, 403, 404, 409, 413, 415, 429) : errors(401, 403, 404, 409, 429)),
     },
   },
 })
@@ -108,16 +120,23 @@ export function errorResponses(): Record<string, unknown> {
     415: 'unsupported_media_type',
     422: 'idempotency_mismatch',
     426: 'upgrade_required',
-    429: 'too_many_failures (with Retry-After)',
+    429: 'too_many_failures (with retry_after and Retry-After)',
     502: 'all_attempts_failed (with attempts; reason retry_budget_exhausted when the retry budget refused a retry), answer_too_large',
-    503: 'not_ready, no_client, queue_timeout and queue_full (every agent of the pool full; with Retry-After), shutting_down, too_many_clients, too_many_connections, too_many_unregistered, too_many_tasks, store_unavailable',
+    503: 'not_ready, no_client, node_unavailable, queue_timeout and queue_full (every agent of the pool full; with Retry-After), shutting_down (any route while the server stops), too_many_clients, too_many_connections, too_many_unregistered, too_many_tasks and store_unavailable (with Retry-After)',
     504: 'timeout (with attempts)',
+  }
+  const retryAfter: Record<string, unknown> = {
+    429: { 'Retry-After': { required: true, schema: { type: 'integer' }, description: 'Seconds until this address may try again.' } },
+    503: {
+      'Retry-After': { required: false, schema: { type: 'integer' }, description: 'With queue_timeout, queue_full, too_many_tasks and store_unavailable.' },
+    },
   }
   return Object.fromEntries(
     Object.entries(byStatus).map(([status, codes]) => [
       `Error${status}`,
       {
         description: `An error: ${codes}.`,
+        ...(retryAfter[status] ? { headers: retryAfter[status] } : {}),
         content: { 'application/json': { schema: ref('Error'), example: { error: 'what went wrong', code: codes.split(/[ ,]/)[0] } } },
       },
     ]),

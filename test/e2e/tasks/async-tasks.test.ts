@@ -132,6 +132,11 @@ describe('async tasks', () => {
     expect(Date.now() - releasedAt).toBeLessThan(900)
     const tooLong = await get(mls.url, `/task/${task_id}/result?wait=61`)
     expect(tooLong.response.status).toBe(400)
+    // The token before the query: a caller without one learns nothing, not even what the route accepts.
+    for (const headers of [{}, { authorization: 'Bearer not-a-token' }] as Record<string, string>[]) {
+      const stranger = await get(mls.url, `/task/${task_id}/result?wait=61`, headers)
+      expect({ status: stranger.response.status, code: JSON.parse(stranger.text).code }).toEqual({ status: 401, code: 'unauthorized' })
+    }
   })
 
   test('cancel of a queued task: it never runs', async () => {
