@@ -52,7 +52,10 @@ describe('cluster messages over Redis', () => {
     ]
     for (const [channel, message] of messages) await peer.send('PUBLISH', [channel, message])
     // Then a well-formed record of a live instance: once A lists it, A has read every message before it.
-    await peer.send('SET', ['mls:instance:ghost', JSON.stringify({ instance_id: 'ghost', incarnation: 'g' }), 'PX', '30000'])
+    // A whole presence record: one that is not (instanceInfoSchema) is no instance, and A's next refresh would drop the marker with it.
+    const now = new Date().toISOString()
+    const ghost = { instance_id: 'ghost', incarnation: 'g', advertise_url: '', started_at: now, clients: 1, in_flight: 0, refreshed_at: now }
+    await peer.send('SET', ['mls:instance:ghost', JSON.stringify(ghost), 'PX', '30000'])
     const marker = { node_id: 'marker', region: 'asia', protocol: 'ws', ip: '10.0.0.9', port: 3000, scheme: 'http', weight: 1, holder: 'h', state: 'healthy' }
     await peer.send('PUBLISH', ['mls:fleet', JSON.stringify({ instance: 'ghost', op: 'set', client: marker })])
     await waitFor(async () => a.child.process.exitCode !== null || (await clientIds(a.url)).includes('marker'), 'A lists the marker')
