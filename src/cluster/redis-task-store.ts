@@ -72,6 +72,21 @@ if ARGV[2] == '1' then redis.call('DEL', KEYS[1]) end
 return 1`
 
 /**
+ * Forgets evicted tasks: KEYS holds their n hashes, then their n idempotency keys ('' for none); ARGV
+ * their n ids. A key is deleted only while it still names its task (another request may hold it now).
+ */
+const EVICT = `
+local n = #ARGV
+for i = 1, n do
+  redis.call('DEL', KEYS[i])
+  if KEYS[n + i] ~= '' then
+    local held = redis.call('GET', KEYS[n + i])
+    if held and string.match(held, '^(%S+)') == ARGV[i] then redis.call('DEL', KEYS[n + i]) end
+  end
+end
+return n`
+
+/**
  * Writes back a task running here into a Redis that lost it: running, claimed by this instance, so
  * that its answer is stored when it ends (a record that is there already is left as it is). Its queue
  * entry is not re-made (no other instance must claim and run it again), so it expires after the
@@ -239,15 +254,28 @@ export class RedisTaskStore implements TaskStore {
     const over = Number(finished) + Number(queued) + 1 - maxResults
     if (over <= 0) return
     if (Number(finished) === 0) throw new StoreFullError(`${maxResults} tasks are stored and none has finished (tasks.max_results)`)
-    const popped = (await this.redis.send('ZPOPMIN', [this.keys.finishedTasks, String(over)])) as string[]
-    // ZPOPMIN answers member, score, member, score…
-    const ids = popped.filter((_, index) => index % 2 === 0)
+    const popped = (await this.redis.send('ZPOPMIN', [this.keys.finishedTasks, String(over)])) as Array<string | [string, number]>
+    // Bun answers [member, score] pairs (RESP3); RESP2 would be member, score, member, score… Reading
+    // RESP2's shape from pairs deleted no task at all (the key named a pair) and counted half.
+    const ids = popped.flatMap((entry, index) => (Array.isArray(entry) ? [String(entry[0])] : index % 2 === 0 ? [entry] : []))
     if (ids.length === 0) return
-    await this.redis.send(
-      'DEL',
-      ids.map((id) => this.keys.task(id)),
-    )
+    // Each task's idempotency key goes with it (if it still holds it), not after idempotency_ttl: keyed
+    // tasks evicted by the thousand would otherwise hold keys in step with the request rate.
+    const added = (await Promise.all(ids.map((id) => this.redis.send('HGET', [this.keys.task(id), 'task'])))) as Array<string | null>
+    const keyNames = added.map((task) => this.idempotencyKeyOf(task))
+    await this.redis.send('EVAL', [EVICT, String(ids.length * 2), ...ids.map((id) => this.keys.task(id)), ...keyNames, ...ids])
     await this.redis.send('INCRBY', [this.keys.evictedTasks, String(ids.length)])
+  }
+
+  /** The Redis key of the idempotency key a stored task's `task` field names, or '' (none, or not readable). */
+  private idempotencyKeyOf(task: string | null): string {
+    if (task === null) return ''
+    try {
+      const { owner, idempotency } = JSON.parse(task) as Partial<NewTask>
+      return typeof owner === 'string' && typeof idempotency?.key === 'string' ? this.keys.idempotency(owner, idempotency.key) : ''
+    } catch {
+      return ''
+    }
   }
 
   /** The finished list is scored by when each task expires: what has expired leaves it, uncounted (Redis has dropped the task itself). */

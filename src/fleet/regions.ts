@@ -4,16 +4,6 @@ export type { RegionCounts, RegionNode } from '../wire/views.ts'
 
 export const ROOT_REGION = 'global'
 
-/** The label /metrics gives regions past its bound on series (see src/observe/observations.ts); no region name has parentheses. */
-export const OTHER_REGION_LABEL = '(other)'
-
-/**
- * Regions the hierarchy does not name (a client's own region) that get series of their own in /metrics
- * at most: agents may register in any region and move on, and each region left behind would keep its
- * series for the server's life. Past it, such regions share `OTHER_REGION_LABEL`; the hierarchy's are always labelled.
- */
-export const MAX_UNNAMED_REGION_SERIES = 1000
-
 /** Region names a caller may use to mean "anywhere". */
 const ANYWHERE = new Set(['', 'global', 'default'])
 

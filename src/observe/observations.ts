@@ -1,10 +1,7 @@
-import { MAX_UNNAMED_REGION_SERIES, OTHER_REGION_LABEL } from '../fleet/regions.ts'
 import type { TaskLatency } from '../wire/monitor.ts'
 import { DURATION_BUCKETS_S, Histogram } from './histogram.ts'
+import { type RegionKind, RegionLabels } from './region-labels.ts'
 import type { TaskRecord } from './task-stats.ts'
-
-/** How a task's region is labelled: named by the hierarchy, held by a client now, or neither. */
-export type RegionKind = 'named' | 'held' | 'other'
 
 /**
  * What /metrics counts beyond the registry and the task totals: how long tasks and attempts take
@@ -22,49 +19,46 @@ export class Observations {
   ejections = 0
   /** WebSocket messages refused, by error code (invalid_json, invalid_message, too_deep, binary_not_supported, internal). */
   readonly badMessages = new Map<string, number>()
-  /** The task histogram's label text per region and outcome, made once rather than per task: as many as its series. */
+  /**
+   * The task histogram's label text per region label and outcome, made once rather than per task: as
+   * many as its series. Keyed by the label, which is the region itself for every region with a series
+   * of its own, so a task of one of those finds its labels in one lookup.
+   */
   private readonly taskLabels = new Map<string, Partial<Record<TaskRecord['outcome'], string>>>()
-  /** Regions with series of their own that the hierarchy did not name (MAX_UNNAMED_REGION_SERIES bounds them). */
-  private unnamedRegions = 0
+  private readonly regionLabels: RegionLabels
 
   constructor(
     /**
-     * Whether a task's region gets its own series: callers may name any region, and a series per
-     * made-up name would grow /metrics and memory without end. The server's: the hierarchy names
-     * it, or a client is registered in it (up to MAX_UNNAMED_REGION_SERIES such regions); the others
-     * share `region="(other)"`.
+     * What a task's region is to /metrics: callers may name any region, and a series per made-up
+     * name would grow /metrics and memory without end (src/observe/region-labels.ts). The server's:
+     * named by the hierarchy, held by a client now, or neither.
      */
-    private readonly regionKind: (region: string) => RegionKind = () => 'named',
-  ) {}
+    regionKind: (region: string) => RegionKind = () => 'named',
+  ) {
+    this.regionLabels = new RegionLabels(regionKind)
+  }
 
   onTask(record: TaskRecord): void {
     // Region names are validated names (no quotes or backslashes), safe inside a label as they are.
     const seconds = (record.durationMs ?? record.latency_ms) / 1000
-    this.taskDuration.observe(this.taskLabel(this.regionLabel(record.region), record.outcome), seconds)
+    let label = record.region
+    let labels = this.taskLabels.get(label)
+    if (labels === undefined) {
+      label = this.regionLabels.label(record.region)
+      labels = this.taskLabels.get(label)
+      if (labels === undefined) {
+        labels = {}
+        this.taskLabels.set(label, labels)
+      }
+    }
+    let text = labels[record.outcome]
+    if (text === undefined) {
+      text = `region="${label}",outcome="${record.outcome}"`
+      labels[record.outcome] = text
+    }
+    this.taskDuration.observe(text, seconds)
     this.anyTask.observe('', seconds)
     if (record.mode === 'single' && record.attempts > 1) this.retries += record.attempts - 1
-  }
-
-  /** A region with a series keeps it; a new one gets its own while the hierarchy names it, or a client holds it and there is room. */
-  private regionLabel(region: string): string {
-    if (this.taskLabels.has(region)) return region
-    const kind = this.regionKind(region)
-    if (kind === 'named') return region
-    if (kind === 'held' && this.unnamedRegions < MAX_UNNAMED_REGION_SERIES) {
-      this.unnamedRegions++
-      return region
-    }
-    return OTHER_REGION_LABEL
-  }
-
-  private taskLabel(region: string, outcome: TaskRecord['outcome']): string {
-    let labels = this.taskLabels.get(region)
-    if (labels === undefined) {
-      labels = {}
-      this.taskLabels.set(region, labels)
-    }
-    labels[outcome] ??= `region="${region}",outcome="${outcome}"`
-    return labels[outcome]
   }
 
   /**

@@ -1,4 +1,4 @@
-import { MAX_UNNAMED_REGION_SERIES, OTHER_REGION_LABEL } from '../fleet/regions.ts'
+import { RegionLabels } from '../observe/region-labels.ts'
 
 /**
  * The retry budget (Envoy's `retry_budget`, Finagle's RetryBudget): in each region pool, tasks that
@@ -22,28 +22,27 @@ interface PoolCounts {
 }
 
 /**
- * Idle pools whose counts are kept for their next task. Past it an idle pool is forgotten: pools are
- * wherever agents register, and an agent may move through region names without end.
+ * Pools tracked at once past which a pool that goes idle is forgotten. An idle pool's counts are
+ * 0 and 0, so forgetting one loses nothing; keeping it saves its next task an object and two map
+ * writes. Pools are wherever agents register, and an agent may move through region names without end.
  */
-export const MAX_IDLE_POOLS = 1000
+export const POOLS_KEPT_IDLE_WITHIN = 1000
 
 export class RetryBudget {
   private readonly pools = new Map<string, PoolCounts>()
-  /**
-   * Retries refused by the budget, per pool (/metrics): the hierarchy's pools each, and up to
-   * MAX_UNNAMED_REGION_SERIES others; the rest under OTHER_REGION_LABEL.
-   */
+  /** Retries refused by the budget, per pool label (/metrics; src/observe/region-labels.ts bounds the labels). */
   readonly refused = new Map<string, number>()
-  /** Pools the hierarchy does not name among `refused`'s. */
-  private unnamedRefused = 0
+  private readonly labels: RegionLabels
 
   constructor(
     private readonly settings: () => RetryBudgetSettings,
-    /** Whether the hierarchy names `pool` (such a pool always has its own count of refusals). */
-    private readonly named: (pool: string) => boolean = () => true,
-  ) {}
+    /** Whether the hierarchy names `pool`; one it does not is where an agent is (a task found one there). */
+    named: (pool: string) => boolean = () => true,
+  ) {
+    this.labels = new RegionLabels((pool) => (named(pool) ? 'named' : 'held'))
+  }
 
-  /** Pools whose counts are kept now: those with tasks in flight, and at most MAX_IDLE_POOLS idle ones. */
+  /** Pools whose counts are kept now: those with tasks in flight, and idle ones while fewer than POOLS_KEPT_IDLE_WITHIN are tracked. */
   get trackedPools(): number {
     return this.pools.size
   }
@@ -61,7 +60,7 @@ export class RetryBudget {
     if (!counts) return true
     const { percent, min } = this.settings()
     if (counts.retrying >= Math.max(min, (counts.active * percent) / 100)) {
-      const label = this.refusalLabel(pool)
+      const label = this.labels.label(pool)
       this.refused.set(label, (this.refused.get(label) ?? 0) + 1)
       return false
     }
@@ -76,15 +75,7 @@ export class RetryBudget {
     counts.active--
     if (retried) counts.retrying--
     // An idle pool's counts are kept, not deleted and made again by the next task: at one connection
-    // that was an object and two map writes per task. Only past MAX_IDLE_POOLS is an idle one forgotten.
-    if (counts.active === 0 && this.pools.size > MAX_IDLE_POOLS) this.pools.delete(pool)
-  }
-
-  /** The pool a refusal is counted under: its own while the hierarchy names it, it has one already, or there is room. */
-  private refusalLabel(pool: string): string {
-    if (this.refused.has(pool) || this.named(pool)) return pool
-    if (this.unnamedRefused >= MAX_UNNAMED_REGION_SERIES) return OTHER_REGION_LABEL
-    this.unnamedRefused++
-    return pool
+    // that was an object and two map writes per task. Only with many pools tracked is an idle one forgotten.
+    if (counts.active === 0 && this.pools.size > POOLS_KEPT_IDLE_WITHIN) this.pools.delete(pool)
   }
 }

@@ -58,12 +58,12 @@ export const agentAnswer = {
 /**
  * An agent answers with the status it chooses (201, 404, 418…) and the caller gets it as-is: the
  * operation's default. Such an answer carries X-Moonlight-Node, which tells it from the server's own
- * error of the same status; a 5xx is retried, and reaches the caller as 502 all_attempts_failed.
+ * error of the same status. A 5xx is never passed as-is: it fails the attempt, and reaches the caller as 502 all_attempts_failed.
  */
 export const agentAnswerAnyStatus = {
   ...agentAnswer,
   description:
-    "The agent's own answer with whatever status it chose (an agent's 404 or 418 too), as-is: it carries X-Moonlight-Node, the server's own errors never do. An agent's 5xx is retried and reaches the caller as 502 all_attempts_failed.",
+    "The agent's own answer with whatever status it chose (an agent's 404 or 418 too), as-is: it carries X-Moonlight-Node, the server's own errors never do. An agent's 5xx is never passed as-is: it fails the attempt (retried where the task allows) and reaches the caller as 502 all_attempts_failed.",
 }
 export const nodeIdParameter = { name: 'node_id', in: 'path', required: true, schema: { type: 'string' }, description: "The client's node_id." }
 export const exampleClient = {

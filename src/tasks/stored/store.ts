@@ -224,6 +224,7 @@ export class MemoryTaskStore implements TaskStore {
   }
 
   async release(task: StoredTask, dropTask: boolean): Promise<void> {
+    // Freed here even when the task is dropped (drop frees it too): a task no longer stored must still let its key go.
     this.freeKey(task)
     if (dropTask) this.drop(task.task_id)
   }

@@ -85,6 +85,32 @@ describe('stored tasks in a cluster, when things go wrong', () => {
     expect([retry.response.status, JSON.parse(retry.text).state]).toEqual([200, undefined])
   }, 40_000)
 
+  test('eviction past tasks.max_results in Redis: the evicted tasks are gone, counted, and their idempotency keys freed', async () => {
+    const redis = await redisServer()
+    const raw = redisClient(redis.url)
+    const a = await instance(redis.url, 'a', { tasks: { max_results: 2 } })
+    const agent = await startHttpAgent(a.url, { nodeId: 'worker', region: 'us-east-1' })
+    defer(agent.stop)
+    const taskIds: string[] = []
+    for (let n = 1; n <= 6; n++) {
+      const answer = await submit(a.url, { region: 'us-east-1', payload: n }, { 'idempotency-key': `job-${n}` })
+      expect([answer.response.status, answer.text]).toEqual([200, answer.text])
+      taskIds.push(answer.response.headers.get('x-task-id')!)
+    }
+    // Two tasks are kept (max_results): the four evicted are gone at once, not at the end of result_ttl, and each is counted.
+    const stored = ((await raw.send('KEYS', ['mls:task:*'])) as string[]).map((key) => key.replace('mls:task:', '')).sort()
+    expect(stored).toEqual(taskIds.slice(4).sort())
+    expect((await fetch(`${a.url}/task/${taskIds[0]}`, { headers: TASK_HEADERS })).status).toBe(404)
+    const metrics = await (await fetch(`${a.url}/metrics`)).text()
+    expect(metrics.split('\n').find((line) => line.startsWith('moonlight_stored_tasks_evicted_total '))).toBe('moonlight_stored_tasks_evicted_total 4')
+    // And so are their keys: two are held, not six until idempotency_ttl (24 h).
+    const held = ((await raw.send('KEYS', ['mls:idem:*'])) as string[]).map((key) => key.replace(/^.*:/, '')).sort()
+    expect(held).toEqual(['job-5', 'job-6'])
+    // A key an evicted task held is free again: the same request runs anew.
+    const again = await submit(a.url, { region: 'us-east-1', payload: 1 }, { 'idempotency-key': 'job-1' })
+    expect([again.response.status, again.response.headers.get('x-moonlight-node')]).toEqual([200, 'worker'])
+  }, 30_000)
+
   test('/metrics: a task that merely expired (result_ttl) is neither counted as evicted nor as stored', async () => {
     const redis = await redisServer()
     const a = await instance(redis.url, 'a', { tasks: { result_ttl: 0.5, max_results: 2 } })

@@ -6,11 +6,11 @@ import { describe, expect, test } from 'bun:test'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { MAX_CONFLICTS } from '../../../src/fleet/refused-claims.ts'
-import { MAX_UNNAMED_REGION_SERIES } from '../../../src/fleet/regions.ts'
 import { MAX_KEPT } from '../../../src/fleet/registry.ts'
+import { MAX_UNNAMED_REGION_SERIES } from '../../../src/observe/region-labels.ts'
 import { CLIENTS_KEPT, RECENT_KEPT, TASKS_PER_CLIENT } from '../../../src/observe/task-stats.ts'
 import { MAX_TRACKED_ADDRESSES } from '../../../src/security/auth-failures.ts'
-import { MAX_IDLE_POOLS } from '../../../src/tasks/retry-budget.ts'
+import { POOLS_KEPT_IDLE_WITHIN } from '../../../src/tasks/retry-budget.ts'
 import { ROOT } from '../../support/helpers.ts'
 
 const HEADING = '## What the server keeps of what others send'
@@ -40,7 +40,7 @@ describe('docs/security.md', () => {
     expect(row("each client's recent tasks")).toContain(`${figure(CLIENTS_KEPT)} clients × ${figure(TASKS_PER_CLIENT)} tasks`)
     expect(row('recent tasks')).toContain(`${figure(RECENT_KEPT)} tasks`)
     expect(row('series of')).toContain(`${figure(MAX_UNNAMED_REGION_SERIES)} others`)
-    expect(row('the retry budget')).toContain(`${figure(MAX_IDLE_POOLS)} idle`)
+    expect(row('the retry budget')).toContain(`fewer than ${figure(POOLS_KEPT_IDLE_WITHIN)} pools`)
     for (const key of [
       'max_clients',
       'ws.max_connections',

@@ -1,6 +1,7 @@
 import { describe, expect, test } from 'bun:test'
-import { MAX_UNNAMED_REGION_SERIES, OTHER_REGION_LABEL } from '../../../src/fleet/regions.ts'
-import { Observations, type RegionKind } from '../../../src/observe/observations.ts'
+import { Observations } from '../../../src/observe/observations.ts'
+import type { RegionKind } from '../../../src/observe/region-labels.ts'
+import { MAX_UNNAMED_REGION_SERIES, OTHER_REGION_LABEL } from '../../../src/observe/region-labels.ts'
 import type { TaskRecord } from '../../../src/observe/task-stats.ts'
 
 function task(region: string): TaskRecord {

@@ -1,6 +1,6 @@
 import { describe, expect, test } from 'bun:test'
-import { MAX_UNNAMED_REGION_SERIES, OTHER_REGION_LABEL } from '../../../src/fleet/regions.ts'
-import { MAX_IDLE_POOLS, RetryBudget } from '../../../src/tasks/retry-budget.ts'
+import { MAX_UNNAMED_REGION_SERIES, OTHER_REGION_LABEL } from '../../../src/observe/region-labels.ts'
+import { POOLS_KEPT_IDLE_WITHIN, RetryBudget } from '../../../src/tasks/retry-budget.ts'
 
 describe('retry budget', () => {
   test('retrying tasks may be min (3) of a small pool, then percent (20 %) of its tasks in flight', () => {
@@ -26,14 +26,14 @@ describe('retry budget', () => {
     expect([...budget.refused]).toEqual([['eu', 1]])
   })
 
-  test('pools agents moved through are forgotten once idle past MAX_IDLE_POOLS (200 000 pools)', () => {
+  test('pools agents moved through are forgotten once idle past POOLS_KEPT_IDLE_WITHIN (200 000 pools)', () => {
     const budget = new RetryBudget(() => ({ percent: 20, min: 3 }))
     budget.started('kept-busy')
     for (let i = 0; i < 200_000; i++) {
       budget.started(`pool-${i}`)
       budget.ended(`pool-${i}`, false)
     }
-    expect(budget.trackedPools).toBeLessThanOrEqual(MAX_IDLE_POOLS + 1)
+    expect(budget.trackedPools).toBeLessThanOrEqual(POOLS_KEPT_IDLE_WITHIN + 1)
     // A pool with a task in flight keeps its counts whatever the others do.
     for (let n = 0; n < 3; n++) expect(budget.mayRetry('kept-busy')).toBe(true)
     expect(budget.mayRetry('kept-busy')).toBe(false)
