@@ -1,4 +1,5 @@
-import { closeSync, openSync, readSync, statSync } from 'node:fs'
+import { isUtf8 } from 'node:buffer'
+import { closeSync, constants, fstatSync, openSync, readSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { z } from 'zod'
@@ -7,7 +8,7 @@ import { findRegrant } from '../security/access.ts'
 import { PRIVATE_NETWORKS, parseCidr } from '../security/networks.ts'
 import { nameSchema, payloadFormatSchema, RESERVED_NAME, reservedNameMessage } from '../wire/names.ts'
 import { fallbackSchema, RETRY_ON_ALL, retryOnListSchema } from '../wire/task.ts'
-import { syntaxErrorAt } from './json-syntax.ts'
+import { duplicateKeyIn, syntaxErrorAt, type TextPosition } from './json-syntax.ts'
 import { nearestName } from './near-name.ts'
 
 const seconds = z.number().positive()
@@ -623,39 +624,62 @@ const READ_CHUNK_BYTES = 64 * 1024
 
 /** Reads and validates one config file. */
 export function readConfigFile(path: string): LoadedConfig {
-  let text: string | undefined
+  let bytes: Buffer | undefined
   try {
-    text = readAtMost(path, MAX_CONFIG_BYTES)
+    bytes = readBytesAtMost(path, MAX_CONFIG_BYTES)
   } catch (error) {
     throw new ConfigError(`cannot read config ${path}: ${(error as Error).message}`)
   }
-  if (text === undefined) throw new ConfigError(`config ${path} is too large (more than ${MAX_CONFIG_BYTES / (1024 * 1024)} MiB)`)
+  if (bytes === undefined) throw new ConfigError(`config ${path} is too large (more than ${MAX_CONFIG_BYTES / (1024 * 1024)} MiB)`)
+  // Decoded leniently, a byte that is not UTF-8 (a Latin-1 "é" in a token) would become U+FFFD: a token nobody holds.
+  const notUtf8 = firstLineNotUtf8(bytes)
+  if (notUtf8 !== undefined) throw new ConfigError(`config ${path} is not UTF-8 (line ${notUtf8} has bytes that are not): save it as UTF-8`)
   let raw: unknown
   // A byte-order mark (Windows editors save UTF-8 with one) is not JSON, but no part of the config either.
-  const json = text.replace(/^\uFEFF/, '')
+  const json = bytes.toString('utf8').replace(/^\uFEFF/, '')
   try {
     raw = JSON.parse(json)
   } catch (error) {
     // Bun's JSON.parse says what is wrong but not where: a person editing the file needs both.
     const at = syntaxErrorAt(json)
     const where = at === undefined ? '' : ` at line ${at.line}, column ${at.column}`
-    throw new ConfigError(`config ${path} is not valid JSON${where}: ${(error as Error).message}`)
+    throw new ConfigError(`config ${path} is not valid JSON${where}: ${withoutQuotedText((error as Error).message)}`)
+  }
+  // JSON.parse keeps the last of a key given twice: the first "tokens" or "access" would be dropped without a word.
+  const twice = duplicateKeyIn(json)
+  if (twice) {
+    const where = ({ line, column }: TextPosition) => `line ${line}, column ${column}`
+    throw new ConfigError(
+      `config ${path} has the key "${twice.path}" twice (${where(twice.first)} and ${where(twice.second)}): JSON keeps only the last, and the first would be ignored; give it once`,
+    )
   }
   const loaded = parseConfig(raw, path)
   const { tokens_file } = loaded.config
   return tokens_file === undefined ? loaded : withTokens(loaded, readTokensFile(resolve(dirname(path), tokens_file)), 'tokens_file')
 }
 
-/** The file as UTF-8 text, or undefined if it holds more than `maxBytes`; reads one byte past the limit at most, whatever the file's size claims. */
+/** The file as UTF-8 text, or undefined if it holds more than `maxBytes`; see readBytesAtMost. */
 export function readAtMost(path: string, maxBytes: number): string | undefined {
-  const fd = openSync(path, 'r')
+  return readBytesAtMost(path, maxBytes)?.toString('utf8')
+}
+
+/**
+ * The file's bytes, or undefined if it holds more than `maxBytes`; reads one byte past the limit at most, whatever the file's
+ * size claims. Never waits: these reads run at start-up and on SIGHUP, in the process that serves, so a named pipe
+ * (whose open waits for a writer) is refused, and a terminal with nothing to read fails (EAGAIN) instead of blocking.
+ */
+export function readBytesAtMost(path: string, maxBytes: number): Buffer | undefined {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK)
   try {
+    const kind = fstatSync(fd)
+    if (kind.isFIFO()) throw new Error('a named pipe (FIFO), not a file')
+    if (kind.isSocket()) throw new Error('a socket, not a file')
     const chunks: Buffer[] = []
     let total = 0
     while (total <= maxBytes) {
       const chunk = Buffer.allocUnsafe(Math.min(READ_CHUNK_BYTES, maxBytes + 1 - total))
       const read = readSync(fd, chunk, 0, chunk.length, null)
-      if (read === 0) return Buffer.concat(chunks, total).toString('utf8')
+      if (read === 0) return Buffer.concat(chunks, total)
       chunks.push(chunk.subarray(0, read))
       total += read
     }
@@ -663,6 +687,27 @@ export function readAtMost(path: string, maxBytes: number): string | undefined {
   } finally {
     closeSync(fd)
   }
+}
+
+/**
+ * Bun's JSON.parse quotes what it stumbled on (`Unexpected identifier "…"`): a token written without its quotes
+ * would be printed, and at a reload logged. The line and column say where; the quoted text is left out.
+ */
+function withoutQuotedText(message: string): string {
+  return message.replace(/"(?:[^"\\]|\\.)*"/g, '…')
+}
+
+/** The 1-based number of the first line holding bytes that are not UTF-8, or undefined if there is none. */
+function firstLineNotUtf8(bytes: Buffer): number | undefined {
+  if (isUtf8(bytes)) return undefined
+  // Split at "\n" bytes, which never occur inside a UTF-8 sequence.
+  for (let line = 1, start = 0; start <= bytes.length; line++) {
+    const end = bytes.indexOf(0x0a, start)
+    const stop = end === -1 ? bytes.length : end
+    if (!isUtf8(bytes.subarray(start, stop))) return line
+    start = stop + 1
+  }
+  return undefined
 }
 
 export interface SearchPlaces {

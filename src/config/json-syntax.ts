@@ -17,7 +17,10 @@ const HEX4 = /^[0-9a-fA-F]{4}$/
 /** The position of the first character that makes `text` invalid JSON, or undefined when it is valid. */
 export function syntaxErrorAt(text: string): TextPosition | undefined {
   const offset = syntaxErrorOffset(text)
-  if (offset === undefined) return undefined
+  return offset === undefined ? undefined : positionOf(text, offset)
+}
+
+function positionOf(text: string, offset: number): TextPosition {
   const lineStart = text.lastIndexOf('\n', offset - 1) + 1
   let line = 1
   for (let at = text.indexOf('\n'); at !== -1 && at < offset; at = text.indexOf('\n', at + 1)) line++
@@ -100,4 +103,52 @@ function syntaxErrorOffset(text: string): number | undefined {
       } else return at
     }
   }
+}
+
+/** A key an object of the JSON text gives twice: its dotted path (array items by index) and where each one starts. */
+export interface DuplicateKey {
+  path: string
+  first: TextPosition
+  second: TextPosition
+}
+
+/**
+ * The first key given twice in one object of `text`, which must be valid JSON (JSON.parse keeps the last one
+ * without a word). One pass with an explicit stack, like syntaxErrorAt.
+ */
+export function duplicateKeyIn(text: string): DuplicateKey | undefined {
+  /** An open object (with the offsets of its keys so far and the one being read) or an array (with the item's index). */
+  type Open = { keys: Map<string, number>; key: string } | { index: number }
+  const open: Open[] = []
+  let wantKey = false
+  for (let at = 0; at < text.length; at++) {
+    const char = text[at]
+    if (char === '"') {
+      const start = at
+      for (at++; text[at] !== '"'; at++) if (text[at] === '\\') at++
+      const container = open.at(-1)
+      if (!wantKey || container === undefined || !('keys' in container)) continue
+      wantKey = false
+      const key = JSON.parse(text.slice(start, at + 1)) as string
+      const earlier = container.keys.get(key)
+      if (earlier !== undefined) {
+        const path = [...open.slice(0, -1).map((outer) => ('keys' in outer ? outer.key : String(outer.index))), key].join('.')
+        return { path, first: positionOf(text, earlier), second: positionOf(text, start) }
+      }
+      container.keys.set(key, start)
+      container.key = key
+    } else if (char === '{') {
+      open.push({ keys: new Map(), key: '' })
+      wantKey = true
+    } else if (char === '[') open.push({ index: 0 })
+    else if (char === '}' || char === ']') {
+      open.pop()
+      wantKey = false
+    } else if (char === ',') {
+      const container = open.at(-1)
+      if (container && 'keys' in container) wantKey = true
+      else if (container) container.index++
+    }
+  }
+  return undefined
 }

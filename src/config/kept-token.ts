@@ -1,4 +1,4 @@
-import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
+import { closeSync, constants, fstatSync, linkSync, mkdirSync, openSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs'
 import { isAbsolute, join } from 'node:path'
 import { ConfigError } from './config.ts'
 
@@ -56,17 +56,40 @@ export function keepToken(path: string, make: () => string = randomToken): KeptT
   }
 }
 
-/** The token in the file, or undefined if there is no file; a file that holds no token is an error, not a reason to make another. */
+/**
+ * The token in the file, or undefined if there is no file; a file that holds no token is an error, not a reason to make another.
+ * So is one someone else could have put there (a symbolic link, another user's file, one others may write) or read:
+ * a token planted by another user would let that user in with every role.
+ */
 function readKept(path: string): string | undefined {
+  let fd: number
+  try {
+    // O_NOFOLLOW: a link is refused rather than followed; O_NONBLOCK: a FIFO planted there does not hold start-up.
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK)
+  } catch (error) {
+    const { code } = error as NodeJS.ErrnoException
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined
+    if (code === 'ELOOP') throw unsafe(path, 'is a symbolic link')
+    throw new ConfigError(`cannot read the kept token ${path}: ${(error as Error).message}`)
+  }
   let text: string
   try {
-    text = readFileSync(path, 'utf8')
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined
-    throw new ConfigError(`cannot read the kept token ${path}: ${(error as Error).message}`)
+    const file = fstatSync(fd)
+    if (!file.isFile()) throw unsafe(path, file.isDirectory() ? 'is a directory' : 'is not a regular file')
+    if (file.uid !== process.getuid?.()) throw unsafe(path, `belongs to another user (uid ${file.uid})`)
+    if ((file.mode & 0o077) !== 0) throw unsafe(path, `may be read or written by others (mode ${(file.mode & 0o777).toString(8).padStart(4, '0')})`)
+    text = readFileSync(fd, 'utf8')
+  } finally {
+    closeSync(fd)
   }
   const token = text.trim()
   if (!KEPT_TOKEN.test(token))
     throw new ConfigError(`${path} should hold the token generated at an earlier start, and holds none: delete it for a new one, or configure tokens`)
   return token
+}
+
+function unsafe(path: string, problem: string): ConfigError {
+  return new ConfigError(
+    `the kept token ${path} ${problem}: a token is taken only from a file of this user's own that no one else may read or write; delete it for a new one, or configure tokens`,
+  )
 }

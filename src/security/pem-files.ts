@@ -42,6 +42,7 @@ export function readCertificatePair(certPath: string, keyPath: string, certLabel
   const cert = readPem(certPath, certLabel)
   const key = readPem(keyPath, keyLabel)
   const certificate = parseCertificate(cert, certPath, certLabel)
+  checkEveryCertificate(cert, certPath, certLabel)
   let privateKey: ReturnType<typeof createPrivateKey>
   try {
     privateKey = createPrivateKey(key)
@@ -56,6 +57,7 @@ export function readCertificatePair(certPath: string, keyPath: string, certLabel
 export function readCaBundle(path: string, label: string): string {
   const bundle = readPem(path, label)
   parseCertificate(bundle, path, label)
+  checkEveryCertificate(bundle, path, label)
   return bundle
 }
 
@@ -63,6 +65,33 @@ export function readCaBundle(path: string, label: string): string {
 export function describeCertificate(pair: CertificatePair): string {
   const certificate = new X509Certificate(pair.cert)
   return `${certificate.subject.replace(/\n/g, ', ')} (serial ${certificate.serialNumber}, valid until ${certificate.validTo})`
+}
+
+/**
+ * Why clients will refuse the certificate on its dates (expired, or not valid yet), naming the file; undefined when
+ * today is within them. Served all the same (the old one may be no better): the log says so rather than the clients.
+ */
+export function certificateDatesWarning(pair: CertificatePair, certPath: string, now: Date): string | undefined {
+  const certificate = new X509Certificate(pair.cert)
+  if (now > certificate.validToDate) return `TLS: the certificate in tls.cert ${certPath} expired on ${certificate.validTo}: clients will refuse it`
+  if (now < certificate.validFromDate)
+    return `TLS: the certificate in tls.cert ${certPath} is not valid before ${certificate.validFrom}: clients will refuse it until then`
+  return undefined
+}
+
+/**
+ * Only the first certificate of a chain is parsed to be served; a damaged one after it (an intermediate, a CA of a
+ * bundle) would be dropped without a word, and clients that need it could not verify the server (or agents).
+ */
+function checkEveryCertificate(pem: string, path: string, label: string): void {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? []
+  for (const [index, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block)
+    } catch {
+      throw new TlsFileError(`${label} ${path}: certificate ${index + 1} of ${blocks.length} is not a valid PEM certificate`)
+    }
+  }
 }
 
 function readPem(path: string, label: string): string {

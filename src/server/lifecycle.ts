@@ -8,6 +8,7 @@ import type { EdgeWiring } from './edge-wiring.ts'
 import type { FleetWiring } from './fleet-wiring.ts'
 import type { Housekeeping } from './housekeeping.ts'
 import type { Listeners } from './listeners.ts'
+import { warnOfCertificateDates } from './listening.ts'
 import type { ObserveWiring } from './observe-wiring.ts'
 import type { TaskWiring } from './task-wiring.ts'
 
@@ -30,7 +31,7 @@ export function reload(wired: Wired, loaded: LoadedConfig): void {
   const plan = planReload(ctx.started, loaded.config)
   // Read before anything changes: a bad file rejects the whole reload, and the certificate served stays.
   const nextTls = readConfiguredTls(plan.config)
-  if (nextTls.certificate) renewCertificate(wired, nextTls.certificate)
+  if (nextTls.certificate) renewCertificate(wired, nextTls.certificate, plan.config.tls?.cert ?? '')
   tasks.tls.files = nextTls
   if (plan.atNextStart.length > 0) log(`[mls] reload: ${plan.atNextStart.join(', ')} take effect at the next start`)
   Object.assign(settings, makeSettings(plan.config, { externalTokens: loaded.externalTokens, failures: ctx.authFailures, generatedToken: ctx.generatedToken }))
@@ -56,14 +57,16 @@ export function reload(wired: Wired, loaded: LoadedConfig): void {
 }
 
 /** New connections get `certificate` from now on (if it is a new one); connections already open keep theirs. */
-function renewCertificate(wired: Wired, certificate: CertificatePair): void {
+function renewCertificate(wired: Wired, certificate: CertificatePair, certPath: string): void {
   let renewed: boolean
   try {
     renewed = wired.listeners.renew(certificate)
   } catch (error) {
     throw new ConfigError(`cannot listen with the new certificate, the previous one stays: ${(error as Error).message}`)
   }
-  if (renewed) wired.ctx.log(`[mls] TLS: renewed, new connections get ${describeCertificate(certificate)}`)
+  if (!renewed) return
+  wired.ctx.log(`[mls] TLS: renewed, new connections get ${describeCertificate(certificate)}`)
+  warnOfCertificateDates(wired.ctx.log, certificate, certPath)
 }
 
 /** Answers new requests 503 while in-flight tasks finish (up to `graceMs`), then stops listening and closes WebSockets with 1001. */

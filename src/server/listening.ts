@@ -1,7 +1,7 @@
 import type { Server } from 'bun'
 import { errorResponse, shuttingDown } from '../errors.ts'
 import { requestPath } from '../http/request-path.ts'
-import { type CertificatePair, describeCertificate } from '../security/pem-files.ts'
+import { type CertificatePair, certificateDatesWarning, describeCertificate } from '../security/pem-files.ts'
 import type { SocketData } from '../transports/ws.ts'
 import type { ServerContext } from './context.ts'
 import type { EdgeWiring } from './edge-wiring.ts'
@@ -72,6 +72,15 @@ export function listenOn(
     if ((error as { code?: unknown }).code === 'EADDRINUSE') throw new Error(`port ${where.port} is already in use`)
     throw error
   }
-  if (where.certificate) ctx.log(`[mls] TLS: serving ${describeCertificate(where.certificate)}`)
+  if (where.certificate) {
+    ctx.log(`[mls] TLS: serving ${describeCertificate(where.certificate)}`)
+    warnOfCertificateDates(ctx.log, where.certificate, ctx.started.tls?.cert ?? '')
+  }
   return listeners
+}
+
+/** Says so, as a warning, when the certificate now served is expired or not valid yet. */
+export function warnOfCertificateDates(log: ServerContext['log'], certificate: CertificatePair, certPath: string): void {
+  const warning = certificateDatesWarning(certificate, certPath, new Date())
+  if (warning) log(`[mls] warning: ${warning}`, { level: 'warn' })
 }

@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'bun:test'
-import { syntaxErrorAt } from '../../../src/config/json-syntax.ts'
+import { duplicateKeyIn, syntaxErrorAt } from '../../../src/config/json-syntax.ts'
 import { nearestName } from '../../../src/config/near-name.ts'
 
 describe('syntaxErrorAt', () => {
@@ -32,6 +32,31 @@ describe('syntaxErrorAt', () => {
 
   test('a nesting far deeper than any stack is scanned, not recursed into', () => {
     expect(syntaxErrorAt(`${'['.repeat(1_000_000)}}`)).toEqual({ line: 1, column: 1_000_001 })
+  })
+})
+
+describe('duplicateKeyIn', () => {
+  test('finds a key given twice in one object, by its dotted path, with where each one starts', () => {
+    expect(duplicateKeyIn('{\n  "tokens": ["a"],\n  "tokens": ["b"]\n}')).toEqual({
+      path: 'tokens',
+      first: { line: 2, column: 3 },
+      second: { line: 3, column: 3 },
+    })
+    expect(duplicateKeyIn('{"a":1,"b":{"c":[{"d":1},{"d":1,"d":2}]}}')?.path).toBe('b.c.1.d')
+    // Escapes are read as JSON.parse reads them: "a\u0062" is "ab".
+    expect(duplicateKeyIn('{"a\\u0062":1,"ab":2}')?.path).toBe('ab')
+    expect(duplicateKeyIn('{"__proto__":1,"__proto__":2}')?.path).toBe('__proto__')
+  })
+
+  test('the same key in different objects, and strings that look like keys, are no duplicate', () => {
+    for (const text of ['{"a":{"a":1},"b":{"a":2}}', '[{"a":1},{"a":2}]', '{"x":[{}, "a"], "a": 1}', '{"a":"{\\"a\\":1}","b":"a"}', '{"a\\"":1,"a":2}']) {
+      JSON.parse(text)
+      expect({ text, twice: duplicateKeyIn(text) }).toEqual({ text, twice: undefined })
+    }
+  })
+
+  test('a nesting far deeper than any stack is scanned, not recursed into', () => {
+    expect(duplicateKeyIn(`${'['.repeat(1_000_000)}${']'.repeat(1_000_000)}`)).toBeUndefined()
   })
 })
 
