@@ -68,6 +68,21 @@ export interface TaskResult {
   json: () => any
 }
 
+/**
+ * The value of one sample in a /metrics text: the line `name value`, `name` written with its labels
+ * if it has any (`moonlight_http_agent_connections{state="open"}`); throws when there is no such line.
+ */
+export function metricValue(text: string, name: string): number {
+  const line = text.split('\n').find((each) => each.startsWith(`${name} `))
+  if (line === undefined) throw new Error(`no ${name} in /metrics`)
+  return Number(line.slice(name.length + 1))
+}
+
+/** One sample of a server's GET /metrics (as metricValue reads it). */
+export async function metricSample(url: string, name: string): Promise<number> {
+  return metricValue(await (await fetch(`${url}/metrics`)).text(), name)
+}
+
 /** POSTs /task/request the way curl would. */
 export async function postTask(url: string, body: unknown, token: string | null = TOKEN): Promise<TaskResult> {
   const headers: Record<string, string> = { 'content-type': 'application/json' }

@@ -3,7 +3,7 @@
  * against: the status is one the operation lists, the body validates (ajv, JSON Schema 2020-12, the
  * document's $refs resolved) against the schema of that status and content type, the documented
  * headers are there, every error of the server's own is JSON `{error, code}` with a code the status's
- * description names, and docs/http-api.md's table lists that status and code.
+ * description lists, and docs/http-api.md's table lists that status and code.
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -142,7 +142,23 @@ function rebased(schema: unknown): unknown {
   )
 }
 
-/** An error of the server's own: JSON `{error, code, …}`, a code the status's description names, a row of docs/http-api.md's table. */
+/**
+ * The codes an error status's description lists: "An error: forbidden, address_not_allowed,
+ * queue_timeout and queue_full (with Retry-After). …" gives forbidden, address_not_allowed,
+ * queue_timeout and queue_full; the notes in parentheses (fields, a reason such as
+ * retry_budget_exhausted) and the sentences after the list name no code.
+ */
+function listedCodes(description: string): Set<string> {
+  const list = /^An error: ([^.]*)\./.exec(description.replace(/ ?\([^)]*\)/g, ''))?.[1] ?? ''
+  return new Set(
+    list
+      .split(/,| and /)
+      .map((item) => item.trim())
+      .filter((item) => /^[a-z]+(?:_[a-z]+)*$/.test(item)),
+  )
+}
+
+/** An error of the server's own: JSON `{error, code, …}`, a code the status's description lists, a row of docs/http-api.md's table. */
 function errorProblems(answer: Answer, response: ResponseObject): string[] {
   const problems: string[] = []
   if (!/^application\/json\b/.test(answer.headers.get('content-type') ?? '')) problems.push(`status ${answer.status}: an error not sent as application/json`)
@@ -151,8 +167,9 @@ function errorProblems(answer: Answer, response: ResponseObject): string[] {
     problems.push(`status ${answer.status}: an error without its "error" and "code": ${answer.text.slice(0, 300)}`)
     return problems
   }
-  const named = new Set((response.description ?? '').match(/[a-z]+(?:_[a-z]+)+|\b[a-z]{5,}\b/g) ?? [])
-  if (!named.has(body.code)) problems.push(`status ${answer.status}: code ${body.code} is not among those its description names ("${response.description}")`)
+  const listed = listedCodes(response.description ?? '')
+  if (!listed.has(body.code))
+    problems.push(`status ${answer.status}: code ${body.code} is not among those its description lists (${[...listed].join(', ')}: "${response.description}")`)
   if (!HTTP_API_TABLE.has(`${answer.status} ${body.code}`)) problems.push(`docs/http-api.md's error table has no row for ${answer.status} ${body.code}`)
   return problems
 }

@@ -5,7 +5,7 @@
  */
 import { expect } from 'bun:test'
 import type { Socket } from 'bun'
-import { TOKEN, waitFor } from './helpers.ts'
+import { metricValue, TOKEN, waitFor } from './helpers.ts'
 
 export interface AgentRequest {
   head: string
@@ -66,12 +66,12 @@ export function rawHttpAgents(defer: (cleanup: () => unknown) => void) {
 
 /** The HTTP agent pools' figures as GET /metrics reports them. */
 export async function poolFigures(url: string): Promise<{ open: number; busy: number; queued: number }> {
+  // One text for all three: figures read at different moments could show a call neither busy nor queued.
   const text = await (await fetch(`${url}/metrics`)).text()
-  const read = (name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1])
   return {
-    open: read('moonlight_http_agent_connections{state="open"}'),
-    busy: read('moonlight_http_agent_connections{state="busy"}'),
-    queued: read('moonlight_http_agent_calls_queued'),
+    open: metricValue(text, 'moonlight_http_agent_connections{state="open"}'),
+    busy: metricValue(text, 'moonlight_http_agent_connections{state="busy"}'),
+    queued: metricValue(text, 'moonlight_http_agent_calls_queued'),
   }
 }
 

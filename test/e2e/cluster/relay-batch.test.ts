@@ -6,18 +6,13 @@
  */
 import { describe, expect, test } from 'bun:test'
 import { clusterScope, getJson, type Instance } from '../../support/cluster.ts'
-import { postTask, testScope, type WsAgent, waitFor } from '../../support/helpers.ts'
+import { metricSample, postTask, testScope, type WsAgent, waitFor } from '../../support/helpers.ts'
 
 const { defer } = testScope()
 const { redisServer, instance, wsAgent } = clusterScope(defer)
 
 /** A counter or gauge of `at`'s /metrics (with its labels, if any). */
-async function metric(at: Instance, name: string): Promise<number> {
-  const text = await (await fetch(`${at.url}/metrics`)).text()
-  const line = text.split('\n').find((candidate) => candidate.startsWith(`${name} `))
-  if (line === undefined) throw new Error(`no ${name} in ${at.id}'s /metrics`)
-  return Number(line.slice(name.length + 1))
-}
+const metric = (at: Instance, name: string): Promise<number> => metricSample(at.url, name)
 
 /** Until `at` has read `peer`'s presence (not just heard of it on the fleet channel): only then does it know whether the peer reads batches. */
 async function knowsPresence(at: Instance, peer: Instance): Promise<void> {

@@ -4,7 +4,8 @@
  * answers), into as many of its documented statuses as can be reached, and every answer is checked by
  * test/support/openapi-contract.ts: a documented status, a body valid against the documented schema,
  * the documented headers, errors as JSON `{error, code}` with a code docs/http-api.md lists. The last
- * test checks that every documented status was reached, but for those named with the reason they are not.
+ * test checks that every documented status was reached: it counts on every test before it having run
+ * to its end (so run the whole file), and names those that did not.
  */
 import { afterAll, beforeEach, describe, expect, test } from 'bun:test'
 import {
@@ -33,6 +34,19 @@ const ACCESS = [
   { token: SUBMIT, roles: ['submit' as const] },
   { token: EU_AGENT, roles: ['agent' as const], regions: ['eu-west-1'] },
 ]
+
+/** The conformance tests, by name: the coverage check needs each to have run to its end. */
+const declared: string[] = []
+const finished = new Set<string>()
+
+/** A test whose answers count towards the coverage check. */
+function conformance(name: string, run: () => Promise<void>): void {
+  declared.push(name)
+  test(name, async () => {
+    await run()
+    finished.add(name)
+  })
+}
 
 /** The mismatches found in the running test: all of them are reported at its end, not only the first. */
 let problems: string[] = []
@@ -68,7 +82,11 @@ async function call(mls: TestServer, operation: string, options: CallOptions = {
 }
 
 async function check(mls: TestServer, operation: string, response: Response, sentToken = false): Promise<Answer> {
-  const answer = await readAnswer(operation, response)
+  return checkAnswer(mls, operation, await readAnswer(operation, response), sentToken)
+}
+
+/** Checks an answer already read (and recorded) against the server's document. */
+async function checkAnswer(mls: TestServer, operation: string, answer: Answer, sentToken = false): Promise<Answer> {
   for (const problem of (await contractOf(mls)).problems(operation, answer, sentToken)) problems.push(`${operation}: ${problem}`)
   if (answer.status >= 400 && typeof answer.body?.code === 'string') problems.push(...detailProblems(operation, answer))
   return answer
@@ -157,7 +175,7 @@ async function httpAgent(mls: TestServer, nodeId: string, region: string, work?:
 }
 
 describe('POST /task/request against the document', () => {
-  test('answers, refusals and failures of a task: each status documented, each body of its documented shape', async () => {
+  conformance('answers, refusals and failures of a task: each status documented, each body of its documented shape', async () => {
     const mls = server({ access: ACCESS, max_body_bytes: 4096, max_answer_bytes: 1024, queue: { max: 0 } })
     const op = 'POST /task/request'
     await httpAgent(mls, 'http-1', 'us-east-1')
@@ -241,7 +259,7 @@ describe('POST /task/request against the document', () => {
     expectConforming()
   })
 
-  test('queue_timeout and too_many_tasks: 503 with Retry-After', async () => {
+  conformance('queue_timeout and too_many_tasks: 503 with Retry-After', async () => {
     const mls = server({ queue: { timeout: 0.2 }, tasks: { max_results: 1 } })
     const op = 'POST /task/request'
     const slot = await heldAgent(mls, 'slot', 'slot-land')
@@ -257,7 +275,7 @@ describe('POST /task/request against the document', () => {
 })
 
 describe('stored tasks against the document', () => {
-  test('GET /task/{id}, GET /task/{id}/result and DELETE /task/{id}: every state and refusal', async () => {
+  conformance('GET /task/{id}, GET /task/{id}/result and DELETE /task/{id}: every state and refusal', async () => {
     const mls = server({ access: ACCESS })
     await httpAgent(mls, 'http-1', 'us-east-1')
     await httpAgent(mls, 'broken', 'broken-land', () => Response.json({ error: 'disk full' }, { status: 500 }))
@@ -307,7 +325,7 @@ describe('stored tasks against the document', () => {
 })
 
 describe('require_task_token: false against the document', () => {
-  test('the task routes answer without a token, and the document says they need none', async () => {
+  conformance('the task routes answer without a token, and the document says they need none', async () => {
     const mls = server({ require_task_token: false })
     await httpAgent(mls, 'http-1', 'us-east-1')
     await reach(mls, 'POST /task/request', 200, undefined, { token: null, body: { region: 'us-east-1', payload: 1 } })
@@ -320,7 +338,7 @@ describe('require_task_token: false against the document', () => {
 })
 
 describe('the fleet routes against the document', () => {
-  test('POST /client/heartbeat: registered, and every refusal', async () => {
+  conformance('POST /client/heartbeat: registered, and every refusal', async () => {
     const mls = server({ access: ACCESS, max_body_bytes: 4096 })
     const op = 'POST /client/heartbeat'
     const hello = { ip: '127.0.0.1', node_id: 'beat-1', token: TOKEN, region: 'us-east-1', port: deadPort() }
@@ -343,7 +361,7 @@ describe('the fleet routes against the document', () => {
     expectConforming()
   })
 
-  test('the clients and the operator actions: answers and refusals', async () => {
+  conformance('the clients and the operator actions: answers and refusals', async () => {
     const mls = server({ access: ACCESS, max_body_bytes: 4096 })
     await httpAgent(mls, 'http-1', 'us-east-1')
     await reach(mls, 'POST /task/request', 200, undefined, { body: { region: 'us-east-1', payload: 1 } })
@@ -391,7 +409,7 @@ describe('the fleet routes against the document', () => {
 })
 
 describe("the server's own routes against the document", () => {
-  test('status, cluster, regions, health, readiness, metrics, this document, the pages and the WebSocket endpoint', async () => {
+  conformance('status, cluster, regions, health, readiness, metrics, this document, the pages and the WebSocket endpoint', async () => {
     const mls = server({ access: ACCESS, ws: { max_connections: 3, max_unregistered: 1 } })
     for (const operation of ['GET /status', 'GET /regions', 'GET /healthz', 'GET /readyz', 'GET /metrics', 'GET /openapi.json', 'GET /', 'GET /dashboard']) {
       await reach(mls, operation, 200, undefined, { token: null })
@@ -405,9 +423,13 @@ describe("the server's own routes against the document", () => {
     await reach(mls, 'GET /ws', 426, 'upgrade_required', { token: null })
     await check(mls, 'GET /ws', await fetch(mls.wsUrl.replace(/^ws/, 'http'), { headers: { ...upgradeHeaders(), origin: 'https://elsewhere.example' } }))
     expect(coverage.get('GET /ws')?.has('403 forbidden_origin')).toBe(true)
+    // The upgrade itself, as the socket reads it (fetch cannot show a 101): a documented status, no body.
+    const switched = await upgradeOnSocket(mls)
+    expect(switched.status).toBe(101)
+    record('GET /ws', switched)
+    await checkAnswer(mls, 'GET /ws', switched)
     const first = await startWsAgent(mls.wsUrl, { nodeId: 'ws-1', region: 'eu-west-1' })
     defer(first.close)
-    record('GET /ws', { status: 101, body: undefined, headers: new Headers() })
     // One registered socket, one waiting to register: the next would be a second beyond ws.max_unregistered (1 here).
     const idle = await openWs(mls.wsUrl)
     defer(idle.close)
@@ -416,7 +438,7 @@ describe("the server's own routes against the document", () => {
     expectConforming()
   })
 
-  test('GET /ws beyond ws.max_connections: 503 too_many_connections', async () => {
+  conformance('GET /ws beyond ws.max_connections: 503 too_many_connections', async () => {
     const mls = server({ ws: { max_connections: 1 } })
     const agent = await startWsAgent(mls.wsUrl, { nodeId: 'ws-1', region: 'eu-west-1' })
     defer(agent.close)
@@ -428,6 +450,35 @@ describe("the server's own routes against the document", () => {
 
 function upgradeHeaders(): Record<string, string> {
   return { upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-version': '13' }
+}
+
+/** An upgrade of GET /ws over a plain socket: the answer's status line and headers, read up to the blank line; then the socket is closed, and the server has seen it go. */
+async function upgradeOnSocket(mls: TestServer): Promise<Answer> {
+  const { hostname, port } = new URL(mls.url)
+  const { promise: head, resolve, reject } = Promise.withResolvers<string>()
+  const { promise: closed, resolve: markClosed } = Promise.withResolvers<void>()
+  let received = ''
+  const socket = await Bun.connect({
+    hostname,
+    port: Number(port),
+    socket: {
+      data(_, chunk) {
+        received += chunk.toString('latin1')
+        if (received.includes('\r\n\r\n')) resolve(received.slice(0, received.indexOf('\r\n\r\n')))
+      },
+      close: () => {
+        reject(new Error(`the socket closed before a whole answer head: ${JSON.stringify(received)}`))
+        markClosed()
+      },
+    },
+  })
+  const request = Object.entries({ host: `${hostname}:${port}`, ...upgradeHeaders() }).map(([name, value]) => `${name}: ${value}\r\n`)
+  socket.write(`GET ${new URL(mls.wsUrl).pathname} HTTP/1.1\r\n${request.join('')}\r\n`)
+  const [statusLine, ...headerLines] = (await head).split('\r\n')
+  socket.end()
+  await closed
+  const headers = new Headers(headerLines.map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1).trim()] as [string, string]))
+  return { status: Number(/^HTTP\/1\.1 (\d{3})/.exec(statusLine!)?.[1]), headers, text: '', body: undefined }
 }
 
 /** Every operation that takes a token in a header, with what it needs to be reached. */
@@ -446,7 +497,7 @@ const TOKEN_OPERATIONS: Array<[string, CallOptions]> = [
 ]
 
 describe('refusals every route shares', () => {
-  test('429 too_many_failures with Retry-After, on every route that takes a token', async () => {
+  conformance('429 too_many_failures with Retry-After, on every route that takes a token', async () => {
     const mls = server({ auth: { max_failures: 1, window: 60 } })
     await reach(mls, 'GET /clients', 401, 'unauthorized', { token: 'wrong-token-1' })
     for (const [operation, options] of TOKEN_OPERATIONS) {
@@ -458,7 +509,7 @@ describe('refusals every route shares', () => {
     expectConforming()
   })
 
-  test('while the server stops, every route answers 503 shutting_down (but /status, which says "Stopping")', async () => {
+  conformance('while the server stops, every route answers 503 shutting_down (but /status, which says "Stopping")', async () => {
     const mls = startTestServer()
     await contractOf(mls)
     const held = await heldAgent(mls, 'held', 'us-east-1')
@@ -489,7 +540,7 @@ describe('refusals every route shares', () => {
 })
 
 describe('the cluster answers against the document (real redis-server)', () => {
-  test('held_elsewhere on another instance, X-Moonlight-Instance, and a lost Redis: not_ready and store_unavailable', async () => {
+  conformance('held_elsewhere on another instance, X-Moonlight-Instance, and a lost Redis: not_ready and store_unavailable', async () => {
     const redis = await startRedis()
     defer(redis.stop)
     const join = (id: string) => tracked(startTestServer({ cluster: { redis_url: redis.url, instance_id: id, instance_ttl: 1 } }))
@@ -537,14 +588,8 @@ async function fetchJson(mls: TestServer, path: string): Promise<any> {
   return (await fetch(`${mls.url}${path}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()
 }
 
-/**
- * Documented statuses no test here reaches, each with why. Anything else the document lists must
- * have been reached by the tests above (so run the whole file).
- */
-const NOT_REACHED: Record<string, string> = {}
-
 describe('coverage', () => {
-  test('every status the document lists was reached by a real answer, but those named with the reason', async () => {
+  test('every status the document lists was reached by a real answer (needs every test above run to its end)', async () => {
     const mls = startTestServer()
     const contract: Contract = await contractOf(mls)
     await mls.stop()
@@ -554,12 +599,14 @@ describe('coverage', () => {
         const key = `${method.toUpperCase()} ${path}`
         const reached = [...(coverage.get(key) ?? [])].map((entry) => entry.split(' ')[0])
         for (const status of Object.keys(operation.responses)) {
-          if (status === 'default' || reached.includes(status) || NOT_REACHED[`${key} ${status}`]) continue
+          if (status === 'default' || reached.includes(status)) continue
           missing.push(`${key} ${status}`)
         }
       }
     }
-    expect(missing).toEqual([])
+    // A test filtered out (bun test -t), or failed before its end, leaves statuses unreached: named here, so that is not taken for a gap.
+    const notRunToTheEnd = declared.filter((name) => !finished.has(name))
+    expect({ notRunToTheEnd, missing }).toEqual({ notRunToTheEnd: [], missing: [] })
   })
 })
 

@@ -1,7 +1,7 @@
 /** The dashboards' live feed, attacked (a hostile pass); each test failed before its fix. */
 import { describe, expect, test } from 'bun:test'
 import { connect, type Socket } from 'node:net'
-import { openWs, postJson, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
+import { metricSample, openWs, postJson, TOKEN, testScope, waitFor } from '../../support/helpers.ts'
 
 const { defer, server } = testScope()
 
@@ -32,11 +32,6 @@ async function neverReadingSocket(url: string): Promise<Socket> {
   return socket
 }
 
-async function gauge(url: string, name: string): Promise<number> {
-  const text = await (await fetch(`${url}/metrics`)).text()
-  return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1])
-}
-
 /** `count` HTTP clients, each in a region of its own, with long names: every snapshot is ~1 KB per client. */
 async function bigFleet(url: string, count: number): Promise<void> {
   for (let first = 0; first < count; first += 100) {
@@ -62,12 +57,16 @@ describe('a dashboard that stops reading', () => {
     const mls = server({ ws: { write_timeout: 0.5, read_timeout: 300 } })
     await bigFleet(mls.url, 1500)
     const socket = await neverReadingSocket(mls.url)
-    expect(await gauge(mls.url, 'moonlight_websocket_connections')).toBe(1)
+    expect(await metricSample(mls.url, 'moonlight_websocket_connections')).toBe(1)
     // "send monitor again at any time for a fresh snapshot": asked for again and again, read never. One
     // snapshot a second fills the socket's buffers in a few seconds; then it has write_timeout to read.
     const asking = setInterval(() => socket.write(textFrame(JSON.stringify({ type: 'monitor', payload: { token: TOKEN } }))), 100)
     defer(() => clearInterval(asking))
-    await waitFor(async () => (await gauge(mls.url, 'moonlight_websocket_connections')) === 0, 'the server to cut the dashboard that does not read', 20000)
+    await waitFor(
+      async () => (await metricSample(mls.url, 'moonlight_websocket_connections')) === 0,
+      'the server to cut the dashboard that does not read',
+      20000,
+    )
   })
 })
 

@@ -1,16 +1,9 @@
 import { describe, expect, test } from 'bun:test'
-import { openWs, postJson, postTask, startHttpAgent, type TestServer, TOKEN, testScope } from '../../support/helpers.ts'
+import { metricSample, openWs, postJson, postTask, startHttpAgent, type TestServer, TOKEN, testScope } from '../../support/helpers.ts'
 
 /** Guessing tokens is slow: failed authentications per address in a sliding window, through the real server. */
 
 const scope = testScope()
-
-async function metric(mls: TestServer, name: string): Promise<number> {
-  const text = await (await fetch(`${mls.url}/metrics`)).text()
-  const line = text.split('\n').find((each) => each.startsWith(`${name} `))
-  if (line === undefined) throw new Error(`no ${name} in /metrics`)
-  return Number(line.split(' ')[1])
-}
 
 const heartbeat = (mls: TestServer, token: string) =>
   postJson(`${mls.url}/client/heartbeat`, { ip: '127.0.0.1', node_id: 'hb', token, region: 'us-east-1', port: 9 })
@@ -58,8 +51,8 @@ describe('failed authentication is throttled per address', () => {
     expect(await wsAttempt(mls, 'monitor', TOKEN)).toBe('ok')
     // A missing token is a failure like a wrong one.
     expect((await postTask(mls.url, { payload: 1 }, null)).status).toBe(429)
-    expect(await metric(mls, 'moonlight_auth_failures_total')).toBe(3001)
-    expect(await metric(mls, 'moonlight_auth_throttled_total')).toBe(2981)
+    expect(await metricSample(mls.url, 'moonlight_auth_failures_total')).toBe(3001)
+    expect(await metricSample(mls.url, 'moonlight_auth_throttled_total')).toBe(2981)
   })
 
   test('failures over the header, the heartbeat body and WebSocket register and monitor share one count', async () => {
@@ -83,7 +76,7 @@ describe('failed authentication is throttled per address', () => {
     // A known token without the role is refused, but is no failed authentication.
     const forbidden = scope.server({ access: [{ token: 'agent-token-aaaa', roles: ['agent'] }], auth: { max_failures: 1 } })
     for (let i = 0; i < 5; i++) expect((await postTask(forbidden.url, { payload: 1 }, 'agent-token-aaaa')).status).toBe(403)
-    expect(await metric(forbidden, 'moonlight_auth_failures_total')).toBe(0)
+    expect(await metricSample(forbidden.url, 'moonlight_auth_failures_total')).toBe(0)
   })
 
   test('once Retry-After has passed, a failure is answered 401 again', async () => {

@@ -1,9 +1,11 @@
 /**
  * The "may import" column of docs/architecture.md's module table, where it draws a hard line, is what
  * the sources do: a row that may import "nothing" imports no other module of src/ (but those of its
- * own row), one that may import "types only" imports types only, `wire/` imports zod and itself (and
- * the one type it names), and a room that may "never" import another does not (`cli/` takes only
- * `http/openapi.ts` of `http/`); `packages/sdk` imports nothing from src/.
+ * own row; the top-level `clock.ts`, `errors.ts`… are modules too), one that may import "types only"
+ * imports types only, a module at the top of src/ imports only what its row names, `wire/` imports
+ * zod and itself (and the one type it names), and a room that may "never" import another does not
+ * (`cli/` takes only `http/openapi.ts` of `http/`); `packages/sdk` imports nothing from src/, not even
+ * a type.
  */
 import { describe, expect, test } from 'bun:test'
 import { readdirSync, readFileSync, statSync } from 'node:fs'
@@ -14,8 +16,10 @@ const SRC = join(ROOT, 'src')
 const doc = readFileSync(join(ROOT, 'docs/architecture.md'), 'utf8')
 
 interface Import {
-  /** The module's path under src/ (`fleet/registry.ts`), or the bare specifier (`zod`, `node:fs`). */
+  /** The module's path under src/ (`fleet/registry.ts`, `clock.ts`, `../package.json`), or the bare specifier (`zod`, `node:fs`). */
   target: string
+  /** A module of this repository (a relative specifier), not a package (`zod`, `node:fs`, `bun`). */
+  local: boolean
   typeOnly: boolean
 }
 
@@ -26,18 +30,16 @@ function modules(dir: string): string[] {
   })
 }
 
-/** A file's static imports and re-exports, resolved against src/. */
-function importsOf(file: string): Import[] {
+/** A file's static imports and re-exports (`import type` included), resolved against `base`. */
+function importsOf(file: string, base = SRC): Import[] {
   const text = readFileSync(file, 'utf8')
   return [...text.matchAll(/(?:^|\n)\s*(import|export)(\s+type)?\s[^;]*?from\s+'([^']+)'/g)].map((match) => {
     const specifier = match[3]!
-    const target = specifier.startsWith('.') ? relative(SRC, normalize(join(dirname(file), specifier))) : specifier
-    return { target, typeOnly: match[2] !== undefined }
+    const local = specifier.startsWith('.')
+    const target = local ? relative(base, normalize(join(dirname(file), specifier))) : specifier
+    return { target, local, typeOnly: match[2] !== undefined }
   })
 }
-
-/** A module of this repository (`fleet/registry.ts`, `../package.json`), not a package (`zod`, `node:fs`, `bun`). */
-const ours = (target: string) => target.includes('/') && !target.includes(':') && /\.(?:ts|json)$/.test(target)
 
 /** The module table's rows: the room each belongs to, the files its first cell names, and its last cell. */
 function rows(): Array<{ room: string; files: string[]; mayImport: string; line: string }> {
@@ -64,12 +66,27 @@ describe("docs/architecture.md's import rules", () => {
     const broken: string[] = []
     for (const row of nothing) {
       for (const file of row.files) {
-        for (const { target } of importsOf(join(SRC, file))) if (ours(target) && !row.files.includes(target)) broken.push(`${file} imports ${target}`)
+        for (const { target, local } of importsOf(join(SRC, file))) if (local && !row.files.includes(target)) broken.push(`${file} imports ${target}`)
       }
     }
     for (const row of table.filter((each) => each.mayImport === 'types only')) {
       for (const file of row.files)
         for (const { target, typeOnly } of importsOf(join(SRC, file))) if (!typeOnly) broken.push(`${file} imports ${target} (not a type)`)
+    }
+    expect(broken).toEqual([])
+  })
+
+  test('a module at the top of src/ imports of the repository only what its row names (clock.ts: nothing; errors.ts: wire/errors)', () => {
+    const top = table.filter((row) => row.room === 'top' && row.files.length > 0)
+    expect(top.flatMap((row) => row.files)).toEqual(expect.arrayContaining(['cli.ts', 'clock.ts', 'errors.ts', 'version.ts']))
+    const broken: string[] = []
+    for (const row of top) {
+      // `cli/` allows a room, `version` a module, `package.json` the file beside src/.
+      const named = [...row.mayImport.matchAll(/`([\w/.-]+)`/g)].map((match) => match[1]!)
+      const allowed = (target: string) =>
+        named.some((name) => (name.endsWith('/') ? target.startsWith(name) : [name, `${name}.ts`, `../${name}`].includes(target)))
+      for (const file of row.files)
+        for (const { target, local } of importsOf(join(SRC, file))) if (local && !allowed(target)) broken.push(`${file} imports ${target}`)
     }
     expect(broken).toEqual([])
   })
@@ -111,14 +128,13 @@ describe("docs/architecture.md's import rules", () => {
     expect(broken).toEqual([])
   })
 
-  test('packages/sdk imports nothing from src/ (nor any package: no runtime dependency)', () => {
+  test('packages/sdk imports nothing from src/, not even a type (nor any package: no runtime dependency)', () => {
     const sdk = join(ROOT, 'packages/sdk/src')
     const broken = modules(sdk).flatMap((file) =>
-      [...readFileSync(file, 'utf8').matchAll(/(?:^|\n)\s*(?:import|export)(\s+type)?\s[^;]*?from\s+'([^']+)'/g)]
-        .filter((match) => match[1] === undefined)
-        .map((match) => match[2]!)
-        .filter((specifier) => (specifier.startsWith('.') ? !normalize(join(dirname(file), specifier)).startsWith(sdk) : !specifier.startsWith('node:')))
-        .map((specifier) => `${relative(ROOT, file)} imports ${specifier}`),
+      importsOf(file, sdk)
+        // Outside its own src/ (a relative path climbing out of it), or a package but Node's own.
+        .filter(({ target, local, typeOnly }) => (local ? target.startsWith('..') : !typeOnly && !target.startsWith('node:')))
+        .map(({ target }) => `${relative(ROOT, file)} imports ${target}`),
     )
     expect(broken).toEqual([])
   })

@@ -6,32 +6,18 @@
  * flag it does not know, so nothing runs, and the error names which one.
  */
 import { describe, expect, test } from 'bun:test'
-import { readdirSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
 import { runMain } from '../../support/cli.ts'
-import { ROOT } from '../../support/helpers.ts'
+import { PAGES, splitFences, pageText as text } from '../../support/docs.ts'
 
-const PAGES = ['README.md', ...readdirSync(join(ROOT, 'docs')).map((name) => `docs/${name}`)]
 const COMMANDS = ['serve', 'agent', 'task', 'status', 'healthcheck', 'clients', 'cluster', 'config', 'openapi', 'completion']
 const SUBCOMMANDS: Record<string, string[]> = { task: ['get', 'cancel'], config: ['check'] }
 const NOT_A_FLAG = '--zz-no-such-flag'
 
-const text = (page: string) => readFileSync(join(ROOT, page), 'utf8')
-
 /** The page split into code (fenced block lines, inline code spans) and prose (the rest, code spans removed). */
 function split(markdown: string): { code: string[]; prose: string } {
-  const code: string[] = []
+  const { prose: lines, code } = splitFences(markdown)
   let prose = ''
-  let fenced = false
-  for (const line of markdown.split('\n')) {
-    if (/^\s*```/.test(line)) {
-      fenced = !fenced
-      continue
-    }
-    if (fenced) {
-      code.push(line)
-      continue
-    }
+  for (const line of lines) {
     for (const span of line.matchAll(/`([^`]+)`/g)) code.push(span[1]!)
     prose += `${line.replace(/`[^`]+`/g, ' ')}\n`
   }

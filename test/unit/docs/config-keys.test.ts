@@ -4,22 +4,21 @@
  * schema, and held to it by test/unit/config/reference.test.ts) or the section holding such rows.
  */
 import { describe, expect, test } from 'bun:test'
-import { readdirSync, readFileSync } from 'node:fs'
-import { join } from 'node:path'
-import { ROOT } from '../../support/helpers.ts'
+import { PAGES, pageText } from '../../support/docs.ts'
 
-const reference = readFileSync(join(ROOT, 'docs/configuration.md'), 'utf8')
+const reference = pageText('docs/configuration.md')
 const KEYS = [...reference.matchAll(/^\| `([a-z_.]+)` \|/gm)].map((match) => match[1]!)
 const SECTIONS = new Set(KEYS.filter((key) => key.includes('.')).map((key) => key.split('.')[0]!))
-const PAGES = ['README.md', ...readdirSync(join(ROOT, 'docs')).map((name) => `docs/${name}`)].filter((page) => page !== 'docs/configuration.md')
+/** Every page but the reference itself. */
+const OTHER_PAGES = PAGES.filter((page) => page !== 'docs/configuration.md')
 
 describe('the config keys the docs name', () => {
   test('are keys of the config (a row of docs/configuration.md, or a section of such rows)', () => {
     expect(KEYS.length).toBeGreaterThan(60)
     const unknown: string[] = []
     let checked = 0
-    for (const page of PAGES) {
-      const text = readFileSync(join(ROOT, page), 'utf8')
+    for (const page of OTHER_PAGES) {
+      const text = pageText(page)
       // A dotted path in a code span, starting with a section of the config: `queue.timeout`, `cluster.relay_batch`.
       for (const match of text.matchAll(/`([a-z_]+(?:\.[a-z_]+)+)`/g)) {
         const path = match[1]!

@@ -2,22 +2,21 @@
  * What the docs point at exists: every relative link of README.md and docs/*.md reaches a file, and
  * its `#anchor` a heading of that file (GitHub's slugs); every repository path they name in code
  * (`src/…`, `test/…`, `deploy/…`, `packages/…`, `scripts/…`, `bench/…`, `public/…`, `docs/…`, `.ci/…`)
- * is there; every MLS_* variable they name is one the code reads.
+ * is there (architecture.md also writes paths from src/, `fleet/registry.ts`: architecture.test.ts checks
+ * those); every MLS_* variable they name is one the code reads.
  */
 import { describe, expect, test } from 'bun:test'
 import { existsSync, readdirSync, readFileSync } from 'node:fs'
 import { dirname, join, normalize } from 'node:path'
+import { PAGES, splitFences, pageText as text } from '../../support/docs.ts'
 import { ROOT } from '../../support/helpers.ts'
-
-const PAGES = ['README.md', ...readdirSync(join(ROOT, 'docs')).map((name) => `docs/${name}`)]
-const text = (page: string) => readFileSync(join(ROOT, page), 'utf8')
 
 /** GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens. */
 function slug(heading: string): string {
   return heading
     .trim()
     .toLowerCase()
-    .replace(/[`*_]/g, (char) => (char === '_' ? '_' : ''))
+    .replace(/[`*]/g, '')
     .replace(/[^\p{L}\p{N} _-]/gu, '')
     .replace(/ /g, '-')
 }
@@ -25,18 +24,11 @@ function slug(heading: string): string {
 /** The anchors of a markdown page (its headings outside code blocks). */
 function anchors(page: string): Set<string> {
   const found = new Set<string>()
-  let fenced = false
-  for (const line of text(page).split('\n')) {
-    if (/^\s*```/.test(line)) fenced = !fenced
-    const heading = !fenced && /^#{1,6} (.+)$/.exec(line)
+  for (const line of splitFences(text(page)).prose) {
+    const heading = /^#{1,6} (.+)$/.exec(line)
     if (heading) found.add(slug(heading[1]!))
   }
   return found
-}
-
-/** Markdown with its fenced blocks blanked (links there are code, not links). */
-function withoutFences(markdown: string): string {
-  return markdown.replace(/^\s*```[\s\S]*?^\s*```/gm, '')
 }
 
 describe('the links of the docs', () => {
@@ -44,7 +36,10 @@ describe('the links of the docs', () => {
     const broken: string[] = []
     let checked = 0
     for (const page of PAGES) {
-      for (const match of withoutFences(text(page)).matchAll(/\]\(([^)\s]+)\)/g)) {
+      // Outside fenced blocks: links there are code, not links.
+      for (const match of splitFences(text(page))
+        .prose.join('\n')
+        .matchAll(/\]\(([^)\s]+)\)/g)) {
         const target = match[1]!
         if (/^[a-z]+:/.test(target)) continue
         checked++
@@ -79,7 +74,6 @@ describe('the repository paths the docs name', () => {
           // A placeholder (test/unit/<room>/) or a pattern (`bench/results/latest.{json,md}`) names no one file.
           if (/[<{*]/.test(span[1]!.slice(match.index! + match[1]!.length, match.index! + match[1]!.length + 1))) continue
           path = path.replace(/\/$/, '')
-          // Paths inside src/ are also written from src/ in architecture.md (checked by architecture.test.ts).
           checked++
           if (!existsSync(join(ROOT, path))) missing.push(`${page}: ${path}`)
         }
