@@ -50,7 +50,10 @@ const clientListAnswerSchema = z.object({ clients: z.array(clientViewSchema.loos
 export interface RawAnswer {
   status: number
   contentType: string | null
+  /** The body as text, to read (bytes that are not UTF-8 are U+FFFD in it). */
   body: string
+  /** The body's own bytes, to pass on: an agent's answer may be binary. */
+  bytes: Uint8Array
 }
 
 /**
@@ -137,7 +140,8 @@ async function send(
   try {
     const tls = target.ca === undefined ? {} : { tls: { ca: target.ca } }
     const response = await fetch(`${target.server}${path}`, { method, headers, body, signal, timeout: idleLimit, ...tls })
-    return { status: response.status, contentType: response.headers.get('content-type'), body: await response.text() }
+    const bytes = await response.bytes()
+    return { status: response.status, contentType: response.headers.get('content-type'), body: new TextDecoder().decode(bytes), bytes }
   } catch (error) {
     if (signal?.aborted) throw new RequestFailed(`no answer from ${target.server} within ${timeoutMs! / 1000} s`)
     const certificate = certificateFailure(error)

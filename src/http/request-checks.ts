@@ -114,7 +114,33 @@ async function readStreamedJsonText(request: Request, limits: BodyLimits): Promi
     if (received > maxBytes) throw await bodyTooLarge(request, limits, reader, received)
     chunks.push(value)
   }
-  return new TextDecoder().decode(Bun.concatArrayBuffers(chunks))
+  try {
+    return STRICT_UTF8.decode(Bun.concatArrayBuffers(chunks))
+  } catch {
+    throw notUtf8()
+  }
+}
+
+/** UTF-8 that refuses bytes which are not (a leading BOM is dropped, as Request.text drops it). */
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true })
+
+/**
+ * Throws 400 `invalid_json` when a declared-length body was not UTF-8 (RFC 8259 §8.1): Request.text
+ * turned each bad sequence into U+FFFD, which would reach the agent as bytes the caller never sent.
+ * Called only for a text that holds a U+FFFD (an ASCII text cannot: the look costs nothing on it). A
+ * valid body's text is as long in UTF-8 as the body, or 3 bytes shorter (a BOM dropped); a sequence
+ * replaced makes it longer, except a four-byte one cut after its third byte (one U+FFFD of three
+ * bytes for three), which only the bytes themselves would show.
+ */
+export function requireUtf8(text: string, request: Request): void {
+  const declared = request.headers.get('content-length')
+  if (declared === null) return
+  const excess = Buffer.byteLength(text) - Number(declared)
+  if (excess !== 0 && excess !== -3) throw notUtf8()
+}
+
+function notUtf8(): MoonlightError {
+  return new MoonlightError(400, 'invalid_json', 'request body is not valid JSON: it is not UTF-8')
 }
 
 /** The 413, once the rest of the body is read within oversized_body's bounds (see discardOversizedBody). */
@@ -169,6 +195,7 @@ function tooDeep(): MoonlightError {
 /** A JSON body of `schema`'s shape, through the same checks as a task request's. */
 export async function readJsonBody<Schema extends z.ZodType>(request: Request, limits: BodyLimits, schema: Schema): Promise<z.infer<Schema>> {
   const text = await readJsonText(request, limits)
+  if (text.indexOf('\uFFFD') !== -1) requireUtf8(text, request)
   const value = parseJson(text)
   limitDepth(nestingDepth(text))
   return validate(schema, value)

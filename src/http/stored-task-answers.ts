@@ -2,6 +2,7 @@ import { MoonlightError } from '../errors.ts'
 import { tokenDigest } from '../security/access.ts'
 import type { StoredTask } from '../tasks/stored/store.ts'
 import type { AcceptedTask, TaskView } from '../wire/async-task.ts'
+import { utf8OrBase64 } from '../wire/bytes.ts'
 import { requestToken } from './request-checks.ts'
 
 /**
@@ -82,14 +83,10 @@ export function viewOf(task: StoredTask): TaskView {
   return { ...view, status: result.status, error: content }
 }
 
-/** A JSON body as its value; any other text as a string; bytes that are not UTF-8 as base64. */
+/** A JSON body as its value; any other text as a string; bytes that are not UTF-8 as base64 (see utf8OrBase64). */
 function decodeBody(body: Buffer, contentType: string | undefined): unknown {
-  let text: string
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(body)
-  } catch {
-    return { base64: body.toString('base64') }
-  }
+  const text = utf8OrBase64(body)
+  if (typeof text !== 'string') return text
   if (contentType?.includes('json')) {
     try {
       return JSON.parse(text)

@@ -208,7 +208,7 @@ const GENERIC_REASONS: Record<FailedAttempt['kind'], string> = {
 /** A broadcast part as a caller without the monitor role sees it: a 5xx without its body (the agent's own account), a failure with a generic reason. */
 function genericPart(part: BroadcastPart): BroadcastPart {
   if (part.status >= 500 && part.kind === undefined && part.error === undefined) {
-    const { response: _response, responseJson: _responseJson, ...rest } = part
+    const { response: _response, responseJson: _responseJson, responseBase64: _responseBase64, ...rest } = part
     return rest
   }
   // A part without a kind failed for a reason of the server's own (it stopped): nothing to hide.

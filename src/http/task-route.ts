@@ -12,7 +12,7 @@ import type { StoredTasks } from '../tasks/stored/runner.ts'
 import type { StoredTask } from '../tasks/stored/store.ts'
 import { FINAL_STATES, idempotencyKeySchema } from '../wire/async-task.ts'
 import { afterUnreadBody } from './oversized-body.ts'
-import { authorize, optionalGrant, readJsonText } from './request-checks.ts'
+import { authorize, optionalGrant, readJsonText, requireUtf8 } from './request-checks.ts'
 import { acceptedResponse, ownerOf, resultResponse } from './stored-task-answers.ts'
 import { readTaskRequest } from './task-body.ts'
 import { broadcastResponse, outcomeResponse } from './task-outcome.ts'
@@ -51,6 +51,8 @@ export function createTaskRoute(deps: TaskRouteDeps): (request: Request, server:
       const grant = config.require_task_token ? authorize(settings, request, server, 'submit') : undefined
       const idempotencyKey = readIdempotencyKey(request.headers.get('idempotency-key'))
       const text = await readJsonText(request, config)
+      // Bytes that were not UTF-8 are U+FFFD in the text; an ASCII text holds none, and is not scanned to see so.
+      if (text.indexOf('\uFFFD') !== -1) requireUtf8(text, request)
       const { task, payloadJson } = readTaskRequest(text)
       if (deps.isStopping()) throw shuttingDown()
       const region = Regions.normalize(task.region)

@@ -2,16 +2,20 @@ import type { Client, Route } from '../fleet/registry.ts'
 import type { TaskRecord } from '../observe/task-stats.ts'
 import type { AttemptTrace, TaskTrace } from '../observe/tracing/tracer.ts'
 import { type Answer, AttemptError, type FanOutSink } from '../transports/types.ts'
+import { utf8OrBase64 } from '../wire/bytes.ts'
 import { MAX_JSON_DEPTH, nestingDepth } from '../wire/json-text.ts'
 import type { BroadcastResult } from '../wire/task.ts'
 import { type Deadline, taskTimeout } from './deadlines.ts'
-import { bodyText, type DispatcherDeps } from './dispatcher.ts'
+import type { DispatcherDeps } from './dispatcher.ts'
 
 /** The same pieces the dispatcher runs on: one wiring serves both. */
 export type BroadcasterDeps = DispatcherDeps
 
-/** One client's part of a broadcast; a JSON answer is kept as its own text (see broadcastJson). */
-export type BroadcastPart = Omit<BroadcastResult, 'response'> & { response?: string; responseJson?: string }
+/**
+ * One client's part of a broadcast; a JSON answer is kept as its own text (see broadcastJson), bytes
+ * that are not UTF-8 as base64 (`"response": {"base64": "…"}`, as a stored task's view shows them).
+ */
+export type BroadcastPart = Omit<BroadcastResult, 'response'> & { response?: string; responseJson?: string; responseBase64?: string }
 
 /** No client to broadcast to, or each client's part. */
 export type BroadcastOutcome = { kind: 'no_client'; region: string } | { kind: 'delivered'; results: BroadcastPart[] }
@@ -219,8 +223,13 @@ class Gathering {
 
 /** A JSON answer stays its own text; anything else (or JSON too deep to pass on) is shown as a string. */
 function answeredPart(client: Client, answer: Answer, checkedJson: boolean): BroadcastPart {
-  const text = bodyText(answer)
   const part: BroadcastPart = { node_id: client.nodeId, protocol: client.protocol, status: answer.status }
+  // Bytes (an HTTP agent's answer that is not all ASCII): decoded exactly, or carried as base64 when they are no text.
+  const text = typeof answer.body === 'string' ? answer.body : utf8OrBase64(answer.body)
+  if (typeof text !== 'string') {
+    part.responseBase64 = text.base64
+    return part
+  }
   if (!(answer.headers['content-type'] ?? '').includes('json')) part.response = text
   // Text read from a message that parsed, within the depth limit and trimmed, is all it needs to be.
   else if (checkedJson) part.responseJson = text
@@ -251,6 +260,7 @@ export function broadcastJson(summary: { task_id: string; region: string; target
     // The common part, an answer with a JSON body, is one template: each `+=` would be one more string.
     if (part.responseJson !== undefined) items[index] = `${head},"response":${part.responseJson}}`
     else if (part.response !== undefined) items[index] = `${head},"response":${JSON.stringify(part.response)}}`
+    else if (part.responseBase64 !== undefined) items[index] = `${head},"response":{"base64":"${part.responseBase64}"}}`
     else
       items[index] =
         `${head}${part.kind === undefined ? '' : `,"kind":${JSON.stringify(part.kind)}`}${part.error === undefined ? '' : `,"error":${JSON.stringify(part.error)}`}}`

@@ -358,8 +358,8 @@ function recordedOutcome(kind: Exclude<Outcome, { kind: 'answered' }>['kind']): 
   return NOBODY_TO_ASK.has(kind) ? 'no_client' : kind === 'timed_out' ? 'timeout' : 'failed'
 }
 
-/** An answer's body as text, for excerpts and broadcasts. */
-export function bodyText(answer: Answer): string {
+/** An answer's body as text, for excerpts. */
+function bodyText(answer: Answer): string {
   return typeof answer.body === 'string' ? answer.body : new TextDecoder().decode(answer.body)
 }
 

@@ -22,7 +22,7 @@ export interface TaskOptions extends RoutingOptions {
 export interface TaskAnswer<Body = unknown> {
   status: number
   headers: Headers
-  /** The body parsed as JSON, or its text when it is not JSON. */
+  /** The body parsed as JSON, or its text when it is not JSON, or its bytes (a Uint8Array) when they are not UTF-8 text (an image); null when empty. */
   body: Body
   taskId: string
   /** Which agent answered. */
@@ -160,11 +160,22 @@ async function answerOf<Body>(response: Response): Promise<TaskAnswer<Body>> {
   }
 }
 
+/** Refuses bytes that are not UTF-8 (they stay bytes), and keeps a leading BOM in a text: it is the agent's. */
+const EXACT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
+
+/** A body as JSON, else its text, else (not UTF-8: an image, any binary answer) its bytes; null when empty. */
 async function readBody(response: Response): Promise<unknown> {
-  const text = await response.text()
-  if (text === '') return null
+  const bytes = new Uint8Array(await response.arrayBuffer())
+  if (bytes.length === 0) return null
+  let text: string
   try {
-    return JSON.parse(text)
+    text = EXACT_UTF8.decode(bytes)
+  } catch {
+    return bytes
+  }
+  try {
+    // JSON after a BOM is still JSON, as response.text() would have read it.
+    return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text)
   } catch {
     return text
   }

@@ -7,11 +7,12 @@ export function stdoutIsTerminal(): boolean {
 
 /**
  * Prints a JSON body: pretty-printed on a terminal, byte-for-byte when piped so `| jq` and
- * `$(...)` see exactly what the server sent. A body that is not JSON is printed as-is.
+ * `$(...)` see exactly what the server sent (its `bytes`: an agent's answer may be binary, an image).
+ * A body that is not JSON is printed as-is.
  */
-export function printBody(body: string, terminal = stdoutIsTerminal()): void {
+export function printBody({ body, bytes }: { body: string; bytes: Uint8Array }, terminal = stdoutIsTerminal()): void {
   if (!terminal) {
-    process.stdout.write(body)
+    process.stdout.write(bytes)
     return
   }
   let value: unknown

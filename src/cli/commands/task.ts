@@ -110,7 +110,7 @@ async function runTask(args: string[], env: Env): Promise<number> {
     return 0
   }
   if (answer.status >= 400) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
-  printBody(answer.body)
+  printBody(answer)
   return 0
 }
 
@@ -141,7 +141,7 @@ async function runGet(taskId: string, args: string[], env: Env): Promise<number>
     return NOT_YET
   }
   if (answer.status >= 400) throw new RequestFailed(withHint(errorMessage(answer), answer.status, target.token), answer.status)
-  printBody(answer.body)
+  printBody(answer)
   return 0
 }
 
@@ -245,7 +245,7 @@ function reportBroadcast(answer: Awaited<ReturnType<typeof submitTask>>): number
     if (answer.status >= 400) throw new RequestFailed(errorMessage(answer), answer.status)
     throw new RequestFailed(`unexpected answer to a broadcast (HTTP ${answer.status})`, answer.status)
   }
-  printBody(answer.body)
+  printBody(answer)
   const failed = results.filter((result) => result.error !== undefined || result.status >= 400).length
   if (failed === 0) return 0
   throw new RequestFailed(`${failed} of ${results.length} agents failed the broadcast`, answer.status)
