@@ -13,7 +13,7 @@ export interface TraceContext {
   sampled: boolean
   /** The trace-flags' random-trace-id bit (Trace Context Level 2), set by the caller: passed on unchanged for its trace id. */
   random?: true
-  /** The caller's `tracestate`, passed on as it came (Moonlight adds no entry of its own). */
+  /** The caller's `tracestate`, checked and normalized (parseTracestate); Moonlight adds no entry of its own. */
   tracestate?: string
 }
 
@@ -42,8 +42,15 @@ const SAMPLED = 0x01
 const RANDOM = 0x02
 const ZERO_TRACE = '0'.repeat(32)
 const ZERO_SPAN = '0'.repeat(16)
-/** The spec bounds tracestate at 32 entries of at most 256 characters: longer is not a tracestate to pass on. */
-const MAX_TRACESTATE_CHARS = 32 * 257
+/** A tracestate list member (Trace Context §3.3.1.3): a key, simple or `tenant@system`, `=`, a value of printable ASCII but `,` and `=`, not ending in a space. */
+const TRACESTATE_MEMBER =
+  /^(?:[a-z][_0-9a-z*/-]{0,255}|[a-z0-9][_0-9a-z*/-]{0,240}@[a-z][_0-9a-z*/-]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/
+/** The spec's most list members. */
+const MAX_TRACESTATE_MEMBERS = 32
+/** What Moonlight passes on at most, the size the spec asks every vendor to propagate (§3.3.1.5): an agent's header stays small. */
+const MAX_TRACESTATE_CHARS = 512
+/** Over MAX_TRACESTATE_CHARS, the members longer than this go first, as the spec says. */
+const LONG_TRACESTATE_MEMBER = 128
 
 /**
  * The caller's trace, or undefined when `traceparent` is absent or invalid (version ff, a version 00
@@ -61,9 +68,35 @@ export function parseTraceparent(traceparent: string | null, tracestate: string 
   // The two flags the spec defines; any other bit is reserved, and the spec has vendors write it as zero.
   const context: TraceContext = { traceId, spanId, sampled: (bits & SAMPLED) !== 0 }
   if ((bits & RANDOM) !== 0) context.random = true
-  const state = tracestate?.trim()
-  if (state && state.length <= MAX_TRACESTATE_CHARS && /^[\x20-\x7e]*$/.test(state)) context.tracestate = state
+  const state = tracestate === null ? undefined : parseTracestate(tracestate)
+  if (state !== undefined) context.tracestate = state
   return context
+}
+
+/**
+ * The caller's `tracestate` as it goes on: its members without the white space around them, or
+ * undefined when there is none or the list is invalid (a malformed member, a key twice, more than
+ * 32 members), which the spec has vendors drop whole. Over 512 characters whole members are cut,
+ * those over 128 characters first, then from the end (§3.3.1.5).
+ */
+export function parseTracestate(tracestate: string): string | undefined {
+  const members: string[] = []
+  const keys = new Set<string>()
+  for (const raw of tracestate.split(',')) {
+    const member = raw.replace(/^[ \t]+|[ \t]+$/g, '')
+    // Empty members are allowed, and mean nothing.
+    if (member === '') continue
+    if (members.length === MAX_TRACESTATE_MEMBERS || !TRACESTATE_MEMBER.test(member)) return undefined
+    const key = member.slice(0, member.indexOf('='))
+    if (keys.has(key)) return undefined
+    keys.add(key)
+    members.push(member)
+  }
+  let kept = members
+  const length = () => kept.reduce((sum, member) => sum + member.length, kept.length - 1)
+  if (length() > MAX_TRACESTATE_CHARS) kept = kept.filter((member) => member.length <= LONG_TRACESTATE_MEMBER)
+  while (length() > MAX_TRACESTATE_CHARS) kept.pop()
+  return kept.length === 0 ? undefined : kept.join(',')
 }
 
 /** `traceparent` (version 00) for a hop whose parent is `spanId`. */
