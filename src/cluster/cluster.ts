@@ -470,9 +470,12 @@ export class Cluster {
     const existing = registry.get(shared.node_id)
     // This instance's own client of that id wins here; the other instance sees its own.
     if (existing && existing.instance === undefined) return
-    const { client } = registry.announce(announcementOf(instance, shared), clock.now())
+    const now = clock.now()
+    const { client } = registry.announce(announcementOf(instance, shared), now)
     // Health is judged by each instance from what it sees: the holder's verdict is shown beside this one's.
     client.holderState = shared.state
+    // An operator's ejection at the holder is not a verdict but an order: it holds here too.
+    if (shared.ejected_until !== undefined) registry.ejectAsHolderSays(client.nodeId, now, shared.ejected_until)
   }
 
   /** An HTTP agent's slots are shared among the live instances (src/fleet/slots.ts httpSlotShare). */

@@ -31,6 +31,8 @@ export const sharedClientSchema = z.object({
    * keep the drain should the node come back to one of them (src/fleet/registry.ts Registry.kept).
    */
   drained: z.boolean().optional(),
+  /** Ejected by an operator at its holder until then (ms since the epoch): the others send it nothing either until then. */
+  ejected_until: z.number().positive().optional(),
 })
 export type SharedClient = z.infer<typeof sharedClientSchema>
 
@@ -51,6 +53,8 @@ export function share(client: Client): SharedClient {
     // What the registry last said of it (src/fleet/registry.ts noteFull), so a later "room again" is never skipped as no change.
     ...(client.sharedFull === true && client.route === 'ws' ? { full: true } : {}),
     ...(client.operatorDrained ? { drained: true } : {}),
+    // Health's own ejections are each instance's verdict; an operator's is the cluster's.
+    ...(client.state === 'ejected' && client.ejectedUntil === client.operatorEjectedUntil ? { ejected_until: client.ejectedUntil } : {}),
   }
 }
 

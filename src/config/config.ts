@@ -530,7 +530,7 @@ export const configSchema = z.object({
   ws: wsSchema.prefault({}).describe('The WebSocket endpoint ([WebSocket protocol](websocket-protocol.md)).'),
   html: htmlSchema.prefault({}).describe('The docs page, the dashboard and their assets; these apply at the next start.'),
   region_hierarchy: hierarchySchema.describe(
-    "Child → parent; the root is `global`; cycles are rejected. `{}` in a file; the embedded default has the example's map. Region names (here, in `access`, and an agent's `region` and `node_id`) follow one rule: 1-128 letters, digits and `. _ : @ -`, and not `__proto__`; anything else is refused, at start-up here, with `400 invalid_body` (heartbeat) or an `invalid_message` frame (WebSocket) from an agent.",
+    "Child → parent; the root is `global`; cycles are rejected. `{}` in a file; the embedded default has the example's map. Region names (here, in `access`, and an agent's `region` and `node_id`) follow one rule: 1-128 letters, digits and `. _ : @ -`, and not `__proto__`, `.` or `..` (a URL path drops those, so no `/clients/{node_id}` could name such a node); anything else is refused, at start-up here, with `400 invalid_body` (heartbeat) or an `invalid_message` frame (WebSocket) from an agent.",
   ),
   agents: agentsSchema.prefault({}).describe('Where HTTP agents may be called, and the CA their certificates are checked against.'),
   http_agents: httpAgentsSchema.prefault({}).describe("The server's keep-alive connections to HTTP agents, pooled per agent."),

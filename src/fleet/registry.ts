@@ -33,6 +33,11 @@ export interface Client extends HealthRecord {
    * heartbeat, which would undo an operator's 0 within seconds, and undrain restores what it announced.
    */
   operatorDrained: boolean
+  /**
+   * When an operator's ejection (POST /clients/{node_id}/eject) ends: while the client is ejected until
+   * exactly then, its ejection is the operator's, which the cluster shares (health's stays each instance's own).
+   */
+  operatorEjectedUntil?: number
   /** The share of `weight` the balancers give it while it ramps up after a join or an ejection (slow start); 1 otherwise. */
   rampFactor: number
   /** Changes each time the node registers again, so a stale connection cannot remove the new one. */
@@ -102,7 +107,7 @@ const LATENCY_SMOOTHING = 0.2
 export const MAX_KEPT = 10_000
 
 /** What a node that left takes back when it returns (see Registry.kept). */
-type KeptState = Pick<Client, 'operatorDrained' | 'state' | 'ejectedUntil' | 'ejections'>
+type KeptState = Pick<Client, 'operatorDrained' | 'state' | 'ejectedUntil' | 'ejections' | 'operatorEjectedUntil'>
 
 /**
  * Every known client and one balancer per region. A client sits in the balancer of its own region
@@ -120,7 +125,7 @@ export class Registry {
   private readonly lingering = new Map<string, Client>()
   /**
    * What a node that left (disconnected, silent) takes back when it returns: an operator's drain, and an
-   * ejection not yet over. Both are about the node, not a connection, or a reconnect would undo them.
+   * ejection or the trial after it. All are about the node, not a connection, or a reconnect would undo them.
    */
   private readonly kept = new Map<string, KeptState>()
   /** Only regions with a client that can take tasks have one; a region's last client leaving forgets it. */
@@ -262,11 +267,15 @@ export class Registry {
     }
     client.slotShare = this.shareOf(client)
     if (before !== undefined && before.inFlight > 0) before.successor = client
-    // An ejection (health's or an operator's) lasts its time whatever connection the node comes back on.
-    if (kept !== undefined && kept.state === 'ejected' && kept.ejectedUntil > now) {
-      client.state = 'ejected'
+    // An ejection (health's or an operator's) lasts its time whatever connection the node comes back on;
+    // one whose back-off is over still ends in a trial, and counts toward the next back-off, or a
+    // reconnect would be a way around both.
+    if (kept !== undefined && (kept.state === 'ejected' || kept.state === 'probation')) {
+      const ejected = kept.state === 'ejected' && kept.ejectedUntil > now
+      client.state = ejected ? 'ejected' : 'probation'
       client.ejectedUntil = kept.ejectedUntil
       client.ejections = kept.ejections
+      client.operatorEjectedUntil = kept.operatorEjectedUntil
       client.rampFactor = 1
     }
     if (existing) this.countIn(existing.region, -1)
@@ -376,9 +385,21 @@ export class Registry {
     const client = this.clients.get(nodeId)
     if (!client) return undefined
     health.ejectFor(client, now, ms)
+    client.operatorEjectedUntil = client.ejectedUntil
     this.ramping.delete(client)
     this.changed(client)
     return client
+  }
+
+  /**
+   * The instance holding another instance's client says an operator ejected it until `until`: this
+   * instance sends it nothing either until then (and then gives it a trial of its own), or the
+   * operator's ejection would hold at the holder alone.
+   */
+  ejectAsHolderSays(nodeId: string, now: number, until: number): void {
+    const client = this.clients.get(nodeId)
+    if (client?.instance === undefined || until <= now || (client.state === 'ejected' && client.ejectedUntil >= until)) return
+    this.eject(nodeId, now, until - now)
   }
 
   /**
@@ -399,8 +420,14 @@ export class Registry {
     if (!client || (connectionId !== undefined && client.connectionId !== connectionId)) return undefined
     this.clients.delete(nodeId)
     if (client.inFlight > 0) this.lingering.set(nodeId, client)
-    if (keep && (client.operatorDrained || client.state === 'ejected')) {
-      this.kept.set(nodeId, { operatorDrained: client.operatorDrained, state: client.state, ejectedUntil: client.ejectedUntil, ejections: client.ejections })
+    if (keep && (client.operatorDrained || client.state === 'ejected' || client.state === 'probation')) {
+      this.kept.set(nodeId, {
+        operatorDrained: client.operatorDrained,
+        state: client.state,
+        ejectedUntil: client.ejectedUntil,
+        ejections: client.ejections,
+        operatorEjectedUntil: client.operatorEjectedUntil,
+      })
       // Bounded whatever the churn: the oldest kept state goes first.
       if (this.kept.size > MAX_KEPT) this.kept.delete(this.kept.keys().next().value!)
     }
@@ -704,6 +731,14 @@ export class Registry {
 /** Whether the client gets no new tasks by its weight: 0 as announced, or drained by an operator. */
 export function isDraining(client: Client): boolean {
   return client.weight === 0 || client.operatorDrained
+}
+
+/** Why a task naming `client` cannot go to it now (it is draining, ejected, on its trial or full), as `node_unavailable` says. */
+export function unavailableReason(client: Client): string {
+  if (isDraining(client)) return 'draining'
+  if (client.state === 'ejected') return 'ejected'
+  if (client.state === 'probation') return 'on probation, its trial task under way'
+  return `full (all ${client.maxInFlight} of its slots taken)`
 }
 
 /** The public JSON view of a client, as /clients and the dashboard show it. */

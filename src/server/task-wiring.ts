@@ -71,6 +71,9 @@ export function wireTasks(ctx: ServerContext, fleet: FleetWiring, observe: Obser
     max: config().queue.max,
     promoteAfterMs: config().queue.promote_after * 1000,
   }))
+  // A client drained, ejected or gone (an operator's action, health, a disconnect, its holder's word):
+  // the tasks waiting for it by name are answered now. Registry events come with such changes, not per task.
+  fleet.onRegistryEvent((event) => slots.refuseNamed(event.client.nodeId))
   // Cluster mode: another instance's WebSocket agents are reached through it, over Redis.
   const cluster: Cluster | undefined = started.cluster
     ? new Cluster({

@@ -1,5 +1,5 @@
 import type { Clock } from '../clock.ts'
-import { type Client, isDraining, type Registry } from '../fleet/registry.ts'
+import { type Client, type Registry, unavailableReason } from '../fleet/registry.ts'
 import { hasSlot } from '../fleet/slots.ts'
 import type { AttemptRecord, TaskRecord } from '../observe/task-stats.ts'
 import type { TaskTrace } from '../observe/tracing/tracer.ts'
@@ -305,16 +305,7 @@ export class Dispatcher {
     // within the token's boundary (a stored task runs later, when the node may have come back elsewhere).
     if (!client || !registry.isIn(client, region) || (boundary !== undefined && !registry.isIn(client, boundary)))
       return { kind: 'unknown_node', region, nodeId }
-    if (!registry.canTakeTasks(client) || !hasSlot(client)) {
-      const why = isDraining(client)
-        ? 'draining'
-        : client.state === 'ejected'
-          ? 'ejected'
-          : client.state === 'probation'
-            ? 'on probation, its trial task under way'
-            : `full (all ${client.maxInFlight} of its slots taken)`
-      return { kind: 'node_unavailable', region, nodeId, why }
-    }
+    if (!registry.canTakeTasks(client) || !hasSlot(client)) return { kind: 'node_unavailable', region, nodeId, why: unavailableReason(client) }
     return { client, pool: client.region }
   }
 }

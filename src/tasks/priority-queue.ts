@@ -68,6 +68,19 @@ export class TaskQueue<Value> {
     return best
   }
 
+  /** Every task waiting for the agent `nodeId` by name, taking them out of its queue. */
+  takeNode(nodeId: string): Value[] {
+    const lists = this.nodes.get(nodeId)
+    if (!lists) return []
+    const values: Value[] = []
+    for (const waiting of lists.all()) values.push(waiting.value)
+    // Out of the queue: a later remove() of one of them is a no-op, not an unlink from another list.
+    for (const waiting of [...lists.all()]) waiting.list = undefined
+    this.nodes.delete(nodeId)
+    this.size -= values.length
+    return values
+  }
+
   /** Every waiting task, emptying the queues: for a stop. */
   drain(): Value[] {
     const values: Value[] = []

@@ -1,5 +1,5 @@
 import type { Clock } from '../clock.ts'
-import type { Client, Registry } from '../fleet/registry.ts'
+import { type Client, type Registry, unavailableReason } from '../fleet/registry.ts'
 import { hasSlot } from '../fleet/slots.ts'
 import { Histogram } from '../observe/histogram.ts'
 import type { TaskControl } from './control.ts'
@@ -25,7 +25,7 @@ export interface SlotGranted {
   acquired: true
 }
 
-export type QueueRefusal = Extract<Outcome, { kind: 'queue_timeout' | 'queue_full' | 'cancelled' | 'shutting_down' }>
+export type QueueRefusal = Extract<Outcome, { kind: 'queue_timeout' | 'queue_full' | 'cancelled' | 'shutting_down' | 'unknown_node' | 'node_unavailable' }>
 type QueueResult = SlotGranted | QueueRefusal
 
 /** Queue waits, in seconds: from a slot that frees at once to the longest sensible queue.timeout. */
@@ -151,13 +151,31 @@ export class SlotQueue {
     })
   }
 
+  /**
+   * The agent `nodeId` changed: if it may no longer take tasks (drained, ejected, gone), the tasks
+   * waiting for it by name are answered now as a task naming it would be (`node_unavailable`, or
+   * `unknown_node`), rather than waiting out their queue_timeout for a slot it will not give them.
+   * Tasks waiting in a pool stay: another agent of the pool may yet serve them.
+   */
+  refuseNamed(nodeId: string): void {
+    const client = this.registry.get(nodeId)
+    if (client !== undefined && this.registry.canTakeTasks(client)) return
+    for (const waiter of this.queue.takeNode(nodeId)) {
+      const { region } = waiter
+      this.settle(
+        waiter,
+        client === undefined ? { kind: 'unknown_node', region, nodeId } : { kind: 'node_unavailable', region, nodeId, why: unavailableReason(client) },
+      )
+    }
+  }
+
   /** The stop: every waiting task is answered `shutting_down`, and no new one waits. */
   close(): void {
     this.closed = true
     for (const waiter of this.queue.drain()) this.settle(waiter, this.refuse({ kind: 'shutting_down', region: waiter.region, failedAttempts: [] }))
   }
 
-  private refuse(refusal: QueueRefusal): QueueRefusal {
+  private refuse(refusal: Extract<QueueRefusal, { kind: ShedReason | 'cancelled' }>): QueueRefusal {
     if (refusal.kind !== 'cancelled') this.shed[refusal.kind]++
     return refusal
   }

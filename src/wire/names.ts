@@ -5,6 +5,7 @@ const NAME_PATTERN = /^[\w.:@-]+$/
 /** Objects keyed by name assign keys, and assigning "__proto__" sets the prototype instead of adding a key. */
 export const RESERVED_NAME = '__proto__'
 export const reservedNameMessage = `"${RESERVED_NAME}" cannot be a node id or a region name`
+const dotSegmentMessage = '"." and ".." cannot be a node id or a region name'
 
 /**
  * The one rule for node ids and region names, wherever they come from: the config (region_hierarchy,
@@ -17,10 +18,19 @@ export const nameSchema = z
   .max(128)
   .regex(NAME_PATTERN, 'only letters, digits and . _ : @ - are allowed')
   .refine((name) => name !== RESERVED_NAME, reservedNameMessage)
+  .refine((name) => !isDotSegment(name), dotSegmentMessage)
 
-/** nameSchema's rule as a plain test, for hot paths that check a name without zod (the same bounds, pattern and reserved name). */
+/**
+ * "." and "..": a URL path drops them (%2E%2E included) before any route sees it, so an operator
+ * action on `/clients/{node_id}` could never name such a node.
+ */
+function isDotSegment(name: string): boolean {
+  return name === '.' || name === '..'
+}
+
+/** nameSchema's rule as a plain test, for hot paths that check a name without zod (the same bounds, pattern and reserved names). */
 export function isName(value: unknown): value is string {
-  return typeof value === 'string' && value.length >= 1 && value.length <= 128 && value !== RESERVED_NAME && NAME_PATTERN.test(value)
+  return typeof value === 'string' && value.length >= 1 && value.length <= 128 && value !== RESERVED_NAME && !isDotSegment(value) && NAME_PATTERN.test(value)
 }
 
 /** A client's share of tasks; 0 drains it. */
