@@ -25,7 +25,15 @@ export interface ServerTarget {
   token?: string
   /** A PEM CA bundle the server's certificate is verified against (`--ca`); the system's CAs without it. */
   ca?: string
+  /** The largest answer read, in bytes once unpacked (`--max-answer-bytes`); MAX_ANSWER_BYTES without it. */
+  maxAnswerBytes?: number
 }
+
+/**
+ * The largest answer a command reads by default: four times the server's default max_answer_bytes (room
+ * for a broadcast's several answers). A gzip bomb or a body without end must not fill the memory.
+ */
+export const MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 /** The request did not produce a successful answer: unreachable, timed out, or an error status. */
 export class RequestFailed extends Error {
@@ -140,13 +148,33 @@ async function send(
   try {
     const tls = target.ca === undefined ? {} : { tls: { ca: target.ca } }
     const response = await fetch(`${target.server}${path}`, { method, headers, body, signal, timeout: idleLimit, ...tls })
-    const bytes = await response.bytes()
+    const bytes = await readLimited(response, target)
     return { status: response.status, contentType: response.headers.get('content-type'), body: new TextDecoder().decode(bytes), bytes }
   } catch (error) {
     if (signal?.aborted) throw new RequestFailed(`no answer from ${target.server} within ${timeoutMs! / 1000} s`)
+    if (error instanceof RequestFailed) throw error
     const certificate = certificateFailure(error)
     if (certificate) throw new RequestFailed(`cannot reach ${target.server}: ${certificate}; ${SERVER_CA_HINT}`)
     throw new RequestFailed(`cannot reach ${target.server}: ${withoutFetchAdvice((error as Error).message)}`)
+  }
+}
+
+/** The body's bytes as they arrive (unpacked), at most the target's limit; past it the body is cancelled and the command fails. */
+async function readLimited(response: Response, target: ServerTarget): Promise<Uint8Array> {
+  const limit = target.maxAnswerBytes ?? MAX_ANSWER_BYTES
+  if (response.body === null) return new Uint8Array(0)
+  const reader = response.body.getReader()
+  const chunks: Uint8Array[] = []
+  let length = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) return Buffer.concat(chunks, length)
+    length += value.byteLength
+    if (length > limit) {
+      await reader.cancel()
+      throw new RequestFailed(`answer from ${target.server} passed ${limit} bytes: not read further`, response.status)
+    }
+    chunks.push(value)
   }
 }
 

@@ -9,7 +9,21 @@ export interface ClientOptions {
   token?: string
   /** Default: the global fetch. */
   fetch?: FetchLike
+  /**
+   * How long `submit`, `get`, `result` and `cancel` wait for the server's whole answer, in ms (`get`
+   * and `result`: on top of their `wait`); default 10 000. The server answers them at once, so a
+   * server that accepted the connection and never answered, or never ended its body, cannot hold the
+   * caller. `task` and `broadcast` wait as long as the server's task_timeout: bound them with `signal`.
+   */
+  timeoutMs?: number
+  /** The largest answer read, in bytes once unpacked (gzip, br…); past it, `answer_too_large`. Default 64 MiB. */
+  maxAnswerBytes?: number
 }
+
+/** What `get`, `result`, `submit` and `cancel` wait by default: the server answers them at once. */
+const DEFAULT_TIMEOUT_MS = 10_000
+/** Four times the server's default max_answer_bytes: room for a broadcast's several answers, or one in base64. */
+const DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 export interface TaskOptions extends RoutingOptions {
   /** The same key from the same token returns the same task and never runs it twice. */
@@ -50,7 +64,7 @@ export interface Client {
   /** A stored task's answer, exactly as a sync call would have had it; null while it has not ended. A failed task throws. */
   result<Body = unknown>(taskId: string, options?: WaitOptions): Promise<TaskAnswer<Body> | null>
   /** Cancels a stored task; returns its view, now `cancelled`. */
-  cancel(taskId: string): Promise<TaskView>
+  cancel(taskId: string, options?: { signal?: AbortSignal }): Promise<TaskView>
 }
 
 /**
@@ -62,18 +76,29 @@ export interface Client {
 export function createClient(options: ClientOptions): Client {
   const server = options.server.replace(/\/+$/, '')
   const fetchImpl = options.fetch ?? ((input, init) => globalThis.fetch(input, init))
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS
+  const maxAnswerBytes = options.maxAnswerBytes ?? DEFAULT_MAX_ANSWER_BYTES
 
-  async function call(method: string, path: string, body?: unknown, extraHeaders: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> {
-    const headers: Record<string, string> = { ...extraHeaders }
-    if (body !== undefined) headers['content-type'] = 'application/json'
+  /** One request and its whole answer, read up to maxAnswerBytes; `limitMs` bounds both (none: the caller's signal alone). */
+  async function call(method: string, path: string, request: CallOptions = {}): Promise<Answer> {
+    const headers: Record<string, string> = { ...request.headers }
+    if (request.body !== undefined) headers['content-type'] = 'application/json'
     if (options.token) headers.authorization = `Bearer ${options.token}`
+    const deadline = request.limitMs === undefined ? undefined : deadlineOf(request.limitMs, request.signal)
+    const signal = deadline?.signal ?? request.signal
     try {
-      return await fetchImpl(`${server}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), signal })
+      const body = request.body === undefined ? undefined : JSON.stringify(request.body)
+      const response = await fetchImpl(`${server}${path}`, { method, headers, body, signal })
+      return { status: response.status, headers: response.headers, ...parseBody(await readLimited(response, maxAnswerBytes, server)) }
     } catch (error) {
-      if (signal?.aborted) throw error
+      if (request.signal?.aborted) throw error
+      if (deadline?.signal.aborted) throw new MoonlightError(`no answer from ${server} within ${request.limitMs! / 1000} s`, 0, 'unreachable')
+      if (error instanceof MoonlightError) throw error
       // Bun ends some fetch errors (too many redirects, say) with advice to pass `verbose: true`: not the caller's concern.
       const reason = (error instanceof Error ? error.message : String(error)).replace(/\.?\s*For more information, pass `verbose: true`.*$/, '')
       throw new MoonlightError(`cannot reach ${server}: ${reason}`, 0, 'unreachable')
+    } finally {
+      deadline?.dispose()
     }
   }
 
@@ -84,11 +109,18 @@ export function createClient(options: ClientOptions): Client {
   }
 
   const keyHeader = (key: string | undefined): Record<string, string> => (key === undefined ? {} : { 'idempotency-key': key })
-  /** A single or async task: its routing fields, its idempotency key as the header, its signal. */
+  /** A single or async task: its routing fields, its idempotency key as the header, its signal; an async one is answered at once. */
   const postTask = (mode: 'single' | 'async', region: string, payload: unknown, taskOptions: TaskOptions) =>
-    call('POST', '/task/request', taskBody(region, payload, mode, taskOptions), keyHeader(taskOptions.idempotencyKey), taskOptions.signal)
+    call('POST', '/task/request', {
+      body: taskBody(region, payload, mode, taskOptions),
+      headers: keyHeader(taskOptions.idempotencyKey),
+      signal: taskOptions.signal,
+      limitMs: mode === 'async' ? timeoutMs : undefined,
+    })
   const taskPath = (taskId: string) => `/task/${encodeURIComponent(taskId)}`
-  const waitQuery = (wait: number | undefined) => (wait === undefined ? '' : `?wait=${wait}`)
+  /** A long poll: the server holds it `wait` seconds, then the usual bound. */
+  const resultCall = (taskId: string, { wait, signal }: WaitOptions) =>
+    call('GET', `${taskPath(taskId)}/result${wait === undefined ? '' : `?wait=${wait}`}`, { signal, limitMs: timeoutMs + (wait ?? 0) * 1000 })
 
   return {
     async task<Body>(region: string, payload: unknown, taskOptions: TaskOptions = {}) {
@@ -96,67 +128,122 @@ export function createClient(options: ClientOptions): Client {
     },
     async broadcast(region, payload, broadcastOptions = {}) {
       const { timeout, signal } = broadcastOptions
-      const response = await call('POST', '/task/request', taskBody(region, payload, 'broadcast', { timeout }), {}, signal)
+      const answer = await call('POST', '/task/request', { body: taskBody(region, payload, 'broadcast', { timeout }), signal })
       // A broadcast nobody answered is a 502 with every agent's result: still a reply, not an error.
-      const body = await readBody(response)
-      if (isErrorBody(body)) throw errorOf(response.status, body)
-      if (!response.ok && response.status !== 502) throw errorOf(response.status, body)
+      if (isErrorBody(answer.body)) throw errorOf(answer)
+      if (answer.status >= 300 && answer.status !== 502) throw errorOf(answer)
       // A 502 is a reply only with every agent's result: a proxy's own 502 page is not one.
-      return expectShape(response.status, body, isBroadcastReply)
+      return expectShape(answer, isBroadcastReply)
     },
     async submit(region, payload, taskOptions = {}) {
-      const response = await postTask('async', region, payload, taskOptions)
-      const body = await readBody(response)
-      if (response.status !== 202) throw errorOf(response.status, body)
-      return expectShape(response.status, body, isAcceptedTask).task_id
+      const answer = await postTask('async', region, payload, taskOptions)
+      if (answer.status !== 202) throw errorOf(answer)
+      return expectShape(answer, isAcceptedTask).task_id
     },
     async get(taskId, waitOptions = {}) {
       // GET /task/{id} answers at once; a wait goes through /result, whose 202 (not ended yet) is the same view.
       if (waitOptions.wait !== undefined) {
-        const response = await call('GET', `${taskPath(taskId)}/result${waitQuery(waitOptions.wait)}`, undefined, {}, waitOptions.signal)
-        if (response.status === 202) return expectShape(202, await readBody(response), isTaskView)
+        const waited = await resultCall(taskId, waitOptions)
+        if (waited.status === 202) return expectShape(waited, isTaskView)
         // Ended (or unknown): the view says how, whatever the result was.
-        await response.body?.cancel()
       }
-      const response = await call('GET', taskPath(taskId), undefined, {}, waitOptions.signal)
-      const body = await readBody(response)
-      if (!response.ok) throw errorOf(response.status, body)
-      return expectShape(response.status, body, isTaskView)
+      const answer = await call('GET', taskPath(taskId), { signal: waitOptions.signal, limitMs: timeoutMs })
+      if (answer.status >= 300) throw errorOf(answer)
+      return expectShape(answer, isTaskView)
     },
     async result<Body>(taskId: string, waitOptions: WaitOptions = {}) {
-      const response = await call('GET', `${taskPath(taskId)}/result${waitQuery(waitOptions.wait)}`, undefined, {}, waitOptions.signal)
-      if (response.status === 202) {
-        await response.body?.cancel()
-        return null
-      }
-      return answerOf<Body>(response)
+      const answer = await resultCall(taskId, waitOptions)
+      return answer.status === 202 ? null : answerOf<Body>(answer)
     },
-    async cancel(taskId) {
-      const response = await call('DELETE', taskPath(taskId))
-      const body = await readBody(response)
-      if (!response.ok) throw errorOf(response.status, body)
-      return expectShape(response.status, body, isTaskView)
+    async cancel(taskId, cancelOptions = {}) {
+      const answer = await call('DELETE', taskPath(taskId), { signal: cancelOptions.signal, limitMs: timeoutMs })
+      if (answer.status >= 300) throw errorOf(answer)
+      return expectShape(answer, isTaskView)
     },
   }
+}
+
+interface CallOptions {
+  body?: unknown
+  headers?: Record<string, string>
+  signal?: AbortSignal
+  /** Gives up after this many ms, the answer's body included. */
+  limitMs?: number
+}
+
+/** An answer read whole: its status and headers, its body parsed, and its text to quote in an error. */
+interface Answer {
+  status: number
+  headers: Headers
+  body: unknown
+  /** The start of the body as it came, for a message (what is not text is said in words). */
+  preview: string
+}
+
+/**
+ * A signal that aborts after `ms`, or when the caller's does. Built by hand rather than with
+ * AbortSignal.any/timeout: Node 20 before 20.3 has no `any`, and the timer must end with the call.
+ */
+function deadlineOf(ms: number, callerSignal: AbortSignal | undefined): { signal: AbortSignal; dispose: () => void } {
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(), ms)
+  const follow = () => controller.abort(callerSignal?.reason)
+  if (callerSignal?.aborted) follow()
+  else callerSignal?.addEventListener('abort', follow, { once: true })
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      clearTimeout(timer)
+      callerSignal?.removeEventListener('abort', follow)
+    },
+  }
+}
+
+/**
+ * The body's bytes, at most `limit` of them as they arrive (after fetch unpacks a gzip or br body):
+ * a gzip bomb or an endless body must not fill the caller's memory. Past it, the body is cancelled.
+ */
+async function readLimited(response: Response, limit: number, server: string): Promise<Uint8Array> {
+  if (response.body === null) return new Uint8Array(0)
+  const reader = response.body.getReader()
+  const chunks: Uint8Array[] = []
+  let length = 0
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    length += value.byteLength
+    if (length > limit) {
+      await reader.cancel().catch(() => {})
+      throw new MoonlightError(`the answer from ${server} passed ${limit} bytes (maxAnswerBytes): not read further`, response.status, 'answer_too_large')
+    }
+    chunks.push(value)
+  }
+  if (chunks.length === 1) return chunks[0]!
+  const bytes = new Uint8Array(length)
+  let offset = 0
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset)
+    offset += chunk.byteLength
+  }
+  return bytes
 }
 
 /**
  * An agent's answer carries `X-Moonlight-Node`; an answer without it is the server's own, and a
  * server's error status throws.
  */
-async function answerOf<Body>(response: Response): Promise<TaskAnswer<Body>> {
-  const body = await readBody(response)
-  const nodeId = response.headers.get('x-moonlight-node') ?? undefined
-  if (nodeId === undefined && response.status >= 400) throw errorOf(response.status, body)
+function answerOf<Body>(answer: Answer): TaskAnswer<Body> {
+  const nodeId = answer.headers.get('x-moonlight-node') ?? undefined
+  if (nodeId === undefined && answer.status >= 400) throw errorOf(answer)
   return {
-    status: response.status,
-    headers: response.headers,
+    status: answer.status,
+    headers: answer.headers,
     // The caller's `Body` is its word on what its agents answer; the SDK cannot check a type it does not know.
-    body: body as Body,
-    taskId: response.headers.get('x-task-id') ?? '',
+    body: answer.body as Body,
+    taskId: answer.headers.get('x-task-id') ?? '',
     nodeId,
-    attempts: Number(response.headers.get('x-moonlight-attempts') ?? 1),
-    replayed: response.headers.get('idempotent-replayed') === 'true',
+    attempts: Number(answer.headers.get('x-moonlight-attempts') ?? 1),
+    replayed: answer.headers.get('idempotent-replayed') === 'true',
   }
 }
 
@@ -164,20 +251,20 @@ async function answerOf<Body>(response: Response): Promise<TaskAnswer<Body>> {
 const EXACT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true })
 
 /** A body as JSON, else its text, else (not UTF-8: an image, any binary answer) its bytes; null when empty. */
-async function readBody(response: Response): Promise<unknown> {
-  const bytes = new Uint8Array(await response.arrayBuffer())
-  if (bytes.length === 0) return null
+function parseBody(bytes: Uint8Array): { body: unknown; preview: string } {
+  if (bytes.length === 0) return { body: null, preview: '' }
   let text: string
   try {
     text = EXACT_UTF8.decode(bytes)
   } catch {
-    return bytes
+    return { body: bytes, preview: `${bytes.length} bytes that are not UTF-8 text` }
   }
+  const preview = text.slice(0, 200)
   try {
     // JSON after a BOM is still JSON, as response.text() would have read it.
-    return JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text)
+    return { body: JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text), preview }
   } catch {
-    return text
+    return { body: text, preview }
   }
 }
 
@@ -190,9 +277,9 @@ function isErrorBody(body: unknown): body is ErrorBody {
  * server's (a proxy's page, another service) and throws `unexpected_answer` rather than reach the
  * caller as a BroadcastReply, a task id or a TaskView it is not.
  */
-function expectShape<T>(status: number, body: unknown, is: (body: unknown) => body is T): T {
-  if (is(body)) return body
-  throw errorOf(status, body)
+function expectShape<T>(answer: Answer, is: (body: unknown) => body is T): T {
+  if (is(answer.body)) return answer.body
+  throw errorOf(answer)
 }
 
 function isRecord(body: unknown): body is Record<string, unknown> {
@@ -211,9 +298,9 @@ function isTaskView(body: unknown): body is TaskView {
   return isRecord(body) && typeof body.task_id === 'string' && typeof body.state === 'string'
 }
 
-function errorOf(status: number, body: unknown): MoonlightError {
-  if (!isErrorBody(body))
-    return new MoonlightError(`HTTP ${status}: ${String(typeof body === 'string' ? body : JSON.stringify(body)).slice(0, 200)}`, status, 'unexpected_answer')
+/** The server's error as a MoonlightError; any other answer quotes the start of its text (never re-serialized: JSON nested past the stack would throw). */
+function errorOf({ status, body, preview }: Answer): MoonlightError {
+  if (!isErrorBody(body)) return new MoonlightError(`HTTP ${status}: ${preview}`, status, 'unexpected_answer')
   const { error, code, ...details } = body
   return new MoonlightError(error, status, code, details)
 }

@@ -3,8 +3,8 @@ import { acceptedTaskSchema, taskViewSchema } from '../../wire/async-task.ts'
 import { type RetryOn, retryOnSchema } from '../../wire/errors.ts'
 import { prioritySchema } from '../../wire/names.ts'
 import { type BroadcastReply, broadcastReplySchema } from '../../wire/task.ts'
-import { cancelTask, errorMessage, fetchTaskResult, RequestFailed, submitTask, VIEW_TIMEOUT_S } from '../api-client.ts'
-import { type Command, caOf, type Env, noPositionals, optionalSeconds, parse, readViewArgs, serverUrl, tokenOf, UsageError } from './_command.ts'
+import { cancelTask, errorMessage, fetchTaskResult, RequestFailed, type ServerTarget, submitTask, VIEW_TIMEOUT_S } from '../api-client.ts'
+import { type Command, caOf, type Env, noPositionals, optionalInt, optionalSeconds, parse, readViewArgs, serverUrl, tokenOf, UsageError } from './_command.ts'
 import { printBody, printJson } from './_output.ts'
 import { withSpinner } from './_spinner.ts'
 
@@ -13,8 +13,8 @@ export const taskCommand: Command = {
   usage: `moonlight task [--server URL] [--token T] [--region R] (--payload JSON | --payload-file F | stdin)
                [--broadcast | --async [--json]] [--idempotency-key K] [--timeout S] [--ca FILE]
                [--key K] [--node-id ID] [--fallback parent|none] [--no-retry | --retry] [--retry-on LIST]
-               [--task-timeout S] [--priority high|normal|low] [--queue-timeout S]
-       moonlight task get ID [--wait S] [--timeout S]    the answer of an async task
+               [--task-timeout S] [--priority high|normal|low] [--queue-timeout S] [--max-answer-bytes N]
+       moonlight task get ID [--wait S] [--timeout S] [--max-answer-bytes N]    the answer of an async task
        moonlight task cancel ID [--json] [--timeout S]   cancel an async task
 
 Submits a task to POST /task/request and prints the agent's answer: pretty JSON on a terminal,
@@ -35,6 +35,8 @@ With --async, prints the task's id at once; \`task get ID\` prints its answer on
   --timeout S          give up after S seconds (task get: after its --wait and S more; task get and
                        task cancel: 10 s by default; a task submitted: no default, the server's task_timeout bounds it)
   --ca FILE            a PEM CA bundle to verify an https:// server against (default $MLS_CA)
+  --max-answer-bytes N (task, task get) read at most N bytes of the answer, once unpacked (default
+                       67108864, 64 MiB); past it, exit 1 without the answer
 
 Routing (docs/routing.md):
   --key K              sticky routing: tasks with the same key go to the same agent while it is eligible
@@ -74,6 +76,7 @@ async function runTask(args: string[], env: Env): Promise<number> {
     'idempotency-key': { type: 'string' },
     timeout: { type: 'string' },
     ca: { type: 'string' },
+    'max-answer-bytes': { type: 'string' },
     key: { type: 'string' },
     'node-id': { type: 'string' },
     fallback: { type: 'string' },
@@ -86,7 +89,7 @@ async function runTask(args: string[], env: Env): Promise<number> {
   })
   noPositionals(positionals)
   if (values.broadcast && values.async) throw new UsageError('--broadcast and --async do not go together')
-  const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
+  const target = { ...targetOf(values, env), maxAnswerBytes: maxAnswerBytesOf(values['max-answer-bytes']) }
   const timeoutS = optionalSeconds(values.timeout, '--timeout')
   const payload = await readPayload(values.payload, values['payload-file'])
   const fields = {
@@ -124,13 +127,14 @@ async function runGet(taskId: string, args: string[], env: Env): Promise<number>
     wait: { type: 'string' },
     timeout: { type: 'string' },
     ca: { type: 'string' },
+    'max-answer-bytes': { type: 'string' },
   })
   noPositionals(positionals)
   const waitS = optionalSeconds(values.wait, '--wait')
   if (waitS !== undefined && waitS > 60) throw new UsageError('--wait must be at most 60 seconds')
   // A server that never answers must not hold a script for ever: the long poll's --wait, then --timeout more.
   const timeoutS = (waitS ?? 0) + (optionalSeconds(values.timeout, '--timeout') ?? VIEW_TIMEOUT_S)
-  const target = { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
+  const target = { ...targetOf(values, env), maxAnswerBytes: maxAnswerBytesOf(values['max-answer-bytes']) }
   const fetching = fetchTaskResult(target, taskId, waitS, timeoutS * 1000)
   const answer = waitS === undefined ? await fetching : await withSpinner('waiting for the task…', fetching)
   if (answer.status === 202) {
@@ -148,12 +152,24 @@ async function runGet(taskId: string, args: string[], env: Env): Promise<number>
 async function runCancel(taskId: string, args: string[], env: Env): Promise<number> {
   const { target, timeoutMs, json } = readViewArgs(args, env)
   const answer = await cancelTask(target, taskId, timeoutMs)
-  if (json) {
-    const view = jsonOf(answer.body)
-    if (view === undefined) throw new RequestFailed(unexpected('task cancel', answer.status), answer.status)
-    printJson(view)
-  } else console.log(`cancelled ${taskId}`)
+  // "cancelled" only on the server's word: a task view. A proxy's 200 page is not one, nor is JSON nested past the stack.
+  const view = taskViewSchema.loose().safeParse(jsonOf(answer.body))
+  if (!view.success) throw new RequestFailed(unexpected('task cancel', answer.status), answer.status)
+  if (json) printJson(view.data)
+  else console.log(`cancelled ${taskId}`)
   return 0
+}
+
+/** --server, --token and --ca as the target to ask. */
+function targetOf(values: { server?: string; token?: string; ca?: string }, env: Env): ServerTarget {
+  return { server: serverUrl(values.server, env), token: tokenOf(values.token, env), ca: caOf(values.ca, env) }
+}
+
+/** --max-answer-bytes: a whole number of bytes, at least 1; undefined for the default. */
+function maxAnswerBytesOf(flag: string | undefined): number | undefined {
+  const bytes = optionalInt(flag, '--max-answer-bytes')
+  if (bytes === 0) throw new UsageError('--max-answer-bytes must be at least 1')
+  return bytes
 }
 
 /** The routing flags as the request's fields; the server validates them (a bad one is its 400, with the field named). */
