@@ -188,11 +188,18 @@ describe('docs/cluster.md quick start', () => {
       const heartbeat = await postJson(`${url}/client/heartbeat`, { ip: '127.0.0.1', node_id: 'roamer', token, region: 'usa', port: 9 })
       expect({ url, status: heartbeat.status }).toEqual({ url, status: 200 })
     }
+    // What B last said, and what both printed, go with a failure: a run once timed out here (not reproduced since).
+    let lastView: unknown
     await waitFor(
-      async () => ((await (await fetch(`${urls[1]}/cluster`, { headers: { authorization: `Bearer ${token}` } })).json()).instances?.length ?? 0) === 2,
+      async () => {
+        lastView = await (await fetch(`${urls[1]}/cluster`, { headers: { authorization: `Bearer ${token}` } })).json()
+        return ((lastView as { instances?: unknown[] }).instances?.length ?? 0) === 2
+      },
       'two instances in /cluster',
       10_000,
-    )
+    ).catch((error: Error) => {
+      throw new Error(`${error.message}; /cluster at B said ${JSON.stringify(lastView)}; the instances printed:\n${output()}`)
+    })
     process.kill(-child.pid, 'SIGTERM')
     await child.exited
   }, 60_000)
