@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { readLimited } from '../../packages/sdk/src/_read-limited.ts'
 import { certificateFailure, SERVER_CA_HINT } from '../security/peer-certificate-errors.ts'
 import { errorBodySchema } from '../wire/errors.ts'
 import {
@@ -148,7 +149,7 @@ async function send(
   try {
     const tls = target.ca === undefined ? {} : { tls: { ca: target.ca } }
     const response = await fetch(`${target.server}${path}`, { method, headers, body, signal, timeout: idleLimit, ...tls })
-    const bytes = await readLimited(response, target)
+    const bytes = await readAnswer(response, target)
     return { status: response.status, contentType: response.headers.get('content-type'), body: new TextDecoder().decode(bytes), bytes }
   } catch (error) {
     if (signal?.aborted) throw new RequestFailed(`no answer from ${target.server} within ${timeoutMs! / 1000} s`)
@@ -159,23 +160,12 @@ async function send(
   }
 }
 
-/** The body's bytes as they arrive (unpacked), at most the target's limit; past it the body is cancelled and the command fails. */
-async function readLimited(response: Response, target: ServerTarget): Promise<Uint8Array> {
+/** The body's bytes (unpacked) within the target's limit (the SDK's readLimited); past it the command fails. */
+async function readAnswer(response: Response, target: ServerTarget): Promise<Uint8Array> {
   const limit = target.maxAnswerBytes ?? MAX_ANSWER_BYTES
-  if (response.body === null) return new Uint8Array(0)
-  const reader = response.body.getReader()
-  const chunks: Uint8Array[] = []
-  let length = 0
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) return Buffer.concat(chunks, length)
-    length += value.byteLength
-    if (length > limit) {
-      await reader.cancel()
-      throw new RequestFailed(`answer from ${target.server} passed ${limit} bytes: not read further`, response.status)
-    }
-    chunks.push(value)
-  }
+  const bytes = await readLimited(response, limit)
+  if (bytes === undefined) throw new RequestFailed(`answer from ${target.server} passed ${limit} bytes: not read further`, response.status)
+  return bytes
 }
 
 /** Bun ends some fetch errors (too many redirects, say) with advice to its caller's code, not to a shell user: dropped. */

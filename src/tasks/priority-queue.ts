@@ -72,13 +72,12 @@ export class TaskQueue<Value> {
   takeNode(nodeId: string): Value[] {
     const lists = this.nodes.get(nodeId)
     if (!lists) return []
-    const values: Value[] = []
-    for (const waiting of lists.all()) values.push(waiting.value)
+    const taken = [...lists.all()]
     // Out of the queue: a later remove() of one of them is a no-op, not an unlink from another list.
-    for (const waiting of [...lists.all()]) waiting.list = undefined
+    for (const waiting of taken) waiting.list = undefined
     this.nodes.delete(nodeId)
-    this.size -= values.length
-    return values
+    this.size -= taken.length
+    return taken.map((waiting) => waiting.value)
   }
 
   /** Every waiting task, emptying the queues: for a stop. */

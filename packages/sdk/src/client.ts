@@ -1,3 +1,4 @@
+import { readLimited } from './_read-limited.ts'
 import type { FetchLike } from './agent.ts'
 import { MoonlightError } from './errors.ts'
 import type { AcceptedTask, BroadcastReply, ErrorBody, RoutingOptions, TaskView } from './wire.ts'
@@ -89,7 +90,7 @@ export function createClient(options: ClientOptions): Client {
     try {
       const body = request.body === undefined ? undefined : JSON.stringify(request.body)
       const response = await fetchImpl(`${server}${path}`, { method, headers, body, signal })
-      return { status: response.status, headers: response.headers, ...parseBody(await readLimited(response, maxAnswerBytes, server)) }
+      return { status: response.status, headers: response.headers, ...parseBody(await readAnswer(response, maxAnswerBytes, server)) }
     } catch (error) {
       if (request.signal?.aborted) throw error
       if (deadline?.signal.aborted) throw new MoonlightError(`no answer from ${server} within ${request.limitMs! / 1000} s`, 0, 'unreachable')
@@ -199,32 +200,11 @@ function deadlineOf(ms: number, callerSignal: AbortSignal | undefined): { signal
   }
 }
 
-/**
- * The body's bytes, at most `limit` of them as they arrive (after fetch unpacks a gzip or br body):
- * a gzip bomb or an endless body must not fill the caller's memory. Past it, the body is cancelled.
- */
-async function readLimited(response: Response, limit: number, server: string): Promise<Uint8Array> {
-  if (response.body === null) return new Uint8Array(0)
-  const reader = response.body.getReader()
-  const chunks: Uint8Array[] = []
-  let length = 0
-  for (;;) {
-    const { done, value } = await reader.read()
-    if (done) break
-    length += value.byteLength
-    if (length > limit) {
-      await reader.cancel().catch(() => {})
-      throw new MoonlightError(`the answer from ${server} passed ${limit} bytes (maxAnswerBytes): not read further`, response.status, 'answer_too_large')
-    }
-    chunks.push(value)
-  }
-  if (chunks.length === 1) return chunks[0]!
-  const bytes = new Uint8Array(length)
-  let offset = 0
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset)
-    offset += chunk.byteLength
-  }
+/** The body's bytes within maxAnswerBytes (src/_read-limited.ts), or the SDK's error past it. */
+async function readAnswer(response: Response, limit: number, server: string): Promise<Uint8Array> {
+  const bytes = await readLimited(response, limit)
+  if (bytes === undefined)
+    throw new MoonlightError(`the answer from ${server} passed ${limit} bytes (maxAnswerBytes): not read further`, response.status, 'answer_too_large')
   return bytes
 }
 
